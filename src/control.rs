@@ -1,0 +1,226 @@
+//! The control socket: how `hotswap reload`, `status` and `stop` talk to a
+//! running primary.
+//!
+//! Protocol: the client sends one JSON request line (`{"command":"reload"}`);
+//! the primary answers with JSON lines (`progress` while it works, then
+//! `done` or `error`). `stop` ends with the connection closing when the
+//! primary exits. The socket is mode 0600 and a peer of another user (root
+//! excepted) is refused by its credentials.
+//!
+//! Each connection is its own task: a client that connects and says nothing
+//! blocks neither other clients nor the supervisor, and times out.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use crate::status::Status;
+use crate::supervisor::Event;
+
+/// Largest request accepted, in bytes.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Reload,
+    Stop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    Status(Box<Status>),
+    Progress { message: String },
+    Done { message: String },
+    Error { error: String },
+}
+
+/// Where the supervisor sends replies for one request.
+pub type ReplyTx = mpsc::UnboundedSender<Reply>;
+
+/// The default control socket path: `$XDG_RUNTIME_DIR/hotswap.sock`,
+/// `/run/hotswap.sock` for root, else `/tmp/hotswap-UID/hotswap.sock`.
+/// (`HOTSWAP_CONTROL` and `--control` are handled by clap.)
+pub fn default_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("hotswap.sock");
+    }
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        PathBuf::from("/run/hotswap.sock")
+    } else {
+        PathBuf::from(format!("/tmp/hotswap-{uid}/hotswap.sock"))
+    }
+}
+
+pub fn resolve(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(default_path)
+}
+
+/// The primary's side: the bound socket and the task that accepts on it.
+pub struct Server {
+    path: PathBuf,
+}
+
+impl Server {
+    /// Binds `path` (mode 0600), refusing when another primary answers there.
+    pub fn bind(path: &Path, events: mpsc::Sender<Event>) -> Result<Server> {
+        if let Some(dir) = path.parent() {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+        crate::listeners::remove_stale_unix_socket(path).map_err(|e| {
+            if format!("{e}").contains("in use") {
+                anyhow::anyhow!(
+                    "another hotswap primary answers on control socket {} (give this one --control PATH)",
+                    path.display()
+                )
+            } else {
+                e
+            }
+        })?;
+        let listener = UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        tokio::spawn(accept_loop(listener, events));
+        Ok(Server { path: path.to_path_buf() })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>) {
+    let me = nix::unistd::geteuid().as_raw();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let events = events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, me, events).await {
+                tracing::debug!("control connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> Result<()> {
+    let peer = stream.peer_cred().context("reading peer credentials")?;
+    if peer.uid() != me && peer.uid() != 0 {
+        tracing::warn!("control socket: refused a client of uid {} (pid {:?})", peer.uid(), peer.pid());
+        send(&mut stream, &Reply::Error { error: format!("permission denied: uid {} is not the primary's", peer.uid()) })
+            .await?;
+        return Ok(());
+    }
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        Err(_) => Err("no request within 10s".to_string()),
+        Ok(r) => r,
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::warn!("control socket: bad request: {error}");
+            return send(&mut stream, &Reply::Error { error }).await;
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if events.send(Event::Control { request, reply: tx }).await.is_err() {
+        return Ok(());
+    }
+    while let Some(reply) = rx.recv().await {
+        send(&mut stream, &reply).await?;
+    }
+    Ok(())
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    let mut line = String::new();
+    let mut limited = tokio::io::BufReader::new(stream.take(MAX_REQUEST));
+    match limited.read_line(&mut line).await {
+        Ok(0) => return Err("empty request".into()),
+        Ok(_) if !line.ends_with('\n') => return Err(format!("request too long or unterminated (limit {MAX_REQUEST} bytes)")),
+        Ok(_) => {}
+        Err(e) => return Err(format!("unreadable request: {e}")),
+    }
+    parse_request(&line)
+}
+
+/// Parses a request line, naming what is wrong with a bad one.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    match value.get("command").and_then(|c| c.as_str()) {
+        Some("status" | "reload" | "stop") => serde_json::from_value(value).map_err(|e| format!("malformed request: {e}")),
+        Some(other) => Err(format!("unknown command {other:?} (expected status, reload or stop)")),
+        None => Err("malformed request: no \"command\" field".into()),
+    }
+}
+
+async fn send(stream: &mut UnixStream, reply: &Reply) -> Result<()> {
+    let mut line = serde_json::to_string(reply)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await?;
+    Ok(())
+}
+
+/// The client's side, blocking: used by the `reload`, `status` and `stop`
+/// subcommands. Calls `on_reply` for each reply until the primary closes the
+/// connection.
+pub fn request(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> Result<()> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach a hotswap primary at {}: {e} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).with_context(|| format!("writing to {}", path.display()))?;
+    for line in BufReader::new(stream).lines() {
+        let line = match line {
+            Ok(l) => l,
+            // The primary exiting mid-reply (stop) resets the connection.
+            Err(_) => break,
+        };
+        match serde_json::from_str::<Reply>(&line) {
+            Ok(reply) => on_reply(reply),
+            Err(e) => bail!("unexpected reply from the primary: {e}: {line}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload);
+        assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
+        assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
+        assert!(parse_request("garbage").unwrap_err().contains("malformed"));
+        assert!(parse_request("{}").unwrap_err().contains("no \"command\""));
+    }
+}

@@ -1,0 +1,227 @@
+//! The listening sockets: parsed from `--listen`, bound once by the primary,
+//! and never closed while it lives.
+//!
+//! Every worker receives the very same kernel sockets (fd 3, 4, ...), so the
+//! accept queue outlives any single worker: a connection that arrives while
+//! workers are swapped waits in the queue instead of being refused. For that
+//! reason the primary never accepts on a listener and never changes its file
+//! status flags: they are shared by every process that holds the socket.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// Name given to a listener without one, as systemd does.
+pub const DEFAULT_NAME: &str = "unknown";
+
+/// One `--listen` argument: `[NAME=]ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub name: Option<String>,
+    pub addr: ListenAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        // A name never contains ':' (systemd forbids it in LISTEN_FDNAMES), so
+        // `=` before any ':' separates a name; `unix:/a=b` keeps its path.
+        let (name, addr) = match s.split_once('=') {
+            Some((name, addr)) if !name.contains(':') && !name.contains('/') => {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(format!("invalid listener name {name:?}: use printable ASCII without ':'"));
+                }
+                (Some(name.to_string()), addr)
+            }
+            _ => (None, s),
+        };
+        let addr = if let Some(path) = addr.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path, as in unix:/run/app.sock".into());
+            }
+            ListenAddr::Unix(PathBuf::from(path))
+        } else if let Ok(sa) = addr.parse::<SocketAddr>() {
+            ListenAddr::Tcp(sa)
+        } else if let Some(port) = addr.strip_prefix(':') {
+            let port: u16 = port.parse().map_err(|_| format!("invalid port in {addr:?}"))?;
+            ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port)))
+        } else {
+            let mut found = addr
+                .to_socket_addrs()
+                .map_err(|e| format!("invalid listen address {addr:?}: {e} (expected 127.0.0.1:8080, [::1]:8080 or unix:/path)"))?;
+            ListenAddr::Tcp(found.next().ok_or_else(|| format!("{addr:?} resolves to no address"))?)
+        };
+        Ok(ListenSpec { name, addr })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(sa) => write!(f, "{sa}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A bound, listening socket owned by the primary.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    /// The address actually bound (port 0 resolved to the real port).
+    pub addr: ListenAddr,
+    socket: OwnedFd,
+    /// A Unix socket path this primary created and removes at exit.
+    owned_path: Option<PathBuf>,
+}
+
+impl Listener {
+    pub fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener> {
+        let name = spec.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_string());
+        match &spec.addr {
+            ListenAddr::Tcp(sa) => {
+                let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)
+                    .with_context(|| format!("creating a socket for {sa}"))?;
+                socket.set_reuse_address(true)?;
+                socket.bind(&(*sa).into()).with_context(|| format!("binding {sa}"))?;
+                socket.listen(backlog).with_context(|| format!("listening on {sa}"))?;
+                let bound = socket
+                    .local_addr()?
+                    .as_socket()
+                    .context("bound TCP socket has no IP address")?;
+                Ok(Listener { name, addr: ListenAddr::Tcp(bound), socket: socket.into(), owned_path: None })
+            }
+            ListenAddr::Unix(path) => {
+                remove_stale_unix_socket(path)?;
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
+                    .with_context(|| format!("creating a socket for unix:{}", path.display()))?;
+                let sa = SockAddr::unix(path).with_context(|| format!("unix socket path {}", path.display()))?;
+                socket.bind(&sa).with_context(|| format!("binding unix:{}", path.display()))?;
+                socket.listen(backlog).with_context(|| format!("listening on unix:{}", path.display()))?;
+                Ok(Listener {
+                    name,
+                    addr: ListenAddr::Unix(path.clone()),
+                    socket: socket.into(),
+                    owned_path: Some(path.clone()),
+                })
+            }
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(path) = &self.owned_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds every spec, failing with the culprit's address.
+pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
+    specs.iter().map(|s| Listener::bind(s, backlog)).collect()
+}
+
+/// The value of `LISTEN_FDNAMES` for these listeners.
+pub fn fd_names(listeners: &[Listener]) -> String {
+    listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(":")
+}
+
+/// A socket file left by a dead process is replaced; one a live process
+/// listens on is an error, and so is any other kind of file.
+pub fn remove_stale_unix_socket(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        bail!("{} exists and is not a socket; refusing to replace it", path.display());
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => bail!("{} is in use: a live process listens on it", path.display()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("probing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses_and_names() {
+        let s: ListenSpec = "web=127.0.0.1:8080".parse().unwrap();
+        assert_eq!(s.name.as_deref(), Some("web"));
+        assert_eq!(s.addr, ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap()));
+        let s: ListenSpec = "[::1]:0".parse().unwrap();
+        assert_eq!(s.name, None);
+        let s: ListenSpec = "unix:/tmp/a=b.sock".parse().unwrap();
+        assert_eq!(s.addr, ListenAddr::Unix("/tmp/a=b.sock".into()));
+        assert_eq!(s.name, None);
+        let s: ListenSpec = "admin=unix:/tmp/x.sock".parse().unwrap();
+        assert_eq!(s.name.as_deref(), Some("admin"));
+        let s: ListenSpec = ":9000".parse().unwrap();
+        assert_eq!(s.addr, ListenAddr::Tcp("0.0.0.0:9000".parse().unwrap()));
+        assert!("unix:".parse::<ListenSpec>().is_err());
+        assert!("nonsense".parse::<ListenSpec>().is_err());
+        assert!("127.0.0.1:99999".parse::<ListenSpec>().is_err());
+    }
+
+    #[test]
+    fn port_zero_reports_real_port() {
+        let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        match l.addr {
+            ListenAddr::Tcp(sa) => assert_ne!(sa.port(), 0),
+            _ => panic!("expected tcp"),
+        }
+    }
+
+    #[test]
+    fn stale_unix_socket_is_replaced_live_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("hotswap-lt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let spec: ListenSpec = format!("unix:{}", path.display()).parse().unwrap();
+
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = Listener::bind(&spec, 4).unwrap_err();
+        assert!(format!("{err:#}").contains("in use"), "{err:#}");
+        drop(live); // std leaves the file behind, as a dead process would
+        assert!(path.exists());
+        let ours = Listener::bind(&spec, 4).unwrap();
+        drop(ours);
+        assert!(!path.exists(), "the primary removes its own socket file");
+
+        std::fs::write(dir.join("plain"), b"x").unwrap();
+        let plain: ListenSpec = format!("unix:{}", dir.join("plain").display()).parse().unwrap();
+        assert!(format!("{:#}", Listener::bind(&plain, 4).unwrap_err()).contains("not a socket"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

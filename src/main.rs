@@ -1,0 +1,141 @@
+//! hotswap: a zero-downtime hot-reload supervisor for network services.
+//!
+//! A map of the crate, one room per idea:
+//! - [`cli`]: the command line (subcommands and flags).
+//! - [`listeners`]: parsing `--listen`, binding the sockets the primary keeps for life.
+//! - [`supervisor`]: the event loop that owns all state: workers, slots, generations.
+//! - [`reload`]: the rolling reload, one worker at a time.
+//! - [`worker`]: one worker: its state and how it is started.
+//! - [`spawn`]: fork and exec with exact fds and `LISTEN_PID`.
+//! - [`ipc`]: the newline-delimited JSON channel to each worker.
+//! - [`output`]: workers' stdout/stderr, prefixed and passed through.
+//! - [`control`]: the control socket and its client (`reload`, `status`, `stop`).
+//! - [`signals`]: Unix signals as events.
+//! - [`status`]: what `hotswap status` shows.
+
+mod cli;
+mod control;
+mod ipc;
+mod listeners;
+mod output;
+mod reload;
+mod signals;
+mod spawn;
+mod status;
+mod supervisor;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, RunArgs};
+use control::{Reply, Request};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Reload(c) => reload(control::resolve(c.control)),
+        Command::Status(s) => status(control::resolve(s.control.control), s.json),
+        Command::Stop(c) => stop(control::resolve(c.control)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hotswap: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HOTSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let settings = supervisor::Settings {
+        command: args.command,
+        workers,
+        ready_timeout: args.ready_timeout,
+        shutdown_timeout: args.shutdown_timeout,
+        control_path: control::resolve(args.control.control),
+    };
+    spawn::resolve_program(&settings.command[0], &worker::base_env())?;
+    let listeners = listeners::bind_all(&args.listen, args.backlog)?;
+    // One thread: workers must be forked from the thread that lives as long
+    // as the primary (their parent-death signal follows that thread).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (code, why) = rt.block_on(supervisor::run(settings, listeners))?;
+    if code == 0 {
+        tracing::info!("{why}");
+    } else {
+        eprintln!("hotswap: {why}");
+    }
+    Ok(ExitCode::from(code as u8))
+}
+
+fn reload(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+    let mut code = ExitCode::FAILURE;
+    let mut finished = false;
+    control::request(&path, &Request::Reload, |reply| match reply {
+        Reply::Progress { message } => println!("{message}"),
+        Reply::Done { message } => {
+            println!("{message}");
+            code = ExitCode::SUCCESS;
+            finished = true;
+        }
+        Reply::Error { error } => {
+            eprintln!("hotswap: reload failed: {error}");
+            finished = true;
+        }
+        Reply::Status(_) => {}
+    })?;
+    if !finished {
+        eprintln!("hotswap: the primary closed the connection before the reload finished");
+    }
+    Ok(code)
+}
+
+fn status(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let mut code = ExitCode::FAILURE;
+    control::request(&path, &Request::Status, |reply| match reply {
+        Reply::Status(s) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+            } else {
+                print!("{}", s.render());
+            }
+            code = ExitCode::SUCCESS;
+        }
+        Reply::Error { error } => eprintln!("hotswap: {error}"),
+        _ => {}
+    })?;
+    Ok(code)
+}
+
+fn stop(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+    let mut code = ExitCode::SUCCESS;
+    control::request(&path, &Request::Stop, |reply| match reply {
+        Reply::Progress { message } | Reply::Done { message } => println!("{message}"),
+        Reply::Error { error } => {
+            eprintln!("hotswap: {error}");
+            code = ExitCode::FAILURE;
+        }
+        Reply::Status(_) => {}
+    })?;
+    if code == ExitCode::SUCCESS {
+        println!("stopped");
+    }
+    Ok(code)
+}

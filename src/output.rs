@@ -1,0 +1,121 @@
+//! Worker stdout and stderr, passed through the primary line by line.
+//!
+//! Each line is prefixed with the worker's id, generation and pid, so the
+//! output of many workers (and generations) stays readable when interleaved.
+//! One writer task owns the primary's stdout and stderr; pipe readers send it
+//! whole lines over a bounded channel, so a slow terminal slows the workers
+//! down (as a full pipe would) instead of growing the primary's memory.
+
+use std::os::fd::OwnedFd;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+/// Longest line kept whole; longer ones are split.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+struct Line {
+    stream: Stream,
+    bytes: Vec<u8>,
+}
+
+/// Where pipe readers send their lines.
+#[derive(Clone)]
+pub struct Output {
+    tx: mpsc::Sender<Line>,
+}
+
+impl Output {
+    /// Starts the writer task.
+    pub fn start() -> Output {
+        let (tx, mut rx) = mpsc::channel::<Line>(1024);
+        tokio::spawn(async move {
+            let mut out = tokio::io::stdout();
+            let mut err = tokio::io::stderr();
+            while let Some(line) = rx.recv().await {
+                let _ = match line.stream {
+                    Stream::Stdout => write_line(&mut out, &line.bytes).await,
+                    Stream::Stderr => write_line(&mut err, &line.bytes).await,
+                };
+            }
+        });
+        Output { tx }
+    }
+
+    /// Forwards everything read from `fd` (the read end of a worker's pipe)
+    /// until end of file, each line behind `prefix`.
+    pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut rx = match pipe::Receiver::from_owned_fd(fd) {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::error!("cannot read worker output ({prefix}): {e}");
+                    return;
+                }
+            };
+            let mut buf = BytesMut::with_capacity(8 * 1024);
+            loop {
+                let n = rx.read_buf(&mut buf).await.unwrap_or(0);
+                let eof = n == 0;
+                while let Some(line) = take_line(&mut buf, eof) {
+                    let mut bytes = Vec::with_capacity(prefix.len() + line.len() + 1);
+                    bytes.extend_from_slice(prefix.as_bytes());
+                    bytes.extend_from_slice(&line);
+                    if bytes.last() != Some(&b'\n') {
+                        bytes.push(b'\n');
+                    }
+                    if tx.send(Line { stream, bytes }).await.is_err() {
+                        return;
+                    }
+                }
+                if eof {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn write_line(w: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// The next line in `buf` (with its newline), a `MAX_LINE` chunk of an
+/// over-long one, or at end of file whatever is left.
+fn take_line(buf: &mut BytesMut, eof: bool) -> Option<BytesMut> {
+    if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+        return Some(buf.split_to(i + 1));
+    }
+    if buf.len() >= MAX_LINE || (eof && !buf.is_empty()) {
+        let n = buf.len().min(MAX_LINE);
+        return Some(buf.split_to(n));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_and_long_runs() {
+        let mut b = BytesMut::from(&b"a\nbc\npartial"[..]);
+        assert_eq!(&take_line(&mut b, false).unwrap()[..], b"a\n");
+        assert_eq!(&take_line(&mut b, false).unwrap()[..], b"bc\n");
+        assert!(take_line(&mut b, false).is_none());
+        assert_eq!(&take_line(&mut b, true).unwrap()[..], b"partial");
+        let mut long = BytesMut::from(&vec![b'x'; MAX_LINE + 5][..]);
+        assert_eq!(take_line(&mut long, false).unwrap().len(), MAX_LINE);
+        assert!(take_line(&mut long, false).is_none());
+    }
+}

@@ -1,0 +1,259 @@
+//! Starting a worker process: fork and exec by hand.
+//!
+//! `std::process::Command` cannot do what a worker needs:
+//! - `LISTEN_PID` must be the worker's own pid, unknown until after the fork,
+//!   while `Command` fixes the environment before it. We build argv and envp
+//!   before the fork with a fixed-width `LISTEN_PID=` slot and write the pid
+//!   digits into it in the child, which then calls `execve` itself.
+//! - The fds must land at exactly 0..=2 (stdio), 3.. (listeners) and the IPC
+//!   end after them, with close-on-exec cleared on those and set on all else.
+//!
+//! Between `fork` and `execve` the child may only make async-signal-safe
+//! calls: no allocation, no locks. Everything is prepared in [`Prepared`].
+//!
+//! The child also puts itself in its own process group (so a stop or kill
+//! reaches its whole tree) and asks for SIGKILL when its parent dies. That
+//! signal fires when the *thread* that forked exits, so workers must be
+//! spawned from the primary's main thread, which lives as long as the primary
+//! (hotswap runs a current-thread runtime for this reason).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::unistd::Pid;
+
+/// The fds a worker is given, in the primary's numbering.
+pub struct Fds<'a> {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Placed at 3, 4, ... in this order.
+    pub listeners: &'a [RawFd],
+    /// Placed right after the listeners.
+    pub ipc: RawFd,
+}
+
+/// Width reserved for the pid digits; pid_max is at most 2^22 on Linux.
+const PID_SLOT: usize = 20;
+
+/// argv and envp as C arrays, built before the fork.
+struct Prepared {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<Vec<u8>>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// Where the pid digits go: inside one of the `_env` buffers.
+    pid_slot: *mut u8,
+}
+
+/// Forks and execs `argv` with exactly `env` (plus `LISTEN_PID`) and `fds`.
+/// Returns once the child has exec'ed, or the reason it could not.
+pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Result<Pid> {
+    let program = argv.first().ok_or_else(|| anyhow!("empty command"))?;
+    let path = resolve_program(program, env)?;
+    let mut prep = prepare(&path, argv, env)?;
+
+    // Targets: 0,1,2, then listeners, then IPC. Sources are first moved above
+    // every target so that no dup2 clobbers a source not yet placed.
+    let mut sources: Vec<RawFd> = vec![fds.stdin, fds.stdout, fds.stderr];
+    sources.extend_from_slice(fds.listeners);
+    sources.push(fds.ipc);
+    let above = sources.len() as RawFd; // first fd past the targets
+    let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
+
+    let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating exec-status pipe")?;
+    let parent = std::process::id() as libc::pid_t;
+
+    // SAFETY: the child branch below only makes async-signal-safe calls on
+    // memory prepared before the fork, then execs or exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork failed: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        unsafe { child(&mut prep, &sources, &mut scratch, above, parent, std::os::fd::AsRawFd::as_raw_fd(&err_write)) }
+    }
+
+    // Parent. Also set the group here: whichever of the two runs first wins.
+    unsafe { libc::setpgid(pid, pid) };
+    drop(err_write);
+    let mut errno = [0u8; 4];
+    let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&err_read), &mut errno).unwrap_or(0);
+    if n == 4 {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        bail!("cannot execute {}: {err}", path.display());
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// The child, between fork and exec. Never returns.
+unsafe fn child(
+    prep: &mut Prepared,
+    sources: &[RawFd],
+    scratch: &mut [RawFd],
+    above: RawFd,
+    parent: libc::pid_t,
+    err_write: RawFd,
+) -> ! {
+    let fail = |err_fd: RawFd| -> ! {
+        // Reading errno allocates nothing.
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let bytes = e.to_ne_bytes();
+        libc::write(err_fd, bytes.as_ptr().cast(), 4);
+        libc::_exit(127)
+    };
+
+    libc::setpgid(0, 0);
+    #[cfg(target_os = "linux")]
+    {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The primary may have died between fork and prctl.
+        if libc::getppid() != parent {
+            libc::_exit(127);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = parent;
+
+    // Signal handlers are reset by exec, but ignored signals and the mask are
+    // inherited: Rust ignores SIGPIPE, which most programs do not expect.
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    for sig in 1..65 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+
+    // Keep the status pipe out of the target range too.
+    let err_write = if err_write < above { libc::fcntl(err_write, libc::F_DUPFD_CLOEXEC, above) } else { err_write };
+    if err_write < 0 {
+        libc::_exit(127);
+    }
+    for (i, &src) in sources.iter().enumerate() {
+        scratch[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above);
+        if scratch[i] < 0 {
+            fail(err_write);
+        }
+    }
+    for (target, &tmp) in scratch.iter().enumerate() {
+        // dup2 onto a different fd leaves close-on-exec clear on the target.
+        if libc::dup2(tmp, target as RawFd) < 0 {
+            fail(err_write);
+        }
+    }
+    // Whatever else is open (fds the primary inherited without
+    // close-on-exec) must not reach the worker.
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
+    }
+
+    write_pid(prep.pid_slot, libc::getpid() as u32);
+    libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr());
+    fail(err_write)
+}
+
+/// Writes the decimal digits of `pid` and a NUL into the slot.
+unsafe fn write_pid(slot: *mut u8, mut pid: u32) {
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        *slot.add(i) = digits[n - 1 - i];
+    }
+    *slot.add(n) = 0;
+}
+
+fn prepare(path: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result<Prepared> {
+    let path = CString::new(path.as_os_str().as_bytes()).context("command path contains a NUL byte")?;
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).with_context(|| format!("argument {a:?} contains a NUL byte")))
+        .collect::<Result<_>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+
+    let mut envs: Vec<Vec<u8>> = Vec::with_capacity(env.len() + 1);
+    for (k, v) in env {
+        if k.as_bytes().contains(&0) || v.as_bytes().contains(&0) || k.as_bytes().contains(&b'=') {
+            bail!("environment variable {k:?} cannot be passed to a process");
+        }
+        let mut e = Vec::with_capacity(k.len() + v.len() + 2);
+        e.extend_from_slice(k.as_bytes());
+        e.push(b'=');
+        e.extend_from_slice(v.as_bytes());
+        e.push(0);
+        envs.push(e);
+    }
+    let mut slot = b"LISTEN_PID=".to_vec();
+    slot.resize(slot.len() + PID_SLOT + 1, 0);
+    envs.push(slot);
+    let last = envs.len() - 1;
+    let pid_slot = unsafe { envs[last].as_mut_ptr().add("LISTEN_PID=".len()) };
+    let mut envp_ptrs: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr().cast()).collect();
+    envp_ptrs.push(std::ptr::null());
+    Ok(Prepared { path, _argv: argv, argv_ptrs, _env: envs, envp_ptrs, pid_slot })
+}
+
+/// Finds `program` the way a shell would: as a path if it has a `/`, else on
+/// the `PATH` the worker will see. Done before the fork, for a clear error.
+pub fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        if !p.exists() {
+            bail!("command not found: {program}");
+        }
+        return Ok(p);
+    }
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == OsStr::new("PATH"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = dir.join(program);
+        if is_exec(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    bail!("command not found: {program} (searched PATH)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_digits() {
+        let mut buf = [0xffu8; 12];
+        unsafe { write_pid(buf.as_mut_ptr(), 4194304) };
+        assert_eq!(&buf[..8], b"4194304\0");
+        unsafe { write_pid(buf.as_mut_ptr(), 7) };
+        assert_eq!(&buf[..2], b"7\0");
+    }
+
+    #[test]
+    fn resolves_programs() {
+        let env = vec![(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        assert!(resolve_program("sh", &env).unwrap().ends_with("sh"));
+        assert!(format!("{:#}", resolve_program("no-such-program-xyz", &env).unwrap_err()).contains("not found"));
+        assert!(resolve_program("/nonexistent/x", &env).is_err());
+    }
+}

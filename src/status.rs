@@ -1,0 +1,101 @@
+//! What `hotswap status` reports: a snapshot of the supervisor, serializable
+//! as JSON (the `--json` output and the control protocol's reply) and
+//! printable as a table for people.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::worker::{WorkerId, WorkerState};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The primary's pid.
+    pub pid: u32,
+    pub version: String,
+    pub uptime_secs: f64,
+    /// The newest generation started (1 at start, +1 per reload).
+    pub generation: u64,
+    /// Bound addresses: `127.0.0.1:8080`, `unix:/run/app.sock`.
+    pub listeners: Vec<String>,
+    /// How many workers the primary keeps.
+    pub target_workers: u32,
+    pub workers: Vec<WorkerStatus>,
+    /// True while a rolling reload runs.
+    pub reloading: bool,
+    /// Reloads asked for while one ran, waiting their turn (0 or 1).
+    pub reload_queued: bool,
+    pub last_reload: Option<ReloadOutcome>,
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: WorkerId,
+    pub pid: i32,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub uptime_secs: f64,
+    /// How often this worker's slot was restarted after a crash.
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReloadOutcome {
+    pub generation: u64,
+    pub ok: bool,
+    /// What happened: `generation 3 serves (2 workers replaced)` or the
+    /// reason it failed.
+    pub message: String,
+    pub duration_ms: u64,
+    /// Seconds since the Unix epoch.
+    pub finished_at: u64,
+}
+
+impl Status {
+    /// The human-readable table.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let ready = self.workers.iter().filter(|w| w.state == WorkerState::Ready).count();
+        let _ = writeln!(
+            s,
+            "hotswap {} (pid {}), up {}{}",
+            self.version,
+            self.pid,
+            fmt_secs(self.uptime_secs),
+            if self.stopping { ", stopping" } else { "" }
+        );
+        let _ = writeln!(s, "listeners:  {}", self.listeners.join(", "));
+        let _ = writeln!(s, "generation: {}", self.generation);
+        let _ = writeln!(s, "workers:    {ready} ready of {}", self.target_workers);
+        let reload = match (&self.last_reload, self.reloading) {
+            (_, true) => format!("in progress{}", if self.reload_queued { ", another queued" } else { "" }),
+            (Some(r), false) => format!("{} ({}, {} ms)", if r.ok { "ok" } else { "FAILED" }, r.message, r.duration_ms),
+            (None, false) => "none yet".into(),
+        };
+        let _ = writeln!(s, "reload:     {reload}");
+        let _ = writeln!(s, "\n{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}", "ID", "PID", "GEN", "STATE", "UPTIME", "RESTARTS");
+        for w in &self.workers {
+            let _ = writeln!(
+                s,
+                "{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}",
+                w.id,
+                w.pid,
+                w.generation,
+                w.state.to_string(),
+                fmt_secs(w.uptime_secs),
+                w.restarts
+            );
+        }
+        s
+    }
+}
+
+fn fmt_secs(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{secs:.1}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

@@ -1,0 +1,473 @@
+//! The primary's event loop: the one owner of all supervisor state.
+//!
+//! Workers, slots, generations, listeners, the reload in progress and the
+//! stop in progress live in [`Supervisor`], touched only by [`Supervisor::handle`].
+//! Everything else (signals, the control socket, IPC channels, timers) sends
+//! it an [`Event`] over one channel. Child exits arrive as SIGCHLD and are
+//! reaped here, in one place, so no status is ever lost or stolen.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+use crate::control::{Reply, ReplyTx, Request};
+use crate::ipc::{to_worker, FromWorker};
+use crate::listeners::Listener;
+use crate::output::Output;
+use crate::reload::Reload;
+use crate::status::{ReloadOutcome, Status, WorkerStatus};
+use crate::worker::{Launcher, Worker, WorkerId, WorkerState};
+
+/// Everything that can happen to the supervisor.
+#[derive(Debug)]
+pub enum Event {
+    Signal(i32),
+    Control { request: Request, reply: ReplyTx },
+    Ipc { worker: WorkerId, msg: FromWorker },
+    IpcClosed { worker: WorkerId },
+    Timer(Timer),
+}
+
+/// Deadlines; each checks on arrival whether it still applies.
+#[derive(Debug, Clone, Copy)]
+pub enum Timer {
+    /// A starting worker must be ready by now.
+    Ready(WorkerId),
+    /// A stopping worker must have exited by now.
+    Shutdown(WorkerId),
+    /// Start a worker in this slot again after a crash.
+    Respawn(usize),
+}
+
+/// How `hotswap run` was configured; fixed for the primary's life.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub command: Vec<String>,
+    pub workers: u32,
+    pub ready_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub control_path: PathBuf,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Exit {
+    Code(i32),
+    Signal(nix::sys::signal::Signal),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(s) => write!(f, "was killed by {s}"),
+        }
+    }
+}
+
+/// One of the N places a worker fills, with its crash history.
+#[derive(Debug, Default)]
+struct Slot {
+    restarts: u32,
+    /// Crashes in a row (a worker that lived long resets it).
+    streak: u32,
+}
+
+/// A crash within this long of the start counts towards the backoff streak.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+struct Stop {
+    waiters: Vec<ReplyTx>,
+    forced: bool,
+}
+
+pub struct Supervisor {
+    pub(crate) settings: Settings,
+    listeners: Vec<Listener>,
+    base_env: Vec<(OsString, OsString)>,
+    output: Output,
+    events: mpsc::Sender<Event>,
+    pub(crate) workers: BTreeMap<WorkerId, Worker>,
+    slots: Vec<Slot>,
+    next_id: WorkerId,
+    /// The newest generation number handed out.
+    pub(crate) newest_generation: u64,
+    /// The generation that serves: 1, or the last reload that succeeded.
+    pub(crate) serving_generation: u64,
+    pub(crate) reload: Option<Reload>,
+    /// Subscribers of the reload queued behind the running one, if any.
+    pub(crate) queued: Option<Vec<ReplyTx>>,
+    pub(crate) last_reload: Option<ReloadOutcome>,
+    stop: Option<Stop>,
+    /// Whether any worker has ever been ready: before that, a failing worker
+    /// means the command cannot start at all, and the primary gives up.
+    ever_ready: bool,
+    started: Instant,
+    /// Set when the loop should end, with the process exit code.
+    exit: Option<(i32, String)>,
+}
+
+/// Runs the primary until it stops; returns the exit code and why.
+pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, String)> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    crate::signals::start(tx.clone())?;
+    let _control = crate::control::Server::bind(&settings.control_path, tx.clone())?;
+    #[cfg(target_os = "linux")]
+    {
+        // Orphaned grandchildren come to us, to be reaped, not to init.
+        let _ = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    }
+    for l in &listeners {
+        tracing::info!("listening on {} (fd name {:?})", l.addr, l.name);
+    }
+    tracing::info!("control socket {}", settings.control_path.display());
+
+    let mut sup = Supervisor {
+        slots: (0..settings.workers).map(|_| Slot::default()).collect(),
+        settings,
+        listeners,
+        base_env: crate::worker::base_env(),
+        output: Output::start(),
+        events: tx,
+        workers: BTreeMap::new(),
+        next_id: 1,
+        newest_generation: 1,
+        serving_generation: 1,
+        reload: None,
+        queued: None,
+        last_reload: None,
+        stop: None,
+        ever_ready: false,
+        started: Instant::now(),
+        exit: None,
+    };
+    for slot in 0..sup.slots.len() {
+        if let Err(e) = sup.spawn(slot, 1) {
+            sup.kill_all();
+            return Err(e.context("starting the first generation"));
+        }
+    }
+    while let Some(event) = rx.recv().await {
+        sup.handle(event);
+        if let Some(exit) = sup.exit.take() {
+            return Ok(exit);
+        }
+    }
+    Ok((1, "event channel closed".into()))
+}
+
+impl Supervisor {
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Signal(sig) => self.on_signal(sig),
+            Event::Control { request, reply } => self.on_control(request, reply),
+            Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
+            Event::IpcClosed { worker } => {
+                if let Some(w) = self.workers.get(&worker) {
+                    tracing::debug!("{} closed its IPC channel", w.label());
+                }
+            }
+            Event::Timer(t) => self.on_timer(t),
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        use signal_hook::consts::*;
+        match sig {
+            SIGCHLD => self.reap(),
+            SIGHUP => {
+                tracing::info!("SIGHUP: reload requested");
+                self.request_reload(None);
+            }
+            SIGTERM | SIGINT => {
+                let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                self.begin_stop(name, None);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, request: Request, reply: ReplyTx) {
+        match request {
+            Request::Status => {
+                let _ = reply.send(Reply::Status(Box::new(self.status())));
+            }
+            Request::Reload => {
+                if self.stop.is_some() {
+                    let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
+                } else {
+                    self.request_reload(Some(reply));
+                }
+            }
+            Request::Stop => self.begin_stop("stop requested", Some(reply)),
+        }
+    }
+
+    fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        match msg {
+            FromWorker::Listening => {
+                if worker.state != WorkerState::Starting {
+                    return;
+                }
+                worker.state = WorkerState::Ready;
+                self.ever_ready = true;
+                tracing::info!("{} ready in {} ms", worker.label(), worker.started.elapsed().as_millis());
+                self.reload_on_ready(id);
+            }
+            FromWorker::Broadcast { data } => {
+                for (_, other) in self.workers.iter().filter(|(other, _)| **other != id) {
+                    if let Some(ch) = &other.ipc {
+                        ch.send(to_worker::broadcast(id, data.clone()));
+                    }
+                }
+            }
+            FromWorker::Send { to, data } => {
+                let delivered = self.workers.get(&to).and_then(|w| w.ipc.as_ref()).is_some_and(|ch| ch.send(to_worker::send(id, data)));
+                if !delivered {
+                    if let Some(ch) = self.workers.get(&id).and_then(|w| w.ipc.as_ref()) {
+                        ch.send(to_worker::error(&format!("no worker {to} to send to")));
+                    }
+                }
+            }
+            FromWorker::NodeHandle => {
+                tracing::warn!("{} tried to send a handle over IPC; dropped", worker.label());
+                if let Some(ch) = &worker.ipc {
+                    ch.send(to_worker::node_handle_ack());
+                }
+            }
+            FromWorker::Other(v) => {
+                let mut text = v.to_string();
+                text.truncate(200);
+                tracing::info!("{} sent an unhandled message: {text}", worker.label());
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Ready(id) => {
+                let Some(w) = self.workers.get_mut(&id) else { return };
+                if w.state != WorkerState::Starting {
+                    return;
+                }
+                let why = format!("{} was not ready within {}", w.label(), humantime::format_duration(self.settings.ready_timeout));
+                tracing::error!("{why}; killing it");
+                w.kill();
+                self.reload_on_failure(id, why);
+            }
+            Timer::Shutdown(id) => {
+                let Some(w) = self.workers.get_mut(&id) else { return };
+                if w.state == WorkerState::Stopping && !w.killed {
+                    tracing::warn!(
+                        "{} did not exit within {} of shutdown; killing it",
+                        w.label(),
+                        humantime::format_duration(self.settings.shutdown_timeout)
+                    );
+                    w.kill();
+                }
+            }
+            Timer::Respawn(slot) => {
+                if self.stop.is_some() || self.workers.values().any(|w| w.slot == slot && w.state != WorkerState::Stopping) {
+                    return;
+                }
+                let generation = self.reload.as_ref().map_or(self.serving_generation, |r| r.generation);
+                self.slots[slot].restarts += 1;
+                if let Err(e) = self.spawn(slot, generation) {
+                    tracing::error!("restarting slot {slot}: {e:#}");
+                    self.schedule_respawn(slot);
+                }
+            }
+        }
+    }
+
+    /// Starts a worker in `slot` and arms its ready deadline.
+    pub(crate) fn spawn(&mut self, slot: usize, generation: u64) -> Result<WorkerId> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.newest_generation = self.newest_generation.max(generation);
+        let launcher = Launcher {
+            command: &self.settings.command,
+            base_env: &self.base_env,
+            listeners: &self.listeners,
+            control_path: &self.settings.control_path,
+            output: &self.output,
+            events: &self.events,
+        };
+        let worker = launcher.start(id, slot, generation)?;
+        tracing::info!("{} started (slot {slot})", worker.label());
+        self.workers.insert(id, worker);
+        self.after(self.settings.ready_timeout, Timer::Ready(id));
+        Ok(id)
+    }
+
+    /// Tells a worker to shut down and arms its kill deadline.
+    pub(crate) fn shut_down(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            if w.state == WorkerState::Stopping {
+                return;
+            }
+            tracing::info!("{} stopping", w.label());
+            w.respawn = false;
+            w.shutdown();
+            self.after(self.settings.shutdown_timeout, Timer::Shutdown(id));
+        }
+    }
+
+    pub(crate) fn after(&self, delay: Duration, timer: Timer) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Timer(timer)).await;
+        });
+    }
+
+    /// Collects every exited child. The primary is the only one that waits,
+    /// so waiting for any child steals no one's status; exits are routed by
+    /// pid, and children we do not know (orphans handed to us as subreaper)
+    /// are simply reaped.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid, Exit::Signal(sig)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("waitpid: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, how: Exit) {
+        let Some(id) = self.workers.values().find(|w| w.pid == pid).map(|w| w.id) else {
+            tracing::debug!("reaped orphan {pid} ({how})");
+            return;
+        };
+        let worker = self.workers.remove(&id).expect("found above");
+        // Anything the worker left in its process group goes with it.
+        let _ = nix::sys::signal::killpg(worker.pid, nix::sys::signal::Signal::SIGKILL);
+        let lived = worker.started.elapsed();
+        let expected = worker.state == WorkerState::Stopping;
+        if expected {
+            tracing::info!("{} {how} after {} ms", worker.label(), lived.as_millis());
+        } else {
+            tracing::warn!("{} {how} unexpectedly (state {}, up {} ms)", worker.label(), worker.state, lived.as_millis());
+        }
+
+        if let Some(stop) = &self.stop {
+            if self.workers.is_empty() {
+                let code = if stop.forced { 1 } else { 0 };
+                self.exit = Some((code, "stopped".into()));
+            }
+            return;
+        }
+        if self.reload_on_exit(&worker, how) || !worker.respawn {
+            return;
+        }
+        if !self.ever_ready {
+            let why = format!("the first generation cannot start: {} {how} before it was ready", worker.label());
+            tracing::error!("{why}");
+            self.kill_all();
+            self.exit = Some((1, why));
+            return;
+        }
+        let slot = &mut self.slots[worker.slot];
+        if lived >= STABLE_AFTER {
+            slot.streak = 0;
+        }
+        slot.streak += 1;
+        self.schedule_respawn(worker.slot);
+    }
+
+    fn schedule_respawn(&mut self, slot: usize) {
+        let streak = self.slots[slot].streak.max(1);
+        let delay = if streak <= 1 {
+            Duration::ZERO
+        } else {
+            (Duration::from_millis(100) * 2u32.saturating_pow(streak.min(20) - 2)).min(BACKOFF_MAX)
+        };
+        if delay > Duration::ZERO {
+            tracing::warn!("slot {slot} crashed {streak} times in a row; restarting in {} ms", delay.as_millis());
+        }
+        self.after(delay, Timer::Respawn(slot));
+    }
+
+    /// Graceful stop: every worker gets `shutdown`; the loop ends when the
+    /// last one has exited. A second request while stopping forces it.
+    fn begin_stop(&mut self, why: &str, waiter: Option<ReplyTx>) {
+        if let Some(stop) = &mut self.stop {
+            if let Some(w) = waiter {
+                let _ = w.send(Reply::Progress { message: "already stopping".into() });
+                stop.waiters.push(w);
+                return;
+            }
+            tracing::warn!("{why} again: killing every worker");
+            stop.forced = true;
+            self.kill_all();
+            return;
+        }
+        tracing::info!("{why}: stopping {} workers", self.workers.len());
+        self.cancel_reloads("the primary is stopping");
+        let mut waiters = Vec::new();
+        if let Some(w) = waiter {
+            let _ = w.send(Reply::Progress { message: format!("stopping {} workers", self.workers.len()) });
+            waiters.push(w);
+        }
+        self.stop = Some(Stop { waiters, forced: false });
+        let ids: Vec<_> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.shut_down(id);
+        }
+        if self.workers.is_empty() {
+            self.exit = Some((0, "stopped".into()));
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for w in self.workers.values_mut() {
+            w.kill();
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            generation: self.serving_generation,
+            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
+            target_workers: self.settings.workers,
+            workers: self
+                .workers
+                .values()
+                .map(|w| WorkerStatus {
+                    id: w.id,
+                    pid: w.pid.as_raw(),
+                    generation: w.generation,
+                    state: w.state,
+                    uptime_secs: w.started.elapsed().as_secs_f64(),
+                    restarts: self.slots[w.slot].restarts,
+                })
+                .collect(),
+            reloading: self.reload.is_some(),
+            reload_queued: self.queued.is_some(),
+            last_reload: self.last_reload.clone(),
+            stopping: self.stop.is_some(),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

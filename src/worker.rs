@@ -1,0 +1,187 @@
+//! One worker process: what the supervisor knows of it, and how it starts.
+//!
+//! The supervisor owns every [`Worker`]; nothing else touches one. Starting a
+//! worker wires up its fds (listeners, IPC socketpair, output pipes), forks
+//! it through [`crate::spawn`], and starts the tasks that carry its IPC and
+//! output. Its exit is noticed by the reaper, by pid.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::ipc::Channel;
+use crate::listeners::{self, Listener};
+use crate::output::{Output, Stream};
+use crate::spawn::{self, Fds};
+use crate::supervisor::Event;
+
+/// Unique for the primary's lifetime, never reused (like Node's
+/// `cluster.worker.id`).
+pub type WorkerId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Started, not yet ready.
+    Starting,
+    /// Reported `listening`: serving.
+    Ready,
+    /// Told to shut down (or killed); waiting for it to exit.
+    Stopping,
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Stopping => "stopping",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Worker {
+    pub id: WorkerId,
+    /// Which of the N places this worker fills; a replacement takes it over.
+    pub slot: usize,
+    pub pid: Pid,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub started: Instant,
+    /// None once disconnected.
+    pub ipc: Option<Channel>,
+    /// Set when SIGKILL was sent, so it is sent once.
+    pub killed: bool,
+    /// Whether its exit should be made good by starting another worker in
+    /// its slot: true until it is retired on purpose.
+    pub respawn: bool,
+}
+
+impl Worker {
+    /// `[w3 g2 1234]`: how the worker is named in every log line.
+    pub fn label(&self) -> String {
+        label(self.id, self.generation, self.pid)
+    }
+
+    /// Sends `shutdown` and closes the channel; without a channel (the worker
+    /// closed it) falls back to SIGTERM to the process group.
+    pub fn shutdown(&mut self) {
+        self.state = WorkerState::Stopping;
+        match self.ipc.take() {
+            Some(ch) if ch.send(crate::ipc::to_worker::shutdown()) => ch.disconnect(),
+            _ => {
+                let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    }
+
+    /// SIGKILL to the worker's whole process group.
+    pub fn kill(&mut self) {
+        self.state = WorkerState::Stopping;
+        self.ipc = None;
+        if !self.killed {
+            self.killed = true;
+            let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+pub fn label(id: WorkerId, generation: u64, pid: Pid) -> String {
+    format!("[w{id} g{generation} {pid}]")
+}
+
+/// What every worker is started with; fixed for the primary's life except
+/// the command, which a reload may change.
+pub struct Launcher<'a> {
+    pub command: &'a [String],
+    pub base_env: &'a [(OsString, OsString)],
+    pub listeners: &'a [Listener],
+    pub control_path: &'a Path,
+    pub output: &'a Output,
+    pub events: &'a mpsc::Sender<Event>,
+}
+
+impl Launcher<'_> {
+    pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+            .context("creating the IPC socketpair")?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let devnull = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+
+        let listener_fds: Vec<_> = self.listeners.iter().map(|l| l.raw_fd()).collect();
+        let ipc_fd = 3 + listener_fds.len();
+        let mut env = self.base_env.to_vec();
+        let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+        set("LISTEN_FDS", listener_fds.len().to_string());
+        set("LISTEN_FDNAMES", listeners::fd_names(self.listeners));
+        set("HOTSWAP_IPC_FD", ipc_fd.to_string());
+        set("NODE_CHANNEL_FD", ipc_fd.to_string());
+        set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
+        set("HOTSWAP_WORKER_ID", id.to_string());
+        set("HOTSWAP_GENERATION", generation.to_string());
+        set("HOTSWAP_CONTROL", self.control_path.display().to_string());
+
+        let fds = Fds {
+            stdin: devnull.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            listeners: &listener_fds,
+            ipc: theirs.as_raw_fd(),
+        };
+        let pid = spawn::spawn(self.command, &env, &fds)?;
+        drop((theirs, out_w, err_w, devnull));
+
+        let prefix = format!("{} ", label(id, generation, pid));
+        self.output.forward(out_r, Stream::Stdout, prefix.clone());
+        self.output.forward(err_r, Stream::Stderr, prefix);
+
+        let stream = std::os::unix::net::UnixStream::from(ours);
+        stream.set_nonblocking(true).context("IPC socket")?;
+        let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
+        let ipc = Channel::start(stream, id, self.events.clone());
+
+        Ok(Worker {
+            id,
+            slot,
+            pid,
+            generation,
+            state: WorkerState::Starting,
+            started: Instant::now(),
+            ipc: Some(ipc),
+            killed: false,
+            respawn: true,
+        })
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating an output pipe")
+}
+
+/// The primary's environment as a worker should see it: without the
+/// variables that describe the primary's own sockets and channel, which
+/// would mislead the worker (a stale `LISTEN_PIDFDID` makes libsystemd reject
+/// the fds; `NODE_UNIQUE_ID` makes Node think it is a cluster worker).
+pub fn base_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            !(k.starts_with("LISTEN_")
+                || k == "NOTIFY_SOCKET"
+                || k.starts_with("WATCHDOG_")
+                || k.starts_with("NODE_CHANNEL_")
+                || k == "NODE_UNIQUE_ID"
+                || k.starts_with("HOTSWAP_"))
+        })
+        .collect()
+}
