@@ -102,9 +102,9 @@ impl std::fmt::Debug for Outgoing {
 
 impl Channel {
     /// Starts the task that owns `stream`, the primary's end.
-    pub fn start(stream: UnixStream, worker: WorkerId, events: mpsc::Sender<Event>) -> Channel {
+    pub fn start(stream: UnixStream, worker: WorkerId, label: String, events: mpsc::Sender<Event>) -> Channel {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(stream, worker, events, rx));
+        tokio::spawn(run(stream, worker, label, events, rx));
         Channel { tx }
     }
 
@@ -122,6 +122,7 @@ impl Channel {
 async fn run(
     mut stream: UnixStream,
     worker: WorkerId,
+    label: String,
     events: mpsc::Sender<Event>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
@@ -135,13 +136,13 @@ async fn run(
                     Ok(0) | Err(_) => {
                         reading = false;
                         if !buf.is_empty() {
-                            tracing::warn!(worker, "IPC: dropped {} bytes without a final newline", buf.len());
+                            tracing::warn!("{label} IPC: dropped {} bytes without a final newline", buf.len());
                             buf.clear();
                         }
                         let _ = events.send(Event::IpcClosed { worker }).await;
                     }
                     Ok(_) => {
-                        if !drain_lines(&mut codec, &mut buf, worker, &events).await {
+                        if !drain_lines(&mut codec, &mut buf, worker, &label, &events).await {
                             return;
                         }
                     }
@@ -152,7 +153,7 @@ async fn run(
                     let mut line = v.to_string();
                     line.push('\n');
                     if let Err(e) = stream.write_all(line.as_bytes()).await {
-                        tracing::debug!(worker, "IPC: write failed: {e}");
+                        tracing::debug!("{label} IPC: write failed: {e}");
                     }
                 }
                 Some(Outgoing::Disconnect) | None => {
@@ -166,7 +167,13 @@ async fn run(
 
 /// Hands every complete line in `buf` to the supervisor. False once the
 /// supervisor is gone.
-async fn drain_lines(codec: &mut LinesCodec, buf: &mut BytesMut, worker: WorkerId, events: &mpsc::Sender<Event>) -> bool {
+async fn drain_lines(
+    codec: &mut LinesCodec,
+    buf: &mut BytesMut,
+    worker: WorkerId,
+    label: &str,
+    events: &mpsc::Sender<Event>,
+) -> bool {
     loop {
         match codec.decode(buf) {
             Ok(Some(line)) => {
@@ -179,14 +186,14 @@ async fn drain_lines(codec: &mut LinesCodec, buf: &mut BytesMut, worker: WorkerI
                             return false;
                         }
                     }
-                    Err(why) => tracing::warn!(worker, "IPC: refused a message: {why}"),
+                    Err(why) => tracing::warn!("{label} IPC: refused a message: {why}"),
                 }
             }
             Ok(None) => return true,
             Err(LinesCodecError::MaxLineLengthExceeded) => {
-                tracing::warn!(worker, "IPC: refused a message longer than {MAX_LINE} bytes");
+                tracing::warn!("{label} IPC: refused a message longer than {MAX_LINE} bytes");
             }
-            Err(LinesCodecError::Io(e)) => tracing::warn!(worker, "IPC: refused a message: {e}"),
+            Err(LinesCodecError::Io(_)) => tracing::warn!("{label} IPC: refused a message: not valid UTF-8"),
         }
     }
 }

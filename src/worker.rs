@@ -148,7 +148,7 @@ impl Launcher<'_> {
         let stream = std::os::unix::net::UnixStream::from(ours);
         stream.set_nonblocking(true).context("IPC socket")?;
         let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
-        let ipc = Channel::start(stream, id, self.events.clone());
+        let ipc = Channel::start(stream, id, label(id, generation, pid), self.events.clone());
 
         Ok(Worker {
             id,

@@ -1,0 +1,449 @@
+//! Shared test harness: a real `hotswap` primary, real worker programs and a
+//! real HTTP load client on 127.0.0.1 (or a Unix socket).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const HOTSWAP: &str = env!("CARGO_BIN_EXE_hotswap");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Rust example worker, built by `cargo test` with the examples.
+pub fn rust_worker() -> Vec<String> {
+    let exe = Path::new(HOTSWAP).parent().unwrap().join("examples/http-worker");
+    assert!(exe.exists(), "{} missing: run the tests with `cargo test`, which builds the examples", exe.display());
+    vec![exe.display().to_string()]
+}
+
+pub fn node_worker() -> Vec<String> {
+    vec!["node".into(), root().join("contrib/workers/node/worker.js").display().to_string()]
+}
+
+pub fn python_worker() -> Vec<String> {
+    vec!["python3".into(), root().join("contrib/workers/python/worker.py").display().to_string()]
+}
+
+pub fn fixture(name: &str) -> String {
+    root().join("tests/fixtures").join(name).display().to_string()
+}
+
+/// A fresh private directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "hotswap-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `hotswap run`, killed (with its workers) on drop.
+pub struct Primary {
+    pub child: Child,
+    pub control: PathBuf,
+    pub log: PathBuf,
+    pub dir: TempDir,
+}
+
+pub struct PrimaryBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+    workers: u32,
+    wait: bool,
+}
+
+impl PrimaryBuilder {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn workers(mut self, n: u32) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Do not wait for the workers to be ready.
+    pub fn no_wait(mut self) -> Self {
+        self.wait = false;
+        self
+    }
+    pub fn start(self) -> Primary {
+        let dir = TempDir::new("p");
+        let control = dir.path("control.sock");
+        let log = dir.path("primary.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(HOTSWAP);
+        cmd.arg("run").arg("--control").arg(&control).arg("-w").arg(self.workers.to_string());
+        cmd.args(&self.args).arg("--").args(&self.command);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.env("HOTSWAP_LOG", "debug");
+        cmd.stdin(Stdio::null()).stdout(logf.try_clone().unwrap()).stderr(logf);
+        let child = cmd.spawn().expect("starting hotswap");
+        let mut p = Primary { child, control, log, dir };
+        if self.wait {
+            p.wait_ready(self.workers as usize, Duration::from_secs(20));
+        }
+        p
+    }
+}
+
+impl Primary {
+    pub fn builder(command: Vec<String>) -> PrimaryBuilder {
+        PrimaryBuilder { args: vec!["-l".into(), "127.0.0.1:0".into()], env: vec![], command, workers: 2, wait: true }
+    }
+    /// A builder without the default TCP listener.
+    pub fn bare(command: Vec<String>) -> PrimaryBuilder {
+        PrimaryBuilder { args: vec![], env: vec![], command, workers: 2, wait: true }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `hotswap ARGS --control <ours>`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(HOTSWAP).args(args).arg("--control").arg(&self.control).output().unwrap()
+    }
+
+    pub fn try_status(&self) -> Option<Value> {
+        let out = self.ctl(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn status(&self) -> Value {
+        self.try_status().unwrap_or_else(|| panic!("status failed; log:\n{}", self.log_text()))
+    }
+
+    /// The first TCP listener's address.
+    pub fn addr(&self) -> String {
+        let s = self.status();
+        s["listeners"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).find(|l| !l.starts_with("unix:")).expect("a TCP listener")
+    }
+
+    pub fn ready_workers(s: &Value) -> Vec<Value> {
+        s["workers"].as_array().unwrap().iter().filter(|w| w["state"] == "ready").cloned().collect()
+    }
+
+    pub fn wait_ready(&mut self, n: usize, timeout: Duration) {
+        let ok = wait_until(timeout, || {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("primary exited early ({st}); log:\n{}", self.log_text());
+            }
+            self.try_status().is_some_and(|s| {
+                let all = s["workers"].as_array().unwrap().len();
+                Self::ready_workers(&s).len() == n && all == n
+            })
+        });
+        assert!(ok, "{n} workers not ready in time; log:\n{}", self.log_text());
+    }
+
+    /// `hotswap reload`, asserting success.
+    pub fn reload(&self) -> String {
+        let out = self.ctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "reload failed: {}{}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.status()["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect()
+    }
+
+    /// Waits for the primary to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- primary log ----\n{}", self.log_text());
+        }
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Gone means no such process, or a zombie (PID 1 here may never reap).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let after = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+            after.starts_with('Z') || after.starts_with('X')
+        }
+    }
+}
+
+// ---------------------------------------------------------------- load ----
+
+/// Where the load client connects.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+impl Target {
+    fn connect(&self) -> std::io::Result<Box<dyn Conn>> {
+        let c: Box<dyn Conn> = match self {
+            Target::Tcp(a) => {
+                let s = TcpStream::connect(a)?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                s.set_nodelay(true)?;
+                Box::new(s)
+            }
+            Target::Unix(p) => {
+                let s = UnixStream::connect(p)?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                Box::new(s)
+            }
+        };
+        Ok(c)
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub close: bool,
+}
+
+impl Answer {
+    pub fn generation(&self) -> u64 {
+        field(&self.body, "generation")
+    }
+    pub fn worker(&self) -> u64 {
+        field(&self.body, "worker")
+    }
+}
+
+fn field(body: &str, name: &str) -> u64 {
+    body.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<Answer, String> {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{}\r\n",
+        if keep_alive { "" } else { "Connection: close\r\n" }
+    );
+    conn.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut reader = BufReader::new(conn);
+    let mut status_line = String::new();
+    match reader.read_line(&mut status_line) {
+        Ok(0) => return Err("read: connection closed before a response".into()),
+        Err(e) => return Err(format!("read: {e}")),
+        Ok(_) => {}
+    }
+    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line {status_line:?}"))?;
+    let mut len = 0usize;
+    let mut close = false;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).map_err(|e| format!("read headers: {e}"))? == 0 {
+            return Err("read: closed inside headers".into());
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((h, ""));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => len = v.trim().parse().unwrap_or(0),
+            "connection" => close = v.trim().eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+    if reader.buffer().len() > 0 {
+        return Err("unexpected bytes after the response".into());
+    }
+    Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), close })
+}
+
+/// One GET on a new connection.
+pub fn get(target: &Target, path: &str) -> Result<Answer, String> {
+    let mut c = target.connect().map_err(|e| format!("connect: {e}"))?;
+    exchange(&mut c, path, false)
+}
+
+/// A record of one request made by the load client.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub sent: Instant,
+    pub result: Result<u64, String>,
+}
+
+/// Continuous HTTP load: `keep_alive` connections that reuse their socket
+/// and `fresh` ones that open a new connection per request.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    records: Arc<Mutex<Vec<Record>>>,
+}
+
+impl Load {
+    pub fn start(target: Target, keep_alive: usize, fresh: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for i in 0..keep_alive + fresh {
+            let (stop, records, target) = (stop.clone(), records.clone(), target.clone());
+            let ka = i < keep_alive;
+            threads.push(std::thread::spawn(move || {
+                let mut conn: Option<Box<dyn Conn>> = None;
+                let mut local = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(240);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let sent = Instant::now();
+                    if conn.is_none() {
+                        match target.connect() {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => {
+                                local.push(Record { sent, result: Err(format!("connect: {e}")) });
+                                std::thread::sleep(Duration::from_millis(10));
+                                continue;
+                            }
+                        }
+                    }
+                    let c = conn.as_mut().unwrap();
+                    let result = match exchange(c, "/", ka) {
+                        Ok(a) if a.status == 200 => {
+                            if a.close || !ka {
+                                conn = None;
+                            }
+                            Ok(a.generation())
+                        }
+                        Ok(a) => {
+                            conn = None;
+                            Err(format!("HTTP {}", a.status))
+                        }
+                        Err(e) => {
+                            conn = None;
+                            Err(e)
+                        }
+                    };
+                    local.push(Record { sent, result });
+                    if local.len() >= 256 {
+                        records.lock().unwrap().append(&mut local);
+                    }
+                }
+                records.lock().unwrap().append(&mut local);
+            }));
+        }
+        Load { stop, threads, records }
+    }
+
+    pub fn count(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Stops the load and returns every record, in send order.
+    pub fn finish(self) -> Vec<Record> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let mut r = std::mem::take(&mut *self.records.lock().unwrap());
+        r.sort_by_key(|r| r.sent);
+        r
+    }
+}
+
+/// Asserts no request failed, with the failures listed if some did.
+pub fn assert_no_failures(records: &[Record], what: &str) {
+    let failures: Vec<_> = records.iter().filter_map(|r| r.result.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {} requests failed, e.g. {:?}",
+        failures.len(),
+        records.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(records.len() > 50, "{what}: the load made only {} requests", records.len());
+}
+
+/// Writes an executable shell script.
+pub fn script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
