@@ -32,6 +32,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop a running primary gracefully; returns once it has exited.
     Stop(ControlArgs),
+    /// Internal: the helper that kills worker process trees if the primary
+    /// dies (see the guardian module).
+    #[command(hide = true)]
+    Guardian,
 }
 
 #[derive(Debug, Args)]

@@ -11,10 +11,12 @@
 //! - [`output`]: workers' stdout/stderr, prefixed and passed through.
 //! - [`control`]: the control socket and its client (`reload`, `status`, `stop`).
 //! - [`signals`]: Unix signals as events.
+//! - [`guardian`]: a helper process that kills worker trees if the primary is killed.
 //! - [`status`]: what `hotswap status` shows.
 
 mod cli;
 mod control;
+mod guardian;
 mod ipc;
 mod listeners;
 mod output;
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Reload(c) => reload(control::resolve(c.control)),
         Command::Status(s) => status(control::resolve(s.control.control), s.json),
         Command::Stop(c) => stop(control::resolve(c.control)),
+        Command::Guardian => guardian::run(),
     };
     match result {
         Ok(code) => code,

@@ -90,6 +90,7 @@ struct Stop {
 }
 
 pub struct Supervisor {
+    guardian: crate::guardian::Guardian,
     pub(crate) settings: Settings,
     listeners: Vec<Listener>,
     base_env: Vec<(OsString, OsString)>,
@@ -130,7 +131,9 @@ pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, S
     }
     tracing::info!("control socket {}", settings.control_path.display());
 
+    let guardian = crate::guardian::Guardian::start()?;
     let mut sup = Supervisor {
+        guardian,
         slots: (0..settings.workers).map(|_| Slot::default()).collect(),
         settings,
         listeners,
@@ -149,22 +152,29 @@ pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, S
         started: Instant::now(),
         exit: None,
     };
-    for slot in 0..sup.slots.len() {
-        if let Err(e) = sup.spawn(slot, 1) {
-            sup.kill_all();
-            return Err(e.context("starting the first generation"));
-        }
-    }
-    while let Some(event) = rx.recv().await {
-        sup.handle(event);
-        if let Some(exit) = sup.exit.take() {
-            return Ok(exit);
-        }
-    }
-    Ok((1, "event channel closed".into()))
+    let result = sup.serve(&mut rx).await;
+    // Exiting in order: every worker has been reaped (or killed, on error).
+    sup.guardian.dismiss();
+    result
 }
 
 impl Supervisor {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        for slot in 0..self.slots.len() {
+            if let Err(e) = self.spawn(slot, 1) {
+                self.kill_all();
+                return Err(e.context("starting the first generation"));
+            }
+        }
+        while let Some(event) = rx.recv().await {
+            self.handle(event);
+            if let Some(exit) = self.exit.take() {
+                return Ok(exit);
+            }
+        }
+        Ok((1, "event channel closed".into()))
+    }
+
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::Signal(sig) => self.on_signal(sig),
@@ -304,6 +314,7 @@ impl Supervisor {
         };
         let worker = launcher.start(id, slot, generation)?;
         tracing::info!("{} started (slot {slot})", worker.label());
+        self.guardian.watch(worker.pid);
         self.workers.insert(id, worker);
         self.after(self.settings.ready_timeout, Timer::Ready(id));
         Ok(id)
@@ -351,12 +362,17 @@ impl Supervisor {
 
     fn on_exit(&mut self, pid: Pid, how: Exit) {
         let Some(id) = self.workers.values().find(|w| w.pid == pid).map(|w| w.id) else {
-            tracing::debug!("reaped orphan {pid} ({how})");
+            if pid == self.guardian.pid() {
+                tracing::error!("the guardian process {how}; worker trees are no longer protected if the primary is killed");
+            } else {
+                tracing::debug!("reaped orphan {pid} ({how})");
+            }
             return;
         };
         let worker = self.workers.remove(&id).expect("found above");
         // Anything the worker left in its process group goes with it.
         let _ = nix::sys::signal::killpg(worker.pid, nix::sys::signal::Signal::SIGKILL);
+        self.guardian.forget(worker.pid);
         let lived = worker.started.elapsed();
         let expected = worker.state == WorkerState::Stopping;
         if expected {
