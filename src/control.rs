@@ -130,9 +130,8 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
     let peer = stream.peer_cred().context("reading peer credentials")?;
     if peer.uid() != me && peer.uid() != 0 {
         tracing::warn!("control socket: refused a client of uid {} (pid {:?})", peer.uid(), peer.pid());
-        send(&mut stream, &Reply::Error { error: format!("permission denied: uid {} is not the primary's", peer.uid()) })
-            .await?;
-        return Ok(());
+        let error = format!("permission denied: uid {} is not the primary's", peer.uid());
+        return refuse(stream, error).await;
     }
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Err("no request within 10s".to_string()),
@@ -142,7 +141,7 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         Ok(r) => r,
         Err(error) => {
             tracing::warn!("control socket: bad request: {error}");
-            return send(&mut stream, &Reply::Error { error }).await;
+            return refuse(stream, error).await;
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -152,6 +151,17 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
     while let Some(reply) = rx.recv().await {
         send(&mut stream, &reply).await?;
     }
+    Ok(())
+}
+
+/// Answers with an error, then reads and drops what the client still sends
+/// (for a moment), so that it sees the answer rather than a reset.
+async fn refuse(mut stream: UnixStream, error: String) -> Result<()> {
+    send(&mut stream, &Reply::Error { error }).await?;
+    stream.shutdown().await?;
+    let mut sink = tokio::io::sink();
+    let mut rest = (&mut stream).take(4 * MAX_REQUEST);
+    let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::copy(&mut rest, &mut sink)).await;
     Ok(())
 }
 
@@ -196,7 +206,9 @@ pub fn request(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) 
     })?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).with_context(|| format!("writing to {}", path.display()))?;
+    // A refusal may come before the request is read; it is still answered.
+    let write_error = stream.write_all(line.as_bytes()).err();
+    let mut answered = false;
     for line in BufReader::new(stream).lines() {
         let line = match line {
             Ok(l) => l,
@@ -204,9 +216,15 @@ pub fn request(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) 
             Err(_) => break,
         };
         match serde_json::from_str::<Reply>(&line) {
-            Ok(reply) => on_reply(reply),
+            Ok(reply) => {
+                answered = true;
+                on_reply(reply)
+            }
             Err(e) => bail!("unexpected reply from the primary: {e}: {line}"),
         }
+    }
+    if let (Some(e), false) = (write_error, answered) {
+        bail!("writing to {}: {e}", path.display());
     }
     Ok(())
 }
