@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use nix::sys::signal::Signal;
+
+use crate::config::ReadyMode;
 use crate::listeners::ListenSpec;
 
 /// Zero-downtime hot-reload supervisor for network services.
@@ -32,42 +35,75 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop a running primary gracefully; returns once it has exited.
     Stop(ControlArgs),
+    /// Stream the primary's lifecycle events (fork, online, listening,
+    /// disconnect, exit, reload-started/finished/failed) as they happen.
+    Events(StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Internal: write the man pages into DIR (they are committed in man/).
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Internal: the helper that kills worker process trees if the primary
     /// dies (see the guardian module).
     #[command(hide = true)]
     Guardian,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Address to listen on: `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`,
     /// `unix:/run/app.sock`, optionally named: `web=127.0.0.1:8080` (the name
     /// becomes the fd's `LISTEN_FDNAMES` entry). Repeatable; port 0 picks a
-    /// free port.
-    #[arg(short, long = "listen", value_name = "ADDR", required = true)]
+    /// free port. Under socket activation (`LISTEN_FDS`), entries are matched
+    /// to the inherited sockets by name or address; with none, all are used.
+    #[arg(short, long = "listen", value_name = "ADDR")]
     pub listen: Vec<ListenSpec>,
 
     /// Number of workers [default: number of CPUs].
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub workers: Option<u32>,
 
+    /// A `hotswap.toml` with any of these options (flags override it). It is
+    /// read again on every reload.
+    #[arg(short = 'c', long, value_name = "PATH", env = "HOTSWAP_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub control: ControlArgs,
 
-    /// How long a new worker may take to report ready (`500ms`, `10s`, `2m`).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
-    pub ready_timeout: Duration,
+    /// How long a new worker may take to report ready (`500ms`, `10s`, `2m`)
+    /// [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub ready_timeout: Option<Duration>,
 
-    /// How long a worker may take to drain after `shutdown` before SIGKILL.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+    /// How long a worker may take to drain after `shutdown` before SIGKILL
+    /// [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 
-    /// Listen backlog of each TCP and Unix listener.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub backlog: i32,
+    /// How a worker says it is ready: `ipc` (the `listening` message),
+    /// `notify` (`READY=1` on its `NOTIFY_SOCKET`), `ipc-or-notify`,
+    /// `delay:DUR` (ready after DUR), `none` (ready at once) [default: ipc].
+    #[arg(long, value_name = "MODE")]
+    pub ready: Option<ReadyMode>,
+
+    /// Signal that stops a worker that did not become ready over IPC (and
+    /// so may not read it) [default: SIGTERM].
+    #[arg(long, value_name = "SIGNAL", value_parser = crate::config::parse_signal)]
+    pub stop_signal: Option<Signal>,
+
+    /// Listen backlog of each TCP and Unix listener [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<i32>,
 
     /// The worker command and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -84,7 +120,7 @@ pub struct ControlArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub control: ControlArgs,
-    /// Print one JSON object instead of a table.
+    /// Print JSON (`status`: one object; `events`: one object per line).
     #[arg(long)]
     pub json: bool,
 }

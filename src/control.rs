@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::events::LifecycleEvent;
 use crate::status::Status;
 use crate::supervisor::Event;
 
@@ -35,12 +36,15 @@ pub enum Request {
     Status,
     Reload,
     Stop,
+    /// Stream lifecycle events until the client leaves.
+    Events,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Reply {
     Status(Box<Status>),
+    Event(LifecycleEvent),
     Progress { message: String },
     Done { message: String },
     Error { error: String },
@@ -78,7 +82,8 @@ impl Server {
     pub fn bind(path: &Path, events: mpsc::Sender<Event>) -> Result<Server> {
         if let Some(dir) = path.parent() {
             if !dir.exists() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             }
         }
@@ -92,11 +97,14 @@ impl Server {
                 e
             }
         })?;
-        let listener = UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding control socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
         tokio::spawn(accept_loop(listener, events));
-        Ok(Server { path: path.to_path_buf() })
+        Ok(Server {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -129,7 +137,11 @@ async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>) {
 async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
     if peer.uid() != me && peer.uid() != 0 {
-        tracing::warn!("control socket: refused a client of uid {} (pid {:?})", peer.uid(), peer.pid());
+        tracing::warn!(
+            "control socket: refused a client of uid {} (pid {:?})",
+            peer.uid(),
+            peer.pid()
+        );
         let error = format!("permission denied: uid {} is not the primary's", peer.uid());
         return refuse(stream, error).await;
     }
@@ -145,7 +157,11 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    if events.send(Event::Control { request, reply: tx }).await.is_err() {
+    if events
+        .send(Event::Control { request, reply: tx })
+        .await
+        .is_err()
+    {
         return Ok(());
     }
     while let Some(reply) = rx.recv().await {
@@ -161,7 +177,11 @@ async fn refuse(mut stream: UnixStream, error: String) -> Result<()> {
     stream.shutdown().await?;
     let mut sink = tokio::io::sink();
     let mut rest = (&mut stream).take(4 * MAX_REQUEST);
-    let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::copy(&mut rest, &mut sink)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::copy(&mut rest, &mut sink),
+    )
+    .await;
     Ok(())
 }
 
@@ -170,7 +190,11 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     let mut limited = tokio::io::BufReader::new(stream.take(MAX_REQUEST));
     match limited.read_line(&mut line).await {
         Ok(0) => return Err("empty request".into()),
-        Ok(_) if !line.ends_with('\n') => return Err(format!("request too long or unterminated (limit {MAX_REQUEST} bytes)")),
+        Ok(_) if !line.ends_with('\n') => {
+            return Err(format!(
+                "request too long or unterminated (limit {MAX_REQUEST} bytes)"
+            ))
+        }
         Ok(_) => {}
         Err(e) => return Err(format!("unreadable request: {e}")),
     }
@@ -179,10 +203,15 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 
 /// Parses a request line, naming what is wrong with a bad one.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match value.get("command").and_then(|c| c.as_str()) {
-        Some("status" | "reload" | "stop") => serde_json::from_value(value).map_err(|e| format!("malformed request: {e}")),
-        Some(other) => Err(format!("unknown command {other:?} (expected status, reload or stop)")),
+        Some("status" | "reload" | "stop" | "events") => {
+            serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
+        }
+        Some(other) => Err(format!(
+            "unknown command {other:?} (expected status, reload, stop or events)"
+        )),
         None => Err("malformed request: no \"command\" field".into()),
     }
 }
@@ -235,9 +264,17 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload);
-        assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
-        assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
+        assert_eq!(
+            parse_request(r#"{"command":"reload"}"#).unwrap(),
+            Request::Reload
+        );
+        assert_eq!(
+            parse_request("{\"command\":\"status\"}\n").unwrap(),
+            Request::Status
+        );
+        assert!(parse_request(r#"{"command":"explode"}"#)
+            .unwrap_err()
+            .contains("unknown command"));
         assert!(parse_request("garbage").unwrap_err().contains("malformed"));
         assert!(parse_request("{}").unwrap_err().contains("no \"command\""));
     }

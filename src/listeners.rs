@@ -44,7 +44,9 @@ impl FromStr for ListenSpec {
         let (name, addr) = match s.split_once('=') {
             Some((name, addr)) if !name.contains(':') && !name.contains('/') => {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
-                    return Err(format!("invalid listener name {name:?}: use printable ASCII without ':'"));
+                    return Err(format!(
+                        "invalid listener name {name:?}: use printable ASCII without ':'"
+                    ));
                 }
                 (Some(name.to_string()), addr)
             }
@@ -58,13 +60,19 @@ impl FromStr for ListenSpec {
         } else if let Ok(sa) = addr.parse::<SocketAddr>() {
             ListenAddr::Tcp(sa)
         } else if let Some(port) = addr.strip_prefix(':') {
-            let port: u16 = port.parse().map_err(|_| format!("invalid port in {addr:?}"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("invalid port in {addr:?}"))?;
             ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port)))
         } else {
             let mut found = addr
                 .to_socket_addrs()
                 .map_err(|e| format!("invalid listen address {addr:?}: {e} (expected 127.0.0.1:8080, [::1]:8080 or unix:/path)"))?;
-            ListenAddr::Tcp(found.next().ok_or_else(|| format!("{addr:?} resolves to no address"))?)
+            ListenAddr::Tcp(
+                found
+                    .next()
+                    .ok_or_else(|| format!("{addr:?} resolves to no address"))?,
+            )
         };
         Ok(ListenSpec { name, addr })
     }
@@ -92,27 +100,44 @@ pub struct Listener {
 
 impl Listener {
     pub fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener> {
-        let name = spec.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_string());
+        let name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_string());
         match &spec.addr {
             ListenAddr::Tcp(sa) => {
                 let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)
                     .with_context(|| format!("creating a socket for {sa}"))?;
                 socket.set_reuse_address(true)?;
-                socket.bind(&(*sa).into()).with_context(|| format!("binding {sa}"))?;
-                socket.listen(backlog).with_context(|| format!("listening on {sa}"))?;
+                socket
+                    .bind(&(*sa).into())
+                    .with_context(|| format!("binding {sa}"))?;
+                socket
+                    .listen(backlog)
+                    .with_context(|| format!("listening on {sa}"))?;
                 let bound = socket
                     .local_addr()?
                     .as_socket()
                     .context("bound TCP socket has no IP address")?;
-                Ok(Listener { name, addr: ListenAddr::Tcp(bound), socket: socket.into(), owned_path: None })
+                Ok(Listener {
+                    name,
+                    addr: ListenAddr::Tcp(bound),
+                    socket: socket.into(),
+                    owned_path: None,
+                })
             }
             ListenAddr::Unix(path) => {
                 remove_stale_unix_socket(path)?;
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
                     .with_context(|| format!("creating a socket for unix:{}", path.display()))?;
-                let sa = SockAddr::unix(path).with_context(|| format!("unix socket path {}", path.display()))?;
-                socket.bind(&sa).with_context(|| format!("binding unix:{}", path.display()))?;
-                socket.listen(backlog).with_context(|| format!("listening on unix:{}", path.display()))?;
+                let sa = SockAddr::unix(path)
+                    .with_context(|| format!("unix socket path {}", path.display()))?;
+                socket
+                    .bind(&sa)
+                    .with_context(|| format!("binding unix:{}", path.display()))?;
+                socket
+                    .listen(backlog)
+                    .with_context(|| format!("listening on unix:{}", path.display()))?;
                 Ok(Listener {
                     name,
                     addr: ListenAddr::Unix(path.clone()),
@@ -142,14 +167,114 @@ impl Drop for Listener {
     }
 }
 
-/// Binds every spec, failing with the culprit's address.
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
-    specs.iter().map(|s| Listener::bind(s, backlog)).collect()
+impl Listener {
+    /// Adopts a socket inherited from systemd (socket activation), after
+    /// checking that it really is a listening stream socket.
+    pub fn inherit(fd: OwnedFd, name: String) -> Result<Listener> {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let raw = fd.as_raw_fd();
+        let what = || format!("inherited fd {raw} ({name:?})");
+        let ty = getsockopt(&fd, sockopt::SockType)
+            .with_context(|| format!("{} is not a socket", what()))?;
+        if ty != nix::sys::socket::SockType::Stream {
+            bail!("{} is a {ty:?} socket, not a stream socket", what());
+        }
+        if !getsockopt(&fd, sockopt::AcceptConn).with_context(what)? {
+            bail!(
+                "{} is not listening (a .socket unit needs Accept=no and ListenStream=)",
+                what()
+            );
+        }
+        let local = socket2::SockRef::from(&fd)
+            .local_addr()
+            .with_context(what)?;
+        let addr = if let Some(sa) = local.as_socket() {
+            ListenAddr::Tcp(sa)
+        } else if let Some(p) = local.as_pathname() {
+            ListenAddr::Unix(p.to_path_buf())
+        } else {
+            bail!(
+                "{} has an address hotswap cannot use (abstract or unnamed Unix socket)",
+                what()
+            );
+        };
+        Ok(Listener {
+            name,
+            addr,
+            socket: fd,
+            owned_path: None,
+        })
+    }
+}
+
+/// Binds every spec, failing with the culprit's address; or, under socket
+/// activation, takes the inherited sockets: matched to the specs by name or
+/// address (a spec that matches none is bound), all of them when there are
+/// no specs.
+pub fn open_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
+    let inherited = systemd_sockets()?;
+    if inherited.is_empty() {
+        if specs.is_empty() {
+            bail!("nothing to listen on: give --listen ADDR (or `listen` in the config), or start under socket activation");
+        }
+        return specs.iter().map(|s| Listener::bind(s, backlog)).collect();
+    }
+    let mut pool: Vec<Option<Listener>> = inherited.into_iter().map(Some).collect();
+    if specs.is_empty() {
+        return Ok(pool.into_iter().flatten().collect());
+    }
+    let mut out = Vec::new();
+    for spec in specs {
+        let found = pool.iter_mut().find(|l| {
+            l.as_ref().is_some_and(|l| {
+                spec.name.as_deref() == Some(l.name.as_str()) || spec.addr == l.addr
+            })
+        });
+        match found.and_then(Option::take) {
+            Some(mut l) => {
+                if let Some(n) = &spec.name {
+                    l.name = n.clone();
+                }
+                out.push(l)
+            }
+            None => out.push(Listener::bind(spec, backlog)?),
+        }
+    }
+    for l in pool.into_iter().flatten() {
+        tracing::warn!(
+            "inherited socket {} ({:?}) matches no --listen; closing it",
+            l.addr,
+            l.name
+        );
+    }
+    Ok(out)
+}
+
+/// The sockets systemd passed to this process (`LISTEN_FDS`), checked.
+/// Removes the `LISTEN_*` variables, so call it before any thread starts.
+fn systemd_sockets() -> Result<Vec<Listener>> {
+    use std::os::fd::FromRawFd;
+    let fds =
+        sd_notify::listen_fds_with_names(true).context("reading LISTEN_FDS / LISTEN_FDNAMES")?;
+    let fds: Vec<(RawFd, String)> = fds.collect();
+    let mut out = Vec::new();
+    for (fd, name) in fds {
+        // SAFETY: systemd handed this fd to us, and nothing else owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let l = Listener::inherit(owned, name)?;
+        tracing::info!("socket activation: fd {fd} is {} ({:?})", l.addr, l.name);
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// The value of `LISTEN_FDNAMES` for these listeners.
 pub fn fd_names(listeners: &[Listener]) -> String {
-    listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(":")
+    listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A socket file left by a dead process is replaced; one a live process
@@ -161,7 +286,10 @@ pub fn remove_stale_unix_socket(path: &Path) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
     };
     if !meta.file_type().is_socket() {
-        bail!("{} exists and is not a socket; refusing to replace it", path.display());
+        bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        );
     }
     match UnixStream::connect(path) {
         Ok(_) => bail!("{} is in use: a live process listens on it", path.display()),
@@ -220,7 +348,9 @@ mod tests {
         assert!(!path.exists(), "the primary removes its own socket file");
 
         std::fs::write(dir.join("plain"), b"x").unwrap();
-        let plain: ListenSpec = format!("unix:{}", dir.join("plain").display()).parse().unwrap();
+        let plain: ListenSpec = format!("unix:{}", dir.join("plain").display())
+            .parse()
+            .unwrap();
         assert!(format!("{:#}", Listener::bind(&plain, 4).unwrap_err()).contains("not a socket"));
         let _ = std::fs::remove_dir_all(&dir);
     }

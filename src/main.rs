@@ -2,6 +2,7 @@
 //!
 //! A map of the crate, one room per idea:
 //! - [`cli`]: the command line (subcommands and flags).
+//! - [`config`]: settings from flags and `hotswap.toml`, re-read on reload.
 //! - [`listeners`]: parsing `--listen`, binding the sockets the primary keeps for life.
 //! - [`supervisor`]: the event loop that owns all state: workers, slots, generations.
 //! - [`reload`]: the rolling reload, one worker at a time.
@@ -13,12 +14,19 @@
 //! - [`signals`]: Unix signals as events.
 //! - [`guardian`]: a helper process that kills worker trees if the primary is killed.
 //! - [`status`]: what `hotswap status` shows.
+//! - [`events`]: lifecycle events streamed to `hotswap events`.
+//! - [`notify`]: `sd_notify` to systemd (ready, reloading, status, watchdog).
+//! - [`notify_socket`]: each worker's own `NOTIFY_SOCKET` (`--ready notify`).
 
 mod cli;
+mod config;
 mod control;
+mod events;
 mod guardian;
 mod ipc;
 mod listeners;
+mod notify;
+mod notify_socket;
 mod output;
 mod reload;
 mod signals;
@@ -42,6 +50,18 @@ fn main() -> ExitCode {
         Command::Reload(c) => reload(control::resolve(c.control)),
         Command::Status(s) => status(control::resolve(s.control.control), s.json),
         Command::Stop(c) => stop(control::resolve(c.control)),
+        Command::Events(s) => events(control::resolve(s.control.control), s.json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hotswap",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => manpages(&dir),
         Command::Guardian => guardian::run(),
     };
     match result {
@@ -66,26 +86,67 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let settings = supervisor::Settings {
-        command: args.command,
-        workers,
-        ready_timeout: args.ready_timeout,
-        shutdown_timeout: args.shutdown_timeout,
-        control_path: control::resolve(args.control.control),
+    let settings = match config::Settings::load(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hotswap: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
     };
     spawn::resolve_program(&settings.command[0], &worker::base_env())?;
-    let listeners = listeners::bind_all(&args.listen, args.backlog)?;
+    let notifier = notify::Notifier::from_env()?;
+    // Before any thread exists: taking systemd's sockets edits the environment.
+    let listeners = listeners::open_all(&settings.listen, settings.backlog)?;
     // One thread: workers must be forked from the thread that lives as long
     // as the primary (their parent-death signal follows that thread).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (code, why) = rt.block_on(supervisor::run(settings, listeners))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (code, why) = rt.block_on(supervisor::run(args, settings, listeners, notifier))?;
     if code == 0 {
         tracing::info!("{why}");
     } else {
         eprintln!("hotswap: {why}");
     }
     Ok(ExitCode::from(code as u8))
+}
+
+fn events(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    control::request(&path, &Request::Events, |reply| {
+        if let Reply::Event(ev) = reply {
+            let line = if json {
+                serde_json::to_string(&ev).expect("event serializes")
+            } else {
+                ev.render()
+            };
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `hotswap.1` and one page per subcommand (`hotswap-run.1`, ...).
+fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut pages = vec![("hotswap".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("hotswap-{}", sub.get_name());
+        pages.push((
+            name.clone(),
+            sub.clone().name(name).version(env!("CARGO_PKG_VERSION")),
+        ));
+    }
+    for (name, page) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page).render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.1")), buf)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn reload(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
@@ -102,7 +163,7 @@ fn reload(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
             eprintln!("hotswap: reload failed: {error}");
             finished = true;
         }
-        Reply::Status(_) => {}
+        Reply::Status(_) | Reply::Event(_) => {}
     })?;
     if !finished {
         eprintln!("hotswap: the primary closed the connection before the reload finished");
@@ -115,7 +176,10 @@ fn status(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     control::request(&path, &Request::Status, |reply| match reply {
         Reply::Status(s) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("status serializes")
+                );
             } else {
                 print!("{}", s.render());
             }
@@ -135,7 +199,7 @@ fn stop(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
             eprintln!("hotswap: {error}");
             code = ExitCode::FAILURE;
         }
-        Reply::Status(_) => {}
+        Reply::Status(_) | Reply::Event(_) => {}
     })?;
     if code == ExitCode::SUCCESS {
         println!("stopped");

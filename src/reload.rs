@@ -2,25 +2,34 @@
 //! dropping below N serving workers.
 //!
 //! For each old worker in turn: start a new-generation worker in its slot,
-//! wait for its `listening`, then shut the old one down and wait for it to
+//! wait until it is ready, then shut the old one down and wait for it to
 //! exit. If the new worker dies or misses `--ready-timeout`, the reload stops
 //! right there: the new worker is killed and the old ones still running keep
 //! serving. A reload asked for while one runs is queued; further requests
 //! join the queued one.
+//!
+//! The config file, if any, is read again for each reload: a new worker
+//! count grows or shrinks the pool as part of the same roll (new workers are
+//! added after the replacements, surplus old ones are retired last).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use crate::config::Settings;
 use crate::control::{Reply, ReplyTx};
+use crate::events::LifecycleEvent;
 use crate::status::ReloadOutcome;
-use crate::supervisor::{unix_now, Exit, Supervisor};
+use crate::supervisor::{unix_now, Exit, Slot, Supervisor};
 use crate::worker::{Worker, WorkerId, WorkerState};
 
 #[derive(Debug)]
 pub struct Reload {
     pub generation: u64,
+    /// The new generation's settings.
+    settings: Rc<Settings>,
     started: Instant,
-    /// Old workers still to be replaced, oldest first.
+    /// Old workers still to be replaced (or retired), oldest first.
     queue: VecDeque<WorkerId>,
     step: Step,
     replaced: u32,
@@ -29,27 +38,46 @@ pub struct Reload {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Step {
-    /// `new` is starting to replace `old`.
-    Starting { new: WorkerId, old: WorkerId, since: Instant },
-    /// `new` is ready; `old` has been told to shut down.
-    Draining { new: WorkerId, old: WorkerId, since: Instant },
+    /// `new` is starting, to replace `old` (or to add capacity).
+    Starting {
+        new: WorkerId,
+        old: Option<WorkerId>,
+        since: Instant,
+    },
+    /// `old` has been told to shut down, `new` (if any) serves in its place.
+    Draining {
+        new: Option<WorkerId>,
+        old: WorkerId,
+        since: Instant,
+    },
     Idle,
 }
 
 impl Reload {
     fn tell(&mut self, message: String) {
         tracing::info!("reload to generation {}: {message}", self.generation);
-        self.subscribers.retain(|s| s.send(Reply::Progress { message: message.clone() }).is_ok());
+        self.subscribers.retain(|s| {
+            s.send(Reply::Progress {
+                message: message.clone(),
+            })
+            .is_ok()
+        });
     }
 }
 
 impl Supervisor {
     /// A reload request from SIGHUP (`None`) or a control client.
     pub(crate) fn request_reload(&mut self, subscriber: Option<ReplyTx>) {
+        // Every trigger gets its RELOADING=1, even one that joins a queue:
+        // `systemctl reload` waits for it.
+        self.notifier
+            .reloading(&format!("reload requested; {}", self.status_line()));
         if self.reload.is_some() {
             let queued = self.queued.get_or_insert_with(Vec::new);
             if let Some(s) = subscriber {
-                let _ = s.send(Reply::Progress { message: "a reload is running; this one is queued behind it".into() });
+                let _ = s.send(Reply::Progress {
+                    message: "a reload is running; this one is queued behind it".into(),
+                });
                 queued.push(s);
             }
             tracing::info!("reload queued behind the running one");
@@ -61,19 +89,67 @@ impl Supervisor {
     fn start_reload(&mut self, subscribers: Vec<ReplyTx>) {
         let generation = self.newest_generation + 1;
         self.newest_generation = generation;
-        let queue: VecDeque<WorkerId> =
-            self.workers.values().filter(|w| w.state != WorkerState::Stopping).map(|w| w.id).collect();
-        let mut reload = Reload { generation, started: Instant::now(), queue, step: Step::Idle, replaced: 0, subscribers };
-        reload.tell(format!("started: replacing {} workers", reload.queue.len()));
+        let mut ev = LifecycleEvent::new("reload-started");
+        ev.generation = Some(generation);
+        self.watchers.emit(ev);
+        let settings = match self.reload_settings() {
+            Ok(s) => s,
+            Err(e) => {
+                let reload = Reload {
+                    generation,
+                    settings: self.settings.clone(),
+                    started: Instant::now(),
+                    queue: VecDeque::new(),
+                    step: Step::Idle,
+                    replaced: 0,
+                    subscribers,
+                };
+                self.reload = Some(reload);
+                self.finish_reload(Some(format!("{e:#}")));
+                return;
+            }
+        };
+        let target = settings.workers as usize;
+        if self.slots.len() < target {
+            self.slots.resize_with(target, Slot::default);
+        }
+        let queue: VecDeque<WorkerId> = self
+            .workers
+            .values()
+            .filter(|w| w.state != WorkerState::Stopping)
+            .map(|w| w.id)
+            .collect();
+        let mut reload = Reload {
+            generation,
+            settings,
+            started: Instant::now(),
+            queue,
+            step: Step::Idle,
+            replaced: 0,
+            subscribers,
+        };
+        let change = match target.cmp(&reload.queue.len()) {
+            std::cmp::Ordering::Equal => String::new(),
+            _ => format!(" ({} workers from now on)", target),
+        };
+        reload.tell(format!(
+            "started: replacing {} workers{change}",
+            reload.queue.len()
+        ));
         self.reload = Some(reload);
         self.reload_next();
     }
 
-    /// Starts the replacement of the next old worker, or finishes.
+    /// Starts the next step: replace, retire or add a worker; or finishes.
     fn reload_next(&mut self) {
-        let Some(reload) = self.reload.as_mut() else { return };
+        let Some(reload) = self.reload.as_mut() else {
+            return;
+        };
         reload.step = Step::Idle;
-        let next = loop {
+        let target = reload.settings.workers as usize;
+        let settings = reload.settings.clone();
+        let generation = reload.generation;
+        let next_old = loop {
             match reload.queue.pop_front() {
                 None => break None,
                 Some(id) => match self.workers.get(&id) {
@@ -82,36 +158,103 @@ impl Supervisor {
                 },
             }
         };
-        let Some((old, slot)) = next else {
-            self.finish_reload(None);
-            return;
+        let (slot, old) = match next_old {
+            Some((old, slot)) if slot < target => (slot, Some(old)),
+            Some((old, _)) => {
+                // The pool shrinks: retire it without a replacement.
+                reload.step = Step::Draining {
+                    new: None,
+                    old,
+                    since: Instant::now(),
+                };
+                self.shut_down(old);
+                return;
+            }
+            None => {
+                // The pool grows, or a slot emptied by a crash is filled.
+                let empty = (0..target).find(|s| {
+                    !self
+                        .workers
+                        .values()
+                        .any(|w| w.slot == *s && w.state != WorkerState::Stopping)
+                });
+                match empty {
+                    Some(slot) => (slot, None),
+                    None => return self.finish_reload(None),
+                }
+            }
         };
-        let generation = reload.generation;
-        match self.spawn(slot, generation) {
+        self.notifier.extend_timeout(
+            settings.ready_timeout + settings.shutdown_timeout + Duration::from_secs(10),
+        );
+        match self.spawn(slot, generation, &settings) {
             Ok(new) => {
-                let r = self.reload.as_mut().expect("reload in progress");
-                r.step = Step::Starting { new, old, since: Instant::now() };
+                if let Some(r) = self.reload.as_mut() {
+                    // (spawn may already have found it ready: --ready none)
+                    if r.step == Step::Idle {
+                        r.step = Step::Starting {
+                            new,
+                            old,
+                            since: Instant::now(),
+                        };
+                        if self
+                            .workers
+                            .get(&new)
+                            .is_some_and(|w| w.state == WorkerState::Ready)
+                        {
+                            self.reload_on_ready(new);
+                        }
+                    }
+                }
             }
             Err(e) => self.finish_reload(Some(format!("cannot start a new worker: {e:#}"))),
         }
     }
 
-    /// A worker reported ready; if it is the one the reload waits for, the
-    /// old worker it replaces is shut down.
+    /// A worker is ready; if the reload waits for it, the old worker it
+    /// replaces is shut down.
     pub(crate) fn reload_on_ready(&mut self, id: WorkerId) {
-        let Some(reload) = self.reload.as_mut() else { return };
-        let Step::Starting { new, old, since } = reload.step else { return };
+        let Some(reload) = self.reload.as_mut() else {
+            return;
+        };
+        let Step::Starting { new, old, since } = reload.step else {
+            return;
+        };
         if new != id {
             return;
         }
-        reload.step = Step::Draining { new, old, since };
-        self.shut_down(old);
+        match old {
+            Some(old) => {
+                reload.step = Step::Draining {
+                    new: Some(new),
+                    old,
+                    since,
+                };
+                self.shut_down(old);
+            }
+            None => {
+                reload.tell(format!(
+                    "added worker w{new} in {} ms",
+                    since.elapsed().as_millis()
+                ));
+                self.reload_next();
+            }
+        }
+    }
+
+    /// A crash replacement started during a reload is old news: queue it.
+    pub(crate) fn reload_adopt(&mut self, id: WorkerId) {
+        if let Some(r) = self.reload.as_mut() {
+            r.queue.push_back(id);
+        }
     }
 
     /// A worker exited. True when the reload accounts for it, so the
     /// supervisor must not treat it as a crash.
     pub(crate) fn reload_on_exit(&mut self, worker: &Worker, how: Exit) -> bool {
-        let Some(reload) = self.reload.as_mut() else { return false };
+        let Some(reload) = self.reload.as_mut() else {
+            return false;
+        };
         match reload.step {
             Step::Starting { new, .. } if new == worker.id => {
                 let why = format!("new worker {} {how} before it was ready", worker.label());
@@ -120,18 +263,18 @@ impl Supervisor {
             }
             Step::Draining { new, old, since } if old == worker.id => {
                 reload.replaced += 1;
-                let label = self.workers.get(&new).map_or_else(|| format!("w{new}"), Worker::label);
-                reload.tell(format!(
-                    "replaced {} with {label} in {} ms",
-                    worker.label(),
-                    since.elapsed().as_millis()
-                ));
+                let ms = since.elapsed().as_millis();
+                let line = match new.and_then(|n| self.workers.get(&n)) {
+                    Some(n) => format!("replaced {} with {} in {ms} ms", worker.label(), n.label()),
+                    None => format!("retired {} in {ms} ms", worker.label()),
+                };
+                reload.tell(line);
                 self.reload_next();
                 true
             }
             _ => {
                 // An old worker that died while waiting its turn is restarted
-                // like any crash, in the new generation.
+                // like any crash (and that restart is queued).
                 reload.queue.retain(|id| *id != worker.id);
                 false
             }
@@ -140,7 +283,9 @@ impl Supervisor {
 
     /// A worker missed its ready deadline (and was killed).
     pub(crate) fn reload_on_failure(&mut self, id: WorkerId, why: String) {
-        let Some(reload) = self.reload.as_ref() else { return };
+        let Some(reload) = self.reload.as_ref() else {
+            return;
+        };
         if matches!(reload.step, Step::Starting { new, .. } if new == id) {
             self.finish_reload(Some(why));
         }
@@ -149,7 +294,9 @@ impl Supervisor {
     /// Ends the running reload (`failure` says why it failed), then starts
     /// the queued one, if any.
     fn finish_reload(&mut self, failure: Option<String>) {
-        let Some(mut reload) = self.reload.take() else { return };
+        let Some(mut reload) = self.reload.take() else {
+            return;
+        };
         if let Step::Starting { new, .. } = reload.step {
             // Its slot is still served by the old worker: no replacement.
             if let Some(w) = self.workers.get_mut(&new) {
@@ -161,6 +308,8 @@ impl Supervisor {
         let (ok, message) = match failure {
             None => {
                 self.serving_generation = reload.generation;
+                self.settings = reload.settings.clone();
+                self.slots.truncate(self.settings.workers as usize);
                 (true, format!("generation {} serves ({} workers replaced)", reload.generation, reload.replaced))
             }
             Some(why) => (
@@ -172,25 +321,56 @@ impl Supervisor {
             ),
         };
         if ok {
-            tracing::info!("reload to generation {} finished in {duration_ms} ms: {message}", reload.generation);
+            tracing::info!(
+                "reload to generation {} finished in {duration_ms} ms: {message}",
+                reload.generation
+            );
         } else {
             tracing::error!("reload to generation {} {message}", reload.generation);
         }
         for s in reload.subscribers.drain(..) {
-            let reply = if ok { Reply::Done { message: message.clone() } } else { Reply::Error { error: message.clone() } };
+            let reply = if ok {
+                Reply::Done {
+                    message: message.clone(),
+                }
+            } else {
+                Reply::Error {
+                    error: message.clone(),
+                }
+            };
             let _ = s.send(reply);
         }
-        self.last_reload =
-            Some(ReloadOutcome { generation: reload.generation, ok, message, duration_ms, finished_at: unix_now() });
-        if let Some(subscribers) = self.queued.take() {
-            self.start_reload(subscribers);
+        let mut ev = LifecycleEvent::new(if ok {
+            "reload-finished"
+        } else {
+            "reload-failed"
+        });
+        ev.generation = Some(reload.generation);
+        ev.message = Some(message.clone());
+        self.watchers.emit(ev);
+        self.last_reload = Some(ReloadOutcome {
+            generation: reload.generation,
+            ok,
+            message,
+            duration_ms,
+            finished_at: unix_now(),
+        });
+        match self.queued.take() {
+            Some(subscribers) => self.start_reload(subscribers),
+            None => {
+                // Finished, failed or not: systemd waits for READY=1.
+                self.announced = true;
+                self.notifier.ready(&self.status_line());
+            }
         }
     }
 
     /// Fails the running and the queued reload (the primary is stopping).
     pub(crate) fn cancel_reloads(&mut self, why: &str) {
         for s in self.queued.take().into_iter().flatten() {
-            let _ = s.send(Reply::Error { error: format!("cancelled: {why}") });
+            let _ = s.send(Reply::Error {
+                error: format!("cancelled: {why}"),
+            });
         }
         if self.reload.is_some() {
             self.finish_reload(Some(format!("cancelled: {why}")));

@@ -1,37 +1,57 @@
 //! The primary's event loop: the one owner of all supervisor state.
 //!
 //! Workers, slots, generations, listeners, the reload in progress and the
-//! stop in progress live in [`Supervisor`], touched only by [`Supervisor::handle`].
-//! Everything else (signals, the control socket, IPC channels, timers) sends
-//! it an [`Event`] over one channel. Child exits arrive as SIGCHLD and are
-//! reaped here, in one place, so no status is ever lost or stolen.
+//! stop in progress live in [`Supervisor`], touched only by
+//! [`Supervisor::handle`]. Everything else (signals, the control socket, IPC
+//! channels, notify sockets, timers) sends it an [`Event`] over one channel.
+//! Child exits arrive as SIGCHLD and are reaped here, in one place, so no
+//! status is ever lost or stolen.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use crate::cli::RunArgs;
+use crate::config::{ReadyMode, Settings};
 use crate::control::{Reply, ReplyTx, Request};
+use crate::events::{LifecycleEvent, Watchers};
+use crate::guardian::Guardian;
 use crate::ipc::{to_worker, FromWorker};
 use crate::listeners::Listener;
+use crate::notify::Notifier;
+use crate::notify_socket::Notification;
 use crate::output::Output;
 use crate::reload::Reload;
 use crate::status::{ReloadOutcome, Status, WorkerStatus};
-use crate::worker::{Launcher, Worker, WorkerId, WorkerState};
+use crate::worker::{Launcher, ReadyVia, Worker, WorkerId, WorkerState};
 
 /// Everything that can happen to the supervisor.
 #[derive(Debug)]
 pub enum Event {
     Signal(i32),
-    Control { request: Request, reply: ReplyTx },
-    Ipc { worker: WorkerId, msg: FromWorker },
-    IpcClosed { worker: WorkerId },
+    Control {
+        request: Request,
+        reply: ReplyTx,
+    },
+    Ipc {
+        worker: WorkerId,
+        msg: FromWorker,
+    },
+    IpcClosed {
+        worker: WorkerId,
+    },
+    Notify {
+        worker: WorkerId,
+        note: Notification,
+    },
     Timer(Timer),
 }
 
@@ -40,20 +60,14 @@ pub enum Event {
 pub enum Timer {
     /// A starting worker must be ready by now.
     Ready(WorkerId),
+    /// `--ready delay:DUR` has passed for this worker.
+    AssumeReady(WorkerId),
     /// A stopping worker must have exited by now.
     Shutdown(WorkerId),
     /// Start a worker in this slot again after a crash.
     Respawn(usize),
-}
-
-/// How `hotswap run` was configured; fixed for the primary's life.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub command: Vec<String>,
-    pub workers: u32,
-    pub ready_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    pub control_path: PathBuf,
+    /// Time for `WATCHDOG=1`.
+    Watchdog,
 }
 
 /// How a process ended.
@@ -74,7 +88,7 @@ impl std::fmt::Display for Exit {
 
 /// One of the N places a worker fills, with its crash history.
 #[derive(Debug, Default)]
-struct Slot {
+pub(crate) struct Slot {
     restarts: u32,
     /// Crashes in a row (a worker that lived long resets it).
     streak: u32,
@@ -90,14 +104,20 @@ struct Stop {
 }
 
 pub struct Supervisor {
-    guardian: crate::guardian::Guardian,
-    pub(crate) settings: Settings,
+    /// The flags `hotswap run` was given, to resolve the config file again.
+    args: RunArgs,
+    /// The serving generation's settings.
+    pub(crate) settings: Rc<Settings>,
     listeners: Vec<Listener>,
     base_env: Vec<(OsString, OsString)>,
+    runtime_dir: PathBuf,
     output: Output,
     events: mpsc::Sender<Event>,
+    guardian: Guardian,
+    pub(crate) notifier: Notifier,
+    pub(crate) watchers: Watchers,
     pub(crate) workers: BTreeMap<WorkerId, Worker>,
-    slots: Vec<Slot>,
+    pub(crate) slots: Vec<Slot>,
     next_id: WorkerId,
     /// The newest generation number handed out.
     pub(crate) newest_generation: u64,
@@ -111,14 +131,23 @@ pub struct Supervisor {
     /// Whether any worker has ever been ready: before that, a failing worker
     /// means the command cannot start at all, and the primary gives up.
     ever_ready: bool,
+    /// Whether `READY=1` went to systemd for the first generation.
+    pub(crate) announced: bool,
     started: Instant,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
 }
 
 /// Runs the primary until it stops; returns the exit code and why.
-pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, String)> {
+pub async fn run(
+    args: RunArgs,
+    settings: Settings,
+    listeners: Vec<Listener>,
+    notifier: Notifier,
+) -> Result<(i32, String)> {
     let (tx, mut rx) = mpsc::channel(1024);
+    // Before the first worker and before READY=1: no exit and no reload
+    // request may be missed.
     crate::signals::start(tx.clone())?;
     let _control = crate::control::Server::bind(&settings.control_path, tx.clone())?;
     #[cfg(target_os = "linux")]
@@ -130,16 +159,23 @@ pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, S
         tracing::info!("listening on {} (fd name {:?})", l.addr, l.name);
     }
     tracing::info!("control socket {}", settings.control_path.display());
+    let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
+    std::fs::create_dir_all(&runtime_dir)
+        .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    let _cleanup = RemoveDir(runtime_dir.clone());
 
-    let guardian = crate::guardian::Guardian::start()?;
     let mut sup = Supervisor {
-        guardian,
+        args,
         slots: (0..settings.workers).map(|_| Slot::default()).collect(),
-        settings,
+        settings: Rc::new(settings),
         listeners,
         base_env: crate::worker::base_env(),
+        runtime_dir,
         output: Output::start(),
         events: tx,
+        guardian: Guardian::start()?,
+        notifier,
+        watchers: Watchers::default(),
         workers: BTreeMap::new(),
         next_id: 1,
         newest_generation: 1,
@@ -149,6 +185,7 @@ pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, S
         last_reload: None,
         stop: None,
         ever_ready: false,
+        announced: false,
         started: Instant::now(),
         exit: None,
     };
@@ -158,13 +195,26 @@ pub async fn run(settings: Settings, listeners: Vec<Listener>) -> Result<(i32, S
     result
 }
 
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Supervisor {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        let settings = self.settings.clone();
         for slot in 0..self.slots.len() {
-            if let Err(e) = self.spawn(slot, 1) {
+            if let Err(e) = self.spawn(slot, 1, &settings) {
                 self.kill_all();
                 return Err(e.context("starting the first generation"));
             }
+        }
+        if let Some(every) = self.notifier.watchdog_interval() {
+            tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
+            self.after(every, Timer::Watchdog);
         }
         while let Some(event) = rx.recv().await {
             self.handle(event);
@@ -183,8 +233,10 @@ impl Supervisor {
             Event::IpcClosed { worker } => {
                 if let Some(w) = self.workers.get(&worker) {
                     tracing::debug!("{} closed its IPC channel", w.label());
+                    self.watchers.emit(worker_event("disconnect", w));
                 }
             }
+            Event::Notify { worker, note } => self.on_notify(worker, note),
             Event::Timer(t) => self.on_timer(t),
         }
     }
@@ -212,26 +264,33 @@ impl Supervisor {
             }
             Request::Reload => {
                 if self.stop.is_some() {
-                    let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
+                    let _ = reply.send(Reply::Error {
+                        error: "refused: the primary is stopping".into(),
+                    });
                 } else {
                     self.request_reload(Some(reply));
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
+            Request::Events => self.watchers.add(reply),
         }
     }
 
     fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
         match msg {
             FromWorker::Listening => {
-                if worker.state != WorkerState::Starting {
-                    return;
+                if worker.settings.ready.uses_ipc() {
+                    self.mark_ready(id, ReadyVia::Ipc);
+                } else {
+                    tracing::debug!(
+                        "{} sent listening; readiness mode is {:?}",
+                        worker.label(),
+                        worker.settings.ready
+                    );
                 }
-                worker.state = WorkerState::Ready;
-                self.ever_ready = true;
-                tracing::info!("{} ready in {} ms", worker.label(), worker.started.elapsed().as_millis());
-                self.reload_on_ready(id);
             }
             FromWorker::Broadcast { data } => {
                 for (_, other) in self.workers.iter().filter(|(other, _)| **other != id) {
@@ -241,7 +300,11 @@ impl Supervisor {
                 }
             }
             FromWorker::Send { to, data } => {
-                let delivered = self.workers.get(&to).and_then(|w| w.ipc.as_ref()).is_some_and(|ch| ch.send(to_worker::send(id, data)));
+                let delivered = self
+                    .workers
+                    .get(&to)
+                    .and_then(|w| w.ipc.as_ref())
+                    .is_some_and(|ch| ch.send(to_worker::send(id, data)));
                 if !delivered {
                     if let Some(ch) = self.workers.get(&id).and_then(|w| w.ipc.as_ref()) {
                         ch.send(to_worker::error(&format!("no worker {to} to send to")));
@@ -249,7 +312,10 @@ impl Supervisor {
                 }
             }
             FromWorker::NodeHandle => {
-                tracing::warn!("{} tried to send a handle over IPC; dropped", worker.label());
+                tracing::warn!(
+                    "{} tried to send a handle over IPC; dropped",
+                    worker.label()
+                );
                 if let Some(ch) = &worker.ipc {
                     ch.send(to_worker::node_handle_ack());
                 }
@@ -262,75 +328,160 @@ impl Supervisor {
         }
     }
 
+    fn on_notify(&mut self, id: WorkerId, note: Notification) {
+        let Some(worker) = self.workers.get(&id) else {
+            return;
+        };
+        match note {
+            Notification::Ready => self.mark_ready(id, ReadyVia::Notify),
+            Notification::Status(s) => tracing::info!("{} status: {s}", worker.label()),
+            Notification::Stopping => tracing::info!("{} says it is stopping", worker.label()),
+        }
+    }
+
+    /// A worker is ready to serve; a reload waiting for it moves on.
+    fn mark_ready(&mut self, id: WorkerId, via: ReadyVia) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if worker.state != WorkerState::Starting {
+            return;
+        }
+        worker.state = WorkerState::Ready;
+        worker.ready_via = Some(via);
+        self.ever_ready = true;
+        tracing::info!(
+            "{} ready in {} ms ({via:?})",
+            worker.label(),
+            worker.started.elapsed().as_millis()
+        );
+        let ev = worker_event("listening", worker);
+        self.watchers.emit(ev);
+        self.reload_on_ready(id);
+        if !self.announced
+            && self.reload.is_none()
+            && self.ready_count() >= self.settings.workers as usize
+        {
+            self.announced = true;
+            self.notifier.ready(&self.status_line());
+        } else {
+            self.notify_status();
+        }
+    }
+
     fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Ready(id) => {
-                let Some(w) = self.workers.get_mut(&id) else { return };
+                let Some(w) = self.workers.get_mut(&id) else {
+                    return;
+                };
                 if w.state != WorkerState::Starting {
                     return;
                 }
-                let why = format!("{} was not ready within {}", w.label(), humantime::format_duration(self.settings.ready_timeout));
+                let why = format!(
+                    "{} was not ready within {}",
+                    w.label(),
+                    humantime::format_duration(w.settings.ready_timeout)
+                );
                 tracing::error!("{why}; killing it");
                 w.kill();
                 self.reload_on_failure(id, why);
             }
+            Timer::AssumeReady(id) => self.mark_ready(id, ReadyVia::Assumed),
             Timer::Shutdown(id) => {
-                let Some(w) = self.workers.get_mut(&id) else { return };
+                let Some(w) = self.workers.get_mut(&id) else {
+                    return;
+                };
                 if w.state == WorkerState::Stopping && !w.killed {
                     tracing::warn!(
                         "{} did not exit within {} of shutdown; killing it",
                         w.label(),
-                        humantime::format_duration(self.settings.shutdown_timeout)
+                        humantime::format_duration(w.settings.shutdown_timeout)
                     );
                     w.kill();
                 }
             }
             Timer::Respawn(slot) => {
-                if self.stop.is_some() || self.workers.values().any(|w| w.slot == slot && w.state != WorkerState::Stopping) {
+                if self.stop.is_some()
+                    || slot >= self.settings.workers as usize
+                    || self
+                        .workers
+                        .values()
+                        .any(|w| w.slot == slot && w.state != WorkerState::Stopping)
+                {
                     return;
                 }
-                let generation = self.reload.as_ref().map_or(self.serving_generation, |r| r.generation);
                 self.slots[slot].restarts += 1;
-                if let Err(e) = self.spawn(slot, generation) {
-                    tracing::error!("restarting slot {slot}: {e:#}");
-                    self.schedule_respawn(slot);
+                let settings = self.settings.clone();
+                match self.spawn(slot, self.serving_generation, &settings) {
+                    // A reload in progress replaces it too.
+                    Ok(id) => self.reload_adopt(id),
+                    Err(e) => {
+                        tracing::error!("restarting slot {slot}: {e:#}");
+                        self.schedule_respawn(slot);
+                    }
+                }
+            }
+            Timer::Watchdog => {
+                self.notifier.watchdog();
+                if let Some(every) = self.notifier.watchdog_interval() {
+                    self.after(every, Timer::Watchdog);
                 }
             }
         }
     }
 
-    /// Starts a worker in `slot` and arms its ready deadline.
-    pub(crate) fn spawn(&mut self, slot: usize, generation: u64) -> Result<WorkerId> {
+    /// Starts a worker in `slot` with `settings` and arms its deadlines.
+    pub(crate) fn spawn(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        settings: &Rc<Settings>,
+    ) -> Result<WorkerId> {
         let id = self.next_id;
         self.next_id += 1;
-        self.newest_generation = self.newest_generation.max(generation);
         let launcher = Launcher {
-            command: &self.settings.command,
+            settings,
             base_env: &self.base_env,
+            runtime_dir: &self.runtime_dir,
             listeners: &self.listeners,
-            control_path: &self.settings.control_path,
             output: &self.output,
             events: &self.events,
         };
         let worker = launcher.start(id, slot, generation)?;
         tracing::info!("{} started (slot {slot})", worker.label());
         self.guardian.watch(worker.pid);
+        self.watchers.emit(worker_event("fork", &worker));
+        self.watchers.emit(worker_event("online", &worker));
         self.workers.insert(id, worker);
-        self.after(self.settings.ready_timeout, Timer::Ready(id));
+        self.after(settings.ready_timeout, Timer::Ready(id));
+        match settings.ready {
+            ReadyMode::None => self.mark_ready(id, ReadyVia::Assumed),
+            ReadyMode::Delay(d) => self.after(d, Timer::AssumeReady(id)),
+            _ => {}
+        }
         Ok(id)
     }
 
     /// Tells a worker to shut down and arms its kill deadline.
     pub(crate) fn shut_down(&mut self, id: WorkerId) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            if w.state == WorkerState::Stopping {
-                return;
-            }
-            tracing::info!("{} stopping", w.label());
-            w.respawn = false;
-            w.shutdown();
-            self.after(self.settings.shutdown_timeout, Timer::Shutdown(id));
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.state == WorkerState::Stopping {
+            return;
         }
+        w.respawn = false;
+        let via_ipc = w.shutdown();
+        let how = if via_ipc {
+            "shutdown sent".to_string()
+        } else {
+            format!("{} sent", w.settings.stop_signal)
+        };
+        tracing::info!("{} stopping ({how})", w.label());
+        let (timeout, ev) = (w.settings.shutdown_timeout, worker_event("disconnect", w));
+        self.watchers.emit(ev);
+        self.after(timeout, Timer::Shutdown(id));
     }
 
     pub(crate) fn after(&self, delay: Duration, timer: Timer) {
@@ -373,12 +524,22 @@ impl Supervisor {
         // Anything the worker left in its process group goes with it.
         let _ = nix::sys::signal::killpg(worker.pid, nix::sys::signal::Signal::SIGKILL);
         self.guardian.forget(worker.pid);
+        let mut ev = worker_event("exit", &worker);
+        match how {
+            Exit::Code(c) => ev.code = Some(c),
+            Exit::Signal(s) => ev.signal = Some(s.to_string()),
+        }
+        self.watchers.emit(ev);
         let lived = worker.started.elapsed();
-        let expected = worker.state == WorkerState::Stopping;
-        if expected {
+        if worker.state == WorkerState::Stopping {
             tracing::info!("{} {how} after {} ms", worker.label(), lived.as_millis());
         } else {
-            tracing::warn!("{} {how} unexpectedly (state {}, up {} ms)", worker.label(), worker.state, lived.as_millis());
+            tracing::warn!(
+                "{} {how} unexpectedly (state {}, up {} ms)",
+                worker.label(),
+                worker.state,
+                lived.as_millis()
+            );
         }
 
         if let Some(stop) = &self.stop {
@@ -388,11 +549,15 @@ impl Supervisor {
             }
             return;
         }
+        self.notify_status();
         if self.reload_on_exit(&worker, how) || !worker.respawn {
             return;
         }
         if !self.ever_ready {
-            let why = format!("the first generation cannot start: {} {how} before it was ready", worker.label());
+            let why = format!(
+                "the first generation cannot start: {} {how} before it was ready",
+                worker.label()
+            );
             tracing::error!("{why}");
             self.kill_all();
             self.exit = Some((1, why));
@@ -414,7 +579,10 @@ impl Supervisor {
             (Duration::from_millis(100) * 2u32.saturating_pow(streak.min(20) - 2)).min(BACKOFF_MAX)
         };
         if delay > Duration::ZERO {
-            tracing::warn!("slot {slot} crashed {streak} times in a row; restarting in {} ms", delay.as_millis());
+            tracing::warn!(
+                "slot {slot} crashed {streak} times in a row; restarting in {} ms",
+                delay.as_millis()
+            );
         }
         self.after(delay, Timer::Respawn(slot));
     }
@@ -424,7 +592,9 @@ impl Supervisor {
     fn begin_stop(&mut self, why: &str, waiter: Option<ReplyTx>) {
         if let Some(stop) = &mut self.stop {
             if let Some(w) = waiter {
-                let _ = w.send(Reply::Progress { message: "already stopping".into() });
+                let _ = w.send(Reply::Progress {
+                    message: "already stopping".into(),
+                });
                 stop.waiters.push(w);
                 return;
             }
@@ -434,13 +604,23 @@ impl Supervisor {
             return;
         }
         tracing::info!("{why}: stopping {} workers", self.workers.len());
+        self.notifier
+            .stopping(&format!("stopping {} workers", self.workers.len()));
+        let mut ev = LifecycleEvent::new("stopping");
+        ev.message = Some(why.to_string());
+        self.watchers.emit(ev);
         self.cancel_reloads("the primary is stopping");
         let mut waiters = Vec::new();
         if let Some(w) = waiter {
-            let _ = w.send(Reply::Progress { message: format!("stopping {} workers", self.workers.len()) });
+            let _ = w.send(Reply::Progress {
+                message: format!("stopping {} workers", self.workers.len()),
+            });
             waiters.push(w);
         }
-        self.stop = Some(Stop { waiters, forced: false });
+        self.stop = Some(Stop {
+            waiters,
+            forced: false,
+        });
         let ids: Vec<_> = self.workers.keys().copied().collect();
         for id in ids {
             self.shut_down(id);
@@ -453,6 +633,35 @@ impl Supervisor {
     fn kill_all(&mut self) {
         for w in self.workers.values_mut() {
             w.kill();
+        }
+    }
+
+    pub(crate) fn ready_count(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.state == WorkerState::Ready)
+            .count()
+    }
+
+    /// What `systemctl status` shows.
+    pub(crate) fn status_line(&self) -> String {
+        let mut s = format!(
+            "generation {}, {}/{} workers ready",
+            self.serving_generation,
+            self.ready_count(),
+            self.settings.workers
+        );
+        if let Some(r) = &self.reload {
+            s += &format!("; reloading to generation {}", r.generation);
+        } else if let Some(r) = &self.last_reload {
+            s += &format!("; last reload {}", if r.ok { "ok" } else { "FAILED" });
+        }
+        s
+    }
+
+    pub(crate) fn notify_status(&self) {
+        if self.notifier.enabled() {
+            self.notifier.status(&self.status_line());
         }
     }
 
@@ -473,7 +682,7 @@ impl Supervisor {
                     generation: w.generation,
                     state: w.state,
                     uptime_secs: w.started.elapsed().as_secs_f64(),
-                    restarts: self.slots[w.slot].restarts,
+                    restarts: self.slots.get(w.slot).map_or(0, |s| s.restarts),
                 })
                 .collect(),
             reloading: self.reload.is_some(),
@@ -482,8 +691,40 @@ impl Supervisor {
             stopping: self.stop.is_some(),
         }
     }
+
+    /// Re-reads the config file (if any) for a new generation.
+    pub(crate) fn reload_settings(&self) -> Result<Rc<Settings>> {
+        if self.settings.config.is_none() {
+            return Ok(self.settings.clone());
+        }
+        let new = Settings::load(&self.args)?;
+        let fixed = self.settings.needs_restart(&new);
+        if !fixed.is_empty() {
+            tracing::warn!(
+                "config: changes to {} take effect only after a restart of hotswap",
+                fixed.join(", ")
+            );
+        }
+        // Keep what is bound for life.
+        Ok(Rc::new(Settings {
+            listen: self.settings.listen.clone(),
+            control_path: self.settings.control_path.clone(),
+            backlog: self.settings.backlog,
+            ..new
+        }))
+    }
+}
+
+pub(crate) fn worker_event(event: &str, w: &Worker) -> LifecycleEvent {
+    let mut ev = LifecycleEvent::new(event);
+    ev.worker = Some(w.id);
+    ev.pid = Some(w.pid.as_raw());
+    ev.generation = Some(w.generation);
+    ev
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -16,8 +17,10 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::config::Settings;
 use crate::ipc::Channel;
 use crate::listeners::{self, Listener};
+use crate::notify_socket::NotifySocket;
 use crate::output::{Output, Stream};
 use crate::spawn::{self, Fds};
 use crate::supervisor::Event;
@@ -47,6 +50,15 @@ impl std::fmt::Display for WorkerState {
     }
 }
 
+/// How a worker became ready; it decides how the worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyVia {
+    Ipc,
+    Notify,
+    /// `--ready delay:DUR` or `none`.
+    Assumed,
+}
+
 #[derive(Debug)]
 pub struct Worker {
     pub id: WorkerId,
@@ -58,6 +70,13 @@ pub struct Worker {
     pub started: Instant,
     /// None once disconnected.
     pub ipc: Option<Channel>,
+    /// The worker's own `NOTIFY_SOCKET`, in the notify readiness modes;
+    /// held so that it lives (and is removed) with the worker.
+    #[allow(dead_code)]
+    pub notify: Option<NotifySocket>,
+    /// The settings it was started with (its generation's).
+    pub settings: Rc<Settings>,
+    pub ready_via: Option<ReadyVia>,
     /// Set when SIGKILL was sent, so it is sent once.
     pub killed: bool,
     /// Whether its exit should be made good by starting another worker in
@@ -71,16 +90,25 @@ impl Worker {
         label(self.id, self.generation, self.pid)
     }
 
-    /// Sends `shutdown` and closes the channel; without a channel (the worker
-    /// closed it) falls back to SIGTERM to the process group.
-    pub fn shutdown(&mut self) {
+    /// Asks the worker to drain and exit: `shutdown` over IPC (then the
+    /// channel is closed) when it speaks IPC, else `--stop-signal` to its
+    /// main process, as systemd would. Returns whether IPC was used.
+    pub fn shutdown(&mut self) -> bool {
         self.state = WorkerState::Stopping;
-        match self.ipc.take() {
-            Some(ch) if ch.send(crate::ipc::to_worker::shutdown()) => ch.disconnect(),
-            _ => {
-                let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGTERM);
+        let speaks_ipc = match self.ready_via {
+            Some(via) => via == ReadyVia::Ipc,
+            None => self.settings.ready.uses_ipc(),
+        };
+        let ipc = self.ipc.take();
+        if let Some(ch) = &ipc {
+            if speaks_ipc && ch.send(crate::ipc::to_worker::shutdown()) {
+                ch.disconnect();
+                return true;
             }
+            ch.disconnect();
         }
+        let _ = nix::sys::signal::kill(self.pid, self.settings.stop_signal);
+        false
     }
 
     /// SIGKILL to the worker's whole process group.
@@ -99,21 +127,27 @@ pub fn label(id: WorkerId, generation: u64, pid: Pid) -> String {
     format!("[w{id} g{generation} {pid}]")
 }
 
-/// What every worker is started with; fixed for the primary's life except
-/// the command, which a reload may change.
+/// What every worker is started with: its generation's settings and the
+/// primary's sockets.
 pub struct Launcher<'a> {
-    pub command: &'a [String],
+    pub settings: &'a Rc<Settings>,
     pub base_env: &'a [(OsString, OsString)],
+    /// Where per-worker notify sockets go (`--ready notify`).
+    pub runtime_dir: &'a Path,
     pub listeners: &'a [Listener],
-    pub control_path: &'a Path,
     pub output: &'a Output,
     pub events: &'a mpsc::Sender<Event>,
 }
 
 impl Launcher<'_> {
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
-        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-            .context("creating the IPC socketpair")?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("creating the IPC socketpair")?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let devnull = std::fs::File::open("/dev/null").context("opening /dev/null")?;
@@ -129,7 +163,22 @@ impl Launcher<'_> {
         set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
         set("HOTSWAP_WORKER_ID", id.to_string());
         set("HOTSWAP_GENERATION", generation.to_string());
-        set("HOTSWAP_CONTROL", self.control_path.display().to_string());
+        set(
+            "HOTSWAP_CONTROL",
+            self.settings.control_path.display().to_string(),
+        );
+        let notify = if self.settings.ready.uses_notify() {
+            let n = NotifySocket::bind(
+                self.runtime_dir,
+                id,
+                format!("[w{id} g{generation}]"),
+                self.events.clone(),
+            )?;
+            set("NOTIFY_SOCKET", n.path().display().to_string());
+            Some(n)
+        } else {
+            None
+        };
 
         let fds = Fds {
             stdin: devnull.as_raw_fd(),
@@ -138,7 +187,7 @@ impl Launcher<'_> {
             listeners: &listener_fds,
             ipc: theirs.as_raw_fd(),
         };
-        let pid = spawn::spawn(self.command, &env, &fds)?;
+        let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
 
         let prefix = format!("{} ", label(id, generation, pid));
@@ -158,6 +207,9 @@ impl Launcher<'_> {
             state: WorkerState::Starting,
             started: Instant::now(),
             ipc: Some(ipc),
+            notify,
+            settings: self.settings.clone(),
+            ready_via: None,
             killed: false,
             respawn: true,
         })

@@ -1,0 +1,123 @@
+//! Telling systemd what the primary is doing (`sd_notify`), when
+//! `NOTIFY_SOCKET` is set: `READY=1` once the first generation serves,
+//! `RELOADING=1` with `MONOTONIC_USEC` on every reload request (what
+//! `Type=notify-reload` waits for), `STATUS=` lines for `systemctl status`,
+//! `STOPPING=1`, `EXTEND_TIMEOUT_USEC` while a long reload runs, and
+//! `WATCHDOG=1` pings when the unit sets `WatchdogSec=`.
+//!
+//! The socket is connected once at start (an abstract `@name` works too) and
+//! the variables are kept from the workers, which get their own.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sd_notify::NotifyState;
+
+#[derive(Debug, Default)]
+pub struct Notifier {
+    socket: Option<UnixDatagram>,
+    target: String,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID`.
+    pub fn from_env() -> Result<Notifier> {
+        let mut n = Notifier::default();
+        let watchdog_for_us = std::env::var("WATCHDOG_PID")
+            .map(|p| p.trim() == std::process::id().to_string())
+            .unwrap_or(true);
+        if watchdog_for_us {
+            n.watchdog = std::env::var("WATCHDOG_USEC")
+                .ok()
+                .and_then(|u| u.parse::<u64>().ok())
+                .filter(|u| *u > 0)
+                .map(Duration::from_micros);
+        }
+        let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Ok(n);
+        };
+        let target = target.to_string_lossy().into_owned();
+        n.socket = Some(
+            connect(&target).with_context(|| format!("NOTIFY_SOCKET={target}: cannot connect"))?,
+        );
+        n.target = target;
+        Ok(n)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// How often to send `WATCHDOG=1`: half the unit's `WatchdogSec=`.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.socket.as_ref().and(self.watchdog).map(|d| d / 2)
+    }
+
+    pub fn send(&self, states: &[NotifyState<'_>]) {
+        let Some(sock) = &self.socket else { return };
+        let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
+        if let Err(e) = sock.send(msg.as_bytes()) {
+            tracing::warn!("sd_notify to {}: {e}", self.target);
+        }
+    }
+
+    pub fn ready(&self, status: &str) {
+        self.send(&[
+            NotifyState::Ready,
+            NotifyState::MainPid(std::process::id()),
+            NotifyState::Status(status),
+        ]);
+    }
+
+    pub fn reloading(&self, status: &str) {
+        let mut states = vec![NotifyState::Reloading, NotifyState::Status(status)];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        self.send(&states);
+    }
+
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    pub fn stopping(&self, status: &str) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    }
+
+    pub fn extend_timeout(&self, by: Duration) {
+        self.send(&[NotifyState::ExtendTimeoutUsec(
+            by.as_micros().min(u32::MAX as u128) as u32,
+        )]);
+    }
+
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+}
+
+fn connect(target: &str) -> std::io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    if let Some(name) = target.strip_prefix('@') {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            sock.connect_addr(&addr)?;
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = name;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "abstract sockets exist only on Linux",
+            ));
+        }
+    } else {
+        sock.connect(target)?;
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
