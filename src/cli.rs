@@ -13,13 +13,24 @@ use nix::sys::signal::Signal;
 use crate::config::ReadyMode;
 use crate::listeners::ListenSpec;
 
+const AFTER_HELP: &str = "\
+Signals (to the primary): SIGHUP reloads; SIGTERM or SIGINT stop gracefully, a second one kills the workers.
+
+Environment: HOTSWAP_CONTROL (control socket path), HOTSWAP_CONFIG (config file), HOTSWAP_LOG (log level, e.g. debug). \
+Under systemd: NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID (socket activation).
+
+Exit status: 0 on a graceful stop or success; 1 on failure (a failed reload, no primary to talk to, a first generation that cannot start); 2 on a usage or config error.
+
+Workers get their sockets at fd 3.. (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), an IPC channel (HOTSWAP_IPC_FD, NODE_CHANNEL_FD), HOTSWAP_WORKER_ID and HOTSWAP_GENERATION; \
+the protocol is in docs/protocol.md.";
+
 /// Zero-downtime hot-reload supervisor for network services.
 ///
 /// The primary binds the listening sockets once and runs N workers (any
 /// program) on them; `hotswap reload` replaces the workers one by one without
 /// refusing a connection.
 #[derive(Debug, Parser)]
-#[command(name = "hotswap", version, propagate_version = true)]
+#[command(name = "hotswap", version, propagate_version = true, after_long_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -249,6 +249,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let cfg: FileConfig = toml::from_str(include_str!("../contrib/systemd/example.toml")).unwrap();
+        assert_eq!(cfg.workers, Some(4));
+        assert_eq!(cfg.ready, Some(ReadyMode::Ipc));
+    }
+
+    #[test]
     fn signals() {
         assert_eq!(parse_signal("SIGINT").unwrap(), Signal::SIGINT);
         assert_eq!(parse_signal("quit").unwrap(), Signal::SIGQUIT);
