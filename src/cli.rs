@@ -37,11 +37,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// `run`'s arguments are large, and parsed once.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the primary in the foreground, supervising COMMAND as N workers.
     Run(RunArgs),
     /// Start a rolling reload and wait until the new generation serves.
-    Reload(ControlArgs),
+    Reload(ReloadArgs),
     /// Show listeners, generation and workers of a running primary.
     Status(StatusArgs),
     /// Stop a running primary gracefully; returns once it has exited.
@@ -109,6 +111,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIGNAL", value_parser = crate::config::parse_signal)]
     pub stop_signal: Option<Signal>,
 
+    /// Watch this file or directory (recursively; repeatable) and reload when
+    /// something in it changes. `.gitignore`/`.ignore` files are honoured;
+    /// `.git/`, `target/`, `node_modules/` and editor swap files never count.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+
+    /// Wait until changes stop for this long before reloading [default: 200ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub watch_debounce: Option<Duration>,
+
+    /// Changes to paths matching this glob never reload (repeatable), e.g.
+    /// `*.log`, `dist`.
+    #[arg(long, value_name = "GLOB")]
+    pub watch_ignore: Vec<String>,
+
+    /// A shell command run before every reload (`hotswap reload`, SIGHUP or a
+    /// watched change); if it fails, no worker is touched.
+    #[arg(long, value_name = "CMD")]
+    pub build: Option<String>,
+
     /// Listen backlog of each TCP and Unix listener [default: 1024].
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
@@ -125,6 +147,15 @@ pub struct ControlArgs {
     /// /tmp/hotswap-UID/hotswap.sock otherwise].
     #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
     pub control: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Skip the `--build` command for this reload.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 #[derive(Debug, Args)]

@@ -41,7 +41,11 @@ impl std::str::FromStr for ReadyMode {
             "none" => ReadyMode::None,
             _ => match s.strip_prefix("delay:") {
                 Some(d) => ReadyMode::Delay(parse_duration(d)?),
-                None => return Err(format!("unknown readiness mode {s:?} (expected ipc, notify, ipc-or-notify, delay:DUR or none)")),
+                None => {
+                    return Err(format!(
+                        "unknown readiness mode {s:?} (expected ipc, notify, ipc-or-notify, delay:DUR or none)"
+                    ))
+                }
             },
         })
     }
@@ -62,13 +66,8 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
         return Signal::try_from(n).map_err(|_| format!("no signal number {n}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| format!("unknown signal {s:?}"))
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>().map_err(|_| format!("unknown signal {s:?}"))
 }
 
 /// The resolved settings of a primary.
@@ -84,6 +83,11 @@ pub struct Settings {
     pub ready: ReadyMode,
     pub stop_signal: Signal,
     pub config: Option<PathBuf>,
+    /// Run through the shell before each reload (`--build`).
+    pub build: Option<String>,
+    pub watch: Vec<PathBuf>,
+    pub watch_debounce: Duration,
+    pub watch_ignore: Vec<String>,
 }
 
 /// `hotswap.toml`: every `run` option. Unknown keys and bad values are
@@ -108,6 +112,11 @@ pub struct FileConfig {
     pub stop_signal: Option<Signal>,
     /// An array of arguments, or one string run by `/bin/sh -c 'exec ...'`.
     pub command: Option<CommandLine>,
+    pub build: Option<String>,
+    pub watch: Option<Vec<PathBuf>>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub watch_debounce: Option<Duration>,
+    pub watch_ignore: Option<Vec<String>>,
 }
 
 fn de_with<'de, D: serde::Deserializer<'de>, T>(
@@ -128,10 +137,7 @@ fn de_signal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Signal>, D
 }
 fn de_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<ListenSpec>>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter()
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .collect::<Result<_, _>>()
-        .map(Some)
+    v.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect::<Result<_, _>>().map(Some)
 }
 fn de_workers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     match u32::deserialize(d)? {
@@ -149,21 +155,15 @@ pub enum CommandLine {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim_end()))
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.to_string().trim_end()))
     }
 }
 
 impl Settings {
     /// Flags first, then the file, then the defaults.
     pub fn resolve(args: &RunArgs, file: FileConfig) -> Result<Settings> {
-        let listen = if args.listen.is_empty() {
-            file.listen.unwrap_or_default()
-        } else {
-            args.listen.clone()
-        };
+        let listen = if args.listen.is_empty() { file.listen.unwrap_or_default() } else { args.listen.clone() };
         let command = if !args.command.is_empty() {
             args.command.clone()
         } else {
@@ -187,21 +187,20 @@ impl Settings {
             command,
             workers,
             control_path: crate::control::resolve(args.control.control.clone().or(file.control)),
-            ready_timeout: args
-                .ready_timeout
-                .or(file.ready_timeout)
-                .unwrap_or(Duration::from_secs(30)),
-            shutdown_timeout: args
-                .shutdown_timeout
-                .or(file.shutdown_timeout)
-                .unwrap_or(Duration::from_secs(30)),
+            ready_timeout: args.ready_timeout.or(file.ready_timeout).unwrap_or(Duration::from_secs(30)),
+            shutdown_timeout: args.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
             backlog: args.backlog.or(file.backlog).unwrap_or(1024),
             ready: args.ready.or(file.ready).unwrap_or(ReadyMode::Ipc),
-            stop_signal: args
-                .stop_signal
-                .or(file.stop_signal)
-                .unwrap_or(Signal::SIGTERM),
+            stop_signal: args.stop_signal.or(file.stop_signal).unwrap_or(Signal::SIGTERM),
             config: args.config.clone(),
+            build: args.build.clone().or(file.build).filter(|b| !b.trim().is_empty()),
+            watch: if args.watch.is_empty() { file.watch.unwrap_or_default() } else { args.watch.clone() },
+            watch_debounce: args.watch_debounce.or(file.watch_debounce).unwrap_or(Duration::from_millis(200)),
+            watch_ignore: if args.watch_ignore.is_empty() {
+                file.watch_ignore.unwrap_or_default()
+            } else {
+                args.watch_ignore.clone()
+            },
         })
     }
 
@@ -211,7 +210,13 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        Settings::resolve(args, file)
+        let s = Settings::resolve(args, file)?;
+        for p in &s.watch {
+            if !p.exists() {
+                bail!("--watch {}: no such file or directory", p.display());
+            }
+        }
+        Ok(s)
     }
 
     /// What a reload may not change; named so the operator knows to restart.
@@ -226,6 +231,10 @@ impl Settings {
         if self.backlog != new.backlog {
             v.push("backlog");
         }
+        if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
+        {
+            v.push("watch");
+        }
         v
     }
 }
@@ -237,14 +246,8 @@ mod tests {
     #[test]
     fn readiness_modes() {
         assert_eq!("ipc".parse::<ReadyMode>().unwrap(), ReadyMode::Ipc);
-        assert_eq!(
-            "delay:250ms".parse::<ReadyMode>().unwrap(),
-            ReadyMode::Delay(Duration::from_millis(250))
-        );
-        assert!("sometimes"
-            .parse::<ReadyMode>()
-            .unwrap_err()
-            .contains("unknown readiness mode"));
+        assert_eq!("delay:250ms".parse::<ReadyMode>().unwrap(), ReadyMode::Delay(Duration::from_millis(250)));
+        assert!("sometimes".parse::<ReadyMode>().unwrap_err().contains("unknown readiness mode"));
         assert!("delay:x".parse::<ReadyMode>().is_err());
     }
 
@@ -265,33 +268,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key_and_line() {
-        let err = toml::from_str::<FileConfig>("workers = 2\nwrokers = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<FileConfig>("workers = 2\nwrokers = 3\n").unwrap_err().to_string();
         assert!(err.contains("wrokers") && err.contains("line 2"), "{err}");
-        let err = toml::from_str::<FileConfig>("workers = \"two\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<FileConfig>("workers = \"two\"\n").unwrap_err().to_string();
         assert!(err.contains("workers") && err.contains("line 1"), "{err}");
-        let err = toml::from_str::<FileConfig>("workers = 1\nready-timeout = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("ready-timeout") && err.contains("line 2") && err.contains("soon"),
-            "{err}"
-        );
-        let err = toml::from_str::<FileConfig>("listen = [\"nowhere\"]\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<FileConfig>("workers = 1\nready-timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("ready-timeout") && err.contains("line 2") && err.contains("soon"), "{err}");
+        let err = toml::from_str::<FileConfig>("listen = [\"nowhere\"]\n").unwrap_err().to_string();
         assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
-        let err = toml::from_str::<FileConfig>("workers = 0\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<FileConfig>("workers = 0\n").unwrap_err().to_string();
         assert!(err.contains("at least 1"), "{err}");
-        let ok: FileConfig = toml::from_str(
-            "command = \"node app.js\"\nready = \"delay:1s\"\nstop-signal = \"INT\"\n",
-        )
-        .unwrap();
+        let ok: FileConfig =
+            toml::from_str("command = \"node app.js\"\nready = \"delay:1s\"\nstop-signal = \"INT\"\n").unwrap();
         assert_eq!(ok.ready, Some(ReadyMode::Delay(Duration::from_secs(1))));
         assert_eq!(ok.stop_signal, Some(Signal::SIGINT));
     }

@@ -34,7 +34,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     Status,
-    Reload,
+    Reload {
+        /// Skip the `--build` command.
+        #[serde(default)]
+        no_build: bool,
+    },
     Stop,
     /// Stream lifecycle events until the client leaves.
     Events,
@@ -82,8 +86,7 @@ impl Server {
     pub fn bind(path: &Path, events: mpsc::Sender<Event>) -> Result<Server> {
         if let Some(dir) = path.parent() {
             if !dir.exists() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             }
         }
@@ -97,14 +100,12 @@ impl Server {
                 e
             }
         })?;
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding control socket {}", path.display()))?;
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
         tokio::spawn(accept_loop(listener, events));
-        Ok(Server {
-            path: path.to_path_buf(),
-        })
+        Ok(Server { path: path.to_path_buf() })
     }
 }
 
@@ -137,11 +138,7 @@ async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>) {
 async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
     if peer.uid() != me && peer.uid() != 0 {
-        tracing::warn!(
-            "control socket: refused a client of uid {} (pid {:?})",
-            peer.uid(),
-            peer.pid()
-        );
+        tracing::warn!("control socket: refused a client of uid {} (pid {:?})", peer.uid(), peer.pid());
         let error = format!("permission denied: uid {} is not the primary's", peer.uid());
         return refuse(stream, error).await;
     }
@@ -157,11 +154,7 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    if events
-        .send(Event::Control { request, reply: tx })
-        .await
-        .is_err()
-    {
+    if events.send(Event::Control { request, reply: tx }).await.is_err() {
         return Ok(());
     }
     while let Some(reply) = rx.recv().await {
@@ -177,11 +170,7 @@ async fn refuse(mut stream: UnixStream, error: String) -> Result<()> {
     stream.shutdown().await?;
     let mut sink = tokio::io::sink();
     let mut rest = (&mut stream).take(4 * MAX_REQUEST);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        tokio::io::copy(&mut rest, &mut sink),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::copy(&mut rest, &mut sink)).await;
     Ok(())
 }
 
@@ -191,9 +180,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     match limited.read_line(&mut line).await {
         Ok(0) => return Err("empty request".into()),
         Ok(_) if !line.ends_with('\n') => {
-            return Err(format!(
-                "request too long or unterminated (limit {MAX_REQUEST} bytes)"
-            ))
+            return Err(format!("request too long or unterminated (limit {MAX_REQUEST} bytes)"))
         }
         Ok(_) => {}
         Err(e) => return Err(format!("unreadable request: {e}")),
@@ -203,15 +190,12 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 
 /// Parses a request line, naming what is wrong with a bad one.
 pub fn parse_request(line: &str) -> Result<Request, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match value.get("command").and_then(|c| c.as_str()) {
         Some("status" | "reload" | "stop" | "events") => {
             serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
         }
-        Some(other) => Err(format!(
-            "unknown command {other:?} (expected status, reload, stop or events)"
-        )),
+        Some(other) => Err(format!("unknown command {other:?} (expected status, reload, stop or events)")),
         None => Err("malformed request: no \"command\" field".into()),
     }
 }
@@ -264,17 +248,10 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(
-            parse_request(r#"{"command":"reload"}"#).unwrap(),
-            Request::Reload
-        );
-        assert_eq!(
-            parse_request("{\"command\":\"status\"}\n").unwrap(),
-            Request::Status
-        );
-        assert!(parse_request(r#"{"command":"explode"}"#)
-            .unwrap_err()
-            .contains("unknown command"));
+        assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload { no_build: false });
+        assert_eq!(parse_request(r#"{"command":"reload","no_build":true}"#).unwrap(), Request::Reload { no_build: true });
+        assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
+        assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
         assert!(parse_request("garbage").unwrap_err().contains("malformed"));
         assert!(parse_request("{}").unwrap_err().contains("no \"command\""));
     }

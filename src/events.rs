@@ -33,14 +33,8 @@ pub struct LifecycleEvent {
 
 impl LifecycleEvent {
     pub fn new(event: &str) -> LifecycleEvent {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        LifecycleEvent {
-            event: event.into(),
-            time,
-            ..Default::default()
-        }
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        LifecycleEvent { event: event.into(), time, ..Default::default() }
     }
 
     /// One line for people.
@@ -82,7 +76,6 @@ impl Watchers {
         if self.0.is_empty() {
             return;
         }
-        self.0
-            .retain(|tx| tx.send(Reply::Event(event.clone())).is_ok());
+        self.0.retain(|tx| tx.send(Reply::Event(event.clone())).is_ok());
     }
 }

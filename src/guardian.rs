@@ -29,14 +29,10 @@ pub struct Guardian {
 impl Guardian {
     /// Starts the guardian process from the primary's own binary.
     pub fn start() -> Result<Guardian> {
-        let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .context("creating the guardian pipe")?;
+        let (read, write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the guardian pipe")?;
         // /proc/self/exe works even when a deploy replaced the binary on disk.
-        let exe = if cfg!(target_os = "linux") {
-            "/proc/self/exe".into()
-        } else {
-            std::env::current_exe()?
-        };
+        let exe = if cfg!(target_os = "linux") { "/proc/self/exe".into() } else { std::env::current_exe()? };
         let child = {
             use std::os::unix::process::CommandExt;
             Command::new(exe)
@@ -48,10 +44,7 @@ impl Guardian {
                 .spawn()
                 .context("starting the guardian process")?
         };
-        Ok(Guardian {
-            pipe: write.into(),
-            pid: Pid::from_raw(child.id() as i32),
-        })
+        Ok(Guardian { pipe: write.into(), pid: Pid::from_raw(child.id() as i32) })
     }
 
     pub fn pid(&self) -> Pid {
@@ -78,12 +71,7 @@ impl Guardian {
 /// dismissed or until end of file, then kills what it was told is alive.
 pub fn run() -> ! {
     // Signals meant for the primary's terminal or unit are not for us.
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
     }
     let mut groups = BTreeSet::new();

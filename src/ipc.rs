@@ -47,18 +47,13 @@ pub fn parse(line: &str) -> Result<FromWorker, String> {
     let kind = value.get("type").and_then(Value::as_str);
     Ok(match kind {
         Some("listening") => FromWorker::Listening,
-        Some("broadcast") => FromWorker::Broadcast {
-            data: value.get("data").cloned().unwrap_or(Value::Null),
-        },
+        Some("broadcast") => FromWorker::Broadcast { data: value.get("data").cloned().unwrap_or(Value::Null) },
         Some("send") => {
             let to = value
                 .get("to")
                 .and_then(Value::as_u64)
                 .ok_or_else(|| "a \"send\" message needs a numeric \"to\"".to_string())?;
-            FromWorker::Send {
-                to,
-                data: value.get("data").cloned().unwrap_or(Value::Null),
-            }
+            FromWorker::Send { to, data: value.get("data").cloned().unwrap_or(Value::Null) }
         }
         _ => FromWorker::Other(value),
     })
@@ -107,12 +102,7 @@ impl std::fmt::Debug for Outgoing {
 
 impl Channel {
     /// Starts the task that owns `stream`, the primary's end.
-    pub fn start(
-        stream: UnixStream,
-        worker: WorkerId,
-        label: String,
-        events: mpsc::Sender<Event>,
-    ) -> Channel {
+    pub fn start(stream: UnixStream, worker: WorkerId, label: String, events: mpsc::Sender<Event>) -> Channel {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(stream, worker, label, events, rx));
         Channel { tx }
@@ -216,33 +206,19 @@ mod tests {
 
     #[test]
     fn parses_every_message_kind() {
-        assert_eq!(
-            parse(r#"{"type":"listening"}"#).unwrap(),
-            FromWorker::Listening
-        );
+        assert_eq!(parse(r#"{"type":"listening"}"#).unwrap(), FromWorker::Listening);
         assert_eq!(parse(r#""ready""#).unwrap(), FromWorker::Listening);
         assert_eq!(
             parse(r#"{"type":"broadcast","data":{"a":1}}"#).unwrap(),
-            FromWorker::Broadcast {
-                data: json!({"a":1})
-            }
+            FromWorker::Broadcast { data: json!({"a":1}) }
         );
         assert_eq!(
             parse(r#"{"type":"send","to":3,"data":"x"}"#).unwrap(),
-            FromWorker::Send {
-                to: 3,
-                data: json!("x")
-            }
+            FromWorker::Send { to: 3, data: json!("x") }
         );
         assert!(parse(r#"{"type":"send","data":"x"}"#).is_err());
-        assert_eq!(
-            parse(r#"{"cmd":"NODE_HANDLE","type":"net.Socket"}"#).unwrap(),
-            FromWorker::NodeHandle
-        );
-        assert!(matches!(
-            parse(r#"{"hello":1}"#).unwrap(),
-            FromWorker::Other(_)
-        ));
+        assert_eq!(parse(r#"{"cmd":"NODE_HANDLE","type":"net.Socket"}"#).unwrap(), FromWorker::NodeHandle);
+        assert!(matches!(parse(r#"{"hello":1}"#).unwrap(), FromWorker::Other(_)));
         assert!(parse("{not json").is_err());
     }
 }

@@ -44,9 +44,7 @@ impl FromStr for ListenSpec {
         let (name, addr) = match s.split_once('=') {
             Some((name, addr)) if !name.contains(':') && !name.contains('/') => {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()) {
-                    return Err(format!(
-                        "invalid listener name {name:?}: use printable ASCII without ':'"
-                    ));
+                    return Err(format!("invalid listener name {name:?}: use printable ASCII without ':'"));
                 }
                 (Some(name.to_string()), addr)
             }
@@ -60,19 +58,13 @@ impl FromStr for ListenSpec {
         } else if let Ok(sa) = addr.parse::<SocketAddr>() {
             ListenAddr::Tcp(sa)
         } else if let Some(port) = addr.strip_prefix(':') {
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("invalid port in {addr:?}"))?;
+            let port: u16 = port.parse().map_err(|_| format!("invalid port in {addr:?}"))?;
             ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port)))
         } else {
-            let mut found = addr
-                .to_socket_addrs()
-                .map_err(|e| format!("invalid listen address {addr:?}: {e} (expected 127.0.0.1:8080, [::1]:8080 or unix:/path)"))?;
-            ListenAddr::Tcp(
-                found
-                    .next()
-                    .ok_or_else(|| format!("{addr:?} resolves to no address"))?,
-            )
+            let mut found = addr.to_socket_addrs().map_err(|e| {
+                format!("invalid listen address {addr:?}: {e} (expected 127.0.0.1:8080, [::1]:8080 or unix:/path)")
+            })?;
+            ListenAddr::Tcp(found.next().ok_or_else(|| format!("{addr:?} resolves to no address"))?)
         };
         Ok(ListenSpec { name, addr })
     }
@@ -100,44 +92,24 @@ pub struct Listener {
 
 impl Listener {
     pub fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener> {
-        let name = spec
-            .name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_NAME.to_string());
+        let name = spec.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_string());
         match &spec.addr {
             ListenAddr::Tcp(sa) => {
                 let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)
                     .with_context(|| format!("creating a socket for {sa}"))?;
                 socket.set_reuse_address(true)?;
-                socket
-                    .bind(&(*sa).into())
-                    .with_context(|| format!("binding {sa}"))?;
-                socket
-                    .listen(backlog)
-                    .with_context(|| format!("listening on {sa}"))?;
-                let bound = socket
-                    .local_addr()?
-                    .as_socket()
-                    .context("bound TCP socket has no IP address")?;
-                Ok(Listener {
-                    name,
-                    addr: ListenAddr::Tcp(bound),
-                    socket: socket.into(),
-                    owned_path: None,
-                })
+                socket.bind(&(*sa).into()).with_context(|| format!("binding {sa}"))?;
+                socket.listen(backlog).with_context(|| format!("listening on {sa}"))?;
+                let bound = socket.local_addr()?.as_socket().context("bound TCP socket has no IP address")?;
+                Ok(Listener { name, addr: ListenAddr::Tcp(bound), socket: socket.into(), owned_path: None })
             }
             ListenAddr::Unix(path) => {
                 remove_stale_unix_socket(path)?;
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
                     .with_context(|| format!("creating a socket for unix:{}", path.display()))?;
-                let sa = SockAddr::unix(path)
-                    .with_context(|| format!("unix socket path {}", path.display()))?;
-                socket
-                    .bind(&sa)
-                    .with_context(|| format!("binding unix:{}", path.display()))?;
-                socket
-                    .listen(backlog)
-                    .with_context(|| format!("listening on unix:{}", path.display()))?;
+                let sa = SockAddr::unix(path).with_context(|| format!("unix socket path {}", path.display()))?;
+                socket.bind(&sa).with_context(|| format!("binding unix:{}", path.display()))?;
+                socket.listen(backlog).with_context(|| format!("listening on unix:{}", path.display()))?;
                 Ok(Listener {
                     name,
                     addr: ListenAddr::Unix(path.clone()),
@@ -174,36 +146,22 @@ impl Listener {
         use nix::sys::socket::{getsockopt, sockopt};
         let raw = fd.as_raw_fd();
         let what = || format!("inherited fd {raw} ({name:?})");
-        let ty = getsockopt(&fd, sockopt::SockType)
-            .with_context(|| format!("{} is not a socket", what()))?;
+        let ty = getsockopt(&fd, sockopt::SockType).with_context(|| format!("{} is not a socket", what()))?;
         if ty != nix::sys::socket::SockType::Stream {
             bail!("{} is a {ty:?} socket, not a stream socket", what());
         }
         if !getsockopt(&fd, sockopt::AcceptConn).with_context(what)? {
-            bail!(
-                "{} is not listening (a .socket unit needs Accept=no and ListenStream=)",
-                what()
-            );
+            bail!("{} is not listening (a .socket unit needs Accept=no and ListenStream=)", what());
         }
-        let local = socket2::SockRef::from(&fd)
-            .local_addr()
-            .with_context(what)?;
+        let local = socket2::SockRef::from(&fd).local_addr().with_context(what)?;
         let addr = if let Some(sa) = local.as_socket() {
             ListenAddr::Tcp(sa)
         } else if let Some(p) = local.as_pathname() {
             ListenAddr::Unix(p.to_path_buf())
         } else {
-            bail!(
-                "{} has an address hotswap cannot use (abstract or unnamed Unix socket)",
-                what()
-            );
+            bail!("{} has an address hotswap cannot use (abstract or unnamed Unix socket)", what());
         };
-        Ok(Listener {
-            name,
-            addr,
-            socket: fd,
-            owned_path: None,
-        })
+        Ok(Listener { name, addr, socket: fd, owned_path: None })
     }
 }
 
@@ -225,11 +183,9 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
     }
     let mut out = Vec::new();
     for spec in specs {
-        let found = pool.iter_mut().find(|l| {
-            l.as_ref().is_some_and(|l| {
-                spec.name.as_deref() == Some(l.name.as_str()) || spec.addr == l.addr
-            })
-        });
+        let found = pool
+            .iter_mut()
+            .find(|l| l.as_ref().is_some_and(|l| spec.name.as_deref() == Some(l.name.as_str()) || spec.addr == l.addr));
         match found.and_then(Option::take) {
             Some(mut l) => {
                 if let Some(n) = &spec.name {
@@ -241,11 +197,7 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
         }
     }
     for l in pool.into_iter().flatten() {
-        tracing::warn!(
-            "inherited socket {} ({:?}) matches no --listen; closing it",
-            l.addr,
-            l.name
-        );
+        tracing::warn!("inherited socket {} ({:?}) matches no --listen; closing it", l.addr, l.name);
     }
     Ok(out)
 }
@@ -254,8 +206,7 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
 /// Removes the `LISTEN_*` variables, so call it before any thread starts.
 fn systemd_sockets() -> Result<Vec<Listener>> {
     use std::os::fd::FromRawFd;
-    let fds =
-        sd_notify::listen_fds_with_names(true).context("reading LISTEN_FDS / LISTEN_FDNAMES")?;
+    let fds = sd_notify::listen_fds_with_names(true).context("reading LISTEN_FDS / LISTEN_FDNAMES")?;
     let fds: Vec<(RawFd, String)> = fds.collect();
     let mut out = Vec::new();
     for (fd, name) in fds {
@@ -270,11 +221,7 @@ fn systemd_sockets() -> Result<Vec<Listener>> {
 
 /// The value of `LISTEN_FDNAMES` for these listeners.
 pub fn fd_names(listeners: &[Listener]) -> String {
-    listeners
-        .iter()
-        .map(|l| l.name.as_str())
-        .collect::<Vec<_>>()
-        .join(":")
+    listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(":")
 }
 
 /// A socket file left by a dead process is replaced; one a live process
@@ -286,15 +233,13 @@ pub fn remove_stale_unix_socket(path: &Path) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
     };
     if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        );
+        bail!("{} exists and is not a socket; refusing to replace it", path.display());
     }
     match UnixStream::connect(path) {
         Ok(_) => bail!("{} is in use: a live process listens on it", path.display()),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))
+        }
         Err(e) => Err(e).with_context(|| format!("probing {}", path.display())),
     }
 }
@@ -348,9 +293,7 @@ mod tests {
         assert!(!path.exists(), "the primary removes its own socket file");
 
         std::fs::write(dir.join("plain"), b"x").unwrap();
-        let plain: ListenSpec = format!("unix:{}", dir.join("plain").display())
-            .parse()
-            .unwrap();
+        let plain: ListenSpec = format!("unix:{}", dir.join("plain").display()).parse().unwrap();
         assert!(format!("{:#}", Listener::bind(&plain, 4).unwrap_err()).contains("not a socket"));
         let _ = std::fs::remove_dir_all(&dir);
     }

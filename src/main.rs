@@ -14,10 +14,13 @@
 //! - [`signals`]: Unix signals as events.
 //! - [`guardian`]: a helper process that kills worker trees if the primary is killed.
 //! - [`status`]: what `hotswap status` shows.
+//! - [`watch`]: development mode: file changes become reloads.
+//! - [`build`]: the `--build` command run before a reload.
 //! - [`events`]: lifecycle events streamed to `hotswap events`.
 //! - [`notify`]: `sd_notify` to systemd (ready, reloading, status, watchdog).
 //! - [`notify_socket`]: each worker's own `NOTIFY_SOCKET` (`--ready notify`).
 
+mod build;
 mod cli;
 mod config;
 mod control;
@@ -33,6 +36,7 @@ mod signals;
 mod spawn;
 mod status;
 mod supervisor;
+mod watch;
 mod worker;
 
 use std::process::ExitCode;
@@ -47,18 +51,13 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Reload(c) => reload(control::resolve(c.control)),
+        Command::Reload(r) => reload(control::resolve(r.control.control), r.no_build),
         Command::Status(s) => status(control::resolve(s.control.control), s.json),
         Command::Stop(c) => stop(control::resolve(c.control)),
         Command::Events(s) => events(control::resolve(s.control.control), s.json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "hotswap",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut Cli::command(), "hotswap", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Manpages { dir } => manpages(&dir),
@@ -99,9 +98,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listeners = listeners::open_all(&settings.listen, settings.backlog)?;
     // One thread: workers must be forked from the thread that lives as long
     // as the primary (their parent-death signal follows that thread).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (code, why) = rt.block_on(supervisor::run(args, settings, listeners, notifier))?;
     if code == 0 {
         tracing::info!("{why}");
@@ -115,11 +112,7 @@ fn events(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     control::request(&path, &Request::Events, |reply| {
         if let Reply::Event(ev) = reply {
-            let line = if json {
-                serde_json::to_string(&ev).expect("event serializes")
-            } else {
-                ev.render()
-            };
+            let line = if json { serde_json::to_string(&ev).expect("event serializes") } else { ev.render() };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
@@ -136,10 +129,7 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let mut pages = vec![("hotswap".to_string(), cmd.clone())];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("hotswap-{}", sub.get_name());
-        pages.push((
-            name.clone(),
-            sub.clone().name(name).version(env!("CARGO_PKG_VERSION")),
-        ));
+        pages.push((name.clone(), sub.clone().name(name).version(env!("CARGO_PKG_VERSION"))));
     }
     for (name, page) in pages {
         let mut buf = Vec::new();
@@ -149,10 +139,10 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn reload(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+fn reload(path: std::path::PathBuf, no_build: bool) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::FAILURE;
     let mut finished = false;
-    control::request(&path, &Request::Reload, |reply| match reply {
+    control::request(&path, &Request::Reload { no_build }, |reply| match reply {
         Reply::Progress { message } => println!("{message}"),
         Reply::Done { message } => {
             println!("{message}");
@@ -176,10 +166,7 @@ fn status(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     control::request(&path, &Request::Status, |reply| match reply {
         Reply::Status(s) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&s).expect("status serializes")
-                );
+                println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
             } else {
                 print!("{}", s.render());
             }

@@ -25,9 +25,8 @@ impl Notifier {
     /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID`.
     pub fn from_env() -> Result<Notifier> {
         let mut n = Notifier::default();
-        let watchdog_for_us = std::env::var("WATCHDOG_PID")
-            .map(|p| p.trim() == std::process::id().to_string())
-            .unwrap_or(true);
+        let watchdog_for_us =
+            std::env::var("WATCHDOG_PID").map(|p| p.trim() == std::process::id().to_string()).unwrap_or(true);
         if watchdog_for_us {
             n.watchdog = std::env::var("WATCHDOG_USEC")
                 .ok()
@@ -39,9 +38,7 @@ impl Notifier {
             return Ok(n);
         };
         let target = target.to_string_lossy().into_owned();
-        n.socket = Some(
-            connect(&target).with_context(|| format!("NOTIFY_SOCKET={target}: cannot connect"))?,
-        );
+        n.socket = Some(connect(&target).with_context(|| format!("NOTIFY_SOCKET={target}: cannot connect"))?);
         n.target = target;
         Ok(n)
     }
@@ -64,11 +61,7 @@ impl Notifier {
     }
 
     pub fn ready(&self, status: &str) {
-        self.send(&[
-            NotifyState::Ready,
-            NotifyState::MainPid(std::process::id()),
-            NotifyState::Status(status),
-        ]);
+        self.send(&[NotifyState::Ready, NotifyState::MainPid(std::process::id()), NotifyState::Status(status)]);
     }
 
     pub fn reloading(&self, status: &str) {
@@ -88,9 +81,7 @@ impl Notifier {
     }
 
     pub fn extend_timeout(&self, by: Duration) {
-        self.send(&[NotifyState::ExtendTimeoutUsec(
-            by.as_micros().min(u32::MAX as u128) as u32,
-        )]);
+        self.send(&[NotifyState::ExtendTimeoutUsec(by.as_micros().min(u32::MAX as u128) as u32)]);
     }
 
     pub fn watchdog(&self) {
@@ -110,10 +101,7 @@ fn connect(target: &str) -> std::io::Result<UnixDatagram> {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
             let _ = name;
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "abstract sockets exist only on Linux",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "abstract sockets exist only on Linux"));
         }
     } else {
         sock.connect(target)?;

@@ -27,16 +27,10 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    pub fn bind(
-        dir: &Path,
-        worker: WorkerId,
-        label: String,
-        events: mpsc::Sender<Event>,
-    ) -> Result<NotifySocket> {
+    pub fn bind(dir: &Path, worker: WorkerId, label: String, events: mpsc::Sender<Event>) -> Result<NotifySocket> {
         let path = dir.join(format!("w{worker}.notify"));
         let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path)
-            .with_context(|| format!("binding notify socket {}", path.display()))?;
+        let sock = UnixDatagram::bind(&path).with_context(|| format!("binding notify socket {}", path.display()))?;
         let task = tokio::spawn(read_loop(sock, worker, label, events));
         Ok(NotifySocket { path, task })
     }
@@ -74,12 +68,7 @@ pub fn parse(datagram: &str) -> Vec<Notification> {
         .collect()
 }
 
-async fn read_loop(
-    sock: UnixDatagram,
-    worker: WorkerId,
-    label: String,
-    events: mpsc::Sender<Event>,
-) {
+async fn read_loop(sock: UnixDatagram, worker: WorkerId, label: String, events: mpsc::Sender<Event>) {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 4096];
     loop {
@@ -87,13 +76,8 @@ async fn read_loop(
             .async_io(Interest::READABLE, || {
                 let mut iov = [IoSliceMut::new(&mut buf)];
                 let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 16]);
-                let msg = recvmsg::<UnixAddr>(
-                    sock.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                )
-                .map_err(std::io::Error::from)?;
+                let msg = recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+                    .map_err(std::io::Error::from)?;
                 // Close whatever fds came along.
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {
@@ -131,10 +115,7 @@ mod tests {
     fn parses_assignments() {
         assert_eq!(
             parse("READY=1\nSTATUS=serving 3 apps\nMAINPID=4\nBARRIER=1\n"),
-            vec![
-                Notification::Ready,
-                Notification::Status("serving 3 apps".into())
-            ]
+            vec![Notification::Ready, Notification::Status("serving 3 apps".into())]
         );
         assert_eq!(parse("READY=0\nSTOPPING=1"), vec![Notification::Stopping]);
         assert!(parse("garbage").is_empty());

@@ -85,10 +85,7 @@ impl Output {
     }
 }
 
-async fn write_line(
-    w: &mut (impl tokio::io::AsyncWrite + Unpin),
-    bytes: &[u8],
-) -> std::io::Result<()> {
+async fn write_line(w: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
     w.write_all(bytes).await?;
     w.flush().await
 }

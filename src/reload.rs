@@ -16,11 +16,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::build::Build;
 use crate::config::Settings;
 use crate::control::{Reply, ReplyTx};
 use crate::events::LifecycleEvent;
 use crate::status::ReloadOutcome;
 use crate::supervisor::{unix_now, Exit, Slot, Supervisor};
+use crate::watch::BuildClock;
 use crate::worker::{Worker, WorkerId, WorkerState};
 
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub struct Reload {
     step: Step,
     replaced: u32,
     subscribers: Vec<ReplyTx>,
+    /// The `--build` command, while it runs (before any worker is touched).
+    pub(crate) build: Option<Build>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,87 +60,121 @@ enum Step {
 impl Reload {
     fn tell(&mut self, message: String) {
         tracing::info!("reload to generation {}: {message}", self.generation);
-        self.subscribers.retain(|s| {
-            s.send(Reply::Progress {
-                message: message.clone(),
-            })
-            .is_ok()
-        });
+        self.subscribers.retain(|s| s.send(Reply::Progress { message: message.clone() }).is_ok());
     }
 }
 
 impl Supervisor {
-    /// A reload request from SIGHUP (`None`) or a control client.
-    pub(crate) fn request_reload(&mut self, subscriber: Option<ReplyTx>) {
+    /// A reload request from SIGHUP or a watched change (`None`) or a
+    /// control client; `no_build` skips the `--build` command.
+    pub(crate) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool) {
         // Every trigger gets its RELOADING=1, even one that joins a queue:
         // `systemctl reload` waits for it.
-        self.notifier
-            .reloading(&format!("reload requested; {}", self.status_line()));
+        self.notifier.reloading(&format!("reload requested; {}", self.status_line()));
         if self.reload.is_some() {
-            let queued = self.queued.get_or_insert_with(Vec::new);
+            let queued = self.queued.get_or_insert_with(|| (Vec::new(), true));
+            queued.1 &= no_build;
             if let Some(s) = subscriber {
-                let _ = s.send(Reply::Progress {
-                    message: "a reload is running; this one is queued behind it".into(),
-                });
-                queued.push(s);
+                let _ = s.send(Reply::Progress { message: "a reload is running; this one is queued behind it".into() });
+                queued.0.push(s);
             }
             tracing::info!("reload queued behind the running one");
             return;
         }
-        self.start_reload(subscriber.into_iter().collect());
+        self.start_reload(subscriber.into_iter().collect(), no_build);
     }
 
-    fn start_reload(&mut self, subscribers: Vec<ReplyTx>) {
+    fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool) {
         let generation = self.newest_generation + 1;
         self.newest_generation = generation;
         let mut ev = LifecycleEvent::new("reload-started");
         ev.generation = Some(generation);
         self.watchers.emit(ev);
-        let settings = match self.reload_settings() {
-            Ok(s) => s,
-            Err(e) => {
-                let reload = Reload {
-                    generation,
-                    settings: self.settings.clone(),
-                    started: Instant::now(),
-                    queue: VecDeque::new(),
-                    step: Step::Idle,
-                    replaced: 0,
-                    subscribers,
-                };
-                self.reload = Some(reload);
-                self.finish_reload(Some(format!("{e:#}")));
-                return;
-            }
-        };
-        let target = settings.workers as usize;
-        if self.slots.len() < target {
-            self.slots.resize_with(target, Slot::default);
-        }
-        let queue: VecDeque<WorkerId> = self
-            .workers
-            .values()
-            .filter(|w| w.state != WorkerState::Stopping)
-            .map(|w| w.id)
-            .collect();
+        let settings = self.reload_settings();
         let mut reload = Reload {
             generation,
-            settings,
+            settings: self.settings.clone(),
             started: Instant::now(),
-            queue,
+            queue: VecDeque::new(),
             step: Step::Idle,
             replaced: 0,
             subscribers,
+            build: None,
         };
-        let change = match target.cmp(&reload.queue.len()) {
-            std::cmp::Ordering::Equal => String::new(),
-            _ => format!(" ({} workers from now on)", target),
-        };
-        reload.tell(format!(
-            "started: replacing {} workers{change}",
-            reload.queue.len()
-        ));
-        self.reload = Some(reload);
+        match settings {
+            Ok(s) => reload.settings = s,
+            Err(e) => {
+                self.reload = Some(reload);
+                return self.finish_reload(Some(format!("{e:#}")));
+            }
+        }
+        match reload.settings.build.clone() {
+            Some(cmd) if !no_build => {
+                reload.tell(format!("building: {cmd}"));
+                self.reload = Some(reload);
+                self.start_build(&cmd);
+            }
+            _ => {
+                self.reload = Some(reload);
+                self.begin_rolling();
+            }
+        }
+    }
+
+    fn start_build(&mut self, cmd: &str) {
+        match Build::start(cmd, &self.output) {
+            Ok(b) => {
+                self.build_clock.send_replace(BuildClock { running: true, ended: None });
+                if let Some(r) = self.reload.as_mut() {
+                    r.build = Some(b);
+                }
+            }
+            Err(e) => self.finish_reload(Some(format!("{e:#}"))),
+        }
+    }
+
+    /// The build process exited: roll on success, fail otherwise.
+    pub(crate) fn reload_on_build_exit(&mut self, how: Exit) {
+        let Some(reload) = self.reload.as_mut() else { return };
+        let Some(build) = reload.build.take() else { return };
+        self.build_clock.send_replace(BuildClock { running: false, ended: Some(Instant::now()) });
+        let took = format!("{:.1} s", build.started.elapsed().as_secs_f64());
+        let cmd = reload.settings.build.clone().unwrap_or_default();
+        match how {
+            Exit::Code(0) if build.again => {
+                reload.tell(format!("build finished in {took}; files changed meanwhile, building again"));
+                self.start_build(&cmd);
+            }
+            Exit::Code(0) => {
+                reload.tell(format!("build finished in {took}"));
+                self.begin_rolling();
+            }
+            _ => self.finish_reload(Some(format!("build `{cmd}` {how} after {took}; no worker was touched"))),
+        }
+    }
+
+    /// Files changed while the build ran: build again before rolling.
+    pub(crate) fn reload_build_again(&mut self) -> bool {
+        match self.reload.as_mut().and_then(|r| r.build.as_mut()) {
+            Some(b) => {
+                b.again = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts replacing the workers there are now.
+    fn begin_rolling(&mut self) {
+        let Some(reload) = self.reload.as_mut() else { return };
+        let target = reload.settings.workers as usize;
+        if self.slots.len() < target {
+            self.slots.resize_with(target, Slot::default);
+        }
+        reload.queue = self.workers.values().filter(|w| w.state != WorkerState::Stopping).map(|w| w.id).collect();
+        let change =
+            if target == reload.queue.len() { String::new() } else { format!(" ({target} workers from now on)") };
+        reload.tell(format!("started: replacing {} workers{change}", reload.queue.len()));
         self.reload_next();
     }
 
@@ -162,46 +200,28 @@ impl Supervisor {
             Some((old, slot)) if slot < target => (slot, Some(old)),
             Some((old, _)) => {
                 // The pool shrinks: retire it without a replacement.
-                reload.step = Step::Draining {
-                    new: None,
-                    old,
-                    since: Instant::now(),
-                };
+                reload.step = Step::Draining { new: None, old, since: Instant::now() };
                 self.shut_down(old);
                 return;
             }
             None => {
                 // The pool grows, or a slot emptied by a crash is filled.
-                let empty = (0..target).find(|s| {
-                    !self
-                        .workers
-                        .values()
-                        .any(|w| w.slot == *s && w.state != WorkerState::Stopping)
-                });
+                let empty = (0..target)
+                    .find(|s| !self.workers.values().any(|w| w.slot == *s && w.state != WorkerState::Stopping));
                 match empty {
                     Some(slot) => (slot, None),
                     None => return self.finish_reload(None),
                 }
             }
         };
-        self.notifier.extend_timeout(
-            settings.ready_timeout + settings.shutdown_timeout + Duration::from_secs(10),
-        );
+        self.notifier.extend_timeout(settings.ready_timeout + settings.shutdown_timeout + Duration::from_secs(10));
         match self.spawn(slot, generation, &settings) {
             Ok(new) => {
                 if let Some(r) = self.reload.as_mut() {
                     // (spawn may already have found it ready: --ready none)
                     if r.step == Step::Idle {
-                        r.step = Step::Starting {
-                            new,
-                            old,
-                            since: Instant::now(),
-                        };
-                        if self
-                            .workers
-                            .get(&new)
-                            .is_some_and(|w| w.state == WorkerState::Ready)
-                        {
+                        r.step = Step::Starting { new, old, since: Instant::now() };
+                        if self.workers.get(&new).is_some_and(|w| w.state == WorkerState::Ready) {
                             self.reload_on_ready(new);
                         }
                     }
@@ -225,18 +245,11 @@ impl Supervisor {
         }
         match old {
             Some(old) => {
-                reload.step = Step::Draining {
-                    new: Some(new),
-                    old,
-                    since,
-                };
+                reload.step = Step::Draining { new: Some(new), old, since };
                 self.shut_down(old);
             }
             None => {
-                reload.tell(format!(
-                    "added worker w{new} in {} ms",
-                    since.elapsed().as_millis()
-                ));
+                reload.tell(format!("added worker w{new} in {} ms", since.elapsed().as_millis()));
                 self.reload_next();
             }
         }
@@ -297,6 +310,10 @@ impl Supervisor {
         let Some(mut reload) = self.reload.take() else {
             return;
         };
+        if let Some(b) = reload.build.take() {
+            b.kill();
+            self.build_clock.send_replace(BuildClock { running: false, ended: Some(Instant::now()) });
+        }
         if let Step::Starting { new, .. } = reload.step {
             // Its slot is still served by the old worker: no replacement.
             if let Some(w) = self.workers.get_mut(&new) {
@@ -321,42 +338,23 @@ impl Supervisor {
             ),
         };
         if ok {
-            tracing::info!(
-                "reload to generation {} finished in {duration_ms} ms: {message}",
-                reload.generation
-            );
+            tracing::info!("reload to generation {} finished in {duration_ms} ms: {message}", reload.generation);
         } else {
             tracing::error!("reload to generation {} {message}", reload.generation);
         }
         for s in reload.subscribers.drain(..) {
-            let reply = if ok {
-                Reply::Done {
-                    message: message.clone(),
-                }
-            } else {
-                Reply::Error {
-                    error: message.clone(),
-                }
-            };
+            let reply =
+                if ok { Reply::Done { message: message.clone() } } else { Reply::Error { error: message.clone() } };
             let _ = s.send(reply);
         }
-        let mut ev = LifecycleEvent::new(if ok {
-            "reload-finished"
-        } else {
-            "reload-failed"
-        });
+        let mut ev = LifecycleEvent::new(if ok { "reload-finished" } else { "reload-failed" });
         ev.generation = Some(reload.generation);
         ev.message = Some(message.clone());
         self.watchers.emit(ev);
-        self.last_reload = Some(ReloadOutcome {
-            generation: reload.generation,
-            ok,
-            message,
-            duration_ms,
-            finished_at: unix_now(),
-        });
+        self.last_reload =
+            Some(ReloadOutcome { generation: reload.generation, ok, message, duration_ms, finished_at: unix_now() });
         match self.queued.take() {
-            Some(subscribers) => self.start_reload(subscribers),
+            Some((subscribers, no_build)) => self.start_reload(subscribers, no_build),
             None => {
                 // Finished, failed or not: systemd waits for READY=1.
                 self.announced = true;
@@ -367,10 +365,8 @@ impl Supervisor {
 
     /// Fails the running and the queued reload (the primary is stopping).
     pub(crate) fn cancel_reloads(&mut self, why: &str) {
-        for s in self.queued.take().into_iter().flatten() {
-            let _ = s.send(Reply::Error {
-                error: format!("cancelled: {why}"),
-            });
+        for s in self.queued.take().map(|q| q.0).into_iter().flatten() {
+            let _ = s.send(Reply::Error { error: format!("cancelled: {why}") });
         }
         if self.reload.is_some() {
             self.finish_reload(Some(format!("cancelled: {why}")));

@@ -15,8 +15,7 @@ use tokio::sync::mpsc;
 use crate::supervisor::Event;
 
 pub fn start(events: mpsc::Sender<Event>) -> Result<()> {
-    let mut signals =
-        Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]).context("installing signal handlers")?;
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]).context("installing signal handlers")?;
     tokio::spawn(async move {
         while let Some(sig) = signals.next().await {
             if events.send(Event::Signal(sig)).await.is_err() {

@@ -76,16 +76,7 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
         bail!("fork failed: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
-        unsafe {
-            child(
-                &mut prep,
-                &sources,
-                &mut scratch,
-                above,
-                parent,
-                std::os::fd::AsRawFd::as_raw_fd(&err_write),
-            )
-        }
+        unsafe { child(&mut prep, &sources, &mut scratch, above, parent, std::os::fd::AsRawFd::as_raw_fd(&err_write)) }
     }
 
     // Parent. Also set the group here: whichever of the two runs first wins.
@@ -142,11 +133,7 @@ unsafe fn child(
     }
 
     // Keep the status pipe out of the target range too.
-    let err_write = if err_write < above {
-        libc::fcntl(err_write, libc::F_DUPFD_CLOEXEC, above)
-    } else {
-        err_write
-    };
+    let err_write = if err_write < above { libc::fcntl(err_write, libc::F_DUPFD_CLOEXEC, above) } else { err_write };
     if err_write < 0 {
         libc::_exit(127);
     }
@@ -167,20 +154,11 @@ unsafe fn child(
     #[cfg(target_os = "linux")]
     {
         const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-        libc::syscall(
-            libc::SYS_close_range,
-            above as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        );
+        libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
     }
 
     write_pid(prep.pid_slot, libc::getpid() as u32);
-    libc::execve(
-        prep.path.as_ptr(),
-        prep.argv_ptrs.as_ptr(),
-        prep.envp_ptrs.as_ptr(),
-    );
+    libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr());
     fail(err_write)
 }
 
@@ -203,14 +181,10 @@ unsafe fn write_pid(slot: *mut u8, mut pid: u32) {
 }
 
 fn prepare(path: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result<Prepared> {
-    let path =
-        CString::new(path.as_os_str().as_bytes()).context("command path contains a NUL byte")?;
+    let path = CString::new(path.as_os_str().as_bytes()).context("command path contains a NUL byte")?;
     let argv: Vec<CString> = argv
         .iter()
-        .map(|a| {
-            CString::new(a.as_bytes())
-                .with_context(|| format!("argument {a:?} contains a NUL byte"))
-        })
+        .map(|a| CString::new(a.as_bytes()).with_context(|| format!("argument {a:?} contains a NUL byte")))
         .collect::<Result<_>>()?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -234,25 +208,14 @@ fn prepare(path: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result
     let pid_slot = unsafe { envs[last].as_mut_ptr().add("LISTEN_PID=".len()) };
     let mut envp_ptrs: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr().cast()).collect();
     envp_ptrs.push(std::ptr::null());
-    Ok(Prepared {
-        path,
-        _argv: argv,
-        argv_ptrs,
-        _env: envs,
-        envp_ptrs,
-        pid_slot,
-    })
+    Ok(Prepared { path, _argv: argv, argv_ptrs, _env: envs, envp_ptrs, pid_slot })
 }
 
 /// Finds `program` the way a shell would: as a path if it has a `/`, else on
 /// the `PATH` the worker will see. Done before the fork, for a clear error.
 pub fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
+    let is_exec = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
     if program.contains('/') {
         let p = PathBuf::from(program);
         if !p.exists() {
@@ -291,11 +254,7 @@ mod tests {
     fn resolves_programs() {
         let env = vec![(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
         assert!(resolve_program("sh", &env).unwrap().ends_with("sh"));
-        assert!(format!(
-            "{:#}",
-            resolve_program("no-such-program-xyz", &env).unwrap_err()
-        )
-        .contains("not found"));
+        assert!(format!("{:#}", resolve_program("no-such-program-xyz", &env).unwrap_err()).contains("not found"));
         assert!(resolve_program("/nonexistent/x", &env).is_err());
     }
 }

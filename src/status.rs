@@ -56,11 +56,7 @@ impl Status {
     /// The human-readable table.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let ready = self
-            .workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready)
-            .count();
+        let ready = self.workers.iter().filter(|w| w.state == WorkerState::Ready).count();
         let _ = writeln!(
             s,
             "hotswap {} (pid {}), up {}{}",
@@ -73,28 +69,12 @@ impl Status {
         let _ = writeln!(s, "generation: {}", self.generation);
         let _ = writeln!(s, "workers:    {ready} ready of {}", self.target_workers);
         let reload = match (&self.last_reload, self.reloading) {
-            (_, true) => format!(
-                "in progress{}",
-                if self.reload_queued {
-                    ", another queued"
-                } else {
-                    ""
-                }
-            ),
-            (Some(r), false) => format!(
-                "{} ({}, {} ms)",
-                if r.ok { "ok" } else { "FAILED" },
-                r.message,
-                r.duration_ms
-            ),
+            (_, true) => format!("in progress{}", if self.reload_queued { ", another queued" } else { "" }),
+            (Some(r), false) => format!("{} ({}, {} ms)", if r.ok { "ok" } else { "FAILED" }, r.message, r.duration_ms),
             (None, false) => "none yet".into(),
         };
         let _ = writeln!(s, "reload:     {reload}");
-        let _ = writeln!(
-            s,
-            "\n{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}",
-            "ID", "PID", "GEN", "STATE", "UPTIME", "RESTARTS"
-        );
+        let _ = writeln!(s, "\n{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}", "ID", "PID", "GEN", "STATE", "UPTIME", "RESTARTS");
         for w in &self.workers {
             let _ = writeln!(
                 s,

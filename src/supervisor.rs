@@ -37,21 +37,12 @@ use crate::worker::{Launcher, ReadyVia, Worker, WorkerId, WorkerState};
 #[derive(Debug)]
 pub enum Event {
     Signal(i32),
-    Control {
-        request: Request,
-        reply: ReplyTx,
-    },
-    Ipc {
-        worker: WorkerId,
-        msg: FromWorker,
-    },
-    IpcClosed {
-        worker: WorkerId,
-    },
-    Notify {
-        worker: WorkerId,
-        note: Notification,
-    },
+    Control { request: Request, reply: ReplyTx },
+    Ipc { worker: WorkerId, msg: FromWorker },
+    IpcClosed { worker: WorkerId },
+    Notify { worker: WorkerId, note: Notification },
+    /// Watched files changed (one debounced burst).
+    Watch { paths: Vec<PathBuf> },
     Timer(Timer),
 }
 
@@ -111,7 +102,7 @@ pub struct Supervisor {
     listeners: Vec<Listener>,
     base_env: Vec<(OsString, OsString)>,
     runtime_dir: PathBuf,
-    output: Output,
+    pub(crate) output: Output,
     events: mpsc::Sender<Event>,
     guardian: Guardian,
     pub(crate) notifier: Notifier,
@@ -124,8 +115,11 @@ pub struct Supervisor {
     /// The generation that serves: 1, or the last reload that succeeded.
     pub(crate) serving_generation: u64,
     pub(crate) reload: Option<Reload>,
-    /// Subscribers of the reload queued behind the running one, if any.
-    pub(crate) queued: Option<Vec<ReplyTx>>,
+    /// The reload queued behind the running one, if any: its subscribers,
+    /// and whether all of them asked to skip the build.
+    pub(crate) queued: Option<(Vec<ReplyTx>, bool)>,
+    /// Tells the watcher whether a build runs (its writes do not count).
+    pub(crate) build_clock: tokio::sync::watch::Sender<crate::watch::BuildClock>,
     pub(crate) last_reload: Option<ReloadOutcome>,
     stop: Option<Stop>,
     /// Whether any worker has ever been ready: before that, a failing worker
@@ -160,8 +154,7 @@ pub async fn run(
     }
     tracing::info!("control socket {}", settings.control_path.display());
     let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
-    std::fs::create_dir_all(&runtime_dir)
-        .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
     let _cleanup = RemoveDir(runtime_dir.clone());
 
     let mut sup = Supervisor {
@@ -176,6 +169,7 @@ pub async fn run(
         guardian: Guardian::start()?,
         notifier,
         watchers: Watchers::default(),
+        build_clock: tokio::sync::watch::Sender::new(Default::default()),
         workers: BTreeMap::new(),
         next_id: 1,
         newest_generation: 1,
@@ -212,6 +206,16 @@ impl Supervisor {
                 return Err(e.context("starting the first generation"));
             }
         }
+        if !self.settings.watch.is_empty() {
+            let s = &self.settings;
+            crate::watch::start(
+                &s.watch,
+                &s.watch_ignore,
+                s.watch_debounce,
+                self.events.clone(),
+                self.build_clock.subscribe(),
+            )?;
+        }
         if let Some(every) = self.notifier.watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             self.after(every, Timer::Watchdog);
@@ -237,6 +241,7 @@ impl Supervisor {
                 }
             }
             Event::Notify { worker, note } => self.on_notify(worker, note),
+            Event::Watch { paths } => self.on_watch(paths),
             Event::Timer(t) => self.on_timer(t),
         }
     }
@@ -247,7 +252,7 @@ impl Supervisor {
             SIGCHLD => self.reap(),
             SIGHUP => {
                 tracing::info!("SIGHUP: reload requested");
-                self.request_reload(None);
+                self.request_reload(None, false);
             }
             SIGTERM | SIGINT => {
                 let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
@@ -262,13 +267,11 @@ impl Supervisor {
             Request::Status => {
                 let _ = reply.send(Reply::Status(Box::new(self.status())));
             }
-            Request::Reload => {
+            Request::Reload { no_build } => {
                 if self.stop.is_some() {
-                    let _ = reply.send(Reply::Error {
-                        error: "refused: the primary is stopping".into(),
-                    });
+                    let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
                 } else {
-                    self.request_reload(Some(reply));
+                    self.request_reload(Some(reply), no_build);
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
@@ -285,11 +288,7 @@ impl Supervisor {
                 if worker.settings.ready.uses_ipc() {
                     self.mark_ready(id, ReadyVia::Ipc);
                 } else {
-                    tracing::debug!(
-                        "{} sent listening; readiness mode is {:?}",
-                        worker.label(),
-                        worker.settings.ready
-                    );
+                    tracing::debug!("{} sent listening; readiness mode is {:?}", worker.label(), worker.settings.ready);
                 }
             }
             FromWorker::Broadcast { data } => {
@@ -312,10 +311,7 @@ impl Supervisor {
                 }
             }
             FromWorker::NodeHandle => {
-                tracing::warn!(
-                    "{} tried to send a handle over IPC; dropped",
-                    worker.label()
-                );
+                tracing::warn!("{} tried to send a handle over IPC; dropped", worker.label());
                 if let Some(ch) = &worker.ipc {
                     ch.send(to_worker::node_handle_ack());
                 }
@@ -326,6 +322,19 @@ impl Supervisor {
                 tracing::info!("{} sent an unhandled message: {text}", worker.label());
             }
         }
+    }
+
+    fn on_watch(&mut self, paths: Vec<PathBuf>) {
+        if self.stop.is_some() {
+            return;
+        }
+        let what = crate::watch::describe(&paths);
+        if self.reload_build_again() {
+            tracing::info!("changed during the build: {what}; building again when it ends");
+            return;
+        }
+        tracing::info!("changed: {what}");
+        self.request_reload(None, false);
     }
 
     fn on_notify(&mut self, id: WorkerId, note: Notification) {
@@ -350,18 +359,11 @@ impl Supervisor {
         worker.state = WorkerState::Ready;
         worker.ready_via = Some(via);
         self.ever_ready = true;
-        tracing::info!(
-            "{} ready in {} ms ({via:?})",
-            worker.label(),
-            worker.started.elapsed().as_millis()
-        );
+        tracing::info!("{} ready in {} ms ({via:?})", worker.label(), worker.started.elapsed().as_millis());
         let ev = worker_event("listening", worker);
         self.watchers.emit(ev);
         self.reload_on_ready(id);
-        if !self.announced
-            && self.reload.is_none()
-            && self.ready_count() >= self.settings.workers as usize
-        {
+        if !self.announced && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
             self.announced = true;
             self.notifier.ready(&self.status_line());
         } else {
@@ -404,10 +406,7 @@ impl Supervisor {
             Timer::Respawn(slot) => {
                 if self.stop.is_some()
                     || slot >= self.settings.workers as usize
-                    || self
-                        .workers
-                        .values()
-                        .any(|w| w.slot == slot && w.state != WorkerState::Stopping)
+                    || self.workers.values().any(|w| w.slot == slot && w.state != WorkerState::Stopping)
                 {
                     return;
                 }
@@ -432,12 +431,7 @@ impl Supervisor {
     }
 
     /// Starts a worker in `slot` with `settings` and arms its deadlines.
-    pub(crate) fn spawn(
-        &mut self,
-        slot: usize,
-        generation: u64,
-        settings: &Rc<Settings>,
-    ) -> Result<WorkerId> {
+    pub(crate) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
         let id = self.next_id;
         self.next_id += 1;
         let launcher = Launcher {
@@ -473,11 +467,7 @@ impl Supervisor {
         }
         w.respawn = false;
         let via_ipc = w.shutdown();
-        let how = if via_ipc {
-            "shutdown sent".to_string()
-        } else {
-            format!("{} sent", w.settings.stop_signal)
-        };
+        let how = if via_ipc { "shutdown sent".to_string() } else { format!("{} sent", w.settings.stop_signal) };
         tracing::info!("{} stopping ({how})", w.label());
         let (timeout, ev) = (w.settings.shutdown_timeout, worker_event("disconnect", w));
         self.watchers.emit(ev);
@@ -512,9 +502,14 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, pid: Pid, how: Exit) {
+        if self.reload.as_ref().and_then(|r| r.build.as_ref()).is_some_and(|b| b.pid == pid) {
+            return self.reload_on_build_exit(how);
+        }
         let Some(id) = self.workers.values().find(|w| w.pid == pid).map(|w| w.id) else {
             if pid == self.guardian.pid() {
-                tracing::error!("the guardian process {how}; worker trees are no longer protected if the primary is killed");
+                tracing::error!(
+                    "the guardian process {how}; worker trees are no longer protected if the primary is killed"
+                );
             } else {
                 tracing::debug!("reaped orphan {pid} ({how})");
             }
@@ -554,10 +549,7 @@ impl Supervisor {
             return;
         }
         if !self.ever_ready {
-            let why = format!(
-                "the first generation cannot start: {} {how} before it was ready",
-                worker.label()
-            );
+            let why = format!("the first generation cannot start: {} {how} before it was ready", worker.label());
             tracing::error!("{why}");
             self.kill_all();
             self.exit = Some((1, why));
@@ -579,10 +571,7 @@ impl Supervisor {
             (Duration::from_millis(100) * 2u32.saturating_pow(streak.min(20) - 2)).min(BACKOFF_MAX)
         };
         if delay > Duration::ZERO {
-            tracing::warn!(
-                "slot {slot} crashed {streak} times in a row; restarting in {} ms",
-                delay.as_millis()
-            );
+            tracing::warn!("slot {slot} crashed {streak} times in a row; restarting in {} ms", delay.as_millis());
         }
         self.after(delay, Timer::Respawn(slot));
     }
@@ -592,9 +581,7 @@ impl Supervisor {
     fn begin_stop(&mut self, why: &str, waiter: Option<ReplyTx>) {
         if let Some(stop) = &mut self.stop {
             if let Some(w) = waiter {
-                let _ = w.send(Reply::Progress {
-                    message: "already stopping".into(),
-                });
+                let _ = w.send(Reply::Progress { message: "already stopping".into() });
                 stop.waiters.push(w);
                 return;
             }
@@ -604,23 +591,17 @@ impl Supervisor {
             return;
         }
         tracing::info!("{why}: stopping {} workers", self.workers.len());
-        self.notifier
-            .stopping(&format!("stopping {} workers", self.workers.len()));
+        self.notifier.stopping(&format!("stopping {} workers", self.workers.len()));
         let mut ev = LifecycleEvent::new("stopping");
         ev.message = Some(why.to_string());
         self.watchers.emit(ev);
         self.cancel_reloads("the primary is stopping");
         let mut waiters = Vec::new();
         if let Some(w) = waiter {
-            let _ = w.send(Reply::Progress {
-                message: format!("stopping {} workers", self.workers.len()),
-            });
+            let _ = w.send(Reply::Progress { message: format!("stopping {} workers", self.workers.len()) });
             waiters.push(w);
         }
-        self.stop = Some(Stop {
-            waiters,
-            forced: false,
-        });
+        self.stop = Some(Stop { waiters, forced: false });
         let ids: Vec<_> = self.workers.keys().copied().collect();
         for id in ids {
             self.shut_down(id);
@@ -637,10 +618,7 @@ impl Supervisor {
     }
 
     pub(crate) fn ready_count(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|w| w.state == WorkerState::Ready)
-            .count()
+        self.workers.values().filter(|w| w.state == WorkerState::Ready).count()
     }
 
     /// What `systemctl status` shows.
@@ -700,10 +678,7 @@ impl Supervisor {
         let new = Settings::load(&self.args)?;
         let fixed = self.settings.needs_restart(&new);
         if !fixed.is_empty() {
-            tracing::warn!(
-                "config: changes to {} take effect only after a restart of hotswap",
-                fixed.join(", ")
-            );
+            tracing::warn!("config: changes to {} take effect only after a restart of hotswap", fixed.join(", "));
         }
         // Keep what is bound for life.
         Ok(Rc::new(Settings {
@@ -724,7 +699,5 @@ pub(crate) fn worker_event(event: &str, w: &Worker) -> LifecycleEvent {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -141,13 +141,8 @@ pub struct Launcher<'a> {
 
 impl Launcher<'_> {
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .context("creating the IPC socketpair")?;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+            .context("creating the IPC socketpair")?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let devnull = std::fs::File::open("/dev/null").context("opening /dev/null")?;
@@ -163,17 +158,9 @@ impl Launcher<'_> {
         set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
         set("HOTSWAP_WORKER_ID", id.to_string());
         set("HOTSWAP_GENERATION", generation.to_string());
-        set(
-            "HOTSWAP_CONTROL",
-            self.settings.control_path.display().to_string(),
-        );
+        set("HOTSWAP_CONTROL", self.settings.control_path.display().to_string());
         let notify = if self.settings.ready.uses_notify() {
-            let n = NotifySocket::bind(
-                self.runtime_dir,
-                id,
-                format!("[w{id} g{generation}]"),
-                self.events.clone(),
-            )?;
+            let n = NotifySocket::bind(self.runtime_dir, id, format!("[w{id} g{generation}]"), self.events.clone())?;
             set("NOTIFY_SOCKET", n.path().display().to_string());
             Some(n)
         } else {

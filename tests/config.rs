@@ -87,13 +87,15 @@ fn config_errors_name_the_key_and_line_and_exit_2() {
     let dir = TempDir::new("cfg");
     let cfg = dir.path("hotswap.toml");
     std::fs::write(&cfg, "workers = 2\nshutdown-timout = \"5s\"\n").unwrap();
-    let out = Command::new(HOTSWAP).args(["run", "--config"]).arg(&cfg).arg("--control").arg(dir.path("c")).output().unwrap();
+    let out =
+        Command::new(HOTSWAP).args(["run", "--config"]).arg(&cfg).arg("--control").arg(dir.path("c")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shutdown-timout") && err.contains("line 2"), "{err}");
 
     std::fs::write(&cfg, "listen = [\"127.0.0.1:0\"]\nready = \"eventually\"\ncommand = [\"true\"]\n").unwrap();
-    let out = Command::new(HOTSWAP).args(["run", "--config"]).arg(&cfg).arg("--control").arg(dir.path("c")).output().unwrap();
+    let out =
+        Command::new(HOTSWAP).args(["run", "--config"]).arg(&cfg).arg("--control").arg(dir.path("c")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ready") && err.contains("line 2") && err.contains("eventually"), "{err}");

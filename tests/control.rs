@@ -13,29 +13,17 @@ use serde_json::Value;
 fn raw_request(p: &Primary, bytes: &[u8]) -> Vec<Value> {
     let mut s = UnixStream::connect(&p.control).unwrap();
     s.write_all(bytes).unwrap();
-    BufReader::new(s)
-        .lines()
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect()
+    BufReader::new(s).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
 }
 
 #[test]
 fn status_reports_listeners_generation_and_workers() {
     let dir = TempDir::new("st");
     let sock = dir.path("a.sock");
-    let p = Primary::builder(rust_worker())
-        .arg("-l")
-        .arg(format!("admin=unix:{}", sock.display()))
-        .workers(3)
-        .start();
+    let p = Primary::builder(rust_worker()).arg("-l").arg(format!("admin=unix:{}", sock.display())).workers(3).start();
     let s = p.status();
     assert_eq!(s["generation"], 1);
-    let listeners: Vec<&str> = s["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let listeners: Vec<&str> = s["listeners"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert_eq!(listeners.len(), 2);
     assert!(
         listeners[0].starts_with("127.0.0.1:") && !listeners[0].ends_with(":0"),
@@ -46,10 +34,7 @@ fn status_reports_listeners_generation_and_workers() {
     assert_eq!(workers.len(), 3);
     for w in workers {
         assert!(
-            w["id"].is_u64()
-                && w["pid"].as_i64().unwrap() > 0
-                && w["generation"] == 1
-                && w["state"] == "ready",
+            w["id"].is_u64() && w["pid"].as_i64().unwrap() > 0 && w["generation"] == 1 && w["state"] == "ready",
             "{w}"
         );
         assert_eq!(w["restarts"], 0);
@@ -68,12 +53,7 @@ fn status_reports_listeners_generation_and_workers() {
     // The table for people.
     let out = p.ctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("generation: 2")
-            && text.contains("3 ready of 3")
-            && text.contains("RESTARTS"),
-        "{text}"
-    );
+    assert!(text.contains("generation: 2") && text.contains("3 ready of 3") && text.contains("RESTARTS"), "{text}");
 }
 
 #[test]
@@ -83,26 +63,11 @@ fn malformed_and_unknown_control_requests_get_an_error_and_change_nothing() {
     let r = raw_request(&p, b"garbage\n");
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["type"], "error");
-    assert!(
-        r[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("malformed request"),
-        "{r:?}"
-    );
+    assert!(r[0]["error"].as_str().unwrap().contains("malformed request"), "{r:?}");
     let r = raw_request(&p, b"{\"command\":\"explode\"}\n");
-    assert!(
-        r[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown command \"explode\""),
-        "{r:?}"
-    );
+    assert!(r[0]["error"].as_str().unwrap().contains("unknown command \"explode\""), "{r:?}");
     let r = raw_request(&p, &vec![b'x'; 100_000]);
-    assert!(
-        r[0]["error"].as_str().unwrap().contains("too long"),
-        "{r:?}"
-    );
+    assert!(r[0]["error"].as_str().unwrap().contains("too long"), "{r:?}");
     // A client that connects and says nothing blocks no one.
     let _silent = UnixStream::connect(&p.control).unwrap();
     let t = Instant::now();
@@ -119,20 +84,10 @@ fn another_user_is_refused_by_peer_credentials() {
     }
     let p = Primary::builder(rust_worker()).start();
     // Open the file mode so that only the credentials check stands.
-    std::fs::set_permissions(
-        &p.control,
-        std::os::unix::fs::PermissionsExt::from_mode(0o666),
-    )
-    .unwrap();
+    std::fs::set_permissions(&p.control, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let out = {
         use std::os::unix::process::CommandExt;
-        Command::new(HOTSWAP)
-            .args(["reload", "--control"])
-            .arg(&p.control)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
+        Command::new(HOTSWAP).args(["reload", "--control"]).arg(&p.control).uid(65534).gid(65534).output().unwrap()
     };
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -163,21 +118,13 @@ fn a_second_primary_on_the_same_control_socket_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("another hotswap primary answers on control socket"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another hotswap primary answers on control socket"));
 }
 
 fn run_err(args: &[&str]) -> (Option<i32>, String) {
     let dir = TempDir::new("cli");
-    let out = Command::new(HOTSWAP)
-        .args(args)
-        .env("HOTSWAP_CONTROL", dir.path("c.sock"))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(HOTSWAP).args(args).env("HOTSWAP_CONTROL", dir.path("c.sock")).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -185,20 +132,9 @@ fn bad_flags_are_usage_errors_naming_the_culprit() {
     let (code, err) = run_err(&["run", "-l", "127.0.0.1:0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no worker command"), "{err}");
-    let (code, err) = run_err(&[
-        "run",
-        "-l",
-        "127.0.0.1:0",
-        "--ready-timeout",
-        "soon",
-        "--",
-        "true",
-    ]);
+    let (code, err) = run_err(&["run", "-l", "127.0.0.1:0", "--ready-timeout", "soon", "--", "true"]);
     assert_eq!(code, Some(2));
-    assert!(
-        err.contains("soon") && err.contains("--ready-timeout"),
-        "{err}"
-    );
+    assert!(err.contains("soon") && err.contains("--ready-timeout"), "{err}");
     let (code, err) = run_err(&["run", "-l", "127.0.0.1:0", "-w", "0", "--", "true"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--workers"), "{err}");
@@ -215,16 +151,10 @@ fn runtime_errors_are_one_clear_line() {
     let addr = taken.local_addr().unwrap().to_string();
     let (code, err) = run_err(&["run", "-l", &addr, "--", "true"]);
     assert_eq!(code, Some(1));
-    assert!(
-        err.contains(&format!("binding {addr}")) && err.contains("in use"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("binding {addr}")) && err.contains("in use"), "{err}");
     let (code, err) = run_err(&["run", "-l", "127.0.0.1:0", "--", "no-such-command-hotswap"]);
     assert_eq!(code, Some(1));
-    assert!(
-        err.contains("command not found: no-such-command-hotswap"),
-        "{err}"
-    );
+    assert!(err.contains("command not found: no-such-command-hotswap"), "{err}");
     let (code, err) = run_err(&["reload"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot reach a hotswap primary"), "{err}");

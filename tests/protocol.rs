@@ -25,12 +25,7 @@ fn inbox(dir: &TempDir, id: u64) -> Vec<Value> {
 }
 
 fn worker_ids(p: &Primary) -> Vec<u64> {
-    p.status()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["id"].as_u64().unwrap())
-        .collect()
+    p.status()["workers"].as_array().unwrap().iter().map(|w| w["id"].as_u64().unwrap()).collect()
 }
 
 #[test]
@@ -61,16 +56,8 @@ fn worker_gets_exactly_its_fds_and_environment() {
         let r = read_json(&out.path(&format!("worker-{id}.json")));
         let env = &r["env"];
         assert_eq!(r["pid"], json!(pid));
-        assert_eq!(
-            r["ppid"],
-            json!(p.pid()),
-            "workers are the primary's own children"
-        );
-        assert_eq!(
-            env["LISTEN_PID"],
-            json!(pid.to_string()),
-            "LISTEN_PID is the worker's own pid"
-        );
+        assert_eq!(r["ppid"], json!(p.pid()), "workers are the primary's own children");
+        assert_eq!(env["LISTEN_PID"], json!(pid.to_string()), "LISTEN_PID is the worker's own pid");
         assert_eq!(env["LISTEN_FDS"], "2");
         assert_eq!(env["LISTEN_FDNAMES"], "web:unknown");
         assert_eq!(env["HOTSWAP_IPC_FD"], "5");
@@ -78,17 +65,9 @@ fn worker_gets_exactly_its_fds_and_environment() {
         assert_eq!(env["NODE_CHANNEL_SERIALIZATION_MODE"], "json");
         assert_eq!(env["HOTSWAP_WORKER_ID"], json!(id.to_string()));
         assert_eq!(env["HOTSWAP_GENERATION"], "1");
-        assert_eq!(
-            env["HOTSWAP_CONTROL"],
-            json!(p.control.display().to_string())
-        );
+        assert_eq!(env["HOTSWAP_CONTROL"], json!(p.control.display().to_string()));
         assert_eq!(env["PROBE_PASSTHROUGH"], "kept");
-        for leaked in [
-            "LISTEN_PIDFDID",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "NODE_UNIQUE_ID",
-        ] {
+        for leaked in ["LISTEN_PIDFDID", "NOTIFY_SOCKET", "WATCHDOG_USEC", "NODE_UNIQUE_ID"] {
             assert_eq!(env[leaked], Value::Null, "{leaked} leaked into the worker");
         }
         let fds: BTreeMap<String, String> = serde_json::from_value(r["fds"].clone()).unwrap();
@@ -103,10 +82,7 @@ fn worker_gets_exactly_its_fds_and_environment() {
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        assert_eq!(
-            fds, expected,
-            "exactly the listeners and the IPC end, nothing else"
-        );
+        assert_eq!(fds, expected, "exactly the listeners and the IPC end, nothing else");
     }
 }
 
@@ -139,26 +115,17 @@ fn bad_ipc_input_is_refused_and_logged_never_fatal() {
         .start();
     // The worker is ready: the channel survived all of the above.
     let id = worker_ids(&p)[0];
-    assert!(wait_until(Duration::from_secs(5), || inbox(&out, id)
-        .contains(&json!({"cmd":"NODE_HANDLE_ACK"}))));
+    assert!(wait_until(Duration::from_secs(5), || inbox(&out, id).contains(&json!({"cmd":"NODE_HANDLE_ACK"}))));
     let log = p.log_text();
     let refused = |why: &str| {
-        log.lines().any(|l| {
-            l.contains("[w1 g1 ") && l.contains("IPC: refused a message") && l.contains(why)
-        })
+        log.lines().any(|l| l.contains("[w1 g1 ") && l.contains("IPC: refused a message") && l.contains(why))
     };
     assert!(refused("invalid JSON"), "{log}");
     assert!(refused("longer than 1048576 bytes"), "{log}");
     assert!(refused("not valid UTF-8"), "{log}");
-    assert!(
-        log.contains("unhandled message: {\"type\":\"mystery\"}"),
-        "{log}"
-    );
+    assert!(log.contains("unhandled message: {\"type\":\"mystery\"}"), "{log}");
     assert!(refused("needs a numeric \"to\""), "{log}");
-    assert!(
-        p.child.id() > 0 && p.try_status().is_some(),
-        "the primary still answers"
-    );
+    assert!(p.child.id() > 0 && p.try_status().is_some(), "the primary still answers");
 }
 
 #[test]
@@ -189,18 +156,13 @@ fn broadcast_and_send_reach_the_other_workers() {
         inbox(&out, 2)
     );
     // A worker never gets its own broadcast.
-    assert!(!inbox(&out, 1)
-        .iter()
-        .any(|m| m["type"] == "broadcast" && m["from"] == 1));
+    assert!(!inbox(&out, 1).iter().any(|m| m["type"] == "broadcast" && m["from"] == 1));
 }
 
 #[test]
 fn shutdown_is_sent_then_the_channel_is_closed() {
     let out = TempDir::new("probe");
-    let p = Primary::builder(probe())
-        .workers(1)
-        .env("PROBE_DIR", out.0.display().to_string())
-        .start();
+    let p = Primary::builder(probe()).workers(1).env("PROBE_DIR", out.0.display().to_string()).start();
     let old = worker_ids(&p)[0];
     p.reload();
     let msgs = inbox(&out, old);
@@ -218,22 +180,10 @@ fn shutdown_is_sent_then_the_channel_is_closed() {
     let pid = p2.worker_pids()[0];
     let started = std::time::Instant::now();
     p2.reload();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the reload waited {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        inbox(&out2, old),
-        vec![json!({"type":"shutdown"}), json!({"eof":true})]
-    );
-    assert!(
-        wait_until(Duration::from_secs(2), || process_gone(pid)),
-        "SIGKILLed at the shutdown timeout"
-    );
-    assert!(p2
-        .log_text()
-        .contains("did not exit within 1s of shutdown; killing it"));
+    assert!(started.elapsed() < Duration::from_secs(5), "the reload waited {:?}", started.elapsed());
+    assert_eq!(inbox(&out2, old), vec![json!({"type":"shutdown"}), json!({"eof":true})]);
+    assert!(wait_until(Duration::from_secs(2), || process_gone(pid)), "SIGKILLed at the shutdown timeout");
+    assert!(p2.log_text().contains("did not exit within 1s of shutdown; killing it"));
 }
 
 #[test]
@@ -248,16 +198,14 @@ fn node_process_send_works_both_ways() {
     let to = *ids.iter().find(|i| **i != from).unwrap();
     let a = get(&t, &format!("/send?to={to}&data=direct")).unwrap();
     let sender = a.worker();
-    let expect_broadcast =
-        format!(r#"received {{"type":"broadcast","from":{from},"data":"ping"}}"#);
+    let expect_broadcast = format!(r#"received {{"type":"broadcast","from":{from},"data":"ping"}}"#);
     let expect_send = format!(r#"received {{"type":"send","from":{sender},"data":"direct"}}"#);
     let prefix = format!("[w{to} g1 ");
     assert!(
         wait_until(Duration::from_secs(5), || {
             let log = p.log_text();
             let of_to: Vec<&str> = log.lines().filter(|l| l.starts_with(&prefix)).collect();
-            of_to.iter().any(|l| l.contains(&expect_broadcast))
-                && of_to.iter().any(|l| l.contains(&expect_send))
+            of_to.iter().any(|l| l.contains(&expect_broadcast)) && of_to.iter().any(|l| l.contains(&expect_send))
         }),
         "worker {to} did not log both messages"
     );

@@ -13,19 +13,13 @@ fn zero_downtime(command: Vec<String>, reloads: u64, unix: bool) {
     let dir = TempDir::new("zd");
     let sock = dir.path("app.sock");
     let mut b = if unix {
-        Primary::bare(command)
-            .arg("-l")
-            .arg(format!("unix:{}", sock.display()))
+        Primary::bare(command).arg("-l").arg(format!("unix:{}", sock.display()))
     } else {
         Primary::builder(command)
     };
     b = b.env("EXAMPLE_STARTUP_MS", "50");
     let p = b.start();
-    let target = if unix {
-        Target::Unix(sock.clone())
-    } else {
-        Target::Tcp(p.addr())
-    };
+    let target = if unix { Target::Unix(sock.clone()) } else { Target::Tcp(p.addr()) };
     let load = Load::start(target, 4, 2);
     std::thread::sleep(Duration::from_millis(200));
     // (started at, finished at, generation now serving)
@@ -34,28 +28,14 @@ fn zero_downtime(command: Vec<String>, reloads: u64, unix: bool) {
         let started = Instant::now();
         let out = p.reload();
         let generation = i + 2;
-        assert!(
-            out.contains(&format!(
-                "generation {generation} serves (2 workers replaced)"
-            )),
-            "{out}"
-        );
-        assert_eq!(
-            out.matches("replaced [w").count(),
-            2,
-            "a line per replaced worker: {out}"
-        );
+        assert!(out.contains(&format!("generation {generation} serves (2 workers replaced)")), "{out}");
+        assert_eq!(out.matches("replaced [w").count(), 2, "a line per replaced worker: {out}");
         marks.push((started, Instant::now(), generation));
         let st = p.status();
         assert_eq!(st["generation"], generation);
         let workers = st["workers"].as_array().unwrap();
         assert_eq!(workers.len(), 2);
-        assert!(
-            workers
-                .iter()
-                .all(|w| w["generation"] == generation && w["state"] == "ready"),
-            "{st}"
-        );
+        assert!(workers.iter().all(|w| w["generation"] == generation && w["state"] == "ready"), "{st}");
         std::thread::sleep(Duration::from_millis(150));
     }
     let records = load.finish();
@@ -64,18 +44,10 @@ fn zero_downtime(command: Vec<String>, reloads: u64, unix: bool) {
     // started) was answered by that reload's generation.
     for (i, (_, done, generation)) in marks.iter().enumerate() {
         let next = marks.get(i + 1).map(|m| m.0);
-        let window: Vec<_> = records
-            .iter()
-            .filter(|r| r.sent > *done && next.is_none_or(|n| r.sent < n))
-            .collect();
+        let window: Vec<_> = records.iter().filter(|r| r.sent > *done && next.is_none_or(|n| r.sent < n)).collect();
         assert!(!window.is_empty(), "no requests after reload {}", i + 1);
         for r in window {
-            assert_eq!(
-                r.result.as_ref().unwrap(),
-                generation,
-                "answer from an old generation after reload {}",
-                i + 1
-            );
+            assert_eq!(r.result.as_ref().unwrap(), generation, "answer from an old generation after reload {}", i + 1);
         }
     }
 }
@@ -108,12 +80,7 @@ fn sighup_reloads_under_load() {
     p.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || {
         let s = p.status();
-        s["generation"] == 2
-            && Primary::ready_workers(&s)
-                .iter()
-                .filter(|w| w["generation"] == 2)
-                .count()
-                == 2
+        s["generation"] == 2 && Primary::ready_workers(&s).iter().filter(|w| w["generation"] == 2).count() == 2
     }));
     std::thread::sleep(Duration::from_millis(200));
     assert_no_failures(&load.finish(), "load across a SIGHUP reload");
@@ -122,9 +89,7 @@ fn sighup_reloads_under_load() {
 
 #[test]
 fn reloads_asked_during_a_reload_are_queued_and_joined() {
-    let p = Primary::builder(rust_worker())
-        .env("EXAMPLE_STARTUP_MS", "400")
-        .start();
+    let p = Primary::builder(rust_worker()).env("EXAMPLE_STARTUP_MS", "400").start();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
     let control = p.control.clone();
     let clients: Vec<_> = (0..3)
@@ -132,22 +97,13 @@ fn reloads_asked_during_a_reload_are_queued_and_joined() {
             let control = control.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(i * 150));
-                std::process::Command::new(HOTSWAP)
-                    .arg("reload")
-                    .arg("--control")
-                    .arg(&control)
-                    .output()
-                    .unwrap()
+                std::process::Command::new(HOTSWAP).arg("reload").arg("--control").arg(&control).output().unwrap()
             })
         })
         .collect();
     for c in clients {
         let out = c.join().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     // One running reload, one queued that the third request joined.
     let s = p.status();
@@ -175,23 +131,14 @@ fn broken_deploy_that_exits_keeps_the_old_generation_serving() {
     let out = p.ctl(&["reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("exited with code 3 before it was ready"),
-        "{err}"
-    );
+    assert!(err.contains("exited with code 3 before it was ready"), "{err}");
     assert!(err.contains("keep serving"), "{err}");
     let s = p.status();
     assert_eq!(s["last_reload"]["ok"], false, "{s}");
-    assert!(s["last_reload"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("exited with code 3"));
+    assert!(s["last_reload"]["message"].as_str().unwrap().contains("exited with code 3"));
     assert_eq!(s["generation"], 1);
     assert_eq!(p.worker_pids(), old, "the old workers were not touched");
-    assert!(
-        p.log_text().contains("config error: cannot start"),
-        "the worker's stderr reaches the log"
-    );
+    assert!(p.log_text().contains("config error: cannot start"), "the worker's stderr reaches the log");
 
     // Fixing the deploy makes the next reload work.
     script(&start, &format!("exec {}", rust_worker()[0]));
@@ -205,10 +152,7 @@ fn broken_deploy_that_exits_keeps_the_old_generation_serving() {
 fn broken_deploy_that_never_gets_ready_fails_at_the_timeout() {
     let dir = TempDir::new("deploy");
     let (start, cmd) = swappable(&dir);
-    let p = Primary::builder(cmd)
-        .arg("--ready-timeout")
-        .arg("1s")
-        .start();
+    let p = Primary::builder(cmd).arg("--ready-timeout").arg("1s").start();
     let old = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
     std::thread::sleep(Duration::from_millis(200));
@@ -232,10 +176,7 @@ fn broken_deploy_that_never_gets_ready_fails_at_the_timeout() {
         .and_then(|r| r.split_whitespace().nth(2))
         .and_then(|pid| pid.parse().ok())
         .expect("pid of the stuck worker in the log");
-    assert!(
-        wait_until(Duration::from_secs(3), || process_gone(stuck)),
-        "stuck worker {stuck} still runs"
-    );
+    assert!(wait_until(Duration::from_secs(3), || process_gone(stuck)), "stuck worker {stuck} still runs");
     std::thread::sleep(Duration::from_millis(200));
     assert_no_failures(&load.finish(), "load across a deploy that never got ready");
 }

@@ -22,44 +22,21 @@ pub fn root() -> PathBuf {
 
 /// The Rust example worker, built by `cargo test` with the examples.
 pub fn rust_worker() -> Vec<String> {
-    let exe = Path::new(HOTSWAP)
-        .parent()
-        .unwrap()
-        .join("examples/http-worker");
-    assert!(
-        exe.exists(),
-        "{} missing: run the tests with `cargo test`, which builds the examples",
-        exe.display()
-    );
+    let exe = Path::new(HOTSWAP).parent().unwrap().join("examples/http-worker");
+    assert!(exe.exists(), "{} missing: run the tests with `cargo test`, which builds the examples", exe.display());
     vec![exe.display().to_string()]
 }
 
 pub fn node_worker() -> Vec<String> {
-    vec![
-        "node".into(),
-        root()
-            .join("contrib/workers/node/worker.js")
-            .display()
-            .to_string(),
-    ]
+    vec!["node".into(), root().join("contrib/workers/node/worker.js").display().to_string()]
 }
 
 pub fn python_worker() -> Vec<String> {
-    vec![
-        "python3".into(),
-        root()
-            .join("contrib/workers/python/worker.py")
-            .display()
-            .to_string(),
-    ]
+    vec!["python3".into(), root().join("contrib/workers/python/worker.py").display().to_string()]
 }
 
 pub fn fixture(name: &str) -> String {
-    root()
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    root().join("tests/fixtures").join(name).display().to_string()
 }
 
 /// A fresh private directory, removed on drop.
@@ -128,24 +105,13 @@ impl PrimaryBuilder {
         let log = dir.path("primary.log");
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(HOTSWAP);
-        cmd.arg("run")
-            .arg("--control")
-            .arg(&control)
-            .arg("-w")
-            .arg(self.workers.to_string());
+        cmd.arg("run").arg("--control").arg(&control).arg("-w").arg(self.workers.to_string());
         cmd.args(&self.args).arg("--").args(&self.command);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("HOTSWAP_LOG", "debug");
-        cmd.stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf);
+        cmd.stdin(Stdio::null()).stdout(logf.try_clone().unwrap()).stderr(logf);
         let child = cmd.spawn().expect("starting hotswap");
-        let mut p = Primary {
-            child,
-            control,
-            log,
-            dir,
-        };
+        let mut p = Primary { child, control, log, dir };
         if self.wait {
             p.wait_ready(self.workers as usize, Duration::from_secs(20));
         }
@@ -155,23 +121,11 @@ impl PrimaryBuilder {
 
 impl Primary {
     pub fn builder(command: Vec<String>) -> PrimaryBuilder {
-        PrimaryBuilder {
-            args: vec!["-l".into(), "127.0.0.1:0".into()],
-            env: vec![],
-            command,
-            workers: 2,
-            wait: true,
-        }
+        PrimaryBuilder { args: vec!["-l".into(), "127.0.0.1:0".into()], env: vec![], command, workers: 2, wait: true }
     }
     /// A builder without the default TCP listener.
     pub fn bare(command: Vec<String>) -> PrimaryBuilder {
-        PrimaryBuilder {
-            args: vec![],
-            env: vec![],
-            command,
-            workers: 2,
-            wait: true,
-        }
+        PrimaryBuilder { args: vec![], env: vec![], command, workers: 2, wait: true }
     }
 
     pub fn pid(&self) -> i32 {
@@ -184,12 +138,7 @@ impl Primary {
 
     /// Runs `hotswap ARGS --control <ours>`.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(HOTSWAP)
-            .args(args)
-            .arg("--control")
-            .arg(&self.control)
-            .output()
-            .unwrap()
+        Command::new(HOTSWAP).args(args).arg("--control").arg(&self.control).output().unwrap()
     }
 
     pub fn try_status(&self) -> Option<Value> {
@@ -201,8 +150,7 @@ impl Primary {
     }
 
     pub fn status(&self) -> Value {
-        self.try_status()
-            .unwrap_or_else(|| panic!("status failed; log:\n{}", self.log_text()))
+        self.try_status().unwrap_or_else(|| panic!("status failed; log:\n{}", self.log_text()))
     }
 
     /// The first TCP listener's address.
@@ -218,13 +166,7 @@ impl Primary {
     }
 
     pub fn ready_workers(s: &Value) -> Vec<Value> {
-        s["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["state"] == "ready")
-            .cloned()
-            .collect()
+        s["workers"].as_array().unwrap().iter().filter(|w| w["state"] == "ready").cloned().collect()
     }
 
     pub fn wait_ready(&mut self, n: usize, timeout: Duration) {
@@ -237,11 +179,7 @@ impl Primary {
                 Self::ready_workers(&s).len() == n && all == n
             })
         });
-        assert!(
-            ok,
-            "{n} workers not ready in time; log:\n{}",
-            self.log_text()
-        );
+        assert!(ok, "{n} workers not ready in time; log:\n{}", self.log_text());
     }
 
     /// `hotswap reload`, asserting success.
@@ -258,12 +196,7 @@ impl Primary {
     }
 
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.status()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["pid"].as_i64().unwrap() as i32)
-            .collect()
+        self.status()["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect()
     }
 
     /// Waits for the primary to exit; its exit code.
@@ -311,10 +244,7 @@ pub fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => {
-            let after = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
+            let after = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
             after.starts_with('Z') || after.starts_with('X')
         }
     }
@@ -366,8 +296,7 @@ impl Answer {
         field(&self.body, "generation")
     }
     pub fn worker(&self) -> u64 {
-        self.worker_header
-            .unwrap_or_else(|| field(&self.body, "worker"))
+        self.worker_header.unwrap_or_else(|| field(&self.body, "worker"))
     }
 }
 
@@ -379,16 +308,9 @@ fn field(body: &str, name: &str) -> u64 {
 }
 
 fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<Answer, String> {
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: test\r\n{}\r\n",
-        if keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        }
-    );
-    conn.write_all(req.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n{}\r\n", if keep_alive { "" } else { "Connection: close\r\n" });
+    conn.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
     let mut reader = BufReader::new(conn);
     let mut status_line = String::new();
     match reader.read_line(&mut status_line) {
@@ -407,11 +329,7 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
     let mut close = status_line.starts_with("HTTP/1.0");
     loop {
         let mut h = String::new();
-        if reader
-            .read_line(&mut h)
-            .map_err(|e| format!("read headers: {e}"))?
-            == 0
-        {
+        if reader.read_line(&mut h).map_err(|e| format!("read headers: {e}"))? == 0 {
             return Err("read: closed inside headers".into());
         }
         let h = h.trim_end();
@@ -427,18 +345,11 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
         }
     }
     let mut body = vec![0u8; len];
-    reader
-        .read_exact(&mut body)
-        .map_err(|e| format!("read body: {e}"))?;
+    reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
     if !reader.buffer().is_empty() {
         return Err("unexpected bytes after the response".into());
     }
-    Ok(Answer {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        close,
-        worker_header,
-    })
+    Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), close, worker_header })
 }
 
 /// One GET on a new connection.
@@ -480,10 +391,7 @@ impl Load {
                         match target.connect() {
                             Ok(c) => conn = Some(c),
                             Err(e) => {
-                                local.push(Record {
-                                    sent,
-                                    result: Err(format!("connect: {e}")),
-                                });
+                                local.push(Record { sent, result: Err(format!("connect: {e}")) });
                                 std::thread::sleep(Duration::from_millis(10));
                                 continue;
                             }
@@ -514,11 +422,7 @@ impl Load {
                 records.lock().unwrap().append(&mut local);
             }));
         }
-        Load {
-            stop,
-            threads,
-            records,
-        }
+        Load { stop, threads, records }
     }
 
     pub fn count(&self) -> usize {
@@ -539,10 +443,7 @@ impl Load {
 
 /// Asserts no request failed, with the failures listed if some did.
 pub fn assert_no_failures(records: &[Record], what: &str) {
-    let failures: Vec<_> = records
-        .iter()
-        .filter_map(|r| r.result.as_ref().err())
-        .collect();
+    let failures: Vec<_> = records.iter().filter_map(|r| r.result.as_ref().err()).collect();
     assert!(
         failures.is_empty(),
         "{what}: {} of {} requests failed, e.g. {:?}",
@@ -550,11 +451,7 @@ pub fn assert_no_failures(records: &[Record], what: &str) {
         records.len(),
         &failures[..failures.len().min(10)]
     );
-    assert!(
-        records.len() > 50,
-        "{what}: the load made only {} requests",
-        records.len()
-    );
+    assert!(records.len() > 50, "{what}: the load made only {} requests", records.len());
 }
 
 /// Writes an executable shell script.

@@ -1,0 +1,55 @@
+//! The `--build` command: run through the shell before a reload starts
+//! workers, its output shown behind a `[build]` prefix.
+//!
+//! It runs in its own process group (a stop kills its whole tree) with the
+//! primary's environment, and is reaped by the supervisor like every child:
+//! its exit arrives by pid.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use nix::unistd::Pid;
+
+use crate::output::{Output, Stream};
+
+#[derive(Debug)]
+pub struct Build {
+    pub pid: Pid,
+    pub started: Instant,
+    /// Files changed while it ran: build again before reloading.
+    pub again: bool,
+}
+
+impl Build {
+    pub fn start(command: &str, output: &Output) -> Result<Build> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        #[cfg(target_os = "linux")]
+        unsafe {
+            // Spawned from the primary's main thread, like the workers.
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting the build `{command}`"))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        if let Some(out) = child.stdout.take() {
+            output.forward(OwnedFd::from(out), Stream::Stdout, "[build] ".into());
+        }
+        if let Some(err) = child.stderr.take() {
+            output.forward(OwnedFd::from(err), Stream::Stderr, "[build] ".into());
+        }
+        // The supervisor reaps it by pid; the handle is not needed.
+        drop(child);
+        Ok(Build { pid, started: Instant::now(), again: false })
+    }
+
+    /// Stops the build and everything it started.
+    pub fn kill(&self) {
+        let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,309 @@
+//! Development mode: watch files and ask for a reload when they change.
+//!
+//! A watcher task turns the notify crate's raw events into one
+//! [`Event::Watch`] per burst: changes are collected until none has come for
+//! `--watch-debounce`, so an editor's write-rename-chmod or a `git checkout`
+//! of 500 files gives one reload. Paths that never trigger:
+//! - `.git/`, `target/`, `node_modules/` and editor swap and backup files;
+//! - whatever `.gitignore` or `.ignore` files in the watched tree ignore;
+//! - `--watch-ignore` globs;
+//! - what the `--build` command writes: a path that changes only while a
+//!   build runs (never while hotswap is idle) is learned as a build output and
+//!   ignored during builds, so a build that writes into the watched tree does
+//!   not trigger itself in a loop. (A file saved for the very first time
+//!   while a build runs is taken for an output once; its next save counts.)
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use ignore::gitignore::Gitignore;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::supervisor::Event;
+
+/// Directories whose contents never trigger a reload.
+const SKIP_DIRS: [&str; 3] = [".git", "target", "node_modules"];
+
+/// Whether the build runs, as the supervisor tells the watcher.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildClock {
+    pub running: bool,
+    pub ended: Option<Instant>,
+}
+
+/// Changes arriving this long after a build ended still count as its own
+/// (the watcher and the exit of the build reach hotswap on different paths).
+const BUILD_GRACE: Duration = Duration::from_millis(100);
+
+/// Decides which paths matter.
+pub struct Filter {
+    roots: Vec<PathBuf>,
+    globs: GlobSet,
+    /// `.gitignore`/`.ignore` matchers by file path, loaded on first use.
+    ignore_files: HashMap<PathBuf, Option<Gitignore>>,
+    /// Paths seen changing while no build ran: sources.
+    sources: HashSet<PathBuf>,
+    /// Paths learned as build outputs.
+    outputs: HashSet<PathBuf>,
+}
+
+impl Filter {
+    pub fn new(roots: Vec<PathBuf>, ignore_globs: &[String]) -> Result<Filter> {
+        let mut b = GlobSetBuilder::new();
+        for g in ignore_globs {
+            b.add(Glob::new(g).with_context(|| format!("--watch-ignore {g:?}"))?);
+            // `dist` also means everything under it.
+            if !g.contains('*') {
+                b.add(
+                    Glob::new(&format!("{}/**", g.trim_end_matches('/')))
+                        .with_context(|| format!("--watch-ignore {g:?}"))?,
+                );
+            }
+        }
+        let globs = b.build().context("--watch-ignore")?;
+        Ok(Filter { roots, globs, ignore_files: HashMap::new(), sources: HashSet::new(), outputs: HashSet::new() })
+    }
+
+    /// True when a change of `path` should lead to a reload.
+    pub fn relevant(&mut self, path: &Path, clock: BuildClock) -> bool {
+        if self.ignored(path) {
+            return false;
+        }
+        let during_build = clock.running || clock.ended.is_some_and(|t| t.elapsed() < BUILD_GRACE);
+        if self.outputs.contains(path) {
+            if during_build {
+                return false;
+            }
+            // Changed with no build running: it was a source after all (one
+            // first saved while a build ran).
+            self.outputs.remove(path);
+        }
+        if during_build && !self.sources.contains(path) {
+            tracing::debug!("watch: {} changed during the build; treating it as a build output", path.display());
+            self.outputs.insert(path.to_path_buf());
+            return false;
+        }
+        self.sources.insert(path.to_path_buf());
+        true
+    }
+
+    /// The fixed rules, the globs and the ignore files.
+    pub fn ignored(&mut self, path: &Path) -> bool {
+        let Some(root) = self.roots.iter().find(|r| path.starts_with(r)).cloned() else { return false };
+        let rel = path.strip_prefix(&root).unwrap_or(path);
+        if rel.components().any(|c| SKIP_DIRS.iter().any(|d| c.as_os_str() == *d)) {
+            return true;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if is_editor_file(&name) {
+            return true;
+        }
+        if self.globs.is_match(rel) || self.globs.is_match(&name) {
+            return true;
+        }
+        if name == ".gitignore" || name == ".ignore" {
+            // Takes effect from now on; the change itself does not reload.
+            self.ignore_files.remove(path);
+            return true;
+        }
+        self.ignored_by_files(path, &root)
+    }
+
+    /// Walks up from the path to the watched root; the nearest ignore file
+    /// with a verdict wins, as in git.
+    fn ignored_by_files(&mut self, path: &Path, root: &Path) -> bool {
+        let is_dir = path.is_dir();
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            for file in [".ignore", ".gitignore"] {
+                let f = d.join(file);
+                let m = self
+                    .ignore_files
+                    .entry(f.clone())
+                    .or_insert_with(|| f.is_file().then(|| Gitignore::new(&f).0).filter(|g| !g.is_empty()));
+                if let Some(m) = m {
+                    let verdict = m.matched_path_or_any_parents(path, is_dir);
+                    if verdict.is_ignore() {
+                        return true;
+                    }
+                    if verdict.is_whitelist() {
+                        return false;
+                    }
+                }
+            }
+            if d == root {
+                break;
+            }
+            dir = d.parent();
+        }
+        false
+    }
+}
+
+/// Vim's `.x.swp` and `4913`, Emacs's `#x#` and `.#x`, `x~` backups.
+fn is_editor_file(name: &str) -> bool {
+    name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with(".swo")
+        || name.ends_with('~')
+        || name.starts_with(".#")
+        || (name.starts_with('#') && name.ends_with('#'))
+        || name == "4913"
+        || name == ".DS_Store"
+}
+
+/// Starts watching; errors when a path does not exist.
+pub fn start(
+    paths: &[PathBuf],
+    ignore_globs: &[String],
+    debounce: Duration,
+    events: mpsc::Sender<Event>,
+    clock: watch::Receiver<BuildClock>,
+) -> Result<()> {
+    let mut roots = Vec::new();
+    for p in paths {
+        let c = p.canonicalize().map_err(|e| anyhow::anyhow!("--watch {}: {e}", p.display()))?;
+        roots.push(c);
+    }
+    let filter = Filter::new(roots.clone(), ignore_globs)?;
+    let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let _ = raw_tx.send(res);
+    })
+    .context("starting the file watcher")?;
+    for r in &roots {
+        watcher.watch(r, RecursiveMode::Recursive).with_context(|| format!("watching {}", r.display()))?;
+        tracing::info!("watching {} for changes", r.display());
+    }
+    if roots.is_empty() {
+        bail!("nothing to watch");
+    }
+    tokio::spawn(run(watcher, roots, filter, debounce, raw_rx, events, clock));
+    Ok(())
+}
+
+async fn run(
+    mut watcher: notify::RecommendedWatcher,
+    roots: Vec<PathBuf>,
+    mut filter: Filter,
+    debounce: Duration,
+    mut raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    events: mpsc::Sender<Event>,
+    clock: watch::Receiver<BuildClock>,
+) {
+    let mut pending: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut deadline = tokio::time::Instant::now();
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            res = raw.recv() => {
+                let Some(res) = res else { return };
+                let ev = match res {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::warn!("watch: {e}");
+                        continue;
+                    }
+                };
+                if matches!(ev.kind, EventKind::Access(_)) {
+                    continue;
+                }
+                for path in ev.paths {
+                    if roots.contains(&path) && !path.exists() && !missing.contains(&path) {
+                        tracing::warn!("watched {} was removed; watching for it to come back", path.display());
+                        missing.push(path.clone());
+                    }
+                    if filter.relevant(&path, *clock.borrow()) {
+                        pending.insert(path);
+                        deadline = tokio::time::Instant::now() + debounce;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
+                let paths: Vec<PathBuf> = std::mem::take(&mut pending).into_iter().collect();
+                if events.send(Event::Watch { paths }).await.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick(), if !missing.is_empty() => {
+                missing.retain(|p| {
+                    if !p.exists() {
+                        return true;
+                    }
+                    match watcher.watch(p, RecursiveMode::Recursive) {
+                        Ok(()) => {
+                            tracing::info!("{} is back; watching it again", p.display());
+                            pending.insert(p.clone());
+                            deadline = tokio::time::Instant::now() + debounce;
+                            false
+                        }
+                        Err(e) => {
+                            tracing::warn!("watching {} again: {e}", p.display());
+                            true
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// `src/a.js`, or `src/a.js and 4 more`.
+pub fn describe(paths: &[PathBuf]) -> String {
+    let first = paths.first().map(|p| p.display().to_string()).unwrap_or_default();
+    match paths.len() {
+        0 | 1 => first,
+        n => format!("{first} and {} more", n - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_rules_globs_and_gitignore() {
+        let dir = std::env::temp_dir().join(format!("hotswap-watch-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src/gen")).unwrap();
+        std::fs::write(dir.join(".gitignore"), "*.log\n/dist\n").unwrap();
+        std::fs::write(dir.join("src/.gitignore"), "gen/\n!keep.log\n").unwrap();
+        let mut f = Filter::new(vec![dir.clone()], &["*.bak".into(), "tmp".into()]).unwrap();
+        let idle = BuildClock::default();
+        assert!(f.relevant(&dir.join("src/app.js"), idle));
+        for p in [
+            ".git/index",
+            "target/debug/x",
+            "node_modules/a/b.js",
+            "src/.app.js.swp",
+            "src/app.js~",
+            "src/4913",
+            "x.bak",
+            "tmp/y",
+        ] {
+            assert!(!f.relevant(&dir.join(p), idle), "{p} should be ignored");
+        }
+        assert!(!f.relevant(&dir.join("server.log"), idle));
+        assert!(!f.relevant(&dir.join("dist/bundle.js"), idle));
+        assert!(!f.relevant(&dir.join("src/gen/out.js"), idle));
+        assert!(f.relevant(&dir.join("src/keep.log"), idle), "a nearer !rule whitelists");
+        // A build output is learned; a known source still counts during a build.
+        let building = BuildClock { running: true, ended: None };
+        assert!(!f.relevant(&dir.join("out/app.min.js"), building));
+        assert!(!f.relevant(&dir.join("out/app.min.js"), building));
+        assert!(f.relevant(&dir.join("src/app.js"), building));
+        // An "output" that changes with no build running is a source.
+        assert!(f.relevant(&dir.join("out/app.min.js"), idle));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn describes_bursts() {
+        assert_eq!(describe(&[PathBuf::from("a")]), "a");
+        assert_eq!(describe(&[PathBuf::from("a"), PathBuf::from("b"), PathBuf::from("c")]), "a and 2 more");
+    }
+}
