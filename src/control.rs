@@ -246,10 +246,27 @@ pub fn request(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) 
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever a client sends, the parser answers; it never panics.
+        #[test]
+        fn parse_request_is_total(s in "\\PC{0,300}") {
+            let _ = parse_request(&s);
+        }
+
+        #[test]
+        fn parse_request_is_total_on_json_shapes(cmd in "[a-z]{0,8}", extra in "[a-z_]{0,8}", v in proptest::num::i64::ANY) {
+            let line = format!("{{\"command\":\"{cmd}\",\"{extra}\":{v}}}");
+            let _ = parse_request(&line);
+        }
+    }
+
     #[test]
     fn requests() {
         assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload { no_build: false });
-        assert_eq!(parse_request(r#"{"command":"reload","no_build":true}"#).unwrap(), Request::Reload { no_build: true });
+        assert_eq!(
+            parse_request(r#"{"command":"reload","no_build":true}"#).unwrap(),
+            Request::Reload { no_build: true }
+        );
         assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
         assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
         assert!(parse_request("garbage").unwrap_err().contains("malformed"));

@@ -80,6 +80,63 @@ pub mod to_worker {
     }
 }
 
+/// Consecutive refused lines after which a worker's channel is closed.
+pub const ABUSE_LIMIT: u32 = 100;
+/// Messages queued for a worker that does not read; more are dropped.
+const OUTGOING_QUEUE: usize = 1024;
+
+/// Turns the bytes a worker writes into messages: one JSON value per line,
+/// at most [`MAX_LINE`] bytes each. Whatever comes in, the buffer stays
+/// under `MAX_LINE` plus one read; an over-long line is discarded up to its
+/// newline.
+pub struct Framer {
+    buf: BytesMut,
+    codec: LinesCodec,
+    /// Refused lines since the last good one.
+    pub refused_in_a_row: u32,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer {
+            buf: BytesMut::with_capacity(8 * 1024),
+            codec: LinesCodec::new_with_max_length(MAX_LINE),
+            refused_in_a_row: 0,
+        }
+    }
+}
+
+impl Framer {
+    /// Where to read the next bytes into.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Bytes held (a partial line).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete line as a message, or why it was refused; `None`
+    /// when more bytes are needed.
+    pub fn next_message(&mut self) -> Option<Result<FromWorker, String>> {
+        loop {
+            let item = match self.codec.decode(&mut self.buf) {
+                Ok(Some(line)) if line.trim().is_empty() => continue,
+                Ok(Some(line)) => parse(&line),
+                Ok(None) => return None,
+                Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!("longer than {MAX_LINE} bytes")),
+                Err(LinesCodecError::Io(_)) => Err("not valid UTF-8".into()),
+            };
+            match item {
+                Ok(_) => self.refused_in_a_row = 0,
+                Err(_) => self.refused_in_a_row += 1,
+            }
+            return Some(item);
+        }
+    }
+}
+
 enum Outgoing {
     Message(Value),
     Disconnect,
@@ -88,7 +145,7 @@ enum Outgoing {
 /// The supervisor's handle on a worker's channel. Dropping it disconnects.
 #[derive(Debug, Clone)]
 pub struct Channel {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -103,106 +160,155 @@ impl std::fmt::Debug for Outgoing {
 impl Channel {
     /// Starts the task that owns `stream`, the primary's end.
     pub fn start(stream: UnixStream, worker: WorkerId, label: String, events: mpsc::Sender<Event>) -> Channel {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
         tokio::spawn(run(stream, worker, label, events, rx));
         Channel { tx }
     }
 
-    /// Queues a message; false if the channel is already closed.
+    /// Queues a message; false if the channel is closed or the worker has
+    /// not read the last [`OUTGOING_QUEUE`] messages (then it is dropped).
     pub fn send(&self, message: Value) -> bool {
-        self.tx.send(Outgoing::Message(message)).is_ok()
+        match self.tx.try_send(Outgoing::Message(message)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("IPC: a worker is not reading its channel; a message to it was dropped");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// Flushes what is queued, then closes the primary's end.
     pub fn disconnect(&self) {
-        let _ = self.tx.send(Outgoing::Disconnect);
+        let tx = self.tx.clone();
+        // Behind whatever is queued; never blocks the supervisor.
+        if let Err(mpsc::error::TrySendError::Full(m)) = tx.try_send(Outgoing::Disconnect) {
+            tokio::spawn(async move { tx.send(m).await });
+        }
     }
 }
 
+/// Reading and writing are separate tasks, so that a worker that does not
+/// read (its socket buffer full) never stops the primary from reading what
+/// it writes, and the reverse.
 async fn run(
-    mut stream: UnixStream,
+    stream: UnixStream,
     worker: WorkerId,
     label: String,
     events: mpsc::Sender<Event>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::Receiver<Outgoing>,
 ) {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut codec = LinesCodec::new_with_max_length(MAX_LINE);
-    let mut reading = true;
-    loop {
-        tokio::select! {
-            read = stream.read_buf(&mut buf), if reading => {
-                match read {
-                    Ok(0) | Err(_) => {
-                        reading = false;
-                        if !buf.is_empty() {
-                            tracing::warn!("{label} IPC: dropped {} bytes without a final newline", buf.len());
-                            buf.clear();
-                        }
-                        let _ = events.send(Event::IpcClosed { worker }).await;
-                    }
-                    Ok(_) => {
-                        if !drain_lines(&mut codec, &mut buf, worker, &label, &events).await {
-                            return;
-                        }
-                    }
+    let (read_half, mut write_half) = stream.into_split();
+    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), events));
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outgoing::Message(v) => {
+                let mut line = v.to_string();
+                line.push('\n');
+                if let Err(e) = write_half.write_all(line.as_bytes()).await {
+                    tracing::debug!("{label} IPC: write failed: {e}");
                 }
             }
-            out = rx.recv() => match out {
-                Some(Outgoing::Message(v)) => {
-                    let mut line = v.to_string();
-                    line.push('\n');
-                    if let Err(e) = stream.write_all(line.as_bytes()).await {
-                        tracing::debug!("{label} IPC: write failed: {e}");
-                    }
-                }
-                Some(Outgoing::Disconnect) | None => {
-                    let _ = stream.shutdown().await;
-                    return;
-                }
-            },
+            Outgoing::Disconnect => break,
         }
     }
+    // Disconnect, or the supervisor dropped the channel: close our end.
+    reader.abort();
+    let _ = write_half.shutdown().await;
 }
 
-/// Hands every complete line in `buf` to the supervisor. False once the
-/// supervisor is gone.
-async fn drain_lines(
-    codec: &mut LinesCodec,
-    buf: &mut BytesMut,
+async fn read_loop(
+    mut stream: tokio::net::unix::OwnedReadHalf,
     worker: WorkerId,
-    label: &str,
-    events: &mpsc::Sender<Event>,
-) -> bool {
+    label: String,
+    events: mpsc::Sender<Event>,
+) {
+    let mut framer = Framer::default();
     loop {
-        match codec.decode(buf) {
-            Ok(Some(line)) => {
-                if line.trim().is_empty() {
-                    continue;
+        framer.buffer().reserve(16 * 1024);
+        match stream.read_buf(framer.buffer()).await {
+            Ok(0) | Err(_) => {
+                if framer.buffered() > 0 {
+                    tracing::warn!("{label} IPC: dropped {} bytes without a final newline", framer.buffered());
                 }
-                match parse(&line) {
-                    Ok(msg) => {
-                        if events.send(Event::Ipc { worker, msg }).await.is_err() {
-                            return false;
-                        }
+                break;
+            }
+            Ok(_) => {}
+        }
+        while let Some(item) = framer.next_message() {
+            match item {
+                Ok(msg) => {
+                    if events.send(Event::Ipc { worker, msg }).await.is_err() {
+                        return;
                     }
-                    Err(why) => tracing::warn!("{label} IPC: refused a message: {why}"),
                 }
-            }
-            Ok(None) => return true,
-            Err(LinesCodecError::MaxLineLengthExceeded) => {
-                tracing::warn!("{label} IPC: refused a message longer than {MAX_LINE} bytes");
-            }
-            Err(LinesCodecError::Io(_)) => {
-                tracing::warn!("{label} IPC: refused a message: not valid UTF-8")
+                Err(why) => tracing::warn!("{label} IPC: refused a message: {why}"),
             }
         }
+        if framer.refused_in_a_row >= ABUSE_LIMIT {
+            tracing::error!("{label} IPC: closing the channel after {ABUSE_LIMIT} refused messages in a row");
+            break;
+        }
     }
+    // The supervisor drops its handle, which ends the writer and closes the socket.
+    let _ = events.send(Event::IpcClosed { worker }).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn framer_splits_refuses_and_recovers() {
+        let mut f = Framer::default();
+        f.buffer().extend_from_slice(b"{\"type\":\"listening\"}\n\n{bad\n\xff\n\"ready\"\npartial");
+        assert_eq!(f.next_message(), Some(Ok(FromWorker::Listening)));
+        assert!(f.next_message().unwrap().unwrap_err().contains("invalid JSON"));
+        assert_eq!(f.next_message(), Some(Err("not valid UTF-8".into())));
+        assert_eq!(f.refused_in_a_row, 2);
+        assert_eq!(f.next_message(), Some(Ok(FromWorker::Listening)));
+        assert_eq!(f.refused_in_a_row, 0);
+        assert_eq!(f.next_message(), None);
+        assert_eq!(f.buffered(), 7);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Arbitrary bytes, in arbitrary chunks: no panic, and the buffer
+        /// never holds more than one line's bound plus one chunk.
+        #[test]
+        fn framer_is_total_and_bounded(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..150_000), 0..12)) {
+            let mut f = Framer::default();
+            for c in &chunks {
+                f.buffer().extend_from_slice(c);
+                while f.next_message().is_some() {}
+                proptest::prop_assert!(f.buffered() <= MAX_LINE + c.len() + 1);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics(s in ".{0,200}") {
+            let _ = parse(&s);
+        }
+    }
+
+    #[test]
+    fn an_endless_line_stays_bounded() {
+        let mut f = Framer::default();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            f.buffer().extend_from_slice(&chunk);
+            while f.next_message().is_some() {}
+            assert!(f.buffered() <= MAX_LINE + chunk.len());
+        }
+        f.buffer().extend_from_slice(b"\n{\"type\":\"listening\"}\n");
+        let mut got = Vec::new();
+        while let Some(m) = f.next_message() {
+            got.push(m);
+        }
+        assert_eq!(got.last(), Some(&Ok(FromWorker::Listening)), "the channel recovers after the long line");
+    }
 
     #[test]
     fn parses_every_message_kind() {

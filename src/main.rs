@@ -98,7 +98,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listeners = listeners::open_all(&settings.listen, settings.backlog)?;
     // One thread: workers must be forked from the thread that lives as long
     // as the primary (their parent-death signal follows that thread).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // (Blocking threads only write stdout and stderr: a few suffice, and a
+    // fixed cap keeps the thread count flat over a long run.)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
     let (code, why) = rt.block_on(supervisor::run(args, settings, listeners, notifier))?;
     if code == 0 {
         tracing::info!("{why}");

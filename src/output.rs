@@ -2,14 +2,15 @@
 //!
 //! Each line is prefixed with the worker's id, generation and pid, so the
 //! output of many workers (and generations) stays readable when interleaved.
-//! One writer task owns the primary's stdout and stderr; pipe readers send it
-//! whole lines over a bounded channel, so a slow terminal slows the workers
-//! down (as a full pipe would) instead of growing the primary's memory.
+//! One writer thread owns the primary's stdout and stderr; pipe readers send
+//! it whole lines over a bounded channel, so a slow terminal slows the
+//! workers down (as a full pipe would) instead of growing the primary's
+//! memory, and never blocks the event loop.
 
 use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
@@ -34,19 +35,40 @@ pub struct Output {
 }
 
 impl Output {
-    /// Starts the writer task.
+    /// Starts the writer: a thread of its own, so that a slow terminal or
+    /// pipe never blocks the event loop, and writes are plain blocking ones.
     pub fn start() -> Output {
-        let (tx, mut rx) = mpsc::channel::<Line>(1024);
-        tokio::spawn(async move {
-            let mut out = tokio::io::stdout();
-            let mut err = tokio::io::stderr();
-            while let Some(line) = rx.recv().await {
-                let _ = match line.stream {
-                    Stream::Stdout => write_line(&mut out, &line.bytes).await,
-                    Stream::Stderr => write_line(&mut err, &line.bytes).await,
+        // At most 64 lines of at most MAX_LINE bytes wait: 4 MiB.
+        let (tx, mut rx) = mpsc::channel::<Line>(64);
+        std::thread::Builder::new()
+            .name("hotswap-output".into())
+            .spawn(move || {
+                use std::io::{BufWriter, Write};
+                // Own buffered handles on fds 1 and 2 (dups): the primary's
+                // own log (tracing) keeps writing to std's stderr, unblocked.
+                let open = |fd: i32| -> Option<BufWriter<std::fs::File>> {
+                    let dup = nix::unistd::dup(fd).ok()?;
+                    let _ = nix::fcntl::fcntl(dup, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+                    // SAFETY: a fresh dup that nothing else owns.
+                    Some(BufWriter::with_capacity(64 * 1024, unsafe { std::os::fd::FromRawFd::from_raw_fd(dup) }))
                 };
-            }
-        });
+                let (mut out, mut err) = (open(1), open(2));
+                while let Some(line) = rx.blocking_recv() {
+                    let w = match line.stream {
+                        Stream::Stdout => out.as_mut(),
+                        Stream::Stderr => err.as_mut(),
+                    };
+                    if let Some(w) = w {
+                        let _ = w.write_all(&line.bytes);
+                    }
+                    // Flush when nothing else waits: batches under a flood.
+                    if rx.is_empty() {
+                        out.as_mut().map(|w| w.flush());
+                        err.as_mut().map(|w| w.flush());
+                    }
+                }
+            })
+            .expect("starting the output thread");
         Output { tx }
     }
 
@@ -62,8 +84,9 @@ impl Output {
                     return;
                 }
             };
-            let mut buf = BytesMut::with_capacity(8 * 1024);
+            let mut buf = BytesMut::with_capacity(64 * 1024);
             loop {
+                buf.reserve(64 * 1024);
                 let n = rx.read_buf(&mut buf).await.unwrap_or(0);
                 let eof = n == 0;
                 while let Some(line) = take_line(&mut buf, eof) {
@@ -83,11 +106,6 @@ impl Output {
             }
         });
     }
-}
-
-async fn write_line(w: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
 }
 
 /// The next line in `buf` (with its newline), a `MAX_LINE` chunk of an

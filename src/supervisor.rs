@@ -37,12 +37,25 @@ use crate::worker::{Launcher, ReadyVia, Worker, WorkerId, WorkerState};
 #[derive(Debug)]
 pub enum Event {
     Signal(i32),
-    Control { request: Request, reply: ReplyTx },
-    Ipc { worker: WorkerId, msg: FromWorker },
-    IpcClosed { worker: WorkerId },
-    Notify { worker: WorkerId, note: Notification },
+    Control {
+        request: Request,
+        reply: ReplyTx,
+    },
+    Ipc {
+        worker: WorkerId,
+        msg: FromWorker,
+    },
+    IpcClosed {
+        worker: WorkerId,
+    },
+    Notify {
+        worker: WorkerId,
+        note: Notification,
+    },
     /// Watched files changed (one debounced burst).
-    Watch { paths: Vec<PathBuf> },
+    Watch {
+        paths: Vec<PathBuf>,
+    },
     Timer(Timer),
 }
 
@@ -235,9 +248,13 @@ impl Supervisor {
             Event::Control { request, reply } => self.on_control(request, reply),
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
             Event::IpcClosed { worker } => {
-                if let Some(w) = self.workers.get(&worker) {
-                    tracing::debug!("{} closed its IPC channel", w.label());
-                    self.watchers.emit(worker_event("disconnect", w));
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    tracing::debug!("{} IPC channel closed", w.label());
+                    // From now on it is asked to stop with --stop-signal.
+                    if w.ipc.take().is_some() {
+                        let ev = worker_event("disconnect", w);
+                        self.watchers.emit(ev);
+                    }
                 }
             }
             Event::Notify { worker, note } => self.on_notify(worker, note),

@@ -78,7 +78,15 @@ fn a_burst_of_fifty_writes_gives_one_reload() {
 fn ignored_paths_never_reload() {
     let dir = project();
     let p = watching(&dir, &["--watch-ignore", "*.tmp"]);
-    for rel in ["app/server.log", "app/.git/index", "app/node_modules/x.js", "app/target/out", "app/src/.main.txt.swp", "app/src/main.txt~", "app/x.tmp"] {
+    for rel in [
+        "app/server.log",
+        "app/.git/index",
+        "app/node_modules/x.js",
+        "app/target/out",
+        "app/src/.main.txt.swp",
+        "app/src/main.txt~",
+        "app/x.tmp",
+    ] {
         let path = dir.path(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "x").unwrap();
@@ -115,7 +123,10 @@ fn a_failing_build_keeps_the_old_generation_serving() {
     assert!(wait_until(Duration::from_secs(10), || p.status()["last_reload"]["ok"] == false));
     let s = p.status();
     let msg = s["last_reload"]["message"].as_str().unwrap();
-    assert!(msg.contains("build") && msg.contains("exited with code 1") && msg.contains("no worker was touched"), "{msg}");
+    assert!(
+        msg.contains("build") && msg.contains("exited with code 1") && msg.contains("no worker was touched"),
+        "{msg}"
+    );
     assert_eq!(p.worker_pids(), old);
     assert!(p.log_text().contains("[build] error: syntax"));
 
@@ -159,7 +170,11 @@ fn a_watched_directory_removed_and_recreated_is_watched_again() {
     std::fs::remove_dir_all(dir.path("app")).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     std::fs::create_dir_all(dir.path("app/src")).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || p.log_text().contains("is back; watching it again")), "{}", p.log_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || p.log_text().contains("is back; watching it again")),
+        "{}",
+        p.log_text()
+    );
     let g = generation(&p);
     std::thread::sleep(Duration::from_millis(800));
     std::fs::write(dir.path("app/src/main.txt"), "again").unwrap();

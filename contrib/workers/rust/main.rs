@@ -18,7 +18,9 @@
 //!   1 s after the drain began is closed; exit 0 once no connection is left.
 //!
 //! Env: `HOTSWAP_GENERATION`, `HOTSWAP_WORKER_ID`, `EXAMPLE_STARTUP_MS` (delay
-//! before listening and reporting ready), `EXAMPLE_RESPONSE_DELAY_MS` (delay per
+//! before listening and reporting ready), `EXAMPLE_HANG_AFTER_DRAIN` (never
+//! exit after draining: for testing the shutdown timeout),
+//! `EXAMPLE_RESPONSE_DELAY_MS` (delay per
 //! response). Endpoints: any request answers `generation=G worker=ID pid=PID`;
 //! `/broadcast?data=X` and `/send?to=ID&data=X` send IPC messages, `/inbox`
 //! lists the IPC messages received so far.
@@ -38,8 +40,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 const MAX_HEAD: usize = 64 * 1024;
-const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 struct App {
     generation: String,
@@ -87,11 +88,7 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn env_ms(name: &str) -> Duration {
-    Duration::from_millis(
-        env_or(name, "0")
-            .parse()
-            .unwrap_or_else(|_| fail(&format!("bad {name}"))),
-    )
+    Duration::from_millis(env_or(name, "0").parse().unwrap_or_else(|_| fail(&format!("bad {name}"))))
 }
 
 fn main() {
@@ -106,17 +103,12 @@ fn main() {
         Ok(fds) => fds.collect(),
         Err(e) => fail(&format!("cannot use the passed sockets ({e}): {what}")),
     };
-    let Some(&listen_fd) = fds.first() else {
-        fail(&format!("no listening socket passed: {what}"))
-    };
+    let Some(&listen_fd) = fds.first() else { fail(&format!("no listening socket passed: {what}")) };
     let ipc_fd: RawFd = std::env::var("HOTSWAP_IPC_FD")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| fail("HOTSWAP_IPC_FD is not set"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(run(listen_fd, ipc_fd))
 }
 
@@ -141,13 +133,7 @@ impl Listener {
         }
         let mut ty: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        let r = libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            std::ptr::addr_of_mut!(ty).cast(),
-            &mut len,
-        );
+        let r = libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, std::ptr::addr_of_mut!(ty).cast(), &mut len);
         if r != 0 || ty != libc::SOCK_STREAM {
             return Err(format!("fd {fd} is not a stream socket"));
         }
@@ -293,6 +279,11 @@ async fn run(listen_fd: RawFd, ipc_fd: RawFd) -> ! {
     }
     drop(alive);
     all_closed.recv().await;
+    if std::env::var_os("EXAMPLE_HANG_AFTER_DRAIN").is_some() {
+        // For hotswap's tests: a worker that never exits after shutdown.
+        app.log("drained; hanging instead of exiting (EXAMPLE_HANG_AFTER_DRAIN)");
+        std::future::pending::<()>().await;
+    }
     app.log("drained, exiting");
     std::process::exit(0)
 }
@@ -308,17 +299,12 @@ struct Request {
 /// Parses a request head if `buf` holds a whole one. `Err` means a bad request.
 fn parse_head(buf: &[u8]) -> Result<Option<Request>, ()> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD {
-            Err(())
-        } else {
-            Ok(None)
-        };
+        return if buf.len() > MAX_HEAD { Err(()) } else { Ok(None) };
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| ())?;
     let mut lines = head.split("\r\n");
     let mut parts = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(());
     };
     let mut keep_alive = version == "HTTP/1.1";
@@ -339,13 +325,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Request>, ()> {
         }
     }
     let (method, target) = (method.to_string(), target.to_string());
-    Ok(Some(Request {
-        method,
-        target,
-        keep_alive,
-        head_len: end + 4,
-        body_len,
-    }))
+    Ok(Some(Request { method, target, keep_alive, head_len: end + 4, body_len }))
 }
 
 /// Serves one connection, TCP or Unix, until it closes (keep-alive, drain rules
@@ -424,11 +404,7 @@ where
 fn route(app: &App, target: &str) -> (&'static str, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| percent_decode(v))
+        query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| percent_decode(v))
     };
     match path {
         "/broadcast" => {
@@ -440,16 +416,10 @@ fn route(app: &App, target: &str) -> (&'static str, String) {
             app.send(json!({"type": "send", "to": to, "data": param("data")}));
             ("text/plain", "ok\n".into())
         }
-        "/inbox" => (
-            "application/json",
-            Value::from(app.inbox.lock().unwrap().clone()).to_string(),
-        ),
+        "/inbox" => ("application/json", Value::from(app.inbox.lock().unwrap().clone()).to_string()),
         _ => {
             let (g, w) = (&app.generation, &app.worker_id);
-            (
-                "text/plain",
-                format!("generation={g} worker={w} pid={}\n", std::process::id()),
-            )
+            ("text/plain", format!("generation={g} worker={w} pid={}\n", std::process::id()))
         }
     }
 }
@@ -458,9 +428,7 @@ fn route(app: &App, target: &str) -> (&'static str, String) {
 fn percent_decode(s: &str) -> String {
     let (bytes, mut out, mut i) = (s.as_bytes(), Vec::new(), 0);
     while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(b)) => {
                 out.push(b);

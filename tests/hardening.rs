@@ -1,0 +1,299 @@
+//! Faults and abuse: what production throws at a supervisor. Each case runs
+//! real processes, most under real load.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn probe() -> Vec<String> {
+    vec!["python3".into(), fixture("probe.py")]
+}
+
+/// `(open fds, threads, RSS in KiB)` of a process.
+fn footprint(pid: i32) -> (usize, u64, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (fds, field("Threads:"), field("VmRSS:"))
+}
+
+/// Zombie children of `pid`.
+fn zombies_of(pid: i32) -> Vec<i32> {
+    let mut z = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        if rest.len() > 2 && rest[0] == "Z" && rest[1] == pid.to_string() {
+            z.push(child);
+        }
+    }
+    z
+}
+
+fn status_latency(p: &Primary) -> Duration {
+    let t = Instant::now();
+    assert!(p.try_status().is_some(), "status did not answer");
+    t.elapsed()
+}
+
+#[test]
+fn a_worker_that_ignores_shutdown_is_killed_and_the_reload_completes() {
+    let p = Primary::builder(rust_worker())
+        .env("EXAMPLE_HANG_AFTER_DRAIN", "1")
+        .arg("--shutdown-timeout")
+        .arg("1s")
+        .start();
+    let old = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    p.reload();
+    let took = t.elapsed();
+    // Two workers, each killed at the 1 s timeout, plus start-up.
+    assert!(took < Duration::from_secs(5), "reload took {took:?}");
+    assert!(took >= Duration::from_secs(2), "each old worker waited its timeout: {took:?}");
+    for pid in old {
+        assert!(process_gone(pid), "{pid} survived its shutdown timeout");
+    }
+    assert_eq!(p.log_text().matches("did not exit within 1s of shutdown; killing it").count(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_no_failures(&load.finish(), "load across a reload of workers that ignore shutdown");
+}
+
+#[test]
+fn a_workers_own_children_go_with_it_on_reload_and_stop() {
+    let dir = TempDir::new("tree");
+    let start = dir.path("start.sh");
+    script(&start, &format!("sleep 600 & echo $! > {}/child.$$; exec {}", dir.0.display(), rust_worker()[0]));
+    let mut p = Primary::builder(vec![start.display().to_string()]).start();
+    let child_of =
+        |w: i32| -> i32 { std::fs::read_to_string(dir.path(&format!("child.{w}"))).unwrap().trim().parse().unwrap() };
+    let first: Vec<i32> = p.worker_pids().into_iter().map(child_of).collect();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    p.reload();
+    for c in &first {
+        assert!(wait_until(Duration::from_secs(2), || process_gone(*c)), "grandchild {c} outlived its worker");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_no_failures(&load.finish(), "load across a reload of workers with children");
+    let second: Vec<i32> = p.worker_pids().into_iter().map(child_of).collect();
+    assert!(p.ctl(&["stop"]).status.success());
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+    for c in &second {
+        assert!(wait_until(Duration::from_secs(2), || process_gone(*c)), "grandchild {c} outlived the stop");
+    }
+}
+
+#[test]
+fn an_output_flood_keeps_the_primary_responsive_and_small() {
+    let dir = TempDir::new("flood");
+    let done = dir.path("done");
+    let p = Primary::builder(vec!["python3".into(), fixture("flood.py")])
+        .workers(1)
+        .env("FLOOD_MB", "200")
+        .env("FLOOD_DONE", done.display().to_string())
+        .start();
+    let (_, _, rss_before) = footprint(p.pid());
+    let mut worst = Duration::ZERO;
+    let mut peak = rss_before;
+    while !done.exists() {
+        worst = worst.max(status_latency(&p));
+        peak = peak.max(footprint(p.pid()).2);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(worst < Duration::from_secs(1), "status took {worst:?} during the flood");
+    assert!(peak < rss_before + 16 * 1024, "RSS grew from {rss_before} KiB to {peak} KiB");
+    // Its IPC channel is closed: it is stopped with SIGTERM, not left to the timeout.
+    let t = Instant::now();
+    p.reload();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(p.log_text().contains("stopping (SIGTERM sent)"));
+}
+
+#[test]
+fn random_sigkills_during_reloads_never_stall_the_primary() {
+    let p = Primary::builder(rust_worker()).workers(3).start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (stop, control) = (stop.clone(), p.control.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(150));
+                let out = std::process::Command::new(HOTSWAP)
+                    .args(["status", "--json", "--control"])
+                    .arg(&control)
+                    .output()
+                    .unwrap();
+                let Ok(s) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { continue };
+                let pids: Vec<i64> =
+                    s["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap()).collect();
+                if let Some(pid) = pids.get((n as usize * 7) % pids.len().max(1)) {
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..8 {
+        // A reload may fail when its new worker is the one killed; the
+        // primary must answer either way.
+        let _ = p.ctl(&["reload"]);
+        assert!(status_latency(&p) < Duration::from_secs(1));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    killer.join().unwrap();
+    p.reload();
+    assert!(wait_until(Duration::from_secs(15), || Primary::ready_workers(&p.status()).len() == 3), "{}", p.status());
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_no_failures(&load.finish(), "load after the kills");
+    assert!(zombies_of(p.pid()).is_empty());
+}
+
+#[test]
+fn a_sighup_storm_gives_one_running_and_one_queued_reload() {
+    let p = Primary::builder(rust_worker()).workers(1).env("EXAMPLE_STARTUP_MS", "1500").start();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    let t = Instant::now();
+    for _ in 0..50 {
+        p.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(t.elapsed() < Duration::from_millis(1400), "the storm outlasted the first reload");
+    let s = p.status();
+    assert_eq!((s["reloading"].as_bool(), s["reload_queued"].as_bool()), (Some(true), Some(true)), "{s}");
+    assert!(wait_until(Duration::from_secs(15), || {
+        let s = p.status();
+        s["reloading"] == false && s["generation"] == 3
+    }));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(p.status()["generation"], 3, "50 SIGHUPs: exactly one running and one queued reload");
+    assert_no_failures(&load.finish(), "load across a SIGHUP storm");
+}
+
+#[test]
+fn stop_during_a_reload_stops_cleanly() {
+    let mut p = Primary::builder(rust_worker()).env("EXAMPLE_STARTUP_MS", "1000").start();
+    let pids = p.worker_pids();
+    let control = p.control.clone();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(HOTSWAP).args(["reload", "--control"]).arg(&control).output().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(p.status()["reloading"] == true);
+    let out = p.ctl(&["stop"]);
+    assert!(out.status.success());
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+    let r = reload.join().unwrap();
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cancelled: the primary is stopping"));
+    for pid in pids {
+        assert!(process_gone(pid));
+    }
+}
+
+#[test]
+fn many_reloads_leak_no_fds_threads_memory_or_zombies() {
+    // The short version; `contrib/bench/soak.sh` runs 1000.
+    let p = Primary::builder(rust_worker()).workers(1).start();
+    for _ in 0..10 {
+        p.reload();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds, threads, rss) = footprint(p.pid());
+    for _ in 0..50 {
+        p.reload();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds2, threads2, rss2) = footprint(p.pid());
+    assert_eq!(fds2, fds, "open fds");
+    assert_eq!(threads2, threads, "threads");
+    assert!(rss2 <= rss + 512, "RSS grew from {rss} KiB to {rss2} KiB over 50 reloads");
+    assert!(zombies_of(p.pid()).is_empty(), "zombies: {:?}", zombies_of(p.pid()));
+    assert_eq!(p.status()["generation"], 61);
+}
+
+#[test]
+fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
+    let out = TempDir::new("abuse");
+    // Ready first, then 150 bad lines: the channel is closed after 100.
+    let send = json!(["{\"type\":\"listening\"}\n", "REPEAT:150:{nope\n"]);
+    let p = Primary::builder(probe())
+        .workers(1)
+        .env("PROBE_DIR", out.0.display().to_string())
+        .env("PROBE_SEND", send.to_string())
+        .env("PROBE_READY", "none")
+        .start();
+    assert!(wait_until(Duration::from_secs(5), || p
+        .log_text()
+        .contains("closing the channel after 100 refused messages")));
+    let inbox = std::fs::read_to_string(out.path("inbox-1.jsonl")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(out.path("inbox-1.jsonl"))
+            .unwrap_or_default()
+            .contains("eof")),
+        "{inbox}"
+    );
+    assert!(status_latency(&p) < Duration::from_secs(1));
+
+    // A flood of valid broadcasts to a worker that never reads: bounded.
+    let out2 = TempDir::new("flood");
+    let send = json!([
+        "{\"type\":\"listening\"}\n",
+        "REPEAT:50000:{\"type\":\"broadcast\",\"data\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n"
+    ]);
+    let p2 = Primary::builder(probe())
+        .env("PROBE_DIR", out2.0.display().to_string())
+        .env("PROBE_SEND", send.to_string())
+        .env("PROBE_READY", "none")
+        .start();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(status_latency(&p2) < Duration::from_secs(1));
+    let (_, _, rss) = footprint(p2.pid());
+    assert!(rss < 40 * 1024, "primary RSS {rss} KiB after a broadcast flood");
+}
+
+#[test]
+fn a_stale_control_socket_is_replaced_and_a_bad_listen_path_is_named() {
+    let dir = TempDir::new("stale");
+    let stale = dir.path("control.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let mut child = std::process::Command::new(HOTSWAP)
+        .args(["run", "-l", "127.0.0.1:0", "-w", "1", "--control"])
+        .arg(&stale)
+        .arg("--")
+        .args(rust_worker())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ok = wait_until(Duration::from_secs(10), || {
+        std::process::Command::new(HOTSWAP).args(["status", "--control"]).arg(&stale).output().unwrap().status.success()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "the primary did not take over the stale control socket");
+
+    let out = std::process::Command::new(HOTSWAP)
+        .args(["run", "-l", "unix:/nonexistent-dir/app.sock", "--control"])
+        .arg(dir.path("c2.sock"))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("binding unix:/nonexistent-dir/app.sock"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
