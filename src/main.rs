@@ -6,6 +6,7 @@
 //! - [`listeners`]: parsing `--listen`, binding the sockets the primary keeps for life.
 //! - [`supervisor`]: the event loop that owns all state: workers, slots, generations.
 //! - [`reload`]: the rolling reload, one worker at a time.
+//! - [`exits`]: reaping children by pid; crash restarts with backoff.
 //! - [`worker`]: one worker: its state and how it is started.
 //! - [`spawn`]: fork and exec with exact fds and `LISTEN_PID`.
 //! - [`ipc`]: the newline-delimited JSON channel to each worker.
@@ -25,6 +26,7 @@ mod cli;
 mod config;
 mod control;
 mod events;
+mod exits;
 mod guardian;
 mod ipc;
 mod listeners;

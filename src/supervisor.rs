@@ -14,9 +14,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
@@ -93,36 +90,33 @@ impl std::fmt::Display for Exit {
 /// One of the N places a worker fills, with its crash history.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    restarts: u32,
+    pub(crate) restarts: u32,
     /// Crashes in a row (a worker that lived long resets it).
-    streak: u32,
+    pub(crate) streak: u32,
 }
 
-/// A crash within this long of the start counts towards the backoff streak.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-struct Stop {
-    waiters: Vec<ReplyTx>,
-    forced: bool,
+pub(crate) struct Stop {
+    pub(crate) waiters: Vec<ReplyTx>,
+    pub(crate) forced: bool,
 }
 
 pub struct Supervisor {
     /// The flags `hotswap run` was given, to resolve the config file again.
-    args: RunArgs,
+    pub(crate) args: RunArgs,
     /// The serving generation's settings.
     pub(crate) settings: Rc<Settings>,
-    listeners: Vec<Listener>,
-    base_env: Vec<(OsString, OsString)>,
-    runtime_dir: PathBuf,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) base_env: Vec<(OsString, OsString)>,
+    pub(crate) runtime_dir: PathBuf,
     pub(crate) output: Output,
-    events: mpsc::Sender<Event>,
-    guardian: Guardian,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) guardian: Guardian,
     pub(crate) notifier: Notifier,
     pub(crate) watchers: Watchers,
     pub(crate) workers: BTreeMap<WorkerId, Worker>,
     pub(crate) slots: Vec<Slot>,
-    next_id: WorkerId,
+    pub(crate) next_id: WorkerId,
     /// The newest generation number handed out.
     pub(crate) newest_generation: u64,
     /// The generation that serves: 1, or the last reload that succeeded.
@@ -133,16 +127,18 @@ pub struct Supervisor {
     pub(crate) queued: Option<(Vec<ReplyTx>, bool)>,
     /// Tells the watcher whether a build runs (its writes do not count).
     pub(crate) build_clock: tokio::sync::watch::Sender<crate::watch::BuildClock>,
+    /// Children whose exit someone else waits for (tokio's), never reaped here.
+    pub(crate) foreign: std::collections::HashSet<i32>,
     pub(crate) last_reload: Option<ReloadOutcome>,
-    stop: Option<Stop>,
+    pub(crate) stop: Option<Stop>,
     /// Whether any worker has ever been ready: before that, a failing worker
     /// means the command cannot start at all, and the primary gives up.
-    ever_ready: bool,
+    pub(crate) ever_ready: bool,
     /// Whether `READY=1` went to systemd for the first generation.
     pub(crate) announced: bool,
-    started: Instant,
+    pub(crate) started: Instant,
     /// Set when the loop should end, with the process exit code.
-    exit: Option<(i32, String)>,
+    pub(crate) exit: Option<(i32, String)>,
 }
 
 /// Runs the primary until it stops; returns the exit code and why.
@@ -183,6 +179,7 @@ pub async fn run(
         notifier,
         watchers: Watchers::default(),
         build_clock: tokio::sync::watch::Sender::new(Default::default()),
+        foreign: Default::default(),
         workers: BTreeMap::new(),
         next_id: 1,
         newest_generation: 1,
@@ -499,100 +496,6 @@ impl Supervisor {
         });
     }
 
-    /// Collects every exited child. The primary is the only one that waits,
-    /// so waiting for any child steals no one's status; exits are routed by
-    /// pid, and children we do not know (orphans handed to us as subreaper)
-    /// are simply reaped.
-    fn reap(&mut self) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid, Exit::Signal(sig)),
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    tracing::error!("waitpid: {e}");
-                    break;
-                }
-            }
-        }
-    }
-
-    fn on_exit(&mut self, pid: Pid, how: Exit) {
-        if self.reload.as_ref().and_then(|r| r.build.as_ref()).is_some_and(|b| b.pid == pid) {
-            return self.reload_on_build_exit(how);
-        }
-        let Some(id) = self.workers.values().find(|w| w.pid == pid).map(|w| w.id) else {
-            if pid == self.guardian.pid() {
-                tracing::error!(
-                    "the guardian process {how}; worker trees are no longer protected if the primary is killed"
-                );
-            } else {
-                tracing::debug!("reaped orphan {pid} ({how})");
-            }
-            return;
-        };
-        let worker = self.workers.remove(&id).expect("found above");
-        // Anything the worker left in its process group goes with it.
-        let _ = nix::sys::signal::killpg(worker.pid, nix::sys::signal::Signal::SIGKILL);
-        self.guardian.forget(worker.pid);
-        let mut ev = worker_event("exit", &worker);
-        match how {
-            Exit::Code(c) => ev.code = Some(c),
-            Exit::Signal(s) => ev.signal = Some(s.to_string()),
-        }
-        self.watchers.emit(ev);
-        let lived = worker.started.elapsed();
-        if worker.state == WorkerState::Stopping {
-            tracing::info!("{} {how} after {} ms", worker.label(), lived.as_millis());
-        } else {
-            tracing::warn!(
-                "{} {how} unexpectedly (state {}, up {} ms)",
-                worker.label(),
-                worker.state,
-                lived.as_millis()
-            );
-        }
-
-        if let Some(stop) = &self.stop {
-            if self.workers.is_empty() {
-                let code = if stop.forced { 1 } else { 0 };
-                self.exit = Some((code, "stopped".into()));
-            }
-            return;
-        }
-        self.notify_status();
-        if self.reload_on_exit(&worker, how) || !worker.respawn {
-            return;
-        }
-        if !self.ever_ready {
-            let why = format!("the first generation cannot start: {} {how} before it was ready", worker.label());
-            tracing::error!("{why}");
-            self.kill_all();
-            self.exit = Some((1, why));
-            return;
-        }
-        let slot = &mut self.slots[worker.slot];
-        if lived >= STABLE_AFTER {
-            slot.streak = 0;
-        }
-        slot.streak += 1;
-        self.schedule_respawn(worker.slot);
-    }
-
-    fn schedule_respawn(&mut self, slot: usize) {
-        let streak = self.slots[slot].streak.max(1);
-        let delay = if streak <= 1 {
-            Duration::ZERO
-        } else {
-            (Duration::from_millis(100) * 2u32.saturating_pow(streak.min(20) - 2)).min(BACKOFF_MAX)
-        };
-        if delay > Duration::ZERO {
-            tracing::warn!("slot {slot} crashed {streak} times in a row; restarting in {} ms", delay.as_millis());
-        }
-        self.after(delay, Timer::Respawn(slot));
-    }
-
     /// Graceful stop: every worker gets `shutdown`; the loop ends when the
     /// last one has exited. A second request while stopping forces it.
     fn begin_stop(&mut self, why: &str, waiter: Option<ReplyTx>) {
@@ -628,7 +531,7 @@ impl Supervisor {
         }
     }
 
-    fn kill_all(&mut self) {
+    pub(crate) fn kill_all(&mut self) {
         for w in self.workers.values_mut() {
             w.kill();
         }
