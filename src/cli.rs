@@ -14,7 +14,7 @@ use crate::config::ReadyMode;
 use crate::listeners::ListenSpec;
 
 const AFTER_HELP: &str = "\
-Signals (to the primary): SIGHUP reloads; SIGTERM or SIGINT stop gracefully, a second one kills the workers.
+Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in place; SIGTERM or SIGINT stop gracefully, a second one kills the workers.
 
 Environment: HOTSWAP_CONTROL (control socket path), HOTSWAP_CONFIG (config file), HOTSWAP_LOG (log level, e.g. debug). \
 Under systemd: NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID (socket activation).
@@ -48,6 +48,13 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop a running primary gracefully; returns once it has exited.
     Stop(ControlArgs),
+    /// Re-execute the running primary from its binary on disk (after a
+    /// deploy of a new hotswap), keeping its pid, sockets and workers.
+    Upgrade(ControlArgs),
+    /// Internal: run by the primary on a new binary before a self-upgrade;
+    /// reads the state on stdin and says whether it can take it over.
+    #[command(hide = true)]
+    UpgradeCheck,
     /// Stream the primary's lifecycle events (fork, online, listening,
     /// disconnect, exit, reload-started/finished/failed) as they happen.
     Events(StatusArgs),
@@ -138,6 +145,19 @@ pub struct RunArgs {
     /// The worker command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[cfg(test)]
+impl RunArgs {
+    pub fn default_for_tests() -> RunArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        Wrap::parse_from(["hotswap"]).run
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{parse_duration, RunArgs};
 use crate::listeners::ListenSpec;
@@ -51,6 +51,40 @@ impl std::str::FromStr for ReadyMode {
     }
 }
 
+impl std::fmt::Display for ReadyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadyMode::Ipc => f.write_str("ipc"),
+            ReadyMode::Notify => f.write_str("notify"),
+            ReadyMode::IpcOrNotify => f.write_str("ipc-or-notify"),
+            ReadyMode::Delay(d) => write!(f, "delay:{}ms", d.as_millis()),
+            ReadyMode::None => f.write_str("none"),
+        }
+    }
+}
+
+/// Serde through `Display` and `FromStr`.
+mod as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub fn deserialize<'de, T: std::str::FromStr<Err = String>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod signal_name {
+    use nix::sys::signal::Signal;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        super::parse_signal(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl ReadyMode {
     pub fn uses_notify(self) -> bool {
         matches!(self, ReadyMode::Notify | ReadyMode::IpcOrNotify)
@@ -70,8 +104,8 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
     name.parse::<Signal>().map_err(|_| format!("unknown signal {s:?}"))
 }
 
-/// The resolved settings of a primary.
-#[derive(Debug, Clone)]
+/// The resolved settings of a primary (serialized for self-upgrade).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub listen: Vec<ListenSpec>,
     pub command: Vec<String>,
@@ -80,7 +114,9 @@ pub struct Settings {
     pub ready_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub backlog: i32,
+    #[serde(with = "as_string")]
     pub ready: ReadyMode,
+    #[serde(with = "signal_name")]
     pub stop_signal: Signal,
     pub config: Option<PathBuf>,
     /// Run through the shell before each reload (`--build`).
@@ -256,6 +292,18 @@ mod tests {
         let cfg: FileConfig = toml::from_str(include_str!("../contrib/systemd/example.toml")).unwrap();
         assert_eq!(cfg.workers, Some(4));
         assert_eq!(cfg.ready, Some(ReadyMode::Ipc));
+    }
+
+    #[test]
+    fn settings_round_trip_through_json() {
+        let toml = "listen = [\"web=127.0.0.1:0\", \"unix:/tmp/x.sock\"]\ncommand = [\"a\", \"b\"]\nready = \"delay:1500ms\"\nstop-signal = \"INT\"\n";
+        let args = crate::cli::RunArgs::default_for_tests();
+        let s = Settings::resolve(&args, toml::from_str(toml).unwrap()).unwrap();
+        let back: Settings = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.listen, s.listen);
+        assert_eq!(back.ready, ReadyMode::Delay(Duration::from_millis(1500)));
+        assert_eq!(back.stop_signal, Signal::SIGINT);
+        assert_eq!(back.command, vec!["a", "b"]);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum Request {
     Stop,
     /// Stream lifecycle events until the client leaves.
     Events,
+    /// Re-execute the primary from its binary on disk, keeping everything.
+    Upgrade,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +81,8 @@ pub fn resolve(path: Option<PathBuf>) -> PathBuf {
 /// The primary's side: the bound socket and the task that accepts on it.
 pub struct Server {
     path: PathBuf,
+    /// A copy of the listening socket, handed over on self-upgrade.
+    fd: std::os::fd::OwnedFd,
 }
 
 impl Server {
@@ -104,9 +108,29 @@ impl Server {
             UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        let fd = dup_cloexec(&listener)?;
         tokio::spawn(accept_loop(listener, events));
-        Ok(Server { path: path.to_path_buf() })
+        Ok(Server { path: path.to_path_buf(), fd })
     }
+
+    /// Takes over a control socket handed over by the previous image.
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: &Path, events: mpsc::Sender<Event>) -> Result<Server> {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        std_listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(std_listener).context("adopting the control socket")?;
+        let fd = dup_cloexec(&listener)?;
+        tokio::spawn(accept_loop(listener, events));
+        Ok(Server { path: path.to_path_buf(), fd })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+}
+
+fn dup_cloexec(fd: &impl std::os::fd::AsFd) -> Result<std::os::fd::OwnedFd> {
+    fd.as_fd().try_clone_to_owned().context("duplicating a socket")
 }
 
 impl Drop for Server {
@@ -154,7 +178,13 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    if events.send(Event::Control { request, reply: tx }).await.is_err() {
+    let event = if request == Request::Upgrade {
+        // The connection outlives this image: the next one answers on it.
+        Event::Upgrade { reply: Some(tx), conn: Some(dup_cloexec(&stream)?) }
+    } else {
+        Event::Control { request, reply: tx }
+    };
+    if events.send(event).await.is_err() {
         return Ok(());
     }
     while let Some(reply) = rx.recv().await {
@@ -192,10 +222,10 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 pub fn parse_request(line: &str) -> Result<Request, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match value.get("command").and_then(|c| c.as_str()) {
-        Some("status" | "reload" | "stop" | "events") => {
+        Some("status" | "reload" | "stop" | "events" | "upgrade") => {
             serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
         }
-        Some(other) => Err(format!("unknown command {other:?} (expected status, reload, stop or events)")),
+        Some(other) => Err(format!("unknown command {other:?} (expected status, reload, stop, events or upgrade)")),
         None => Err("malformed request: no \"command\" field".into()),
     }
 }

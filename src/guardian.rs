@@ -51,6 +51,16 @@ impl Guardian {
         self.pid
     }
 
+    /// The pipe's write end, handed over on self-upgrade.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.pipe)
+    }
+
+    /// Takes over the guardian of the previous image (self-upgrade).
+    pub fn adopt(pid: i32, pipe: OwnedFd) -> Guardian {
+        Guardian { pipe: pipe.into(), pid: Pid::from_raw(pid) }
+    }
+
     /// A new worker's process group, to kill if the primary dies.
     pub fn watch(&mut self, pgid: Pid) {
         let _ = writeln!(self.pipe, "+{pgid}");

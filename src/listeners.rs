@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
+
 use socket2::{Domain, SockAddr, Socket, Type};
 
 /// Name given to a listener without one, as systemd does.
@@ -70,6 +71,27 @@ impl FromStr for ListenSpec {
     }
 }
 
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n}={}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+impl serde::Serialize for ListenSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ListenSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -87,7 +109,7 @@ pub struct Listener {
     pub addr: ListenAddr,
     socket: OwnedFd,
     /// A Unix socket path this primary created and removes at exit.
-    owned_path: Option<PathBuf>,
+    pub(crate) owned_path: Option<PathBuf>,
 }
 
 impl Listener {
@@ -118,6 +140,13 @@ impl Listener {
                 })
             }
         }
+    }
+
+    /// Takes over a socket handed over by the previous image (self-upgrade).
+    pub fn adopt(fd: OwnedFd, name: String, owned_path: Option<PathBuf>) -> Result<Listener> {
+        let mut l = Listener::inherit(fd, name)?;
+        l.owned_path = owned_path;
+        Ok(l)
     }
 
     pub fn raw_fd(&self) -> RawFd {

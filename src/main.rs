@@ -17,6 +17,7 @@
 //! - [`status`]: what `hotswap status` shows.
 //! - [`watch`]: development mode: file changes become reloads.
 //! - [`build`]: the `--build` command run before a reload.
+//! - [`upgrade`]: self-upgrade: re-exec in place, handing everything over.
 //! - [`events`]: lifecycle events streamed to `hotswap events`.
 //! - [`notify`]: `sd_notify` to systemd (ready, reloading, status, watchdog).
 //! - [`notify_socket`]: each worker's own `NOTIFY_SOCKET` (`--ready notify`).
@@ -38,6 +39,7 @@ mod signals;
 mod spawn;
 mod status;
 mod supervisor;
+mod upgrade;
 mod watch;
 mod worker;
 
@@ -49,10 +51,17 @@ use cli::{Cli, Command, RunArgs};
 use control::{Reply, Request};
 
 fn main() -> ExitCode {
+    // Before anything can replace the binary on disk.
+    let origin = supervisor::Origin {
+        exe: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+        argv: std::env::args_os().collect(),
+    };
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, origin),
+        Command::Upgrade(c) => upgrade(control::resolve(c.control)),
+        Command::UpgradeCheck => return upgrade::check_main(),
         Command::Reload(r) => reload(control::resolve(r.control.control), r.no_build),
         Command::Status(s) => status(control::resolve(s.control.control), s.json),
         Command::Stop(c) => stop(control::resolve(c.control)),
@@ -86,7 +95,22 @@ fn init_logging() {
         .init();
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run(args: RunArgs, origin: supervisor::Origin) -> anyhow::Result<ExitCode> {
+    // A previous image of this primary handed over (self-upgrade)?
+    match upgrade::take_over() {
+        Some(Ok((state, inherited, rollback))) => {
+            let notifier = notify::Notifier::from_env()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
+            let (code, why) =
+                rt.block_on(supervisor::resume(args, origin, state, inherited, rollback, notifier))?;
+            return Ok(finish(code, why));
+        }
+        Some(Err((state, fd, why))) => {
+            tracing::error!("cannot take over from the previous image: {why}; rolling back");
+            return Err(upgrade::rollback(state, fd, &why));
+        }
+        None => {}
+    }
     let settings = match config::Settings::load(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -103,13 +127,39 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // (Blocking threads only write stdout and stderr: a few suffice, and a
     // fixed cap keeps the thread count flat over a long run.)
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
-    let (code, why) = rt.block_on(supervisor::run(args, settings, listeners, notifier))?;
+    let (code, why) = rt.block_on(supervisor::run(args, origin, settings, listeners, notifier))?;
+    Ok(finish(code, why))
+}
+
+fn finish(code: i32, why: String) -> ExitCode {
     if code == 0 {
         tracing::info!("{why}");
     } else {
         eprintln!("hotswap: {why}");
     }
-    Ok(ExitCode::from(code as u8))
+    ExitCode::from(code as u8)
+}
+
+fn upgrade(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+    let mut code = ExitCode::FAILURE;
+    let mut finished = false;
+    control::request(&path, &Request::Upgrade, |reply| match reply {
+        Reply::Progress { message } => println!("{message}"),
+        Reply::Done { message } => {
+            println!("{message}");
+            code = ExitCode::SUCCESS;
+            finished = true;
+        }
+        Reply::Error { error } => {
+            eprintln!("hotswap: {error}");
+            finished = true;
+        }
+        Reply::Status(_) | Reply::Event(_) => {}
+    })?;
+    if !finished {
+        eprintln!("hotswap: the primary closed the connection before the upgrade finished");
+    }
+    Ok(code)
 }
 
 fn events(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {

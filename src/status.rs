@@ -14,6 +14,12 @@ pub struct Status {
     pub pid: u32,
     pub version: String,
     pub uptime_secs: f64,
+    /// When the primary first started (Unix seconds), across self-upgrades.
+    pub started_at: u64,
+    /// When the running binary image took over (Unix seconds).
+    pub image_started_at: u64,
+    /// Self-upgrades since the primary started.
+    pub upgrades: u32,
     /// The newest generation started (1 at start, +1 per reload).
     pub generation: u64,
     /// Bound addresses: `127.0.0.1:8080`, `unix:/run/app.sock`.
@@ -59,10 +65,14 @@ impl Status {
         let ready = self.workers.iter().filter(|w| w.state == WorkerState::Ready).count();
         let _ = writeln!(
             s,
-            "hotswap {} (pid {}), up {}{}",
+            "hotswap {} (pid {}), up {}{}{}",
             self.version,
             self.pid,
             fmt_secs(self.uptime_secs),
+            match self.upgrades {
+                0 => String::new(),
+                n => format!(", upgraded {n} times, this binary since {} s ago", crate::supervisor::unix_now().saturating_sub(self.image_started_at)),
+            },
             if self.stopping { ", stopping" } else { "" }
         );
         let _ = writeln!(s, "listeners:  {}", self.listeners.join(", "));

@@ -53,6 +53,16 @@ pub enum Event {
     Watch {
         paths: Vec<PathBuf>,
     },
+    /// `hotswap upgrade` (with the client's connection) or SIGUSR2.
+    Upgrade {
+        reply: Option<ReplyTx>,
+        conn: Option<std::os::fd::OwnedFd>,
+    },
+    /// The new binary answered `upgrade-check` (its version) or failed.
+    UpgradeChecked {
+        pid: i32,
+        result: std::result::Result<String, String>,
+    },
     Timer(Timer),
 }
 
@@ -107,6 +117,8 @@ pub struct Supervisor {
     /// The serving generation's settings.
     pub(crate) settings: Rc<Settings>,
     pub(crate) listeners: Vec<Listener>,
+    pub(crate) control: crate::control::Server,
+    pub(crate) origin: Origin,
     pub(crate) base_env: Vec<(OsString, OsString)>,
     pub(crate) runtime_dir: PathBuf,
     pub(crate) output: Output,
@@ -137,13 +149,29 @@ pub struct Supervisor {
     /// Whether `READY=1` went to systemd for the first generation.
     pub(crate) announced: bool,
     pub(crate) started: Instant,
+    /// When the primary first started (Unix seconds), across upgrades.
+    pub(crate) started_at: u64,
+    /// When this binary image started.
+    pub(crate) image_started_at: u64,
+    pub(crate) upgrades: u32,
+    /// A self-upgrade waiting for its check of the new binary.
+    pub(crate) upgrade: Option<crate::upgrade::Pending>,
     /// Set when the loop should end, with the process exit code.
     pub(crate) exit: Option<(i32, String)>,
+}
+
+/// Where this primary came from: what a self-upgrade re-executes.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The binary's path as given at start (it may be replaced on disk).
+    pub exe: PathBuf,
+    pub argv: Vec<OsString>,
 }
 
 /// Runs the primary until it stops; returns the exit code and why.
 pub async fn run(
     args: RunArgs,
+    origin: Origin,
     settings: Settings,
     listeners: Vec<Listener>,
     notifier: Notifier,
@@ -152,49 +180,54 @@ pub async fn run(
     // Before the first worker and before READY=1: no exit and no reload
     // request may be missed.
     crate::signals::start(tx.clone())?;
-    let _control = crate::control::Server::bind(&settings.control_path, tx.clone())?;
-    #[cfg(target_os = "linux")]
-    {
-        // Orphaned grandchildren come to us, to be reaped, not to init.
-        let _ = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    }
-    for l in &listeners {
-        tracing::info!("listening on {} (fd name {:?})", l.addr, l.name);
-    }
-    tracing::info!("control socket {}", settings.control_path.display());
-    let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
-    std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
-    let _cleanup = RemoveDir(runtime_dir.clone());
-
-    let mut sup = Supervisor {
-        args,
-        slots: (0..settings.workers).map(|_| Slot::default()).collect(),
-        settings: Rc::new(settings),
-        listeners,
-        base_env: crate::worker::base_env(),
-        runtime_dir,
-        output: Output::start(),
-        events: tx,
-        guardian: Guardian::start()?,
-        notifier,
-        watchers: Watchers::default(),
-        build_clock: tokio::sync::watch::Sender::new(Default::default()),
-        foreign: Default::default(),
-        workers: BTreeMap::new(),
-        next_id: 1,
-        newest_generation: 1,
-        serving_generation: 1,
-        reload: None,
-        queued: None,
-        last_reload: None,
-        stop: None,
-        ever_ready: false,
-        announced: false,
-        started: Instant::now(),
-        exit: None,
-    };
+    let control = crate::control::Server::bind(&settings.control_path, tx.clone())?;
+    let guardian = Guardian::start()?;
+    let mut sup = Supervisor::new(args, origin, settings, listeners, notifier, control, guardian, tx)?;
+    let _cleanup = RemoveDir(sup.runtime_dir.clone());
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
+    sup.guardian.dismiss();
+    result
+}
+
+/// Runs a primary that the previous image handed over (self-upgrade).
+pub async fn resume(
+    args: RunArgs,
+    origin: Origin,
+    state: crate::upgrade::State,
+    fds: crate::upgrade::Inherited,
+    rollback: Option<String>,
+    notifier: Notifier,
+) -> Result<(i32, String)> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    crate::signals::start(tx.clone())?;
+    let control = crate::control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
+    let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
+    let mut sup =
+        Supervisor::new(args, origin, state.settings.clone(), fds.listeners, notifier, control, guardian, tx)?;
+    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
+    if let Some(conn) = fds.reply {
+        let version = env!("CARGO_PKG_VERSION");
+        let reply = match (&adopted, &rollback) {
+            (Ok(()), None) => Reply::Done {
+                message: format!(
+                    "upgraded hotswap {} to {version}: pid {} and {} workers kept",
+                    state.from_version,
+                    std::process::id(),
+                    sup.workers.len()
+                ),
+            },
+            (Ok(()), Some(why)) => Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") },
+            (Err(e), _) => Reply::Error { error: format!("upgrade failed: {e:#}") },
+        };
+        crate::upgrade::answer(conn, &reply);
+    }
+    if let Some(why) = &rollback {
+        tracing::error!("upgrade failed and was rolled back: {why}");
+    }
+    adopted?;
+    let result = sup.event_loop(&mut rx).await;
     sup.guardian.dismiss();
     result
 }
@@ -208,6 +241,63 @@ impl Drop for RemoveDir {
 }
 
 impl Supervisor {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        args: RunArgs,
+        origin: Origin,
+        settings: Settings,
+        listeners: Vec<Listener>,
+        notifier: Notifier,
+        control: crate::control::Server,
+        guardian: Guardian,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Supervisor> {
+        #[cfg(target_os = "linux")]
+        {
+            // Orphaned grandchildren come to us, to be reaped, not to init.
+            let _ = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+        }
+        for l in &listeners {
+            tracing::info!("listening on {} (fd name {:?})", l.addr, l.name);
+        }
+        tracing::info!("control socket {}", settings.control_path.display());
+        let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
+        std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
+        Ok(Supervisor {
+            args,
+            origin,
+            slots: (0..settings.workers).map(|_| Slot::default()).collect(),
+            settings: Rc::new(settings),
+            listeners,
+            control,
+            base_env: crate::worker::base_env(),
+            runtime_dir,
+            output: Output::start(),
+            events,
+            guardian,
+            notifier,
+            watchers: Watchers::default(),
+            build_clock: tokio::sync::watch::Sender::new(Default::default()),
+            foreign: Default::default(),
+            workers: BTreeMap::new(),
+            next_id: 1,
+            newest_generation: 1,
+            serving_generation: 1,
+            reload: None,
+            queued: None,
+            last_reload: None,
+            stop: None,
+            upgrade: None,
+            ever_ready: false,
+            announced: false,
+            started: Instant::now(),
+            started_at: unix_now(),
+            image_started_at: unix_now(),
+            upgrades: 0,
+            exit: None,
+        })
+    }
+
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
         let settings = self.settings.clone();
         for slot in 0..self.slots.len() {
@@ -216,6 +306,12 @@ impl Supervisor {
                 return Err(e.context("starting the first generation"));
             }
         }
+        self.event_loop(rx).await
+    }
+
+    /// Starts the watcher and the watchdog, then handles events until the
+    /// primary stops.
+    pub(crate) async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
         if !self.settings.watch.is_empty() {
             let s = &self.settings;
             crate::watch::start(
@@ -248,6 +344,7 @@ impl Supervisor {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     tracing::debug!("{} IPC channel closed", w.label());
                     // From now on it is asked to stop with --stop-signal.
+                    w.handover.ipc = None;
                     if w.ipc.take().is_some() {
                         let ev = worker_event("disconnect", w);
                         self.watchers.emit(ev);
@@ -256,6 +353,8 @@ impl Supervisor {
             }
             Event::Notify { worker, note } => self.on_notify(worker, note),
             Event::Watch { paths } => self.on_watch(paths),
+            Event::Upgrade { reply, conn } => self.begin_upgrade(reply, conn),
+            Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
             Event::Timer(t) => self.on_timer(t),
         }
     }
@@ -267,6 +366,10 @@ impl Supervisor {
             SIGHUP => {
                 tracing::info!("SIGHUP: reload requested");
                 self.request_reload(None, false);
+            }
+            SIGUSR2 => {
+                tracing::info!("SIGUSR2: self-upgrade requested");
+                self.begin_upgrade(None, None);
             }
             SIGTERM | SIGINT => {
                 let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
@@ -290,6 +393,8 @@ impl Supervisor {
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
             Request::Events => self.watchers.add(reply),
+            // Arrives as Event::Upgrade, with the client's connection.
+            Request::Upgrade => self.begin_upgrade(Some(reply), None),
         }
     }
 
@@ -444,19 +549,23 @@ impl Supervisor {
         }
     }
 
-    /// Starts a worker in `slot` with `settings` and arms its deadlines.
-    pub(crate) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let launcher = Launcher {
+    /// What starts (or adopts) workers of a generation with `settings`.
+    pub(crate) fn launcher<'a>(&'a self, settings: &'a Rc<Settings>) -> Launcher<'a> {
+        Launcher {
             settings,
             base_env: &self.base_env,
             runtime_dir: &self.runtime_dir,
             listeners: &self.listeners,
             output: &self.output,
             events: &self.events,
-        };
-        let worker = launcher.start(id, slot, generation)?;
+        }
+    }
+
+    /// Starts a worker in `slot` with `settings` and arms its deadlines.
+    pub(crate) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let worker = self.launcher(settings).start(id, slot, generation)?;
         tracing::info!("{} started (slot {slot})", worker.label());
         self.guardian.watch(worker.pid);
         self.watchers.emit(worker_event("fork", &worker));
@@ -567,7 +676,10 @@ impl Supervisor {
         Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().as_secs_f64(),
+            uptime_secs: self.started.elapsed().as_secs_f64() + self.image_started_at.saturating_sub(self.started_at) as f64,
+            started_at: self.started_at,
+            image_started_at: self.image_started_at,
+            upgrades: self.upgrades,
             generation: self.serving_generation,
             listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
             target_workers: self.settings.workers,

@@ -51,7 +51,7 @@ impl std::fmt::Display for WorkerState {
 }
 
 /// How a worker became ready; it decides how the worker is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadyVia {
     Ipc,
     Notify,
@@ -82,6 +82,48 @@ pub struct Worker {
     /// Whether its exit should be made good by starting another worker in
     /// its slot: true until it is retired on purpose.
     pub respawn: bool,
+    /// Copies of the primary's ends of its IPC channel and output pipes,
+    /// to hand over to the next image on self-upgrade.
+    pub handover: Handover,
+}
+
+/// The fds of a worker that a self-upgrade hands over (close-on-exec until
+/// then).
+#[derive(Debug)]
+pub struct Handover {
+    /// None once the channel is closed.
+    pub ipc: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Wires up the primary's ends of a worker: output forwarding and the IPC
+/// channel, keeping copies of the fds for a later handover.
+fn attach(
+    id: WorkerId,
+    generation: u64,
+    pid: nix::unistd::Pid,
+    ipc: Option<OwnedFd>,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    output: &Output,
+    events: &mpsc::Sender<Event>,
+) -> Result<(Option<Channel>, Handover)> {
+    let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
+    let handover = Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
+    let prefix = format!("{} ", label(id, generation, pid));
+    output.forward(out_r, Stream::Stdout, prefix.clone());
+    output.forward(err_r, Stream::Stderr, prefix);
+    let channel = match ipc {
+        Some(fd) => {
+            let stream = std::os::unix::net::UnixStream::from(fd);
+            stream.set_nonblocking(true).context("IPC socket")?;
+            let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
+            Some(Channel::start(stream, id, label(id, generation, pid), events.clone()))
+        }
+        None => None,
+    };
+    Ok((channel, handover))
 }
 
 impl Worker {
@@ -100,6 +142,7 @@ impl Worker {
             None => self.settings.ready.uses_ipc(),
         };
         let ipc = self.ipc.take();
+        self.handover.ipc = None;
         if let Some(ch) = &ipc {
             if speaks_ipc && ch.send(crate::ipc::to_worker::shutdown()) {
                 ch.disconnect();
@@ -115,6 +158,7 @@ impl Worker {
     pub fn kill(&mut self) {
         self.state = WorkerState::Stopping;
         self.ipc = None;
+        self.handover.ipc = None;
         if !self.killed {
             self.killed = true;
             let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGKILL);
@@ -177,14 +221,7 @@ impl Launcher<'_> {
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
 
-        let prefix = format!("{} ", label(id, generation, pid));
-        self.output.forward(out_r, Stream::Stdout, prefix.clone());
-        self.output.forward(err_r, Stream::Stderr, prefix);
-
-        let stream = std::os::unix::net::UnixStream::from(ours);
-        stream.set_nonblocking(true).context("IPC socket")?;
-        let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
-        let ipc = Channel::start(stream, id, label(id, generation, pid), self.events.clone());
+        let (ipc, handover) = attach(id, generation, pid, Some(ours), out_r, err_r, self.output, self.events)?;
 
         Ok(Worker {
             id,
@@ -193,12 +230,39 @@ impl Launcher<'_> {
             generation,
             state: WorkerState::Starting,
             started: Instant::now(),
-            ipc: Some(ipc),
+            ipc,
             notify,
             settings: self.settings.clone(),
             ready_via: None,
             killed: false,
             respawn: true,
+            handover,
+        })
+    }
+
+    /// Takes over a worker the previous image started (self-upgrade).
+    pub fn adopt(&self, w: &crate::upgrade::WorkerSnapshot, fds: crate::upgrade::WorkerFds) -> Result<Worker> {
+        let pid = nix::unistd::Pid::from_raw(w.pid);
+        let (ipc, handover) = attach(w.id, w.generation, pid, fds.ipc, fds.stdout, fds.stderr, self.output, self.events)?;
+        let notify = if self.settings.ready.uses_notify() {
+            Some(NotifySocket::bind(self.runtime_dir, w.id, format!("[w{} g{}]", w.id, w.generation), self.events.clone())?)
+        } else {
+            None
+        };
+        Ok(Worker {
+            id: w.id,
+            slot: w.slot,
+            pid,
+            generation: w.generation,
+            state: w.state,
+            started: Instant::now().checked_sub(std::time::Duration::from_millis(w.age_ms)).unwrap_or_else(Instant::now),
+            ipc,
+            notify,
+            settings: self.settings.clone(),
+            ready_via: w.ready_via,
+            killed: w.killed,
+            respawn: w.respawn,
+            handover,
         })
     }
 }

@@ -1,0 +1,521 @@
+//! Self-upgrade: re-execute the primary in place from its binary on disk,
+//! keeping its pid, its sockets and its running workers.
+//!
+//! The pid must stay: systemd's `MAINPID` and every worker's parent (and
+//! parent-death signal) hang on it, so fork-and-exec schemes are out. The
+//! handover is checked before the old image lets go:
+//! 1. `NEW upgrade-check` runs first with the state on its stdin: the new
+//!    binary must start, parse the state and agree on [`STATE_FORMAT`],
+//!    within [`CHECK_TIMEOUT`]. Any failure ends the upgrade there; nothing
+//!    changed.
+//! 2. The state (settings, workers, generations, restart counters, last
+//!    reload) is written to a memfd; close-on-exec is cleared on exactly the
+//!    listeners, the control socket, the guardian's pipe, every worker's IPC
+//!    end and output pipes, the memfd, the waiting client's connection and a
+//!    handle on the old executable; then `execve` in place.
+//! 3. The new image adopts all of it by pid (it is still every worker's
+//!    parent) and answers the client. If it cannot, it re-executes the old
+//!    executable from that handle with the same state (a rollback), and the
+//!    old version answers that the upgrade failed.
+//!
+//! Only a running reload or stop refuses an upgrade (try again after it).
+//! What is lost: a worker's partial line of output or IPC not yet read when
+//! the image changes, and pending timers (re-armed in full on adoption).
+
+use std::ffi::{CString, OsString};
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::control::{Reply, ReplyTx};
+use crate::listeners::Listener;
+use crate::status::ReloadOutcome;
+use crate::supervisor::{Event, Supervisor, Timer};
+use crate::worker::{ReadyVia, WorkerId, WorkerState};
+
+/// Version of [`State`]; an image refuses a state of another version.
+pub const STATE_FORMAT: u32 = 1;
+/// The fd of the memfd holding the state, for the next image.
+pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
+/// Set when a new image gave the state back: why.
+pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the next image needs, by value or by fd number.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct State {
+    pub format: u32,
+    pub from_version: String,
+    pub started_at: u64,
+    pub upgrades: u32,
+    pub settings: Settings,
+    pub listeners: Vec<ListenerSnapshot>,
+    pub control_fd: RawFd,
+    pub guardian_pid: i32,
+    pub guardian_fd: RawFd,
+    pub workers: Vec<WorkerSnapshot>,
+    /// `(restarts, crash streak)` of each slot.
+    pub slots: Vec<(u32, u32)>,
+    pub next_id: WorkerId,
+    pub newest_generation: u64,
+    pub serving_generation: u64,
+    pub last_reload: Option<ReloadOutcome>,
+    pub ever_ready: bool,
+    pub announced: bool,
+    /// The `hotswap upgrade` client's connection, answered by the next image.
+    pub reply_fd: Option<RawFd>,
+    /// The old image's executable, to go back to.
+    pub exe_fd: RawFd,
+    pub exe: PathBuf,
+    pub argv: Vec<OsString>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListenerSnapshot {
+    pub fd: RawFd,
+    pub name: String,
+    pub owned_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerSnapshot {
+    pub id: WorkerId,
+    pub slot: usize,
+    pub pid: i32,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub ready_via: Option<ReadyVia>,
+    pub age_ms: u64,
+    pub respawn: bool,
+    pub killed: bool,
+    pub ipc_fd: Option<RawFd>,
+    pub stdout_fd: RawFd,
+    pub stderr_fd: RawFd,
+}
+
+/// A worker's fds, owned again by the new image.
+pub struct WorkerFds {
+    pub ipc: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The fds of a [`State`], owned (and close-on-exec again).
+pub struct Inherited {
+    pub listeners: Vec<Listener>,
+    pub control: OwnedFd,
+    pub guardian: OwnedFd,
+    pub workers: Vec<WorkerFds>,
+    pub reply: Option<OwnedFd>,
+}
+
+/// An upgrade waiting for the check of the new binary.
+#[derive(Debug)]
+pub struct Pending {
+    reply: Option<ReplyTx>,
+    conn: Option<OwnedFd>,
+}
+
+impl State {
+    /// Every fd the state names.
+    fn fds(&self) -> Vec<RawFd> {
+        let mut v: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
+        v.extend([self.control_fd, self.guardian_fd, self.exe_fd]);
+        for w in &self.workers {
+            v.extend(w.ipc_fd);
+            v.extend([w.stdout_fd, w.stderr_fd]);
+        }
+        v.extend(self.reply_fd);
+        v
+    }
+
+    /// Takes ownership of the fds, marking them close-on-exec again.
+    ///
+    /// # Safety
+    /// The fds must be the ones the previous image handed over.
+    unsafe fn take_fds(&self) -> Result<Inherited> {
+        let own = |fd: RawFd| -> Result<OwnedFd> {
+            set_cloexec(fd, true).with_context(|| format!("handed-over fd {fd}"))?;
+            Ok(OwnedFd::from_raw_fd(fd))
+        };
+        let mut listeners = Vec::new();
+        for l in &self.listeners {
+            listeners.push(Listener::adopt(own(l.fd)?, l.name.clone(), l.owned_path.clone())?);
+        }
+        let mut workers = Vec::new();
+        for w in &self.workers {
+            workers.push(WorkerFds {
+                ipc: w.ipc_fd.map(own).transpose()?,
+                stdout: own(w.stdout_fd)?,
+                stderr: own(w.stderr_fd)?,
+            });
+        }
+        // The old executable's handle is only for a rollback.
+        let _ = set_cloexec(self.exe_fd, true);
+        Ok(Inherited {
+            listeners,
+            control: own(self.control_fd)?,
+            guardian: own(self.guardian_fd)?,
+            workers,
+            reply: self.reply_fd.map(own).transpose()?,
+        })
+    }
+}
+
+fn set_cloexec(fd: RawFd, on: bool) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
+}
+
+impl Supervisor {
+    fn snapshot(&self, reply_fd: Option<RawFd>, exe_fd: RawFd) -> State {
+        State {
+            format: STATE_FORMAT,
+            from_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.started_at,
+            upgrades: self.upgrades,
+            settings: (*self.settings).clone(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerSnapshot { fd: l.raw_fd(), name: l.name.clone(), owned_path: l.owned_path.clone() })
+                .collect(),
+            control_fd: self.control.raw_fd(),
+            guardian_pid: self.guardian.pid().as_raw(),
+            guardian_fd: self.guardian.raw_fd(),
+            workers: self
+                .workers
+                .values()
+                .map(|w| WorkerSnapshot {
+                    id: w.id,
+                    slot: w.slot,
+                    pid: w.pid.as_raw(),
+                    generation: w.generation,
+                    state: w.state,
+                    ready_via: w.ready_via,
+                    age_ms: w.started.elapsed().as_millis() as u64,
+                    respawn: w.respawn,
+                    killed: w.killed,
+                    ipc_fd: w.handover.ipc.as_ref().map(|f| f.as_raw_fd()),
+                    stdout_fd: w.handover.stdout.as_raw_fd(),
+                    stderr_fd: w.handover.stderr.as_raw_fd(),
+                })
+                .collect(),
+            slots: self.slots.iter().map(|s| (s.restarts, s.streak)).collect(),
+            next_id: self.next_id,
+            newest_generation: self.newest_generation,
+            serving_generation: self.serving_generation,
+            last_reload: self.last_reload.clone(),
+            ever_ready: self.ever_ready,
+            announced: self.announced,
+            reply_fd,
+            exe_fd,
+            exe: self.origin.exe.clone(),
+            argv: self.origin.argv.clone(),
+        }
+    }
+
+    /// `hotswap upgrade` or SIGUSR2: check the new binary first.
+    pub(crate) fn begin_upgrade(&mut self, reply: Option<ReplyTx>, conn: Option<OwnedFd>) {
+        let refuse = |why: String| {
+            tracing::warn!("upgrade refused: {why}");
+            if let Some(r) = &reply {
+                let _ = r.send(Reply::Error { error: format!("upgrade refused: {why}") });
+            }
+        };
+        if !cfg!(target_os = "linux") {
+            return refuse("self-upgrade needs Linux (memfd, /proc/self/exe)".into());
+        }
+        if self.stop.is_some() {
+            return refuse("the primary is stopping".into());
+        }
+        if self.reload.is_some() {
+            return refuse("a reload is running; try again when it has finished".into());
+        }
+        if self.upgrade.is_some() {
+            return refuse("an upgrade is already running".into());
+        }
+        let exe = self.origin.exe.clone();
+        let state = match serde_json::to_vec(&self.snapshot(None, -1)) {
+            Ok(s) => s,
+            Err(e) => return refuse(format!("serializing the state: {e}")),
+        };
+        if let Some(r) = &reply {
+            let _ = r.send(Reply::Progress { message: format!("checking {}", exe.display()) });
+        }
+        tracing::info!("upgrade: checking {}", exe.display());
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("upgrade-check")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return refuse(format!("cannot run {}: {e}", exe.display())),
+        };
+        let pid = child.id().unwrap_or(0) as i32;
+        // tokio waits for this child itself; the reaper leaves it alone.
+        self.foreign.insert(pid);
+        self.upgrade = Some(Pending { reply, conn });
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let run = async {
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stdin.write_all(&state).await;
+                }
+                child.wait_with_output().await
+            };
+            let result = match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+                Err(_) => Err(format!("{} did not answer the check within {CHECK_TIMEOUT:?}", exe.display())),
+                Ok(Err(e)) => Err(format!("running {}: {e}", exe.display())),
+                Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+                Ok(Ok(out)) => Err(format!(
+                    "{} failed the check ({}): {}",
+                    exe.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            };
+            let _ = events.send(Event::UpgradeChecked { pid, result }).await;
+        });
+    }
+
+    pub(crate) fn on_upgrade_checked(&mut self, pid: i32, result: std::result::Result<String, String>) {
+        self.foreign.remove(&pid);
+        let Some(pending) = self.upgrade.take() else { return };
+        let fail = |why: String| {
+            tracing::error!("upgrade failed: {why}; still running {}", env!("CARGO_PKG_VERSION"));
+            if let Some(r) = &pending.reply {
+                let _ = r.send(Reply::Error {
+                    error: format!("upgrade failed: {why}; still running hotswap {}", env!("CARGO_PKG_VERSION")),
+                });
+            }
+        };
+        let new_version = match result {
+            Ok(v) => v,
+            Err(why) => return fail(why),
+        };
+        if self.reload.is_some() || self.stop.is_some() {
+            return fail("a reload or stop began during the check".into());
+        }
+        tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
+        if let Err(e) = self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd())) {
+            fail(format!("{e:#}"));
+        }
+    }
+
+    /// Writes the state and execs; returns only on failure.
+    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>) -> Result<()> {
+        let exe_fd = OwnedFd::from(std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?);
+        let state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
+        let memfd = write_memfd(&serde_json::to_vec(&state)?)?;
+        let mut pass = state.fds();
+        pass.push(memfd.as_raw_fd());
+        let cleared: Vec<RawFd> = pass.iter().copied().filter(|fd| set_cloexec(*fd, false).is_ok()).collect();
+        if cleared.len() != pass.len() {
+            for fd in &cleared {
+                let _ = set_cloexec(*fd, true);
+            }
+            bail!("could not prepare the fds to hand over");
+        }
+        self.notifier.reloading("upgrading hotswap in place");
+        let err = exec(&state.exe, &state.argv, memfd.as_raw_fd(), None);
+        // Still here: the exec failed; nothing was handed over.
+        for fd in pass {
+            let _ = set_cloexec(fd, true);
+        }
+        self.notifier.ready(&self.status_line());
+        Err(err)
+    }
+
+    /// The new image: take over the workers of the state.
+    pub(crate) fn adopt(&mut self, state: &State, workers: Vec<WorkerFds>, upgraded: bool) -> Result<()> {
+        self.started_at = state.started_at;
+        self.upgrades = state.upgrades + u32::from(upgraded);
+        self.slots = state
+            .slots
+            .iter()
+            .map(|(restarts, streak)| crate::supervisor::Slot { restarts: *restarts, streak: *streak })
+            .collect();
+        self.next_id = state.next_id;
+        self.newest_generation = state.newest_generation;
+        self.serving_generation = state.serving_generation;
+        self.last_reload = state.last_reload.clone();
+        self.ever_ready = state.ever_ready;
+        self.announced = state.announced;
+        for (w, fds) in state.workers.iter().zip(workers) {
+            let settings = self.settings.clone();
+            let worker = self.launcher(&settings).adopt(w, fds).with_context(|| format!("adopting worker {}", w.id))?;
+            self.guardian.watch(worker.pid);
+            match worker.state {
+                WorkerState::Starting => self.after(worker.settings.ready_timeout, Timer::Ready(worker.id)),
+                WorkerState::Stopping => self.after(worker.settings.shutdown_timeout, Timer::Shutdown(worker.id)),
+                WorkerState::Ready => {}
+            }
+            self.workers.insert(worker.id, worker);
+        }
+        // Exits that happened during the exec.
+        self.reap();
+        tracing::info!(
+            "upgraded from hotswap {} to {}: pid {} kept, {} workers adopted",
+            state.from_version,
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            self.workers.len()
+        );
+        if self.announced {
+            self.notifier.ready(&self.status_line());
+        }
+        Ok(())
+    }
+}
+
+/// Answers the `hotswap upgrade` client on the connection handed over.
+pub fn answer(conn: OwnedFd, reply: &Reply) {
+    let mut stream = std::os::unix::net::UnixStream::from(conn);
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    if let Ok(mut line) = serde_json::to_string(reply) {
+        line.push('\n');
+        let _ = stream.write_all(line.as_bytes());
+    }
+}
+
+fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
+    #[cfg(target_os = "linux")]
+    {
+        let name = CString::new("hotswap-state").expect("no NUL");
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            bail!("memfd_create: {}", std::io::Error::last_os_error());
+        }
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        f.write_all(bytes)?;
+        f.rewind()?;
+        Ok(f.into())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = bytes;
+        bail!("self-upgrade needs Linux")
+    }
+}
+
+/// `execve(exe, argv, env + STATE_ENV)`; with `rollback`, execs the old
+/// executable by its fd instead. Returns only on failure.
+fn exec(exe: &std::path::Path, argv: &[OsString], state_fd: RawFd, rollback: Option<(RawFd, &str)>) -> anyhow::Error {
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| anyhow!("a NUL byte in an argument or variable"));
+    let build = || -> Result<(Vec<CString>, Vec<CString>)> {
+        let argv: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_>>()?;
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != STATE_ENV && k != ROLLBACK_ENV)
+            .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<Result<_>>()?;
+        env.push(cstr(format!("{STATE_ENV}={state_fd}").as_bytes())?);
+        if let Some((_, why)) = rollback {
+            env.push(cstr(format!("{ROLLBACK_ENV}={why}").as_bytes())?);
+        }
+        Ok((argv, env))
+    };
+    let (argv, env) = match build() {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let err = match rollback {
+        Some((exe_fd, _)) => nix::unistd::fexecve(exe_fd, &argv, &env).unwrap_err(),
+        None => match cstr(exe.as_os_str().as_bytes()) {
+            Ok(path) => nix::unistd::execve(&path, &argv, &env).unwrap_err(),
+            Err(e) => return e,
+        },
+    };
+    anyhow!("exec {}: {err}", exe.display())
+}
+
+/// What `main` does when started with [`STATE_ENV`]: read the state and
+/// own its fds. On failure the caller rolls back with [`rollback`].
+pub fn take_over() -> Option<Result<(State, Inherited, Option<String>), (Option<State>, RawFd, String)>> {
+    let fd: RawFd = std::env::var(STATE_ENV).ok()?.parse().ok()?;
+    let why_rollback = std::env::var(ROLLBACK_ENV).ok();
+    // Single-threaded still: the environment may be edited.
+    std::env::remove_var(STATE_ENV);
+    std::env::remove_var(ROLLBACK_ENV);
+    let mut text = String::new();
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Err(e) = f.read_to_string(&mut text) {
+        return Some(Err((None, fd, format!("reading the handed-over state: {e}"))));
+    }
+    let _ = f.rewind();
+    // Keep the memfd open (and inheritable) in case of a rollback.
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    let state: State = match check_state(&text) {
+        Ok(s) => s,
+        Err(e) => return Some(Err((serde_json::from_str(&text).ok(), fd, e))),
+    };
+    match unsafe { state.take_fds() } {
+        Ok(inherited) => {
+            let _ = set_cloexec(fd, true);
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Some(Ok((state, inherited, why_rollback)))
+        }
+        Err(e) => Some(Err((Some(state), fd, format!("{e:#}")))),
+    }
+}
+
+/// The new image could not take over: give everything back to the old one.
+pub fn rollback(state: Option<State>, state_fd: RawFd, why: &str) -> anyhow::Error {
+    match state {
+        Some(s) if std::env::var_os("HOTSWAP_UPGRADE_NO_ROLLBACK").is_none() => {
+            exec(&s.exe, &s.argv, state_fd, Some((s.exe_fd, why)))
+        }
+        _ => anyhow!("cannot take over from the previous image: {why}"),
+    }
+}
+
+/// Parses a state, refusing another format version.
+pub fn check_state(text: &str) -> std::result::Result<State, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("unreadable state: {e}"))?;
+    let format = v.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format != u64::from(STATE_FORMAT) {
+        return Err(format!("state format {format} is not this binary's ({STATE_FORMAT})"));
+    }
+    serde_json::from_value(v).map_err(|e| format!("unreadable state: {e}"))
+}
+
+/// `hotswap upgrade-check`: run by the old image on the new binary.
+pub fn check_main() -> std::process::ExitCode {
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        eprintln!("reading the state: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match check_state(&text) {
+        Ok(_) => {
+            println!("hotswap {} (state format {STATE_FORMAT})", env!("CARGO_PKG_VERSION"));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_state_formats_are_refused() {
+        assert!(check_state("{\"format\":99}").unwrap_err().contains("format 99"));
+        assert!(check_state("garbage").unwrap_err().contains("unreadable"));
+    }
+}
