@@ -119,7 +119,6 @@ impl Supervisor {
         }
         self.after(delay, Timer::Respawn(slot));
     }
-
 }
 
 /// Zombies among our children that are not in `known` nor `foreign`.

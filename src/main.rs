@@ -101,8 +101,7 @@ fn run(args: RunArgs, origin: supervisor::Origin) -> anyhow::Result<ExitCode> {
         Some(Ok((state, inherited, rollback))) => {
             let notifier = notify::Notifier::from_env()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
-            let (code, why) =
-                rt.block_on(supervisor::resume(args, origin, state, inherited, rollback, notifier))?;
+            let (code, why) = rt.block_on(supervisor::resume(args, origin, state, inherited, rollback, notifier))?;
             return Ok(finish(code, why));
         }
         Some(Err((state, fd, why))) => {

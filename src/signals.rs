@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::supervisor::Event;
 
 pub fn start(events: mpsc::Sender<Event>) -> Result<()> {
-    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD, SIGUSR2]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD, SIGUSR2]).context("installing signal handlers")?;
     tokio::spawn(async move {
         while let Some(sig) = signals.next().await {
             if events.send(Event::Signal(sig)).await.is_err() {

@@ -71,7 +71,10 @@ impl Status {
             fmt_secs(self.uptime_secs),
             match self.upgrades {
                 0 => String::new(),
-                n => format!(", upgraded {n} times, this binary since {} s ago", crate::supervisor::unix_now().saturating_sub(self.image_started_at)),
+                n => format!(
+                    ", upgraded {n} times, this binary since {} s ago",
+                    crate::supervisor::unix_now().saturating_sub(self.image_started_at)
+                ),
             },
             if self.stopping { ", stopping" } else { "" }
         );

@@ -105,7 +105,6 @@ pub(crate) struct Slot {
     pub(crate) streak: u32,
 }
 
-
 pub(crate) struct Stop {
     pub(crate) waiters: Vec<ReplyTx>,
     pub(crate) forced: bool,
@@ -218,7 +217,9 @@ pub async fn resume(
                     sup.workers.len()
                 ),
             },
-            (Ok(()), Some(why)) => Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") },
+            (Ok(()), Some(why)) => {
+                Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") }
+            }
             (Err(e), _) => Reply::Error { error: format!("upgrade failed: {e:#}") },
         };
         crate::upgrade::answer(conn, &reply);
@@ -676,7 +677,8 @@ impl Supervisor {
         Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().as_secs_f64() + self.image_started_at.saturating_sub(self.started_at) as f64,
+            uptime_secs: self.started.elapsed().as_secs_f64()
+                + self.image_started_at.saturating_sub(self.started_at) as f64,
             started_at: self.started_at,
             image_started_at: self.image_started_at,
             upgrades: self.upgrades,

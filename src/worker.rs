@@ -243,9 +243,15 @@ impl Launcher<'_> {
     /// Takes over a worker the previous image started (self-upgrade).
     pub fn adopt(&self, w: &crate::upgrade::WorkerSnapshot, fds: crate::upgrade::WorkerFds) -> Result<Worker> {
         let pid = nix::unistd::Pid::from_raw(w.pid);
-        let (ipc, handover) = attach(w.id, w.generation, pid, fds.ipc, fds.stdout, fds.stderr, self.output, self.events)?;
+        let (ipc, handover) =
+            attach(w.id, w.generation, pid, fds.ipc, fds.stdout, fds.stderr, self.output, self.events)?;
         let notify = if self.settings.ready.uses_notify() {
-            Some(NotifySocket::bind(self.runtime_dir, w.id, format!("[w{} g{}]", w.id, w.generation), self.events.clone())?)
+            Some(NotifySocket::bind(
+                self.runtime_dir,
+                w.id,
+                format!("[w{} g{}]", w.id, w.generation),
+                self.events.clone(),
+            )?)
         } else {
             None
         };
@@ -255,7 +261,9 @@ impl Launcher<'_> {
             pid,
             generation: w.generation,
             state: w.state,
-            started: Instant::now().checked_sub(std::time::Duration::from_millis(w.age_ms)).unwrap_or_else(Instant::now),
+            started: Instant::now()
+                .checked_sub(std::time::Duration::from_millis(w.age_ms))
+                .unwrap_or_else(Instant::now),
             ipc,
             notify,
             settings: self.settings.clone(),

@@ -1,0 +1,155 @@
+//! Self-upgrade under load: the primary re-executes in place, keeping its
+//! pid, sockets and workers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+/// Installs the hotswap binary at `path` the way a deploy does: a new file
+/// renamed over the old one.
+fn install(path: &Path) {
+    let tmp = path.with_extension("new");
+    std::fs::copy(HOTSWAP, &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// A primary run from a copy of the binary, so the test can replace it.
+fn primary_from_copy(dir: &TempDir) -> (Primary, PathBuf) {
+    let bin = dir.path("hotswap");
+    install(&bin);
+    let control = dir.path("control.sock");
+    let log = dir.path("primary.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(&bin)
+        .args(["run", "-l", "127.0.0.1:0", "-w", "2", "--control"])
+        .arg(&control)
+        .arg("--")
+        .args(rust_worker())
+        .env("HOTSWAP_LOG", "debug")
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    let mut p = Primary { child, control, log, dir: TempDir::new("upgrade-primary") };
+    p.wait_ready(2, Duration::from_secs(20));
+    (p, bin)
+}
+
+#[test]
+fn five_upgrades_under_load_keep_every_worker_and_connection() {
+    let dir = TempDir::new("upgrade");
+    let (p, bin) = primary_from_copy(&dir);
+    let workers = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 4, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..=5 {
+        install(&bin); // a new file on disk each time
+        let out = p.ctl(&["upgrade"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "upgrade {i}: {text}{}\n{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+        assert!(text.contains(&format!("pid {} and 2 workers kept", p.pid())), "{text}");
+        let s = p.status();
+        assert_eq!(s["upgrades"], i);
+        assert_eq!(s["pid"], p.pid());
+        assert_eq!(p.worker_pids(), workers, "the workers were not restarted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The adopted workers still reload and serve.
+    p.reload();
+    assert_eq!(p.status()["generation"], 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_no_failures(&load.finish(), "load across five self-upgrades and a reload");
+    let s = p.status();
+    assert!(s["started_at"].as_u64().unwrap() <= s["image_started_at"].as_u64().unwrap());
+    assert!(String::from_utf8_lossy(&p.ctl(&["status"]).stdout).contains("upgraded 5 times"));
+}
+
+#[test]
+fn sigusr2_upgrades_too() {
+    let p = Primary::builder(rust_worker()).workers(1).start();
+    let workers = p.worker_pids();
+    p.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(10), || p.try_status().is_some_and(|s| s["upgrades"] == 1)),
+        "{}",
+        p.log_text()
+    );
+    assert_eq!(p.worker_pids(), workers);
+}
+
+#[test]
+fn a_broken_new_binary_fails_the_upgrade_and_changes_nothing() {
+    let dir = TempDir::new("upgrade");
+    let (p, bin) = primary_from_copy(&dir);
+    let workers = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+
+    // A binary that exits at once.
+    std::fs::remove_file(&bin).unwrap();
+    script(&bin, "echo 'this is not hotswap' >&2; exit 1");
+    let out = p.ctl(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed the check") && err.contains("this is not hotswap") && err.contains("still running"),
+        "{err}"
+    );
+
+    // One that cannot be executed at all.
+    install(&bin);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = p.ctl(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot run") && err.contains("ermission denied"), "{err}");
+
+    // A missing one.
+    std::fs::remove_file(&bin).unwrap();
+    let out = p.ctl(&["upgrade"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let s = p.status();
+    assert_eq!(s["upgrades"], 0);
+    assert_eq!(p.worker_pids(), workers);
+    p.reload();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_no_failures(&load.finish(), "load across failed upgrades");
+}
+
+#[test]
+fn upgrades_leak_no_fds() {
+    let p = Primary::builder(rust_worker()).workers(2).start();
+    for _ in 0..5 {
+        assert!(p.ctl(&["upgrade"]).status.success());
+    }
+    let before = fd_count(p.pid());
+    for _ in 0..45 {
+        let out = p.ctl(&["upgrade"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(fd_count(p.pid()), before, "open fds after 50 upgrades");
+    assert_eq!(p.status()["upgrades"], 50);
+}
+
+#[test]
+fn an_upgrade_during_a_reload_is_refused() {
+    let p = Primary::builder(rust_worker()).workers(1).env("EXAMPLE_STARTUP_MS", "800").start();
+    let control = p.control.clone();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(HOTSWAP).args(["reload", "--control"]).arg(&control).output().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = p.ctl(&["upgrade"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a reload is running"));
+    assert!(reload.join().unwrap().status.success());
+    assert!(p.ctl(&["upgrade"]).status.success());
+}
