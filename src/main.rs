@@ -98,15 +98,16 @@ fn init_logging() {
 fn run(args: RunArgs, origin: supervisor::Origin) -> anyhow::Result<ExitCode> {
     // A previous image of this primary handed over (self-upgrade)?
     match upgrade::take_over() {
-        Some(Ok((state, inherited, rollback))) => {
+        Some(Ok(t)) => {
             let notifier = notify::Notifier::from_env()?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
-            let (code, why) = rt.block_on(supervisor::resume(args, origin, state, inherited, rollback, notifier))?;
+            let (code, why) =
+                rt.block_on(supervisor::resume(args, origin, t.state, t.inherited, t.rollback, notifier))?;
             return Ok(finish(code, why));
         }
-        Some(Err((state, fd, why))) => {
-            tracing::error!("cannot take over from the previous image: {why}; rolling back");
-            return Err(upgrade::rollback(state, fd, &why));
+        Some(Err(refused)) => {
+            tracing::error!("cannot take over from the previous image: {}; rolling back", refused.why);
+            return Err(upgrade::rollback(refused));
         }
         None => {}
     }

@@ -440,9 +440,24 @@ fn exec(exe: &std::path::Path, argv: &[OsString], state_fd: RawFd, rollback: Opt
     anyhow!("exec {}: {err}", exe.display())
 }
 
+/// A handover taken: the state, its fds, and (after a rollback) why the
+/// upgrade failed.
+pub struct TakeOver {
+    pub state: State,
+    pub inherited: Inherited,
+    pub rollback: Option<String>,
+}
+
+/// A handover that could not be taken: what to give back, and why.
+pub struct Refused {
+    pub state: Option<State>,
+    pub state_fd: RawFd,
+    pub why: String,
+}
+
 /// What `main` does when started with [`STATE_ENV`]: read the state and
 /// own its fds. On failure the caller rolls back with [`rollback`].
-pub fn take_over() -> Option<Result<(State, Inherited, Option<String>), (Option<State>, RawFd, String)>> {
+pub fn take_over() -> Option<Result<TakeOver, Refused>> {
     let fd: RawFd = std::env::var(STATE_ENV).ok()?.parse().ok()?;
     let why_rollback = std::env::var(ROLLBACK_ENV).ok();
     // Single-threaded still: the environment may be edited.
@@ -451,32 +466,31 @@ pub fn take_over() -> Option<Result<(State, Inherited, Option<String>), (Option<
     let mut text = String::new();
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
     if let Err(e) = f.read_to_string(&mut text) {
-        return Some(Err((None, fd, format!("reading the handed-over state: {e}"))));
+        return Some(Err(Refused { state: None, state_fd: fd, why: format!("reading the handed-over state: {e}") }));
     }
     let _ = f.rewind();
     // Keep the memfd open (and inheritable) in case of a rollback.
     let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
     let state: State = match check_state(&text) {
         Ok(s) => s,
-        Err(e) => return Some(Err((serde_json::from_str(&text).ok(), fd, e))),
+        Err(why) => return Some(Err(Refused { state: serde_json::from_str(&text).ok(), state_fd: fd, why })),
     };
     match unsafe { state.take_fds() } {
         Ok(inherited) => {
             let _ = set_cloexec(fd, true);
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            Some(Ok((state, inherited, why_rollback)))
+            Some(Ok(TakeOver { state, inherited, rollback: why_rollback }))
         }
-        Err(e) => Some(Err((Some(state), fd, format!("{e:#}")))),
+        Err(e) => Some(Err(Refused { state: Some(state), state_fd: fd, why: format!("{e:#}") })),
     }
 }
 
 /// The new image could not take over: give everything back to the old one.
-pub fn rollback(state: Option<State>, state_fd: RawFd, why: &str) -> anyhow::Error {
-    match state {
-        Some(s) if std::env::var_os("HOTSWAP_UPGRADE_NO_ROLLBACK").is_none() => {
-            exec(&s.exe, &s.argv, state_fd, Some((s.exe_fd, why)))
-        }
-        _ => anyhow!("cannot take over from the previous image: {why}"),
+pub fn rollback(r: Refused) -> anyhow::Error {
+    match (r.state, std::env::var_os(ROLLBACK_ENV)) {
+        // Not back and forth: a rolled-back image that fails gives up.
+        (Some(s), None) => exec(&s.exe, &s.argv, r.state_fd, Some((s.exe_fd, &r.why))),
+        _ => anyhow!("cannot take over from the previous image: {}", r.why),
     }
 }
 

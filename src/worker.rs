@@ -97,34 +97,7 @@ pub struct Handover {
     pub stderr: OwnedFd,
 }
 
-/// Wires up the primary's ends of a worker: output forwarding and the IPC
-/// channel, keeping copies of the fds for a later handover.
-fn attach(
-    id: WorkerId,
-    generation: u64,
-    pid: nix::unistd::Pid,
-    ipc: Option<OwnedFd>,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
-    output: &Output,
-    events: &mpsc::Sender<Event>,
-) -> Result<(Option<Channel>, Handover)> {
-    let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
-    let handover = Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
-    let prefix = format!("{} ", label(id, generation, pid));
-    output.forward(out_r, Stream::Stdout, prefix.clone());
-    output.forward(err_r, Stream::Stderr, prefix);
-    let channel = match ipc {
-        Some(fd) => {
-            let stream = std::os::unix::net::UnixStream::from(fd);
-            stream.set_nonblocking(true).context("IPC socket")?;
-            let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
-            Some(Channel::start(stream, id, label(id, generation, pid), events.clone()))
-        }
-        None => None,
-    };
-    Ok((channel, handover))
-}
+
 
 impl Worker {
     /// `[w3 g2 1234]`: how the worker is named in every log line.
@@ -184,6 +157,33 @@ pub struct Launcher<'a> {
 }
 
 impl Launcher<'_> {
+    /// Wires up the primary's ends of a worker: output forwarding and the IPC
+    /// channel, keeping copies of the fds for a later handover.
+    fn attach(
+        &self,
+        (id, generation, pid): (WorkerId, u64, nix::unistd::Pid),
+        ipc: Option<OwnedFd>,
+        out_r: OwnedFd,
+        err_r: OwnedFd,
+    ) -> Result<(Option<Channel>, Handover)> {
+        let (output, events) = (self.output, self.events);
+        let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
+        let handover = Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
+        let prefix = format!("{} ", label(id, generation, pid));
+        output.forward(out_r, Stream::Stdout, prefix.clone());
+        output.forward(err_r, Stream::Stderr, prefix);
+        let channel = match ipc {
+            Some(fd) => {
+                let stream = std::os::unix::net::UnixStream::from(fd);
+                stream.set_nonblocking(true).context("IPC socket")?;
+                let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
+                Some(Channel::start(stream, id, label(id, generation, pid), events.clone()))
+            }
+            None => None,
+        };
+        Ok((channel, handover))
+    }
+
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
             .context("creating the IPC socketpair")?;
@@ -221,7 +221,7 @@ impl Launcher<'_> {
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
 
-        let (ipc, handover) = attach(id, generation, pid, Some(ours), out_r, err_r, self.output, self.events)?;
+        let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r)?;
 
         Ok(Worker {
             id,
@@ -244,7 +244,7 @@ impl Launcher<'_> {
     pub fn adopt(&self, w: &crate::upgrade::WorkerSnapshot, fds: crate::upgrade::WorkerFds) -> Result<Worker> {
         let pid = nix::unistd::Pid::from_raw(w.pid);
         let (ipc, handover) =
-            attach(w.id, w.generation, pid, fds.ipc, fds.stdout, fds.stderr, self.output, self.events)?;
+            self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr)?;
         let notify = if self.settings.ready.uses_notify() {
             Some(NotifySocket::bind(
                 self.runtime_dir,

@@ -99,7 +99,10 @@ fn ignored_paths_never_reload() {
 #[test]
 fn what_the_build_writes_does_not_trigger_a_loop() {
     let dir = project();
-    let p = watching(&dir, &["--build", "mkdir -p out && date +%s%N > out/stamp && echo built"]);
+    // The build writes into the watched tree, next to the sources.
+    let out = dir.path("app/out");
+    let build = format!("mkdir -p {0} && date +%s%N > {0}/stamp && echo built", out.display());
+    let p = watching(&dir, &["--build", &build]);
     std::fs::write(dir.path("app/src/main.txt"), "v2").unwrap();
     assert!(wait_generation(&p, 2, Duration::from_secs(10)), "{}", p.log_text());
     settle();

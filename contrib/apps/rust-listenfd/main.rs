@@ -32,20 +32,15 @@ fn main() {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
-        .expect("SIGTERM handler");
-    listener
-        .set_nonblocking(true)
-        .expect("nonblocking listener");
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).expect("SIGTERM handler");
+    listener.set_nonblocking(true).expect("nonblocking listener");
     println!("listenfd-app: serving on {:?}", listener.local_addr());
 
     let mut in_flight = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => in_flight.push(std::thread::spawn(move || serve(conn))),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => eprintln!("listenfd-app: accept: {e}"),
         }
         in_flight.retain(|t| !t.is_finished());
