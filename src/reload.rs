@@ -243,13 +243,15 @@ impl Supervisor {
         if new != id {
             return;
         }
+        // (The old worker may have died meanwhile; then there is nothing to drain.)
+        let old = old.filter(|o| self.workers.get(o).is_some_and(|w| w.state != WorkerState::Stopping));
         match old {
             Some(old) => {
                 reload.step = Step::Draining { new: Some(new), old, since };
                 self.shut_down(old);
             }
             None => {
-                reload.tell(format!("added worker w{new} in {} ms", since.elapsed().as_millis()));
+                reload.tell(format!("started worker w{new} in {} ms", since.elapsed().as_millis()));
                 self.reload_next();
             }
         }
@@ -283,6 +285,12 @@ impl Supervisor {
                 };
                 reload.tell(line);
                 self.reload_next();
+                true
+            }
+            Step::Starting { new, old: Some(old), since } if old == worker.id => {
+                // The worker being replaced died first: its replacement is
+                // already starting in its slot, so it is not restarted.
+                reload.step = Step::Starting { new, old: None, since };
                 true
             }
             _ => {

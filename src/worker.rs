@@ -97,8 +97,6 @@ pub struct Handover {
     pub stderr: OwnedFd,
 }
 
-
-
 impl Worker {
     /// `[w3 g2 1234]`: how the worker is named in every log line.
     pub fn label(&self) -> String {
@@ -168,7 +166,8 @@ impl Launcher<'_> {
     ) -> Result<(Option<Channel>, Handover)> {
         let (output, events) = (self.output, self.events);
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
-        let handover = Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
+        let handover =
+            Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
         let prefix = format!("{} ", label(id, generation, pid));
         output.forward(out_r, Stream::Stdout, prefix.clone());
         output.forward(err_r, Stream::Stderr, prefix);
@@ -243,8 +242,7 @@ impl Launcher<'_> {
     /// Takes over a worker the previous image started (self-upgrade).
     pub fn adopt(&self, w: &crate::upgrade::WorkerSnapshot, fds: crate::upgrade::WorkerFds) -> Result<Worker> {
         let pid = nix::unistd::Pid::from_raw(w.pid);
-        let (ipc, handover) =
-            self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr)?;
+        let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr)?;
         let notify = if self.settings.ready.uses_notify() {
             Some(NotifySocket::bind(
                 self.runtime_dir,

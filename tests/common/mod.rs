@@ -136,9 +136,26 @@ impl Primary {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Runs `hotswap ARGS --control <ours>`.
+    /// Runs `hotswap ARGS --control <ours>`; a command that hangs fails the
+    /// test (with the primary's log) instead of hanging the suite.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(HOTSWAP).args(args).arg("--control").arg(&self.control).output().unwrap()
+        let mut child = Command::new(HOTSWAP)
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`hotswap {}` hung for 60 s; log:\n{}", args.join(" "), self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
     }
 
     pub fn try_status(&self) -> Option<Value> {
