@@ -60,6 +60,7 @@ impl Supervisor {
             return;
         };
         let worker = self.workers.remove(&id).expect("found above");
+        worker.timers.iter().for_each(|t| t.abort());
         // Anything the worker left in its process group goes with it.
         let _ = nix::sys::signal::killpg(worker.pid, nix::sys::signal::Signal::SIGKILL);
         self.guardian.forget(worker.pid);
@@ -117,7 +118,7 @@ impl Supervisor {
         if delay > Duration::ZERO {
             tracing::warn!("slot {slot} crashed {streak} times in a row; restarting in {} ms", delay.as_millis());
         }
-        self.after(delay, Timer::Respawn(slot));
+        let _ = self.after(delay, Timer::Respawn(slot));
     }
 }
 

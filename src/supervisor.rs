@@ -325,7 +325,7 @@ impl Supervisor {
         }
         if let Some(every) = self.notifier.watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
-            self.after(every, Timer::Watchdog);
+            let _ = self.after(every, Timer::Watchdog);
         }
         while let Some(event) = rx.recv().await {
             self.handle(event);
@@ -544,7 +544,7 @@ impl Supervisor {
             Timer::Watchdog => {
                 self.notifier.watchdog();
                 if let Some(every) = self.notifier.watchdog_interval() {
-                    self.after(every, Timer::Watchdog);
+                    let _ = self.after(every, Timer::Watchdog);
                 }
             }
         }
@@ -572,10 +572,10 @@ impl Supervisor {
         self.watchers.emit(worker_event("fork", &worker));
         self.watchers.emit(worker_event("online", &worker));
         self.workers.insert(id, worker);
-        self.after(settings.ready_timeout, Timer::Ready(id));
+        self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
         match settings.ready {
             ReadyMode::None => self.mark_ready(id, ReadyVia::Assumed),
-            ReadyMode::Delay(d) => self.after(d, Timer::AssumeReady(id)),
+            ReadyMode::Delay(d) => self.worker_timer(id, d, Timer::AssumeReady(id)),
             _ => {}
         }
         Ok(id)
@@ -595,15 +595,27 @@ impl Supervisor {
         tracing::info!("{} stopping ({how})", w.label());
         let (timeout, ev) = (w.settings.shutdown_timeout, worker_event("disconnect", w));
         self.watchers.emit(ev);
-        self.after(timeout, Timer::Shutdown(id));
+        self.worker_timer(id, timeout, Timer::Shutdown(id));
     }
 
-    pub(crate) fn after(&self, delay: Duration, timer: Timer) {
+    pub(crate) fn after(&self, delay: Duration, timer: Timer) -> tokio::task::AbortHandle {
         let events = self.events.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Timer(timer)).await;
-        });
+        })
+        .abort_handle()
+    }
+
+    /// A deadline about one worker: cancelled when the worker goes, so that
+    /// thousands of reloads leave no sleeping timers behind.
+    pub(crate) fn worker_timer(&mut self, id: WorkerId, delay: Duration, timer: Timer) {
+        let handle = self.after(delay, timer);
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.timers.push(handle);
+        } else {
+            handle.abort();
+        }
     }
 
     /// Graceful stop: every worker gets `shutdown`; the loop ends when the

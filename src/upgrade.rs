@@ -356,12 +356,13 @@ impl Supervisor {
             let settings = self.settings.clone();
             let worker = self.launcher(&settings).adopt(w, fds).with_context(|| format!("adopting worker {}", w.id))?;
             self.guardian.watch(worker.pid);
-            match worker.state {
-                WorkerState::Starting => self.after(worker.settings.ready_timeout, Timer::Ready(worker.id)),
-                WorkerState::Stopping => self.after(worker.settings.shutdown_timeout, Timer::Shutdown(worker.id)),
+            let (id, state, settings) = (worker.id, worker.state, worker.settings.clone());
+            self.workers.insert(id, worker);
+            match state {
+                WorkerState::Starting => self.worker_timer(id, settings.ready_timeout, Timer::Ready(id)),
+                WorkerState::Stopping => self.worker_timer(id, settings.shutdown_timeout, Timer::Shutdown(id)),
                 WorkerState::Ready => {}
             }
-            self.workers.insert(worker.id, worker);
         }
         // Exits that happened during the exec.
         self.reap();

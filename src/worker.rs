@@ -82,6 +82,8 @@ pub struct Worker {
     /// Whether its exit should be made good by starting another worker in
     /// its slot: true until it is retired on purpose.
     pub respawn: bool,
+    /// Its pending deadlines, cancelled when it goes.
+    pub timers: Vec<tokio::task::AbortHandle>,
     /// Copies of the primary's ends of its IPC channel and output pipes,
     /// to hand over to the next image on self-upgrade.
     pub handover: Handover,
@@ -235,6 +237,7 @@ impl Launcher<'_> {
             ready_via: None,
             killed: false,
             respawn: true,
+            timers: Vec::new(),
             handover,
         })
     }
@@ -268,6 +271,7 @@ impl Launcher<'_> {
             ready_via: w.ready_via,
             killed: w.killed,
             respawn: w.respawn,
+            timers: Vec::new(),
             handover,
         })
     }
