@@ -287,3 +287,16 @@ fn ready_delay_mode_waits_before_replacing() {
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(p.log_text().contains("(Assumed)"));
 }
+
+#[test]
+fn fds_sent_on_a_workers_notify_socket_are_closed() {
+    // sd_notify_barrier() waits for the receiver to close the fd it sends.
+    let p = Primary::builder(vec!["python3".into(), fixture("barrier.py")])
+        .workers(1)
+        .arg("--ready")
+        .arg("notify")
+        .arg("--ready-timeout")
+        .arg("10s")
+        .start();
+    assert!(p.log_text().contains("status: past the barrier"), "{}", p.log_text());
+}
