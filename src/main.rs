@@ -11,10 +11,12 @@
 //! - [`spawn`]: fork and exec with exact fds and `LISTEN_PID`.
 //! - [`ipc`]: the newline-delimited JSON channel to each worker.
 //! - [`output`]: workers' stdout/stderr, prefixed and passed through.
-//! - [`control`]: the control socket and its client (`reload`, `status`, `stop`).
+//! - [`control`]: the control socket: protocol and server.
+//! - [`client`]: the `reload`, `upgrade`, `status`, `stop`, `events` subcommands.
 //! - [`signals`]: Unix signals as events.
 //! - [`guardian`]: a helper process that kills worker trees if the primary is killed.
 //! - [`status`]: what `hotswap status` shows.
+//! - [`stop`]: the graceful stop (and the forced one).
 //! - [`watch`]: development mode: file changes become reloads.
 //! - [`build`]: the `--build` command run before a reload.
 //! - [`upgrade`]: self-upgrade: re-exec in place, handing everything over.
@@ -24,6 +26,7 @@
 
 mod build;
 mod cli;
+mod client;
 mod config;
 mod control;
 mod events;
@@ -38,6 +41,7 @@ mod reload;
 mod signals;
 mod spawn;
 mod status;
+mod stop;
 mod supervisor;
 mod upgrade;
 mod watch;
@@ -48,7 +52,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command, RunArgs};
-use control::{Reply, Request};
 
 fn main() -> ExitCode {
     // Before anything can replace the binary on disk.
@@ -60,12 +63,12 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run(args, origin),
-        Command::Upgrade(c) => upgrade(control::resolve(c.control)),
+        Command::Upgrade(c) => client::upgrade(&control::resolve(c.control)),
         Command::UpgradeCheck => return upgrade::check_main(),
-        Command::Reload(r) => reload(control::resolve(r.control.control), r.no_build),
-        Command::Status(s) => status(control::resolve(s.control.control), s.json),
-        Command::Stop(c) => stop(control::resolve(c.control)),
-        Command::Events(s) => events(control::resolve(s.control.control), s.json),
+        Command::Reload(r) => client::reload(&control::resolve(r.control.control), r.no_build),
+        Command::Status(s) => client::status(&control::resolve(s.control.control), s.json),
+        Command::Stop(c) => client::stop(&control::resolve(c.control)),
+        Command::Events(s) => client::events(&control::resolve(s.control.control), s.json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hotswap", &mut std::io::stdout());
@@ -140,41 +143,6 @@ fn finish(code: i32, why: String) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn upgrade(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
-    let mut code = ExitCode::FAILURE;
-    let mut finished = false;
-    control::request(&path, &Request::Upgrade, |reply| match reply {
-        Reply::Progress { message } => println!("{message}"),
-        Reply::Done { message } => {
-            println!("{message}");
-            code = ExitCode::SUCCESS;
-            finished = true;
-        }
-        Reply::Error { error } => {
-            eprintln!("hotswap: {error}");
-            finished = true;
-        }
-        Reply::Status(_) | Reply::Event(_) => {}
-    })?;
-    if !finished {
-        eprintln!("hotswap: the primary closed the connection before the upgrade finished");
-    }
-    Ok(code)
-}
-
-fn events(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
-    control::request(&path, &Request::Events, |reply| {
-        if let Reply::Event(ev) = reply {
-            let line = if json { serde_json::to_string(&ev).expect("event serializes") } else { ev.render() };
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Writes `hotswap.1` and one page per subcommand (`hotswap-run.1`, ...).
 fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     use clap::CommandFactory;
@@ -191,59 +159,4 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         std::fs::write(dir.join(format!("{name}.1")), buf)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn reload(path: std::path::PathBuf, no_build: bool) -> anyhow::Result<ExitCode> {
-    let mut code = ExitCode::FAILURE;
-    let mut finished = false;
-    control::request(&path, &Request::Reload { no_build }, |reply| match reply {
-        Reply::Progress { message } => println!("{message}"),
-        Reply::Done { message } => {
-            println!("{message}");
-            code = ExitCode::SUCCESS;
-            finished = true;
-        }
-        Reply::Error { error } => {
-            eprintln!("hotswap: reload failed: {error}");
-            finished = true;
-        }
-        Reply::Status(_) | Reply::Event(_) => {}
-    })?;
-    if !finished {
-        eprintln!("hotswap: the primary closed the connection before the reload finished");
-    }
-    Ok(code)
-}
-
-fn status(path: std::path::PathBuf, json: bool) -> anyhow::Result<ExitCode> {
-    let mut code = ExitCode::FAILURE;
-    control::request(&path, &Request::Status, |reply| match reply {
-        Reply::Status(s) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
-            } else {
-                print!("{}", s.render());
-            }
-            code = ExitCode::SUCCESS;
-        }
-        Reply::Error { error } => eprintln!("hotswap: {error}"),
-        _ => {}
-    })?;
-    Ok(code)
-}
-
-fn stop(path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
-    let mut code = ExitCode::SUCCESS;
-    control::request(&path, &Request::Stop, |reply| match reply {
-        Reply::Progress { message } | Reply::Done { message } => println!("{message}"),
-        Reply::Error { error } => {
-            eprintln!("hotswap: {error}");
-            code = ExitCode::FAILURE;
-        }
-        Reply::Status(_) | Reply::Event(_) => {}
-    })?;
-    if code == ExitCode::SUCCESS {
-        println!("stopped");
-    }
-    Ok(code)
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::supervisor::Supervisor;
 use crate::worker::{WorkerId, WorkerState};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,5 +111,64 @@ fn fmt_secs(secs: f64) -> String {
         0..=59 => format!("{secs:.1}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Supervisor {
+    pub(crate) fn ready_count(&self) -> usize {
+        self.workers.values().filter(|w| w.state == WorkerState::Ready).count()
+    }
+
+    /// What `systemctl status` shows.
+    pub(crate) fn status_line(&self) -> String {
+        let mut s = format!(
+            "generation {}, {}/{} workers ready",
+            self.serving_generation,
+            self.ready_count(),
+            self.settings.workers
+        );
+        if let Some(r) = &self.reload {
+            s += &format!("; reloading to generation {}", r.generation);
+        } else if let Some(r) = &self.last_reload {
+            s += &format!("; last reload {}", if r.ok { "ok" } else { "FAILED" });
+        }
+        s
+    }
+
+    pub(crate) fn notify_status(&self) {
+        if self.notifier.enabled() {
+            self.notifier.status(&self.status_line());
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs_f64()
+                + self.image_started_at.saturating_sub(self.started_at) as f64,
+            started_at: self.started_at,
+            image_started_at: self.image_started_at,
+            upgrades: self.upgrades,
+            generation: self.serving_generation,
+            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
+            target_workers: self.settings.workers,
+            workers: self
+                .workers
+                .values()
+                .map(|w| WorkerStatus {
+                    id: w.id,
+                    pid: w.pid.as_raw(),
+                    generation: w.generation,
+                    state: w.state,
+                    uptime_secs: w.started.elapsed().as_secs_f64(),
+                    restarts: self.slots.get(w.slot).map_or(0, |s| s.restarts),
+                })
+                .collect(),
+            reloading: self.reload.is_some(),
+            reload_queued: self.queued.is_some(),
+            last_reload: self.last_reload.clone(),
+            stopping: self.stop.is_some(),
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::notify::Notifier;
 use crate::notify_socket::Notification;
 use crate::output::Output;
 use crate::reload::Reload;
-use crate::status::{ReloadOutcome, Status, WorkerStatus};
+use crate::status::ReloadOutcome;
 use crate::worker::{Launcher, ReadyVia, Worker, WorkerId, WorkerState};
 
 /// Everything that can happen to the supervisor.
@@ -105,11 +105,6 @@ pub(crate) struct Slot {
     pub(crate) streak: u32,
 }
 
-pub(crate) struct Stop {
-    pub(crate) waiters: Vec<ReplyTx>,
-    pub(crate) forced: bool,
-}
-
 pub struct Supervisor {
     /// The flags `hotswap run` was given, to resolve the config file again.
     pub(crate) args: RunArgs,
@@ -141,7 +136,7 @@ pub struct Supervisor {
     /// Children whose exit someone else waits for (tokio's), never reaped here.
     pub(crate) foreign: std::collections::HashSet<i32>,
     pub(crate) last_reload: Option<ReloadOutcome>,
-    pub(crate) stop: Option<Stop>,
+    pub(crate) stop: Option<crate::stop::Stop>,
     /// Whether any worker has ever been ready: before that, a failing worker
     /// means the command cannot start at all, and the primary gives up.
     pub(crate) ever_ready: bool,
@@ -615,104 +610,6 @@ impl Supervisor {
             w.timers.push(handle);
         } else {
             handle.abort();
-        }
-    }
-
-    /// Graceful stop: every worker gets `shutdown`; the loop ends when the
-    /// last one has exited. A second request while stopping forces it.
-    fn begin_stop(&mut self, why: &str, waiter: Option<ReplyTx>) {
-        if let Some(stop) = &mut self.stop {
-            if let Some(w) = waiter {
-                let _ = w.send(Reply::Progress { message: "already stopping".into() });
-                stop.waiters.push(w);
-                return;
-            }
-            tracing::warn!("{why} again: killing every worker");
-            stop.forced = true;
-            self.kill_all();
-            return;
-        }
-        tracing::info!("{why}: stopping {} workers", self.workers.len());
-        self.notifier.stopping(&format!("stopping {} workers", self.workers.len()));
-        let mut ev = LifecycleEvent::new("stopping");
-        ev.message = Some(why.to_string());
-        self.watchers.emit(ev);
-        self.cancel_reloads("the primary is stopping");
-        let mut waiters = Vec::new();
-        if let Some(w) = waiter {
-            let _ = w.send(Reply::Progress { message: format!("stopping {} workers", self.workers.len()) });
-            waiters.push(w);
-        }
-        self.stop = Some(Stop { waiters, forced: false });
-        let ids: Vec<_> = self.workers.keys().copied().collect();
-        for id in ids {
-            self.shut_down(id);
-        }
-        if self.workers.is_empty() {
-            self.exit = Some((0, "stopped".into()));
-        }
-    }
-
-    pub(crate) fn kill_all(&mut self) {
-        for w in self.workers.values_mut() {
-            w.kill();
-        }
-    }
-
-    pub(crate) fn ready_count(&self) -> usize {
-        self.workers.values().filter(|w| w.state == WorkerState::Ready).count()
-    }
-
-    /// What `systemctl status` shows.
-    pub(crate) fn status_line(&self) -> String {
-        let mut s = format!(
-            "generation {}, {}/{} workers ready",
-            self.serving_generation,
-            self.ready_count(),
-            self.settings.workers
-        );
-        if let Some(r) = &self.reload {
-            s += &format!("; reloading to generation {}", r.generation);
-        } else if let Some(r) = &self.last_reload {
-            s += &format!("; last reload {}", if r.ok { "ok" } else { "FAILED" });
-        }
-        s
-    }
-
-    pub(crate) fn notify_status(&self) {
-        if self.notifier.enabled() {
-            self.notifier.status(&self.status_line());
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        Status {
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().as_secs_f64()
-                + self.image_started_at.saturating_sub(self.started_at) as f64,
-            started_at: self.started_at,
-            image_started_at: self.image_started_at,
-            upgrades: self.upgrades,
-            generation: self.serving_generation,
-            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
-            target_workers: self.settings.workers,
-            workers: self
-                .workers
-                .values()
-                .map(|w| WorkerStatus {
-                    id: w.id,
-                    pid: w.pid.as_raw(),
-                    generation: w.generation,
-                    state: w.state,
-                    uptime_secs: w.started.elapsed().as_secs_f64(),
-                    restarts: self.slots.get(w.slot).map_or(0, |s| s.restarts),
-                })
-                .collect(),
-            reloading: self.reload.is_some(),
-            reload_queued: self.queued.is_some(),
-            last_reload: self.last_reload.clone(),
-            stopping: self.stop.is_some(),
         }
     }
 
