@@ -46,6 +46,9 @@ pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
 /// Set when a new image gave the state back: why.
 pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Testing aid: when set, a new image refuses the handover (and the old one
+/// takes it back), so the rollback path can be exercised for real.
+pub const FAIL_TAKEOVER_ENV: &str = "HOTSWAP_TEST_FAIL_TAKEOVER";
 
 /// Everything the next image needs, by value or by fd number.
 #[derive(Debug, Serialize, Deserialize)]
@@ -476,6 +479,11 @@ pub fn take_over() -> Option<Result<TakeOver, Refused>> {
         Ok(s) => s,
         Err(why) => return Some(Err(Refused { state: serde_json::from_str(&text).ok(), state_fd: fd, why })),
     };
+    // Fault injection for the rollback test: a new image that refuses.
+    if std::env::var_os(FAIL_TAKEOVER_ENV).is_some() && why_rollback.is_none() {
+        let why = format!("{FAIL_TAKEOVER_ENV} is set");
+        return Some(Err(Refused { state: Some(state), state_fd: fd, why }));
+    }
     match unsafe { state.take_fds() } {
         Ok(inherited) => {
             let _ = set_cloexec(fd, true);

@@ -153,3 +153,25 @@ fn an_upgrade_during_a_reload_is_refused() {
     assert!(reload.join().unwrap().status.success());
     assert!(p.ctl(&["upgrade"]).status.success());
 }
+
+#[test]
+fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
+    // The testing aid makes every new image refuse the handover; the old
+    // executable then takes everything back and answers the client.
+    let p = Primary::builder(rust_worker()).env("HOTSWAP_TEST_FAIL_TAKEOVER", "1").start();
+    let workers = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = p.ctl(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
+    assert!(err.contains("HOTSWAP_TEST_FAIL_TAKEOVER is set") && err.contains("still running hotswap"), "{err}");
+    let s = p.status();
+    assert_eq!(s["upgrades"], 0, "a rollback is no upgrade");
+    assert_eq!(s["pid"], p.pid());
+    assert_eq!(p.worker_pids(), workers);
+    assert!(p.log_text().contains("upgrade failed and was rolled back"));
+    p.reload();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_no_failures(&load.finish(), "load across a rolled-back upgrade");
+}
