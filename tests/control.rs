@@ -85,9 +85,14 @@ fn another_user_is_refused_by_peer_credentials() {
     let p = Primary::builder(rust_worker()).start();
     // Open the file mode so that only the credentials check stands.
     std::fs::set_permissions(&p.control, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    // A copy the other user can execute wherever the checkout lives.
+    let dir = TempDir::new("otheruser");
+    let bin = dir.path("hotswap");
+    std::fs::copy(HOTSWAP, &bin).unwrap();
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = {
         use std::os::unix::process::CommandExt;
-        Command::new(HOTSWAP).args(["reload", "--control"]).arg(&p.control).uid(65534).gid(65534).output().unwrap()
+        Command::new(&bin).args(["reload", "--control"]).arg(&p.control).uid(65534).gid(65534).output().unwrap()
     };
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
