@@ -115,6 +115,7 @@ impl Supervisor {
         } else {
             (Duration::from_millis(100) * 2u32.saturating_pow(streak.min(20) - 2)).min(BACKOFF_MAX)
         };
+        self.slots[slot].retry_at = Some(std::time::Instant::now() + delay);
         if delay > Duration::ZERO {
             tracing::warn!("slot {slot} crashed {streak} times in a row; restarting in {} ms", delay.as_millis());
         }

@@ -34,6 +34,16 @@ pub struct Status {
     pub reload_queued: bool,
     pub last_reload: Option<ReloadOutcome>,
     pub stopping: bool,
+    /// Slots whose worker keeps crashing, waiting out their backoff.
+    pub backoff: Vec<Backoff>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backoff {
+    pub slot: usize,
+    pub crashes_in_a_row: u32,
+    /// Until the next start.
+    pub restart_in_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +98,15 @@ impl Status {
             (None, false) => "none yet".into(),
         };
         let _ = writeln!(s, "reload:     {reload}");
+        for b in &self.backoff {
+            let _ = writeln!(
+                s,
+                "crash loop: slot {} crashed {} times in a row; next start in {:.1} s",
+                b.slot,
+                b.crashes_in_a_row,
+                b.restart_in_ms as f64 / 1000.0
+            );
+        }
         let _ = writeln!(s, "\n{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}", "ID", "PID", "GEN", "STATE", "UPTIME", "RESTARTS");
         for w in &self.workers {
             let _ = writeln!(
@@ -169,6 +188,16 @@ impl Supervisor {
             reload_queued: self.queued.is_some(),
             last_reload: self.last_reload.clone(),
             stopping: self.stop.is_some(),
+            backoff: self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, s)| {
+                    let due = s.retry_at?.checked_duration_since(std::time::Instant::now())?;
+                    Some(Backoff { slot, crashes_in_a_row: s.streak, restart_in_ms: due.as_millis() as u64 })
+                })
+                .filter(|b| b.restart_in_ms > 0)
+                .collect(),
         }
     }
 }

@@ -103,6 +103,8 @@ pub(crate) struct Slot {
     pub(crate) restarts: u32,
     /// Crashes in a row (a worker that lived long resets it).
     pub(crate) streak: u32,
+    /// When the next start after a crash is due, while backing off.
+    pub(crate) retry_at: Option<Instant>,
 }
 
 pub struct Supervisor {
@@ -526,6 +528,7 @@ impl Supervisor {
                     return;
                 }
                 self.slots[slot].restarts += 1;
+                self.slots[slot].retry_at = None;
                 let settings = self.settings.clone();
                 match self.spawn(slot, self.serving_generation, &settings) {
                     // A reload in progress replaces it too.

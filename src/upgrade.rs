@@ -347,7 +347,7 @@ impl Supervisor {
         self.slots = state
             .slots
             .iter()
-            .map(|(restarts, streak)| crate::supervisor::Slot { restarts: *restarts, streak: *streak })
+            .map(|(restarts, streak)| crate::supervisor::Slot { restarts: *restarts, streak: *streak, retry_at: None })
             .collect();
         self.next_id = state.next_id;
         self.newest_generation = state.newest_generation;

@@ -45,6 +45,9 @@ pub struct Filter {
     globs: GlobSet,
     /// `.gitignore`/`.ignore` matchers by file path, loaded on first use.
     ignore_files: HashMap<PathBuf, Option<Gitignore>>,
+    /// `.git/info/exclude` and the global excludes file, consulted when no
+    /// ignore file in the tree decides.
+    fallbacks: Vec<Gitignore>,
     /// Paths seen changing while no build ran: sources.
     sources: HashSet<PathBuf>,
     /// Paths learned as build outputs.
@@ -65,7 +68,35 @@ impl Filter {
             }
         }
         let globs = b.build().context("--watch-ignore")?;
-        Ok(Filter { roots, globs, ignore_files: HashMap::new(), sources: HashSet::new(), outputs: HashSet::new() })
+        // Below the tree's own ignore files, git also reads the repository's
+        // `.git/info/exclude` and the user's `core.excludesFile`.
+        // (Both rooted where their patterns are relative to.)
+        let rooted = |root: &Path, file: PathBuf| {
+            let mut b = ignore::gitignore::GitignoreBuilder::new(root);
+            b.add(file);
+            b.build().ok()
+        };
+        let mut fallbacks = Vec::new();
+        for root in &roots {
+            if let Some(repo) = root.ancestors().find(|d| d.join(".git").is_dir()) {
+                let exclude = repo.join(".git/info/exclude");
+                if exclude.is_file() {
+                    fallbacks.extend(rooted(repo, exclude));
+                }
+            }
+            if let Some(global) = ignore::gitignore::gitconfig_excludes_path().filter(|p| p.is_file()) {
+                fallbacks.extend(rooted(root, global));
+            }
+        }
+        fallbacks.retain(|g| !g.is_empty());
+        Ok(Filter {
+            roots,
+            globs,
+            ignore_files: HashMap::new(),
+            fallbacks,
+            sources: HashSet::new(),
+            outputs: HashSet::new(),
+        })
     }
 
     /// True when a change of `path` should lead to a reload.
@@ -110,12 +141,18 @@ impl Filter {
             self.ignore_files.remove(path);
             return true;
         }
-        self.ignored_by_files(path, &root)
+        if let Some(verdict) = self.ignored_by_files(path, &root) {
+            return verdict;
+        }
+        let is_dir = path.is_dir();
+        self.fallbacks
+            .iter()
+            .any(|g| path.starts_with(g.path()) && g.matched_path_or_any_parents(path, is_dir).is_ignore())
     }
 
     /// Walks up from the path to the watched root; the nearest ignore file
-    /// with a verdict wins, as in git.
-    fn ignored_by_files(&mut self, path: &Path, root: &Path) -> bool {
+    /// with a verdict wins, as in git. `None`: no file decides.
+    fn ignored_by_files(&mut self, path: &Path, root: &Path) -> Option<bool> {
         let is_dir = path.is_dir();
         let mut dir = path.parent();
         while let Some(d) = dir {
@@ -128,10 +165,10 @@ impl Filter {
                 if let Some(m) = m {
                     let verdict = m.matched_path_or_any_parents(path, is_dir);
                     if verdict.is_ignore() {
-                        return true;
+                        return Some(true);
                     }
                     if verdict.is_whitelist() {
-                        return false;
+                        return Some(false);
                     }
                 }
             }
@@ -140,7 +177,7 @@ impl Filter {
             }
             dir = d.parent();
         }
-        false
+        None
     }
 }
 
@@ -299,6 +336,20 @@ mod tests {
         // An "output" that changes with no build running is a source.
         assert!(f.relevant(&dir.join("out/app.min.js"), idle));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_repositorys_info_exclude_is_honoured() {
+        let repo = std::env::temp_dir().join(format!("hotswap-watch-repo-{}", std::process::id()));
+        std::fs::create_dir_all(repo.join(".git/info")).unwrap();
+        std::fs::create_dir_all(repo.join("app")).unwrap();
+        std::fs::write(repo.join(".git/info/exclude"), "*.secret\n").unwrap();
+        std::fs::write(repo.join("app/.gitignore"), "!keep.secret\n").unwrap();
+        let mut f = Filter::new(vec![repo.join("app")], &[]).unwrap();
+        assert!(f.ignored(&repo.join("app/db.secret")));
+        assert!(!f.ignored(&repo.join("app/keep.secret")), "the tree's own files decide first");
+        assert!(!f.ignored(&repo.join("app/main.rs")));
+        let _ = std::fs::remove_dir_all(&repo);
     }
 
     #[test]

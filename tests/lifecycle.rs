@@ -118,7 +118,17 @@ fn a_crash_loop_backs_off() {
         .env("PROBE_DIR", out.0.display().to_string())
         .env("PROBE_EXIT_AFTER_MS", "50")
         .start();
-    std::thread::sleep(Duration::from_secs(3));
+    // While it backs off, status says so.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let s = p.status();
+            s["backoff"].as_array().is_some_and(|b| !b.is_empty() && b[0]["crashes_in_a_row"].as_u64() >= Some(2))
+        }),
+        "no backoff in status"
+    );
+    assert!(wait_until(Duration::from_secs(3), || String::from_utf8_lossy(&p.ctl(&["status"]).stdout)
+        .contains("crash loop: slot 0 crashed")));
+    std::thread::sleep(Duration::from_secs(2));
     let s = p.status();
     let restarts = s["workers"].as_array().unwrap().first().map_or(0, |w| w["restarts"].as_u64().unwrap());
     let starts = p.log_text().matches("started (slot 0)").count();
