@@ -46,10 +46,11 @@ fn status_reports_listeners_generation_and_workers() {
     let s = p.status();
     assert_eq!(s["last_reload"]["ok"], true);
     assert_eq!(s["last_reload"]["generation"], 2);
-    // (The example workers serve fd 3; the protocol tests check that every
-    // listener reaches every worker.)
+    // Both listeners serve the same workers.
     let a = get(&Target::Tcp(listeners[0].to_string()), "/").unwrap();
-    assert_eq!((a.status, a.generation()), (200, 2));
+    let b = get(&Target::Unix(sock.clone()), "/").unwrap();
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!((a.generation(), b.generation()), (2, 2));
     // The table for people.
     let out = p.ctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -73,6 +73,22 @@ fn unix_socket_listener_reloads_under_load() {
 }
 
 #[test]
+fn two_listeners_reload_under_load_on_both() {
+    let dir = TempDir::new("two");
+    let sock = dir.path("app.sock");
+    let p = Primary::builder(rust_worker()).arg("-l").arg(format!("admin=unix:{}", sock.display())).start();
+    let tcp = Load::start(Target::Tcp(p.addr()), 2, 1);
+    let unix = Load::start(Target::Unix(sock.clone()), 2, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        p.reload();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_no_failures(&tcp.finish(), "TCP load across reloads");
+    assert_no_failures(&unix.finish(), "Unix-socket load across reloads");
+}
+
+#[test]
 fn sighup_reloads_under_load() {
     let p = Primary::builder(rust_worker()).start();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);

@@ -103,13 +103,15 @@ fn main() {
         Ok(fds) => fds.collect(),
         Err(e) => fail(&format!("cannot use the passed sockets ({e}): {what}")),
     };
-    let Some(&listen_fd) = fds.first() else { fail(&format!("no listening socket passed: {what}")) };
+    if fds.is_empty() {
+        fail(&format!("no listening socket passed: {what}"))
+    }
     let ipc_fd: RawFd = std::env::var("HOTSWAP_IPC_FD")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| fail("HOTSWAP_IPC_FD is not set"));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    rt.block_on(run(listen_fd, ipc_fd))
+    rt.block_on(run(fds, ipc_fd))
 }
 
 /// The inherited listening socket: TCP (IPv4 or IPv6) or Unix stream.
@@ -193,11 +195,14 @@ impl AsyncListener {
     }
 }
 
-async fn run(listen_fd: RawFd, ipc_fd: RawFd) -> ! {
+async fn run(listen_fds: Vec<RawFd>, ipc_fd: RawFd) -> ! {
     // SAFETY: both fds were given to us by the primary and nothing else owns them.
-    let (std_listener, std_ipc) = unsafe {
+    let (std_listeners, std_ipc) = unsafe {
         (
-            Listener::from_raw_fd(listen_fd).unwrap_or_else(|e| fail(&e)),
+            listen_fds
+                .iter()
+                .map(|fd| (*fd, Listener::from_raw_fd(*fd).unwrap_or_else(|e| fail(&e))))
+                .collect::<Vec<_>>(),
             std::os::unix::net::UnixStream::from_raw_fd(ipc_fd),
         )
     };
@@ -256,26 +261,34 @@ async fn run(listen_fd: RawFd, ipc_fd: RawFd) -> ! {
     // returns None once every clone is dropped.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     if drain.borrow().is_none() {
-        let what = std_listener.describe();
-        let listener = std_listener.into_tokio().expect("listener fd");
-        app.log(&format!(
-            "listening on fd {listen_fd}, {what} (generation {}, worker {})",
-            app.generation, app.worker_id
-        ));
-        app.send(json!({"type": "listening"}));
-        loop {
-            tokio::select! {
-                r = listener.accept_and_serve(&app, &alive) => match r {
-                    Ok(()) => {}
-                    Err(e) => {
-                        app.log(&format!("accept: {e}"));
-                        sleep(Duration::from_millis(50)).await;
+        // One accept loop per inherited listener (fd 3, 4, ...), all serving
+        // the same app; each ends, closing its copy, when the drain starts.
+        let mut accepting = Vec::new();
+        for (fd, std_listener) in std_listeners {
+            let what = std_listener.describe();
+            let listener = std_listener.into_tokio().expect("listener fd");
+            app.log(&format!("listening on fd {fd}, {what} (generation {}, worker {})", app.generation, app.worker_id));
+            let (app, alive, mut drain) = (app.clone(), alive.clone(), app.drain.subscribe());
+            accepting.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = listener.accept_and_serve(&app, &alive) => {
+                            if let Err(e) = r {
+                                app.log(&format!("accept: {e}"));
+                                sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                        // (the watch guard must not live across the await)
+                        _ = async { drop(drain.wait_for(Option::is_some).await) } => break,
                     }
-                },
-                _ = drain.wait_for(Option::is_some) => break,
-            }
+                }
+                // Dropping the listener close()s our copy; the other workers keep theirs.
+            }));
         }
-        // Dropping the listener close()s our copy; the other workers keep theirs.
+        app.send(json!({"type": "listening"}));
+        for task in accepting {
+            let _ = task.await;
+        }
     }
     drop(alive);
     all_closed.recv().await;
