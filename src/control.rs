@@ -178,12 +178,13 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let event = if request == Request::Upgrade {
-        // The connection outlives this image: the next one answers on it.
-        Event::Upgrade { reply: Some(tx), conn: Some(dup_cloexec(&stream)?) }
-    } else {
-        Event::Control { request, reply: tx }
+    // These connections outlive a self-upgrade: the next image answers on
+    // them, so the supervisor keeps a copy of the socket.
+    let conn = match request {
+        Request::Upgrade | Request::Events => Some(dup_cloexec(&stream)?),
+        _ => None,
     };
+    let event = Event::Control { request, reply: tx, conn };
     if events.send(event).await.is_err() {
         return Ok(());
     }
@@ -228,6 +229,23 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         Some(other) => Err(format!("unknown command {other:?} (expected status, reload, stop, events or upgrade)")),
         None => Err("malformed request: no \"command\" field".into()),
     }
+}
+
+/// Takes over a `hotswap events` client of the previous image: replies sent
+/// on the returned channel go to it.
+pub fn adopt_subscriber(fd: std::os::fd::OwnedFd) -> Result<ReplyTx> {
+    let std_stream = std::os::unix::net::UnixStream::from(fd);
+    std_stream.set_nonblocking(true)?;
+    let mut stream = UnixStream::from_std(std_stream).context("adopting an events client")?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            if send(&mut stream, &reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(tx)
 }
 
 async fn send(stream: &mut UnixStream, reply: &Reply) -> Result<()> {

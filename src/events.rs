@@ -3,6 +3,8 @@
 //! `listening`, `disconnect`, `exit`) plus the reload's own
 //! (`reload-started`, `reload-finished`, `reload-failed`) and `stopping`.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
 use serde::{Deserialize, Serialize};
 
 use crate::control::{Reply, ReplyTx};
@@ -62,13 +64,14 @@ impl LifecycleEvent {
     }
 }
 
-/// The connected `hotswap events` clients.
+/// The connected `hotswap events` clients, each with a copy of its
+/// connection so that a self-upgrade can hand it over.
 #[derive(Debug, Default)]
-pub struct Watchers(Vec<ReplyTx>);
+pub struct Watchers(Vec<(ReplyTx, Option<OwnedFd>)>);
 
 impl Watchers {
-    pub fn add(&mut self, tx: ReplyTx) {
-        self.0.push(tx);
+    pub fn add(&mut self, tx: ReplyTx, conn: Option<OwnedFd>) {
+        self.0.push((tx, conn));
     }
 
     /// Sends to every client, forgetting those that left.
@@ -76,6 +79,11 @@ impl Watchers {
         if self.0.is_empty() {
             return;
         }
-        self.0.retain(|tx| tx.send(Reply::Event(event.clone())).is_ok());
+        self.0.retain(|(tx, _)| tx.send(Reply::Event(event.clone())).is_ok());
+    }
+
+    /// The connections to hand over on self-upgrade.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.0.iter().filter_map(|(_, fd)| fd.as_ref().map(|f| f.as_raw_fd())).collect()
     }
 }

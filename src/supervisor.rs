@@ -4,8 +4,8 @@
 //! stop in progress live in [`Supervisor`], touched only by
 //! [`Supervisor::handle`]. Everything else (signals, the control socket, IPC
 //! channels, notify sockets, timers) sends it an [`Event`] over one channel.
-//! Child exits arrive as SIGCHLD and are reaped here, in one place, so no
-//! status is ever lost or stolen.
+//! Child exits arrive as SIGCHLD and are reaped in one place, by pid
+//! ([`crate::exits`]), so no status is ever lost or stolen.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -37,6 +37,9 @@ pub enum Event {
     Control {
         request: Request,
         reply: ReplyTx,
+        /// A copy of the client's connection, for requests whose answers
+        /// outlive a self-upgrade (`upgrade`, `events`).
+        conn: Option<std::os::fd::OwnedFd>,
     },
     Ipc {
         worker: WorkerId,
@@ -52,11 +55,6 @@ pub enum Event {
     /// Watched files changed (one debounced burst).
     Watch {
         paths: Vec<PathBuf>,
-    },
-    /// `hotswap upgrade` (with the client's connection) or SIGUSR2.
-    Upgrade {
-        reply: Option<ReplyTx>,
-        conn: Option<std::os::fd::OwnedFd>,
     },
     /// The new binary answered `upgrade-check` (its version) or failed.
     UpgradeChecked {
@@ -202,6 +200,17 @@ pub async fn resume(
     let mut sup =
         Supervisor::new(args, origin, state.settings.clone(), fds.listeners, notifier, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    for fd in fds.watchers {
+        // A copy of the socket stays with the watcher, for the next upgrade.
+        let adopted = fd.try_clone().map_err(anyhow::Error::from).and_then(|copy| {
+            let tx = crate::control::adopt_subscriber(fd)?;
+            Ok((tx, copy))
+        });
+        match adopted {
+            Ok((tx, copy)) => sup.watchers.add(tx, Some(copy)),
+            Err(e) => tracing::warn!("an events client was lost in the upgrade: {e:#}"),
+        }
+    }
     let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
     if let Some(conn) = fds.reply {
         let version = env!("CARGO_PKG_VERSION");
@@ -336,7 +345,7 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::Signal(sig) => self.on_signal(sig),
-            Event::Control { request, reply } => self.on_control(request, reply),
+            Event::Control { request, reply, conn } => self.on_control(request, reply, conn),
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
             Event::IpcClosed { worker } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
@@ -351,7 +360,6 @@ impl Supervisor {
             }
             Event::Notify { worker, note } => self.on_notify(worker, note),
             Event::Watch { paths } => self.on_watch(paths),
-            Event::Upgrade { reply, conn } => self.begin_upgrade(reply, conn),
             Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
             Event::Timer(t) => self.on_timer(t),
         }
@@ -377,7 +385,7 @@ impl Supervisor {
         }
     }
 
-    fn on_control(&mut self, request: Request, reply: ReplyTx) {
+    fn on_control(&mut self, request: Request, reply: ReplyTx, conn: Option<std::os::fd::OwnedFd>) {
         match request {
             Request::Status => {
                 let _ = reply.send(Reply::Status(Box::new(self.status())));
@@ -390,9 +398,8 @@ impl Supervisor {
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
-            Request::Events => self.watchers.add(reply),
-            // Arrives as Event::Upgrade, with the client's connection.
-            Request::Upgrade => self.begin_upgrade(Some(reply), None),
+            Request::Events => self.watchers.add(reply, conn),
+            Request::Upgrade => self.begin_upgrade(Some(reply), conn),
         }
     }
 

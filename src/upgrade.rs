@@ -11,8 +11,9 @@
 //! 2. The state (settings, workers, generations, restart counters, last
 //!    reload) is written to a memfd; close-on-exec is cleared on exactly the
 //!    listeners, the control socket, the guardian's pipe, every worker's IPC
-//!    end and output pipes, the memfd, the waiting client's connection and a
-//!    handle on the old executable; then `execve` in place.
+//!    end and output pipes, the memfd, the waiting client's connection, the
+//!    `hotswap events` clients' connections and a handle on the old
+//!    executable; then `execve` in place.
 //! 3. The new image adopts all of it by pid (it is still every worker's
 //!    parent) and answers the client. If it cannot, it re-executes the old
 //!    executable from that handle with the same state (a rollback), and the
@@ -73,6 +74,9 @@ pub struct State {
     pub announced: bool,
     /// The `hotswap upgrade` client's connection, answered by the next image.
     pub reply_fd: Option<RawFd>,
+    /// `hotswap events` clients, which go on streaming from the next image.
+    #[serde(default)]
+    pub watcher_fds: Vec<RawFd>,
     /// The old image's executable, to go back to.
     pub exe_fd: RawFd,
     pub exe: PathBuf,
@@ -116,6 +120,7 @@ pub struct Inherited {
     pub guardian: OwnedFd,
     pub workers: Vec<WorkerFds>,
     pub reply: Option<OwnedFd>,
+    pub watchers: Vec<OwnedFd>,
 }
 
 /// An upgrade waiting for the check of the new binary.
@@ -135,6 +140,7 @@ impl State {
             v.extend([w.stdout_fd, w.stderr_fd]);
         }
         v.extend(self.reply_fd);
+        v.extend(&self.watcher_fds);
         v
     }
 
@@ -167,6 +173,7 @@ impl State {
             guardian: own(self.guardian_fd)?,
             workers,
             reply: self.reply_fd.map(own).transpose()?,
+            watchers: self.watcher_fds.iter().map(|fd| own(*fd)).collect::<Result<_>>()?,
         })
     }
 }
@@ -219,6 +226,7 @@ impl Supervisor {
             ever_ready: self.ever_ready,
             announced: self.announced,
             reply_fd,
+            watcher_fds: self.watchers.fds(),
             exe_fd,
             exe: self.origin.exe.clone(),
             argv: self.origin.argv.clone(),
