@@ -172,31 +172,9 @@ fn runtime_errors_are_one_clear_line() {
 #[test]
 fn events_stream_the_lifecycle_as_it_happens() {
     let p = Primary::builder(rust_worker()).workers(1).start();
-    let mut child = Command::new(HOTSWAP)
-        .args(["events", "--json", "--control"])
-        .arg(&p.control)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(serde_json::from_str::<Value>(&line).unwrap()).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let events = EventStream::start(&p);
     p.reload();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !seen.iter().any(|e: &Value| e["event"] == "reload-finished") {
-        if let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push(e);
-        }
-    }
+    let seen = events.until("reload-finished", Duration::from_secs(5));
     let kinds: Vec<&str> = seen.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -208,6 +186,4 @@ fn events_stream_the_lifecycle_as_it_happens() {
     assert_eq!(exit["generation"], 1);
     assert_eq!(seen[3]["generation"], 2);
     assert!(seen[1]["pid"].as_i64().unwrap() > 0 && seen[1]["worker"] == 2);
-    let _ = child.kill();
-    let _ = child.wait();
 }

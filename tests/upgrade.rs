@@ -178,36 +178,13 @@ fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
 
 #[test]
 fn an_events_stream_goes_on_across_upgrades() {
-    use std::io::BufRead;
     let p = Primary::builder(rust_worker()).workers(1).start();
-    let mut child = std::process::Command::new(HOTSWAP)
-        .args(["events", "--json", "--control"])
-        .arg(&p.control)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(serde_json::from_str(&line).unwrap());
-        }
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let mut events = EventStream::start(&p);
     for _ in 0..2 {
         assert!(p.ctl(&["upgrade"]).status.success());
     }
     p.reload();
-    let mut seen = Vec::new();
-    while let Ok(e) = rx.recv_timeout(Duration::from_secs(3)) {
-        let done = e["event"] == "reload-finished";
-        seen.push(e);
-        if done {
-            break;
-        }
-    }
+    let seen = events.until("reload-finished", Duration::from_secs(3));
     assert!(seen.iter().any(|e| e["event"] == "reload-finished"), "events after two upgrades: {seen:?}");
-    assert!(child.try_wait().unwrap().is_none(), "the events client is still connected");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(events.connected(), "the events client is still connected");
 }

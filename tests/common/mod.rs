@@ -243,6 +243,63 @@ impl Drop for Primary {
     }
 }
 
+/// A `hotswap events --json` client, read on a thread; killed on drop.
+pub struct EventStream {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl EventStream {
+    pub fn start(p: &Primary) -> EventStream {
+        let mut child = Command::new(HOTSWAP)
+            .args(["events", "--json", "--control"])
+            .arg(&p.control)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        // Let the subscription reach the primary.
+        std::thread::sleep(Duration::from_millis(300));
+        EventStream { child, rx }
+    }
+
+    /// Events received until one named `last` (included), or `timeout`.
+    pub fn until(&self, last: &str, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(e) = self.rx.recv_timeout(Duration::from_millis(100)) {
+                let done = e["event"] == last;
+                seen.push(e);
+                if done {
+                    break;
+                }
+            }
+        }
+        seen
+    }
+
+    /// Whether the client is still connected (has not exited).
+    pub fn connected(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
