@@ -103,9 +103,8 @@ fn run(args: RunArgs, origin: supervisor::Origin) -> anyhow::Result<ExitCode> {
     match upgrade::take_over() {
         Some(Ok(t)) => {
             let notifier = notify::Notifier::from_env()?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
             let (code, why) =
-                rt.block_on(supervisor::resume(args, origin, t.state, t.inherited, t.rollback, notifier))?;
+                runtime()?.block_on(supervisor::resume(args, origin, t.state, t.inherited, t.rollback, notifier))?;
             return Ok(finish(code, why));
         }
         Some(Err(refused)) => {
@@ -125,13 +124,17 @@ fn run(args: RunArgs, origin: supervisor::Origin) -> anyhow::Result<ExitCode> {
     let notifier = notify::Notifier::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
     let listeners = listeners::open_all(&settings.listen, settings.backlog)?;
-    // One thread: workers must be forked from the thread that lives as long
-    // as the primary (their parent-death signal follows that thread).
-    // (Blocking threads only write stdout and stderr: a few suffice, and a
-    // fixed cap keeps the thread count flat over a long run.)
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
-    let (code, why) = rt.block_on(supervisor::run(args, origin, settings, listeners, notifier))?;
+    let (code, why) = runtime()?.block_on(supervisor::run(args, origin, settings, listeners, notifier))?;
     Ok(finish(code, why))
+}
+
+/// The primary's runtime, for a fresh start and for a self-upgrade alike.
+/// One thread: workers must be forked from the thread that lives as long as
+/// the primary (their parent-death signal follows that thread), and an
+/// in-place exec keeps only that thread's children safe. (tokio's blocking
+/// pool is capped so the thread count stays flat over a long run.)
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()
 }
 
 fn finish(code: i32, why: String) -> ExitCode {
