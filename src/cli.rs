@@ -1,17 +1,14 @@
-//! The command line: every subcommand and flag, in one place.
+//! The command line: every subcommand and its flags. `hotswap run`'s flags
+//! are [`Options`], declared once for the command line and the config file.
 //!
 //! Kept apart from `main.rs` so that the man page and shell completions can be
 //! generated from the very same definitions.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use nix::sys::signal::Signal;
-
-use crate::config::ReadyMode;
-use crate::listeners::ListenSpec;
+use crate::options::Options;
 
 const AFTER_HELP: &str = "\
 Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in place; SIGTERM or SIGINT stop gracefully, a second one kills the workers.
@@ -41,7 +38,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the primary in the foreground, supervising COMMAND as N workers.
-    Run(RunArgs),
+    Run(Options),
     /// Start a rolling reload and wait until the new generation serves.
     Reload(ReloadArgs),
     /// Show listeners, generation and workers of a running primary.
@@ -76,91 +73,6 @@ pub enum Command {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct RunArgs {
-    /// Address to listen on: `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`,
-    /// `unix:/run/app.sock`, optionally named: `web=127.0.0.1:8080` (the name
-    /// becomes the fd's `LISTEN_FDNAMES` entry). Repeatable; port 0 picks a
-    /// free port. Under socket activation (`LISTEN_FDS`), entries are matched
-    /// to the inherited sockets by name or address; with none, all are used.
-    #[arg(short, long = "listen", value_name = "ADDR")]
-    pub listen: Vec<ListenSpec>,
-
-    /// Number of workers [default: number of CPUs].
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub workers: Option<u32>,
-
-    /// A `hotswap.toml` with any of these options (flags override it). It is
-    /// read again on every reload.
-    #[arg(short = 'c', long, value_name = "PATH", env = "HOTSWAP_CONFIG")]
-    pub config: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub control: ControlArgs,
-
-    /// How long a new worker may take to report ready (`500ms`, `10s`, `2m`)
-    /// [default: 30s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub ready_timeout: Option<Duration>,
-
-    /// How long a worker may take to drain after `shutdown` before SIGKILL
-    /// [default: 30s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub shutdown_timeout: Option<Duration>,
-
-    /// How a worker says it is ready: `ipc` (the `listening` message),
-    /// `notify` (`READY=1` on its `NOTIFY_SOCKET`), `ipc-or-notify`,
-    /// `delay:DUR` (ready after DUR), `none` (ready at once) [default: ipc].
-    #[arg(long, value_name = "MODE")]
-    pub ready: Option<ReadyMode>,
-
-    /// Signal that stops a worker that did not become ready over IPC (and
-    /// so may not read it) [default: SIGTERM].
-    #[arg(long, value_name = "SIGNAL", value_parser = crate::config::parse_signal)]
-    pub stop_signal: Option<Signal>,
-
-    /// Watch this file or directory (recursively; repeatable) and reload when
-    /// something in it changes. `.gitignore`/`.ignore` files are honoured;
-    /// `.git/`, `target/`, `node_modules/` and editor swap files never count.
-    #[arg(long, value_name = "PATH")]
-    pub watch: Vec<PathBuf>,
-
-    /// Wait until changes stop for this long before reloading [default: 200ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub watch_debounce: Option<Duration>,
-
-    /// Changes to paths matching this glob never reload (repeatable), e.g.
-    /// `*.log`, `dist`.
-    #[arg(long, value_name = "GLOB")]
-    pub watch_ignore: Vec<String>,
-
-    /// A shell command run before every reload (`hotswap reload`, SIGHUP or a
-    /// watched change); if it fails, no worker is touched.
-    #[arg(long, value_name = "CMD")]
-    pub build: Option<String>,
-
-    /// Listen backlog of each TCP and Unix listener [default: 1024].
-    #[arg(long, value_name = "N")]
-    pub backlog: Option<i32>,
-
-    /// The worker command and its arguments.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
-}
-
-#[cfg(test)]
-impl RunArgs {
-    pub fn default_for_tests() -> RunArgs {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            run: RunArgs,
-        }
-        Wrap::parse_from(["hotswap"]).run
-    }
-}
-
-#[derive(Debug, Args, Clone)]
 pub struct ControlArgs {
     /// Control socket of the primary [default: $HOTSWAP_CONTROL, else
     /// $XDG_RUNTIME_DIR/hotswap.sock, /run/hotswap.sock for root,
@@ -187,15 +99,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h 30m`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 10s, 2m)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,15 +107,5 @@ mod tests {
     #[test]
     fn clap_definitions_are_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

@@ -1,17 +1,21 @@
 //! The client side of the control socket: `hotswap reload`, `upgrade`,
-//! `status`, `stop` and `events`, each one request and its replies printed.
+//! `status`, `stop` and `events`, each one request and its replies printed
+//! (the protocol is in [`crate::types::wire`]).
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::control::{self, Reply, Request};
+use anyhow::{bail, Result};
+
+use crate::types::wire::{Reply, Request};
 
 /// Sends a request that ends in `done` or `error` (reload, upgrade),
 /// printing progress; success only when it says `done`.
 fn until_done(path: &Path, request: &Request, what: &str) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::FAILURE;
     let mut finished = false;
-    control::request(path, request, |reply| match reply {
+    call(path, request, |reply| match reply {
         Reply::Progress { message } => println!("{message}"),
         Reply::Done { message } => {
             println!("{message}");
@@ -40,7 +44,7 @@ pub fn upgrade(path: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    control::request(path, &Request::Events, |reply| {
+    call(path, &Request::Events, |reply| {
         if let Reply::Event(ev) = reply {
             let line = if json { serde_json::to_string(&ev).expect("event serializes") } else { ev.render() };
             let mut out = std::io::stdout().lock();
@@ -53,7 +57,7 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::FAILURE;
-    control::request(path, &Request::Status, |reply| match reply {
+    call(path, &Request::Status, |reply| match reply {
         Reply::Status(s) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
@@ -70,7 +74,7 @@ pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
-    control::request(path, &Request::Stop, |reply| match reply {
+    call(path, &Request::Stop, |reply| match reply {
         Reply::Progress { message } | Reply::Done { message } => println!("{message}"),
         Reply::Error { error } => {
             eprintln!("hotswap: {error}");
@@ -82,4 +86,39 @@ pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
         println!("stopped");
     }
     Ok(code)
+}
+
+/// The client's side, blocking: used by the `reload`, `status` and `stop`
+/// subcommands. Calls `on_reply` for each reply until the primary closes the
+/// connection.
+pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> Result<()> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach a hotswap primary at {}: {e} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    // A refusal may come before the request is read; it is still answered.
+    let write_error = stream.write_all(line.as_bytes()).err();
+    let mut answered = false;
+    for line in BufReader::new(stream).lines() {
+        let line = match line {
+            Ok(l) => l,
+            // The primary exiting mid-reply (stop) resets the connection.
+            Err(_) => break,
+        };
+        match serde_json::from_str::<Reply>(&line) {
+            Ok(reply) => {
+                answered = true;
+                on_reply(reply)
+            }
+            Err(e) => bail!("unexpected reply from the primary: {e}: {line}"),
+        }
+    }
+    if let (Some(e), false) = (write_error, answered) {
+        bail!("writing to {}: {e}", path.display());
+    }
+    Ok(())
 }

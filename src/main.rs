@@ -1,76 +1,33 @@
-//! hotswap: a zero-downtime hot-reload supervisor for network services.
-//!
-//! A map of the crate, one room per idea:
-//! - [`cli`]: the command line (subcommands and flags).
-//! - [`config`]: settings from flags and `hotswap.toml`, re-read on reload.
-//! - [`listeners`]: parsing `--listen`, binding the sockets the primary keeps for life.
-//! - [`supervisor`]: the event loop that owns all state: workers, slots, generations.
-//! - [`reload`]: the rolling reload, one worker at a time.
-//! - [`exits`]: reaping children by pid; crash restarts with backoff.
-//! - [`worker`]: one worker: its state and how it is started.
-//! - [`spawn`]: fork and exec with exact fds and `LISTEN_PID`.
-//! - [`ipc`]: the newline-delimited JSON channel to each worker.
-//! - [`output`]: workers' stdout/stderr, prefixed and passed through.
-//! - [`control`]: the control socket: protocol and server.
-//! - [`client`]: the `reload`, `upgrade`, `status`, `stop`, `events` subcommands.
-//! - [`signals`]: Unix signals as events.
-//! - [`guardian`]: a helper process that kills worker trees if the primary is killed.
-//! - [`status`]: what `hotswap status` shows.
-//! - [`stop`]: the graceful stop (and the forced one).
-//! - [`watch`]: development mode: file changes become reloads.
-//! - [`build`]: the `--build` command run before a reload.
-//! - [`upgrade`]: self-upgrade: re-exec in place, handing everything over.
-//! - [`events`]: lifecycle events streamed to `hotswap events`.
-//! - [`notify`]: `sd_notify` to systemd (ready, reloading, status, watchdog).
-//! - [`notify_socket`]: each worker's own `NOTIFY_SOCKET` (`--ready notify`).
-
-mod build;
-mod cli;
-mod client;
-mod config;
-mod control;
-mod events;
-mod exits;
-mod guardian;
-mod ipc;
-mod listeners;
-mod notify;
-mod notify_socket;
-mod output;
-mod reload;
-mod signals;
-mod spawn;
-mod status;
-mod stop;
-mod supervisor;
-mod upgrade;
-mod watch;
-mod worker;
+//! The `hotswap` binary: parses the command line and hands each subcommand
+//! to its part of the library (see `lib.rs` for the map).
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, RunArgs};
+use hotswap::cli::{Cli, Command};
+use hotswap::options::{control_path, Options, Settings};
+use hotswap::supervisor::{self, Origin};
+use hotswap::sys::{guardian, listeners, sd_notify::Systemd, spawn};
+use hotswap::{client, handover};
 
 fn main() -> ExitCode {
     // Before anything can replace the binary on disk.
-    let origin = supervisor::Origin {
+    let origin = Origin {
         exe: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
         argv: std::env::args_os().collect(),
     };
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Run(args) => run(args, origin),
-        Command::Upgrade(c) => client::upgrade(&control::resolve(c.control)),
-        Command::UpgradeCheck => return upgrade::check_main(),
-        Command::Reload(r) => client::reload(&control::resolve(r.control.control), r.no_build),
-        Command::Status(s) => client::status(&control::resolve(s.control.control), s.json),
-        Command::Stop(c) => client::stop(&control::resolve(c.control)),
-        Command::Events(s) => client::events(&control::resolve(s.control.control), s.json),
+        Command::Run(flags) => run(flags, origin),
+        Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
+        Command::UpgradeCheck => return handover::check_main(),
+        Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build),
+        Command::Status(s) => client::status(&control_path(s.control.control), s.json),
+        Command::Stop(c) => client::stop(&control_path(c.control)),
+        Command::Events(s) => client::events(&control_path(s.control.control), s.json),
         Command::Completions { shell } => {
-            use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hotswap", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
@@ -87,9 +44,9 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HOTSWAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -98,33 +55,33 @@ fn init_logging() {
         .init();
 }
 
-fn run(args: RunArgs, origin: supervisor::Origin) -> anyhow::Result<ExitCode> {
+fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     // A previous image of this primary handed over (self-upgrade)?
-    match upgrade::take_over() {
+    match handover::take_over() {
         Some(Ok(t)) => {
-            let notifier = notify::Notifier::from_env()?;
+            let systemd = Systemd::from_env()?;
             let (code, why) =
-                runtime()?.block_on(supervisor::resume(args, origin, t.state, t.inherited, t.rollback, notifier))?;
+                runtime()?.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, systemd))?;
             return Ok(finish(code, why));
         }
         Some(Err(refused)) => {
             tracing::error!("cannot take over from the previous image: {}; rolling back", refused.why);
-            return Err(upgrade::rollback(refused));
+            return Err(handover::rollback(refused));
         }
         None => {}
     }
-    let settings = match config::Settings::load(&args) {
+    let settings = match Settings::load(&flags) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hotswap: {e:#}");
             return Ok(ExitCode::from(2));
         }
     };
-    spawn::resolve_program(&settings.command[0], &worker::base_env())?;
-    let notifier = notify::Notifier::from_env()?;
+    spawn::resolve_program(&settings.command[0], &supervisor::base_env())?;
+    let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
     let listeners = listeners::open_all(&settings.listen, settings.backlog)?;
-    let (code, why) = runtime()?.block_on(supervisor::run(args, origin, settings, listeners, notifier))?;
+    let (code, why) = runtime()?.block_on(supervisor::run(flags, origin, settings, listeners, systemd))?;
     Ok(finish(code, why))
 }
 
@@ -148,7 +105,6 @@ fn finish(code: i32, why: String) -> ExitCode {
 
 /// Writes `hotswap.1` and one page per subcommand (`hotswap-run.1`, ...).
 fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use clap::CommandFactory;
     std::fs::create_dir_all(dir)?;
     let cmd = Cli::command();
     let mut pages = vec![("hotswap".to_string(), cmd.clone())];

@@ -1,13 +1,47 @@
-//! What `hotswap status` reports: a snapshot of the supervisor, serializable
-//! as JSON (the `--json` output and the control protocol's reply) and
-//! printable as a table for people.
+//! What travels over the control socket, for the server (the primary) and
+//! the client (`hotswap reload`, `status`, ...) alike.
+//!
+//! Protocol: the client sends one JSON [`Request`] line
+//! (`{"command":"reload"}`); the primary answers with JSON [`Reply`] lines
+//! (`progress` while it works, then `done` or `error`; `status` with a
+//! [`Status`]; `events` with a [`LifecycleEvent`] per line until the client
+//! leaves). `stop` ends with the connection closing when the primary exits.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
-use crate::supervisor::Supervisor;
-use crate::worker::{WorkerId, WorkerState};
+use super::{WorkerId, WorkerState};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Reload {
+        /// Skip the `--build` command.
+        #[serde(default)]
+        no_build: bool,
+    },
+    Stop,
+    /// Stream lifecycle events until the client leaves.
+    Events,
+    /// Re-execute the primary from its binary on disk, keeping everything.
+    Upgrade,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    Status(Box<Status>),
+    Event(LifecycleEvent),
+    Progress { message: String },
+    Done { message: String },
+    Error { error: String },
+}
+
+/// Where the supervisor sends replies for one request.
+pub type ReplyTx = mpsc::UnboundedSender<Reply>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -83,8 +117,9 @@ impl Status {
             match self.upgrades {
                 0 => String::new(),
                 n => format!(
-                    ", upgraded {n} times, this binary since {} s ago",
-                    crate::supervisor::unix_now().saturating_sub(self.image_started_at)
+                    ", upgraded {n} {}, this binary since {} s ago",
+                    if n == 1 { "time" } else { "times" },
+                    super::unix_now().saturating_sub(self.image_started_at)
                 ),
             },
             if self.stopping { ", stopping" } else { "" }
@@ -133,71 +168,60 @@ fn fmt_secs(secs: f64) -> String {
     }
 }
 
-impl Supervisor {
-    pub(crate) fn ready_count(&self) -> usize {
-        self.workers.values().filter(|w| w.state == WorkerState::Ready).count()
+/// A lifecycle event, streamed to `hotswap events` clients as it happens:
+/// the events Node's `cluster` module emits (`fork`, `online`, `listening`,
+/// `disconnect`, `exit`) plus the reload's own (`reload-started`,
+/// `reload-finished`, `reload-failed`) and `stopping`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LifecycleEvent {
+    /// `fork`, `online`, `listening`, `disconnect`, `exit`,
+    /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`.
+    pub event: String,
+    /// Seconds since the Unix epoch, with fractions.
+    pub time: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// `exit`: the exit code, when it exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// `exit`: the signal's name, when it was killed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl LifecycleEvent {
+    pub fn new(event: &str) -> LifecycleEvent {
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        LifecycleEvent { event: event.into(), time, ..Default::default() }
     }
 
-    /// What `systemctl status` shows.
-    pub(crate) fn status_line(&self) -> String {
-        let mut s = format!(
-            "generation {}, {}/{} workers ready",
-            self.serving_generation,
-            self.ready_count(),
-            self.settings.workers
-        );
-        if let Some(r) = &self.reload {
-            s += &format!("; reloading to generation {}", r.generation);
-        } else if let Some(r) = &self.last_reload {
-            s += &format!("; last reload {}", if r.ok { "ok" } else { "FAILED" });
+    /// One line for people.
+    pub fn render(&self) -> String {
+        let mut s = format!("{:<16}", self.event);
+        if let Some(w) = self.worker {
+            s += &format!(" worker={w}");
+        }
+        if let Some(p) = self.pid {
+            s += &format!(" pid={p}");
+        }
+        if let Some(g) = self.generation {
+            s += &format!(" generation={g}");
+        }
+        if let Some(c) = self.code {
+            s += &format!(" code={c}");
+        }
+        if let Some(sig) = &self.signal {
+            s += &format!(" signal={sig}");
+        }
+        if let Some(m) = &self.message {
+            s += &format!(" {m}");
         }
         s
-    }
-
-    pub(crate) fn notify_status(&self) {
-        if self.notifier.enabled() {
-            self.notifier.status(&self.status_line());
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        Status {
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().as_secs_f64()
-                + self.image_started_at.saturating_sub(self.started_at) as f64,
-            started_at: self.started_at,
-            image_started_at: self.image_started_at,
-            upgrades: self.upgrades,
-            generation: self.serving_generation,
-            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
-            target_workers: self.settings.workers,
-            workers: self
-                .workers
-                .values()
-                .map(|w| WorkerStatus {
-                    id: w.id,
-                    pid: w.pid.as_raw(),
-                    generation: w.generation,
-                    state: w.state,
-                    uptime_secs: w.started.elapsed().as_secs_f64(),
-                    restarts: self.slots.get(w.slot).map_or(0, |s| s.restarts),
-                })
-                .collect(),
-            reloading: self.reload.is_some(),
-            reload_queued: self.queued.is_some(),
-            last_reload: self.last_reload.clone(),
-            stopping: self.stop.is_some(),
-            backoff: self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, s)| {
-                    let due = s.retry_at?.checked_duration_since(std::time::Instant::now())?;
-                    Some(Backoff { slot, crashes_in_a_row: s.streak, restart_in_ms: due.as_millis() as u64 })
-                })
-                .filter(|b| b.restart_in_ms > 0)
-                .collect(),
-        }
     }
 }

@@ -9,10 +9,11 @@
 
 use std::os::fd::OwnedFd;
 
-use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
+
+use super::lines::{Frame, Lines, Long};
 
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
@@ -84,18 +85,15 @@ impl Output {
                     return;
                 }
             };
-            let mut buf = BytesMut::with_capacity(64 * 1024);
+            let mut lines = Lines::new(MAX_LINE, Long::Split);
             loop {
-                buf.reserve(64 * 1024);
-                let n = rx.read_buf(&mut buf).await.unwrap_or(0);
-                let eof = n == 0;
-                while let Some(line) = take_line(&mut buf, eof) {
+                lines.buffer().reserve(64 * 1024);
+                let eof = rx.read_buf(lines.buffer()).await.unwrap_or(0) == 0;
+                while let Some(Frame::Line(line)) = lines.next_frame(eof) {
                     let mut bytes = Vec::with_capacity(prefix.len() + line.len() + 1);
                     bytes.extend_from_slice(prefix.as_bytes());
                     bytes.extend_from_slice(&line);
-                    if bytes.last() != Some(&b'\n') {
-                        bytes.push(b'\n');
-                    }
+                    bytes.push(b'\n');
                     if tx.send(Line { stream, bytes }).await.is_err() {
                         return;
                     }
@@ -105,35 +103,5 @@ impl Output {
                 }
             }
         });
-    }
-}
-
-/// The next line in `buf` (with its newline), a `MAX_LINE` chunk of an
-/// over-long one, or at end of file whatever is left.
-fn take_line(buf: &mut BytesMut, eof: bool) -> Option<BytesMut> {
-    if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-        return Some(buf.split_to(i + 1));
-    }
-    if buf.len() >= MAX_LINE || (eof && !buf.is_empty()) {
-        let n = buf.len().min(MAX_LINE);
-        return Some(buf.split_to(n));
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_lines_and_long_runs() {
-        let mut b = BytesMut::from(&b"a\nbc\npartial"[..]);
-        assert_eq!(&take_line(&mut b, false).unwrap()[..], b"a\n");
-        assert_eq!(&take_line(&mut b, false).unwrap()[..], b"bc\n");
-        assert!(take_line(&mut b, false).is_none());
-        assert_eq!(&take_line(&mut b, true).unwrap()[..], b"partial");
-        let mut long = BytesMut::from(&vec![b'x'; MAX_LINE + 5][..]);
-        assert_eq!(take_line(&mut long, false).unwrap().len(), MAX_LINE);
-        assert!(take_line(&mut long, false).is_none());
     }
 }

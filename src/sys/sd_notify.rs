@@ -15,16 +15,16 @@ use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 
 #[derive(Debug, Default)]
-pub struct Notifier {
+pub struct Systemd {
     socket: Option<UnixDatagram>,
     target: String,
     watchdog: Option<Duration>,
 }
 
-impl Notifier {
+impl Systemd {
     /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC`/`WATCHDOG_PID`.
-    pub fn from_env() -> Result<Notifier> {
-        let mut n = Notifier::default();
+    pub fn from_env() -> Result<Systemd> {
+        let mut n = Systemd::default();
         let watchdog_for_us =
             std::env::var("WATCHDOG_PID").map(|p| p.trim() == std::process::id().to_string()).unwrap_or(true);
         if watchdog_for_us {

@@ -1,7 +1,7 @@
 //! Development mode: watch files and ask for a reload when they change.
 //!
 //! A watcher task turns the notify crate's raw events into one
-//! [`Event::Watch`] per burst: changes are collected until none has come for
+//! [`Event::FilesChanged`] per burst: changes are collected until none has come for
 //! `--watch-debounce`, so an editor's write-rename-chmod or a `git checkout`
 //! of 500 files gives one reload. Paths that never trigger:
 //! - `.git/`, `target/`, `node_modules/` and editor swap and backup files;
@@ -23,7 +23,7 @@ use ignore::gitignore::Gitignore;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::supervisor::Event;
+use crate::types::Event;
 
 /// Directories whose contents never trigger a reload.
 const SKIP_DIRS: [&str; 3] = [".git", "target", "node_modules"];
@@ -263,7 +263,7 @@ async fn run(
             }
             _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
                 let paths: Vec<PathBuf> = std::mem::take(&mut pending).into_iter().collect();
-                if events.send(Event::Watch { paths }).await.is_err() {
+                if events.send(Event::FilesChanged { paths }).await.is_err() {
                     return;
                 }
             }

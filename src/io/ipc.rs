@@ -7,33 +7,17 @@
 //! place) and writes what the supervisor queues for the worker. A bad line is
 //! logged with the worker's id and dropped, never fatal.
 
-use bytes::BytesMut;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
-use crate::supervisor::Event;
-use crate::worker::WorkerId;
+use super::lines::{Frame, Lines, Long};
+use crate::types::event::FromWorker;
+use crate::types::{Event, WorkerId};
 
 /// The longest line accepted from a worker, in bytes.
 pub const MAX_LINE: usize = 1 << 20;
-
-/// A message from a worker, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FromWorker {
-    /// `{"type":"listening"}` or the bare string `"ready"`.
-    Listening,
-    /// `{"type":"broadcast","data":...}`: to every other worker.
-    Broadcast { data: Value },
-    /// `{"type":"send","to":ID,"data":...}`: to one worker.
-    Send { to: WorkerId, data: Value },
-    /// Node.js trying to pass a handle; it waits for an acknowledgement.
-    NodeHandle,
-    /// Valid JSON that means nothing to hotswap.
-    Other(Value),
-}
 
 /// Parses one line from a worker. `Err` says why it was refused.
 pub fn parse(line: &str) -> Result<FromWorker, String> {
@@ -86,47 +70,41 @@ pub const ABUSE_LIMIT: u32 = 100;
 const OUTGOING_QUEUE: usize = 1024;
 
 /// Turns the bytes a worker writes into messages: one JSON value per line,
-/// at most [`MAX_LINE`] bytes each. Whatever comes in, the buffer stays
-/// under `MAX_LINE` plus one read; an over-long line is discarded up to its
-/// newline.
+/// at most [`MAX_LINE`] bytes each (the bound is [`Lines`]'s to enforce).
 pub struct Framer {
-    buf: BytesMut,
-    codec: LinesCodec,
+    lines: Lines,
     /// Refused lines since the last good one.
     pub refused_in_a_row: u32,
 }
 
 impl Default for Framer {
     fn default() -> Self {
-        Framer {
-            buf: BytesMut::with_capacity(8 * 1024),
-            codec: LinesCodec::new_with_max_length(MAX_LINE),
-            refused_in_a_row: 0,
-        }
+        Framer { lines: Lines::new(MAX_LINE, Long::Refuse), refused_in_a_row: 0 }
     }
 }
 
 impl Framer {
     /// Where to read the next bytes into.
-    pub fn buffer(&mut self) -> &mut BytesMut {
-        &mut self.buf
+    pub fn buffer(&mut self) -> &mut bytes::BytesMut {
+        self.lines.buffer()
     }
 
     /// Bytes held (a partial line).
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.lines.buffered()
     }
 
     /// The next complete line as a message, or why it was refused; `None`
     /// when more bytes are needed.
     pub fn next_message(&mut self) -> Option<Result<FromWorker, String>> {
         loop {
-            let item = match self.codec.decode(&mut self.buf) {
-                Ok(Some(line)) if line.trim().is_empty() => continue,
-                Ok(Some(line)) => parse(&line),
-                Ok(None) => return None,
-                Err(LinesCodecError::MaxLineLengthExceeded) => Err(format!("longer than {MAX_LINE} bytes")),
-                Err(LinesCodecError::Io(_)) => Err("not valid UTF-8".into()),
+            let item = match self.lines.next_frame(false)? {
+                Frame::Line(line) if line.trim_ascii().is_empty() => continue,
+                Frame::Line(line) => match std::str::from_utf8(&line) {
+                    Ok(text) => parse(text),
+                    Err(_) => Err("not valid UTF-8".into()),
+                },
+                Frame::TooLong => Err(format!("longer than {MAX_LINE} bytes")),
             };
             match item {
                 Ok(_) => self.refused_in_a_row = 0,

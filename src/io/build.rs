@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 
-use crate::output::{Output, Stream};
+use super::output::{Output, Stream};
 
 #[derive(Debug)]
 pub struct Build {

@@ -13,7 +13,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_tokio::Signals;
 use tokio::sync::mpsc;
 
-use crate::supervisor::Event;
+use crate::types::Event;
 
 pub fn start(events: mpsc::Sender<Event>) -> Result<()> {
     let mut signals =

@@ -16,8 +16,8 @@ use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::supervisor::Event;
-use crate::worker::WorkerId;
+use crate::types::event::Notification;
+use crate::types::{Event, WorkerId};
 
 /// A worker's notify socket; closed and removed on drop.
 #[derive(Debug)]
@@ -45,14 +45,6 @@ impl Drop for NotifySocket {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// What a worker said on its notify socket that the supervisor acts on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notification {
-    Ready,
-    Status(String),
-    Stopping,
 }
 
 /// The assignments in one datagram that matter to hotswap.

@@ -1,4 +1,9 @@
-//! Self-upgrade: re-execute the primary in place from its binary on disk,
+//! Self-upgrade's handover: what one image of the primary passes to the
+//! next (state by value, sockets and pipes by fd), and the exec itself.
+//! The supervisor's half (snapshot, check, adoption) is
+//! `supervisor/upgrade.rs`.
+//!
+//! Self-upgrade re-executes the primary in place from its binary on disk,
 //! keeping its pid, its sockets and its running workers.
 //!
 //! The pid must stay: systemd's `MAINPID` and every worker's parent (and
@@ -25,7 +30,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,12 +38,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
-use crate::control::{Reply, ReplyTx};
-use crate::listeners::Listener;
-use crate::status::ReloadOutcome;
-use crate::supervisor::{Event, Supervisor, Timer};
-use crate::worker::{ReadyVia, WorkerId, WorkerState};
+use crate::options::Settings;
+use crate::sys::listeners::Listener;
+use crate::types::wire::{ReloadOutcome, Reply};
+use crate::types::{ReadyVia, WorkerId, WorkerState};
 
 /// Version of [`State`]; an image refuses a state of another version.
 pub const STATE_FORMAT: u32 = 1;
@@ -46,7 +49,7 @@ pub const STATE_FORMAT: u32 = 1;
 pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
 /// Set when a new image gave the state back: why.
 pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
-const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Testing aid: when set, a new image refuses the handover (and the old one
 /// takes it back), so the rollback path can be exercised for real.
 pub const FAIL_TAKEOVER_ENV: &str = "HOTSWAP_TEST_FAIL_TAKEOVER";
@@ -75,8 +78,8 @@ pub struct State {
     /// The `hotswap upgrade` client's connection, answered by the next image.
     pub reply_fd: Option<RawFd>,
     /// `hotswap events` clients, which go on streaming from the next image.
-    #[serde(default)]
-    pub watcher_fds: Vec<RawFd>,
+    #[serde(default, alias = "watcher_fds")]
+    pub subscriber_fds: Vec<RawFd>,
     /// The old image's executable, to go back to.
     pub exe_fd: RawFd,
     pub exe: PathBuf,
@@ -120,19 +123,12 @@ pub struct Inherited {
     pub guardian: OwnedFd,
     pub workers: Vec<WorkerFds>,
     pub reply: Option<OwnedFd>,
-    pub watchers: Vec<OwnedFd>,
-}
-
-/// An upgrade waiting for the check of the new binary.
-#[derive(Debug)]
-pub struct Pending {
-    reply: Option<ReplyTx>,
-    conn: Option<OwnedFd>,
+    pub subscribers: Vec<OwnedFd>,
 }
 
 impl State {
     /// Every fd the state names.
-    fn fds(&self) -> Vec<RawFd> {
+    pub fn fds(&self) -> Vec<RawFd> {
         let mut v: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
         v.extend([self.control_fd, self.guardian_fd, self.exe_fd]);
         for w in &self.workers {
@@ -140,7 +136,7 @@ impl State {
             v.extend([w.stdout_fd, w.stderr_fd]);
         }
         v.extend(self.reply_fd);
-        v.extend(&self.watcher_fds);
+        v.extend(&self.subscriber_fds);
         v
     }
 
@@ -173,222 +169,15 @@ impl State {
             guardian: own(self.guardian_fd)?,
             workers,
             reply: self.reply_fd.map(own).transpose()?,
-            watchers: self.watcher_fds.iter().map(|fd| own(*fd)).collect::<Result<_>>()?,
+            subscribers: self.subscriber_fds.iter().map(|fd| own(*fd)).collect::<Result<_>>()?,
         })
     }
 }
 
-fn set_cloexec(fd: RawFd, on: bool) -> nix::Result<()> {
+pub fn set_cloexec(fd: RawFd, on: bool) -> nix::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
     fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
-}
-
-impl Supervisor {
-    fn snapshot(&self, reply_fd: Option<RawFd>, exe_fd: RawFd) -> State {
-        State {
-            format: STATE_FORMAT,
-            from_version: env!("CARGO_PKG_VERSION").into(),
-            started_at: self.started_at,
-            upgrades: self.upgrades,
-            settings: (*self.settings).clone(),
-            listeners: self
-                .listeners
-                .iter()
-                .map(|l| ListenerSnapshot { fd: l.raw_fd(), name: l.name.clone(), owned_path: l.owned_path.clone() })
-                .collect(),
-            control_fd: self.control.raw_fd(),
-            guardian_pid: self.guardian.pid().as_raw(),
-            guardian_fd: self.guardian.raw_fd(),
-            workers: self
-                .workers
-                .values()
-                .map(|w| WorkerSnapshot {
-                    id: w.id,
-                    slot: w.slot,
-                    pid: w.pid.as_raw(),
-                    generation: w.generation,
-                    state: w.state,
-                    ready_via: w.ready_via,
-                    age_ms: w.started.elapsed().as_millis() as u64,
-                    respawn: w.respawn,
-                    killed: w.killed,
-                    ipc_fd: w.handover.ipc.as_ref().map(|f| f.as_raw_fd()),
-                    stdout_fd: w.handover.stdout.as_raw_fd(),
-                    stderr_fd: w.handover.stderr.as_raw_fd(),
-                })
-                .collect(),
-            slots: self.slots.iter().map(|s| (s.restarts, s.streak)).collect(),
-            next_id: self.next_id,
-            newest_generation: self.newest_generation,
-            serving_generation: self.serving_generation,
-            last_reload: self.last_reload.clone(),
-            ever_ready: self.ever_ready,
-            announced: self.announced,
-            reply_fd,
-            watcher_fds: self.watchers.fds(),
-            exe_fd,
-            exe: self.origin.exe.clone(),
-            argv: self.origin.argv.clone(),
-        }
-    }
-
-    /// `hotswap upgrade` or SIGUSR2: check the new binary first.
-    pub(crate) fn begin_upgrade(&mut self, reply: Option<ReplyTx>, conn: Option<OwnedFd>) {
-        let refuse = |why: String| {
-            tracing::warn!("upgrade refused: {why}");
-            if let Some(r) = &reply {
-                let _ = r.send(Reply::Error { error: format!("upgrade refused: {why}") });
-            }
-        };
-        if !cfg!(target_os = "linux") {
-            return refuse("self-upgrade needs Linux (memfd, /proc/self/exe)".into());
-        }
-        if self.stop.is_some() {
-            return refuse("the primary is stopping".into());
-        }
-        if self.reload.is_some() {
-            return refuse("a reload is running; try again when it has finished".into());
-        }
-        if self.upgrade.is_some() {
-            return refuse("an upgrade is already running".into());
-        }
-        let exe = self.origin.exe.clone();
-        let state = match serde_json::to_vec(&self.snapshot(None, -1)) {
-            Ok(s) => s,
-            Err(e) => return refuse(format!("serializing the state: {e}")),
-        };
-        if let Some(r) = &reply {
-            let _ = r.send(Reply::Progress { message: format!("checking {}", exe.display()) });
-        }
-        tracing::info!("upgrade: checking {}", exe.display());
-        let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("upgrade-check")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return refuse(format!("cannot run {}: {e}", exe.display())),
-        };
-        let pid = child.id().unwrap_or(0) as i32;
-        // tokio waits for this child itself; the reaper leaves it alone.
-        self.foreign.insert(pid);
-        self.upgrade = Some(Pending { reply, conn });
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let run = async {
-                if let Some(mut stdin) = child.stdin.take() {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = stdin.write_all(&state).await;
-                }
-                child.wait_with_output().await
-            };
-            let result = match tokio::time::timeout(CHECK_TIMEOUT, run).await {
-                Err(_) => Err(format!("{} did not answer the check within {CHECK_TIMEOUT:?}", exe.display())),
-                Ok(Err(e)) => Err(format!("running {}: {e}", exe.display())),
-                Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-                Ok(Ok(out)) => Err(format!(
-                    "{} failed the check ({}): {}",
-                    exe.display(),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-            };
-            let _ = events.send(Event::UpgradeChecked { pid, result }).await;
-        });
-    }
-
-    pub(crate) fn on_upgrade_checked(&mut self, pid: i32, result: std::result::Result<String, String>) {
-        self.foreign.remove(&pid);
-        let Some(pending) = self.upgrade.take() else { return };
-        let fail = |why: String| {
-            tracing::error!("upgrade failed: {why}; still running {}", env!("CARGO_PKG_VERSION"));
-            if let Some(r) = &pending.reply {
-                let _ = r.send(Reply::Error {
-                    error: format!("upgrade failed: {why}; still running hotswap {}", env!("CARGO_PKG_VERSION")),
-                });
-            }
-        };
-        let new_version = match result {
-            Ok(v) => v,
-            Err(why) => return fail(why),
-        };
-        if self.reload.is_some() || self.stop.is_some() {
-            return fail("a reload or stop began during the check".into());
-        }
-        tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
-        if let Err(e) = self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd())) {
-            fail(format!("{e:#}"));
-        }
-    }
-
-    /// Writes the state and execs; returns only on failure.
-    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>) -> Result<()> {
-        let exe_fd = OwnedFd::from(std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?);
-        let state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
-        let memfd = write_memfd(&serde_json::to_vec(&state)?)?;
-        let mut pass = state.fds();
-        pass.push(memfd.as_raw_fd());
-        let cleared: Vec<RawFd> = pass.iter().copied().filter(|fd| set_cloexec(*fd, false).is_ok()).collect();
-        if cleared.len() != pass.len() {
-            for fd in &cleared {
-                let _ = set_cloexec(*fd, true);
-            }
-            bail!("could not prepare the fds to hand over");
-        }
-        self.notifier.reloading("upgrading hotswap in place");
-        let err = exec(&state.exe, &state.argv, memfd.as_raw_fd(), None);
-        // Still here: the exec failed; nothing was handed over.
-        for fd in pass {
-            let _ = set_cloexec(fd, true);
-        }
-        self.notifier.ready(&self.status_line());
-        Err(err)
-    }
-
-    /// The new image: take over the workers of the state.
-    pub(crate) fn adopt(&mut self, state: &State, workers: Vec<WorkerFds>, upgraded: bool) -> Result<()> {
-        self.started_at = state.started_at;
-        self.upgrades = state.upgrades + u32::from(upgraded);
-        self.slots = state
-            .slots
-            .iter()
-            .map(|(restarts, streak)| crate::supervisor::Slot { restarts: *restarts, streak: *streak, retry_at: None })
-            .collect();
-        self.next_id = state.next_id;
-        self.newest_generation = state.newest_generation;
-        self.serving_generation = state.serving_generation;
-        self.last_reload = state.last_reload.clone();
-        self.ever_ready = state.ever_ready;
-        self.announced = state.announced;
-        for (w, fds) in state.workers.iter().zip(workers) {
-            let settings = self.settings.clone();
-            let worker = self.launcher(&settings).adopt(w, fds).with_context(|| format!("adopting worker {}", w.id))?;
-            self.guardian.watch(worker.pid);
-            let (id, state, settings) = (worker.id, worker.state, worker.settings.clone());
-            self.workers.insert(id, worker);
-            match state {
-                WorkerState::Starting => self.worker_timer(id, settings.ready_timeout, Timer::Ready(id)),
-                WorkerState::Stopping => self.worker_timer(id, settings.shutdown_timeout, Timer::Shutdown(id)),
-                WorkerState::Ready => {}
-            }
-        }
-        // Exits that happened during the exec.
-        self.reap();
-        tracing::info!(
-            "upgraded from hotswap {} to {}: pid {} kept, {} workers adopted",
-            state.from_version,
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            self.workers.len()
-        );
-        if self.announced {
-            self.notifier.ready(&self.status_line());
-        }
-        Ok(())
-    }
 }
 
 /// Answers the `hotswap upgrade` client on the connection handed over.
@@ -402,7 +191,7 @@ pub fn answer(conn: OwnedFd, reply: &Reply) {
     }
 }
 
-fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
+pub fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
         let name = CString::new("hotswap-state").expect("no NUL");
@@ -424,7 +213,12 @@ fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 
 /// `execve(exe, argv, env + STATE_ENV)`; with `rollback`, execs the old
 /// executable by its fd instead. Returns only on failure.
-fn exec(exe: &std::path::Path, argv: &[OsString], state_fd: RawFd, rollback: Option<(RawFd, &str)>) -> anyhow::Error {
+pub fn exec(
+    exe: &std::path::Path,
+    argv: &[OsString],
+    state_fd: RawFd,
+    rollback: Option<(RawFd, &str)>,
+) -> anyhow::Error {
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| anyhow!("a NUL byte in an argument or variable"));
     let build = || -> Result<(Vec<CString>, Vec<CString>)> {
         let argv: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<_>>()?;

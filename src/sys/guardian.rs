@@ -62,12 +62,12 @@ impl Guardian {
     }
 
     /// A new worker's process group, to kill if the primary dies.
-    pub fn watch(&mut self, pgid: Pid) {
+    pub fn protect(&mut self, pgid: Pid) {
         let _ = writeln!(self.pipe, "+{pgid}");
     }
 
     /// A worker was reaped; its group id may be reused.
-    pub fn forget(&mut self, pgid: Pid) {
+    pub fn release(&mut self, pgid: Pid) {
         let _ = writeln!(self.pipe, "-{pgid}");
     }
 

@@ -1,108 +1,140 @@
 //! One worker process: what the supervisor knows of it, and how it starts.
 //!
-//! The supervisor owns every [`Worker`]; nothing else touches one. Starting a
-//! worker wires up its fds (listeners, IPC socketpair, output pipes), forks
-//! it through [`crate::spawn`], and starts the tasks that carry its IPC and
-//! output. Its exit is noticed by the reaper, by pid.
+//! The supervisor owns every [`Worker`] and nothing else touches one; its
+//! fields are private to this file, and every change of state goes through
+//! a method here. Starting a worker wires up its fds (listeners, IPC
+//! socketpair, output pipes), forks it through [`crate::sys::spawn`], and
+//! starts the tasks that carry its IPC and output. Its exit is noticed by
+//! the reaper, by pid.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::Settings;
-use crate::ipc::Channel;
-use crate::listeners::{self, Listener};
-use crate::notify_socket::NotifySocket;
-use crate::output::{Output, Stream};
-use crate::spawn::{self, Fds};
-use crate::supervisor::Event;
-
-/// Unique for the primary's lifetime, never reused (like Node's
-/// `cluster.worker.id`).
-pub type WorkerId = u64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerState {
-    /// Started, not yet ready.
-    Starting,
-    /// Reported `listening`: serving.
-    Ready,
-    /// Told to shut down (or killed); waiting for it to exit.
-    Stopping,
-}
-
-impl std::fmt::Display for WorkerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WorkerState::Starting => "starting",
-            WorkerState::Ready => "ready",
-            WorkerState::Stopping => "stopping",
-        })
-    }
-}
-
-/// How a worker became ready; it decides how the worker is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReadyVia {
-    Ipc,
-    Notify,
-    /// `--ready delay:DUR` or `none`.
-    Assumed,
-}
+use crate::handover::{WorkerFds, WorkerSnapshot};
+use crate::io::ipc::{self, Channel};
+use crate::io::output::{Output, Stream};
+use crate::io::worker_notify::NotifySocket;
+use crate::options::Settings;
+use crate::sys::listeners::{self, Listener};
+use crate::sys::spawn::{self, Fds};
+use crate::types::{label, Event, ReadyVia, WorkerId, WorkerState};
 
 #[derive(Debug)]
 pub struct Worker {
-    pub id: WorkerId,
+    id: WorkerId,
     /// Which of the N places this worker fills; a replacement takes it over.
-    pub slot: usize,
-    pub pid: Pid,
-    pub generation: u64,
-    pub state: WorkerState,
-    pub started: Instant,
+    slot: usize,
+    pid: Pid,
+    generation: u64,
+    state: WorkerState,
+    started: Instant,
     /// None once disconnected.
-    pub ipc: Option<Channel>,
+    ipc: Option<Channel>,
     /// The worker's own `NOTIFY_SOCKET`, in the notify readiness modes;
     /// held so that it lives (and is removed) with the worker.
-    #[allow(dead_code)]
-    pub notify: Option<NotifySocket>,
+    _notify: Option<NotifySocket>,
     /// The settings it was started with (its generation's).
-    pub settings: Rc<Settings>,
-    pub ready_via: Option<ReadyVia>,
+    settings: Rc<Settings>,
+    ready_via: Option<ReadyVia>,
     /// Set when SIGKILL was sent, so it is sent once.
-    pub killed: bool,
+    killed: bool,
     /// Whether its exit should be made good by starting another worker in
     /// its slot: true until it is retired on purpose.
-    pub respawn: bool,
+    respawn: bool,
     /// Its pending deadlines, cancelled when it goes.
-    pub timers: Vec<tokio::task::AbortHandle>,
+    timers: Vec<tokio::task::AbortHandle>,
     /// Copies of the primary's ends of its IPC channel and output pipes,
     /// to hand over to the next image on self-upgrade.
-    pub handover: Handover,
+    handover: Handover,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until
 /// then).
 #[derive(Debug)]
-pub struct Handover {
+struct Handover {
     /// None once the channel is closed.
-    pub ipc: Option<OwnedFd>,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    ipc: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
 }
 
 impl Worker {
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    pub fn state(&self) -> WorkerState {
+        self.state
+    }
+    pub fn settings(&self) -> &Rc<Settings> {
+        &self.settings
+    }
+    pub fn killed(&self) -> bool {
+        self.killed
+    }
+    pub fn respawn(&self) -> bool {
+        self.respawn
+    }
+    /// How long it has been running.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+    /// Its IPC channel, until it is disconnected.
+    pub fn ipc(&self) -> Option<&Channel> {
+        self.ipc.as_ref()
+    }
+
     /// `[w3 g2 1234]`: how the worker is named in every log line.
     pub fn label(&self) -> String {
-        label(self.id, self.generation, self.pid)
+        label(self.id, self.generation, self.pid.as_raw())
+    }
+
+    /// Starting -> Ready. False if it was not starting.
+    pub fn mark_ready(&mut self, via: ReadyVia) -> bool {
+        if self.state != WorkerState::Starting {
+            return false;
+        }
+        self.state = WorkerState::Ready;
+        self.ready_via = Some(via);
+        true
+    }
+
+    /// Its IPC channel closed (the worker's side). True if it was open.
+    pub fn disconnected(&mut self) -> bool {
+        self.handover.ipc = None;
+        self.ipc.take().is_some()
+    }
+
+    /// Its exit is not to be made good by a replacement.
+    pub fn retire(&mut self) {
+        self.respawn = false;
+    }
+
+    /// A deadline about this worker, cancelled when it goes.
+    pub fn arm(&mut self, timer: tokio::task::AbortHandle) {
+        self.timers.push(timer);
+    }
+
+    /// Cancels its pending deadlines (it is gone).
+    pub fn disarm(&mut self) {
+        self.timers.drain(..).for_each(|t| t.abort());
     }
 
     /// Asks the worker to drain and exit: `shutdown` over IPC (then the
@@ -110,6 +142,7 @@ impl Worker {
     /// main process, as systemd would. Returns whether IPC was used.
     pub fn shutdown(&mut self) -> bool {
         self.state = WorkerState::Stopping;
+        self.respawn = false;
         let speaks_ipc = match self.ready_via {
             Some(via) => via == ReadyVia::Ipc,
             None => self.settings.ready.uses_ipc(),
@@ -117,13 +150,13 @@ impl Worker {
         let ipc = self.ipc.take();
         self.handover.ipc = None;
         if let Some(ch) = &ipc {
-            if speaks_ipc && ch.send(crate::ipc::to_worker::shutdown()) {
+            if speaks_ipc && ch.send(ipc::to_worker::shutdown()) {
                 ch.disconnect();
                 return true;
             }
             ch.disconnect();
         }
-        let _ = nix::sys::signal::kill(self.pid, self.settings.stop_signal);
+        let _ = kill(self.pid, self.settings.stop_signal);
         false
     }
 
@@ -134,14 +167,28 @@ impl Worker {
         self.handover.ipc = None;
         if !self.killed {
             self.killed = true;
-            let _ = nix::sys::signal::killpg(self.pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = killpg(self.pid, Signal::SIGKILL);
+            let _ = kill(self.pid, Signal::SIGKILL);
         }
     }
-}
 
-pub fn label(id: WorkerId, generation: u64, pid: Pid) -> String {
-    format!("[w{id} g{generation} {pid}]")
+    /// What a self-upgrade hands over of it.
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        WorkerSnapshot {
+            id: self.id,
+            slot: self.slot,
+            pid: self.pid.as_raw(),
+            generation: self.generation,
+            state: self.state,
+            ready_via: self.ready_via,
+            age_ms: self.started.elapsed().as_millis() as u64,
+            respawn: self.respawn,
+            killed: self.killed,
+            ipc_fd: self.handover.ipc.as_ref().map(|f| f.as_raw_fd()),
+            stdout_fd: self.handover.stdout.as_raw_fd(),
+            stderr_fd: self.handover.stderr.as_raw_fd(),
+        }
+    }
 }
 
 /// What every worker is started with: its generation's settings and the
@@ -161,28 +208,34 @@ impl Launcher<'_> {
     /// channel, keeping copies of the fds for a later handover.
     fn attach(
         &self,
-        (id, generation, pid): (WorkerId, u64, nix::unistd::Pid),
+        (id, generation, pid): (WorkerId, u64, Pid),
         ipc: Option<OwnedFd>,
         out_r: OwnedFd,
         err_r: OwnedFd,
     ) -> Result<(Option<Channel>, Handover)> {
-        let (output, events) = (self.output, self.events);
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
         let handover =
             Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
-        let prefix = format!("{} ", label(id, generation, pid));
-        output.forward(out_r, Stream::Stdout, prefix.clone());
-        output.forward(err_r, Stream::Stderr, prefix);
+        let prefix = format!("{} ", label(id, generation, pid.as_raw()));
+        self.output.forward(out_r, Stream::Stdout, prefix.clone());
+        self.output.forward(err_r, Stream::Stderr, prefix);
         let channel = match ipc {
             Some(fd) => {
                 let stream = std::os::unix::net::UnixStream::from(fd);
                 stream.set_nonblocking(true).context("IPC socket")?;
                 let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
-                Some(Channel::start(stream, id, label(id, generation, pid), events.clone()))
+                Some(Channel::start(stream, id, label(id, generation, pid.as_raw()), self.events.clone()))
             }
             None => None,
         };
         Ok((channel, handover))
+    }
+
+    fn notify_socket(&self, id: WorkerId, generation: u64) -> Result<Option<NotifySocket>> {
+        if !self.settings.ready.uses_notify() {
+            return Ok(None);
+        }
+        NotifySocket::bind(self.runtime_dir, id, format!("[w{id} g{generation}]"), self.events.clone()).map(Some)
     }
 
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
@@ -204,13 +257,10 @@ impl Launcher<'_> {
         set("HOTSWAP_WORKER_ID", id.to_string());
         set("HOTSWAP_GENERATION", generation.to_string());
         set("HOTSWAP_CONTROL", self.settings.control_path.display().to_string());
-        let notify = if self.settings.ready.uses_notify() {
-            let n = NotifySocket::bind(self.runtime_dir, id, format!("[w{id} g{generation}]"), self.events.clone())?;
+        let notify = self.notify_socket(id, generation)?;
+        if let Some(n) = &notify {
             set("NOTIFY_SOCKET", n.path().display().to_string());
-            Some(n)
-        } else {
-            None
-        };
+        }
 
         let fds = Fds {
             stdin: devnull.as_raw_fd(),
@@ -223,7 +273,6 @@ impl Launcher<'_> {
         drop((theirs, out_w, err_w, devnull));
 
         let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r)?;
-
         Ok(Worker {
             id,
             slot,
@@ -232,7 +281,7 @@ impl Launcher<'_> {
             state: WorkerState::Starting,
             started: Instant::now(),
             ipc,
-            notify,
+            _notify: notify,
             settings: self.settings.clone(),
             ready_via: None,
             killed: false,
@@ -243,30 +292,18 @@ impl Launcher<'_> {
     }
 
     /// Takes over a worker the previous image started (self-upgrade).
-    pub fn adopt(&self, w: &crate::upgrade::WorkerSnapshot, fds: crate::upgrade::WorkerFds) -> Result<Worker> {
-        let pid = nix::unistd::Pid::from_raw(w.pid);
+    pub fn adopt(&self, w: &WorkerSnapshot, fds: WorkerFds) -> Result<Worker> {
+        let pid = Pid::from_raw(w.pid);
         let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr)?;
-        let notify = if self.settings.ready.uses_notify() {
-            Some(NotifySocket::bind(
-                self.runtime_dir,
-                w.id,
-                format!("[w{} g{}]", w.id, w.generation),
-                self.events.clone(),
-            )?)
-        } else {
-            None
-        };
         Ok(Worker {
             id: w.id,
             slot: w.slot,
             pid,
             generation: w.generation,
             state: w.state,
-            started: Instant::now()
-                .checked_sub(std::time::Duration::from_millis(w.age_ms))
-                .unwrap_or_else(Instant::now),
+            started: Instant::now().checked_sub(Duration::from_millis(w.age_ms)).unwrap_or_else(Instant::now),
             ipc,
-            notify,
+            _notify: self.notify_socket(w.id, w.generation)?,
             settings: self.settings.clone(),
             ready_via: w.ready_via,
             killed: w.killed,

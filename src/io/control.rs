@@ -10,73 +10,23 @@
 //! Each connection is its own task: a client that connects and says nothing
 //! blocks neither other clients nor the supervisor, and times out.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use crate::events::LifecycleEvent;
-use crate::status::Status;
-use crate::supervisor::Event;
+use super::lines::{Frame, Lines, Long};
+use crate::types::wire::{Reply, ReplyTx, Request};
+use crate::types::Event;
 
 /// Largest request accepted, in bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "lowercase")]
-pub enum Request {
-    Status,
-    Reload {
-        /// Skip the `--build` command.
-        #[serde(default)]
-        no_build: bool,
-    },
-    Stop,
-    /// Stream lifecycle events until the client leaves.
-    Events,
-    /// Re-execute the primary from its binary on disk, keeping everything.
-    Upgrade,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Reply {
-    Status(Box<Status>),
-    Event(LifecycleEvent),
-    Progress { message: String },
-    Done { message: String },
-    Error { error: String },
-}
-
-/// Where the supervisor sends replies for one request.
-pub type ReplyTx = mpsc::UnboundedSender<Reply>;
-
-/// The default control socket path: `$XDG_RUNTIME_DIR/hotswap.sock`,
-/// `/run/hotswap.sock` for root, else `/tmp/hotswap-UID/hotswap.sock`.
-/// (`HOTSWAP_CONTROL` and `--control` are handled by clap.)
-pub fn default_path() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("hotswap.sock");
-    }
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        PathBuf::from("/run/hotswap.sock")
-    } else {
-        PathBuf::from(format!("/tmp/hotswap-{uid}/hotswap.sock"))
-    }
-}
-
-pub fn resolve(path: Option<PathBuf>) -> PathBuf {
-    path.unwrap_or_else(default_path)
-}
 
 /// The primary's side: the bound socket and the task that accepts on it.
 pub struct Server {
@@ -94,7 +44,7 @@ impl Server {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             }
         }
-        crate::listeners::remove_stale_unix_socket(path).map_err(|e| {
+        crate::sys::listeners::remove_stale_unix_socket(path).map_err(|e| {
             if format!("{e}").contains("in use") {
                 anyhow::anyhow!(
                     "another hotswap primary answers on control socket {} (give this one --control PATH)",
@@ -206,17 +156,19 @@ async fn refuse(mut stream: UnixStream, error: String) -> Result<()> {
 }
 
 async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
-    let mut line = String::new();
-    let mut limited = tokio::io::BufReader::new(stream.take(MAX_REQUEST));
-    match limited.read_line(&mut line).await {
-        Ok(0) => return Err("empty request".into()),
-        Ok(_) if !line.ends_with('\n') => {
-            return Err(format!("request too long or unterminated (limit {MAX_REQUEST} bytes)"))
+    let mut lines = Lines::new(MAX_REQUEST as usize, Long::Refuse);
+    loop {
+        let n = stream.read_buf(lines.buffer()).await.map_err(|e| format!("unreadable request: {e}"))?;
+        match lines.next_frame(false) {
+            Some(Frame::Line(line)) => {
+                return parse_request(std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())?)
+            }
+            Some(Frame::TooLong) => return Err(format!("request too long (limit {MAX_REQUEST} bytes)")),
+            None if n == 0 && lines.buffered() == 0 => return Err("empty request".into()),
+            None if n == 0 => return Err("request unterminated (it must end with a newline)".into()),
+            None => {}
         }
-        Ok(_) => {}
-        Err(e) => return Err(format!("unreadable request: {e}")),
     }
-    parse_request(&line)
 }
 
 /// Parses a request line, naming what is wrong with a bad one.
@@ -252,41 +204,6 @@ async fn send(stream: &mut UnixStream, reply: &Reply) -> Result<()> {
     let mut line = serde_json::to_string(reply)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
-    Ok(())
-}
-
-/// The client's side, blocking: used by the `reload`, `status` and `stop`
-/// subcommands. Calls `on_reply` for each reply until the primary closes the
-/// connection.
-pub fn request(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> Result<()> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach a hotswap primary at {}: {e} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
-            path.display()
-        )
-    })?;
-    let mut line = serde_json::to_string(request)?;
-    line.push('\n');
-    // A refusal may come before the request is read; it is still answered.
-    let write_error = stream.write_all(line.as_bytes()).err();
-    let mut answered = false;
-    for line in BufReader::new(stream).lines() {
-        let line = match line {
-            Ok(l) => l,
-            // The primary exiting mid-reply (stop) resets the connection.
-            Err(_) => break,
-        };
-        match serde_json::from_str::<Reply>(&line) {
-            Ok(reply) => {
-                answered = true;
-                on_reply(reply)
-            }
-            Err(e) => bail!("unexpected reply from the primary: {e}: {line}"),
-        }
-    }
-    if let (Some(e), false) = (write_error, answered) {
-        bail!("writing to {}: {e}", path.display());
-    }
     Ok(())
 }
 

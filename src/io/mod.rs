@@ -1,0 +1,21 @@
+//! What turns the outside world into [`Event`](crate::types::Event)s for the
+//! supervisor, each in its own task (or thread), so the event loop never
+//! waits on a peer.
+//!
+//! - [`signals`]: Unix signals.
+//! - [`control`]: the control socket's server side (`hotswap reload`, ...).
+//! - [`ipc`]: each worker's newline-delimited JSON channel.
+//! - [`worker_notify`]: each worker's own `NOTIFY_SOCKET` (`--ready notify`).
+//! - [`output`]: workers' stdout and stderr, prefixed and passed through.
+//! - [`file_watch`]: development mode: changed files become reloads.
+//! - [`build`]: the `--build` command run before a reload.
+//! - [`lines`]: newline framing, shared by every stream above.
+
+pub mod build;
+pub mod control;
+pub mod file_watch;
+pub mod ipc;
+pub mod lines;
+pub mod output;
+pub mod signals;
+pub mod worker_notify;

@@ -1,0 +1,40 @@
+//! hotswap: a zero-downtime hot-reload supervisor for network services.
+//!
+//! A long-lived primary binds the listening sockets once and runs N workers
+//! (any program) on them; a reload replaces the workers one by one, so
+//! capacity never drops and no connection is refused. The crate is laid out
+//! so that dependencies point one way, from the bottom of this list to the
+//! top:
+//!
+//! - [`types`]: the vocabulary (worker ids and states, the [`Event`]s the
+//!   supervisor hears, the control protocol's wire types). Depends on
+//!   nothing else here.
+//! - [`options`]: every `hotswap run` option, declared once for the command
+//!   line and the config file, resolved into [`options::Settings`].
+//! - [`sys`]: operating-system mechanisms that know nothing of events:
+//!   binding listeners, fork and exec, the guardian process, `sd_notify`,
+//!   reaping.
+//! - [`io`]: what turns the outside world into [`Event`]s: signals, the
+//!   control socket, each worker's IPC channel and notify socket, worker
+//!   output, file watching, the `--build` command.
+//! - [`handover`]: the state and file descriptors handed from one image of
+//!   the primary to the next in a self-upgrade.
+//! - [`supervisor`]: the event loop, sole owner of all state: the worker
+//!   pool, reloads (their policy in [`supervisor::reload::policy`]), exits
+//!   and crash backoff, stop, status, event subscribers, self-upgrade.
+//! - [`cli`] and [`client`]: the command line, and the subcommands that talk
+//!   to a running primary.
+//!
+//! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
+//! hotswap promises.
+
+pub mod cli;
+pub mod client;
+pub mod handover;
+pub mod io;
+pub mod options;
+pub mod supervisor;
+pub mod sys;
+pub mod types;
+
+pub use types::Event;

@@ -1,0 +1,340 @@
+//! The settings of `hotswap run`, from flags and, optionally, a
+//! `hotswap.toml` file (`--config`); flags override the file.
+//!
+//! Every option is declared once, in [`Options`]: clap derives the flag from
+//! it and serde the config-file key, so a new option cannot exist in one
+//! place and be forgotten in the other. [`Options::merge`] lays the flags
+//! over the file without naming a single option, and [`Settings`] is the
+//! resolved form, with defaults, that the supervisor uses (and that a
+//! self-upgrade hands over).
+//!
+//! The file is read again on every reload, so a deploy can change the
+//! command, the worker count, the timeouts and the readiness mode without a
+//! restart. Listeners and the control socket are bound once: changing them
+//! in the file is reported as needing a restart.
+
+mod parse;
+mod ready;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+pub use crate::types::listen::ListenSpec;
+pub use parse::{parse_duration, parse_signal};
+pub use ready::ReadyMode;
+
+/// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
+/// kebab-case), declared once. `None` or empty means "not given".
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// Address to listen on: `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`,
+    /// `unix:/run/app.sock`, optionally named: `web=127.0.0.1:8080` (the name
+    /// becomes the fd's `LISTEN_FDNAMES` entry). Repeatable; port 0 picks a
+    /// free port. Under socket activation (`LISTEN_FDS`), entries are matched
+    /// to the inherited sockets by name or address; with none, all are used.
+    #[arg(short, long = "listen", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<ListenSpec>,
+
+    /// Number of workers [default: number of CPUs].
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[serde(default, with = "parse::workers", skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+
+    /// A `hotswap.toml` with any of these options (flags override it). It is
+    /// read again on every reload.
+    #[arg(short = 'c', long, value_name = "PATH", env = "HOTSWAP_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Control socket of the primary [default: $HOTSWAP_CONTROL, else
+    /// $XDG_RUNTIME_DIR/hotswap.sock, /run/hotswap.sock for root,
+    /// /tmp/hotswap-UID/hotswap.sock otherwise].
+    #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<PathBuf>,
+
+    /// How long a new worker may take to report ready (`500ms`, `10s`, `2m`)
+    /// [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<Duration>,
+
+    /// How long a worker may take to drain after `shutdown` before SIGKILL
+    /// [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// How a worker says it is ready: `ipc` (the `listening` message),
+    /// `notify` (`READY=1` on its `NOTIFY_SOCKET`), `ipc-or-notify`,
+    /// `delay:DUR` (ready after DUR), `none` (ready at once) [default: ipc].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyMode>,
+
+    /// Signal that stops a worker that did not become ready over IPC (and
+    /// so may not read it) [default: SIGTERM].
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
+    #[serde(default, with = "parse::signal", skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<Signal>,
+
+    /// Watch this file or directory (recursively; repeatable) and reload when
+    /// something in it changes. `.gitignore`/`.ignore` files are honoured;
+    /// `.git/`, `target/`, `node_modules/` and editor swap files never count.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<PathBuf>,
+
+    /// Wait until changes stop for this long before reloading [default: 200ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
+    pub watch_debounce: Option<Duration>,
+
+    /// Changes to paths matching this glob never reload (repeatable), e.g.
+    /// `*.log`, `dist`.
+    #[arg(long, value_name = "GLOB")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_ignore: Vec<String>,
+
+    /// A shell command run before every reload (`hotswap reload`, SIGHUP or a
+    /// watched change); if it fails, no worker is touched.
+    #[arg(long, value_name = "CMD")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+
+    /// Listen backlog of each TCP and Unix listener [default: 1024].
+    #[arg(long, value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i32>,
+
+    /// The worker command and its arguments (in the file: an array of
+    /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
+    #[arg(last = true, value_name = "COMMAND")]
+    #[serde(default, with = "parse::command", skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+}
+
+impl Options {
+    /// Reads a `hotswap.toml`. Unknown keys and bad values are errors that
+    /// name the key and the line (values are parsed while the file is read,
+    /// so toml can point at them).
+    pub fn from_file(path: &Path) -> Result<Options> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Options::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Options, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// `self` (the flags) laid over `file`: every option given as a flag
+    /// wins, the others come from the file. Done on the serialized form, so
+    /// no option is named here.
+    pub fn merge(self, file: Options) -> Result<Options> {
+        let config = self.config.clone();
+        let (serde_json::Value::Object(flags), serde_json::Value::Object(mut merged)) =
+            (serde_json::to_value(&self)?, serde_json::to_value(&file)?)
+        else {
+            bail!("options serialize as maps");
+        };
+        // Unset options are skipped when serialized: what is there was given.
+        merged.extend(flags);
+        let mut out: Options = serde_json::from_value(serde_json::Value::Object(merged))?;
+        out.config = config;
+        Ok(out)
+    }
+}
+
+/// The resolved settings of a primary (serialized for self-upgrade).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub listen: Vec<ListenSpec>,
+    pub command: Vec<String>,
+    pub workers: u32,
+    pub control_path: PathBuf,
+    pub ready_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub backlog: i32,
+    #[serde(with = "parse::display")]
+    pub ready: ReadyMode,
+    #[serde(with = "parse::signal_name")]
+    pub stop_signal: Signal,
+    pub config: Option<PathBuf>,
+    /// Run through the shell before each reload (`--build`).
+    pub build: Option<String>,
+    pub watch: Vec<PathBuf>,
+    pub watch_debounce: Duration,
+    pub watch_ignore: Vec<String>,
+}
+
+impl Settings {
+    /// The flags laid over the config file they name (if any), with the
+    /// defaults for what neither gives.
+    pub fn load(flags: &Options) -> Result<Settings> {
+        let file = match &flags.config {
+            Some(p) => Options::from_file(p)?,
+            None => Options::default(),
+        };
+        let s = Settings::resolve(flags.clone().merge(file)?)?;
+        for p in &s.watch {
+            if !p.exists() {
+                bail!("--watch {}: no such file or directory", p.display());
+            }
+        }
+        Ok(s)
+    }
+
+    /// Fills in the defaults.
+    pub fn resolve(o: Options) -> Result<Settings> {
+        if o.command.is_empty() {
+            bail!("no worker command: give one after `--`, or `command` in a config file");
+        }
+        Ok(Settings {
+            listen: o.listen,
+            command: o.command,
+            workers: o.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+            control_path: o.control.unwrap_or_else(default_control_path),
+            ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
+            shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+            backlog: o.backlog.unwrap_or(1024),
+            ready: o.ready.unwrap_or(ReadyMode::Ipc),
+            stop_signal: o.stop_signal.unwrap_or(Signal::SIGTERM),
+            config: o.config,
+            build: o.build.filter(|b| !b.trim().is_empty()),
+            watch: o.watch,
+            watch_debounce: o.watch_debounce.unwrap_or(Duration::from_millis(200)),
+            watch_ignore: o.watch_ignore,
+        })
+    }
+
+    /// What a reload may not change; named so the operator knows to restart.
+    pub fn needs_restart(&self, new: &Settings) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.listen != new.listen {
+            v.push("listen");
+        }
+        if self.control_path != new.control_path {
+            v.push("control");
+        }
+        if self.backlog != new.backlog {
+            v.push("backlog");
+        }
+        if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
+        {
+            v.push("watch");
+        }
+        v
+    }
+
+    /// Settings as a test needs them: one worker running `true`.
+    #[cfg(test)]
+    pub fn for_tests() -> Settings {
+        Settings::resolve(Options { command: vec!["true".into()], workers: Some(1), ..Options::default() })
+            .expect("resolves")
+    }
+}
+
+/// The control socket's path when neither `--control` nor
+/// `HOTSWAP_CONTROL` names one: `$XDG_RUNTIME_DIR/hotswap.sock`,
+/// `/run/hotswap.sock` for root, else `/tmp/hotswap-UID/hotswap.sock`.
+pub fn default_control_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("hotswap.sock");
+    }
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        PathBuf::from("/run/hotswap.sock")
+    } else {
+        PathBuf::from(format!("/tmp/hotswap-{uid}/hotswap.sock"))
+    }
+}
+
+/// `--control`, else the default.
+pub fn control_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(default_control_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(argv: &[&str]) -> Options {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            run: Options,
+        }
+        Wrap::parse_from(std::iter::once("hotswap").chain(argv.iter().copied())).run
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let cfg = Options::from_toml(include_str!("../../contrib/systemd/example.toml")).unwrap();
+        assert_eq!(cfg.workers, Some(4));
+        assert_eq!(cfg.ready, Some(ReadyMode::Ipc));
+    }
+
+    #[test]
+    fn flags_override_the_file_option_by_option() {
+        let file = Options::from_toml(
+            "workers = 4\nready-timeout = \"5s\"\ncommand = \"node app.js\"\nlisten = [\"127.0.0.1:1\"]\n",
+        )
+        .unwrap();
+        let merged = flags(&["-w", "2", "--stop-signal", "INT", "-c", "x.toml"]).merge(file).unwrap();
+        assert_eq!(merged.workers, Some(2), "the flag wins");
+        assert_eq!(merged.ready_timeout, Some(Duration::from_secs(5)), "the file fills in");
+        assert_eq!(merged.stop_signal, Some(Signal::SIGINT));
+        assert_eq!(merged.command, vec!["/bin/sh", "-c", "exec node app.js"]);
+        assert_eq!(merged.listen.len(), 1);
+        assert_eq!(merged.config, Some(PathBuf::from("x.toml")));
+        let s = Settings::resolve(merged).unwrap();
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30), "the default");
+        let with_cmd = flags(&["--", "a", "b"]).merge(Options::from_toml("command = [\"c\"]").unwrap()).unwrap();
+        assert_eq!(with_cmd.command, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn settings_round_trip_through_json() {
+        let toml = "listen = [\"web=127.0.0.1:0\", \"unix:/tmp/x.sock\"]\ncommand = [\"a\", \"b\"]\nready = \"delay:1500ms\"\nstop-signal = \"INT\"\n";
+        let s = Settings::resolve(Options::from_toml(toml).unwrap()).unwrap();
+        let back: Settings = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.listen, s.listen);
+        assert_eq!(back.ready, ReadyMode::Delay(Duration::from_millis(1500)));
+        assert_eq!(back.stop_signal, Signal::SIGINT);
+        assert_eq!(back.command, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key_and_line() {
+        let err = Options::from_toml("workers = 2\nwrokers = 3\n").unwrap_err();
+        assert!(err.contains("wrokers") && err.contains("line 2"), "{err}");
+        let err = Options::from_toml("workers = \"two\"\n").unwrap_err();
+        assert!(err.contains("workers") && err.contains("line 1"), "{err}");
+        let err = Options::from_toml("workers = 1\nready-timeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("ready-timeout") && err.contains("line 2") && err.contains("soon"), "{err}");
+        let err = Options::from_toml("listen = [\"nowhere\"]\n").unwrap_err();
+        assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
+        let err = Options::from_toml("workers = 0\n").unwrap_err();
+        assert!(err.contains("at least 1"), "{err}");
+        let err = Options::from_toml("command = \" \"\n").unwrap_err();
+        assert!(err.contains("command") && err.contains("empty"), "{err}");
+        let ok =
+            Options::from_toml("command = \"node app.js\"\nready = \"delay:1s\"\nstop-signal = \"INT\"\n").unwrap();
+        assert_eq!(ok.ready, Some(ReadyMode::Delay(Duration::from_secs(1))));
+        assert_eq!(ok.stop_signal, Some(Signal::SIGINT));
+    }
+
+    #[test]
+    fn a_bare_number_in_the_file_is_seconds() {
+        let ok = Options::from_toml("ready-timeout = 7\nshutdown-timeout = \"2\"\n").unwrap();
+        assert_eq!(ok.ready_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(ok.shutdown_timeout, Some(Duration::from_secs(2)));
+    }
+}

@@ -1,0 +1,170 @@
+//! Parsing option values, for flags (clap `value_parser`s) and for the
+//! config file (serde `with` modules) alike, so a value means the same in
+//! both places.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Parses `500ms`, `10s`, `2m`, `1h 30m`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 10s, 2m)"))
+}
+
+/// Parses `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("no signal number {n}"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>().map_err(|_| format!("unknown signal {s:?}"))
+}
+
+/// A string or a number in the file, as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text {
+    String(String),
+    Number(u64),
+}
+
+impl Text {
+    fn into_string(self) -> String {
+        match self {
+            Text::String(s) => s,
+            Text::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// `Option<T>` through `Display` and `FromStr` (a number is read as text).
+pub mod text {
+    use super::*;
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: std::str::FromStr<Err = String>,
+        D: Deserializer<'de>,
+    {
+        Text::deserialize(d)?.into_string().parse().map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `T` through `Display` and `FromStr` (the resolved settings).
+pub mod display {
+    use super::*;
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub fn deserialize<'de, T: std::str::FromStr<Err = String>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Option<Duration>`: `"500ms"`, `"2m"`, or a bare number of seconds.
+pub mod duration {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        parse_duration(&Text::deserialize(d)?.into_string()).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Option<Signal>` by name or number.
+pub mod signal {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<Signal>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(|sig| sig.as_str()).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Signal>, D::Error> {
+        parse_signal(&Text::deserialize(d)?.into_string()).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Signal` by name (the resolved settings).
+pub mod signal_name {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        parse_signal(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Option<u32>` worker count, at least 1.
+pub mod workers {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(serde::de::Error::custom("must be at least 1")),
+            n => Ok(Some(n)),
+        }
+    }
+}
+
+/// The worker command: an array of arguments, or one string run by
+/// `/bin/sh -c 'exec ...'`.
+pub mod command {
+    use super::*;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum CommandLine {
+        Args(Vec<String>),
+        Shell(String),
+    }
+    pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        match CommandLine::deserialize(d)? {
+            CommandLine::Args(a) if !a.is_empty() => Ok(a),
+            CommandLine::Shell(s) if !s.trim().is_empty() => {
+                Ok(vec!["/bin/sh".into(), "-c".into(), format!("exec {s}")])
+            }
+            _ => Err(serde::de::Error::custom("`command` is empty")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGINT").unwrap(), Signal::SIGINT);
+        assert_eq!(parse_signal("quit").unwrap(), Signal::SIGQUIT);
+        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! What happens when a child exits: reaping by pid, then routing the exit
+//! to the reload, the stop or the crash restart (with the backoff of
+//! [`super::backoff`]).
+
+use std::time::Instant;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::Supervisor;
+use crate::sys::reap;
+use crate::types::{Exit, Timer, WorkerState};
+
+impl Supervisor {
+    /// Collects exited children, in one place and by pid: the workers, the
+    /// build and the guardian by their known pids, then orphans handed to us
+    /// as subreaper (zombies among our children that we did not start).
+    /// Never "any child": a child that a library waits for itself (the
+    /// upgrade check, run by tokio) keeps its status.
+    pub(super) fn reap(&mut self) {
+        let mut known: Vec<Pid> = self.workers.values().map(|w| w.pid()).collect();
+        known.extend(self.build.as_ref().map(|b| b.pid));
+        known.push(self.guardian.pid());
+        for (pid, how) in reap::exited(&known) {
+            self.on_exit(pid, how);
+        }
+        reap::orphans(&known, &self.foreign);
+    }
+
+    fn on_exit(&mut self, pid: Pid, how: Exit) {
+        if self.build.as_ref().is_some_and(|b| b.pid == pid) {
+            return self.reload_on_build_exit(how);
+        }
+        let Some(id) = self.workers.values().find(|w| w.pid() == pid).map(|w| w.id()) else {
+            if pid == self.guardian.pid() {
+                tracing::error!(
+                    "the guardian process {how}; worker trees are no longer protected if the primary is killed"
+                );
+            } else {
+                tracing::debug!("reaped orphan {pid} ({how})");
+            }
+            return;
+        };
+        let Some(mut worker) = self.workers.remove(&id) else { return };
+        worker.disarm();
+        // Anything the worker left in its process group goes with it.
+        let _ = killpg(worker.pid(), Signal::SIGKILL);
+        self.guardian.release(worker.pid());
+        self.subscribers.exit_event(&worker, how);
+        let lived = worker.age();
+        let (pid_raw, generation) = (pid.as_raw(), worker.generation());
+        if worker.state() == WorkerState::Stopping {
+            tracing::info!(
+                worker = id,
+                pid = pid_raw,
+                generation,
+                "{} {how} after {} ms",
+                worker.label(),
+                lived.as_millis()
+            );
+        } else {
+            tracing::warn!(
+                worker = id,
+                pid = pid_raw,
+                generation,
+                "{} {how} unexpectedly (state {}, up {} ms)",
+                worker.label(),
+                worker.state(),
+                lived.as_millis()
+            );
+        }
+
+        if let Some(stop) = &self.stop {
+            if self.workers.is_empty() {
+                let code = if stop.forced { 1 } else { 0 };
+                self.exit = Some((code, "stopped".into()));
+            }
+            return;
+        }
+        self.notify_status();
+        if self.reload_on_exit(id, &worker.label(), how) || !worker.respawn() {
+            return;
+        }
+        if !self.ever_ready {
+            let why = format!("the first generation cannot start: {} {how} before it was ready", worker.label());
+            tracing::error!("{why}");
+            self.kill_all();
+            self.exit = Some((1, why));
+            return;
+        }
+        let slot = worker.slot();
+        let delay = self.slots[slot].crashed(lived, Instant::now());
+        if !delay.is_zero() {
+            tracing::warn!(
+                "slot {slot} crashed {} times in a row; restarting in {} ms",
+                self.slots[slot].streak(),
+                delay.as_millis()
+            );
+        }
+        let _ = self.after(delay, Timer::Respawn(slot));
+    }
+}

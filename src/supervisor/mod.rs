@@ -1,0 +1,406 @@
+//! The primary's event loop: the one owner of all supervisor state.
+//!
+//! Workers, slots, generations, listeners, the reload in progress and the
+//! stop in progress live in [`Supervisor`], whose fields are private: only
+//! the files of this folder touch them, each for one concern (workers,
+//! reloads, exits, stop, status, subscribers, self-upgrade). Everything else
+//! (signals, the control socket, IPC channels, notify sockets, the file
+//! watcher, timers) sends it an [`Event`] over one channel; child exits
+//! arrive as SIGCHLD and are reaped in one place, by pid ([`exits`]), so no
+//! status is ever lost or stolen.
+//!
+//! The decisions that need no process are pure and tested on their own: the
+//! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
+
+pub mod backoff;
+mod exits;
+pub mod reload;
+mod status;
+mod stop;
+mod subscribers;
+mod upgrade;
+mod worker;
+mod workers;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+
+use crate::handover::{Inherited, State};
+use crate::io::build::Build;
+use crate::io::control;
+use crate::io::file_watch::{self, BuildClock};
+use crate::io::output::Output;
+use crate::options::{Options, Settings};
+use crate::sys::guardian::Guardian;
+use crate::sys::listeners::Listener;
+use crate::sys::sd_notify::Systemd;
+use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
+use crate::types::{unix_now, Event, Timer, WorkerId};
+use backoff::Slot;
+use reload::policy::{Queue, Reload};
+use stop::Stop;
+use subscribers::Subscribers;
+use worker::{Launcher, Worker};
+
+pub use worker::base_env;
+
+pub struct Supervisor {
+    /// The flags `hotswap run` was given, to read the config file again.
+    flags: Options,
+    /// The serving generation's settings.
+    settings: Rc<Settings>,
+    listeners: Vec<Listener>,
+    control: control::Server,
+    origin: Origin,
+    base_env: Vec<(OsString, OsString)>,
+    runtime_dir: PathBuf,
+    output: Output,
+    events: mpsc::Sender<Event>,
+    guardian: Guardian,
+    systemd: Systemd,
+    subscribers: Subscribers,
+    workers: BTreeMap<WorkerId, Worker>,
+    slots: Vec<Slot>,
+    next_id: WorkerId,
+    /// The newest generation number handed out.
+    newest_generation: u64,
+    /// The generation that serves: 1, or the last reload that succeeded.
+    serving_generation: u64,
+    reload: Option<Reload>,
+    /// The running reload's `--build` command, while it runs (before any
+    /// worker is touched).
+    build: Option<Build>,
+    /// Reload requests waiting behind the running one.
+    queued: Queue,
+    /// Tells the file watcher whether a build runs (its writes do not count).
+    build_clock: tokio::sync::watch::Sender<BuildClock>,
+    /// Children whose exit someone else waits for (tokio's), never reaped here.
+    foreign: HashSet<i32>,
+    last_reload: Option<ReloadOutcome>,
+    stop: Option<Stop>,
+    /// Whether any worker has ever been ready: before that, a failing worker
+    /// means the command cannot start at all, and the primary gives up.
+    ever_ready: bool,
+    /// Whether `READY=1` went to systemd for the first generation.
+    announced: bool,
+    started: Instant,
+    /// When the primary first started (Unix seconds), across upgrades.
+    started_at: u64,
+    /// When this binary image started.
+    image_started_at: u64,
+    upgrades: u32,
+    /// A self-upgrade waiting for its check of the new binary.
+    upgrade: Option<upgrade::Pending>,
+    /// Set when the loop should end, with the process exit code.
+    exit: Option<(i32, String)>,
+}
+
+/// Where this primary came from: what a self-upgrade re-executes.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The binary's path as given at start (it may be replaced on disk).
+    pub exe: PathBuf,
+    pub argv: Vec<OsString>,
+}
+
+/// Runs the primary until it stops; returns the exit code and why.
+pub async fn run(
+    flags: Options,
+    origin: Origin,
+    settings: Settings,
+    listeners: Vec<Listener>,
+    systemd: Systemd,
+) -> Result<(i32, String)> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    // Before the first worker and before READY=1: no exit and no reload
+    // request may be missed.
+    crate::io::signals::start(tx.clone())?;
+    let control = control::Server::bind(&settings.control_path, tx.clone())?;
+    let guardian = Guardian::start()?;
+    let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx)?;
+    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    let result = sup.serve(&mut rx).await;
+    // Exiting in order: every worker has been reaped (or killed, on error).
+    sup.guardian.dismiss();
+    result
+}
+
+/// Runs a primary that the previous image handed over (self-upgrade).
+pub async fn resume(
+    flags: Options,
+    origin: Origin,
+    state: State,
+    fds: Inherited,
+    rollback: Option<String>,
+    systemd: Systemd,
+) -> Result<(i32, String)> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    crate::io::signals::start(tx.clone())?;
+    let control = control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
+    let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
+    let mut sup =
+        Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
+    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    sup.subscribers.adopt(fds.subscribers);
+    let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
+    if let Some(conn) = fds.reply {
+        let version = env!("CARGO_PKG_VERSION");
+        let reply = match (&adopted, &rollback) {
+            (Ok(()), None) => Reply::Done {
+                message: format!(
+                    "upgraded hotswap {} to {version}: pid {} and {} workers kept",
+                    state.from_version,
+                    std::process::id(),
+                    sup.workers.len()
+                ),
+            },
+            (Ok(()), Some(why)) => {
+                Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") }
+            }
+            (Err(e), _) => Reply::Error { error: format!("upgrade failed: {e:#}") },
+        };
+        crate::handover::answer(conn, &reply);
+    }
+    if let Some(why) = &rollback {
+        tracing::error!("upgrade failed and was rolled back: {why}");
+    }
+    adopted?;
+    let result = sup.event_loop(&mut rx).await;
+    sup.guardian.dismiss();
+    result
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Supervisor {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        flags: Options,
+        origin: Origin,
+        settings: Settings,
+        listeners: Vec<Listener>,
+        systemd: Systemd,
+        control: control::Server,
+        guardian: Guardian,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Supervisor> {
+        // Per-worker notify sockets live here.
+        let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
+        std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
+        Ok(Supervisor {
+            flags,
+            origin,
+            slots: (0..settings.workers).map(|_| Slot::default()).collect(),
+            settings: Rc::new(settings),
+            listeners,
+            control,
+            base_env: base_env(),
+            runtime_dir,
+            output: Output::start(),
+            events,
+            guardian,
+            systemd,
+            subscribers: Subscribers::default(),
+            build_clock: tokio::sync::watch::Sender::new(Default::default()),
+            foreign: Default::default(),
+            workers: BTreeMap::new(),
+            next_id: 1,
+            newest_generation: 1,
+            serving_generation: 1,
+            reload: None,
+            build: None,
+            queued: Queue::default(),
+            last_reload: None,
+            stop: None,
+            upgrade: None,
+            ever_ready: false,
+            announced: false,
+            started: Instant::now(),
+            started_at: unix_now(),
+            image_started_at: unix_now(),
+            upgrades: 0,
+            exit: None,
+        })
+    }
+
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        let settings = self.settings.clone();
+        for slot in 0..self.slots.len() {
+            if let Err(e) = self.spawn(slot, 1, &settings) {
+                self.kill_all();
+                return Err(e.context("starting the first generation"));
+            }
+        }
+        self.event_loop(rx).await
+    }
+
+    /// Starts the file watcher and the watchdog, then handles events until
+    /// the primary stops.
+    async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        if !self.settings.watch.is_empty() {
+            let s = &self.settings;
+            file_watch::start(
+                &s.watch,
+                &s.watch_ignore,
+                s.watch_debounce,
+                self.events.clone(),
+                self.build_clock.subscribe(),
+            )?;
+        }
+        if let Some(every) = self.systemd.watchdog_interval() {
+            tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
+            let _ = self.after(every, Timer::Watchdog);
+        }
+        while let Some(event) = rx.recv().await {
+            self.handle(event);
+            if let Some(exit) = self.exit.take() {
+                return Ok(exit);
+            }
+        }
+        Ok((1, "event channel closed".into()))
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Signal(sig) => self.on_signal(sig),
+            Event::Control { request, reply, conn } => self.on_control(request, reply, conn),
+            Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
+            Event::IpcClosed { worker } => self.on_ipc_closed(worker),
+            Event::Notify { worker, note } => self.on_notify(worker, note),
+            Event::FilesChanged { paths } => self.on_files_changed(paths),
+            Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
+            Event::Timer(t) => self.on_timer(t),
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        use signal_hook::consts::*;
+        match sig {
+            SIGCHLD => self.reap(),
+            SIGHUP if self.stop.is_some() => tracing::warn!("SIGHUP ignored: the primary is stopping"),
+            SIGHUP => {
+                tracing::info!("SIGHUP: reload requested");
+                self.request_reload(None, false);
+            }
+            SIGUSR2 => {
+                tracing::info!("SIGUSR2: self-upgrade requested");
+                self.begin_upgrade(None, None);
+            }
+            SIGTERM | SIGINT => {
+                let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                self.begin_stop(name, None);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, request: Request, reply: ReplyTx, conn: Option<OwnedFd>) {
+        match request {
+            Request::Status => {
+                let _ = reply.send(Reply::Status(Box::new(self.status())));
+            }
+            Request::Reload { no_build } => {
+                if self.stop.is_some() {
+                    let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
+                } else {
+                    self.request_reload(Some(reply), no_build);
+                }
+            }
+            Request::Stop => self.begin_stop("stop requested", Some(reply)),
+            Request::Events => self.subscribers.add(reply, conn),
+            Request::Upgrade => self.begin_upgrade(Some(reply), conn),
+        }
+    }
+
+    fn on_files_changed(&mut self, paths: Vec<PathBuf>) {
+        if self.stop.is_some() {
+            return;
+        }
+        let what = file_watch::describe(&paths);
+        if self.reload_build_again() {
+            tracing::info!("changed during the build: {what}; building again when it ends");
+            return;
+        }
+        tracing::info!("changed: {what}");
+        self.request_reload(None, false);
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Ready(id) => self.on_ready_deadline(id),
+            Timer::AssumeReady(id) => self.mark_ready(id, crate::types::ReadyVia::Assumed),
+            Timer::Shutdown(id) => self.on_shutdown_deadline(id),
+            Timer::Respawn(slot) => self.respawn(slot),
+            Timer::Watchdog => {
+                self.systemd.watchdog();
+                if let Some(every) = self.systemd.watchdog_interval() {
+                    let _ = self.after(every, Timer::Watchdog);
+                }
+            }
+        }
+    }
+
+    /// Sends `timer` after `delay`.
+    fn after(&self, delay: Duration, timer: Timer) -> tokio::task::AbortHandle {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Timer(timer)).await;
+        })
+        .abort_handle()
+    }
+
+    /// A deadline about one worker: cancelled when the worker goes, so that
+    /// thousands of reloads leave no sleeping timers behind.
+    fn worker_timer(&mut self, id: WorkerId, delay: Duration, timer: Timer) {
+        let handle = self.after(delay, timer);
+        match self.workers.get_mut(&id) {
+            Some(w) => w.arm(handle),
+            None => handle.abort(),
+        }
+    }
+
+    /// What starts (or adopts) workers of a generation with `settings`.
+    fn launcher<'a>(&'a self, settings: &'a Rc<Settings>) -> Launcher<'a> {
+        Launcher {
+            settings,
+            base_env: &self.base_env,
+            runtime_dir: &self.runtime_dir,
+            listeners: &self.listeners,
+            output: &self.output,
+            events: &self.events,
+        }
+    }
+
+    /// Re-reads the config file (if any) for a new generation.
+    fn reload_settings(&self) -> Result<Rc<Settings>> {
+        if self.settings.config.is_none() {
+            return Ok(self.settings.clone());
+        }
+        let new = Settings::load(&self.flags)?;
+        let fixed = self.settings.needs_restart(&new);
+        if !fixed.is_empty() {
+            tracing::warn!("config: changes to {} take effect only after a restart of hotswap", fixed.join(", "));
+        }
+        // Keep what is bound for life.
+        Ok(Rc::new(Settings {
+            listen: self.settings.listen.clone(),
+            control_path: self.settings.control_path.clone(),
+            backlog: self.settings.backlog,
+            ..new
+        }))
+    }
+}

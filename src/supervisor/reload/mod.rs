@@ -1,0 +1,259 @@
+//! Running reloads: the supervisor's side of [`policy`], which decides.
+//!
+//! A request (SIGHUP, `hotswap reload`, a watched change) starts a reload or
+//! joins the queue behind the running one. A reload first re-reads the
+//! config file and runs `--build` (if any; a failure touches no worker),
+//! then rolls: this module carries out the policy's [`Order`]s (start a
+//! worker, retire one) and feeds it what happens (ready, exited, timed out).
+
+pub mod policy;
+
+use std::time::{Duration, Instant};
+
+use policy::{ExitVerdict, Member, Order, Reload};
+
+use super::Supervisor;
+use crate::io::build::Build;
+use crate::io::file_watch::BuildClock;
+use crate::types::wire::{LifecycleEvent, ReloadOutcome, ReplyTx};
+use crate::types::{unix_now, Exit, WorkerId, WorkerState};
+
+impl Supervisor {
+    /// A reload request from SIGHUP or a watched change (`None`) or a
+    /// control client; `no_build` skips the `--build` command.
+    pub(super) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool) {
+        // Every trigger gets its RELOADING=1, even one that joins a queue:
+        // `systemctl reload` waits for it.
+        self.systemd.reloading(&format!("reload requested; {}", self.status_line()));
+        if self.reload.is_some() {
+            self.queued.push(subscriber, no_build);
+            tracing::info!("reload queued behind the running one");
+            return;
+        }
+        self.start_reload(subscriber.into_iter().collect(), no_build);
+    }
+
+    fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool) {
+        let generation = self.newest_generation + 1;
+        self.newest_generation = generation;
+        let mut ev = LifecycleEvent::new("reload-started");
+        ev.generation = Some(generation);
+        self.subscribers.emit(ev);
+        let settings = self.reload_settings();
+        let mut reload = Reload::new(generation, self.settings.clone(), subscribers);
+        match settings {
+            Ok(s) => reload.settings = s,
+            Err(e) => {
+                self.reload = Some(reload);
+                return self.finish_reload(Some(format!("{e:#}")));
+            }
+        }
+        match reload.settings.build.clone() {
+            Some(cmd) if !no_build => {
+                reload.tell(format!("building: {cmd}"));
+                self.reload = Some(reload);
+                self.start_build(&cmd);
+            }
+            _ => {
+                self.reload = Some(reload);
+                self.begin_rolling();
+            }
+        }
+    }
+
+    fn start_build(&mut self, cmd: &str) {
+        match Build::start(cmd, &self.output) {
+            Ok(b) => {
+                self.build_clock.send_replace(BuildClock { running: true, ended: None });
+                self.build = Some(b);
+            }
+            Err(e) => self.finish_reload(Some(format!("{e:#}"))),
+        }
+    }
+
+    /// The build process exited: roll on success, fail otherwise.
+    pub(super) fn reload_on_build_exit(&mut self, how: Exit) {
+        let Some(build) = self.build.take() else { return };
+        let Some(reload) = self.reload.as_mut() else { return };
+        self.build_clock.send_replace(BuildClock { running: false, ended: Some(Instant::now()) });
+        let took = format!("{:.1} s", build.started.elapsed().as_secs_f64());
+        let cmd = reload.settings.build.clone().unwrap_or_default();
+        match how {
+            Exit::Code(0) if build.again => {
+                reload.tell(format!("build finished in {took}; files changed meanwhile, building again"));
+                self.start_build(&cmd);
+            }
+            Exit::Code(0) => {
+                reload.tell(format!("build finished in {took}"));
+                self.begin_rolling();
+            }
+            _ => self.finish_reload(Some(format!("build `{cmd}` {how} after {took}; no worker was touched"))),
+        }
+    }
+
+    /// Files changed while the build ran: build again before rolling.
+    pub(super) fn reload_build_again(&mut self) -> bool {
+        match self.build.as_mut() {
+            Some(b) => {
+                b.again = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The pool as the policy sees it.
+    fn members(&self) -> Vec<Member> {
+        self.workers.values().map(|w| Member { id: w.id(), slot: w.slot(), state: w.state() }).collect()
+    }
+
+    fn begin_rolling(&mut self) {
+        let pool = self.members();
+        let Some(reload) = self.reload.as_mut() else { return };
+        let target = reload.settings.workers as usize;
+        if self.slots.len() < target {
+            self.slots.resize_with(target, Default::default);
+        }
+        let order = reload.begin_rolling(&pool);
+        self.obey(order);
+    }
+
+    /// Carries out the policy's orders until it waits for an event.
+    fn obey(&mut self, mut order: Order) {
+        loop {
+            let Some(reload) = self.reload.as_mut() else { return };
+            order = match order {
+                Order::Wait => return,
+                Order::Done => return self.finish_reload(None),
+                Order::Fail => {
+                    let why = reload.failure().unwrap_or("failed").to_string();
+                    return self.finish_reload(Some(why));
+                }
+                Order::Retire(old) => {
+                    self.shut_down(old);
+                    return;
+                }
+                Order::Start { slot } => {
+                    let (settings, generation) = (reload.settings.clone(), reload.generation);
+                    self.systemd
+                        .extend_timeout(settings.ready_timeout + settings.shutdown_timeout + Duration::from_secs(10));
+                    match self.spawn(slot, generation, &settings) {
+                        Ok(new) => {
+                            let ready = self.workers.get(&new).is_some_and(|w| w.state() == WorkerState::Ready);
+                            let pool = self.members();
+                            let Some(reload) = self.reload.as_mut() else { return };
+                            reload.started(new);
+                            // (`--ready none`: ready the moment it started.)
+                            if ready {
+                                reload.on_ready(new, &pool)
+                            } else {
+                                Order::Wait
+                            }
+                        }
+                        Err(e) => reload_mut(&mut self.reload).start_failed(format!("{e:#}")),
+                    }
+                }
+            };
+        }
+    }
+
+    /// A worker is ready; the reload may be waiting for it.
+    pub(super) fn reload_on_ready(&mut self, id: WorkerId) {
+        let pool = self.members();
+        if let Some(reload) = self.reload.as_mut() {
+            let order = reload.on_ready(id, &pool);
+            self.obey(order);
+        }
+    }
+
+    /// A crash replacement started during a reload is old news: queue it.
+    pub(super) fn reload_enqueue(&mut self, id: WorkerId) {
+        if let Some(r) = self.reload.as_mut() {
+            r.enqueue(id);
+        }
+    }
+
+    /// A worker exited (already removed from the pool). True when the
+    /// reload accounts for it, so the supervisor must not treat it as a crash.
+    pub(super) fn reload_on_exit(&mut self, id: WorkerId, label: &str, how: Exit) -> bool {
+        let pool = self.members();
+        let Some(reload) = self.reload.as_mut() else { return false };
+        match reload.on_exit(id, label, how, &pool) {
+            ExitVerdict::Crash => false,
+            ExitVerdict::Handled(order) => {
+                self.obey(order);
+                true
+            }
+        }
+    }
+
+    /// A worker missed its ready deadline (and was killed).
+    pub(super) fn reload_on_not_ready(&mut self, id: WorkerId, why: String) {
+        if let Some(reload) = self.reload.as_mut() {
+            let order = reload.on_not_ready(id, why);
+            self.obey(order);
+        }
+    }
+
+    /// Ends the running reload (`failure` says why it failed), then starts
+    /// the queued one, if any.
+    fn finish_reload(&mut self, failure: Option<String>) {
+        let Some(reload) = self.reload.take() else { return };
+        let done = reload.finish(failure);
+        if let Some(b) = self.build.take() {
+            b.kill();
+            self.build_clock.send_replace(BuildClock { running: false, ended: Some(Instant::now()) });
+        }
+        if let Some(new) = done.abandon {
+            // Its slot is still served by the old worker: no replacement.
+            if let Some(w) = self.workers.get_mut(&new) {
+                w.retire();
+                w.kill();
+            }
+        }
+        if done.ok {
+            self.serving_generation = done.generation;
+            self.settings = done.settings.clone();
+            self.slots.truncate(self.settings.workers as usize);
+            tracing::info!(
+                generation = done.generation,
+                "reload finished in {} ms: {}",
+                done.duration_ms,
+                done.message
+            );
+        } else {
+            tracing::error!(generation = done.generation, "reload {}", done.message);
+        }
+        let mut ev = LifecycleEvent::new(if done.ok { "reload-finished" } else { "reload-failed" });
+        ev.generation = Some(done.generation);
+        ev.message = Some(done.message.clone());
+        self.subscribers.emit(ev);
+        self.last_reload = Some(ReloadOutcome {
+            generation: done.generation,
+            ok: done.ok,
+            message: done.message,
+            duration_ms: done.duration_ms,
+            finished_at: unix_now(),
+        });
+        match self.queued.take() {
+            Some((subscribers, no_build)) => self.start_reload(subscribers, no_build),
+            None => {
+                // Finished, failed or not: systemd waits for READY=1.
+                self.announced = true;
+                self.systemd.ready(&self.status_line());
+            }
+        }
+    }
+
+    /// Fails the running and the queued reload (the primary is stopping).
+    pub(super) fn cancel_reloads(&mut self, why: &str) {
+        self.queued.cancel(why);
+        if self.reload.is_some() {
+            self.finish_reload(Some(format!("cancelled: {why}")));
+        }
+    }
+}
+
+fn reload_mut(r: &mut Option<Reload>) -> &mut Reload {
+    r.as_mut().expect("a reload runs while it is obeyed")
+}

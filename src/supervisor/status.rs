@@ -1,0 +1,69 @@
+//! What `hotswap status` and systemd's `STATUS=` show of the supervisor.
+
+use super::Supervisor;
+use crate::types::wire::{Backoff, Status, WorkerStatus};
+
+impl Supervisor {
+    /// What `systemctl status` shows.
+    pub(super) fn status_line(&self) -> String {
+        let mut s = format!(
+            "generation {}, {}/{} workers ready",
+            self.serving_generation,
+            self.ready_count(),
+            self.settings.workers
+        );
+        if let Some(r) = &self.reload {
+            s += &format!("; reloading to generation {}", r.generation);
+        } else if let Some(r) = &self.last_reload {
+            s += &format!("; last reload {}", if r.ok { "ok" } else { "FAILED" });
+        }
+        s
+    }
+
+    pub(super) fn notify_status(&self) {
+        if self.systemd.enabled() {
+            self.systemd.status(&self.status_line());
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let now = std::time::Instant::now();
+        Status {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs_f64()
+                + self.image_started_at.saturating_sub(self.started_at) as f64,
+            started_at: self.started_at,
+            image_started_at: self.image_started_at,
+            upgrades: self.upgrades,
+            generation: self.serving_generation,
+            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
+            target_workers: self.settings.workers,
+            workers: self
+                .workers
+                .values()
+                .map(|w| WorkerStatus {
+                    id: w.id(),
+                    pid: w.pid().as_raw(),
+                    generation: w.generation(),
+                    state: w.state(),
+                    uptime_secs: w.age().as_secs_f64(),
+                    restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                })
+                .collect(),
+            reloading: self.reload.is_some(),
+            reload_queued: self.queued.is_queued(),
+            last_reload: self.last_reload.clone(),
+            stopping: self.stop.is_some(),
+            backoff: self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, s)| {
+                    let due = s.waiting(now)?;
+                    Some(Backoff { slot, crashes_in_a_row: s.streak(), restart_in_ms: due.as_millis() as u64 })
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The worker pool: starting workers into slots, marking them ready, asking
+//! them to stop, their deadlines, and what they say over IPC and their
+//! notify sockets.
+
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use super::Supervisor;
+use crate::io::ipc::to_worker;
+use crate::options::{ReadyMode, Settings};
+use crate::types::event::{FromWorker, Notification};
+use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
+
+impl Supervisor {
+    /// Starts a worker in `slot` with `settings` and arms its deadlines.
+    pub(super) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let worker = self.launcher(settings).start(id, slot, generation)?;
+        tracing::info!(
+            worker = id,
+            pid = worker.pid().as_raw(),
+            generation,
+            "{} started (slot {slot})",
+            worker.label()
+        );
+        self.guardian.protect(worker.pid());
+        self.subscribers.worker_event("fork", &worker);
+        self.subscribers.worker_event("online", &worker);
+        self.workers.insert(id, worker);
+        self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
+        match settings.ready {
+            ReadyMode::None => self.mark_ready(id, ReadyVia::Assumed),
+            ReadyMode::Delay(d) => self.worker_timer(id, d, Timer::AssumeReady(id)),
+            _ => {}
+        }
+        Ok(id)
+    }
+
+    /// Tells a worker to shut down and arms its kill deadline.
+    pub(super) fn shut_down(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.state() == WorkerState::Stopping {
+            return;
+        }
+        let via_ipc = w.shutdown();
+        let how = if via_ipc { "shutdown sent".to_string() } else { format!("{} sent", w.settings().stop_signal) };
+        tracing::info!(
+            worker = id,
+            pid = w.pid().as_raw(),
+            generation = w.generation(),
+            "{} stopping ({how})",
+            w.label()
+        );
+        let timeout = w.settings().shutdown_timeout;
+        self.subscribers.worker_event("disconnect", &self.workers[&id]);
+        self.worker_timer(id, timeout, Timer::Shutdown(id));
+    }
+
+    /// A worker is ready to serve; a reload waiting for it moves on.
+    pub(super) fn mark_ready(&mut self, id: WorkerId, via: ReadyVia) {
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        if !worker.mark_ready(via) {
+            return;
+        }
+        self.ever_ready = true;
+        tracing::info!(
+            worker = id,
+            pid = worker.pid().as_raw(),
+            generation = worker.generation(),
+            "{} ready in {} ms ({via})",
+            worker.label(),
+            worker.age().as_millis()
+        );
+        self.subscribers.worker_event("listening", &self.workers[&id]);
+        self.reload_on_ready(id);
+        if !self.announced && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
+            self.announced = true;
+            self.systemd.ready(&self.status_line());
+        } else {
+            self.notify_status();
+        }
+    }
+
+    pub(super) fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
+        let Some(worker) = self.workers.get(&id) else { return };
+        match msg {
+            FromWorker::Listening => {
+                if worker.settings().ready.uses_ipc() {
+                    self.mark_ready(id, ReadyVia::Ipc);
+                } else {
+                    tracing::debug!(
+                        worker = id,
+                        "{} sent listening; readiness mode is {}",
+                        worker.label(),
+                        worker.settings().ready
+                    );
+                }
+            }
+            FromWorker::Broadcast { data } => {
+                for other in self.workers.values().filter(|w| w.id() != id) {
+                    if let Some(ch) = other.ipc() {
+                        ch.send(to_worker::broadcast(id, data.clone()));
+                    }
+                }
+            }
+            FromWorker::Send { to, data } => {
+                let delivered =
+                    self.workers.get(&to).and_then(|w| w.ipc()).is_some_and(|ch| ch.send(to_worker::send(id, data)));
+                if !delivered {
+                    if let Some(ch) = worker.ipc() {
+                        ch.send(to_worker::error(&format!("no worker {to} to send to")));
+                    }
+                }
+            }
+            FromWorker::NodeHandle => {
+                tracing::warn!(worker = id, "{} tried to send a handle over IPC; dropped", worker.label());
+                if let Some(ch) = worker.ipc() {
+                    ch.send(to_worker::node_handle_ack());
+                }
+            }
+            FromWorker::Other(v) => {
+                let mut text = v.to_string();
+                text.truncate(200);
+                tracing::info!(worker = id, "{} sent an unhandled message: {text}", worker.label());
+            }
+        }
+    }
+
+    pub(super) fn on_ipc_closed(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        tracing::debug!(worker = id, "{} IPC channel closed", w.label());
+        // From now on it is asked to stop with --stop-signal.
+        if w.disconnected() {
+            self.subscribers.worker_event("disconnect", &self.workers[&id]);
+        }
+    }
+
+    pub(super) fn on_notify(&mut self, id: WorkerId, note: Notification) {
+        let Some(worker) = self.workers.get(&id) else { return };
+        match note {
+            Notification::Ready => self.mark_ready(id, ReadyVia::Notify),
+            Notification::Status(s) => tracing::info!(worker = id, "{} status: {s}", worker.label()),
+            Notification::Stopping => tracing::info!(worker = id, "{} says it is stopping", worker.label()),
+        }
+    }
+
+    /// A starting worker's ready deadline passed.
+    pub(super) fn on_ready_deadline(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.state() != WorkerState::Starting {
+            return;
+        }
+        let why =
+            format!("{} was not ready within {}", w.label(), humantime::format_duration(w.settings().ready_timeout));
+        tracing::error!(worker = id, "{why}; killing it");
+        w.kill();
+        self.reload_on_not_ready(id, why);
+    }
+
+    /// A stopping worker's drain deadline passed.
+    pub(super) fn on_shutdown_deadline(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.state() == WorkerState::Stopping && !w.killed() {
+            tracing::warn!(
+                worker = id,
+                "{} did not exit within {} of shutdown; killing it",
+                w.label(),
+                humantime::format_duration(w.settings().shutdown_timeout)
+            );
+            w.kill();
+        }
+    }
+
+    /// A slot's crash backoff is over: start a worker in it again.
+    pub(super) fn respawn(&mut self, slot: usize) {
+        if self.stop.is_some()
+            || slot >= self.settings.workers as usize
+            || self.workers.values().any(|w| w.slot() == slot && w.state() != WorkerState::Stopping)
+        {
+            return;
+        }
+        self.slots[slot].restarted();
+        let settings = self.settings.clone();
+        match self.spawn(slot, self.serving_generation, &settings) {
+            // A reload in progress replaces it too.
+            Ok(id) => self.reload_enqueue(id),
+            Err(e) => {
+                tracing::error!("restarting slot {slot}: {e:#}");
+                let delay = self.slots[slot].retry_in(std::time::Instant::now());
+                let _ = self.after(delay, Timer::Respawn(slot));
+            }
+        }
+    }
+
+    pub(super) fn kill_all(&mut self) {
+        for w in self.workers.values_mut() {
+            w.kill();
+        }
+    }
+
+    pub(super) fn ready_count(&self) -> usize {
+        self.workers.values().filter(|w| w.state() == WorkerState::Ready).count()
+    }
+}

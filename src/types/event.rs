@@ -1,0 +1,83 @@
+//! What the supervisor hears: one [`Event`] type for everything that can
+//! happen, sent over one channel by the parts that watch the outside world
+//! (signals, the control socket, worker IPC and notify sockets, the file
+//! watcher, timers). The supervisor is the only receiver.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::wire::{ReplyTx, Request};
+use super::WorkerId;
+
+#[derive(Debug)]
+pub enum Event {
+    Signal(i32),
+    Control {
+        request: Request,
+        reply: ReplyTx,
+        /// A copy of the client's connection, for requests whose answers
+        /// outlive a self-upgrade (`upgrade`, `events`).
+        conn: Option<OwnedFd>,
+    },
+    Ipc {
+        worker: WorkerId,
+        msg: FromWorker,
+    },
+    IpcClosed {
+        worker: WorkerId,
+    },
+    Notify {
+        worker: WorkerId,
+        note: Notification,
+    },
+    /// Watched files changed (one debounced burst).
+    FilesChanged {
+        paths: Vec<PathBuf>,
+    },
+    /// The new binary answered `upgrade-check` (its version) or failed.
+    UpgradeChecked {
+        pid: i32,
+        result: Result<String, String>,
+    },
+    Timer(Timer),
+}
+
+/// Deadlines; each checks on arrival whether it still applies.
+#[derive(Debug, Clone, Copy)]
+pub enum Timer {
+    /// A starting worker must be ready by now.
+    Ready(WorkerId),
+    /// `--ready delay:DUR` has passed for this worker.
+    AssumeReady(WorkerId),
+    /// A stopping worker must have exited by now.
+    Shutdown(WorkerId),
+    /// Start a worker in this slot again after a crash.
+    Respawn(usize),
+    /// Time for `WATCHDOG=1`.
+    Watchdog,
+}
+
+/// A message from a worker's IPC channel, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromWorker {
+    /// `{"type":"listening"}` or the bare string `"ready"`.
+    Listening,
+    /// `{"type":"broadcast","data":...}`: to every other worker.
+    Broadcast { data: Value },
+    /// `{"type":"send","to":ID,"data":...}`: to one worker.
+    Send { to: WorkerId, data: Value },
+    /// Node.js trying to pass a handle; it waits for an acknowledgement.
+    NodeHandle,
+    /// Valid JSON that means nothing to hotswap.
+    Other(Value),
+}
+
+/// What a worker said on its own `NOTIFY_SOCKET` that the supervisor acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    Ready,
+    Status(String),
+    Stopping,
+}

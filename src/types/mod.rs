@@ -1,0 +1,97 @@
+//! Leaf types: the vocabulary every other part speaks, depending on no
+//! other part of the crate.
+//!
+//! - [`WorkerId`], [`WorkerState`], [`ReadyVia`], [`Exit`]: what a worker is
+//!   and how it ended.
+//! - [`event`]: the [`Event`](event::Event)s that the outside world sends
+//!   the supervisor, and its [`Timer`](event::Timer)s.
+//! - [`wire`]: what goes over the control socket (requests, replies,
+//!   status, lifecycle events), shared by the server and the client.
+//! - [`listen`]: a `--listen` address as written.
+
+pub mod event;
+pub mod listen;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+
+pub use event::{Event, Timer};
+
+/// Unique for the primary's lifetime, never reused (like Node's
+/// `cluster.worker.id`).
+pub type WorkerId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Started, not yet ready.
+    Starting,
+    /// Reported ready: serving.
+    Ready,
+    /// Told to shut down (or killed); waiting for it to exit.
+    Stopping,
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Stopping => "stopping",
+        })
+    }
+}
+
+/// How a worker became ready; it decides how the worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadyVia {
+    Ipc,
+    Notify,
+    /// `--ready delay:DUR` or `none`.
+    Assumed,
+}
+
+impl std::fmt::Display for ReadyVia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadyVia::Ipc => "said so over IPC",
+            ReadyVia::Notify => "sent READY=1",
+            ReadyVia::Assumed => "assumed",
+        })
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(nix::sys::signal::Signal),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(s) => write!(f, "was killed by {s}"),
+        }
+    }
+}
+
+/// `[w3 g2 1234]`: how a worker is named in every log line.
+pub fn label(id: WorkerId, generation: u64, pid: i32) -> String {
+    format!("[w{id} g{generation} {pid}]")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `1 worker`, `2 workers`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
