@@ -107,6 +107,9 @@ pub struct WorkerSnapshot {
     pub ipc_fd: Option<RawFd>,
     pub stdout_fd: RawFd,
     pub stderr_fd: RawFd,
+    /// A Node.js cluster worker's state.
+    #[serde(default)]
+    pub node: Option<crate::supervisor::NodeState>,
 }
 
 /// A worker's fds, owned again by the new image.

@@ -9,6 +9,8 @@
 //! - [`types`]: the vocabulary (worker ids and states, the [`Event`]s the
 //!   supervisor hears, the control protocol's wire types). Depends on
 //!   nothing else here.
+//! - [`node`]: Node.js's cluster protocol and what an unchanged Node app
+//!   needs (wrapper detection, the drain preload). Depends on nothing else.
 //! - [`options`]: every `hotswap run` option, declared once for the command
 //!   line and the config file, resolved into [`options::Settings`].
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod client;
 pub mod handover;
 pub mod io;
+pub mod node;
 pub mod options;
 pub mod supervisor;
 pub mod sys;

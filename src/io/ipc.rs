@@ -7,8 +7,13 @@
 //! place) and writes what the supervisor queues for the worker. A bad line is
 //! logged with the worker's id and dropped, never fatal.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -25,8 +30,12 @@ pub fn parse(line: &str) -> Result<FromWorker, String> {
     if value.as_str() == Some("ready") {
         return Ok(FromWorker::Listening);
     }
-    if value.get("cmd").and_then(Value::as_str) == Some("NODE_HANDLE") {
-        return Ok(FromWorker::NodeHandle);
+    match value.get("cmd").and_then(Value::as_str) {
+        Some("NODE_HANDLE") => return Ok(FromWorker::NodeHandle),
+        Some("NODE_HANDLE_ACK") => return Ok(FromWorker::HandleAck { ok: true }),
+        Some("NODE_HANDLE_NACK") => return Ok(FromWorker::HandleAck { ok: false }),
+        Some("NODE_CLUSTER") => return Ok(FromWorker::Cluster(value)),
+        _ => {}
     }
     let kind = value.get("type").and_then(Value::as_str);
     Ok(match kind {
@@ -61,6 +70,10 @@ pub mod to_worker {
     }
     pub fn node_handle_ack() -> Value {
         json!({"cmd": "NODE_HANDLE_ACK"})
+    }
+    /// PM2's convention for "stop" (`shutdown_with_message`).
+    pub fn pm2_shutdown() -> Value {
+        json!("shutdown")
     }
 }
 
@@ -117,8 +130,16 @@ impl Framer {
 
 enum Outgoing {
     Message(Value),
+    /// A message carrying a socket (`SCM_RIGHTS`): Node's `NODE_HANDLE`.
+    Handle(Value, OwnedFd),
     Disconnect,
 }
+
+/// How long a worker may take to acknowledge a handle before the channel
+/// moves on (Node answers at once; a worker that does not is not Node).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Node retransmits a handle it did not get; so do we, this often.
+const HANDLE_TRIES: u32 = 3;
 
 /// The supervisor's handle on a worker's channel. Dropping it disconnects.
 #[derive(Debug, Clone)]
@@ -130,6 +151,7 @@ impl std::fmt::Debug for Outgoing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outgoing::Message(v) => write!(f, "Message({v})"),
+            Outgoing::Handle(v, fd) => write!(f, "Handle({v}, {fd:?})"),
             Outgoing::Disconnect => write!(f, "Disconnect"),
         }
     }
@@ -156,6 +178,13 @@ impl Channel {
         }
     }
 
+    /// Queues a message that carries `fd` (sent as `SCM_RIGHTS`). Nothing
+    /// else is written until the worker acknowledges it (`NODE_HANDLE_ACK`),
+    /// as Node requires: one handle at a time.
+    pub fn send_handle(&self, message: Value, fd: OwnedFd) -> bool {
+        self.tx.try_send(Outgoing::Handle(message, fd)).is_ok()
+    }
+
     /// Flushes what is queued, then closes the primary's end.
     pub fn disconnect(&self) {
         let tx = self.tx.clone();
@@ -177,7 +206,8 @@ async fn run(
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let (read_half, mut write_half) = stream.into_split();
-    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), events));
+    let (ack_tx, mut acks) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), events, ack_tx));
     while let Some(out) = rx.recv().await {
         match out {
             Outgoing::Message(v) => {
@@ -185,6 +215,26 @@ async fn run(
                 line.push('\n');
                 if let Err(e) = write_half.write_all(line.as_bytes()).await {
                     tracing::debug!("{label} IPC: write failed: {e}");
+                }
+            }
+            Outgoing::Handle(v, fd) => {
+                let mut line = v.to_string();
+                line.push('\n');
+                for attempt in 1..=HANDLE_TRIES {
+                    if let Err(e) = send_with_fd(&mut write_half, line.as_bytes(), &fd).await {
+                        tracing::warn!("{label} IPC: sending a socket failed: {e}");
+                        break;
+                    }
+                    match tokio::time::timeout(ACK_TIMEOUT, acks.recv()).await {
+                        Ok(Some(true)) => break,
+                        Ok(Some(false)) if attempt < HANDLE_TRIES => continue,
+                        Ok(Some(false)) => tracing::warn!("{label} IPC: the worker did not get its socket"),
+                        Ok(None) => break,
+                        Err(_) => {
+                            tracing::warn!("{label} IPC: no acknowledgement of a socket within {ACK_TIMEOUT:?}");
+                            break;
+                        }
+                    }
                 }
             }
             Outgoing::Disconnect => break,
@@ -195,11 +245,27 @@ async fn run(
     let _ = write_half.shutdown().await;
 }
 
+/// Writes `bytes` with `fd` attached to the first of them.
+async fn send_with_fd(write_half: &mut OwnedWriteHalf, bytes: &[u8], fd: &OwnedFd) -> std::io::Result<()> {
+    let stream: &UnixStream = write_half.as_ref();
+    let raw = [fd.as_raw_fd()];
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(bytes)];
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)
+        })
+        .await?;
+    // The fd went with the first byte; the rest of a long line follows.
+    write_half.write_all(&bytes[sent..]).await
+}
+
 async fn read_loop(
     mut stream: tokio::net::unix::OwnedReadHalf,
     worker: WorkerId,
     label: String,
     events: mpsc::Sender<Event>,
+    acks: mpsc::UnboundedSender<bool>,
 ) {
     let mut framer = Framer::default();
     loop {
@@ -215,6 +281,9 @@ async fn read_loop(
         }
         while let Some(item) = framer.next_message() {
             match item {
+                Ok(FromWorker::HandleAck { ok }) => {
+                    let _ = acks.send(ok);
+                }
                 Ok(msg) => {
                     if events.send(Event::Ipc { worker, msg }).await.is_err() {
                         return;

@@ -24,7 +24,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 pub use crate::types::listen::ListenSpec;
-pub use parse::{parse_duration, parse_signal};
+pub use parse::{parse_duration, parse_signal, parse_workers};
 pub use ready::ReadyMode;
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
@@ -41,8 +41,8 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen: Vec<ListenSpec>,
 
-    /// Number of workers [default: number of CPUs].
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Number of workers, or `max` for one per CPU [default: max].
+    #[arg(short, long, value_name = "N", value_parser = parse_workers)]
     #[serde(default, with = "parse::workers", skip_serializing_if = "Option::is_none")]
     pub workers: Option<u32>,
 
@@ -108,6 +108,15 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,
 
+    /// Run Node.js workers as cluster workers (`NODE_UNIQUE_ID`), so that
+    /// unchanged cluster, Express and PM2 apps get their sockets from
+    /// hotswap, are ready when they listen and are stopped as Node's own
+    /// cluster stops them: `auto` (when the command runs node), `on`, `off`
+    /// [default: auto].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeMode>,
+
     /// Listen backlog of each TCP and Unix listener [default: 1024].
     #[arg(long, value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +180,44 @@ pub struct Settings {
     pub watch: Vec<PathBuf>,
     pub watch_debounce: Duration,
     pub watch_ignore: Vec<String>,
+    /// Whether workers are Node.js cluster workers.
+    #[serde(default)]
+    pub node: NodeMode,
+}
+
+/// `--node`: whether workers are run as Node.js cluster workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeMode {
+    /// When the command runs node (or a script whose `#!` line does).
+    #[default]
+    Auto,
+    /// Always (the command is a wrapper hotswap cannot see through).
+    On,
+    /// Never: the worker gets only hotswap's own protocol.
+    Off,
+}
+
+impl std::str::FromStr for NodeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(NodeMode::Auto),
+            "on" => Ok(NodeMode::On),
+            "off" => Ok(NodeMode::Off),
+            _ => Err(format!("unknown node mode {s:?} (expected auto, on or off)")),
+        }
+    }
+}
+
+impl std::fmt::Display for NodeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeMode::Auto => "auto",
+            NodeMode::On => "on",
+            NodeMode::Off => "off",
+        })
+    }
 }
 
 impl Settings {
@@ -198,7 +245,7 @@ impl Settings {
         Ok(Settings {
             listen: o.listen,
             command: o.command,
-            workers: o.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+            workers: o.workers.unwrap_or_else(parse::cpus),
             control_path: o.control.unwrap_or_else(default_control_path),
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
@@ -210,6 +257,7 @@ impl Settings {
             watch: o.watch,
             watch_debounce: o.watch_debounce.unwrap_or(Duration::from_millis(200)),
             watch_ignore: o.watch_ignore,
+            node: o.node.unwrap_or_default(),
         })
     }
 

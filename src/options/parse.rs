@@ -26,6 +26,24 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
     name.parse::<Signal>().map_err(|_| format!("unknown signal {s:?}"))
 }
 
+/// Parses a worker count: `1` to `4096`, or `max` (one per CPU).
+pub fn parse_workers(s: &str) -> Result<u32, String> {
+    if s.trim() == "max" {
+        return Ok(cpus());
+    }
+    match s.trim().parse::<u32>() {
+        Ok(n @ 1..=4096) => Ok(n),
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(_) => Err("at most 4096".into()),
+        Err(_) => Err(format!("invalid worker count {s:?} (a number, or max for one per CPU)")),
+    }
+}
+
+/// How many CPUs this process may use.
+pub fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 /// A string or a number in the file, as text.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -108,17 +126,14 @@ pub mod signal_name {
     }
 }
 
-/// `Option<u32>` worker count, at least 1.
+/// `Option<u32>` worker count: a number from 1 to 4096, or `"max"`.
 pub mod workers {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
         v.serialize(s)
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        match u32::deserialize(d)? {
-            0 => Err(serde::de::Error::custom("must be at least 1")),
-            n => Ok(Some(n)),
-        }
+        parse_workers(&Text::deserialize(d)?.into_string()).map(Some).map_err(serde::de::Error::custom)
     }
 }
 
@@ -158,6 +173,15 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn worker_counts() {
+        assert_eq!(parse_workers("4").unwrap(), 4);
+        assert_eq!(parse_workers("max").unwrap(), cpus());
+        assert!(parse_workers("0").unwrap_err().contains("at least 1"));
+        assert!(parse_workers("5000").is_err());
+        assert!(parse_workers("many").unwrap_err().contains("max"));
     }
 
     #[test]

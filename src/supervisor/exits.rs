@@ -7,6 +7,7 @@ use std::time::Instant;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use super::reload::policy::Gone;
 use super::Supervisor;
 use crate::sys::reap;
 use crate::types::{Exit, Timer, WorkerState};
@@ -78,11 +79,17 @@ impl Supervisor {
             return;
         }
         self.notify_status();
-        if self.reload_on_exit(id, &worker.label(), how) || !worker.respawn() {
+        let label = worker.label();
+        let hint = (worker.state() == WorkerState::Starting).then(|| worker.diagnosis());
+        let gone = Gone { label: &label, how, killed: worker.killed(), hint: hint.as_deref() };
+        if self.reload_on_exit(id, &gone) || !worker.respawn() {
             return;
         }
         if !self.ever_ready {
-            let why = format!("the first generation cannot start: {} {how} before it was ready", worker.label());
+            let why = format!(
+                "the first generation cannot start: {label} {how} before it was ready{}",
+                hint.map(|h| format!(": {h}")).unwrap_or_default()
+            );
             tracing::error!("{why}");
             self.kill_all();
             self.exit = Some((1, why));

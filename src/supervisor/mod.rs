@@ -14,6 +14,7 @@
 
 pub mod backoff;
 mod exits;
+mod node;
 pub mod reload;
 mod status;
 mod stop;
@@ -49,7 +50,7 @@ use stop::Stop;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
 
-pub use worker::base_env;
+pub use worker::{base_env, NodeState};
 
 pub struct Supervisor {
     /// The flags `hotswap run` was given, to read the config file again.
@@ -61,6 +62,8 @@ pub struct Supervisor {
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
     runtime_dir: PathBuf,
+    /// The Node.js preload, written into the runtime directory.
+    preload: PathBuf,
     output: Output,
     events: mpsc::Sender<Event>,
     guardian: Guardian,
@@ -77,6 +80,8 @@ pub struct Supervisor {
     /// The running reload's `--build` command, while it runs (before any
     /// worker is touched).
     build: Option<Build>,
+    /// Sockets bound for Node workers' listens that no `--listen` gave.
+    on_demand: node::OnDemand,
     /// Reload requests waiting behind the running one.
     queued: Queue,
     /// Tells the file watcher whether a build runs (its writes do not count).
@@ -200,6 +205,8 @@ impl Supervisor {
         // Per-worker notify sockets live here.
         let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
         std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
+        let preload = runtime_dir.join("node-preload.js");
+        std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
         Ok(Supervisor {
             flags,
             origin,
@@ -209,6 +216,7 @@ impl Supervisor {
             control,
             base_env: base_env(),
             runtime_dir,
+            preload,
             output: Output::start(),
             events,
             guardian,
@@ -223,6 +231,7 @@ impl Supervisor {
             reload: None,
             build: None,
             queued: Queue::default(),
+            on_demand: Default::default(),
             last_reload: None,
             stop: None,
             upgrade: None,
@@ -343,6 +352,8 @@ impl Supervisor {
             Timer::Ready(id) => self.on_ready_deadline(id),
             Timer::AssumeReady(id) => self.mark_ready(id, crate::types::ReadyVia::Assumed),
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
+            Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
+            Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::Watchdog => {
                 self.systemd.watchdog();
@@ -382,6 +393,7 @@ impl Supervisor {
             listeners: &self.listeners,
             output: &self.output,
             events: &self.events,
+            preload: &self.preload,
         }
     }
 

@@ -23,8 +23,10 @@ use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
 use crate::io::output::{Output, Stream};
 use crate::io::worker_notify::NotifySocket;
-use crate::options::Settings;
-use crate::sys::listeners::{self, Listener};
+use crate::node;
+use crate::options::ReadyMode;
+use crate::options::{NodeMode, Settings};
+use crate::sys::listeners::{self, ListenAddr, Listener};
 use crate::sys::spawn::{self, Fds};
 use crate::types::{label, Event, ReadyVia, WorkerId, WorkerState};
 
@@ -55,6 +57,24 @@ pub struct Worker {
     /// Copies of the primary's ends of its IPC channel and output pipes,
     /// to hand over to the next image on self-upgrade.
     handover: Handover,
+    /// Set for a Node.js cluster worker (`NODE_UNIQUE_ID`).
+    node: Option<NodeState>,
+    /// Whether it said anything on its IPC channel: for the diagnosis of a
+    /// worker that never gets ready.
+    spoke: bool,
+}
+
+/// What the supervisor tracks of a Node.js cluster worker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeState {
+    /// `queryServer`s answered with a socket.
+    pub served: u32,
+    /// `listening` messages: servers up.
+    pub listening: u32,
+    /// Sequence number of the primary's own cluster messages.
+    pub seq: u64,
+    /// Whether the stop signal went out (it is sent once).
+    pub signalled: bool,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until
@@ -101,6 +121,41 @@ impl Worker {
         self.ipc.as_ref()
     }
 
+    /// Its Node.js cluster state, if it is a cluster worker.
+    pub fn node(&self) -> Option<&NodeState> {
+        self.node.as_ref()
+    }
+
+    pub fn node_mut(&mut self) -> Option<&mut NodeState> {
+        self.node.as_mut()
+    }
+
+    /// It said something on its IPC channel.
+    pub fn spoke(&mut self) {
+        self.spoke = true;
+    }
+
+    /// Why it is not ready yet, as far as the primary can tell, and what
+    /// would help: for the log while it waits and for the failure message.
+    pub fn diagnosis(&self) -> String {
+        let ipc_fd = 3 + self.settings.listen.len();
+        match (&self.node, self.settings.ready) {
+            (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet \
+                (a listen with `exclusive: true` binds by itself and bypasses hotswap: drop that option)"
+                .to_string(),
+            (Some(_), _) => "its server got its socket but has not reported listening yet".to_string(),
+            (None, ReadyMode::Notify) => "it has not sent READY=1 on its NOTIFY_SOCKET (is it a systemd Type=notify \
+                app? otherwise use --ready ipc, delay:DUR or none)"
+                .to_string(),
+            (None, _) if !self.spoke => format!(
+                "it said nothing on its IPC channel (fd {ipc_fd}, HOTSWAP_IPC_FD): a worker says \
+                 {{\"type\":\"listening\"}} there when it serves; for an app that cannot, use --ready notify \
+                 (systemd-style apps), --ready delay:DUR or --ready none"
+            ),
+            (None, _) => "it spoke on its IPC channel but never sent {\"type\":\"listening\"} or \"ready\"".to_string(),
+        }
+    }
+
     /// `[w3 g2 1234]`: how the worker is named in every log line.
     pub fn label(&self) -> String {
         label(self.id, self.generation, self.pid.as_raw())
@@ -143,6 +198,19 @@ impl Worker {
     pub fn shutdown(&mut self) -> bool {
         self.state = WorkerState::Stopping;
         self.respawn = false;
+        if let (Some(node), Some(ch)) = (self.node.as_mut(), self.ipc.as_ref()) {
+            // Node's own way: the worker closes the servers it got from the
+            // primary and, once they have drained, its channel (which stays
+            // open on this side: closing it would make Node exit at once).
+            // PM2 apps also hear `'shutdown'`; hotswap-aware ones their own
+            // message. The stop signal follows once the channel closed.
+            if self.ready_via == Some(ReadyVia::Ipc) {
+                ch.send(ipc::to_worker::shutdown());
+            }
+            ch.send(ipc::to_worker::pm2_shutdown());
+            node.seq += 1;
+            return ch.send(crate::node::cluster::disconnect(node.seq));
+        }
         let speaks_ipc = match self.ready_via {
             Some(via) => via == ReadyVia::Ipc,
             None => self.settings.ready.uses_ipc(),
@@ -158,6 +226,16 @@ impl Worker {
         }
         let _ = kill(self.pid, self.settings.stop_signal);
         false
+    }
+
+    /// `--stop-signal` to the worker's main process, once.
+    pub fn signal_stop(&mut self) -> bool {
+        match self.node.as_mut() {
+            Some(n) if n.signalled => return false,
+            Some(n) => n.signalled = true,
+            None => {}
+        }
+        kill(self.pid, self.settings.stop_signal).is_ok()
     }
 
     /// SIGKILL to the worker's whole process group.
@@ -187,6 +265,7 @@ impl Worker {
             ipc_fd: self.handover.ipc.as_ref().map(|f| f.as_raw_fd()),
             stdout_fd: self.handover.stdout.as_raw_fd(),
             stderr_fd: self.handover.stderr.as_raw_fd(),
+            node: self.node,
         }
     }
 }
@@ -201,6 +280,8 @@ pub struct Launcher<'a> {
     pub listeners: &'a [Listener],
     pub output: &'a Output,
     pub events: &'a mpsc::Sender<Event>,
+    /// The Node.js preload, for cluster workers.
+    pub preload: &'a Path,
 }
 
 impl Launcher<'_> {
@@ -248,7 +329,10 @@ impl Launcher<'_> {
         let listener_fds: Vec<_> = self.listeners.iter().map(|l| l.raw_fd()).collect();
         let ipc_fd = 3 + listener_fds.len();
         let mut env = self.base_env.to_vec();
-        let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+        let mut set = |k: &str, v: String| {
+            env.retain(|(key, _)| key != k);
+            env.push((k.into(), v.into()));
+        };
         set("LISTEN_FDS", listener_fds.len().to_string());
         set("LISTEN_FDNAMES", listeners::fd_names(self.listeners));
         set("HOTSWAP_IPC_FD", ipc_fd.to_string());
@@ -257,6 +341,23 @@ impl Launcher<'_> {
         set("HOTSWAP_WORKER_ID", id.to_string());
         set("HOTSWAP_GENERATION", generation.to_string());
         set("HOTSWAP_CONTROL", self.settings.control_path.display().to_string());
+        set("HOTSWAP_WORKER_SLOT", slot.to_string());
+        let has = |k: &str| self.base_env.iter().any(|(key, _)| key == k);
+        if !has("PORT") {
+            if let Some(ListenAddr::Tcp(sa)) = self.listeners.first().map(|l| &l.addr) {
+                set("PORT", sa.port().to_string());
+            }
+        }
+        let is_node = self.is_node();
+        if is_node {
+            // Node sets itself up as a cluster worker, and removes both.
+            set("NODE_UNIQUE_ID", id.to_string());
+            let existing = self.base_env.iter().find(|(k, _)| k == "NODE_OPTIONS").map(|(_, v)| v);
+            set("NODE_OPTIONS", node::node_options(existing, self.preload).to_string_lossy().into_owned());
+            if !has("NODE_APP_INSTANCE") {
+                set("NODE_APP_INSTANCE", slot.to_string());
+            }
+        }
         let notify = self.notify_socket(id, generation)?;
         if let Some(n) = &notify {
             set("NOTIFY_SOCKET", n.path().display().to_string());
@@ -288,7 +389,21 @@ impl Launcher<'_> {
             respawn: true,
             timers: Vec::new(),
             handover,
+            node: is_node.then(NodeState::default),
+            spoke: false,
         })
+    }
+
+    /// Whether workers of these settings are Node.js cluster workers.
+    fn is_node(&self) -> bool {
+        match self.settings.node {
+            NodeMode::On => true,
+            NodeMode::Off => false,
+            NodeMode::Auto => {
+                let path = self.base_env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+                node::runs_node(&self.settings.command, &path)
+            }
+        }
     }
 
     /// Takes over a worker the previous image started (self-upgrade).
@@ -310,6 +425,8 @@ impl Launcher<'_> {
             respawn: w.respawn,
             timers: Vec::new(),
             handover,
+            node: w.node,
+            spoke: true,
         })
     }
 }

@@ -12,6 +12,9 @@ use crate::options::{ReadyMode, Settings};
 use crate::types::event::{FromWorker, Notification};
 use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
 
+/// When a starting worker that is not ready yet gets a log line saying why.
+const HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Supervisor {
     /// Starts a worker in `slot` with `settings` and arms its deadlines.
     pub(super) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
@@ -30,6 +33,9 @@ impl Supervisor {
         self.subscribers.worker_event("online", &worker);
         self.workers.insert(id, worker);
         self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
+        if settings.ready_timeout > HINT_AFTER * 2 && !matches!(settings.ready, ReadyMode::None | ReadyMode::Delay(_)) {
+            self.worker_timer(id, HINT_AFTER, Timer::ReadyHint(id));
+        }
         match settings.ready {
             ReadyMode::None => self.mark_ready(id, ReadyVia::Assumed),
             ReadyMode::Delay(d) => self.worker_timer(id, d, Timer::AssumeReady(id)),
@@ -45,7 +51,11 @@ impl Supervisor {
             return;
         }
         let via_ipc = w.shutdown();
-        let how = if via_ipc { "shutdown sent".to_string() } else { format!("{} sent", w.settings().stop_signal) };
+        let how = match (via_ipc, w.node().is_some()) {
+            (true, true) => "Node cluster disconnect sent".to_string(),
+            (true, false) => "shutdown sent".to_string(),
+            (false, _) => format!("{} sent", w.settings().stop_signal),
+        };
         tracing::info!(
             worker = id,
             pid = w.pid().as_raw(),
@@ -54,8 +64,14 @@ impl Supervisor {
             w.label()
         );
         let timeout = w.settings().shutdown_timeout;
+        let node = w.node().is_some();
         self.subscribers.worker_event("disconnect", &self.workers[&id]);
         self.worker_timer(id, timeout, Timer::Shutdown(id));
+        if node {
+            // If its channel never closes (a connection that never ends),
+            // the stop signal comes halfway to the kill.
+            self.worker_timer(id, timeout / 2, Timer::StopSignal(id));
+        }
     }
 
     /// A worker is ready to serve; a reload waiting for it moves on.
@@ -84,8 +100,13 @@ impl Supervisor {
     }
 
     pub(super) fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
-        let Some(worker) = self.workers.get(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        worker.spoke();
+        let worker = &self.workers[&id];
         match msg {
+            FromWorker::Cluster(v) => self.on_cluster(id, v),
+            // Handled by the channel itself.
+            FromWorker::HandleAck { .. } => {}
             FromWorker::Listening => {
                 if worker.settings().ready.uses_ipc() {
                     self.mark_ready(id, ReadyVia::Ipc);
@@ -135,6 +156,7 @@ impl Supervisor {
         if w.disconnected() {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
         }
+        self.after_disconnect(id);
     }
 
     pub(super) fn on_notify(&mut self, id: WorkerId, note: Notification) {
@@ -157,6 +179,21 @@ impl Supervisor {
         tracing::error!(worker = id, "{why}; killing it");
         w.kill();
         self.reload_on_not_ready(id, why);
+    }
+
+    /// A worker has been starting for a while: say what it waits for.
+    pub(super) fn on_ready_hint(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get(&id) else { return };
+        if w.state() == WorkerState::Starting {
+            tracing::warn!(
+                worker = id,
+                "{} not ready after {} s: {} (it is killed at --ready-timeout {})",
+                w.label(),
+                HINT_AFTER.as_secs(),
+                w.diagnosis(),
+                humantime::format_duration(w.settings().ready_timeout)
+            );
+        }
     }
 
     /// A stopping worker's drain deadline passed.

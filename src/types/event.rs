@@ -53,6 +53,10 @@ pub enum Timer {
     AssumeReady(WorkerId),
     /// A stopping worker must have exited by now.
     Shutdown(WorkerId),
+    /// A stopping worker that is still alive gets the stop signal.
+    StopSignal(WorkerId),
+    /// A starting worker has waited long: say what it is waiting for.
+    ReadyHint(WorkerId),
     /// Start a worker in this slot again after a crash.
     Respawn(usize),
     /// Time for `WATCHDOG=1`.
@@ -70,6 +74,10 @@ pub enum FromWorker {
     Send { to: WorkerId, data: Value },
     /// Node.js trying to pass a handle; it waits for an acknowledgement.
     NodeHandle,
+    /// Node.js acknowledging (or not) a handle the primary sent.
+    HandleAck { ok: bool },
+    /// A message of Node's cluster protocol (`{"cmd":"NODE_CLUSTER",...}`).
+    Cluster(Value),
     /// Valid JSON that means nothing to hotswap.
     Other(Value),
 }

@@ -46,6 +46,8 @@ impl std::fmt::Display for WorkerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadyVia {
     Ipc,
+    /// Node's cluster `listening` message.
+    Cluster,
     Notify,
     /// `--ready delay:DUR` or `none`.
     Assumed,
@@ -55,6 +57,7 @@ impl std::fmt::Display for ReadyVia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ReadyVia::Ipc => "said so over IPC",
+            ReadyVia::Cluster => "its server listens",
             ReadyVia::Notify => "sent READY=1",
             ReadyVia::Assumed => "assumed",
         })

@@ -99,6 +99,9 @@ pub struct ReloadOutcome {
     /// reason it failed.
     pub message: String,
     pub duration_ms: u64,
+    /// Old workers that had to be killed instead of draining.
+    #[serde(default)]
+    pub killed: u32,
     /// Seconds since the Unix epoch.
     pub finished_at: u64,
 }

@@ -10,7 +10,7 @@ pub mod policy;
 
 use std::time::{Duration, Instant};
 
-use policy::{ExitVerdict, Member, Order, Reload};
+use policy::{ExitVerdict, Gone, Member, Order, Reload};
 
 use super::Supervisor;
 use crate::io::build::Build;
@@ -175,10 +175,10 @@ impl Supervisor {
 
     /// A worker exited (already removed from the pool). True when the
     /// reload accounts for it, so the supervisor must not treat it as a crash.
-    pub(super) fn reload_on_exit(&mut self, id: WorkerId, label: &str, how: Exit) -> bool {
+    pub(super) fn reload_on_exit(&mut self, id: WorkerId, gone: &Gone<'_>) -> bool {
         let pool = self.members();
         let Some(reload) = self.reload.as_mut() else { return false };
-        match reload.on_exit(id, label, how, &pool) {
+        match reload.on_exit(id, gone, &pool) {
             ExitVerdict::Crash => false,
             ExitVerdict::Handled(order) => {
                 self.obey(order);
@@ -233,6 +233,7 @@ impl Supervisor {
             ok: done.ok,
             message: done.message,
             duration_ms: done.duration_ms,
+            killed: done.killed,
             finished_at: unix_now(),
         });
         match self.queued.take() {

@@ -47,6 +47,18 @@ pub enum Order {
     Fail,
 }
 
+/// A worker that exited, as the reload sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Gone<'a> {
+    /// How it is named in messages.
+    pub label: &'a str,
+    pub how: Exit,
+    /// Whether it had to be killed (it did not drain in time).
+    pub killed: bool,
+    /// Why it never got ready, if it was starting.
+    pub hint: Option<&'a str>,
+}
+
 /// What an exit means to the reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitVerdict {
@@ -89,6 +101,8 @@ pub struct Reload {
     queue: VecDeque<WorkerId>,
     step: Step,
     replaced: u32,
+    /// Old workers that had to be killed instead of draining.
+    killed: u32,
     subscribers: Vec<ReplyTx>,
     failure: Option<String>,
 }
@@ -100,6 +114,9 @@ pub struct Finished {
     pub ok: bool,
     /// `generation 3 serves (2 workers replaced)`, or why it failed.
     pub message: String,
+    /// Old workers that had to be killed instead of draining: not a clean
+    /// success.
+    pub killed: u32,
     pub duration_ms: u64,
     /// A new worker that was starting when the reload failed: kill it, its
     /// slot is still served by the old worker.
@@ -116,6 +133,7 @@ impl Reload {
             queue: VecDeque::new(),
             step: Step::Idle,
             replaced: 0,
+            killed: 0,
             subscribers,
             failure: None,
         }
@@ -231,19 +249,26 @@ impl Reload {
         }
     }
 
-    /// A worker exited (`label` names it in messages, `pool` no longer
-    /// holds it).
-    pub fn on_exit(&mut self, id: WorkerId, label: &str, how: Exit, pool: &[Member]) -> ExitVerdict {
+    /// A worker exited: `gone` says how (`pool` no longer holds it).
+    pub fn on_exit(&mut self, id: WorkerId, gone: &Gone<'_>, pool: &[Member]) -> ExitVerdict {
+        let (label, how) = (gone.label, gone.how);
         match self.step {
             Step::Starting { new, .. } if new == id => {
-                ExitVerdict::Handled(self.fail(format!("new worker {label} {how} before it was ready")))
+                let hint = gone.hint.map(|h| format!(": {h}")).unwrap_or_default();
+                ExitVerdict::Handled(self.fail(format!("new worker {label} {how} before it was ready{hint}")))
             }
             Step::Draining { new, old, since } if old == id => {
                 self.replaced += 1;
                 let ms = since.elapsed().as_millis();
+                let killed = if gone.killed {
+                    self.killed += 1;
+                    " (it had to be killed at --shutdown-timeout)"
+                } else {
+                    ""
+                };
                 let line = match new {
-                    Some(n) => format!("replaced {label} with w{n} in {ms} ms"),
-                    None => format!("retired {label} in {ms} ms"),
+                    Some(n) => format!("replaced {label} with w{n} in {ms} ms{killed}"),
+                    None => format!("retired {label} in {ms} ms{killed}"),
                 };
                 self.tell(line);
                 ExitVerdict::Handled(self.next(pool))
@@ -278,8 +303,16 @@ impl Reload {
             _ => None,
         };
         let n = self.replaced as usize;
+        let k = self.killed as usize;
+        let killed = if k > 0 {
+            format!("; {k} old {} had to be killed at --shutdown-timeout instead of draining", plural(k, "worker"))
+        } else {
+            String::new()
+        };
         let (ok, message) = match failure {
-            None => (true, format!("generation {} serves ({n} {} replaced)", self.generation, plural(n, "worker"))),
+            None => {
+                (true, format!("generation {} serves ({n} {} replaced{killed})", self.generation, plural(n, "worker")))
+            }
             Some(why) => (
                 false,
                 format!(
@@ -298,6 +331,7 @@ impl Reload {
             ok,
             message,
             duration_ms: self.started.elapsed().as_millis() as u64,
+            killed: self.killed,
             abandon,
             settings: self.settings.clone(),
         }
@@ -375,6 +409,10 @@ mod tests {
         }
     }
 
+    fn gone(label: &str, how: Exit) -> Gone<'_> {
+        Gone { label, how, killed: false, hint: None }
+    }
+
     fn settings(workers: u32) -> Rc<Settings> {
         let mut s = Settings::for_tests();
         s.workers = workers;
@@ -406,7 +444,7 @@ mod tests {
                 Order::Retire(old) => {
                     pool.set(old, WorkerState::Stopping);
                     pool.remove(old);
-                    match r.on_exit(old, &format!("w{old}"), Exit::Code(0), &pool.members) {
+                    match r.on_exit(old, &gone(&format!("w{old}"), Exit::Code(0)), &pool.members) {
                         ExitVerdict::Handled(o) => o,
                         ExitVerdict::Crash => panic!("a retired worker's exit is the reload's"),
                     }
@@ -457,7 +495,7 @@ mod tests {
         let new = pool.start(slot);
         r.started(new);
         pool.remove(new);
-        let verdict = r.on_exit(new, "[w3 g2 100]", Exit::Code(1), &pool.members);
+        let verdict = r.on_exit(new, &gone("[w3 g2 100]", Exit::Code(1)), &pool.members);
         assert_eq!(verdict, ExitVerdict::Handled(Order::Fail));
         assert!(r.failure().unwrap().contains("exited with code 1 before it was ready"));
         let done = r.finish(None);
@@ -479,7 +517,7 @@ mod tests {
         pool.set(a, WorkerState::Ready);
         let Order::Retire(old) = r.on_ready(a, &pool.members) else { panic!() };
         pool.remove(old);
-        let Order::Start { slot } = r.on_exit(old, "w1", Exit::Code(0), &pool.members).order() else { panic!() };
+        let Order::Start { slot } = r.on_exit(old, &gone("w1", Exit::Code(0)), &pool.members).order() else { panic!() };
         // ... the second never gets ready.
         let b = pool.start(slot);
         r.started(b);
@@ -499,7 +537,7 @@ mod tests {
         let new = pool.start(slot);
         r.started(new);
         pool.remove(1);
-        assert_eq!(r.on_exit(1, "w1", Exit::Code(137), &pool.members), ExitVerdict::Handled(Order::Wait));
+        assert_eq!(r.on_exit(1, &gone("w1", Exit::Code(137)), &pool.members), ExitVerdict::Handled(Order::Wait));
         pool.set(new, WorkerState::Ready);
         // Nothing to retire: the roll goes on with the next old worker.
         assert_eq!(r.on_ready(new, &pool.members), Order::Start { slot: 1 });
@@ -511,7 +549,7 @@ mod tests {
         let (mut r, _rx) = reload(3);
         let order = r.begin_rolling(&pool.members);
         pool.remove(3);
-        assert_eq!(r.on_exit(3, "w3", Exit::Code(1), &pool.members), ExitVerdict::Crash);
+        assert_eq!(r.on_exit(3, &gone("w3", Exit::Code(1)), &pool.members), ExitVerdict::Crash);
         // Its crash replacement (old generation) joins the end of the queue.
         let restarted = pool.start(2);
         pool.set(restarted, WorkerState::Ready);
@@ -544,6 +582,42 @@ mod tests {
         assert_eq!(pool.members.len(), 2);
         assert!(pool.members.iter().all(|m| m.id > 4 && m.slot < 2), "{:?}", pool.members);
         assert!(r.finish(None).message.contains("4 workers replaced"), "retirements count as replaced");
+    }
+
+    #[test]
+    fn an_old_worker_that_had_to_be_killed_is_not_a_clean_success() {
+        let mut pool = Pool::ready(1);
+        let (mut r, _rx) = reload(1);
+        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
+        let new = pool.start(slot);
+        r.started(new);
+        pool.set(new, WorkerState::Ready);
+        assert_eq!(r.on_ready(new, &pool.members), Order::Retire(1));
+        pool.remove(1);
+        let killed =
+            Gone { label: "w1", how: Exit::Signal(nix::sys::signal::Signal::SIGKILL), killed: true, hint: None };
+        assert_eq!(r.on_exit(1, &killed, &pool.members), ExitVerdict::Handled(Order::Done));
+        let done = r.finish(None);
+        assert!(done.ok, "the new generation serves");
+        assert_eq!(done.killed, 1);
+        assert!(done.message.contains("1 old worker had to be killed"), "{}", done.message);
+    }
+
+    #[test]
+    fn a_new_worker_that_exits_says_why_it_never_got_ready() {
+        let mut pool = Pool::ready(1);
+        let (mut r, _rx) = reload(1);
+        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
+        let new = pool.start(slot);
+        r.started(new);
+        pool.remove(new);
+        let hint = "it said nothing on its IPC channel";
+        let gone = Gone { label: "w2", how: Exit::Code(0), killed: false, hint: Some(hint) };
+        assert_eq!(r.on_exit(new, &gone, &pool.members), ExitVerdict::Handled(Order::Fail));
+        assert!(r
+            .failure()
+            .unwrap()
+            .ends_with("exited with code 0 before it was ready: it said nothing on its IPC channel"));
     }
 
     #[test]

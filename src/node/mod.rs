@@ -1,0 +1,167 @@
+//! Running unchanged Node.js apps: cluster apps, Express, Fastify, PM2 apps.
+//!
+//! A worker whose command is `node` (or a script whose `#!` line runs node)
+//! is treated as a Node.js cluster worker unless `--node off`:
+//! - it gets `NODE_UNIQUE_ID`, so Node sets it up as a cluster worker: the
+//!   worker branch of a cluster app runs, and every `server.listen()` asks
+//!   the primary for its socket ([`cluster`]);
+//! - `NODE_OPTIONS` gains `--require` of a small preload shipped inside
+//!   the binary ([`PRELOAD`]) that drains HTTP keep-alive connections
+//!   correctly when a server closes, and makes a `process.send()` after the
+//!   channel closed harmless; it removes itself from `NODE_OPTIONS` so the
+//!   app's own child processes are untouched;
+//! - it is stopped the way Node's cluster primary stops workers.
+//!
+//! Node deletes `NODE_UNIQUE_ID` and `NODE_CHANNEL_FD` from its environment
+//! as it starts, so grandchildren never see them. Wrappers (`npm start`,
+//! `yarn start`, `npx`, `pnpm`) start the app in a child process without
+//! the channel: they are refused with a message that says what to run.
+
+pub mod cluster;
+
+use std::ffi::OsString;
+use std::path::Path;
+
+/// The drain preload, written into the primary's runtime directory at start.
+pub const PRELOAD: &str = include_str!("preload.js");
+
+/// The wrappers that swallow the IPC channel, and what they run.
+const WRAPPERS: [&str; 5] = ["npm", "yarn", "npx", "pnpm", "pnpx"];
+
+/// The program a command runs: the first word, or for `/bin/sh -c 'exec
+/// ...'` (a config file's command string) the first word after `exec`.
+fn program(command: &[String]) -> Option<&str> {
+    match command {
+        [sh, c, script, ..] if sh.ends_with("sh") && c == "-c" => {
+            script.strip_prefix("exec ").unwrap_or(script).split_whitespace().next()
+        }
+        [first, ..] => Some(first.as_str()),
+        [] => None,
+    }
+}
+
+fn base(program: &str) -> &str {
+    Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program)
+}
+
+/// Refuses a command that starts the app through a package-manager
+/// wrapper, saying what to run instead.
+pub fn check_wrapper(command: &[String], cwd: &Path) -> Result<(), String> {
+    let Some(prog) = program(command) else { return Ok(()) };
+    let name = base(prog);
+    if !WRAPPERS.contains(&name) {
+        return Ok(());
+    }
+    let script = start_script(cwd);
+    let instead = match &script {
+        Some(s) => format!("`hotswap run ... -- {s}` (your package.json's start script)"),
+        None => "`hotswap run ... -- node app.js` (the file your start script runs)".to_string(),
+    };
+    Err(format!(
+        "`{name}` runs your app in a child process that does not get hotswap's IPC channel, so hotswap \
+         could neither hand it its sockets nor tell when it is ready or how to stop it; run node directly: {instead}"
+    ))
+}
+
+/// `scripts.start` of `package.json` in `dir`, if it runs node.
+fn start_script(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let start = v.get("scripts")?.get("start")?.as_str()?.trim().to_string();
+    start.starts_with("node ").then_some(start)
+}
+
+/// Whether `command` runs node: the program is `node`/`nodejs`, or a
+/// script whose `#!` line names node.
+pub fn runs_node(command: &[String], path: &OsString) -> bool {
+    let Some(prog) = program(command) else { return false };
+    let is_node =
+        |p: &str| matches!(base(p), "node" | "nodejs") || base(p).starts_with("node-v") || base(p) == "node.exe";
+    if is_node(prog) {
+        return true;
+    }
+    // A script run directly: look at its `#!` line.
+    let resolved = if prog.contains('/') {
+        Some(std::path::PathBuf::from(prog))
+    } else {
+        std::env::split_paths(path).map(|d| d.join(prog)).find(|p| p.is_file())
+    };
+    let Some(file) = resolved else { return false };
+    let Ok(mut f) = std::fs::File::open(file) else { return false };
+    let mut head = [0u8; 128];
+    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.starts_with("#!") && line.lines().next().is_some_and(|l| l.split_whitespace().any(is_node))
+}
+
+/// `NODE_OPTIONS` with `--require PRELOAD` in front of what the user has.
+pub fn node_options(existing: Option<&OsString>, preload: &Path) -> OsString {
+    let path = preload.display().to_string();
+    let quoted = if path.contains(' ') { format!("\"{path}\"") } else { path };
+    let mut v = OsString::from(format!("--require {quoted}"));
+    if let Some(e) = existing.filter(|e| !e.is_empty()) {
+        v.push(" ");
+        v.push(e);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn node_commands_are_recognised() {
+        let path = OsString::from("/nonexistent");
+        assert!(runs_node(&cmd(&["node", "app.js"]), &path));
+        assert!(runs_node(&cmd(&["/usr/local/bin/node", "--enable-source-maps", "app.js"]), &path));
+        assert!(runs_node(&cmd(&["/bin/sh", "-c", "exec node server.js"]), &path));
+        assert!(!runs_node(&cmd(&["python3", "app.py"]), &path));
+        assert!(!runs_node(&cmd(&["nodemon", "app.js"]), &path));
+    }
+
+    #[test]
+    fn a_script_with_a_node_shebang_is_node() {
+        let dir = std::env::temp_dir().join(format!("hotswap-node-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("server");
+        std::fs::write(&script, "#!/usr/bin/env node\nrequire('http')\n").unwrap();
+        let py = dir.join("tool");
+        std::fs::write(&py, "#!/usr/bin/env python3\n").unwrap();
+        let path = OsString::from(dir.as_os_str());
+        assert!(runs_node(&cmd(&["server"]), &path));
+        assert!(runs_node(&cmd(&[script.to_str().unwrap()]), &path));
+        assert!(!runs_node(&cmd(&["tool"]), &path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wrappers_are_refused_with_what_to_run_instead() {
+        let dir = std::env::temp_dir().join(format!("hotswap-wrapper-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("package.json"), r#"{"scripts":{"start":"node server.js --port 3000"}}"#).unwrap();
+        let err = check_wrapper(&cmd(&["npm", "start"]), &dir).unwrap_err();
+        assert!(err.contains("`npm` runs your app in a child process"), "{err}");
+        assert!(err.contains("-- node server.js --port 3000"), "{err}");
+        assert!(check_wrapper(&cmd(&["/bin/sh", "-c", "exec yarn start"]), &dir).is_err());
+        assert!(check_wrapper(&cmd(&["npx", "ts-node", "a.ts"]), &dir).is_err());
+        assert!(check_wrapper(&cmd(&["node", "server.js"]), &dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_preload_goes_in_front_of_the_users_node_options() {
+        let p = Path::new("/run/h/preload.js");
+        assert_eq!(node_options(None, p), OsString::from("--require /run/h/preload.js"));
+        let mine = OsString::from("--max-old-space-size=512");
+        assert_eq!(
+            node_options(Some(&mine), p),
+            OsString::from("--require /run/h/preload.js --max-old-space-size=512")
+        );
+        assert_eq!(node_options(None, Path::new("/a b/p.js")), OsString::from("--require \"/a b/p.js\""));
+    }
+}

@@ -1,0 +1,200 @@
+// hotswap's preload for Node.js workers (loaded with `--require` from NODE_OPTIONS).
+//
+// hotswap runs unchanged Node apps as cluster workers and stops one with Node's own
+// cluster `disconnect`, which calls server.close() on every server and then
+// process.disconnect(). Two things in stock Node turn that into failed requests or
+// a crash; this file fixes them and nothing else:
+//
+// 1. Since Node 19, server.close() calls closeIdleConnections(): a keep-alive
+//    connection idle at that instant is destroyed, and a request the client has
+//    already written on it is lost. Here close() still closes the listener at once,
+//    but each open connection answers one more request, with `Connection: close`;
+//    a connection that stays idle is destroyed after a short grace. 'close' (and so
+//    the cluster disconnect) completes once no connection is left.
+// 2. process.send() without a callback after the channel closed emits 'error' on
+//    process, which kills the app (ERR_IPC_CHANNEL_CLOSED); so does
+//    process.disconnect() on a closed channel, which cluster itself calls when the
+//    drain ends after the channel was closed. Both become silent no-ops.
+//
+// Dependency-free CommonJS for Node 18, 20 and 22.
+'use strict';
+
+const env = process.env;
+const kLoaded = Symbol.for('hotswap.preload');
+
+if ((env.HOTSWAP_IPC_FD !== undefined || env.HOTSWAP_NODE_PRELOAD === '1') && !process[kLoaded]) {
+  process[kLoaded] = true;
+  removeSelfFromNodeOptions();
+  patchHttpServers();
+  patchIpc();
+}
+
+function debug(msg) {
+  // HOTSWAP_LOG is a tracing filter ("debug", "hotswap=debug", ...).
+  if (/\b(debug|trace)\b/i.test(env.HOTSWAP_LOG || '')) {
+    process.stderr.write(`[hotswap preload ${process.pid}] ${msg}\n`);
+  }
+}
+
+// Children the app spawns inherit process.env: they are not hotswap workers and must
+// not get this file. Keep everything else the user put in NODE_OPTIONS, verbatim.
+function removeSelfFromNodeOptions() {
+  const fs = require('fs');
+  const path = require('path');
+  const real = (p) => { try { return fs.realpathSync(p); } catch { return path.resolve(p); } };
+  const self = real(__filename);
+  const isSelf = (p) => p !== undefined && real(p) === self;
+
+  const tokens = splitNodeOptions(env.NODE_OPTIONS || '');
+  const kept = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const v = tokens[i].value;
+    if ((v === '--require' || v === '-r') && isSelf(tokens[i + 1] && tokens[i + 1].value)) i++;
+    else if (!(v.startsWith('--require=') && isSelf(v.slice(10)))) kept.push(tokens[i].raw);
+  }
+  if (kept.length === tokens.length) return;
+  if (kept.length) env.NODE_OPTIONS = kept.join(' ');
+  else delete env.NODE_OPTIONS;
+  debug(`NODE_OPTIONS for children: ${JSON.stringify(env.NODE_OPTIONS || '')}`);
+}
+
+// Node's own NODE_OPTIONS splitting: spaces separate, "double quotes" group, and a
+// backslash inside quotes escapes the next character. `raw` keeps the quoting.
+function splitNodeOptions(s) {
+  const tokens = [];
+  let value = null;
+  let raw = '';
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (c === ' ' && !quoted) {
+      if (value !== null) tokens.push({ value, raw });
+      value = null;
+      continue;
+    }
+    if (value === null) { value = ''; raw = ''; }
+    raw += c;
+    if (c === '\\' && quoted && i + 1 < s.length) { value += s[++i]; raw += s[i]; }
+    else if (c === '"') quoted = !quoted;
+    else value += c;
+  }
+  if (value !== null) tokens.push({ value, raw });
+  return tokens;
+}
+
+function patchHttpServers() {
+  const http = require('http');
+  const https = require('https');
+  const grace = Number.isFinite(Number(env.HOTSWAP_DRAIN_GRACE_MS)) && env.HOTSWAP_DRAIN_GRACE_MS !== ''
+    ? Number(env.HOTSWAP_DRAIN_GRACE_MS) : 1000;
+  const kConns = Symbol('hotswap.connections');   // on a server: its open sockets
+  const kDraining = Symbol('hotswap.draining');   // on a server or a socket
+  const kTimer = Symbol('hotswap.graceTimer');    // on a socket
+
+  // Decides what a draining connection still needs: nothing once it is gone;
+  // nothing for an upgraded one (WebSocket: no parser left, the app owns it, as in
+  // stock Node); if a response is under way, look again when it is done (its
+  // `Connection: close` makes Node close the socket after it); if idle, a grace in
+  // which a request the client already sent is still answered.
+  function settle(socket) {
+    if (socket.destroyed || !socket.parser) return;
+    const res = socket._httpMessage;
+    if (res) {
+      res.once('close', () => settle(socket));
+    } else if (!socket[kTimer]) {
+      socket[kTimer] = setTimeout(() => {
+        socket[kTimer] = null;
+        if (socket._httpMessage) settle(socket);
+        else socket.destroy();
+      }, grace).unref();
+    }
+  }
+
+  function drain(server) {
+    if (server[kDraining] || !server[kConns]) return;
+    server[kDraining] = true;
+    debug(`server closing: draining ${server[kConns].size} connection(s), grace ${grace} ms`);
+    for (const socket of server[kConns]) {
+      socket[kDraining] = true;
+      settle(socket);
+    }
+  }
+
+  // https.Server is a tls.Server, not an http.Server: patch both prototypes. The
+  // http parser sits on the TLS socket, which 'secureConnection' hands over.
+  for (const [Server, event] of [[http.Server, 'connection'], [https.Server, 'secureConnection']]) {
+    const proto = Server.prototype;
+    const { listen, close, closeIdleConnections } = proto;
+
+    // Servers are tracked from listen() on: createServer() builds them through a
+    // module-internal constructor that cannot be wrapped.
+    proto.listen = function hotswapListen(...args) {
+      this[kDraining] = false;
+      if (!this[kConns]) {
+        const conns = this[kConns] = new Set();
+        this.on(event, (socket) => {
+          conns.add(socket);
+          socket.once('close', () => { clearTimeout(socket[kTimer]); conns.delete(socket); });
+          if (this[kDraining]) { socket[kDraining] = true; settle(socket); }
+        });
+      }
+      return listen.apply(this, args);
+    };
+
+    // The stock close() still runs whole (it closes the listening handle at once,
+    // which in a cluster worker also tells the primary); only its
+    // closeIdleConnections() call is neutralised below while draining.
+    proto.close = function hotswapClose(...args) {
+      drain(this);
+      return close.apply(this, args);
+    };
+
+    // Called by close() itself (Node 19+) and by frameworks right after close()
+    // (Fastify): while draining, idle connections are already handled by settle().
+    // closeAllConnections() is left alone: an app that calls it wants them gone.
+    if (closeIdleConnections) {
+      proto.closeIdleConnections = function hotswapCloseIdleConnections(...args) {
+        if (this[kDraining]) return;
+        return closeIdleConnections.apply(this, args);
+      };
+    }
+  }
+
+  // Every response goes through writeHead() (res.end() without it calls
+  // _implicitHeader(), which calls writeHead()): the last moment to make it the
+  // connection's last one. Node then writes `Connection: close` and closes the
+  // socket once the response is finished.
+  const { writeHead } = http.ServerResponse.prototype;
+  http.ServerResponse.prototype.writeHead = function hotswapWriteHead(...args) {
+    if (this.req && this.req.socket && this.req.socket[kDraining]) this.shouldKeepAlive = false;
+    return writeHead.apply(this, args);
+  };
+}
+
+function patchIpc() {
+  if (typeof process.send !== 'function') return;
+  const { send, disconnect } = process;
+
+  process.send = function hotswapSend(message, handle, options, callback) {
+    if (typeof handle === 'function') { callback = handle; handle = undefined; options = undefined; }
+    else if (typeof options === 'function') { callback = options; options = undefined; }
+    const hasCallback = typeof callback === 'function';
+    // With a callback Node reports a closed channel to it and never crashes.
+    if (!process.connected && !hasCallback) {
+      debug('process.send() after the IPC channel closed: dropped');
+      return false;
+    }
+    // The primary may close the channel while we write (EPIPE): without a callback,
+    // Node would turn that into an 'error' event on process too. (A cluster worker
+    // always has an 'error' listener, which rethrows it on cluster.worker.)
+    if (!hasCallback && (options === undefined || (options !== null && typeof options === 'object'))) {
+      options = { ...options, swallowErrors: true };
+    }
+    return send.call(this, message, handle, options, callback);
+  };
+
+  process.disconnect = function hotswapDisconnect(...args) {
+    if (!process.connected) return undefined;
+    return disconnect.apply(this, args);
+  };
+}

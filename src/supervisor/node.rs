@@ -1,0 +1,231 @@
+//! The supervisor's side of Node.js's cluster protocol ([`crate::node`]):
+//! which socket answers a worker's `listen()`, when a cluster worker is
+//! ready, and the staged stop (Node's `disconnect`, then the stop signal).
+//!
+//! A listen is answered with the `--listen` socket it matches (same port,
+//! or same Unix path, or the inherited fd it names). A listen that no
+//! `--listen` entry gives is bound on demand, as Node's own primary does,
+//! and kept for every later generation (Node's primary would close it with
+//! its last worker; a rolling reload must not), so `hotswap run -w 2 --
+//! node app.js` needs no `--listen` at all.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Supervisor;
+use crate::node::cluster::{self, FromNode, Query, Target};
+use crate::sys::listeners::{ListenAddr, ListenSpec, Listener};
+use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
+
+/// How long a stopping Node worker may live on after it closed its channel
+/// (all its servers drained) before it gets the stop signal: enough to exit
+/// by itself, short for an app whose timers keep it alive.
+pub const AFTER_DISCONNECT: Duration = Duration::from_millis(200);
+
+/// Sockets bound for Node workers' listens that no `--listen` gave.
+#[derive(Debug, Default)]
+pub struct OnDemand {
+    pub sockets: Vec<(Target, Listener)>,
+    /// TLS servers' data (session-ticket keys) per socket: the first
+    /// worker's, echoed to every later one, as Node's primary does.
+    data: Vec<(String, Value)>,
+}
+
+impl OnDemand {
+    fn data_for(&mut self, socket: &str, offered: &Value) -> Value {
+        if let Some((_, d)) = self.data.iter().find(|(k, _)| k == socket) {
+            return d.clone();
+        }
+        if !offered.is_null() {
+            self.data.push((socket.to_string(), offered.clone()));
+        }
+        offered.clone()
+    }
+}
+
+impl Supervisor {
+    pub(super) fn on_cluster(&mut self, id: WorkerId, msg: Value) {
+        let Some(w) = self.workers.get(&id) else { return };
+        let label = w.label();
+        if w.node().is_none() {
+            tracing::warn!(
+                worker = id,
+                "{label} spoke Node's cluster protocol but is not run as a cluster worker (--node off?); ignored"
+            );
+            return;
+        }
+        match cluster::parse(&msg) {
+            Err(why) => tracing::warn!(worker = id, "{label} sent a cluster message hotswap cannot use: {why}"),
+            Ok(FromNode::Online) => tracing::debug!(worker = id, "{label} is a Node.js cluster worker"),
+            Ok(FromNode::QueryServer(q)) => self.serve_listen(id, q),
+            Ok(FromNode::Listening { port, .. }) => {
+                let Some(w) = self.workers.get_mut(&id) else { return };
+                let Some(node) = w.node_mut() else { return };
+                node.listening += 1;
+                let all = node.listening >= node.served;
+                tracing::debug!(
+                    worker = id,
+                    "{label} listening{}",
+                    port.map(|p| format!(" on port {p}")).unwrap_or_default()
+                );
+                if all && w.settings().ready.uses_ipc() {
+                    self.mark_ready(id, ReadyVia::Cluster);
+                }
+            }
+            Ok(FromNode::Close) => tracing::debug!(worker = id, "{label} closed a server"),
+            Ok(FromNode::Other(act)) => tracing::debug!(worker = id, "{label} cluster message {act:?} ignored"),
+        }
+    }
+
+    /// Answers a worker's `server.listen()` with a socket, or with an error
+    /// the app's server emits.
+    fn serve_listen(&mut self, id: WorkerId, q: Query) {
+        let found = self.socket_for(id, &q.target);
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        let label = w.label();
+        let Some(node) = w.node_mut() else { return };
+        node.seq += 1;
+        let seq = node.seq;
+        match found {
+            Ok((fd, name)) => {
+                node.served += 1;
+                let data = self.on_demand.data_for(&name, &q.data);
+                let reply = cluster::handle_reply(&q, &data, seq);
+                tracing::debug!(worker = id, "{label} listen on {} gets {name}", q.target);
+                if let Some(ch) = self.workers.get(&id).and_then(|w| w.ipc()) {
+                    ch.send_handle(reply, fd);
+                }
+            }
+            Err((errno, why)) => {
+                tracing::error!(worker = id, "{label} cannot listen on {}: {why}; its server gets the error", q.target);
+                if let Some(ch) = self.workers.get(&id).and_then(|w| w.ipc()) {
+                    ch.send(cluster::refusal(&q, errno, seq));
+                }
+            }
+        }
+    }
+
+    /// A copy of the socket for `target`, and its name; or an errno and why.
+    fn socket_for(&mut self, id: WorkerId, target: &Target) -> Result<(OwnedFd, String), (i32, String)> {
+        let dup = |l: &Listener| -> Result<(OwnedFd, String), (i32, String)> {
+            let fd = l
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| (e.raw_os_error().unwrap_or(libc::EMFILE), e.to_string()))?;
+            Ok((fd, l.addr.to_string()))
+        };
+        if let Target::Fd(n) = target {
+            return match usize::try_from(n - 3).ok().and_then(|i| self.listeners.get(i)) {
+                Some(l) => dup(l),
+                None => Err((
+                    libc::EBADF,
+                    format!("fd {n} is not one of the {} sockets it was given", self.listeners.len()),
+                )),
+            };
+        }
+        if let Some(l) = self.listeners.iter().find(|l| matches(target, &l.addr)) {
+            return dup(l);
+        }
+        if let Some((_, l)) = self.on_demand.sockets.iter().find(|(t, _)| t == target) {
+            return dup(l);
+        }
+        let label = self.workers.get(&id).map(|w| w.label()).unwrap_or_default();
+        let listener = bind(target, self.settings.backlog).map_err(|e| {
+            let errno = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()).unwrap_or(libc::EADDRINUSE);
+            (errno, format!("{e:#}"))
+        })?;
+        tracing::info!(
+            worker = id,
+            "{label} listens on {target}, which no --listen gives: hotswap bound {} for it, and keeps it for every later generation",
+            listener.addr
+        );
+        let found = dup(&listener);
+        self.on_demand.sockets.push((target.clone(), listener));
+        found
+    }
+
+    /// A stopping worker closed its channel: a Node worker has drained its
+    /// servers; it gets the stop signal if it does not exit by itself.
+    pub(super) fn after_disconnect(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get(&id) {
+            if w.node().is_some() && w.state() == WorkerState::Stopping {
+                self.worker_timer(id, AFTER_DISCONNECT, Timer::StopSignal(id));
+            }
+        }
+    }
+
+    pub(super) fn on_stop_signal_deadline(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.state() == WorkerState::Stopping && !w.killed() && w.signal_stop() {
+            tracing::info!(worker = id, "{} still running; {} sent", w.label(), w.settings().stop_signal);
+        }
+    }
+}
+
+/// Whether a `--listen` socket bound at `addr` serves a listen on `target`.
+fn matches(target: &Target, addr: &ListenAddr) -> bool {
+    match (target, addr) {
+        (Target::Tcp { host, port }, ListenAddr::Tcp(sa)) => {
+            *port != 0
+                && sa.port() == *port
+                && match host {
+                    None => true,
+                    Some(h) => *h == sa.ip() || h.is_unspecified() || sa.ip().is_unspecified(),
+                }
+        }
+        (Target::Unix(p), ListenAddr::Unix(q)) => p == q,
+        _ => false,
+    }
+}
+
+/// Binds a socket for a listen no `--listen` gave. Like Node: no host means
+/// every address (`::`, with IPv4 mapped, or `0.0.0.0` without IPv6).
+fn bind(target: &Target, backlog: i32) -> anyhow::Result<Listener> {
+    let spec = |addr| ListenSpec { name: None, addr };
+    match target {
+        Target::Tcp { host: Some(h), port } => {
+            Listener::bind(&spec(ListenAddr::Tcp(SocketAddr::new(*h, *port))), backlog)
+        }
+        Target::Tcp { host: None, port } => {
+            let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *port);
+            Listener::bind(&spec(ListenAddr::Tcp(any6)), backlog).or_else(|_| {
+                let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port);
+                Listener::bind(&spec(ListenAddr::Tcp(any4)), backlog)
+            })
+        }
+        Target::Unix(p) => Listener::bind(&spec(ListenAddr::Unix(p.clone())), backlog),
+        Target::Fd(n) => anyhow::bail!("fd {n} is not a socket hotswap gave"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_match_listen_entries_by_port_or_path() {
+        let any = |port| Target::Tcp { host: None, port };
+        let at = |h: &str, port| Target::Tcp { host: Some(h.parse().unwrap()), port };
+        let tcp = |s: &str| ListenAddr::Tcp(s.parse().unwrap());
+        assert!(matches(&any(8080), &tcp("127.0.0.1:8080")));
+        assert!(matches(&at("127.0.0.1", 8080), &tcp("0.0.0.0:8080")));
+        assert!(matches(&at("0.0.0.0", 8080), &tcp("127.0.0.1:8080")));
+        assert!(!matches(&at("127.0.0.2", 8080), &tcp("127.0.0.1:8080")));
+        assert!(!matches(&any(8081), &tcp("127.0.0.1:8080")));
+        assert!(!matches(&any(0), &tcp("127.0.0.1:0")), "listen(0) gets a port of its own");
+        assert!(matches(&Target::Unix("/a".into()), &ListenAddr::Unix("/a".into())));
+        assert!(!matches(&Target::Unix("/a".into()), &tcp("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn tls_data_of_the_first_worker_is_echoed() {
+        let mut od = OnDemand::default();
+        assert_eq!(od.data_for("s", &Value::Null), Value::Null);
+        let first = serde_json::json!({"ticketKeys": "aa"});
+        assert_eq!(od.data_for("s", &first), first);
+        assert_eq!(od.data_for("s", &serde_json::json!({"ticketKeys": "bb"})), first);
+    }
+}
