@@ -180,7 +180,14 @@ impl State {
 pub fn set_cloexec(fd: RawFd, on: bool) -> nix::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
-    fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
+    if fd < 0 {
+        return Err(nix::errno::Errno::EBADF); // what fcntl says; borrow_raw must not see -1
+    }
+    // SAFETY: the fd is borrowed only for this one fcntl call and is not
+    // closed meanwhile; callers pass fds this process holds (its own, or ones
+    // the previous image handed over). Were one not open, fcntl fails with
+    // EBADF, which callers report or ignore as before.
+    fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, FcntlArg::F_SETFD(flags)).map(|_| ())
 }
 
 /// Answers the `hotswap upgrade` client on the connection handed over.
@@ -197,12 +204,10 @@ pub fn answer(conn: OwnedFd, reply: &Reply) {
 pub fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
-        let name = CString::new("hotswap-state").expect("no NUL");
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            bail!("memfd_create: {}", std::io::Error::last_os_error());
-        }
-        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create("hotswap-state", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| anyhow!("memfd_create: {}", std::io::Error::from(e)))?;
+        let mut f = std::fs::File::from(fd);
         f.write_all(bytes)?;
         f.rewind()?;
         Ok(f.into())
@@ -240,7 +245,13 @@ pub fn exec(
         Err(e) => return e,
     };
     let err = match rollback {
-        Some((exe_fd, _)) => nix::unistd::fexecve(exe_fd, &argv, &env).unwrap_err(),
+        Some((exe_fd, _)) if exe_fd < 0 => nix::errno::Errno::EBADF, // what fexecve says
+        // SAFETY: borrowed only for the fexecve call, which replaces this
+        // process or fails; exe_fd is the old executable's handle, which the
+        // previous image handed over and this one keeps open for a rollback.
+        Some((exe_fd, _)) => {
+            nix::unistd::fexecve(unsafe { std::os::fd::BorrowedFd::borrow_raw(exe_fd) }, &argv, &env).unwrap_err()
+        }
         None => match cstr(exe.as_os_str().as_bytes()) {
             Ok(path) => nix::unistd::execve(&path, &argv, &env).unwrap_err(),
             Err(e) => return e,

@@ -47,13 +47,13 @@ impl Output {
                 use std::io::{BufWriter, Write};
                 // Own buffered handles on fds 1 and 2 (dups): the primary's
                 // own log (tracing) keeps writing to std's stderr, unblocked.
-                let open = |fd: i32| -> Option<BufWriter<std::fs::File>> {
+                let open = |fd: std::os::fd::BorrowedFd<'_>| -> Option<BufWriter<std::fs::File>> {
                     let dup = nix::unistd::dup(fd).ok()?;
-                    let _ = nix::fcntl::fcntl(dup, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-                    // SAFETY: a fresh dup that nothing else owns.
-                    Some(BufWriter::with_capacity(64 * 1024, unsafe { std::os::fd::FromRawFd::from_raw_fd(dup) }))
+                    let _ = nix::fcntl::fcntl(&dup, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+                    Some(BufWriter::with_capacity(64 * 1024, std::fs::File::from(dup)))
                 };
-                let (mut out, mut err) = (open(1), open(2));
+                use std::os::fd::AsFd;
+                let (mut out, mut err) = (open(std::io::stdout().as_fd()), open(std::io::stderr().as_fd()));
                 while let Some(line) = rx.blocking_recv() {
                     let w = match line.stream {
                         Stream::Stdout => out.as_mut(),

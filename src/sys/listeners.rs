@@ -153,7 +153,11 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
 /// Removes the `LISTEN_*` variables, so call it before any thread starts.
 fn systemd_sockets() -> Result<Vec<Listener>> {
     use std::os::fd::FromRawFd;
-    let fds = sd_notify::listen_fds_with_names(true).context("reading LISTEN_FDS / LISTEN_FDNAMES")?;
+    // SAFETY: this removes the `LISTEN_*` variables, which is sound only while
+    // no other thread can read or write the environment; the one caller
+    // (`open_all`, from `run`) runs before the tokio runtime or any thread starts.
+    let fds =
+        unsafe { sd_notify::listen_fds_with_names_and_unset_env() }.context("reading LISTEN_FDS / LISTEN_FDNAMES")?;
     let fds: Vec<(RawFd, String)> = fds.collect();
     let mut out = Vec::new();
     for (fd, name) in fds {

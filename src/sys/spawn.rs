@@ -83,7 +83,7 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     unsafe { libc::setpgid(pid, pid) };
     drop(err_write);
     let mut errno = [0u8; 4];
-    let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&err_read), &mut errno).unwrap_or(0);
+    let n = nix::unistd::read(&err_read, &mut errno).unwrap_or(0);
     if n == 4 {
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
