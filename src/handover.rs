@@ -35,7 +35,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::options::Settings;
@@ -109,7 +109,7 @@ pub struct WorkerSnapshot {
     pub stderr_fd: RawFd,
     /// A Node.js cluster worker's state.
     #[serde(default)]
-    pub node: Option<crate::supervisor::NodeState>,
+    pub node: Option<crate::types::NodeState>,
 }
 
 /// A worker's fds, owned again by the new image.

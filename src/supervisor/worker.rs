@@ -28,7 +28,7 @@ use crate::options::ReadyMode;
 use crate::options::{NodeMode, Settings};
 use crate::sys::listeners::{self, ListenAddr, Listener};
 use crate::sys::spawn::{self, Fds};
-use crate::types::{label, Event, ReadyVia, WorkerId, WorkerState};
+use crate::types::{label, Event, NodeState, ReadyVia, WorkerId, WorkerState};
 
 #[derive(Debug)]
 pub struct Worker {
@@ -62,19 +62,6 @@ pub struct Worker {
     /// Whether it said anything on its IPC channel: for the diagnosis of a
     /// worker that never gets ready.
     spoke: bool,
-}
-
-/// What the supervisor tracks of a Node.js cluster worker.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NodeState {
-    /// `queryServer`s answered with a socket.
-    pub served: u32,
-    /// `listening` messages: servers up.
-    pub listening: u32,
-    /// Sequence number of the primary's own cluster messages.
-    pub seq: u64,
-    /// Whether the stop signal went out (it is sent once).
-    pub signalled: bool,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until

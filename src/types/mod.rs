@@ -64,6 +64,19 @@ impl std::fmt::Display for ReadyVia {
     }
 }
 
+/// What the supervisor tracks of a Node.js cluster worker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// `queryServer`s answered with a socket.
+    pub served: u32,
+    /// `listening` messages: servers up.
+    pub listening: u32,
+    /// Sequence number of the primary's own cluster messages.
+    pub seq: u64,
+    /// Whether the stop signal went out (it is sent once).
+    pub signalled: bool,
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -594,8 +594,7 @@ mod tests {
         pool.set(new, WorkerState::Ready);
         assert_eq!(r.on_ready(new, &pool.members), Order::Retire(1));
         pool.remove(1);
-        let killed =
-            Gone { label: "w1", how: Exit::Signal(nix::sys::signal::Signal::SIGKILL), killed: true, hint: None };
+        let killed = Gone { label: "w1", how: Exit::Code(137), killed: true, hint: None };
         assert_eq!(r.on_exit(1, &killed, &pool.members), ExitVerdict::Handled(Order::Done));
         let done = r.finish(None);
         assert!(done.ok, "the new generation serves");
