@@ -77,10 +77,12 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    spawn::resolve_program(&settings.command[0], &supervisor::base_env())?;
+    let env = supervisor::base_env();
+    spawn::resolve_program(&settings.command[0], &env)?;
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
-    let listeners = listeners::open_all(&settings.listen, settings.backlog)?;
+    let node = supervisor::runs_node(&settings, &env);
+    let listeners = listeners::open_all(&settings.listen, settings.backlog, node)?;
     let (code, why) = runtime()?.block_on(supervisor::run(flags, origin, settings, listeners, systemd))?;
     Ok(finish(code, why))
 }

@@ -174,6 +174,7 @@ function patchHttpServers() {
 function patchIpc() {
   if (typeof process.send !== 'function') return;
   const { send, disconnect } = process;
+  let dropped = 0;
 
   process.send = function hotswapSend(message, handle, options, callback) {
     if (typeof handle === 'function') { callback = handle; handle = undefined; options = undefined; }
@@ -181,7 +182,7 @@ function patchIpc() {
     const hasCallback = typeof callback === 'function';
     // With a callback Node reports a closed channel to it and never crashes.
     if (!process.connected && !hasCallback) {
-      debug('process.send() after the IPC channel closed: dropped');
+      if (dropped++ === 0) debug('process.send() after the IPC channel closed: dropped (logged once)');
       return false;
     }
     // The primary may close the channel while we write (EPIPE): without a callback,

@@ -229,6 +229,10 @@ impl Settings {
             None => Options::default(),
         };
         let s = Settings::resolve(flags.clone().merge(file)?)?;
+        if s.node != NodeMode::Off {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            crate::node::check_wrapper(&s.command, &cwd).map_err(anyhow::Error::msg)?;
+        }
         for p in &s.watch {
             if !p.exists() {
                 bail!("--watch {}: no such file or directory", p.display());

@@ -50,7 +50,7 @@ use stop::Stop;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
 
-pub use worker::base_env;
+pub use worker::{base_env, runs_node};
 
 pub struct Supervisor {
     /// The flags `hotswap run` was given, to read the config file again.

@@ -37,13 +37,24 @@ impl Supervisor {
             image_started_at: self.image_started_at,
             upgrades: self.upgrades,
             generation: self.serving_generation,
-            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| l.addr.to_string())
+                .chain(
+                    self.on_demand
+                        .sockets
+                        .iter()
+                        .map(|(t, l)| format!("{} (bound on demand for a listen on {t})", l.addr)),
+                )
+                .collect(),
             target_workers: self.settings.workers,
             workers: self
                 .workers
                 .values()
                 .map(|w| WorkerStatus {
                     id: w.id(),
+                    slot: w.slot(),
                     pid: w.pid().as_raw(),
                     generation: w.generation(),
                     state: w.state(),

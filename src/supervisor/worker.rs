@@ -381,16 +381,8 @@ impl Launcher<'_> {
         })
     }
 
-    /// Whether workers of these settings are Node.js cluster workers.
     fn is_node(&self) -> bool {
-        match self.settings.node {
-            NodeMode::On => true,
-            NodeMode::Off => false,
-            NodeMode::Auto => {
-                let path = self.base_env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
-                node::runs_node(&self.settings.command, &path)
-            }
-        }
+        runs_node(self.settings, self.base_env)
     }
 
     /// Takes over a worker the previous image started (self-upgrade).
@@ -420,6 +412,18 @@ impl Launcher<'_> {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating an output pipe")
+}
+
+/// Whether workers of these settings are Node.js cluster workers.
+pub fn runs_node(settings: &Settings, env: &[(OsString, OsString)]) -> bool {
+    match settings.node {
+        NodeMode::On => true,
+        NodeMode::Off => false,
+        NodeMode::Auto => {
+            let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+            node::runs_node(&settings.command, &path)
+        }
+    }
 }
 
 /// The primary's environment as a worker should see it: without the

@@ -144,7 +144,7 @@ impl Supervisor {
             FromWorker::Other(v) => {
                 let mut text = v.to_string();
                 text.truncate(200);
-                tracing::info!(worker = id, "{} sent an unhandled message: {text}", worker.label());
+                tracing::debug!(worker = id, "{} sent an unhandled message: {text}", worker.label());
             }
         }
     }

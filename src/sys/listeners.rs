@@ -116,10 +116,12 @@ impl Listener {
 /// activation, takes the inherited sockets: matched to the specs by name or
 /// address (a spec that matches none is bound), all of them when there are
 /// no specs.
-pub fn open_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Listener>> {
+/// `none_needed`: the workers bind what they need through the primary
+/// (Node.js cluster workers), so no listener at all is fine.
+pub fn open_all(specs: &[ListenSpec], backlog: i32, none_needed: bool) -> Result<Vec<Listener>> {
     let inherited = systemd_sockets()?;
     if inherited.is_empty() {
-        if specs.is_empty() {
+        if specs.is_empty() && !none_needed {
             bail!("nothing to listen on: give --listen ADDR (or `listen` in the config), or start under socket activation");
         }
         return specs.iter().map(|s| Listener::bind(s, backlog)).collect();

@@ -83,6 +83,10 @@ pub struct Backoff {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub id: WorkerId,
+    /// Which of the N places it fills (`HOTSWAP_WORKER_SLOT`,
+    /// `NODE_APP_INSTANCE`); a replacement takes it over.
+    #[serde(default)]
+    pub slot: usize,
     pub pid: i32,
     pub generation: u64,
     pub state: WorkerState,
@@ -132,7 +136,14 @@ impl Status {
         let _ = writeln!(s, "workers:    {ready} ready of {}", self.target_workers);
         let reload = match (&self.last_reload, self.reloading) {
             (_, true) => format!("in progress{}", if self.reload_queued { ", another queued" } else { "" }),
-            (Some(r), false) => format!("{} ({}, {} ms)", if r.ok { "ok" } else { "FAILED" }, r.message, r.duration_ms),
+            (Some(r), false) => {
+                let outcome = match (r.ok, r.killed) {
+                    (false, _) => "FAILED",
+                    (true, 0) => "ok",
+                    (true, _) => "ok, NOT CLEAN",
+                };
+                format!("{outcome} ({}, {} ms)", r.message, r.duration_ms)
+            }
             (None, false) => "none yet".into(),
         };
         let _ = writeln!(s, "reload:     {reload}");
@@ -145,12 +156,17 @@ impl Status {
                 b.restart_in_ms as f64 / 1000.0
             );
         }
-        let _ = writeln!(s, "\n{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}", "ID", "PID", "GEN", "STATE", "UPTIME", "RESTARTS");
+        let _ = writeln!(
+            s,
+            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}",
+            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS"
+        );
         for w in &self.workers {
             let _ = writeln!(
                 s,
-                "{:>6} {:>8} {:>5} {:<9} {:>9} {:>8}",
+                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}",
                 w.id,
+                w.slot,
                 w.pid,
                 w.generation,
                 w.state.to_string(),
