@@ -1,11 +1,9 @@
 //! Rolling reloads under real load: zero failed requests, and after each
 //! reload every answer comes from the new generation.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Runs `reloads` reloads of `command` under keep-alive and new-connection
 /// load and checks every request.

@@ -1,10 +1,8 @@
 //! Stop, crash restart and the primary's death, with real processes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Opens `n` slow requests, lets the workers accept them, then runs `stop`;
 /// every one of them must still be answered.

@@ -1,11 +1,9 @@
 //! The worker protocol, message by message, against real worker processes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn probe() -> Vec<String> {

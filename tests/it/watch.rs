@@ -1,11 +1,9 @@
 //! Development mode: saved files become zero-downtime reloads, builds gate
 //! them, and ignored paths and build outputs never trigger.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A project directory with a source file and a `.gitignore`.
 fn project() -> TempDir {

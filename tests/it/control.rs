@@ -1,13 +1,11 @@
 //! The control socket and the command line: status, bad requests, bad flags.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn raw_request(p: &Primary, bytes: &[u8]) -> Vec<Value> {

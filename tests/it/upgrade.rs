@@ -1,12 +1,10 @@
 //! Self-upgrade under load: the primary re-executes in place, keeping its
 //! pid, sockets and workers.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Installs the hotswap binary at `path` the way a deploy does: a new file
 /// renamed over the old one.

@@ -3,14 +3,12 @@
 //! apps (gunicorn, a `listenfd` Rust app, a Python sd_notify app) reloaded
 //! under load.
 
-mod common;
-
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A stand-in for systemd's notify socket.
 struct NotifySink {

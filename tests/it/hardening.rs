@@ -1,11 +1,9 @@
 //! Faults and abuse: what production throws at a supervisor. Each case runs
 //! real processes, most under real load.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn probe() -> Vec<String> {

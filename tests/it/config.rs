@@ -1,11 +1,9 @@
 //! `hotswap.toml`, the man pages and shell completions.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn write_config(path: &std::path::Path, workers: u32, extra: &str) {
     let worker = rust_worker()[0].clone();
