@@ -2,12 +2,14 @@
 //! real HTTP load client on 127.0.0.1 (or a Unix socket).
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +39,29 @@ pub fn python_worker() -> Vec<String> {
 
 pub fn fixture(name: &str) -> String {
     root().join("tests/fixtures").join(name).display().to_string()
+}
+
+/// The probe worker (`tests/fixtures/probe.py`): it reports its pid, fds and
+/// environment, sends what `PROBE_SEND` says and records what it receives.
+/// Give it a directory with [`PrimaryBuilder::probe_dir`].
+pub fn probe() -> Vec<String> {
+    vec!["python3".into(), fixture("probe.py")]
+}
+
+/// What probe worker `id` reported at start (`worker-<id>.json`).
+pub fn probe_report(dir: &TempDir, id: u64) -> Value {
+    let path = dir.path(&format!("worker-{id}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The messages probe worker `id` has received so far (`inbox-<id>.jsonl`),
+/// `{"eof":true}` last once its channel closed.
+pub fn probe_inbox(dir: &TempDir, id: u64) -> Vec<Value> {
+    std::fs::read_to_string(dir.path(&format!("inbox-{id}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A fresh private directory, removed on drop.
@@ -78,7 +103,11 @@ pub struct PrimaryBuilder {
     env: Vec<(String, String)>,
     command: Vec<String>,
     workers: u32,
+    workers_flag: bool,
     wait: bool,
+    binary: PathBuf,
+    control: Option<PathBuf>,
+    inherit: Option<(RawFd, String)>,
 }
 
 impl PrimaryBuilder {
@@ -99,17 +128,79 @@ impl PrimaryBuilder {
         self.wait = false;
         self
     }
+    /// `--config PATH`, without `-w`: the file says how many workers;
+    /// [`workers`](Self::workers) still says how many to wait for.
+    pub fn config(mut self, path: &Path) -> Self {
+        self.args.extend(["--config".into(), path.display().to_string()]);
+        self.workers_flag = false;
+        self
+    }
+    /// Sets `PROBE_DIR` for the [`probe`] worker.
+    pub fn probe_dir(self, dir: &TempDir) -> Self {
+        self.env("PROBE_DIR", dir.0.display().to_string())
+    }
+    /// Runs this executable instead of the one cargo built (a copy that a
+    /// test replaces, say).
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = path.to_path_buf();
+        self
+    }
+    /// Uses this control socket instead of a fresh one in the primary's own
+    /// directory.
+    pub fn control(mut self, path: &Path) -> Self {
+        self.control = Some(path.to_path_buf());
+        self
+    }
+    /// Starts the primary the way systemd socket activation does: `fd` (which
+    /// the caller keeps open) as fd 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=name`
+    /// and `LISTEN_PID` the primary's own pid.
+    pub fn inherit(mut self, fd: RawFd, name: &str) -> Self {
+        self.inherit = Some((fd, name.into()));
+        self
+    }
     pub fn start(self) -> Primary {
         let dir = TempDir::new("p");
-        let control = dir.path("control.sock");
+        let control = self.control.clone().unwrap_or_else(|| dir.path("control.sock"));
         let log = dir.path("primary.log");
         let logf = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(HOTSWAP);
-        cmd.arg("run").arg("--control").arg(&control).arg("-w").arg(self.workers.to_string());
-        cmd.args(&self.args).arg("--").args(&self.command);
+        let mut cmd = match &self.inherit {
+            None => Command::new(&self.binary),
+            // The shell's pid is the primary's once it execs.
+            Some(_) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "LISTEN_PID=$$ exec \"$@\"", "sh"]).arg(&self.binary);
+                c
+            }
+        };
+        cmd.arg("run").arg("--control").arg(&control);
+        if self.workers_flag {
+            cmd.arg("-w").arg(self.workers.to_string());
+        }
+        cmd.args(&self.args);
+        if !self.command.is_empty() {
+            cmd.arg("--").args(&self.command);
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("HOTSWAP_LOG", "debug");
         cmd.stdin(Stdio::null()).stdout(logf.try_clone().unwrap()).stderr(logf);
+        if let Some((fd, name)) = &self.inherit {
+            use std::os::unix::process::CommandExt;
+            let fd = *fd;
+            cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", name);
+            unsafe {
+                cmd.pre_exec(move || {
+                    // dup2 onto itself would leave close-on-exec set.
+                    if fd == 3 {
+                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().expect("starting hotswap");
         let mut p = Primary { child, control, log, dir };
         if self.wait {
@@ -120,12 +211,24 @@ impl PrimaryBuilder {
 }
 
 impl Primary {
+    /// `hotswap run -l 127.0.0.1:0 -w 2 -- COMMAND`, waiting for the workers
+    /// to be ready.
     pub fn builder(command: Vec<String>) -> PrimaryBuilder {
-        PrimaryBuilder { args: vec!["-l".into(), "127.0.0.1:0".into()], env: vec![], command, workers: 2, wait: true }
+        Self::bare(command).arg("-l").arg("127.0.0.1:0")
     }
     /// A builder without the default TCP listener.
     pub fn bare(command: Vec<String>) -> PrimaryBuilder {
-        PrimaryBuilder { args: vec![], env: vec![], command, workers: 2, wait: true }
+        PrimaryBuilder {
+            args: vec![],
+            env: vec![],
+            command,
+            workers: 2,
+            workers_flag: true,
+            wait: true,
+            binary: PathBuf::from(HOTSWAP),
+            control: None,
+            inherit: None,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -158,6 +261,8 @@ impl Primary {
         child.wait_with_output().unwrap()
     }
 
+    /// `hotswap status --json`; `None` while the primary does not answer
+    /// (not up yet, or gone).
     pub fn try_status(&self) -> Option<Value> {
         let out = self.ctl(&["status", "--json"]);
         if !out.status.success() {
@@ -166,8 +271,14 @@ impl Primary {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `hotswap status --json`, which must answer.
     pub fn status(&self) -> Value {
         self.try_status().unwrap_or_else(|| panic!("status failed; log:\n{}", self.log_text()))
+    }
+
+    /// The generation serving now.
+    pub fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().unwrap()
     }
 
     /// The first TCP listener's address.
@@ -187,7 +298,7 @@ impl Primary {
     }
 
     pub fn wait_ready(&mut self, n: usize, timeout: Duration) {
-        let ok = wait_until(timeout, || {
+        let ok = poll_until(timeout, || {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("primary exited early ({st}); log:\n{}", self.log_text());
             }
@@ -216,16 +327,28 @@ impl Primary {
         self.status()["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect()
     }
 
-    /// Waits for the primary to exit; its exit code.
+    pub fn worker_ids(&self) -> Vec<u64> {
+        self.status()["workers"].as_array().unwrap().iter().map(|w| w["id"].as_u64().unwrap()).collect()
+    }
+
+    /// Whether the primary's process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the primary to exit; its exit code (-1 when a signal ended it).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit_status(timeout).map(|st| st.code().unwrap_or(-1))
+    }
+
+    /// Waits for the primary to exit; how it ended.
+    pub fn wait_exit_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 
     pub fn signal(&self, sig: i32) {
@@ -251,6 +374,7 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn start(p: &Primary) -> EventStream {
+        let before = doubled_sockets(p.pid());
         let mut child = Command::new(HOTSWAP)
             .args(["events", "--json", "--control"])
             .arg(&p.control)
@@ -266,8 +390,13 @@ impl EventStream {
                 }
             }
         });
-        // Let the subscription reach the primary.
-        std::thread::sleep(Duration::from_millis(300));
+        // Nothing answers a subscription, but the primary keeps a second fd on
+        // an events client's connection (to hand it over on self-upgrade),
+        // taken just before the request goes to the supervisor: once it has
+        // one, requests made from now on are handled after the subscription.
+        wait_until(Duration::from_secs(10), "the primary to take the events subscription", || {
+            doubled_sockets(p.pid()).difference(&before).next().is_some()
+        });
         EventStream { child, rx }
     }
 
@@ -300,7 +429,8 @@ impl Drop for EventStream {
     }
 }
 
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Polls `f` until it holds; false if it still does not after `timeout`.
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if f() {
@@ -311,6 +441,59 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Waits until `f` holds; fails the test, saying what it waited for, if it
+/// still does not after `timeout`. (A [`Primary`] dropped by the failure
+/// prints its log.)
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: impl std::fmt::Display, f: impl FnMut() -> bool) {
+    if !poll_until(timeout, f) {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Open fds of a process.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// The value `f` settles on: unchanged in repeated reads for 300 ms (a
+/// primary that has just answered a client may still hold its connection).
+#[track_caller]
+pub fn settled<T: PartialEq + std::fmt::Debug>(what: &str, mut f: impl FnMut() -> T) -> T {
+    let mut last = f();
+    let mut since = Instant::now();
+    wait_until(Duration::from_secs(10), format_args!("{what} to settle"), || {
+        let now = f();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        since.elapsed() >= Duration::from_millis(300)
+    });
+    last
+}
+
+/// Sockets that a process holds more than one fd of (`socket:[inode]`).
+pub fn doubled_sockets(pid: i32) -> HashSet<String> {
+    let mut fds: HashMap<String, usize> = HashMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let target = target.to_string_lossy().into_owned();
+            if target.starts_with("socket:") {
+                *fds.entry(target).or_default() += 1;
+            }
+        }
+    }
+    fds.into_iter().filter(|(_, n)| *n > 1).map(|(s, _)| s).collect()
+}
+
+/// The parent pid of a process.
+pub fn ppid(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Gone means no such process, or a zombie (PID 1 here may never reap).
@@ -445,15 +628,18 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     records: Arc<Mutex<Vec<Record>>>,
+    /// Requests made so far, answered or failed.
+    made: Arc<AtomicUsize>,
 }
 
 impl Load {
     pub fn start(target: Target, keep_alive: usize, fresh: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(Mutex::new(Vec::new()));
+        let made = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         for i in 0..keep_alive + fresh {
-            let (stop, records, target) = (stop.clone(), records.clone(), target.clone());
+            let (stop, records, target, made) = (stop.clone(), records.clone(), target.clone(), made.clone());
             let ka = i < keep_alive;
             threads.push(std::thread::spawn(move || {
                 let mut conn: Option<Box<dyn Conn>> = None;
@@ -466,6 +652,7 @@ impl Load {
                             Ok(c) => conn = Some(c),
                             Err(e) => {
                                 local.push(Record { sent, result: Err(format!("connect: {e}")) });
+                                made.fetch_add(1, Ordering::Relaxed);
                                 std::thread::sleep(Duration::from_millis(10));
                                 continue;
                             }
@@ -489,6 +676,7 @@ impl Load {
                         }
                     };
                     local.push(Record { sent, result });
+                    made.fetch_add(1, Ordering::Relaxed);
                     if local.len() >= 256 {
                         records.lock().unwrap().append(&mut local);
                     }
@@ -496,11 +684,21 @@ impl Load {
                 records.lock().unwrap().append(&mut local);
             }));
         }
-        Load { stop, threads, records }
+        Load { stop, threads, records, made }
     }
 
+    /// Requests made so far, answered or failed.
     pub fn count(&self) -> usize {
-        self.records.lock().unwrap().len()
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the load has made `n` more requests: before a reload,
+    /// that the load is flowing (keep-alive connections open on the old
+    /// workers); after one, that the new workers have been asked.
+    #[track_caller]
+    pub fn wait_for_requests(&self, n: usize) {
+        let target = self.count() + n;
+        wait_until(Duration::from_secs(30), format_args!("{n} more requests of the load"), || self.count() >= target);
     }
 
     /// Stops the load and returns every record, in send order.
