@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,8 @@ pub struct Primary {
     pub control: PathBuf,
     pub log: PathBuf,
     pub dir: TempDir,
+    /// Released after the primary and its workers are gone (last field).
+    _share: Share,
 }
 
 pub struct PrimaryBuilder {
@@ -159,6 +161,7 @@ impl PrimaryBuilder {
         self
     }
     pub fn start(self) -> Primary {
+        let share = share();
         let dir = TempDir::new("p");
         let control = self.control.clone().unwrap_or_else(|| dir.path("control.sock"));
         let log = dir.path("primary.log");
@@ -202,7 +205,7 @@ impl PrimaryBuilder {
             }
         }
         let child = cmd.spawn().expect("starting hotswap");
-        let mut p = Primary { child, control, log, dir };
+        let mut p = Primary { child, control, log, dir, _share: share };
         if self.wait {
             p.wait_ready(self.workers as usize, Duration::from_secs(20));
         }
@@ -726,9 +729,109 @@ pub fn assert_no_failures(records: &[Record], what: &str) {
     assert!(records.len() > 50, "{what}: the load made only {} requests", records.len());
 }
 
-/// Writes an executable shell script.
+/// Writes an executable shell script (replacing the file, not rewriting it).
 pub fn script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = path.with_extension("new-script");
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(&tmp)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("#!/bin/sh\n{body}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "writing {}", tmp.display());
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Copies an executable to `to` (a new file renamed over any old one).
+pub fn copy_executable(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new-copy");
+    assert!(Command::new("cp").arg(from).arg(&tmp).status().unwrap().success(), "copying {}", from.display());
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+// Why `script` and `copy_executable` leave the writing to a child process:
+// while this process holds a file open for writing, a process that another
+// test's thread forks inherits that fd until it execs, and running the file
+// then fails with "Text file busy" (ETXTBSY). A file written by a child
+// process has no writer left once that child has exited.
+
+// ------------------------------------------------------------- machine ----
+
+struct Gate {
+    /// Primaries of tests that share the machine.
+    shared: usize,
+    exclusive: bool,
+    /// A test waits for the machine to itself: no new shares.
+    waiting: bool,
+}
+
+static GATE: Mutex<Gate> = Mutex::new(Gate { shared: 0, exclusive: false, waiting: false });
+static GATE_TURN: Condvar = Condvar::new();
+
+thread_local! {
+    /// Shares and exclusive use taken on this (test) thread.
+    static HELD: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+fn gate() -> std::sync::MutexGuard<'static, Gate> {
+    GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The machine to one test alone, until dropped: for a test that saturates
+/// it (the 200 MB output flood keeps both cores busy for some 20 s), so that
+/// it neither slows nor is slowed by the timing-bound checks of the others
+/// (a burst of writes within the watcher's debounce, status latency). It
+/// waits until no other test's primary runs; their new primaries wait for
+/// it. Every [`Primary`] takes a share of the machine.
+#[must_use]
+pub struct Exclusive(());
+
+pub fn exclusive() -> Exclusive {
+    let mut g = gate();
+    g.waiting = true;
+    while g.exclusive || g.shared > 0 {
+        g = GATE_TURN.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.waiting = false;
+    g.exclusive = true;
+    HELD.set((HELD.get().0, true));
+    Exclusive(())
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        HELD.set((HELD.get().0, false));
+        gate().exclusive = false;
+        GATE_TURN.notify_all();
+    }
+}
+
+/// A [`Primary`]'s share of the machine.
+struct Share(bool);
+
+fn share() -> Share {
+    let (shares, exclusive) = HELD.get();
+    if exclusive {
+        return Share(false);
+    }
+    let mut g = gate();
+    // A test that already holds a share goes on: the one waiting waits for it.
+    while g.exclusive || (g.waiting && shares == 0) {
+        g = GATE_TURN.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.shared += 1;
+    HELD.set((shares + 1, exclusive));
+    Share(true)
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if self.0 {
+            let (shares, exclusive) = HELD.get();
+            HELD.set((shares.saturating_sub(1), exclusive));
+            gate().shared -= 1;
+            GATE_TURN.notify_all();
+        }
+    }
 }

@@ -98,7 +98,7 @@ fn another_user_is_refused_by_peer_credentials() {
     // A copy the other user can execute wherever the checkout lives.
     let dir = TempDir::new("otheruser");
     let bin = dir.path("hotswap");
-    std::fs::copy(HOTSWAP, &bin).unwrap();
+    copy_executable(std::path::Path::new(HOTSWAP), &bin);
     std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let as_nobody = |cmd: &str| {
         use std::os::unix::process::CommandExt;

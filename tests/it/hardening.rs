@@ -93,6 +93,9 @@ fn a_workers_own_children_go_with_it_on_reload_and_stop() {
 
 #[test]
 fn an_output_flood_keeps_the_primary_responsive_and_small() {
+    // It keeps both cores busy: alone, its latency bound measures hotswap,
+    // and the other tests' timing is not its victim.
+    let _alone = exclusive();
     let dir = TempDir::new("flood");
     let done = dir.path("done");
     let p = Primary::builder(vec!["python3".into(), fixture("flood.py")])

@@ -9,9 +9,7 @@ use crate::common::*;
 /// Installs the hotswap binary at `path` the way a deploy does: a new file
 /// renamed over the old one.
 fn install(path: &Path) {
-    let tmp = path.with_extension("new");
-    std::fs::copy(HOTSWAP, &tmp).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    copy_executable(Path::new(HOTSWAP), path);
 }
 
 /// A primary run from a copy of the binary, so the test can replace it.
