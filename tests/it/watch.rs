@@ -1,11 +1,9 @@
 //! Development mode: saved files become zero-downtime reloads, builds gate
 //! them, and ignored paths and build outputs never trigger.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A project directory with a source file and a `.gitignore`.
 fn project() -> TempDir {
@@ -28,17 +26,17 @@ fn watching(dir: &TempDir, extra: &[&str]) -> Primary {
     b.start()
 }
 
-fn generation(p: &Primary) -> u64 {
-    p.status()["generation"].as_u64().unwrap()
-}
-
-fn wait_generation(p: &Primary, g: u64, timeout: Duration) -> bool {
-    wait_until(timeout, || {
+/// Waits for generation `g` to serve with no reload running.
+#[track_caller]
+fn wait_generation(p: &Primary, g: u64, timeout: Duration) {
+    wait_until(timeout, format_args!("a reload to generation {g}"), || {
         let s = p.status();
         s["generation"] == g && !s["reloading"].as_bool().unwrap()
-    })
+    });
 }
 
+/// Part of the scenario: time for a change that must not reload to do so
+/// if it would (debounce 100 ms, then the reload).
 fn settle() {
     std::thread::sleep(Duration::from_millis(800));
 }
@@ -48,13 +46,13 @@ fn saving_a_file_reloads_without_a_failed_request() {
     let dir = project();
     let p = watching(&dir, &[]);
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     for g in 2..=4 {
         let t = Instant::now();
         std::fs::write(dir.path("app/src/main.txt"), format!("v{g}")).unwrap();
-        assert!(wait_generation(&p, g, Duration::from_secs(10)), "no reload to generation {g}\n{}", p.log_text());
+        wait_generation(&p, g, Duration::from_secs(10));
         eprintln!("write -> generation {g} serving: {} ms", t.elapsed().as_millis());
-        std::thread::sleep(Duration::from_millis(200));
+        load.wait_for_requests(100);
     }
     assert_no_failures(&load.finish(), "load across watch-triggered reloads");
     assert!(p.log_text().contains("changed: "), "the changed file is named");
@@ -66,11 +64,12 @@ fn a_burst_of_fifty_writes_gives_one_reload() {
     let p = watching(&dir, &[]);
     for i in 0..50 {
         std::fs::write(dir.path(&format!("app/src/f{}.txt", i % 7)), format!("{i}")).unwrap();
+        // Part of the scenario: a burst spread over some 100 ms.
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(wait_generation(&p, 2, Duration::from_secs(10)));
+    wait_generation(&p, 2, Duration::from_secs(10));
     settle();
-    assert_eq!(generation(&p), 2, "exactly one reload");
+    assert_eq!(p.generation(), 2, "exactly one reload");
     assert!(!p.log_text().contains("reload to generation 3"));
 }
 
@@ -92,7 +91,7 @@ fn ignored_paths_never_reload() {
         std::fs::write(&path, "x").unwrap();
     }
     settle();
-    assert_eq!(generation(&p), 1, "{}", p.log_text());
+    assert_eq!(p.generation(), 1, "{}", p.log_text());
     assert!(!p.log_text().contains("reload to generation 2"));
 }
 
@@ -104,13 +103,15 @@ fn what_the_build_writes_does_not_trigger_a_loop() {
     let build = format!("mkdir -p {0} && date +%s%N > {0}/stamp && echo built", out.display());
     let p = watching(&dir, &["--build", &build]);
     std::fs::write(dir.path("app/src/main.txt"), "v2").unwrap();
-    assert!(wait_generation(&p, 2, Duration::from_secs(10)), "{}", p.log_text());
+    wait_generation(&p, 2, Duration::from_secs(10));
     settle();
     settle();
-    assert_eq!(generation(&p), 2, "the build's output triggered another reload:\n{}", p.log_text());
-    let log = p.log_text();
-    assert!(log.contains("[build] built"), "build output is shown, prefixed: {log}");
-    assert!(log.contains("build finished in"), "{log}");
+    assert_eq!(p.generation(), 2, "the build's output triggered another reload:\n{}", p.log_text());
+    assert!(p.log_text().contains("build finished in"));
+    // The build's output reaches the log through the output thread.
+    wait_until(Duration::from_secs(5), "the build's output in the log, prefixed", || {
+        p.log_text().contains("[build] built")
+    });
 }
 
 #[test]
@@ -121,9 +122,9 @@ fn a_failing_build_keeps_the_old_generation_serving() {
     let p = watching(&dir, &["--build", &build]);
     let old = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     std::fs::write(dir.path("app/src/main.txt"), "broken").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || p.status()["last_reload"]["ok"] == false));
+    wait_until(Duration::from_secs(10), "the failed build", || p.status()["last_reload"]["ok"] == false);
     let s = p.status();
     let msg = s["last_reload"]["message"].as_str().unwrap();
     assert!(
@@ -131,14 +132,19 @@ fn a_failing_build_keeps_the_old_generation_serving() {
         "{msg}"
     );
     assert_eq!(p.worker_pids(), old);
-    assert!(p.log_text().contains("[build] error: syntax"));
+    // The build's output reaches the log through the output thread.
+    wait_until(Duration::from_secs(5), "the build's error in the log", || {
+        p.log_text().contains("[build] error: syntax")
+    });
 
     // Fixing the code reloads. (A person's next save comes later than the
     // watcher's 100 ms window in which changes still count as the build's.)
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(dir.path("app/src/fixed"), "yes").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || p.status()["last_reload"]["ok"] == true), "{}", p.log_text());
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(Duration::from_secs(10), "the fixed build's reload", || p.status()["last_reload"]["ok"] == true);
+    assert_eq!(p.status()["generation"], 3, "the failed build used generation 2");
+    assert_ne!(p.worker_pids(), old);
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a failed and a fixed build");
 }
 
@@ -147,23 +153,30 @@ fn a_save_during_the_build_builds_again_then_reloads_once() {
     let dir = project();
     let p = watching(&dir, &["--build", "sleep 0.6"]);
     std::fs::write(dir.path("app/src/main.txt"), "v2").unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until(Duration::from_secs(5), "the build to start", || p.log_text().contains("building: sleep 0.6"));
     std::fs::write(dir.path("app/src/main.txt"), "v3").unwrap();
-    assert!(wait_generation(&p, 2, Duration::from_secs(10)), "{}", p.log_text());
+    wait_generation(&p, 2, Duration::from_secs(10));
     settle();
-    assert_eq!(generation(&p), 2, "{}", p.log_text());
+    assert_eq!(p.generation(), 2, "{}", p.log_text());
+    assert_eq!(p.log_text().matches("building: sleep 0.6").count(), 1, "one reload, its build run twice");
     assert!(p.log_text().contains("files changed meanwhile, building again"), "{}", p.log_text());
 }
 
 #[test]
 fn reload_runs_the_build_unless_told_not_to() {
     let p = Primary::builder(rust_worker()).arg("--build").arg("echo building-now").start();
-    p.reload();
-    assert_eq!(p.log_text().matches("[build] building-now").count(), 1);
+    let out = p.reload();
+    assert!(out.contains("building: echo building-now"), "{out}");
+    // The build's output reaches the log through the output thread.
+    wait_until(Duration::from_secs(5), "the build's output in the log", || {
+        p.log_text().contains("[build] building-now")
+    });
     let out = p.ctl(&["reload", "--no-build"]);
     assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("building"), "{said}");
+    assert_eq!(p.generation(), 3);
     assert_eq!(p.log_text().matches("[build] building-now").count(), 1);
-    assert_eq!(generation(&p), 3);
 }
 
 #[test]
@@ -171,17 +184,21 @@ fn a_watched_directory_removed_and_recreated_is_watched_again() {
     let dir = project();
     let p = watching(&dir, &[]);
     std::fs::remove_dir_all(dir.path("app")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(5), "the removal to be noticed", || {
+        p.log_text().contains("was removed; watching for it to come back")
+    });
     std::fs::create_dir_all(dir.path("app/src")).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || p.log_text().contains("is back; watching it again")),
-        "{}",
-        p.log_text()
-    );
-    let g = generation(&p);
-    std::thread::sleep(Duration::from_millis(800));
+    // Coming back counts as a change: wait for that reload to be asked for
+    // and for every reload to end, so that only the write below can reload.
+    wait_until(Duration::from_secs(10), "the directory to come back, and its reload", || {
+        let back =
+            p.log_text().split_once("is back; watching it again").is_some_and(|(_, after)| after.contains("changed: "));
+        let s = p.status();
+        back && s["reloading"] == false && s["reload_queued"] == false
+    });
+    let g = p.generation();
     std::fs::write(dir.path("app/src/main.txt"), "again").unwrap();
-    assert!(wait_until(Duration::from_secs(10), || generation(&p) > g), "{}", p.log_text());
+    wait_until(Duration::from_secs(10), "a reload for the write in the recreated tree", || p.generation() > g);
 }
 
 #[test]

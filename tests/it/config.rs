@@ -1,11 +1,8 @@
 //! `hotswap.toml`, the man pages and shell completions.
 
-mod common;
-
 use std::process::Command;
-use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn write_config(path: &std::path::Path, workers: u32, extra: &str) {
     let worker = rust_worker()[0].clone();
@@ -21,9 +18,9 @@ fn config_file_runs_and_is_reread_on_reload() {
     let dir = TempDir::new("cfg");
     let cfg = dir.path("hotswap.toml");
     write_config(&cfg, 2, "");
-    let p = Primary::bare(vec![]).arg("--config").arg(cfg.display().to_string()).workers(2).start();
+    let p = Primary::bare(vec![]).config(&cfg).workers(2).start();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(50);
     // A broken file fails the reload and touches nothing.
     std::fs::write(&cfg, "workers = \"many\"\n").unwrap();
     let out = p.ctl(&["reload"]);
@@ -43,43 +40,30 @@ fn a_reload_applies_a_new_worker_count_from_the_file() {
     let cfg = dir.path("hotswap.toml");
     write_config(&cfg, 2, "");
     // Without -w: the count comes from the file.
-    let mut cmd = Command::new(HOTSWAP);
-    let control = dir.path("c.sock");
-    let log = std::fs::File::create(dir.path("log")).unwrap();
-    cmd.args(["run", "--config"]).arg(&cfg).arg("--control").arg(&control).stdout(log.try_clone().unwrap()).stderr(log);
-    let mut child = cmd.spawn().unwrap();
-    let status = || -> Option<serde_json::Value> {
-        let out = Command::new(HOTSWAP).args(["status", "--json", "--control"]).arg(&control).output().ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    };
-    assert!(wait_until(Duration::from_secs(10), || status().is_some_and(|s| Primary::ready_workers(&s).len() == 2)));
-    let addr = status().unwrap()["listeners"][0].as_str().unwrap().to_string();
-    let load = Load::start(Target::Tcp(addr), 2, 1);
-    std::thread::sleep(Duration::from_millis(200));
-    let reload = || Command::new(HOTSWAP).args(["reload", "--control"]).arg(&control).output().unwrap();
+    let p = Primary::bare(vec![]).config(&cfg).workers(2).start();
+    assert_eq!(p.status()["target_workers"], 2);
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
 
     write_config(&cfg, 3, "");
-    let out = reload();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let s = status().unwrap();
+    p.reload();
+    let s = p.status();
     assert_eq!(Primary::ready_workers(&s).len(), 3, "{s}");
     assert_eq!(s["target_workers"], 3);
 
     write_config(&cfg, 1, "");
-    let out = reload();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("retired"));
-    let s = status().unwrap();
+    let out = p.reload();
+    assert!(out.contains("retired"), "{out}");
+    let s = p.status();
     assert_eq!(s["workers"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(s["target_workers"], 1);
 
     // A listener change needs a restart, and says so.
     std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("127.0.0.1:0", "127.0.0.1:1")).unwrap();
-    assert!(reload().status.success());
-    let log = std::fs::read_to_string(dir.path("log")).unwrap();
+    p.reload();
+    let log = p.log_text();
     assert!(log.contains("changes to listen take effect only after a restart"), "{log}");
     assert_no_failures(&load.finish(), "load while the pool grows and shrinks");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

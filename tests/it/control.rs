@@ -1,13 +1,11 @@
 //! The control socket and the command line: status, bad requests, bad flags.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn raw_request(p: &Primary, bytes: &[u8]) -> Vec<Value> {
@@ -20,8 +18,10 @@ fn raw_request(p: &Primary, bytes: &[u8]) -> Vec<Value> {
 fn status_reports_listeners_generation_and_workers() {
     let dir = TempDir::new("st");
     let sock = dir.path("a.sock");
+    let started = Instant::now();
     let p = Primary::builder(rust_worker()).arg("-l").arg(format!("admin=unix:{}", sock.display())).workers(3).start();
     let s = p.status();
+    let up_at_most = started.elapsed().as_secs_f64();
     assert_eq!(s["generation"], 1);
     let listeners: Vec<&str> = s["listeners"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert_eq!(listeners.len(), 2);
@@ -30,16 +30,21 @@ fn status_reports_listeners_generation_and_workers() {
         "port 0 is shown bound: {listeners:?}"
     );
     assert_eq!(listeners[1], format!("unix:{}", sock.display()));
+    assert_eq!(s["target_workers"], 3);
     let workers = s["workers"].as_array().unwrap();
-    assert_eq!(workers.len(), 3);
+    let ids: Vec<u64> = workers.iter().map(|w| w["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3], "{s}");
     for w in workers {
-        assert!(
-            w["id"].is_u64() && w["pid"].as_i64().unwrap() > 0 && w["generation"] == 1 && w["state"] == "ready",
-            "{w}"
-        );
+        assert!(w["generation"] == 1 && w["state"] == "ready", "{w}");
+        let pid = w["pid"].as_i64().unwrap() as i32;
+        assert_eq!(ppid(pid), p.pid(), "worker {pid} is the primary's child: {w}");
         assert_eq!(w["restarts"], 0);
-        assert!(w["uptime_secs"].as_f64().unwrap() >= 0.0);
+        // Up since before it was ready, and not longer than the primary.
+        let up = w["uptime_secs"].as_f64().unwrap();
+        assert!(up > 0.0 && up <= up_at_most, "uptime {up} s, primary started {up_at_most} s ago: {w}");
     }
+    let up = s["uptime_secs"].as_f64().unwrap();
+    assert!(up > 0.0 && up <= up_at_most, "primary uptime {up} s, started {up_at_most} s ago");
     assert_eq!(s["pid"], p.pid());
     assert_eq!(s["last_reload"], Value::Null);
     p.reload();
@@ -80,7 +85,11 @@ fn malformed_and_unknown_control_requests_get_an_error_and_change_nothing() {
 #[test]
 fn another_user_is_refused_by_peer_credentials() {
     if !nix_is_root() {
-        eprintln!("skipped: needs root to act as another user");
+        // CI runs as root: there, a skip would hide that the check never ran.
+        assert!(std::env::var_os("CI").is_none(), "needs root to act as another user, and CI is set: CI runs as root");
+        // Straight to stderr, past the test harness's capture, so the skip shows.
+        writeln!(std::io::stderr(), "control::another_user_is_refused_by_peer_credentials skipped: needs root")
+            .unwrap();
         return;
     }
     let p = Primary::builder(rust_worker()).start();
@@ -89,16 +98,24 @@ fn another_user_is_refused_by_peer_credentials() {
     // A copy the other user can execute wherever the checkout lives.
     let dir = TempDir::new("otheruser");
     let bin = dir.path("hotswap");
-    std::fs::copy(HOTSWAP, &bin).unwrap();
+    copy_executable(std::path::Path::new(HOTSWAP), &bin);
     std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = {
+    let as_nobody = |cmd: &str| {
         use std::os::unix::process::CommandExt;
-        Command::new(&bin).args(["reload", "--control"]).arg(&p.control).uid(65534).gid(65534).output().unwrap()
+        Command::new(&bin).args([cmd, "--control"]).arg(&p.control).uid(65534).gid(65534).output().unwrap()
     };
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("permission denied: uid 65534"), "{err}");
-    assert_eq!(p.status()["generation"], 1, "nothing changed");
+    let workers = p.worker_pids();
+    for cmd in ["reload", "stop", "status"] {
+        let out = as_nobody(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "`{cmd}` as uid 65534 succeeded: {err}");
+        assert!(err.contains("permission denied: uid 65534"), "{cmd}: {err}");
+    }
+    assert!(p.log_text().contains("control socket: refused a client of uid 65534"), "the refusal is logged");
+    let s = p.status();
+    assert_eq!(s["generation"], 1, "nothing changed");
+    assert_eq!(s["stopping"], false, "nothing changed");
+    assert_eq!(p.worker_pids(), workers, "nothing changed");
 }
 
 fn nix_is_root() -> bool {
@@ -116,15 +133,12 @@ fn the_control_socket_is_private() {
 #[test]
 fn a_second_primary_on_the_same_control_socket_is_refused() {
     let p = Primary::builder(rust_worker()).workers(1).start();
-    let out = Command::new(HOTSWAP)
-        .args(["run", "-l", "127.0.0.1:0", "-w", "1", "--control"])
-        .arg(&p.control)
-        .arg("--")
-        .args(rust_worker())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another hotswap primary answers on control socket"));
+    let workers = p.worker_pids();
+    let mut second = Primary::builder(rust_worker()).workers(1).control(&p.control).no_wait().start();
+    assert_eq!(second.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(second.log_text().contains("another hotswap primary answers on control socket"), "{}", second.log_text());
+    // The first one still answers there, with its own workers.
+    assert_eq!(p.worker_pids(), workers);
 }
 
 fn run_err(args: &[&str]) -> (Option<i32>, String) {
@@ -185,5 +199,10 @@ fn events_stream_the_lifecycle_as_it_happens() {
     assert_eq!(exit["code"], 0);
     assert_eq!(exit["generation"], 1);
     assert_eq!(seen[3]["generation"], 2);
-    assert!(seen[1]["pid"].as_i64().unwrap() > 0 && seen[1]["worker"] == 2);
+    // The fork is the worker now serving.
+    let s = p.status();
+    let worker = &s["workers"][0];
+    assert_eq!((&seen[1]["worker"], &seen[1]["pid"]), (&worker["id"], &worker["pid"]), "{seen:?}\n{s}");
+    assert_eq!(worker["id"], 2);
+    assert_eq!(ppid(worker["pid"].as_i64().unwrap() as i32), p.pid());
 }

@@ -1,24 +1,25 @@
 //! Stop, crash restart and the primary's death, with real processes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-/// Opens `n` slow requests, lets the workers accept them, then runs `stop`;
-/// every one of them must still be answered.
+/// Opens 6 slow requests, waits for the workers to accept them, then runs
+/// `stop`; every one of them must still be answered.
 fn in_flight_requests_survive(stop: impl FnOnce(&mut Primary)) {
     let mut p = Primary::builder(rust_worker()).env("EXAMPLE_RESPONSE_DELAY_MS", "700").start();
     let pids = p.worker_pids();
     let target = Target::Tcp(p.addr());
+    // An accepted connection is an fd in a worker.
+    let held = || pids.iter().map(|w| fd_count(*w)).sum::<usize>();
+    let idle = held();
     let requests: Vec<_> = (0..6)
         .map(|_| {
             let t = target.clone();
             std::thread::spawn(move || get(&t, "/"))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(250));
+    wait_until(Duration::from_secs(5), "the workers to accept the 6 requests", || held() >= idle + 6);
     let t = Instant::now();
     stop(&mut p);
     for r in requests {
@@ -28,7 +29,7 @@ fn in_flight_requests_survive(stop: impl FnOnce(&mut Primary)) {
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "log:\n{}", p.log_text());
     assert!(t.elapsed() < Duration::from_secs(5));
     for pid in pids {
-        assert!(wait_until(Duration::from_secs(2), || process_gone(pid)), "worker {pid} outlived the primary");
+        wait_until(Duration::from_secs(2), format_args!("worker {pid} to go with the primary"), || process_gone(pid));
     }
     assert!(!p.control.exists(), "the control socket is removed at exit");
 }
@@ -51,42 +52,47 @@ fn stop_command_returns_once_the_primary_has_exited() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("stopping 2 workers") && text.contains("stopped"), "{text}");
         // The connection closes when the primary's process ends.
-        assert!(wait_until(Duration::from_millis(500), || process_gone(p.pid())));
+        wait_until(Duration::from_millis(500), "the primary's process to end", || process_gone(p.pid()));
     });
 }
 
 #[test]
 fn a_second_sigterm_forces_the_stop() {
     let out = TempDir::new("probe");
-    let mut p = Primary::builder(vec!["python3".into(), fixture("probe.py")])
-        .env("PROBE_DIR", out.0.display().to_string())
-        .env("PROBE_IGNORE_SHUTDOWN", "1")
-        .start();
+    let mut p = Primary::builder(probe()).probe_dir(&out).env("PROBE_IGNORE_SHUTDOWN", "1").start();
     let pids = p.worker_pids();
     p.signal(libc::SIGTERM);
+    // The first SIGTERM is taken (not merged with the second one).
+    wait_until(Duration::from_secs(5), "the primary to be stopping", || p.status()["stopping"] == true);
+    // Part of the scenario: for a while, nothing ends.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(p.child.try_wait().unwrap().is_none(), "the workers ignore shutdown; the primary waits");
+    assert!(p.running(), "the workers ignore shutdown; the primary waits");
+    assert!(pids.iter().all(|w| !process_gone(*w)), "the workers ignore shutdown");
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(1));
     for pid in pids {
-        assert!(wait_until(Duration::from_secs(2), || process_gone(pid)));
+        wait_until(Duration::from_secs(2), format_args!("worker {pid} to be killed"), || process_gone(pid));
     }
 }
 
 #[test]
 fn reload_during_stop_is_refused() {
     let out = TempDir::new("probe");
-    let p = Primary::builder(vec!["python3".into(), fixture("probe.py")])
-        .env("PROBE_DIR", out.0.display().to_string())
+    let p = Primary::builder(probe())
+        .probe_dir(&out)
         .env("PROBE_IGNORE_SHUTDOWN", "1")
         .arg("--shutdown-timeout")
         .arg("3s")
         .start();
+    let workers = p.worker_pids();
     p.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(Duration::from_secs(5), "the primary to be stopping", || p.status()["stopping"] == true);
     let r = p.ctl(&["reload"]);
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("refused: the primary is stopping"));
+    let s = p.status();
+    assert_eq!(s["generation"], 1, "{s}");
+    assert_eq!(p.worker_pids(), workers, "no worker was started");
 }
 
 #[test]
@@ -95,47 +101,56 @@ fn a_crashed_worker_is_replaced_and_counted() {
     let before = p.status();
     let victim = before["workers"][0]["pid"].as_i64().unwrap() as i32;
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "2 ready workers, without the killed one", || {
         let s = p.status();
-        let pids = p.worker_pids();
-        Primary::ready_workers(&s).len() == 2 && !pids.contains(&victim)
-    }));
+        let ready = Primary::ready_workers(&s);
+        ready.len() == 2 && !ready.iter().any(|w| w["pid"] == victim)
+    });
     let s = p.status();
     let restarts: u64 = s["workers"].as_array().unwrap().iter().map(|w| w["restarts"].as_u64().unwrap()).sum();
     assert_eq!(restarts, 1, "{s}");
     assert!(p.log_text().contains("was killed by SIGKILL unexpectedly"));
     // Serving goes on without a failure.
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_for_requests(200);
     assert_no_failures(&load.finish(), "load after a crash restart");
 }
 
 #[test]
 fn a_crash_loop_backs_off() {
     let out = TempDir::new("probe");
-    let p = Primary::builder(vec!["python3".into(), fixture("probe.py")])
-        .workers(1)
-        .env("PROBE_DIR", out.0.display().to_string())
-        .env("PROBE_EXIT_AFTER_MS", "50")
-        .start();
+    let p = Primary::builder(probe()).workers(1).probe_dir(&out).env("PROBE_EXIT_AFTER_MS", "50").start();
     // While it backs off, status says so.
-    assert!(
-        wait_until(Duration::from_secs(3), || {
-            let s = p.status();
-            s["backoff"].as_array().is_some_and(|b| !b.is_empty() && b[0]["crashes_in_a_row"].as_u64() >= Some(2))
-        }),
-        "no backoff in status"
-    );
-    assert!(wait_until(Duration::from_secs(3), || String::from_utf8_lossy(&p.ctl(&["status"]).stdout)
-        .contains("crash loop: slot 0 crashed")));
+    wait_until(Duration::from_secs(3), "a backoff in status", || {
+        let s = p.status();
+        s["backoff"].as_array().is_some_and(|b| !b.is_empty() && b[0]["crashes_in_a_row"].as_u64() >= Some(2))
+    });
+    wait_until(Duration::from_secs(3), "the crash loop in the status table", || {
+        String::from_utf8_lossy(&p.ctl(&["status"]).stdout).contains("crash loop: slot 0 crashed")
+    });
+    // Part of the scenario: starts are counted over about 3 s.
     std::thread::sleep(Duration::from_secs(2));
-    let s = p.status();
-    let restarts = s["workers"].as_array().unwrap().first().map_or(0, |w| w["restarts"].as_u64().unwrap());
-    let starts = p.log_text().matches("started (slot 0)").count();
+    // What status counts, as starts so far: a running worker's restarts
+    // plus its first start, or (in backoff) the crashes in a row, as every
+    // start crashed.
+    let starts_counted = |s: &serde_json::Value| -> Option<u64> {
+        match s["workers"].as_array().unwrap().first() {
+            Some(w) => Some(w["restarts"].as_u64().unwrap() + 1),
+            None => s["backoff"].as_array().unwrap().first().map(|b| b["crashes_in_a_row"].as_u64().unwrap()),
+        }
+    };
+    let mut s = p.status();
+    wait_until(Duration::from_secs(3), "a worker or a backoff in status", || {
+        s = p.status();
+        starts_counted(&s).is_some()
+    });
+    let counted = starts_counted(&s).unwrap();
+    // The primary logs synchronously: every start it counted is in the log.
+    let starts = p.log_text().matches("started (slot 0)").count() as u64;
     // Without backoff this would be dozens of starts; with 0, 100, 200, 400,
     // 800 ms... between them it is a handful.
     assert!((3..=12).contains(&starts), "{starts} starts in 3s; status {s}");
-    assert!(restarts >= 2 || starts >= 3, "{s}");
+    assert!(counted >= 3 && counted <= starts, "status counts {counted} starts, the log {starts}: {s}");
     assert!(p.log_text().contains("crashed 3 times in a row; restarting in 200 ms"), "{}", p.log_text());
 }
 
@@ -164,11 +179,11 @@ fn killing_the_primary_takes_workers_and_their_children_along() {
         .collect();
     assert!(children.iter().all(|c| !process_gone(*c)));
     p.signal(libc::SIGKILL);
-    p.wait_exit(Duration::from_secs(5));
+    let ended = p.wait_exit_status(Duration::from_secs(5)).expect("the primary ends on SIGKILL");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&ended), Some(libc::SIGKILL), "{ended:?}");
     for pid in workers.iter().chain(&children) {
-        assert!(
-            wait_until(Duration::from_secs(5), || process_gone(*pid)),
-            "process {pid} outlived a SIGKILLed primary"
-        );
+        wait_until(Duration::from_secs(5), format_args!("process {pid} to go with the SIGKILLed primary"), || {
+            process_gone(*pid)
+        });
     }
 }

@@ -2,13 +2,15 @@
 //! real HTTP load client on 127.0.0.1 (or a Unix socket).
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,29 @@ pub fn python_worker() -> Vec<String> {
 
 pub fn fixture(name: &str) -> String {
     root().join("tests/fixtures").join(name).display().to_string()
+}
+
+/// The probe worker (`tests/fixtures/probe.py`): it reports its pid, fds and
+/// environment, sends what `PROBE_SEND` says and records what it receives.
+/// Give it a directory with [`PrimaryBuilder::probe_dir`].
+pub fn probe() -> Vec<String> {
+    vec!["python3".into(), fixture("probe.py")]
+}
+
+/// What probe worker `id` reported at start (`worker-<id>.json`).
+pub fn probe_report(dir: &TempDir, id: u64) -> Value {
+    let path = dir.path(&format!("worker-{id}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The messages probe worker `id` has received so far (`inbox-<id>.jsonl`),
+/// `{"eof":true}` last once its channel closed.
+pub fn probe_inbox(dir: &TempDir, id: u64) -> Vec<Value> {
+    std::fs::read_to_string(dir.path(&format!("inbox-{id}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A fresh private directory, removed on drop.
@@ -71,6 +96,8 @@ pub struct Primary {
     pub control: PathBuf,
     pub log: PathBuf,
     pub dir: TempDir,
+    /// Released after the primary and its workers are gone (last field).
+    _share: Share,
 }
 
 pub struct PrimaryBuilder {
@@ -78,7 +105,11 @@ pub struct PrimaryBuilder {
     env: Vec<(String, String)>,
     command: Vec<String>,
     workers: u32,
+    workers_flag: bool,
     wait: bool,
+    binary: PathBuf,
+    control: Option<PathBuf>,
+    inherit: Option<(RawFd, String)>,
 }
 
 impl PrimaryBuilder {
@@ -99,19 +130,82 @@ impl PrimaryBuilder {
         self.wait = false;
         self
     }
+    /// `--config PATH`, without `-w`: the file says how many workers;
+    /// [`workers`](Self::workers) still says how many to wait for.
+    pub fn config(mut self, path: &Path) -> Self {
+        self.args.extend(["--config".into(), path.display().to_string()]);
+        self.workers_flag = false;
+        self
+    }
+    /// Sets `PROBE_DIR` for the [`probe`] worker.
+    pub fn probe_dir(self, dir: &TempDir) -> Self {
+        self.env("PROBE_DIR", dir.0.display().to_string())
+    }
+    /// Runs this executable instead of the one cargo built (a copy that a
+    /// test replaces, say).
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = path.to_path_buf();
+        self
+    }
+    /// Uses this control socket instead of a fresh one in the primary's own
+    /// directory.
+    pub fn control(mut self, path: &Path) -> Self {
+        self.control = Some(path.to_path_buf());
+        self
+    }
+    /// Starts the primary the way systemd socket activation does: `fd` (which
+    /// the caller keeps open) as fd 3, `LISTEN_FDS=1`, `LISTEN_FDNAMES=name`
+    /// and `LISTEN_PID` the primary's own pid.
+    pub fn inherit(mut self, fd: RawFd, name: &str) -> Self {
+        self.inherit = Some((fd, name.into()));
+        self
+    }
     pub fn start(self) -> Primary {
+        let share = share();
         let dir = TempDir::new("p");
-        let control = dir.path("control.sock");
+        let control = self.control.clone().unwrap_or_else(|| dir.path("control.sock"));
         let log = dir.path("primary.log");
         let logf = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(HOTSWAP);
-        cmd.arg("run").arg("--control").arg(&control).arg("-w").arg(self.workers.to_string());
-        cmd.args(&self.args).arg("--").args(&self.command);
+        let mut cmd = match &self.inherit {
+            None => Command::new(&self.binary),
+            // The shell's pid is the primary's once it execs.
+            Some(_) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "LISTEN_PID=$$ exec \"$@\"", "sh"]).arg(&self.binary);
+                c
+            }
+        };
+        cmd.arg("run").arg("--control").arg(&control);
+        if self.workers_flag {
+            cmd.arg("-w").arg(self.workers.to_string());
+        }
+        cmd.args(&self.args);
+        if !self.command.is_empty() {
+            cmd.arg("--").args(&self.command);
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("HOTSWAP_LOG", "debug");
         cmd.stdin(Stdio::null()).stdout(logf.try_clone().unwrap()).stderr(logf);
+        if let Some((fd, name)) = &self.inherit {
+            use std::os::unix::process::CommandExt;
+            let fd = *fd;
+            cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", name);
+            unsafe {
+                cmd.pre_exec(move || {
+                    // dup2 onto itself would leave close-on-exec set.
+                    if fd == 3 {
+                        if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().expect("starting hotswap");
-        let mut p = Primary { child, control, log, dir };
+        let mut p = Primary { child, control, log, dir, _share: share };
         if self.wait {
             p.wait_ready(self.workers as usize, Duration::from_secs(20));
         }
@@ -120,12 +214,24 @@ impl PrimaryBuilder {
 }
 
 impl Primary {
+    /// `hotswap run -l 127.0.0.1:0 -w 2 -- COMMAND`, waiting for the workers
+    /// to be ready.
     pub fn builder(command: Vec<String>) -> PrimaryBuilder {
-        PrimaryBuilder { args: vec!["-l".into(), "127.0.0.1:0".into()], env: vec![], command, workers: 2, wait: true }
+        Self::bare(command).arg("-l").arg("127.0.0.1:0")
     }
     /// A builder without the default TCP listener.
     pub fn bare(command: Vec<String>) -> PrimaryBuilder {
-        PrimaryBuilder { args: vec![], env: vec![], command, workers: 2, wait: true }
+        PrimaryBuilder {
+            args: vec![],
+            env: vec![],
+            command,
+            workers: 2,
+            workers_flag: true,
+            wait: true,
+            binary: PathBuf::from(HOTSWAP),
+            control: None,
+            inherit: None,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -158,6 +264,8 @@ impl Primary {
         child.wait_with_output().unwrap()
     }
 
+    /// `hotswap status --json`; `None` while the primary does not answer
+    /// (not up yet, or gone).
     pub fn try_status(&self) -> Option<Value> {
         let out = self.ctl(&["status", "--json"]);
         if !out.status.success() {
@@ -166,8 +274,14 @@ impl Primary {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `hotswap status --json`, which must answer.
     pub fn status(&self) -> Value {
         self.try_status().unwrap_or_else(|| panic!("status failed; log:\n{}", self.log_text()))
+    }
+
+    /// The generation serving now.
+    pub fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().unwrap()
     }
 
     /// The first TCP listener's address.
@@ -187,7 +301,7 @@ impl Primary {
     }
 
     pub fn wait_ready(&mut self, n: usize, timeout: Duration) {
-        let ok = wait_until(timeout, || {
+        let ok = poll_until(timeout, || {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("primary exited early ({st}); log:\n{}", self.log_text());
             }
@@ -216,16 +330,28 @@ impl Primary {
         self.status()["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect()
     }
 
-    /// Waits for the primary to exit; its exit code.
+    pub fn worker_ids(&self) -> Vec<u64> {
+        self.status()["workers"].as_array().unwrap().iter().map(|w| w["id"].as_u64().unwrap()).collect()
+    }
+
+    /// Whether the primary's process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the primary to exit; its exit code (-1 when a signal ended it).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit_status(timeout).map(|st| st.code().unwrap_or(-1))
+    }
+
+    /// Waits for the primary to exit; how it ended.
+    pub fn wait_exit_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 
     pub fn signal(&self, sig: i32) {
@@ -251,6 +377,7 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn start(p: &Primary) -> EventStream {
+        let before = doubled_sockets(p.pid());
         let mut child = Command::new(HOTSWAP)
             .args(["events", "--json", "--control"])
             .arg(&p.control)
@@ -266,8 +393,13 @@ impl EventStream {
                 }
             }
         });
-        // Let the subscription reach the primary.
-        std::thread::sleep(Duration::from_millis(300));
+        // Nothing answers a subscription, but the primary keeps a second fd on
+        // an events client's connection (to hand it over on self-upgrade),
+        // taken just before the request goes to the supervisor: once it has
+        // one, requests made from now on are handled after the subscription.
+        wait_until(Duration::from_secs(10), "the primary to take the events subscription", || {
+            doubled_sockets(p.pid()).difference(&before).next().is_some()
+        });
         EventStream { child, rx }
     }
 
@@ -300,7 +432,8 @@ impl Drop for EventStream {
     }
 }
 
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Polls `f` until it holds; false if it still does not after `timeout`.
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if f() {
@@ -311,6 +444,59 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Waits until `f` holds; fails the test, saying what it waited for, if it
+/// still does not after `timeout`. (A [`Primary`] dropped by the failure
+/// prints its log.)
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: impl std::fmt::Display, f: impl FnMut() -> bool) {
+    if !poll_until(timeout, f) {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Open fds of a process.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// The value `f` settles on: unchanged in repeated reads for 300 ms (a
+/// primary that has just answered a client may still hold its connection).
+#[track_caller]
+pub fn settled<T: PartialEq + std::fmt::Debug>(what: &str, mut f: impl FnMut() -> T) -> T {
+    let mut last = f();
+    let mut since = Instant::now();
+    wait_until(Duration::from_secs(10), format_args!("{what} to settle"), || {
+        let now = f();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        since.elapsed() >= Duration::from_millis(300)
+    });
+    last
+}
+
+/// Sockets that a process holds more than one fd of (`socket:[inode]`).
+pub fn doubled_sockets(pid: i32) -> HashSet<String> {
+    let mut fds: HashMap<String, usize> = HashMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let target = target.to_string_lossy().into_owned();
+            if target.starts_with("socket:") {
+                *fds.entry(target).or_default() += 1;
+            }
+        }
+    }
+    fds.into_iter().filter(|(_, n)| *n > 1).map(|(s, _)| s).collect()
+}
+
+/// The parent pid of a process.
+pub fn ppid(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Gone means no such process, or a zombie (PID 1 here may never reap).
@@ -445,15 +631,18 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     records: Arc<Mutex<Vec<Record>>>,
+    /// Requests made so far, answered or failed.
+    made: Arc<AtomicUsize>,
 }
 
 impl Load {
     pub fn start(target: Target, keep_alive: usize, fresh: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(Mutex::new(Vec::new()));
+        let made = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         for i in 0..keep_alive + fresh {
-            let (stop, records, target) = (stop.clone(), records.clone(), target.clone());
+            let (stop, records, target, made) = (stop.clone(), records.clone(), target.clone(), made.clone());
             let ka = i < keep_alive;
             threads.push(std::thread::spawn(move || {
                 let mut conn: Option<Box<dyn Conn>> = None;
@@ -466,6 +655,7 @@ impl Load {
                             Ok(c) => conn = Some(c),
                             Err(e) => {
                                 local.push(Record { sent, result: Err(format!("connect: {e}")) });
+                                made.fetch_add(1, Ordering::Relaxed);
                                 std::thread::sleep(Duration::from_millis(10));
                                 continue;
                             }
@@ -489,6 +679,7 @@ impl Load {
                         }
                     };
                     local.push(Record { sent, result });
+                    made.fetch_add(1, Ordering::Relaxed);
                     if local.len() >= 256 {
                         records.lock().unwrap().append(&mut local);
                     }
@@ -496,11 +687,21 @@ impl Load {
                 records.lock().unwrap().append(&mut local);
             }));
         }
-        Load { stop, threads, records }
+        Load { stop, threads, records, made }
     }
 
+    /// Requests made so far, answered or failed.
     pub fn count(&self) -> usize {
-        self.records.lock().unwrap().len()
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the load has made `n` more requests: before a reload,
+    /// that the load is flowing (keep-alive connections open on the old
+    /// workers); after one, that the new workers have been asked.
+    #[track_caller]
+    pub fn wait_for_requests(&self, n: usize) {
+        let target = self.count() + n;
+        wait_until(Duration::from_secs(30), format_args!("{n} more requests of the load"), || self.count() >= target);
     }
 
     /// Stops the load and returns every record, in send order.
@@ -528,9 +729,109 @@ pub fn assert_no_failures(records: &[Record], what: &str) {
     assert!(records.len() > 50, "{what}: the load made only {} requests", records.len());
 }
 
-/// Writes an executable shell script.
+/// Writes an executable shell script (replacing the file, not rewriting it).
 pub fn script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = path.with_extension("new-script");
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(&tmp)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("#!/bin/sh\n{body}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "writing {}", tmp.display());
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Copies an executable to `to` (a new file renamed over any old one).
+pub fn copy_executable(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new-copy");
+    assert!(Command::new("cp").arg(from).arg(&tmp).status().unwrap().success(), "copying {}", from.display());
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+// Why `script` and `copy_executable` leave the writing to a child process:
+// while this process holds a file open for writing, a process that another
+// test's thread forks inherits that fd until it execs, and running the file
+// then fails with "Text file busy" (ETXTBSY). A file written by a child
+// process has no writer left once that child has exited.
+
+// ------------------------------------------------------------- machine ----
+
+struct Gate {
+    /// Primaries of tests that share the machine.
+    shared: usize,
+    exclusive: bool,
+    /// A test waits for the machine to itself: no new shares.
+    waiting: bool,
+}
+
+static GATE: Mutex<Gate> = Mutex::new(Gate { shared: 0, exclusive: false, waiting: false });
+static GATE_TURN: Condvar = Condvar::new();
+
+thread_local! {
+    /// Shares and exclusive use taken on this (test) thread.
+    static HELD: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+fn gate() -> std::sync::MutexGuard<'static, Gate> {
+    GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The machine to one test alone, until dropped: for a test that saturates
+/// it (the 200 MB output flood keeps both cores busy for some 20 s), so that
+/// it neither slows nor is slowed by the timing-bound checks of the others
+/// (a burst of writes within the watcher's debounce, status latency). It
+/// waits until no other test's primary runs; their new primaries wait for
+/// it. Every [`Primary`] takes a share of the machine.
+#[must_use]
+pub struct Exclusive(());
+
+pub fn exclusive() -> Exclusive {
+    let mut g = gate();
+    g.waiting = true;
+    while g.exclusive || g.shared > 0 {
+        g = GATE_TURN.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.waiting = false;
+    g.exclusive = true;
+    HELD.set((HELD.get().0, true));
+    Exclusive(())
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        HELD.set((HELD.get().0, false));
+        gate().exclusive = false;
+        GATE_TURN.notify_all();
+    }
+}
+
+/// A [`Primary`]'s share of the machine.
+struct Share(bool);
+
+fn share() -> Share {
+    let (shares, exclusive) = HELD.get();
+    if exclusive {
+        return Share(false);
+    }
+    let mut g = gate();
+    // A test that already holds a share goes on: the one waiting waits for it.
+    while g.exclusive || (g.waiting && shares == 0) {
+        g = GATE_TURN.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.shared += 1;
+    HELD.set((shares + 1, exclusive));
+    Share(true)
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if self.0 {
+            let (shares, exclusive) = HELD.get();
+            HELD.set((shares.saturating_sub(1), exclusive));
+            gate().shared -= 1;
+            GATE_TURN.notify_all();
+        }
+    }
 }

@@ -3,14 +3,12 @@
 //! apps (gunicorn, a `listenfd` Rust app, a Python sd_notify app) reloaded
 //! under load.
 
-mod common;
-
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A stand-in for systemd's notify socket.
 struct NotifySink {
@@ -69,7 +67,7 @@ fn the_primary_speaks_sd_notify() {
     p.reload();
     sink.expect(&["RELOADING=1", "MONOTONIC_USEC="], Duration::from_secs(5));
     sink.expect(&["READY=1", "generation 3"], Duration::from_secs(5));
-    p.ctl(&["stop"]);
+    assert!(p.ctl(&["stop"]).status.success());
     sink.expect(&["STOPPING=1"], Duration::from_secs(5));
 }
 
@@ -120,124 +118,67 @@ fn an_unreachable_notify_socket_is_a_clear_error() {
     assert!(err.contains("NOTIFY_SOCKET=") && err.contains("cannot connect"), "{err}");
 }
 
-/// Starts `hotswap run ARGS` the way systemd socket activation does: the
-/// socket at fd 3, `LISTEN_PID` its own pid.
-fn activated(fd: i32, names: &str, dir: &TempDir, args: &[String]) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path("primary.log")).unwrap();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$@\"")
-        .arg("sh")
-        .arg(HOTSWAP)
-        .arg("run")
-        .arg("--control")
-        .arg(dir.path("control.sock"))
-        .args(args)
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", names)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would leave close-on-exec set.
-            if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().unwrap()
-}
-
-fn status_of(dir: &TempDir) -> Option<serde_json::Value> {
-    let out =
-        Command::new(HOTSWAP).args(["status", "--json", "--control"]).arg(dir.path("control.sock")).output().ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 #[test]
 fn socket_activation_survives_a_restart_of_hotswap_itself() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let dir = TempDir::new("activate");
-    let args: Vec<String> = ["-w", "2", "--"].iter().map(|s| s.to_string()).chain(rust_worker()).collect();
-    let mut first = activated(listener.as_raw_fd(), "web", &dir, &args);
-    assert!(
-        wait_until(Duration::from_secs(10), || status_of(&dir).is_some_and(|s| Primary::ready_workers(&s).len() == 2))
-    );
-    let s = status_of(&dir).unwrap();
-    assert_eq!(s["listeners"][0], addr.as_str(), "the inherited socket is used, not a new one");
+    let activated = || Primary::bare(rust_worker()).inherit(listener.as_raw_fd(), "web").start();
+    let mut first = activated();
+    assert_eq!(first.addr(), addr, "the inherited socket is used, not a new one");
 
     // New connections throughout: while hotswap is down they wait in the
     // kernel's queue (systemd, here the test, keeps the socket).
     let load = Load::start(Target::Tcp(addr.clone()), 0, 3);
+    load.wait_for_requests(50);
+    assert!(first.ctl(&["stop"]).status.success());
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), Some(0));
+    // Part of the scenario: hotswap stays down for a while.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(Command::new(HOTSWAP)
-        .args(["stop", "--control"])
-        .arg(dir.path("control.sock"))
-        .status()
-        .unwrap()
-        .success());
-    first.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut second = activated(listener.as_raw_fd(), "web", &dir, &args);
-    assert!(
-        wait_until(Duration::from_secs(10), || status_of(&dir).is_some_and(|s| Primary::ready_workers(&s).len() == 2))
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let second = activated();
+    assert_eq!(second.addr(), addr);
+    load.wait_for_requests(50);
     let records = load.finish();
     assert_no_failures(&records, "new connections across a restart of a socket-activated hotswap");
-    let _ = second.kill();
-    let _ = second.wait();
 }
 
 #[test]
 fn inherited_sockets_match_listen_entries_by_name() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let dir = TempDir::new("activate");
     // `web=` names the inherited socket; the address given does not matter.
-    let args: Vec<String> =
-        ["-l", "web=127.0.0.1:1", "-w", "1", "--"].iter().map(|s| s.to_string()).chain(rust_worker()).collect();
-    let mut child = activated(listener.as_raw_fd(), "web", &dir, &args);
-    assert!(
-        wait_until(Duration::from_secs(10), || status_of(&dir).is_some_and(|s| Primary::ready_workers(&s).len() == 1))
-    );
-    assert_eq!(status_of(&dir).unwrap()["listeners"][0], addr.as_str());
+    let p = Primary::bare(rust_worker())
+        .arg("-l")
+        .arg("web=127.0.0.1:1")
+        .workers(1)
+        .inherit(listener.as_raw_fd(), "web")
+        .start();
+    assert_eq!(p.status()["listeners"], serde_json::json!([addr]));
     assert_eq!(get(&Target::Tcp(addr), "/").unwrap().status, 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
 fn an_inherited_fd_that_is_not_listening_is_refused_clearly() {
+    let refused = |fd| {
+        let mut p = Primary::bare(vec!["true".into()]).workers(1).inherit(fd, "web").no_wait().start();
+        assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+        p.log_text()
+    };
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dir = TempDir::new("activate");
-    let args: Vec<String> = ["-w", "1", "--", "true"].iter().map(|s| s.to_string()).collect();
-    let mut child = activated(udp.as_raw_fd(), "web", &dir, &args);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(1));
-    let log = std::fs::read_to_string(dir.path("primary.log")).unwrap();
+    let log = refused(udp.as_raw_fd());
     assert!(log.contains("inherited fd 3 (\"web\")") && log.contains("not a stream socket"), "{log}");
 
     let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let mut child = activated(tcp.as_raw_fd(), "web", &dir, &args);
-    assert_eq!(child.wait().unwrap().code(), Some(1));
-    let log = std::fs::read_to_string(dir.path("primary.log")).unwrap();
-    assert!(log.contains("is not listening"), "{log}");
+    let log = refused(tcp.as_raw_fd());
+    assert!(log.contains("inherited fd 3 (\"web\")") && log.contains("is not listening"), "{log}");
 }
 
 /// An app under reload with load on it: zero failed requests.
 fn reloads_cleanly(p: &Primary, reloads: u32) {
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_requests(100);
     for _ in 0..reloads {
         p.reload();
-        std::thread::sleep(Duration::from_millis(200));
+        load.wait_for_requests(100);
     }
     let records = load.finish();
     assert_no_failures(&records, "load across reloads");
@@ -298,5 +239,7 @@ fn fds_sent_on_a_workers_notify_socket_are_closed() {
         .arg("--ready-timeout")
         .arg("10s")
         .start();
-    assert!(p.log_text().contains("status: past the barrier"), "{}", p.log_text());
+    wait_until(Duration::from_secs(5), "STATUS=past the barrier in the log", || {
+        p.log_text().contains("status: past the barrier")
+    });
 }

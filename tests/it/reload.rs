@@ -1,11 +1,9 @@
 //! Rolling reloads under real load: zero failed requests, and after each
 //! reload every answer comes from the new generation.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Runs `reloads` reloads of `command` under keep-alive and new-connection
 /// load and checks every request.
@@ -21,7 +19,7 @@ fn zero_downtime(command: Vec<String>, reloads: u64, unix: bool) {
     let p = b.start();
     let target = if unix { Target::Unix(sock.clone()) } else { Target::Tcp(p.addr()) };
     let load = Load::start(target, 4, 2);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     // (started at, finished at, generation now serving)
     let mut marks: Vec<(Instant, Instant, u64)> = Vec::new();
     for i in 0..reloads {
@@ -36,7 +34,8 @@ fn zero_downtime(command: Vec<String>, reloads: u64, unix: bool) {
         let workers = st["workers"].as_array().unwrap();
         assert_eq!(workers.len(), 2);
         assert!(workers.iter().all(|w| w["generation"] == generation && w["state"] == "ready"), "{st}");
-        std::thread::sleep(Duration::from_millis(150));
+        // Requests in this generation's window, checked below.
+        load.wait_for_requests(100);
     }
     let records = load.finish();
     assert_no_failures(&records, "load across reloads");
@@ -79,10 +78,12 @@ fn two_listeners_reload_under_load_on_both() {
     let p = Primary::builder(rust_worker()).arg("-l").arg(format!("admin=unix:{}", sock.display())).start();
     let tcp = Load::start(Target::Tcp(p.addr()), 2, 1);
     let unix = Load::start(Target::Unix(sock.clone()), 2, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    tcp.wait_for_requests(50);
+    unix.wait_for_requests(50);
     for _ in 0..3 {
         p.reload();
-        std::thread::sleep(Duration::from_millis(150));
+        tcp.wait_for_requests(50);
+        unix.wait_for_requests(50);
     }
     assert_no_failures(&tcp.finish(), "TCP load across reloads");
     assert_no_failures(&unix.finish(), "Unix-socket load across reloads");
@@ -92,13 +93,16 @@ fn two_listeners_reload_under_load_on_both() {
 fn sighup_reloads_under_load() {
     let p = Primary::builder(rust_worker()).start();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     p.signal(libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "generation 2 to serve alone", || {
         let s = p.status();
-        s["generation"] == 2 && Primary::ready_workers(&s).iter().filter(|w| w["generation"] == 2).count() == 2
-    }));
-    std::thread::sleep(Duration::from_millis(200));
+        s["generation"] == 2
+            && s["reloading"] == false
+            && s["workers"].as_array().unwrap().len() == 2
+            && Primary::ready_workers(&s).iter().filter(|w| w["generation"] == 2).count() == 2
+    });
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a SIGHUP reload");
     assert!(p.log_text().contains("SIGHUP: reload requested"));
 }
@@ -107,16 +111,20 @@ fn sighup_reloads_under_load() {
 fn reloads_asked_during_a_reload_are_queued_and_joined() {
     let p = Primary::builder(rust_worker()).env("EXAMPLE_STARTUP_MS", "400").start();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
-    let control = p.control.clone();
-    let clients: Vec<_> = (0..3)
-        .map(|i| {
-            let control = control.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(i * 150));
-                std::process::Command::new(HOTSWAP).arg("reload").arg("--control").arg(&control).output().unwrap()
-            })
+    load.wait_for_requests(50);
+    let reload = || {
+        let control = p.control.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(HOTSWAP).arg("reload").arg("--control").arg(&control).output().unwrap()
         })
-        .collect();
+    };
+    // The first runs (two workers, 400 ms each to start), the second is
+    // queued behind it, the third joins the queued one.
+    let mut clients = vec![reload()];
+    wait_until(Duration::from_secs(5), "the first reload to run", || p.status()["reloading"] == true);
+    clients.push(reload());
+    wait_until(Duration::from_secs(5), "the second reload to be queued", || p.status()["reload_queued"] == true);
+    clients.push(reload());
     for c in clients {
         let out = c.join().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -141,7 +149,7 @@ fn broken_deploy_that_exits_keeps_the_old_generation_serving() {
     let p = Primary::builder(cmd).start();
     let old = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
 
     script(&start, "echo 'config error: cannot start' >&2; exit 3");
     let out = p.ctl(&["reload"]);
@@ -154,13 +162,16 @@ fn broken_deploy_that_exits_keeps_the_old_generation_serving() {
     assert!(s["last_reload"]["message"].as_str().unwrap().contains("exited with code 3"));
     assert_eq!(s["generation"], 1);
     assert_eq!(p.worker_pids(), old, "the old workers were not touched");
-    assert!(p.log_text().contains("config error: cannot start"), "the worker's stderr reaches the log");
+    // Through the output thread, so not at once.
+    wait_until(Duration::from_secs(5), "the worker's stderr in the log", || {
+        p.log_text().contains("config error: cannot start")
+    });
 
     // Fixing the deploy makes the next reload work.
     script(&start, &format!("exec {}", rust_worker()[0]));
     p.reload();
     assert_eq!(p.status()["generation"], 3);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a failed and a fixed deploy");
 }
 
@@ -171,7 +182,7 @@ fn broken_deploy_that_never_gets_ready_fails_at_the_timeout() {
     let p = Primary::builder(cmd).arg("--ready-timeout").arg("1s").start();
     let old = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
 
     script(&start, "exec sleep 600");
     let t = Instant::now();
@@ -192,7 +203,7 @@ fn broken_deploy_that_never_gets_ready_fails_at_the_timeout() {
         .and_then(|r| r.split_whitespace().nth(2))
         .and_then(|pid| pid.parse().ok())
         .expect("pid of the stuck worker in the log");
-    assert!(wait_until(Duration::from_secs(3), || process_gone(stuck)), "stuck worker {stuck} still runs");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(Duration::from_secs(3), format_args!("stuck worker {stuck} to be killed"), || process_gone(stuck));
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a deploy that never got ready");
 }

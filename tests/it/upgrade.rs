@@ -1,45 +1,22 @@
 //! Self-upgrade under load: the primary re-executes in place, keeping its
 //! pid, sockets and workers.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Installs the hotswap binary at `path` the way a deploy does: a new file
 /// renamed over the old one.
 fn install(path: &Path) {
-    let tmp = path.with_extension("new");
-    std::fs::copy(HOTSWAP, &tmp).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    copy_executable(Path::new(HOTSWAP), path);
 }
 
 /// A primary run from a copy of the binary, so the test can replace it.
 fn primary_from_copy(dir: &TempDir) -> (Primary, PathBuf) {
     let bin = dir.path("hotswap");
     install(&bin);
-    let control = dir.path("control.sock");
-    let log = dir.path("primary.log");
-    let logf = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(&bin)
-        .args(["run", "-l", "127.0.0.1:0", "-w", "2", "--control"])
-        .arg(&control)
-        .arg("--")
-        .args(rust_worker())
-        .env("HOTSWAP_LOG", "debug")
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap();
-    let mut p = Primary { child, control, log, dir: TempDir::new("upgrade-primary") };
-    p.wait_ready(2, Duration::from_secs(20));
-    (p, bin)
+    (Primary::builder(rust_worker()).binary(&bin).start(), bin)
 }
 
 #[test]
@@ -48,7 +25,7 @@ fn five_upgrades_under_load_keep_every_worker_and_connection() {
     let (p, bin) = primary_from_copy(&dir);
     let workers = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 4, 2);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for_requests(100);
     for i in 1..=5 {
         install(&bin); // a new file on disk each time
         let out = p.ctl(&["upgrade"]);
@@ -59,12 +36,12 @@ fn five_upgrades_under_load_keep_every_worker_and_connection() {
         assert_eq!(s["upgrades"], i);
         assert_eq!(s["pid"], p.pid());
         assert_eq!(p.worker_pids(), workers, "the workers were not restarted");
-        std::thread::sleep(Duration::from_millis(200));
+        load.wait_for_requests(100);
     }
     // The adopted workers still reload and serve.
     p.reload();
     assert_eq!(p.status()["generation"], 2);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across five self-upgrades and a reload");
     let s = p.status();
     assert!(s["started_at"].as_u64().unwrap() <= s["image_started_at"].as_u64().unwrap());
@@ -76,12 +53,9 @@ fn sigusr2_upgrades_too() {
     let p = Primary::builder(rust_worker()).workers(1).start();
     let workers = p.worker_pids();
     p.signal(libc::SIGUSR2);
-    assert!(
-        wait_until(Duration::from_secs(10), || p.try_status().is_some_and(|s| s["upgrades"] == 1)),
-        "{}",
-        p.log_text()
-    );
+    wait_until(Duration::from_secs(10), "the SIGUSR2 upgrade", || p.try_status().is_some_and(|s| s["upgrades"] == 1));
     assert_eq!(p.worker_pids(), workers);
+    assert_eq!(p.status()["pid"], p.pid());
 }
 
 #[test]
@@ -90,6 +64,7 @@ fn a_broken_new_binary_fails_the_upgrade_and_changes_nothing() {
     let (p, bin) = primary_from_copy(&dir);
     let workers = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
 
     // A binary that exits at once.
     std::fs::remove_file(&bin).unwrap();
@@ -120,7 +95,7 @@ fn a_broken_new_binary_fails_the_upgrade_and_changes_nothing() {
     assert_eq!(s["upgrades"], 0);
     assert_eq!(p.worker_pids(), workers);
     p.reload();
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across failed upgrades");
 }
 
@@ -130,11 +105,13 @@ fn upgrades_leak_no_fds() {
     for _ in 0..5 {
         assert!(p.ctl(&["upgrade"]).status.success());
     }
-    let before = fd_count(p.pid());
+    let before = settled("open fds", || fd_count(p.pid()));
     for _ in 0..45 {
         let out = p.ctl(&["upgrade"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    // The last upgrade's client connection may still be open for a moment.
+    poll_until(Duration::from_secs(10), || fd_count(p.pid()) == before);
     assert_eq!(fd_count(p.pid()), before, "open fds after 50 upgrades");
     assert_eq!(p.status()["upgrades"], 50);
 }
@@ -146,7 +123,7 @@ fn an_upgrade_during_a_reload_is_refused() {
     let reload = std::thread::spawn(move || {
         std::process::Command::new(HOTSWAP).args(["reload", "--control"]).arg(&control).output().unwrap()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(5), "the reload to start", || p.status()["reloading"] == true);
     let out = p.ctl(&["upgrade"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("a reload is running"));
@@ -161,7 +138,7 @@ fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
     let p = Primary::builder(rust_worker()).env("HOTSWAP_TEST_FAIL_TAKEOVER", "1").start();
     let workers = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     let out = p.ctl(&["upgrade"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
@@ -172,7 +149,7 @@ fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
     assert_eq!(p.worker_pids(), workers);
     assert!(p.log_text().contains("upgrade failed and was rolled back"));
     p.reload();
-    std::thread::sleep(Duration::from_millis(200));
+    load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a rolled-back upgrade");
 }
 
