@@ -191,12 +191,16 @@ impl Worker {
             // open on this side: closing it would make Node exit at once).
             // PM2 apps also hear `'shutdown'`; hotswap-aware ones their own
             // message. The stop signal follows once the channel closed.
+            // Disconnect first: a server the app closes itself on
+            // `'shutdown'` would otherwise leave the cluster's list, and the
+            // channel would close before that server drained.
+            node.seq += 1;
+            let sent = ch.send(crate::node::cluster::disconnect(node.seq));
             if self.ready_via == Some(ReadyVia::Ipc) {
                 ch.send(ipc::to_worker::shutdown());
             }
             ch.send(ipc::to_worker::pm2_shutdown());
-            node.seq += 1;
-            return ch.send(crate::node::cluster::disconnect(node.seq));
+            return sent;
         }
         let speaks_ipc = match self.ready_via {
             Some(via) => via == ReadyVia::Ipc,

@@ -584,6 +584,7 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
         .and_then(|s| s.parse().ok())
         .ok_or(format!("bad status line {status_line:?}"))?;
     let mut len = 0usize;
+    let mut chunked = false;
     let mut worker_header = None;
     // HTTP/1.0 closes unless it says keep-alive.
     let mut close = status_line.starts_with("HTTP/1.0");
@@ -599,6 +600,7 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
         let (k, v) = h.split_once(':').unwrap_or((h, ""));
         match k.trim().to_ascii_lowercase().as_str() {
             "content-length" => len = v.trim().parse().unwrap_or(0),
+            "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
             "connection" => close = !v.trim().eq_ignore_ascii_case("keep-alive"),
             "x-hotswap-worker" => worker_header = v.trim().parse().ok(),
             _ => {}
@@ -606,6 +608,16 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
     }
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+    // Node answers `res.end(body)` without a length in chunks.
+    while chunked {
+        let mut size = String::new();
+        reader.read_line(&mut size).map_err(|e| format!("read chunk size: {e}"))?;
+        let n = usize::from_str_radix(size.trim(), 16).map_err(|_| format!("bad chunk size {size:?}"))?;
+        let mut chunk = vec![0u8; n + 2];
+        reader.read_exact(&mut chunk).map_err(|e| format!("read chunk: {e}"))?;
+        body.extend_from_slice(&chunk[..n]);
+        chunked = n > 0;
+    }
     if !reader.buffer().is_empty() {
         return Err("unexpected bytes after the response".into());
     }
@@ -675,7 +687,7 @@ impl Load {
                         }
                         Err(e) => {
                             conn = None;
-                            Err(e)
+                            Err(format!("{e} (after {} ms)", sent.elapsed().as_millis()))
                         }
                     };
                     local.push(Record { sent, result });

@@ -8,9 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::root;
 
 /// `src/io/ipc.rs` -> `["io", "ipc"]`; `src/io/mod.rs` -> `["io"]`.
 fn module_of(rel: &Path) -> Vec<String> {

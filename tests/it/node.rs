@@ -1,0 +1,216 @@
+//! Unchanged Node.js apps (the cluster guide's app, Express, Fastify, an
+//! https server, an app with two servers, a PM2 app, an app whose event loop
+//! never empties) run as workers: reloaded under keep-alive and
+//! new-connection load with no failed request, stopped gracefully, no line
+//! of them changed. The apps are in tests/apps/node/.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn app(name: &str) -> Vec<String> {
+    let path = root().join("tests/apps/node").join(name);
+    assert!(path.exists(), "{} missing", path.display());
+    vec!["node".into(), path.display().to_string()]
+}
+
+/// Express and Fastify come from the npm registry (`.ci/run` installs them).
+fn installed(module: &str) -> bool {
+    let there = root().join("tests/apps/node/node_modules").join(module).exists();
+    if !there {
+        assert!(std::env::var_os("CI").is_none(), "{module} is not installed in tests/apps/node (run .ci/run)");
+        eprintln!("skipped: {module} is not installed in tests/apps/node (npm install there)");
+    }
+    there
+}
+
+/// The pid in an app's answer (`... pid=1234 ...`).
+fn pid_of(body: &str) -> i32 {
+    body.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("pid="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pid= in {body:?}"))
+}
+
+/// `reloads` rolling reloads under load; after each, answers come from the
+/// new workers only. Returns the primary for more checks.
+fn reloads_under_load(p: &Primary, reloads: u64) {
+    let target = Target::Tcp(p.addr());
+    let load = Load::start(target.clone(), 4, 2);
+    load.wait_for_requests(100);
+    for i in 0..reloads {
+        let out = p.reload();
+        let generation = i + 2;
+        assert!(out.contains(&format!("generation {generation} serves (2 workers replaced)")), "{out}");
+        assert!(!out.contains("killed"), "no worker had to be killed: {out}");
+        let pids: HashSet<i32> = p.worker_pids().into_iter().collect();
+        for _ in 0..6 {
+            let a = get(&target, "/").expect("a request after the reload");
+            assert!(pids.contains(&pid_of(&a.body)), "answer from {} after reload {}: {pids:?}", a.body, i + 1);
+        }
+        load.wait_for_requests(50);
+    }
+    let records = load.finish();
+    if records.iter().any(|r| r.result.is_err()) {
+        let now_wall = std::time::SystemTime::now();
+        let now = Instant::now();
+        for r in records.iter().filter(|r| r.result.is_err()) {
+            let at = now_wall - (now - r.sent);
+            eprintln!("FAILED request sent at {:?}: {:?}", at.duration_since(std::time::UNIX_EPOCH).unwrap(), r.result);
+        }
+        eprintln!("{}", p.log_text());
+    }
+    assert_no_failures(&records, "load across reloads");
+    assert!(!p.log_text().contains("killing it"), "no worker was killed:\n{}", p.log_text());
+}
+
+fn node_app_reloads(name: &str) {
+    let p = Primary::builder(app(name)).env("APP_VERSION", "1").start();
+    reloads_under_load(&p, 5);
+}
+
+#[test]
+fn the_cluster_guides_app_commonjs_reloads_under_load() {
+    node_app_reloads("cluster-cjs.js");
+}
+
+#[test]
+fn the_cluster_guides_app_esm_reloads_under_load() {
+    node_app_reloads("cluster-esm.mjs");
+}
+
+#[test]
+fn an_express_app_reloads_under_load() {
+    if installed("express") {
+        node_app_reloads("express-app.js");
+    }
+}
+
+#[test]
+fn a_fastify_app_reloads_under_load() {
+    if installed("fastify") {
+        node_app_reloads("fastify-app.js");
+    }
+}
+
+#[test]
+fn an_app_with_two_servers_reloads_under_load_and_keeps_its_metrics_port() {
+    let metrics = free_port();
+    let p = Primary::builder(app("two-servers.js")).env("METRICS_PORT", metrics.to_string()).start();
+    let m = Target::Tcp(format!("127.0.0.1:{metrics}"));
+    assert!(get(&m, "/").unwrap().body.contains("http_requests_total"), "the metrics server answers");
+    reloads_under_load(&p, 5);
+    assert!(get(&m, "/").unwrap().body.contains("http_requests_total"), "the metrics port survived the reloads");
+    let listeners = p.status()["listeners"].to_string();
+    assert!(listeners.contains(&format!(":{metrics} (bound on demand")), "{listeners}");
+}
+
+#[test]
+fn an_app_whose_event_loop_never_empties_reloads_and_stops_fast() {
+    let mut p = Primary::builder(app("timer-app.js")).start();
+    reloads_under_load(&p, 5);
+    let t = Instant::now();
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "2 workers stopped in {took:?}, not at the 30 s timeout");
+    let log = p.log_text();
+    assert!(log.contains("still running; SIGTERM sent"), "the stop signal follows the disconnect:\n{log}");
+    assert!(!log.contains("killing it"), "no SIGKILL:\n{log}");
+}
+
+#[test]
+fn a_pm2_app_reloads_and_its_late_process_send_does_not_crash_it() {
+    let mut p = Primary::builder(app("pm2-app.js")).arg("--stop-signal").arg("SIGINT").start();
+    reloads_under_load(&p, 5);
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    let log = p.log_text();
+    assert!(!log.contains("ERR_IPC_CHANNEL_CLOSED"), "{log}");
+    assert!(!log.contains("exited with code 1"), "a send after the channel closed must not crash the app:\n{log}");
+}
+
+#[test]
+fn an_https_app_reloads_under_load() {
+    let p = Primary::builder(app("https-app.js")).start();
+    let url = format!("https://{}/", p.addr());
+    // A Node client (keep-alive agent and new connections) for TLS load.
+    let client = Command::new("node")
+        .arg(root().join("tests/apps/node/https-load.js"))
+        .arg(&url)
+        .arg("60")
+        .arg(p.dir.path("reloads-done"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // the load is flowing
+    for i in 0..5 {
+        let out = p.reload();
+        assert!(out.contains(&format!("generation {} serves", i + 2)), "{out}");
+    }
+    // The client stops by itself once it has seen every reload finish.
+    std::fs::write(p.dir.path("reloads-done"), "").unwrap();
+    let out = client.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the load client's JSON report");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["ok"].as_u64().unwrap() > 50, "{report}");
+    assert!(report["pids"].as_array().unwrap().len() >= 4, "answers came from both generations: {report}");
+}
+
+#[test]
+fn without_listen_the_apps_own_port_is_bound_on_demand_and_kept_across_reloads() {
+    let port = free_port();
+    let p = Primary::bare(app("cluster-cjs.js")).env("PORT", port.to_string()).start();
+    let listeners = p.status()["listeners"].to_string();
+    assert!(listeners.contains(&format!(":{port} (bound on demand for a listen on :{port})")), "{listeners}");
+    let target = Target::Tcp(format!("127.0.0.1:{port}"));
+    let load = Load::start(target, 3, 2);
+    load.wait_for_requests(50);
+    for _ in 0..3 {
+        p.reload();
+        load.wait_for_requests(30);
+    }
+    assert_no_failures(&load.finish(), "on-demand socket across reloads");
+    assert!(p.log_text().contains(&format!("listens on :{port}, which no --listen gives")));
+}
+
+#[test]
+fn npm_start_is_refused_with_the_command_to_run() {
+    let out = Command::new(HOTSWAP)
+        .current_dir(root().join("tests/apps/node"))
+        .args(["run", "-l", "127.0.0.1:0", "--", "npm", "start"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`npm` runs your app in a child process"), "{err}");
+    assert!(err.contains("-- node express-app.js"), "names the start script: {err}");
+}
+
+#[test]
+fn node_workers_get_the_cluster_and_pm2_variables_and_others_do_not() {
+    let dir = TempDir::new("node-env");
+    let p = Primary::builder(probe()).probe_dir(&dir).start();
+    for id in p.worker_ids() {
+        let env = &probe_report(&dir, id)["env"];
+        assert!(env["NODE_UNIQUE_ID"].is_null(), "a Python worker is no cluster worker: {env}");
+        assert!(env["NODE_APP_INSTANCE"].is_null(), "{env}");
+        assert!(env["HOTSWAP_WORKER_SLOT"].as_str().is_some(), "every worker gets its slot: {env}");
+        assert_eq!(env["PORT"].as_str().unwrap(), p.addr().rsplit(':').next().unwrap());
+    }
+    // A Node worker's grandchildren see none of it.
+    let out = Primary::builder(app("env-child.js")).workers(1).start();
+    let a = get(&Target::Tcp(out.addr()), "/").unwrap();
+    let child: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert!(child["NODE_UNIQUE_ID"].is_null(), "{child}");
+    assert!(child["NODE_CHANNEL_FD"].is_null(), "{child}");
+    assert!(!child["NODE_OPTIONS"].as_str().unwrap_or("").contains("preload"), "{child}");
+    assert_eq!(child["NODE_APP_INSTANCE"], "0", "the slot is the app's business, and its children may read it");
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
