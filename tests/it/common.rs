@@ -790,10 +790,12 @@ fn gate() -> std::sync::MutexGuard<'static, Gate> {
     GATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The machine to one test alone, until dropped: for a test that saturates
-/// it (the 200 MB output flood keeps both cores busy for some 20 s), so that
-/// it neither slows nor is slowed by the timing-bound checks of the others
-/// (a burst of writes within the watcher's debounce, status latency). It
+/// The machine to one test alone, until dropped. For a test that saturates
+/// it (the 200 MB output flood keeps both cores busy for some 20 s), and for
+/// those whose outcome hangs on the watcher's 100 ms windows (debounce, and
+/// the grace after a build in which changes count as its output): the
+/// watcher times a change when it handles it, so on a machine busy with
+/// another test's reloads an event handled late is a change made late. It
 /// waits until no other test's primary runs; their new primaries wait for
 /// it. Every [`Primary`] takes a share of the machine.
 #[must_use]

@@ -251,7 +251,9 @@ fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
     wait_until(Duration::from_secs(5), "the worker to see its channel closed", || {
         probe_inbox(&out, 1).contains(&json!({"eof": true}))
     });
-    let refused = p.log_text().matches("IPC: refused a message").count();
+    // (The worker then exits on its EOF, and its replacement starts over.)
+    let log = p.log_text();
+    let refused = log.lines().filter(|l| l.contains("[w1 g1 ") && l.contains("IPC: refused a message")).count();
     assert!((100..=150).contains(&refused), "each refusal up to the limit is logged: {refused}");
     assert!(status_latency(&p) < Duration::from_secs(1));
 
@@ -266,17 +268,19 @@ fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
         .env("PROBE_SEND", send.to_string())
         .env("PROBE_READY", "none")
         .start();
-    // Both workers have sent their 50000 (the probe opens its inbox after
-    // sending), and the bound was reached.
-    wait_until(Duration::from_secs(20), "both workers to send their flood", || {
-        out2.path("inbox-1.jsonl").exists() && out2.path("inbox-2.jsonl").exists()
-    });
+    // The bound on what is queued for a worker is reached...
     wait_until(Duration::from_secs(20), "the outgoing queue bound to drop a message", || {
         p2.log_text().contains("a worker is not reading its channel; a message to it was dropped")
     });
+    // ...and holds while the flood goes on (part of the scenario: 2 s of it).
+    let mut peak = 0;
+    let flooded = Instant::now();
+    while flooded.elapsed() < Duration::from_secs(2) {
+        peak = peak.max(footprint(p2.pid()).2);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(peak < 40 * 1024, "primary RSS {peak} KiB during a broadcast flood");
     assert!(status_latency(&p2) < Duration::from_secs(1));
-    let (_, _, rss) = footprint(p2.pid());
-    assert!(rss < 40 * 1024, "primary RSS {rss} KiB after a broadcast flood");
 }
 
 #[test]

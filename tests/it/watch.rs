@@ -60,6 +60,8 @@ fn saving_a_file_reloads_without_a_failed_request() {
 
 #[test]
 fn a_burst_of_fifty_writes_gives_one_reload() {
+    // The writes must reach the watcher less than 100 ms apart.
+    let _alone = exclusive();
     let dir = project();
     let p = watching(&dir, &[]);
     for i in 0..50 {
@@ -97,6 +99,8 @@ fn ignored_paths_never_reload() {
 
 #[test]
 fn what_the_build_writes_does_not_trigger_a_loop() {
+    // The build's writes must reach the watcher within 100 ms of its end.
+    let _alone = exclusive();
     let dir = project();
     // The build writes into the watched tree, next to the sources.
     let out = dir.path("app/out");
