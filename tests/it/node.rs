@@ -35,7 +35,13 @@ fn pid_of(body: &str) -> i32 {
 }
 
 /// `reloads` rolling reloads under load; after each, answers come from the
-/// new workers only. Returns the primary for more checks.
+/// new workers only.
+///
+/// The tests that drive Node apps under load run alone (`exclusive`): with
+/// four of them side by side on two cores, a request now and then went
+/// unanswered for 10 s near the end of the load (1 to 4 of some 13 000;
+/// see the notes of issue 10), which a single instance never showed in
+/// 390 000 requests.
 fn reloads_under_load(p: &Primary, reloads: u64) {
     let target = Target::Tcp(p.addr());
     let load = Load::start(target.clone(), 4, 2);
@@ -52,21 +58,12 @@ fn reloads_under_load(p: &Primary, reloads: u64) {
         }
         load.wait_for_requests(50);
     }
-    let records = load.finish();
-    if records.iter().any(|r| r.result.is_err()) {
-        let now_wall = std::time::SystemTime::now();
-        let now = Instant::now();
-        for r in records.iter().filter(|r| r.result.is_err()) {
-            let at = now_wall - (now - r.sent);
-            eprintln!("FAILED request sent at {:?}: {:?}", at.duration_since(std::time::UNIX_EPOCH).unwrap(), r.result);
-        }
-        eprintln!("{}", p.log_text());
-    }
-    assert_no_failures(&records, "load across reloads");
+    assert_no_failures(&load.finish(), "load across reloads");
     assert!(!p.log_text().contains("killing it"), "no worker was killed:\n{}", p.log_text());
 }
 
 fn node_app_reloads(name: &str) {
+    let _alone = exclusive();
     let p = Primary::builder(app(name)).env("APP_VERSION", "1").start();
     reloads_under_load(&p, 5);
 }
@@ -97,6 +94,7 @@ fn a_fastify_app_reloads_under_load() {
 
 #[test]
 fn an_app_with_two_servers_reloads_under_load_and_keeps_its_metrics_port() {
+    let _alone = exclusive();
     let metrics = free_port();
     let p = Primary::builder(app("two-servers.js")).env("METRICS_PORT", metrics.to_string()).start();
     let m = Target::Tcp(format!("127.0.0.1:{metrics}"));
@@ -109,6 +107,7 @@ fn an_app_with_two_servers_reloads_under_load_and_keeps_its_metrics_port() {
 
 #[test]
 fn an_app_whose_event_loop_never_empties_reloads_and_stops_fast() {
+    let _alone = exclusive();
     let mut p = Primary::builder(app("timer-app.js")).start();
     reloads_under_load(&p, 5);
     let t = Instant::now();
@@ -123,6 +122,7 @@ fn an_app_whose_event_loop_never_empties_reloads_and_stops_fast() {
 
 #[test]
 fn a_pm2_app_reloads_and_its_late_process_send_does_not_crash_it() {
+    let _alone = exclusive();
     let mut p = Primary::builder(app("pm2-app.js")).arg("--stop-signal").arg("SIGINT").start();
     reloads_under_load(&p, 5);
     p.signal(libc::SIGTERM);
@@ -134,6 +134,7 @@ fn a_pm2_app_reloads_and_its_late_process_send_does_not_crash_it() {
 
 #[test]
 fn an_https_app_reloads_under_load() {
+    let _alone = exclusive();
     let p = Primary::builder(app("https-app.js")).start();
     let url = format!("https://{}/", p.addr());
     // A Node client (keep-alive agent and new connections) for TLS load.
@@ -161,6 +162,7 @@ fn an_https_app_reloads_under_load() {
 
 #[test]
 fn without_listen_the_apps_own_port_is_bound_on_demand_and_kept_across_reloads() {
+    let _alone = exclusive();
     let port = free_port();
     let p = Primary::bare(app("cluster-cjs.js")).env("PORT", port.to_string()).start();
     let listeners = p.status()["listeners"].to_string();

@@ -73,7 +73,7 @@ fn bare_ready_string_marks_a_worker_ready() {
     for (id, pid) in p.worker_ids().into_iter().zip(p.worker_pids()) {
         let label = format!("[w{id} g1 {pid}]");
         assert!(
-            log.lines().any(|l| l.contains(&format!("{label} ready in")) && l.ends_with("(Ipc)")),
+            log.lines().any(|l| l.contains(&format!("{label} ready in")) && l.contains("(said so over IPC)")),
             "{label} ready by its IPC message: {log}"
         );
     }

@@ -16,7 +16,7 @@ const done = () => Date.now() > deadline || (doneFile && fs.existsSync(doneFile)
 
 function once(agent) {
   return new Promise((resolve) => {
-    const req = https.get(url, { agent }, (res) => {
+    const req = https.get(url, { agent, timeout: 10000 }, (res) => {
       let body = '';
       res.on('data', (c) => { body += c; });
       res.on('end', () => {
@@ -26,6 +26,7 @@ function once(agent) {
         resolve();
       });
     });
+    req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
     req.on('error', (e) => { report.failed++; if (report.errors.length < 10) report.errors.push(e.message); resolve(); });
   });
 }
