@@ -70,6 +70,9 @@ for (let i = 2; i < process.argv.length; i++) {
   else if (a === '--verbose') opts.verbose = true;
   else { console.error(`unknown argument ${a}`); process.exit(2); }
 }
+if (!['both', 'with', 'without'].includes(opts.mode) || !['disconnect', 'message'].includes(opts.trigger)) {
+  console.error('--mode both|with|without, --trigger disconnect|message'); process.exit(2);
+}
 if (opts.app && opts.trigger !== 'disconnect') {
   console.error('--trigger message needs the built-in naive app'); process.exit(2);
 }
@@ -242,7 +245,7 @@ async function run(withPreload) {
   setTimeout(() => { console.error('drain-check: overall timeout'); process.exit(3); }, 300000).unref();
   console.log(`app: ${opts.app ? path.basename(opts.app) : 'naive http.createServer().listen(PORT)'}; ` +
     `node ${process.version}; ${opts.rounds} swaps; ${opts.loops} keep-alive request loops; ` +
-    `trigger: ${opts.trigger === 'message' ? 'app calls server.close()' : "'shutdown' + cluster disconnect"}`);
+    `trigger: ${opts.trigger === 'message' ? 'app calls server.close()' : "cluster disconnect, then 'shutdown'"}`);
   let ok = true;
   if (opts.mode === 'both' || opts.mode === 'without') await run(false);
   if (opts.mode === 'both' || opts.mode === 'with') {
