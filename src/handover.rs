@@ -148,6 +148,8 @@ impl State {
     /// # Safety
     /// The fds must be the ones the previous image handed over.
     unsafe fn take_fds(&self) -> Result<Inherited> {
+        // SAFETY (of each `from_raw_fd` below): the caller guarantees these
+        // fds were handed over and are owned by nothing else in this image.
         let own = |fd: RawFd| -> Result<OwnedFd> {
             set_cloexec(fd, true).with_context(|| format!("handed-over fd {fd}"))?;
             Ok(OwnedFd::from_raw_fd(fd))
@@ -284,6 +286,8 @@ pub fn take_over() -> Option<Result<TakeOver, Refused>> {
     std::env::remove_var(STATE_ENV);
     std::env::remove_var(ROLLBACK_ENV);
     let mut text = String::new();
+    // SAFETY: STATE_ENV names the memfd the previous image opened for this
+    // one and handed over; nothing else in this process owns that fd.
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
     if let Err(e) = f.read_to_string(&mut text) {
         return Some(Err(Refused { state: None, state_fd: fd, why: format!("reading the handed-over state: {e}") }));
@@ -300,9 +304,13 @@ pub fn take_over() -> Option<Result<TakeOver, Refused>> {
         let why = format!("{FAIL_TAKEOVER_ENV} is set");
         return Some(Err(Refused { state: Some(state), state_fd: fd, why }));
     }
+    // SAFETY: the state was read from the memfd the previous image wrote,
+    // so its fds are the ones it handed over, owned by nobody here yet.
     match unsafe { state.take_fds() } {
         Ok(inherited) => {
             let _ = set_cloexec(fd, true);
+            // SAFETY: the memfd was turned back into a raw fd above and is
+            // no longer needed (no rollback): this closes it, once.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
             Some(Ok(TakeOver { state, inherited, rollback: why_rollback }))
         }

@@ -28,6 +28,8 @@ impl Build {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         #[cfg(target_os = "linux")]
+        // SAFETY: the pre_exec closure makes one async-signal-safe syscall
+        // (prctl) and allocates nothing.
         unsafe {
             // Spawned from the primary's main thread, like the workers.
             cmd.pre_exec(|| {

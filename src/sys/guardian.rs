@@ -82,6 +82,8 @@ impl Guardian {
 pub fn run() -> ! {
     // Signals meant for the primary's terminal or unit are not for us.
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        // SAFETY: ignoring a signal installs no handler code, so nothing
+        // can run at an unsafe moment.
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
     }
     let mut groups = BTreeSet::new();

@@ -76,10 +76,14 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
         bail!("fork failed: {}", std::io::Error::last_os_error());
     }
     if pid == 0 {
+        // SAFETY: in the child of the fork above; `child` only makes
+        // async-signal-safe calls and never returns.
         unsafe { child(&mut prep, &sources, &mut scratch, above, parent, std::os::fd::AsRawFd::as_raw_fd(&err_write)) }
     }
 
     // Parent. Also set the group here: whichever of the two runs first wins.
+    // SAFETY: a plain syscall on the child's pid (the child does the same;
+    // whichever runs first wins, so no signal reaches the wrong group).
     unsafe { libc::setpgid(pid, pid) };
     drop(err_write);
     let mut errno = [0u8; 4];
@@ -93,6 +97,10 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
 }
 
 /// The child, between fork and exec. Never returns.
+///
+/// # Safety
+/// Only in the child of a fork: it uses async-signal-safe calls on memory
+/// prepared before the fork, and execs or `_exit`s.
 unsafe fn child(
     prep: &mut Prepared,
     sources: &[RawFd],
@@ -163,6 +171,9 @@ unsafe fn child(
 }
 
 /// Writes the decimal digits of `pid` and a NUL into the slot.
+///
+/// # Safety
+/// `slot` must point at [`PID_SLOT`] + 1 writable bytes.
 unsafe fn write_pid(slot: *mut u8, mut pid: u32) {
     let mut digits = [0u8; 10];
     let mut n = 0;
@@ -205,6 +216,8 @@ fn prepare(path: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result
     slot.resize(slot.len() + PID_SLOT + 1, 0);
     envs.push(slot);
     let last = envs.len() - 1;
+    // SAFETY: the entry was sized as "LISTEN_PID=" plus PID_SLOT + 1 bytes
+    // just above; the pointer stays inside it, and `envs` outlives its use.
     let pid_slot = unsafe { envs[last].as_mut_ptr().add("LISTEN_PID=".len()) };
     let mut envp_ptrs: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr().cast()).collect();
     envp_ptrs.push(std::ptr::null());
@@ -244,8 +257,10 @@ mod tests {
     #[test]
     fn pid_digits() {
         let mut buf = [0xffu8; 12];
+        // SAFETY: `buf` has 12 bytes, more than PID_SLOT + 1.
         unsafe { write_pid(buf.as_mut_ptr(), 4194304) };
         assert_eq!(&buf[..8], b"4194304\0");
+        // SAFETY: as above.
         unsafe { write_pid(buf.as_mut_ptr(), 7) };
         assert_eq!(&buf[..2], b"7\0");
     }
