@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+/// `--node auto`: cluster workers are opt-in for now.
+fn node(b: PrimaryBuilder) -> PrimaryBuilder {
+    b.arg("--node").arg("auto")
+}
+
 fn app(name: &str) -> Vec<String> {
     let path = root().join("tests/apps/node").join(name);
     assert!(path.exists(), "{} missing", path.display());
@@ -72,7 +77,7 @@ fn reloads(p: &Primary, reloads: u64, load: bool) {
 
 fn node_app_reloads(name: &str, load: bool) {
     let _alone = exclusive();
-    let p = Primary::builder(app(name)).env("APP_VERSION", "1").start();
+    let p = node(Primary::builder(app(name)).env("APP_VERSION", "1")).start();
     reloads(&p, 5, load);
 }
 
@@ -131,7 +136,7 @@ fn a_fastify_app_reloads_under_load() {
 fn two_servers(load: bool) {
     let _alone = exclusive();
     let metrics = free_port();
-    let p = Primary::builder(app("two-servers.js")).env("METRICS_PORT", metrics.to_string()).start();
+    let p = node(Primary::builder(app("two-servers.js")).env("METRICS_PORT", metrics.to_string())).start();
     let m = Target::Tcp(format!("127.0.0.1:{metrics}"));
     assert!(get(&m, "/").unwrap().body.contains("http_requests_total"), "the metrics server answers");
     reloads(&p, 5, load);
@@ -153,7 +158,7 @@ fn an_app_with_two_servers_reloads_under_load() {
 
 fn timer_app(load: bool) {
     let _alone = exclusive();
-    let mut p = Primary::builder(app("timer-app.js")).start();
+    let mut p = node(Primary::builder(app("timer-app.js"))).start();
     reloads(&p, 5, load);
     let t = Instant::now();
     p.signal(libc::SIGTERM);
@@ -178,7 +183,7 @@ fn an_app_whose_event_loop_never_empties_reloads_under_load() {
 
 fn pm2_app(load: bool) {
     let _alone = exclusive();
-    let mut p = Primary::builder(app("pm2-app.js")).arg("--stop-signal").arg("SIGINT").start();
+    let mut p = node(Primary::builder(app("pm2-app.js")).arg("--stop-signal").arg("SIGINT")).start();
     reloads(&p, 5, load);
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
@@ -202,7 +207,7 @@ fn a_pm2_app_reloads_under_load() {
 #[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn an_https_app_reloads_under_load() {
     let _alone = exclusive();
-    let p = Primary::builder(app("https-app.js")).start();
+    let p = node(Primary::builder(app("https-app.js"))).start();
     let url = format!("https://{}/", p.addr());
     // A Node client (keep-alive agent and new connections) for TLS load.
     let client = Command::new("node")
@@ -230,7 +235,7 @@ fn an_https_app_reloads_under_load() {
 #[test]
 fn an_https_app_reloads() {
     let _alone = exclusive();
-    let p = Primary::builder(app("https-app.js")).start();
+    let p = node(Primary::builder(app("https-app.js"))).start();
     for i in 0..5 {
         let out = p.reload();
         assert!(out.contains(&format!("generation {} serves (2 workers replaced)", i + 2)), "{out}");
@@ -248,7 +253,7 @@ fn an_https_app_reloads() {
 fn on_demand(load: bool) {
     let _alone = exclusive();
     let port = free_port();
-    let p = Primary::bare(app("cluster-cjs.js")).env("PORT", port.to_string()).start();
+    let p = node(Primary::bare(app("cluster-cjs.js")).env("PORT", port.to_string())).start();
     let listeners = p.status()["listeners"].to_string();
     assert!(listeners.contains(&format!(":{port} (bound on demand for a listen on :{port})")), "{listeners}");
     let target = Target::Tcp(format!("127.0.0.1:{port}"));
@@ -302,7 +307,7 @@ fn node_workers_get_the_cluster_and_pm2_variables_and_others_do_not() {
         assert_eq!(env["PORT"].as_str().unwrap(), p.addr().rsplit(':').next().unwrap());
     }
     // A Node worker's grandchildren see none of it.
-    let out = Primary::builder(app("env-child.js")).workers(1).start();
+    let out = node(Primary::builder(app("env-child.js")).workers(1)).start();
     let a = get(&Target::Tcp(out.addr()), "/").unwrap();
     let child: serde_json::Value = serde_json::from_str(&a.body).unwrap();
     assert!(child["NODE_UNIQUE_ID"].is_null(), "{child}");
