@@ -112,7 +112,7 @@ pub struct Options {
     /// unchanged cluster, Express and PM2 apps get their sockets from
     /// hotswap, are ready when they listen and are stopped as Node's own
     /// cluster stops them: `auto` (when the command runs node), `on`, `off`
-    /// [default: off, for now].
+    /// [default: auto].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeMode>,
@@ -190,14 +190,11 @@ pub struct Settings {
 #[serde(rename_all = "lowercase")]
 pub enum NodeMode {
     /// When the command runs node (or a script whose `#!` line does).
+    #[default]
     Auto,
     /// Always (the command is a wrapper hotswap cannot see through).
     On,
-    /// Never: the worker gets only hotswap's own protocol. The default for
-    /// now: under load, a freshly started cluster worker now and then leaves
-    /// a request unanswered for seconds (issue 10), so it is opt-in until
-    /// that is understood.
-    #[default]
+    /// Never: the worker gets only hotswap's own protocol.
     Off,
 }
 

@@ -115,6 +115,7 @@ impl Supervisor {
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|e| (e.raw_os_error().unwrap_or(libc::EMFILE), e.to_string()))?;
+            nonblocking(&fd).map_err(|e| (e as i32, format!("making {} non-blocking: {e}", l.addr)))?;
             Ok((fd, l.addr.to_string()))
         };
         if let Target::Fd(n) = target {
@@ -163,6 +164,24 @@ impl Supervisor {
             tracing::info!(worker = id, "{} still running; {} sent", w.label(), w.settings().stop_signal);
         }
     }
+}
+
+/// Node accepts on a listening handle until `EAGAIN`, and does not set
+/// `O_NONBLOCK` on a handle it receives (Node's own primary creates its
+/// sockets non-blocking). On a blocking socket its last `accept` waits for
+/// the next connection with the whole event loop stalled: requests it had
+/// accepted, and its channel, go unanswered until then (seen as 10 s
+/// stalls under load, and a worker deaf to `disconnect` once traffic
+/// stops). The flag belongs to the socket, which every worker shares; all
+/// workers of one primary run the same command, and a Node worker that
+/// listens on fd 3 by itself sets it just the same.
+fn nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
 }
 
 /// Whether a `--listen` socket bound at `addr` serves a listen on `target`.

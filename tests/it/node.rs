@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// `--node auto`: cluster workers are opt-in for now.
+/// `--node auto`, the default, said out loud.
 fn node(b: PrimaryBuilder) -> PrimaryBuilder {
     b.arg("--node").arg("auto")
 }
@@ -68,12 +68,8 @@ fn reloads(p: &Primary, reloads: u64, load: bool) {
     assert!(!p.log_text().contains("killing it"), "no worker was killed:\n{}", p.log_text());
 }
 
-// Zero failed requests under load: these pass most runs, but now and then
-// (in about one run of three of the whole module, alone or side by side) a
-// request on a connection accepted by a freshly started Node worker goes
-// unanswered for 10 s; once, a worker stopped answering its IPC channel too.
-// Not understood yet (see the notes of issue 10), so they do not gate CI:
-// `cargo test --test it -- --ignored node::` runs them.
+// Each app twice: without load (what it does), and under keep-alive and
+// new-connection load (that no request fails).
 
 fn node_app_reloads(name: &str, load: bool) {
     let _alone = exclusive();
@@ -87,7 +83,6 @@ fn the_cluster_guides_app_commonjs_reloads() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn the_cluster_guides_app_commonjs_reloads_under_load() {
     node_app_reloads("cluster-cjs.js", true);
 }
@@ -98,7 +93,6 @@ fn the_cluster_guides_app_esm_reloads() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn the_cluster_guides_app_esm_reloads_under_load() {
     node_app_reloads("cluster-esm.mjs", true);
 }
@@ -111,7 +105,6 @@ fn an_express_app_reloads() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn an_express_app_reloads_under_load() {
     if installed("express") {
         node_app_reloads("express-app.js", true);
@@ -126,7 +119,6 @@ fn a_fastify_app_reloads() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn a_fastify_app_reloads_under_load() {
     if installed("fastify") {
         node_app_reloads("fastify-app.js", true);
@@ -151,7 +143,6 @@ fn an_app_with_two_servers_reloads_and_keeps_its_metrics_port() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn an_app_with_two_servers_reloads_under_load() {
     two_servers(true);
 }
@@ -176,7 +167,6 @@ fn an_app_whose_event_loop_never_empties_reloads_and_stops_fast() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn an_app_whose_event_loop_never_empties_reloads_under_load() {
     timer_app(true);
 }
@@ -198,13 +188,11 @@ fn a_pm2_app_reloads_and_its_late_process_send_does_not_crash_it() {
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn a_pm2_app_reloads_under_load() {
     pm2_app(true);
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn an_https_app_reloads_under_load() {
     let _alone = exclusive();
     let p = node(Primary::builder(app("https-app.js"))).start();
@@ -277,7 +265,6 @@ fn without_listen_the_apps_own_port_is_bound_on_demand_and_kept_across_reloads()
 }
 
 #[test]
-#[ignore = "a request now and then stalls 10 s after a reload (issue 10); run with --ignored"]
 fn without_listen_the_on_demand_port_serves_through_reloads_under_load() {
     on_demand(true);
 }
