@@ -307,3 +307,70 @@ fn node_workers_get_the_cluster_and_pm2_variables_and_others_do_not() {
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// The port in status's "(bound on demand for a listen on TARGET)" line.
+fn on_demand_port(p: &Primary, target: &str) -> u16 {
+    let s = p.status();
+    let line = s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .find(|l| l.ends_with(&format!("(bound on demand for a listen on {target})")))
+        .unwrap_or_else(|| panic!("no on-demand socket for {target}: {s}"))
+        .to_string();
+    line.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn listen_0_gets_one_port_that_every_worker_and_generation_shares() {
+    let p = node(Primary::bare(app("listen-variants.js")).env("APP_LISTEN", "zero")).start();
+    let port = on_demand_port(&p, ":0");
+    let target = Target::Tcp(format!("127.0.0.1:{port}"));
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let a = get(&target, "/").unwrap();
+        assert!(a.body.contains(&format!("port={port}")), "{}", a.body);
+        seen.insert(pid_of(&a.body));
+    }
+    p.reload();
+    assert_eq!(on_demand_port(&p, ":0"), port, "the same port after a reload");
+    let pids: HashSet<i32> = p.worker_pids().into_iter().collect();
+    assert!(pids.contains(&pid_of(&get(&target, "/").unwrap().body)));
+}
+
+#[test]
+fn a_listen_on_localhost_gets_the_matching_listen_entry() {
+    let p = node(Primary::builder(app("listen-variants.js")).env("APP_LISTEN", "localhost")).start();
+    let a = get(&Target::Tcp(p.addr()), "/").unwrap();
+    assert!(a.body.contains(&format!("port={}", p.addr().rsplit(':').next().unwrap())), "{}", a.body);
+    assert!(!p.status()["listeners"].to_string().contains("on demand"), "no socket of its own was bound");
+}
+
+#[test]
+fn an_ipv6_listen_is_bound_on_demand() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(std::env::var_os("CI").is_none(), "no IPv6 loopback on this machine");
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let port = free_port();
+    let p = node(Primary::bare(app("listen-variants.js")).env("APP_LISTEN", "ipv6").env("APP_PORT", port.to_string()))
+        .start();
+    let a = get(&Target::Tcp(format!("[::1]:{port}")), "/").unwrap();
+    assert!(a.body.contains(&format!("port={port}")), "{}", a.body);
+    assert_eq!(on_demand_port(&p, &format!("[::1]:{port}")), port);
+}
+
+#[test]
+fn a_listen_that_cannot_be_served_is_an_error_in_the_app_and_a_line_naming_the_address() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut p = node(Primary::bare(app("listen-variants.js")).env("APP_PORT", port.to_string())).no_wait().start();
+    // The app does not handle the server's 'error': it dies, and the first
+    // generation cannot start.
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(1));
+    let log = p.log_text();
+    assert!(log.contains(&format!("cannot listen on :{port}")), "{log}");
+    assert!(log.contains("EADDRINUSE"), "the app's own error says why: {log}");
+}
