@@ -72,17 +72,25 @@ pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// Succeeds when every worker exited by itself; a stop that had to kill a
+/// worker, or was forced, says so and fails.
 pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
+    let mut told = false;
     call(path, &Request::Stop, |reply| match reply {
-        Reply::Progress { message } | Reply::Done { message } => println!("{message}"),
+        Reply::Progress { message } => println!("{message}"),
+        Reply::Done { message } => {
+            println!("{message}");
+            told = true;
+        }
         Reply::Error { error } => {
             eprintln!("hotswap: {error}");
             code = ExitCode::FAILURE;
         }
         Reply::Status(_) | Reply::Event(_) => {}
     })?;
-    if code == ExitCode::SUCCESS {
+    if code == ExitCode::SUCCESS && !told {
+        // The primary exited before its last word reached us.
         println!("stopped");
     }
     Ok(code)

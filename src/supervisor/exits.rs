@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use super::reload::policy::Gone;
 use super::Supervisor;
 use crate::sys::reap;
+use crate::types::wire::Reply;
 use crate::types::{Exit, Timer, WorkerState};
 
 impl Supervisor {
@@ -71,10 +72,27 @@ impl Supervisor {
             );
         }
 
-        if let Some(stop) = &self.stop {
+        if let Some(stop) = &mut self.stop {
+            stop.killed += u32::from(worker.killed());
             if self.workers.is_empty() {
                 let code = if stop.forced { 1 } else { 0 };
-                self.exit = Some((code, "stopped".into()));
+                let message = match stop.killed {
+                    0 => "stopped".to_string(),
+                    n => format!(
+                        "stopped, but {n} {} had to be killed instead of exiting by itself",
+                        crate::types::plural(n as usize, "worker")
+                    ),
+                };
+                // The `hotswap stop` clients hear how it went.
+                for w in stop.waiters.drain(..) {
+                    let reply = if stop.killed == 0 && !stop.forced {
+                        Reply::Done { message: message.clone() }
+                    } else {
+                        Reply::Error { error: message.clone() }
+                    };
+                    let _ = w.send(reply);
+                }
+                self.exit = Some((code, message));
             }
             return;
         }

@@ -276,6 +276,11 @@ impl Supervisor {
         while let Some(event) = rx.recv().await {
             self.handle(event);
             if let Some(exit) = self.exit.take() {
+                // Let the control connections write their last replies
+                // (`hotswap stop` waits for how the stop went).
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
                 return Ok(exit);
             }
         }

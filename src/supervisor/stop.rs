@@ -8,6 +8,8 @@ use crate::types::wire::{LifecycleEvent, Reply, ReplyTx};
 pub(super) struct Stop {
     pub(super) waiters: Vec<ReplyTx>,
     pub(super) forced: bool,
+    /// Workers that had to be killed (at the timeout, or by a second request).
+    pub(super) killed: u32,
 }
 
 impl Supervisor {
@@ -38,7 +40,7 @@ impl Supervisor {
             let _ = w.send(Reply::Progress { message: what });
             waiters.push(w);
         }
-        self.stop = Some(Stop { waiters, forced: false });
+        self.stop = Some(Stop { waiters, forced: false, killed: 0 });
         let ids: Vec<_> = self.workers.keys().copied().collect();
         for id in ids {
             self.shut_down(id);

@@ -52,8 +52,10 @@ fn a_worker_that_ignores_shutdown_is_killed_and_the_reload_completes() {
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
     load.wait_for_requests(100);
     let t = Instant::now();
-    p.reload();
+    let out = p.reload();
     let took = t.elapsed();
+    assert!(out.contains("2 old workers had to be killed at --shutdown-timeout"), "the reload says so: {out}");
+    assert!(p.status()["last_reload"]["killed"] == 2, "{}", p.status());
     // Two workers, each killed at the 1 s timeout, plus start-up.
     assert!(took < Duration::from_secs(5), "reload took {took:?}");
     assert!(took >= Duration::from_secs(2), "each old worker waited its timeout: {took:?}");
@@ -63,6 +65,11 @@ fn a_worker_that_ignores_shutdown_is_killed_and_the_reload_completes() {
     assert_eq!(p.log_text().matches("did not exit within 1s of shutdown; killing it").count(), 2);
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a reload of workers that ignore shutdown");
+    // A stop that has to kill them says so, and fails.
+    let out = p.ctl(&["stop"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stopped, but 2 workers had to be killed"), "{err}");
 }
 
 #[test]
