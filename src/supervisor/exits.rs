@@ -73,7 +73,6 @@ impl Supervisor {
         }
 
         if let Some(stop) = &mut self.stop {
-            stop.killed += u32::from(worker.killed());
             if self.workers.is_empty() {
                 let code = if stop.forced { 1 } else { 0 };
                 let message = match stop.killed {

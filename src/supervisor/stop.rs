@@ -8,7 +8,8 @@ use crate::types::wire::{LifecycleEvent, Reply, ReplyTx};
 pub(super) struct Stop {
     pub(super) waiters: Vec<ReplyTx>,
     pub(super) forced: bool,
-    /// Workers that had to be killed (at the timeout, or by a second request).
+    /// Workers killed at `--shutdown-timeout` while stopping (a worker that
+    /// was still starting is not counted: nothing of it was drained).
     pub(super) killed: u32,
 }
 

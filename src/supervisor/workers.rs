@@ -207,6 +207,9 @@ impl Supervisor {
                 humantime::format_duration(w.settings().shutdown_timeout)
             );
             w.kill();
+            if let Some(stop) = self.stop.as_mut() {
+                stop.killed += 1;
+            }
         }
     }
 
