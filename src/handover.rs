@@ -38,6 +38,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::node::cluster::Target;
 use crate::options::Settings;
 use crate::sys::listeners::Listener;
 use crate::types::wire::{ReloadOutcome, Reply};
@@ -91,6 +92,10 @@ pub struct ListenerSnapshot {
     pub fd: RawFd,
     pub name: String,
     pub owned_path: Option<PathBuf>,
+    /// Set for a socket bound on demand for a Node worker's listen: the
+    /// listen it serves (it is no `--listen` socket, and no worker's fd 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_for: Option<Target>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,6 +127,8 @@ pub struct WorkerFds {
 /// The fds of a [`State`], owned (and close-on-exec again).
 pub struct Inherited {
     pub listeners: Vec<Listener>,
+    /// Sockets bound on demand for Node workers, with the listen each serves.
+    pub on_demand: Vec<(Target, Listener)>,
     pub control: OwnedFd,
     pub guardian: OwnedFd,
     pub workers: Vec<WorkerFds>,
@@ -154,9 +161,13 @@ impl State {
             set_cloexec(fd, true).with_context(|| format!("handed-over fd {fd}"))?;
             Ok(OwnedFd::from_raw_fd(fd))
         };
-        let mut listeners = Vec::new();
+        let (mut listeners, mut on_demand) = (Vec::new(), Vec::new());
         for l in &self.listeners {
-            listeners.push(Listener::adopt(own(l.fd)?, l.name.clone(), l.owned_path.clone())?);
+            let listener = Listener::adopt(own(l.fd)?, l.name.clone(), l.owned_path.clone())?;
+            match &l.bound_for {
+                Some(target) => on_demand.push((target.clone(), listener)),
+                None => listeners.push(listener),
+            }
         }
         let mut workers = Vec::new();
         for w in &self.workers {
@@ -170,6 +181,7 @@ impl State {
         let _ = set_cloexec(self.exe_fd, true);
         Ok(Inherited {
             listeners,
+            on_demand,
             control: own(self.control_fd)?,
             guardian: own(self.guardian_fd)?,
             workers,

@@ -33,7 +33,7 @@ pub struct Query {
 }
 
 /// Where the app wants to listen.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     /// `listen(port[, host])`: `host` is `None` when the app gave none (Node
     /// then binds every address, `::` with IPv4 mapped).

@@ -153,6 +153,7 @@ pub async fn resume(
     let mut sup =
         Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    sup.on_demand.sockets = fds.on_demand;
     sup.subscribers.adopt(fds.subscribers);
     let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
     if let Some(conn) = fds.reply {

@@ -30,7 +30,14 @@ impl Supervisor {
             listeners: self
                 .listeners
                 .iter()
-                .map(|l| ListenerSnapshot { fd: l.raw_fd(), name: l.name.clone(), owned_path: l.owned_path.clone() })
+                .map(|l| (l, None))
+                .chain(self.on_demand.sockets.iter().map(|(t, l)| (l, Some(t.clone()))))
+                .map(|(l, bound_for)| ListenerSnapshot {
+                    fd: l.raw_fd(),
+                    name: l.name.clone(),
+                    owned_path: l.owned_path.clone(),
+                    bound_for,
+                })
                 .collect(),
             control_fd: self.control.raw_fd(),
             guardian_pid: self.guardian.pid().as_raw(),

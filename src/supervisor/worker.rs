@@ -125,7 +125,6 @@ impl Worker {
     /// Why it is not ready yet, as far as the primary can tell, and what
     /// would help: for the log while it waits and for the failure message.
     pub fn diagnosis(&self) -> String {
-        let ipc_fd = 3 + self.settings.listen.len();
         match (&self.node, self.settings.ready) {
             (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet \
                 (a listen with `exclusive: true` binds by itself and bypasses hotswap: drop that option)"
@@ -135,7 +134,7 @@ impl Worker {
                 app? otherwise use --ready ipc, delay:DUR or none)"
                 .to_string(),
             (None, _) if !self.spoke => format!(
-                "it said nothing on its IPC channel (fd {ipc_fd}, HOTSWAP_IPC_FD): a worker says \
+                "it said nothing on its IPC channel (the fd in HOTSWAP_IPC_FD): a worker says \
                  {{\"type\":\"listening\"}} there when it serves; for an app that cannot, use --ready notify \
                  (systemd-style apps), --ready delay:DUR or --ready none"
             ),

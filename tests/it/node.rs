@@ -374,3 +374,23 @@ fn a_listen_that_cannot_be_served_is_an_error_in_the_app_and_a_line_naming_the_a
     assert!(log.contains(&format!("cannot listen on :{port}")), "{log}");
     assert!(log.contains("EADDRINUSE"), "the app's own error says why: {log}");
 }
+
+#[test]
+fn a_socket_bound_on_demand_survives_a_self_upgrade() {
+    let _alone = exclusive();
+    let port = free_port();
+    let p = node(Primary::bare(app("cluster-cjs.js")).env("PORT", port.to_string())).start();
+    let target = Target::Tcp(format!("127.0.0.1:{port}"));
+    let load = Load::start(target.clone(), 2, 1);
+    load.wait_for_requests(50);
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{out:?}");
+    let listeners = p.status()["listeners"].to_string();
+    assert!(listeners.contains(&format!("(bound on demand for a listen on :{port})")), "kept: {listeners}");
+    // The next generation gets the very socket (binding it again would fail:
+    // the workers hold it).
+    let reloaded = p.reload();
+    assert!(reloaded.contains("generation 2 serves"), "{reloaded}");
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load across an upgrade and a reload");
+}
