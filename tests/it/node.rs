@@ -347,6 +347,37 @@ fn a_listen_on_localhost_gets_the_matching_listen_entry() {
     assert!(!p.status()["listeners"].to_string().contains("on demand"), "no socket of its own was bound");
 }
 
+/// `exclusive: true` is Node's "not shared": each worker binds a socket of
+/// its own, so hotswap hands nothing and binds nothing for it, while the
+/// app's shared server still gets the `--listen` socket.
+#[test]
+fn an_exclusive_listen_is_the_apps_own_socket_and_not_shared() {
+    let p = node(Primary::builder(app("listen-variants.js")).env("APP_LISTEN", "exclusive")).start();
+    let target = Target::Tcp(p.addr());
+    let mut own = std::collections::HashMap::new();
+    for _ in 0..40 {
+        let a = get(&target, "/").unwrap();
+        let port: u16 = a
+            .body
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("own="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no own= in {:?}", a.body));
+        own.insert(pid_of(&a.body), port);
+    }
+    let pids: HashSet<i32> = p.worker_pids().into_iter().collect();
+    assert_eq!(own.len(), 2, "both workers answered on the shared socket: {own:?}");
+    let ports: HashSet<u16> = own.values().copied().collect();
+    assert_eq!(ports.len(), 2, "each worker has a port of its own: {own:?}");
+    for (pid, port) in &own {
+        assert!(pids.contains(pid), "{pid} is a worker: {pids:?}");
+        let a = get(&Target::Tcp(format!("127.0.0.1:{port}")), "/").unwrap();
+        assert_eq!(pid_of(&a.body), *pid, "port {port} is worker {pid}'s own socket");
+    }
+    let listeners = p.status()["listeners"].to_string();
+    assert!(!listeners.contains("on demand"), "nothing was bound for the exclusive listen: {listeners}");
+}
+
 #[test]
 fn an_ipv6_listen_is_bound_on_demand() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
