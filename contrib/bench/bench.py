@@ -19,6 +19,12 @@ Tunables (environment): BENCH_DURATION (10 s per wrk run), BENCH_FAIR_DURATION
 (5), BENCH_TS_DURATION (8), BENCH_RELOAD_EVERY (2), BENCH_THREADS (2),
 BENCH_CONNECTIONS (50), BENCH_WORKERS (2), BENCH_STARTUP_MS (300),
 BENCH_ONLY (comma-separated contender keys, for debugging).
+
+A second part runs one unchanged Node.js cluster app (apps/cluster-app.js, the
+app of the clustering guides: no fd 3, no process.send, no signal handler)
+under hotswap (cluster emulation), Node's cluster module (RR and NONE) and
+PM2 (`pm2 start app.js -i 2`, PM2's defaults), steady and, for hotswap and
+PM2, with a reload every 2 s. Its contender keys start with `u-`.
 """
 import datetime
 import http.client
@@ -185,7 +191,7 @@ class Interference:
 
 
 QUIET_SHARE = float(os.environ.get("BENCH_QUIET_SHARE", 0.10))
-BUDGET = float(os.environ.get("BENCH_BUDGET", 450))  # seconds the driver aims to stay within
+BUDGET = float(os.environ.get("BENCH_BUDGET", 650))  # seconds the driver aims to stay within
 T_DRIVER = time.time()
 WAITED = [0.0]
 
@@ -252,12 +258,12 @@ def spawn(argv, logname, env=None):
     return p
 
 
-def count_listening(paths):
+def count_listening(paths, marker="listening on fd 3"):
     n = 0
     for path in paths:
         try:
             with open(path, errors="replace") as f:
-                n += f.read().count("listening on fd 3")
+                n += f.read().count(marker)
         except OSError:
             pass
     return n
@@ -267,6 +273,8 @@ def count_listening(paths):
 
 class Contender:
     key = name = ""
+    suite = "adapted"  # "adapted": worker.js through adapters; "unchanged": apps/cluster-app.js as it is
+    listening_marker = "listening on fd 3"
     can_reload = False
     fairness = False
     timeseries = False
@@ -281,7 +289,7 @@ class Contender:
 
     def wait_ready(self):
         wait_until(lambda: http_ok(self.port), 20, f"{self.name} to answer HTTP")
-        wait_until(lambda: count_listening(self.logpaths()) >= WORKERS, 20,
+        wait_until(lambda: count_listening(self.logpaths(), self.listening_marker) >= WORKERS, 20,
                    f"{self.name}: {WORKERS} workers listening")
         time.sleep(0.3)
 
@@ -449,6 +457,62 @@ class ServerStarter(Contender):
             time.sleep(0.005)
         t1 = time.time()
         return dict(start=t0, end=t1, ms=(t1 - t0) * 1000, ok=ok)
+
+
+# ------------------------------------------------------- the unchanged cluster app
+# The same file, apps/cluster-app.js, with no line changed and no adapter,
+# under each supervisor that can run a Node cluster app as it is.
+
+CLUSTER_APP = os.path.join(HERE, "apps", "cluster-app.js")
+UNCHANGED_MARKER = "listening on "
+
+
+class UnchangedHotswap(Hotswap):
+    key, name = "u-hotswap", "hotswap"
+    suite, listening_marker = "unchanged", UNCHANGED_MARKER
+    fairness = timeseries = False
+
+    def start(self):
+        env = dict(BASE_ENV, PORT=str(self.port))
+        self.proc = spawn([HOTSWAP, "run", "-l", f"{HOST}:{self.port}", "-w", str(WORKERS),
+                           "--control", self.control, "--", "node", CLUSTER_APP], f"{self.key}.log", env)
+
+
+class UnchangedCluster(Contender):
+    suite, listening_marker = "unchanged", UNCHANGED_MARKER
+    supervisor_label = "node cluster primary"
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        self.key = f"u-cluster-{policy}"
+        self.name = "Node cluster " + ("SCHED_RR" if policy == "rr" else "SCHED_NONE")
+
+    def start(self):
+        env = dict(BASE_ENV, PORT=str(self.port), WORKERS=str(WORKERS), NODE_CLUSTER_SCHED_POLICY=self.policy)
+        self.proc = spawn(["node", CLUSTER_APP], f"{self.key}.log", env)
+
+
+class UnchangedPm2(Pm2):
+    """`pm2 start cluster-app.js -i N`: PM2's defaults, as a user who adds no
+    ecosystem file gets them (SIGINT, then SIGKILL after 1.6 s)."""
+    key, name = "u-pm2", "PM2 cluster mode"
+    suite, listening_marker = "unchanged", UNCHANGED_MARKER
+    timeseries = False
+
+    def env(self):
+        return dict(BASE_ENV, PORT=str(self.port))
+
+    def start(self):
+        os.makedirs(PM2_HOME, exist_ok=True)
+        with open(os.path.join(PM2_HOME, "touch"), "w") as f:
+            f.write(str(int(time.time() * 1000)))
+        rc, out, _, _ = run_cmd([PM2, "start", CLUSTER_APP, "-i", str(WORKERS), "--name", "bench"],
+                                timeout=60, env=self.env())
+        with open(os.path.join(OUT, "u-pm2-start.log"), "w") as f:
+            f.write(out)
+        if rc != 0:
+            raise RuntimeError(f"pm2 start failed ({rc}): {out[-500:]}")
 
 
 # --------------------------------------------------------------------------- load
@@ -802,6 +866,7 @@ def aggregate(runs):
 
 def bench(contender, steady=None, started=False):
     res = dict(key=contender.key, name=contender.name, supervisor_label=contender.supervisor_label,
+               suite=contender.suite,
                steady={}, reload={}, fairness={}, timeseries={}, idle_reloads=[])
     if not started:
         log(f"{contender.name}: starting on {HOST}:{contender.port}")
@@ -845,7 +910,7 @@ def bench(contender, steady=None, started=False):
                                            for n, m in res["supervisor_mem"].items()))
     contender.stop()
     if isinstance(contender, Hotswap):
-        res["hotswap_log_reloads"] = parse_hotswap_log(os.path.join(OUT, "hotswap.log"))
+        res["hotswap_log_reloads"] = parse_hotswap_log(contender.logpaths()[0])
     return res
 
 
@@ -863,13 +928,14 @@ def main():
     facts = machine_facts()
     log(f"run id {RUN_ID}; tmp {TMP}; {facts['cores']} cores, kernel {facts['kernel']}, node {facts['node']}")
     contenders = [Baseline(), Hotswap(), Cluster("rr"), Cluster("none"), Pm2()]
+    contenders += [UnchangedHotswap(), UnchangedCluster("rr"), UnchangedCluster("none"), UnchangedPm2()]
     skipped = {}
     if shutil.which("start_server"):
         contenders.append(ServerStarter())
     else:
         skipped["server-starter"] = "start_server not installed (libserver-starter-perl)"
     if not os.path.exists(PM2):
-        contenders = [c for c in contenders if c.key != "pm2"]
+        contenders = [c for c in contenders if c.key not in ("pm2", "u-pm2")]
         skipped["pm2"] = "pm2 not installed under contrib/bench/node_modules"
     if ONLY:
         contenders = [c for c in contenders if c.key in ONLY]

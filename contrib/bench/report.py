@@ -67,6 +67,8 @@ def ratio(x, base):
 
 def render_md(res):
     facts, cfg = res["facts"], res["config"]
+    unchanged = [c for c in res["contenders"] if c.get("suite") == "unchanged"]
+    res = dict(res, contenders=[c for c in res["contenders"] if c.get("suite") != "unchanged"])
     by = {c["key"]: c for c in res["contenders"]}
     base = by.get("baseline")
     startup2 = 2 * cfg["startup_ms"] if cfg["workers"] == 2 else cfg["workers"] * cfg["startup_ms"]
@@ -146,6 +148,9 @@ def render_md(res):
                                              for mode, rounds in res["paired"].items()) if res.get("paired") else "")
           + ".")
         w("")
+
+    if unchanged:
+        render_unchanged(w, unchanged, cfg)
 
     # ---------------------------------------------------------------- throughput tables
     for mode, title in (("keepalive", "Keep-alive (wrk -t2 -c50)"),
@@ -385,6 +390,45 @@ def render_md(res):
     w("* Server::Starter supervises one process: here `launcher.py`, which runs the 2 workers on the inherited "
       "socket; start_server sends it TERM one `--interval` (1 s, the default and the minimum) after the HUP.")
     return "\n".join(L) + "\n"
+
+
+def render_unchanged(w, cs, cfg):
+    """The second part: one unchanged cluster app under each supervisor."""
+    w("## One unchanged Node.js cluster app under each supervisor")
+    w("")
+    w("`contrib/bench/apps/cluster-app.js`, the app of the Node.js clustering guides "
+      "(`if (cluster.isPrimary) fork(); else http.createServer(h).listen(PORT)`), with no line changed and no adapter: "
+      "no fd 3, no `process.send`, no signal handler. Started as `hotswap run -l 127.0.0.1:PORT -w 2 -- node "
+      "cluster-app.js` (its workers are cluster workers; hotswap answers their `listen` with its own socket), "
+      "`node cluster-app.js` with `NODE_CLUSTER_SCHED_POLICY=rr` or `none` and `WORKERS=2`, and `pm2 start "
+      "cluster-app.js -i 2` (PM2's defaults, as a user without an ecosystem file gets them). Same wrk runs as above; "
+      "reload runs: `hotswap reload` or `pm2 reload bench` every "
+      f"{cfg['reload_every']:.0f} s. Node's cluster module has no rolling reload.")
+    w("")
+    w("| supervisor | keep-alive req/s | p99 ms | new conn. req/s | p99 ms | keep-alive, reload every 2 s: req/s "
+      "(failed requests) | new conn., reload every 2 s: req/s (failed requests) | reloads (failed) | time per reload "
+      "(median) | supervisor peak RSS |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cs:
+        ka, cl = c["steady"]["keepalive"], c["steady"]["close"]
+
+        def rl(mode):
+            r = c["reload"].get(mode)
+            return "-" if not r else f"{fmt_int(r['rps'])} ({failed_detail(r)})"
+        reloads = [x for r in c["reload"].values() for x in r["reloads"] + r.get("discarded_attempts_reloads", [])]
+        bad = sum(1 for x in reloads if not x["ok"])
+        took = f"{med([x['ms'] for x in reloads]):.0f} ms" if reloads else "-"
+        hwm = c["supervisor_mem"].get(c["supervisor_label"], {}).get("VmHWM")
+        w(f"| {c['name']} | {fmt_int(ka['rps'])} | {ms(ka['latency_us']['p99'])} | {fmt_int(cl['rps'])} | "
+          f"{ms(cl['latency_us']['p99'])} | {rl('keepalive')} | {rl('close')} | "
+          f"{f'{len(reloads)} ({bad})' if reloads else '-'} | "
+          f"{took} | "
+          f"{'n/a' if hwm is None else f'{hwm / 1024:.1f} MB'} |")
+    w("")
+    w("Steady failed requests: " + ", ".join(
+        f"{c['name']} {sum(r['failed'] + r.get('discarded_attempts_failed', 0) for r in c['steady'].values())}"
+        for c in cs) + ".")
+    w("")
 
 
 # ---------------------------------------------------------------------- SVG
