@@ -432,12 +432,14 @@ pub fn runs_node(settings: &Settings, env: &[(OsString, OsString)]) -> bool {
 /// The primary's environment as a worker should see it: without the
 /// variables that describe the primary's own sockets and channel, which
 /// would mislead the worker (a stale `LISTEN_PIDFDID` makes libsystemd reject
-/// the fds; `NODE_UNIQUE_ID` makes Node think it is a cluster worker).
+/// the fds; `NODE_UNIQUE_ID` makes Node think it is a cluster worker). Only
+/// systemd's own `LISTEN_*` names go: an app's `LISTEN_MODE` or
+/// `LISTEN_ADDR` is the app's business.
 pub fn base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
         .filter(|(k, _)| {
             let k = k.to_string_lossy();
-            !(k.starts_with("LISTEN_")
+            !(matches!(&*k, "LISTEN_FDS" | "LISTEN_PID" | "LISTEN_FDNAMES" | "LISTEN_PIDFDID")
                 || k == "NOTIFY_SOCKET"
                 || k.starts_with("WATCHDOG_")
                 || k.starts_with("NODE_CHANNEL_")

@@ -26,6 +26,8 @@ fn worker_gets_exactly_its_fds_and_environment() {
         .env("WATCHDOG_USEC", "100")
         .env("NODE_UNIQUE_ID", "3")
         .env("PROBE_PASSTHROUGH", "kept")
+        // An app's own LISTEN_ variable is not systemd's.
+        .env("LISTEN_MODE", "app's own")
         .start();
     let ids = p.worker_ids();
     assert_eq!(ids, [1, 2]);
@@ -45,6 +47,7 @@ fn worker_gets_exactly_its_fds_and_environment() {
         assert_eq!(env["HOTSWAP_GENERATION"], "1");
         assert_eq!(env["HOTSWAP_CONTROL"], json!(p.control.display().to_string()));
         assert_eq!(env["PROBE_PASSTHROUGH"], "kept");
+        assert_eq!(env["LISTEN_MODE"], "app's own");
         for leaked in ["LISTEN_PIDFDID", "NOTIFY_SOCKET", "WATCHDOG_USEC", "NODE_UNIQUE_ID"] {
             assert_eq!(env[leaked], Value::Null, "{leaked} leaked into the worker");
         }
