@@ -106,6 +106,7 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
             path.display()
         )
     })?;
+    check_server(&stream, path)?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     // A refusal may come before the request is read; it is still answered.
@@ -128,5 +129,33 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
     if let (Some(e), false) = (write_error, answered) {
         bail!("writing to {}: {e}", path.display());
     }
+    Ok(())
+}
+
+/// Refuses a server that runs as another user (root excepted): in a
+/// directory another user could write, that user may have put their own
+/// socket where the primary's should be, and would answer `stop` with
+/// `stopped` while the real primary runs on.
+#[cfg(target_os = "linux")]
+fn check_server(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<()> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let me = nix::unistd::geteuid().as_raw();
+    let peer = getsockopt(stream, PeerCredentials)
+        .map_err(|e| anyhow::anyhow!("reading the credentials of the server at {}: {e}", path.display()))?;
+    if peer.uid() != me && peer.uid() != 0 {
+        bail!(
+            "refusing the server at {}: it runs as uid {} (pid {}), not as this user (uid {me}) or root; another \
+             user may have put it there: check that path's directory, or pass --control with the right path",
+            path.display(),
+            peer.uid(),
+            peer.pid()
+        );
+    }
+    Ok(())
+}
+
+/// Elsewhere the directory's own checks (the primary's side) stand alone.
+#[cfg(not(target_os = "linux"))]
+fn check_server(_stream: &std::os::unix::net::UnixStream, _path: &Path) -> Result<()> {
     Ok(())
 }
