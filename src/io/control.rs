@@ -44,7 +44,8 @@ impl Server {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        crate::sys::private_dir::ensure(dir, "control socket directory")?;
+        use crate::sys::private_dir;
+        private_dir::ensure(dir, "control socket directory", private_dir::CONTROL_REMEDY)?;
         crate::sys::listeners::remove_stale_unix_socket(path).map_err(|e| {
             if format!("{e}").contains("in use") {
                 anyhow::anyhow!(

@@ -425,7 +425,8 @@ mod tests {
     #[test]
     fn values_that_cannot_work_are_refused_naming_the_option() {
         let resolve = |toml: &str| {
-            Settings::resolve(Options::from_toml(&format!("command = [\"a\"]\n{toml}")).unwrap()).map_err(|e| e.to_string())
+            Settings::resolve(Options::from_toml(&format!("command = [\"a\"]\n{toml}")).unwrap())
+                .map_err(|e| e.to_string())
         };
         let err = resolve("ready-timeout = 0").unwrap_err();
         assert!(err.contains("--ready-timeout") && err.contains("more than 0"), "{err}");

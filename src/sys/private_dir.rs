@@ -30,25 +30,31 @@ const OWNER_FILE: &str = "primary";
 /// to a primary that is just starting; older, it is a leftover.
 const CREATION_GRACE: Duration = Duration::from_secs(60);
 
+/// What to do about an unsafe control socket directory.
+pub const CONTROL_REMEDY: &str =
+    "remove it, or choose another place with --control PATH (or HOTSWAP_CONTROL, or XDG_RUNTIME_DIR)";
+/// What to do about an unsafe place for runtime directories.
+const RUNTIME_REMEDY: &str = "set XDG_RUNTIME_DIR (or TMPDIR) to a directory of your own";
+
 /// Creates `dir` (mode 0700) if it is missing, then checks that it is safe to
-/// hold a socket: see [`check`]. `what` names the directory in errors.
-pub fn ensure(dir: &Path, what: &str) -> Result<()> {
+/// hold a socket: see [`check`]. `what` names the directory in errors,
+/// `remedy` says what to do about an unsafe one.
+pub fn ensure(dir: &Path, what: &str, remedy: &str) -> Result<()> {
     match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
         Ok(()) => {}
         // Created by someone else in the meantime, or a file: `check` says which.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating {what} {}", dir.display())),
     }
-    check(dir, what)
+    check(dir, what, remedy)
 }
 
 /// Fails, saying what to do, unless `dir` is a real directory (not a
 /// symlink) owned by this user or root that no other user can write (a
 /// sticky directory, like `/tmp`, excepted).
-pub fn check(dir: &Path, what: &str) -> Result<()> {
+pub fn check(dir: &Path, what: &str, remedy: &str) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("checking {what} {}", dir.display()))?;
-    let remedy = "remove it, or choose another place with --control PATH (or HOTSWAP_CONTROL, or XDG_RUNTIME_DIR)";
     if meta.file_type().is_symlink() {
         bail!("{what} {} is a symbolic link; refusing to use it: {remedy}", dir.display());
     }
@@ -84,8 +90,11 @@ pub fn runtime_base() -> PathBuf {
 }
 
 /// Creates this primary's runtime directory in `base`: an unpredictable name,
-/// mode 0700, with this process's pid recorded inside.
+/// mode 0700, with this process's pid recorded inside. `base` itself must be
+/// safe (see [`check`]): in a directory others may write, they could rename
+/// ours away and put theirs in its place.
 pub fn create_runtime(base: &Path) -> Result<PathBuf> {
+    check(base, "the place for runtime directories", RUNTIME_REMEDY)?;
     let template = base.join(format!("{RUNTIME_PREFIX}XXXXXX"));
     let dir = nix::unistd::mkdtemp(&template)
         .with_context(|| format!("creating a runtime directory in {}", base.display()))?;
@@ -101,7 +110,7 @@ pub fn create_runtime(base: &Path) -> Result<PathBuf> {
 /// Checks a runtime directory handed over by the previous image of this
 /// primary (self-upgrade): still ours, still private.
 pub fn check_runtime(dir: &Path) -> Result<()> {
-    check(dir, "runtime directory")?;
+    check(dir, "runtime directory", RUNTIME_REMEDY)?;
     let meta = std::fs::symlink_metadata(dir)?;
     if meta.uid() != nix::unistd::geteuid().as_raw() {
         bail!("runtime directory {} does not belong to this user", dir.display());
@@ -190,15 +199,18 @@ mod tests {
         let open = base.join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = format!("{:#}", ensure(&open, "control socket directory").unwrap_err());
+        let err = format!("{:#}", ensure(&open, "control socket directory", CONTROL_REMEDY).unwrap_err());
         assert!(err.contains("writable by other users (mode 0777)") && err.contains("--control"), "{err}");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        check(&open, "x").expect("a sticky directory is fine");
+        check(&open, "x", "").expect("a sticky directory is fine");
         let link = base.join("link");
         std::os::unix::fs::symlink(&open, &link).unwrap();
-        assert!(format!("{:#}", check(&link, "x").unwrap_err()).contains("symbolic link"));
+        assert!(format!("{:#}", check(&link, "x", "").unwrap_err()).contains("symbolic link"));
         let fresh = base.join("a/b");
-        ensure(&fresh, "x").unwrap();
+        ensure(&fresh, "x", "").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let open_base = format!("{:#}", create_runtime(&open).unwrap_err());
+        assert!(open_base.contains("writable by other users") && open_base.contains("XDG_RUNTIME_DIR"), "{open_base}");
         assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
         let _ = std::fs::remove_dir_all(&base);
     }
