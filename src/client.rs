@@ -135,14 +135,17 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
 /// Refuses a server that runs as another user (root excepted): in a
 /// directory another user could write, that user may have put their own
 /// socket where the primary's should be, and would answer `stop` with
-/// `stopped` while the real primary runs on.
+/// `stopped` while the real primary runs on. Root also accepts the user who
+/// decides what is at that path (a primary of a unit's `User=` in its
+/// `RuntimeDirectory=`), so `sudo hotswap reload --control ...` works.
 #[cfg(target_os = "linux")]
 fn check_server(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<()> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     let me = nix::unistd::geteuid().as_raw();
     let peer = getsockopt(stream, PeerCredentials)
         .map_err(|e| anyhow::anyhow!("reading the credentials of the server at {}: {e}", path.display()))?;
-    if peer.uid() != me && peer.uid() != 0 {
+    let expected = peer.uid() == me || peer.uid() == 0 || (me == 0 && path_authority(path) == Some(peer.uid()));
+    if !expected {
         bail!(
             "refusing the server at {}: it runs as uid {} (pid {}), not as this user (uid {me}) or root; another \
              user may have put it there: check that path's directory, or pass --control with the right path",
@@ -152,6 +155,21 @@ fn check_server(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<
         );
     }
     Ok(())
+}
+
+/// The one user (besides root) who decides what socket is at `path`: the
+/// owner of its directory, or in a sticky directory (`/tmp`) the owner of
+/// the socket file; none when others may write the directory.
+#[cfg(target_os = "linux")]
+fn path_authority(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    match (meta.mode() & 0o022 != 0, meta.mode() & 0o1000 != 0) {
+        (false, _) => Some(meta.uid()),
+        (true, true) => std::fs::symlink_metadata(path).ok().map(|m| m.uid()),
+        (true, false) => None,
+    }
 }
 
 /// Elsewhere the directory's own checks (the primary's side) stand alone.

@@ -160,7 +160,15 @@ pub async fn resume(
     let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
     // The previous image's directory: workers' NOTIFY_SOCKETs point into it.
     let runtime_dir = match &state.runtime_dir {
-        Some(dir) => private_dir::check_runtime(dir).map(|()| dir.clone()),
+        Some(dir) => match private_dir::check_runtime(dir) {
+            Ok(()) => Ok(dir.clone()),
+            // Gone (a temp cleaner) or tampered with: a new one serves the
+            // next workers; running ones keep what they have.
+            Err(e) => {
+                tracing::warn!("{e:#}; using a new runtime directory");
+                private_dir::create_runtime(&private_dir::runtime_base())
+            }
+        },
         // From an image that used TMPDIR/hotswap-PID: keep it when it is ours.
         None => {
             let legacy = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));

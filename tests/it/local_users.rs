@@ -161,6 +161,9 @@ while True:
     let meta = std::fs::symlink_metadata(&default_dir).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (victim, 0o700));
     assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o600);
+    // Root may control it too (the primary's directory says whose it is).
+    let out = Command::new(&hotswap).args(["status", "--control"]).arg(&sock).output().unwrap();
+    assert!(out.status.success(), "root's `hotswap status`: {}", text(&out));
     let out = as_user(victim, &hotswap, &["stop"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let mut primary = primary;
