@@ -134,12 +134,15 @@ while True:
     c.close()
 "#;
     let sock = default_dir.join("hotswap.sock");
-    let mut fake = as_user(NOBODY, Path::new("/usr/bin/python3"), &["-c", fake])
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on drop, so that a failed assertion leaves no server behind.
+    let fake = KillOnDrop(
+        as_user(NOBODY, Path::new("/usr/bin/python3"), &["-c", fake])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(Duration::from_secs(10), "the fake primary's socket", || sock.exists());
     for cmd in ["stop", "reload", "status", "upgrade"] {
         let (code, out) = finish_within(as_user(victim, &hotswap, &[cmd]).spawn().unwrap(), Duration::from_secs(10));
@@ -148,8 +151,7 @@ while True:
         assert!(said.contains("refusing the server") && said.contains(&format!("uid {NOBODY}")), "{cmd}: {said}");
         assert!(!said.contains("stopped"), "{cmd}: {said}");
     }
-    let _ = fake.kill();
-    let _ = fake.wait();
+    drop(fake);
 
     // Without the hostile directory the victim's primary makes its own,
     // private, and answers its user.
