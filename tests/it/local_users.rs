@@ -200,14 +200,15 @@ fn a_pre_created_runtime_directory_neither_stops_the_primary_nor_sees_anything()
     // nobody creates what used to be the primary's runtime directory,
     // TMPDIR/hotswap-PID (the pid is the wrapper's, which execs hotswap), and
     // keeps a file of its own in it, as a live directory of a user whose uid
-    // equals that pid would.
+    // equals that pid would. (One of that name left by an earlier primary,
+    // killed before it could remove it, goes first.)
     let bin = TempDir::new("wrap");
     let wrapper = bin.path("hotswap");
     let tmp = std::env::temp_dir();
     script(
         &wrapper,
         &format!(
-            "d={tmp}/hotswap-$$\nsetpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups sh -c 'mkdir -m 0777 \"$1\" && echo mine > \"$1/keep\"' sh \"$d\" || exit 99\nexec {HOTSWAP} \"$@\"",
+            "d={tmp}/hotswap-$$\nrm -rf \"$d\"\nsetpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups sh -c 'mkdir -m 0777 \"$1\" && echo mine > \"$1/keep\"' sh \"$d\" || exit 99\nexec {HOTSWAP} \"$@\"",
             tmp = tmp.display()
         ),
     );
