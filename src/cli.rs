@@ -16,7 +16,9 @@ Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in pla
 Environment: HOTSWAP_CONTROL (control socket path), HOTSWAP_CONFIG (config file), HOTSWAP_LOG (log level, e.g. debug). \
 Under systemd: NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID (socket activation).
 
-Exit status: 0 on a graceful stop or success; 1 on failure (a failed reload, no primary to talk to, a first generation that cannot start); 2 on a usage or config error.
+Exit status: 0 on a graceful stop or success; 1 on failure (a failed reload, no primary to talk to, a first generation that cannot start, an unsafe control socket directory); 2 on a usage or config error (including nothing to listen on and --ready-timeout 0).
+
+Access: only the primary's own user and root can control it (the primary checks its clients' credentials, and clients check the primary's); the control socket's directory must belong to that user or root and be writable by no one else. Workers get HOTSWAP_CONTROL, so a worker can reload, stop or upgrade its primary.
 
 Workers get their sockets at fd 3.. (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), an IPC channel (HOTSWAP_IPC_FD, NODE_CHANNEL_FD), HOTSWAP_WORKER_ID and HOTSWAP_GENERATION; \
 the protocol is in docs/protocol.md.";

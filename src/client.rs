@@ -106,6 +106,7 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
             path.display()
         )
     })?;
+    check_server(&stream, path)?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     // A refusal may come before the request is read; it is still answered.
@@ -128,5 +129,51 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
     if let (Some(e), false) = (write_error, answered) {
         bail!("writing to {}: {e}", path.display());
     }
+    Ok(())
+}
+
+/// Refuses a server that runs as another user (root excepted): in a
+/// directory another user could write, that user may have put their own
+/// socket where the primary's should be, and would answer `stop` with
+/// `stopped` while the real primary runs on. Root also accepts the user who
+/// decides what is at that path (a primary of a unit's `User=` in its
+/// `RuntimeDirectory=`), so `sudo hotswap reload --control ...` works.
+#[cfg(target_os = "linux")]
+fn check_server(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<()> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let me = nix::unistd::geteuid().as_raw();
+    let peer = getsockopt(stream, PeerCredentials)
+        .map_err(|e| anyhow::anyhow!("reading the credentials of the server at {}: {e}", path.display()))?;
+    let expected = peer.uid() == me || peer.uid() == 0 || (me == 0 && path_authority(path) == Some(peer.uid()));
+    if !expected {
+        bail!(
+            "refusing the server at {}: it runs as uid {} (pid {}), not as this user (uid {me}) or root; another \
+             user may have put it there: check that path's directory, or pass --control with the right path",
+            path.display(),
+            peer.uid(),
+            peer.pid()
+        );
+    }
+    Ok(())
+}
+
+/// The one user (besides root) who decides what socket is at `path`: the
+/// owner of its directory, or in a sticky directory (`/tmp`) the owner of
+/// the socket file; none when others may write the directory.
+#[cfg(target_os = "linux")]
+fn path_authority(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    match (meta.mode() & 0o022 != 0, meta.mode() & 0o1000 != 0) {
+        (false, _) => Some(meta.uid()),
+        (true, true) => std::fs::symlink_metadata(path).ok().map(|m| m.uid()),
+        (true, false) => None,
+    }
+}
+
+/// Elsewhere the directory's own checks (the primary's side) stand alone.
+#[cfg(not(target_os = "linux"))]
+fn check_server(_stream: &std::os::unix::net::UnixStream, _path: &Path) -> Result<()> {
     Ok(())
 }

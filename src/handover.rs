@@ -81,6 +81,10 @@ pub struct State {
     /// `hotswap events` clients, which go on streaming from the next image.
     #[serde(default, alias = "watcher_fds")]
     pub subscriber_fds: Vec<RawFd>,
+    /// The primary's runtime directory (workers' notify sockets point into
+    /// it); absent from images that used `TMPDIR/hotswap-PID`.
+    #[serde(default)]
+    pub runtime_dir: Option<PathBuf>,
     /// The old image's executable, to go back to.
     pub exe_fd: RawFd,
     pub exe: PathBuf,

@@ -15,7 +15,7 @@
 //!   line and the config file, resolved into [`options::Settings`].
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
 //!   binding listeners, fork and exec, the guardian process, `sd_notify`,
-//!   reaping.
+//!   reaping, directories no other user can write.
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker
 //!   output, file watching, the `--build` command.

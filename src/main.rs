@@ -82,7 +82,14 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
     let node = supervisor::runs_node(&settings, &env);
-    let listeners = listeners::open_all(&settings.listen, settings.backlog, node)?;
+    let listeners = match listeners::open_all(&settings.listen, settings.backlog, settings.socket_mode, node) {
+        Ok(l) => l,
+        Err(e) if e.is::<listeners::NothingToListenOn>() => {
+            eprintln!("hotswap: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e),
+    };
     let (code, why) = runtime()?.block_on(supervisor::run(flags, origin, settings, listeners, systemd))?;
     Ok(finish(code, why))
 }

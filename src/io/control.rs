@@ -36,14 +36,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `path` (mode 0600), refusing when another primary answers there.
+    /// Binds `path` (mode 0600), refusing when another primary answers there
+    /// or when the directory is not private (see [`crate::sys::private_dir`]).
     pub fn bind(path: &Path, events: mpsc::Sender<Event>) -> Result<Server> {
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-            }
-        }
+        // Whoever can write the directory can replace the socket.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        use crate::sys::private_dir;
+        private_dir::ensure(dir, "control socket directory", private_dir::CONTROL_REMEDY)?;
         crate::sys::listeners::remove_stale_unix_socket(path).map_err(|e| {
             if format!("{e}").contains("in use") {
                 anyhow::anyhow!(

@@ -24,7 +24,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 pub use crate::types::listen::ListenSpec;
-pub use parse::{parse_duration, parse_signal, parse_workers};
+pub use parse::{parse_duration, parse_signal, parse_socket_mode, parse_workers};
 pub use ready::ReadyMode;
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
@@ -122,6 +122,14 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<i32>,
 
+    /// File mode of the Unix sockets hotswap binds for `--listen unix:PATH`
+    /// (octal, as systemd's `SocketMode=`), whatever the umask; who may
+    /// connect is then up to this and the directory's permissions. In the
+    /// config file a string: `socket-mode = "0660"` [default: 0666].
+    #[arg(long, value_name = "MODE", value_parser = parse_socket_mode)]
+    #[serde(default, with = "parse::socket_mode", skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<u32>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -170,6 +178,9 @@ pub struct Settings {
     pub ready_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub backlog: i32,
+    /// Mode of the Unix sockets bound for `--listen unix:`.
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: u32,
     #[serde(with = "parse::display")]
     pub ready: ReadyMode,
     #[serde(with = "parse::signal_name")]
@@ -240,10 +251,20 @@ impl Settings {
         Ok(s)
     }
 
-    /// Fills in the defaults.
+    /// Fills in the defaults; refuses values that are well-formed but cannot
+    /// work.
     pub fn resolve(o: Options) -> Result<Settings> {
         if o.command.is_empty() {
             bail!("no worker command: give one after `--`, or `command` in a config file");
+        }
+        if o.ready_timeout == Some(Duration::ZERO) {
+            bail!(
+                "--ready-timeout (ready-timeout) must be more than 0: it is how long a new worker may take to get \
+                 ready (default 30s; for workers that say nothing, use --ready none or delay:DUR)"
+            );
+        }
+        for g in &o.watch_ignore {
+            globset::Glob::new(g).map_err(|e| anyhow::anyhow!("--watch-ignore (watch-ignore) {g:?}: {e}"))?;
         }
         Ok(Settings {
             listen: o.listen,
@@ -253,6 +274,7 @@ impl Settings {
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             backlog: o.backlog.unwrap_or(1024),
+            socket_mode: o.socket_mode.unwrap_or_else(default_socket_mode),
             ready: o.ready.unwrap_or(ReadyMode::Ipc),
             stop_signal: o.stop_signal.unwrap_or(Signal::SIGTERM),
             config: o.config,
@@ -276,6 +298,9 @@ impl Settings {
         if self.backlog != new.backlog {
             v.push("backlog");
         }
+        if self.socket_mode != new.socket_mode {
+            v.push("socket-mode");
+        }
         if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
         {
             v.push("watch");
@@ -289,6 +314,13 @@ impl Settings {
         Settings::resolve(Options { command: vec!["true".into()], workers: Some(1), ..Options::default() })
             .expect("resolves")
     }
+}
+
+/// Unix listening sockets are reachable by every local user unless
+/// `--socket-mode` says otherwise, as under systemd (`SocketMode=0666`) and
+/// as a TCP port on 127.0.0.1 is: the directory is where to restrict access.
+fn default_socket_mode() -> u32 {
+    0o666
 }
 
 /// The control socket's path when neither `--control` nor
@@ -384,8 +416,27 @@ mod tests {
 
     #[test]
     fn a_bare_number_in_the_file_is_seconds() {
-        let ok = Options::from_toml("ready-timeout = 7\nshutdown-timeout = \"2\"\n").unwrap();
+        let ok = Options::from_toml("ready-timeout = 7\nshutdown-timeout = \"2\"\nwatch-debounce = 0.25\n").unwrap();
         assert_eq!(ok.ready_timeout, Some(Duration::from_secs(7)));
         assert_eq!(ok.shutdown_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(ok.watch_debounce, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused_naming_the_option() {
+        let resolve = |toml: &str| {
+            Settings::resolve(Options::from_toml(&format!("command = [\"a\"]\n{toml}")).unwrap())
+                .map_err(|e| e.to_string())
+        };
+        let err = resolve("ready-timeout = 0").unwrap_err();
+        assert!(err.contains("--ready-timeout") && err.contains("more than 0"), "{err}");
+        let err = resolve("watch-ignore = [\"src/[\"]").unwrap_err();
+        assert!(err.contains("--watch-ignore") && err.contains("src/["), "{err}");
+        assert_eq!(resolve("").unwrap().socket_mode, 0o666);
+        assert_eq!(resolve("socket-mode = \"0660\"").unwrap().socket_mode, 0o660);
+        let err = Options::from_toml("socket-mode = 660").unwrap_err();
+        assert!(err.contains("socket-mode") && err.contains("\"0660\""), "{err}");
+        let err = Options::from_toml("socket-mode = \"0999\"").unwrap_err();
+        assert!(err.contains("socket-mode") && err.contains("octal"), "{err}");
     }
 }

@@ -7,11 +7,17 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Parses `500ms`, `10s`, `2m`, `1h 30m`; a bare number means seconds.
+/// Parses `500ms`, `10s`, `2m`, `1h 30m`; a bare number (`30`, `1.5`) means
+/// seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
+    }
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        if let Ok(secs) = s.parse::<f64>() {
+            return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
+        }
     }
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 10s, 2m)"))
 }
@@ -39,6 +45,15 @@ pub fn parse_workers(s: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses a Unix socket's file mode in octal: `0660`, `660`, `0o660`.
+pub fn parse_socket_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!("invalid socket mode {s:?}: octal permission bits, e.g. 0660 or 0600")),
+    }
+}
+
 /// How many CPUs this process may use.
 pub fn cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -50,6 +65,7 @@ pub fn cpus() -> u32 {
 enum Text {
     String(String),
     Number(u64),
+    Float(f64),
 }
 
 impl Text {
@@ -57,6 +73,7 @@ impl Text {
         match self {
             Text::String(s) => s,
             Text::Number(n) => n.to_string(),
+            Text::Float(f) => f.to_string(),
         }
     }
 }
@@ -101,6 +118,24 @@ pub mod duration {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         parse_duration(&Text::deserialize(d)?.into_string()).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Option<u32>` socket mode: a string of octal digits only (a TOML number
+/// would be read in decimal, or as `0o` octal: too easy to get wrong).
+pub mod socket_mode {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(m) => s.serialize_str(&format!("{m:04o}")),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Text::deserialize(d)? {
+            Text::String(m) => parse_socket_mode(&m).map(Some).map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom("give the mode as a string of octal digits, e.g. \"0660\"")),
+        }
     }
 }
 

@@ -41,6 +41,7 @@ use crate::io::output::Output;
 use crate::options::{Options, Settings};
 use crate::sys::guardian::Guardian;
 use crate::sys::listeners::Listener;
+use crate::sys::private_dir;
 use crate::sys::sd_notify::Systemd;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
 use crate::types::{unix_now, Event, Timer, WorkerId};
@@ -61,6 +62,8 @@ pub struct Supervisor {
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
+    /// Private (0700, unpredictable name): per-worker notify sockets and the
+    /// Node preload; handed over on self-upgrade.
     runtime_dir: PathBuf,
     /// The Node.js preload, written into the runtime directory.
     preload: PathBuf,
@@ -129,8 +132,13 @@ pub async fn run(
     crate::io::signals::start(tx.clone())?;
     let control = control::Server::bind(&settings.control_path, tx.clone())?;
     let guardian = Guardian::start()?;
-    let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx)?;
-    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    let base = private_dir::runtime_base();
+    for dir in private_dir::remove_stale(&base) {
+        tracing::info!("removed {}, left by a primary that no longer runs", dir.display());
+    }
+    let runtime_dir = private_dir::create_runtime(&base)?;
+    let _cleanup = RemoveDir(runtime_dir.clone());
+    let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
     sup.guardian.dismiss();
@@ -150,9 +158,38 @@ pub async fn resume(
     crate::io::signals::start(tx.clone())?;
     let control = control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
     let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
-    let mut sup =
-        Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
-    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    // The previous image's directory: workers' NOTIFY_SOCKETs point into it.
+    let runtime_dir = match &state.runtime_dir {
+        Some(dir) => match private_dir::check_runtime(dir) {
+            Ok(()) => Ok(dir.clone()),
+            // Gone (a temp cleaner) or tampered with: a new one serves the
+            // next workers; running ones keep what they have.
+            Err(e) => {
+                tracing::warn!("{e:#}; using a new runtime directory");
+                private_dir::create_runtime(&private_dir::runtime_base())
+            }
+        },
+        // From an image that used TMPDIR/hotswap-PID: keep it when it is ours.
+        None => {
+            let legacy = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
+            match private_dir::check_runtime(&legacy) {
+                Ok(()) => Ok(legacy),
+                Err(_) => private_dir::create_runtime(&private_dir::runtime_base()),
+            }
+        }
+    }?;
+    let _cleanup = RemoveDir(runtime_dir.clone());
+    let mut sup = Supervisor::new(
+        flags,
+        origin,
+        state.settings.clone(),
+        fds.listeners,
+        systemd,
+        control,
+        guardian,
+        tx,
+        runtime_dir,
+    )?;
     sup.on_demand.sockets = fds.on_demand;
     sup.subscribers.adopt(fds.subscribers);
     let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
@@ -183,6 +220,8 @@ pub async fn resume(
     result
 }
 
+/// Removes this primary's runtime directory when it exits (never on the
+/// exec of a self-upgrade, which runs no destructor).
 struct RemoveDir(PathBuf);
 
 impl Drop for RemoveDir {
@@ -202,10 +241,8 @@ impl Supervisor {
         control: control::Server,
         guardian: Guardian,
         events: mpsc::Sender<Event>,
+        runtime_dir: PathBuf,
     ) -> Result<Supervisor> {
-        // Per-worker notify sockets live here.
-        let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
-        std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
         let preload = runtime_dir.join("node-preload.js");
         std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
         Ok(Supervisor {

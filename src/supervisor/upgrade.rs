@@ -52,6 +52,7 @@ impl Supervisor {
             announced: self.announced,
             reply_fd,
             subscriber_fds: self.subscribers.fds(),
+            runtime_dir: Some(self.runtime_dir.clone()),
             exe_fd,
             exe: self.origin.exe.clone(),
             argv: self.origin.argv.clone(),

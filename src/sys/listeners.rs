@@ -31,7 +31,15 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Binds `spec`; a Unix socket file gets the umask's mode (as a program
+    /// that binds it itself would).
     pub fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener> {
+        Listener::bind_with_mode(spec, backlog, None)
+    }
+
+    /// Binds `spec`; a Unix socket file gets `unix_mode` when given. The
+    /// mode is set between bind and listen: no one connects before it holds.
+    pub fn bind_with_mode(spec: &ListenSpec, backlog: i32, unix_mode: Option<u32>) -> Result<Listener> {
         let name = spec.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_string());
         match &spec.addr {
             ListenAddr::Tcp(sa) => {
@@ -49,6 +57,13 @@ impl Listener {
                     .with_context(|| format!("creating a socket for unix:{}", path.display()))?;
                 let sa = SockAddr::unix(path).with_context(|| format!("unix socket path {}", path.display()))?;
                 socket.bind(&sa).with_context(|| format!("binding unix:{}", path.display()))?;
+                if let Some(mode) = unix_mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+                        let _ = std::fs::remove_file(path);
+                        return Err(e).with_context(|| format!("chmod {mode:04o} unix:{}", path.display()));
+                    }
+                }
                 socket.listen(backlog).with_context(|| format!("listening on unix:{}", path.display()))?;
                 Ok(Listener {
                     name,
@@ -112,19 +127,37 @@ impl Listener {
     }
 }
 
+/// No `--listen`, no socket from systemd, and workers that cannot bind
+/// through the primary: a usage error (exit code 2), not a failure.
+#[derive(Debug)]
+pub struct NothingToListenOn;
+
+impl std::fmt::Display for NothingToListenOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "nothing to listen on: give --listen ADDR (or `listen` in the config), or start under socket activation",
+        )
+    }
+}
+
+impl std::error::Error for NothingToListenOn {}
+
 /// Binds every spec, failing with the culprit's address; or, under socket
 /// activation, takes the inherited sockets: matched to the specs by name or
 /// address (a spec that matches none is bound), all of them when there are
 /// no specs.
 /// `none_needed`: the workers bind what they need through the primary
-/// (Node.js cluster workers), so no listener at all is fine.
-pub fn open_all(specs: &[ListenSpec], backlog: i32, none_needed: bool) -> Result<Vec<Listener>> {
+/// (Node.js cluster workers), so no listener at all is fine. `unix_mode`:
+/// the mode of the Unix socket files bound here (`--socket-mode`).
+/// No listener at all, when one is needed, is a [`NothingToListenOn`] error.
+pub fn open_all(specs: &[ListenSpec], backlog: i32, unix_mode: u32, none_needed: bool) -> Result<Vec<Listener>> {
     let inherited = systemd_sockets()?;
+    let bind = |s: &ListenSpec| Listener::bind_with_mode(s, backlog, Some(unix_mode));
     if inherited.is_empty() {
         if specs.is_empty() && !none_needed {
-            bail!("nothing to listen on: give --listen ADDR (or `listen` in the config), or start under socket activation");
+            return Err(NothingToListenOn.into());
         }
-        return specs.iter().map(|s| Listener::bind(s, backlog)).collect();
+        return specs.iter().map(bind).collect();
     }
     let mut pool: Vec<Option<Listener>> = inherited.into_iter().map(Some).collect();
     if specs.is_empty() {
@@ -142,7 +175,7 @@ pub fn open_all(specs: &[ListenSpec], backlog: i32, none_needed: bool) -> Result
                 }
                 out.push(l)
             }
-            None => out.push(Listener::bind(spec, backlog)?),
+            None => out.push(bind(spec)?),
         }
     }
     for l in pool.into_iter().flatten() {

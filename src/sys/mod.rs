@@ -6,9 +6,12 @@
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
 //! - [`reap`]: collecting exited children by pid, and orphans.
+//! - [`private_dir`]: directories no other user can write (control socket,
+//!   runtime directory), and the cleanup of a killed primary's.
 
 pub mod guardian;
 pub mod listeners;
+pub mod private_dir;
 pub mod reap;
 pub mod sd_notify;
 pub mod spawn;

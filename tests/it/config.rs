@@ -90,6 +90,24 @@ fn config_errors_name_the_key_and_line_and_exit_2() {
 }
 
 #[test]
+fn a_bare_number_in_the_file_is_seconds() {
+    let dir = TempDir::new("cfg");
+    let cfg = dir.path("hotswap.toml");
+    // A worker that never says it is ready: the first generation fails once
+    // `ready-timeout = 1` (one second, not one millisecond or an error) ends.
+    std::fs::write(&cfg, "listen = [\"127.0.0.1:0\"]\nworkers = 1\nready-timeout = 1\ncommand = [\"sleep\", \"30\"]\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out =
+        Command::new(HOTSWAP).args(["run", "--config"]).arg(&cfg).arg("--control").arg(dir.path("c")).output().unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start") && err.contains("not ready"), "{err}");
+    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(10), "{took:?}: {err}");
+}
+
+#[test]
 fn committed_man_pages_are_up_to_date() {
     let dir = TempDir::new("man");
     let out = Command::new(HOTSWAP).arg("manpages").arg(&dir.0).output().unwrap();

@@ -166,6 +166,23 @@ fn bad_flags_are_usage_errors_naming_the_culprit() {
 }
 
 #[test]
+fn values_that_cannot_work_are_usage_errors_too() {
+    // No --listen, no socket from systemd, and a worker that is not Node.
+    let (code, err) = run_err(&["run", "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nothing to listen on") && err.contains("--listen"), "{err}");
+    let (code, err) = run_err(&["run", "-l", "127.0.0.1:0", "--watch-ignore", "src/[", "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--watch-ignore") && err.contains("src/["), "{err}");
+    let (code, err) = run_err(&["run", "-l", "127.0.0.1:0", "--ready-timeout", "0", "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--ready-timeout") && err.contains("more than 0"), "{err}");
+    let (code, err) = run_err(&["run", "-l", "127.0.0.1:0", "--socket-mode", "rw", "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--socket-mode") && err.contains("octal"), "{err}");
+}
+
+#[test]
 fn runtime_errors_are_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -9,6 +9,7 @@ mod control;
 mod hardening;
 mod layout;
 mod lifecycle;
+mod local_users;
 mod node;
 mod protocol;
 mod reload;

@@ -3,6 +3,7 @@
 //! apps (gunicorn, a `listenfd` Rust app, a Python sd_notify app) reloaded
 //! under load.
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
@@ -242,4 +243,77 @@ fn fds_sent_on_a_workers_notify_socket_are_closed() {
     wait_until(Duration::from_secs(5), "STATUS=past the barrier in the log", || {
         p.log_text().contains("status: past the barrier")
     });
+}
+
+/// The service a socket unit activates: `Service=`, or its own name.
+fn activated_service(socket_unit: &str, text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Service="))
+        .map(|s| s.trim().replace("%i", ""))
+        .unwrap_or_else(|| socket_unit.replace(".socket", ".service"))
+}
+
+#[test]
+fn every_shipped_service_has_its_socket_and_the_units_verify() {
+    let units = root().join("contrib/systemd");
+    let mut services = Vec::new();
+    let mut pairs = Vec::new();
+    for e in std::fs::read_dir(&units).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".service") {
+            services.push(name);
+        } else if name.ends_with(".socket") {
+            let text = std::fs::read_to_string(units.join(&name)).unwrap();
+            pairs.push((name.clone(), activated_service(&name, &text)));
+        }
+    }
+    services.sort();
+    for service in &services {
+        assert!(
+            pairs.iter().any(|(_, s)| s == service),
+            "no socket unit in contrib/systemd activates {service}: {pairs:?}"
+        );
+    }
+    for (socket, service) in &pairs {
+        assert!(services.contains(service), "{socket} activates {service}, which is not shipped");
+    }
+
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        // Straight to stderr, past the test harness's capture, so the skip shows.
+        #[allow(clippy::explicit_write)]
+        writeln!(
+            std::io::stderr(),
+            "systemd::every_shipped_service_has_its_socket_and_the_units_verify: systemd-analyze verify skipped: \
+             systemd-analyze is not installed"
+        )
+        .unwrap();
+        return;
+    };
+    let version: u32 =
+        String::from_utf8_lossy(&version.stdout).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // The units as installed, with ExecStart= pointing at this build.
+    let dir = TempDir::new("units");
+    for (socket, service) in &pairs {
+        for unit in [socket, service] {
+            let text = std::fs::read_to_string(units.join(unit)).unwrap().replace("/usr/local/bin/hotswap", HOTSWAP);
+            std::fs::write(dir.path(unit), text).unwrap();
+        }
+    }
+    for (socket, service) in &pairs {
+        // hotswap@.service needs systemd 253 (Type=notify-reload); older
+        // ones must use the legacy pair, which must verify without a warning.
+        let needs_253 = std::fs::read_to_string(units.join(service)).unwrap().contains("Type=notify-reload");
+        let instance = |u: &str| dir.path(&u.replace("@.", "@myapp.")).display().to_string();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(instance(socket))
+            .arg(instance(service))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "systemd-analyze verify {socket} {service} (systemd {version}): {said}");
+        if !needs_253 || version >= 253 {
+            assert!(said.trim().is_empty(), "systemd {version} warns about {socket} + {service}: {said}");
+        }
+    }
 }
