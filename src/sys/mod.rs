@@ -6,9 +6,12 @@
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
 //! - [`reap`]: collecting exited children by pid, and orphans.
+//! - [`signal_mask`]: holding back signals while no handler is installed
+//!   (across the exec of a self-upgrade).
 
 pub mod guardian;
 pub mod listeners;
 pub mod reap;
 pub mod sd_notify;
+pub mod signal_mask;
 pub mod spawn;
