@@ -68,6 +68,10 @@ pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
 /// Set when a new image gave the state back: why.
 pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Said by `upgrade-check` of a binary that unblocks the signals held across
+/// the exec once its handlers are installed. The old image holds them only
+/// for such a binary: an older one would never unblock them.
+pub const HOLDS_SIGNALS: &str = "unblocks held signals";
 /// Testing aid: when set, a new image refuses the handover (and the old one
 /// takes it back), so the rollback path can be exercised for real.
 pub const FAIL_TAKEOVER_ENV: &str = "HOTSWAP_TEST_FAIL_TAKEOVER";
@@ -102,6 +106,10 @@ pub struct State {
     pub exe_fd: RawFd,
     pub exe: PathBuf,
     pub argv: Vec<OsString>,
+    /// The image that wrote this state unblocks held signals once its
+    /// handlers are installed, so a rollback to it may hold them.
+    #[serde(default)]
+    pub holds_signals: bool,
     /// Pending deadlines with the time each has left. None from an image
     /// that did not carry them over: the new one re-arms a starting
     /// worker's ready deadline and a stopping worker's kill in full.
@@ -291,12 +299,15 @@ pub fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 }
 
 /// `execve(exe, argv, env + STATE_ENV)`; with `rollback`, execs the old
-/// executable by its fd instead. Returns only on failure.
+/// executable by its fd instead. With `hold`, the signals of
+/// [`crate::sys::signal_mask`] stay blocked across the exec, for the next
+/// image to unblock. Returns only on failure.
 pub fn exec(
     exe: &std::path::Path,
     argv: &[OsString],
     state_fd: RawFd,
     rollback: Option<(RawFd, &str)>,
+    hold: bool,
 ) -> anyhow::Error {
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| anyhow!("a NUL byte in an argument or variable"));
     let build = || -> Result<(Vec<CString>, Vec<CString>)> {
@@ -315,8 +326,14 @@ pub fn exec(
         Ok(x) => x,
         Err(e) => return e,
     };
-    // From here until the next image has its handlers, a signal waits.
-    let mask = crate::sys::signal_mask::block();
+    // From here until the next image has its handlers, a signal waits. An
+    // image that would not unblock them must not get them blocked (it would
+    // keep them so for good): for it they are unblocked, and a signal during
+    // the exec may end the primary, as it always did.
+    let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
+    if !hold {
+        crate::sys::signal_mask::unblock();
+    }
     let err = match rollback {
         Some((exe_fd, _)) if exe_fd < 0 => nix::errno::Errno::EBADF, // what fexecve says
         // SAFETY: borrowed only for the fexecve call, which replaces this
@@ -409,7 +426,8 @@ impl Handback {
         for fd in &pass {
             let _ = set_cloexec(*fd, false);
         }
-        let err = exec(&state.exe, &state.argv, std::os::fd::AsRawFd::as_raw_fd(&memfd), Some((state.exe_fd, why)));
+        let memfd_raw = std::os::fd::AsRawFd::as_raw_fd(&memfd);
+        let err = exec(&state.exe, &state.argv, memfd_raw, Some((state.exe_fd, why)), state.holds_signals);
         for fd in &pass {
             let _ = set_cloexec(*fd, true);
         }
@@ -506,7 +524,7 @@ pub fn check_main(parse_argv: impl Fn(&[OsString]) -> std::result::Result<(), St
     }
     match check_state(&text).and_then(|state| parse_argv(&state.argv)) {
         Ok(()) => {
-            println!("hotswap {} (state format {STATE_FORMAT})", env!("CARGO_PKG_VERSION"));
+            println!("hotswap {} (state format {STATE_FORMAT}, {HOLDS_SIGNALS})", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

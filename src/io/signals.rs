@@ -76,9 +76,9 @@ impl Repeats {
             tracing::debug!("{name} from the kernel");
             return false;
         };
-        let copy = self
-            .last
-            .is_some_and(|(sig, pid, at)| sig == origin.signal && pid == sender && now.duration_since(at) < REPEAT_WINDOW);
+        let copy = self.last.is_some_and(|(sig, pid, at)| {
+            sig == origin.signal && pid == sender && now.duration_since(at) < REPEAT_WINDOW
+        });
         if copy {
             tracing::info!(
                 "{name} from pid {sender} again within {} ms: the same request (a copy sent to the process group), \

@@ -105,7 +105,7 @@ pub struct Supervisor {
     /// A self-upgrade waiting for its check of the new binary.
     upgrade: Option<upgrade::Pending>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
-    handing_over: Option<upgrade::Pending>,
+    handing_over: Option<(upgrade::Pending, bool)>,
     /// Every pending deadline, for a self-upgrade to carry over.
     timers: timers::Timers,
     /// Set when the loop should end, with the process exit code.

@@ -56,6 +56,7 @@ impl Supervisor {
             exe: self.origin.exe.clone(),
             argv: self.origin.argv.clone(),
             timers: Some(self.timers.snapshot(std::time::Instant::now())),
+            holds_signals: true,
         }
     }
 
@@ -146,18 +147,29 @@ impl Supervisor {
         }
         tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
         // The event loop execs once nothing is left in flight.
-        self.handing_over = Some(pending);
+        self.handing_over = Some((pending, new_version.contains(handover::HOLDS_SIGNALS)));
     }
 
-    /// Execs the new image from a quiet loop. Signals are blocked first (they
-    /// wait for the next image, see [`crate::sys::signal_mask`]); stop,
-    /// reload and upgrade signals that this image caught but has not acted
-    /// on yet are sent again to this process, so they wait too; the other
-    /// events already queued are handled, so the state handed over has them
-    /// (a timer that fired, an exit to reap).
-    pub(super) async fn hand_over(&mut self, pending: Pending, rx: &mut tokio::sync::mpsc::Receiver<Event>) {
+    /// Execs the new image from a quiet loop. With `hold` (a new binary that
+    /// unblocks them), signals are blocked first: they wait for the next
+    /// image, see [`crate::sys::signal_mask`]; stop, reload and upgrade
+    /// signals that this image caught but has not acted on yet are sent
+    /// again to this process, so they wait too. The other events already
+    /// queued are handled, so the state handed over has them (a timer that
+    /// fired, an exit to reap).
+    pub(super) async fn hand_over(
+        &mut self,
+        (pending, hold): (Pending, bool),
+        rx: &mut tokio::sync::mpsc::Receiver<Event>,
+    ) {
         use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
-        let mask = crate::sys::signal_mask::block();
+        if !hold {
+            tracing::warn!(
+                "upgrade: the new binary does not say it {}; signals sent during the exec may end the primary",
+                handover::HOLDS_SIGNALS
+            );
+        }
+        let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
         // Let the signal task pass on what it has caught.
         for _ in 0..4 {
             tokio::task::yield_now().await;
@@ -165,7 +177,7 @@ impl Supervisor {
         let mut again = Vec::new();
         while let Ok(event) = rx.try_recv() {
             match event {
-                Event::Signal(sig) if [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
+                Event::Signal(sig) if hold && [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
                     if !again.contains(&sig) {
                         again.push(sig);
                     }
@@ -178,10 +190,10 @@ impl Supervisor {
             tracing::info!("upgrade: signal {sig} arrived during the handover; the next image acts on it");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::try_from(sig).ok());
         }
-        let result = if self.reload.is_some() || self.stop.is_some() {
+        let result = if self.reload.is_some() || self.stop.is_some() || self.exit.is_some() {
             Err(anyhow::anyhow!("a reload or stop began during the handover"))
         } else {
-            self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd()))
+            self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd()), hold)
         };
         // Still here: the upgrade failed; held signals are delivered now.
         crate::sys::signal_mask::restore(&mask);
@@ -197,7 +209,7 @@ impl Supervisor {
     }
 
     /// Writes the state and execs; returns only on failure.
-    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>) -> Result<()> {
+    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>, hold: bool) -> Result<()> {
         let exe_fd = OwnedFd::from(std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?);
         let state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
         let memfd = handover::write_memfd(&serde_json::to_vec(&state)?)?;
@@ -211,7 +223,7 @@ impl Supervisor {
             bail!("could not prepare the fds to hand over");
         }
         self.systemd.reloading("upgrading hotswap in place");
-        let err = handover::exec(&state.exe, &state.argv, memfd.as_raw_fd(), None);
+        let err = handover::exec(&state.exe, &state.argv, memfd.as_raw_fd(), None, hold);
         // Still here: the exec failed; nothing was handed over.
         for fd in pass {
             let _ = handover::set_cloexec(fd, true);

@@ -40,6 +40,11 @@ pub fn block() -> SigSet {
     old
 }
 
+/// The calling thread's mask.
+pub fn current() -> SigSet {
+    SigSet::thread_get_mask().unwrap_or_else(|_| SigSet::empty())
+}
+
 /// Puts back a mask returned by [`block`] (an exec that failed).
 pub fn restore(old: &SigSet) {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None);

@@ -95,7 +95,12 @@ fn a_term_during_the_exec_of_an_upgrade_stops_the_primary_gracefully() {
         p.signal(libc::SIGTERM);
         let _ = client.join().unwrap();
         let code = p.wait_exit(Duration::from_secs(20));
-        assert_eq!(code, Some(0), "round {round}: a TERM during the exec must stop it gracefully; log:\n{}", p.log_text());
+        assert_eq!(
+            code,
+            Some(0),
+            "round {round}: a TERM during the exec must stop it gracefully; log:\n{}",
+            p.log_text()
+        );
         let log = p.log_text();
         assert!(log.contains("SIGTERM: stopping 1 worker"), "round {round}: the TERM was lost; log:\n{log}");
         assert!(!log.contains("killing every worker"), "round {round}: {log}");
@@ -212,7 +217,8 @@ fn a_stop_signal_copied_to_the_process_group_by_its_sender_counts_once() {
 
 #[test]
 fn a_second_term_from_another_process_still_forces_the_stop() {
-    let mut p = Primary::builder(slow_drainer()).arg("--ready").arg("none").arg("--shutdown-timeout").arg("20s").start();
+    let mut p =
+        Primary::builder(slow_drainer()).arg("--ready").arg("none").arg("--shutdown-timeout").arg("20s").start();
     let kill = |pid: i32| assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     kill(p.pid());
     wait_until(Duration::from_secs(5), "the stop to begin", || p.log_text().contains("SIGTERM: stopping"));

@@ -207,11 +207,7 @@ fn an_upgrade_during_a_crash_backoff_restarts_the_slot_when_it_is_due() {
     let worker = dir.path("worker.sh");
     script(
         &worker,
-        &format!(
-            "[ -e \"{}/crash-$HOTSWAP_WORKER_SLOT\" ] && exit 3\nexec {}",
-            dir.0.display(),
-            rust_worker()[0]
-        ),
+        &format!("[ -e \"{}/crash-$HOTSWAP_WORKER_SLOT\" ] && exit 3\nexec {}", dir.0.display(), rust_worker()[0]),
     );
     let p = Primary::builder(vec![worker.display().to_string()]).start();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
@@ -312,7 +308,9 @@ fn an_upgrade_to_a_binary_that_rejects_the_command_line_is_refused_by_the_check(
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
     assert!(
-        err.contains("rejects the primary's command line") && err.contains("--backlog-size") && err.contains("still running"),
+        err.contains("rejects the primary's command line")
+            && err.contains("--backlog-size")
+            && err.contains("still running"),
         "{err}"
     );
     assert!(!p.log_text().contains("handing over"), "the check must refuse before any exec");
@@ -334,7 +332,9 @@ fn a_new_image_that_rejects_the_command_line_rolls_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
     assert!(
-        err.contains("the new binary rejects the command line") && err.contains("--backlog-size") && err.contains("still running"),
+        err.contains("the new binary rejects the command line")
+            && err.contains("--backlog-size")
+            && err.contains("still running"),
         "{err}"
     );
     assert!(p.log_text().contains("upgrade failed and was rolled back"), "{}", p.log_text());
