@@ -226,3 +226,35 @@ fn a_second_term_from_another_process_still_forces_the_stop() {
     assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(1), "{}", p.log_text());
     assert!(p.log_text().contains("SIGTERM again: killing every worker"), "{}", p.log_text());
 }
+
+/// A `/proc/PID/status` signal set (`SigBlk`, `SigIgn`) as a bit mask.
+fn sigset(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+#[test]
+fn after_upgrades_the_primary_takes_signals_and_workers_start_with_a_clean_mask() {
+    let p = Primary::builder(vec!["sleep".into(), "1000".into()]).workers(1).arg("--ready").arg("none").start();
+    let first = p.worker_pids()[0];
+    // Even when the primary itself was started with a signal ignored (a
+    // Rust program's posix_spawn leaves glibc's signal 32 ignored).
+    assert_eq!(sigset(first, "SigIgn:"), 0, "the first worker inherited ignored signals");
+    assert_eq!(sigset(first, "SigBlk:"), 0, "the first worker inherited a blocked mask");
+    for _ in 0..2 {
+        let out = p.ctl(&["upgrade"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The new image unblocked what the exec held.
+    let held = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGUSR2, libc::SIGCHLD];
+    let blocked = sigset(p.pid(), "SigBlk:");
+    for sig in held {
+        assert_eq!(blocked & (1 << (sig - 1)), 0, "signal {sig} still blocked in the primary ({blocked:x})");
+    }
+    // A worker started by the new image: nothing blocked, nothing ignored.
+    p.reload();
+    let worker = p.worker_pids()[0];
+    assert_eq!(sigset(worker, "SigBlk:"), 0, "the worker inherited a blocked mask");
+    assert_eq!(sigset(worker, "SigIgn:"), 0, "the worker inherited ignored signals");
+}
