@@ -33,6 +33,13 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    if std::env::var_os(handover::STATE_ENV).is_some() && !matches!(cli.command, Command::Run(_)) {
+        // A handover to a binary that reads the primary's argv as another
+        // subcommand: give everything back rather than run that.
+        let err = handover::give_back_early("the new binary does not read the command line as `hotswap run`");
+        eprintln!("hotswap: {:#}", err.unwrap_or_else(|| anyhow::anyhow!("no handover")));
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
         Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
