@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::options::Options;
 
 const AFTER_HELP: &str = "\
-Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in place; SIGTERM or SIGINT stop gracefully, a second one kills the workers.
+Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in place; SIGTERM or SIGINT stop gracefully, a second one kills the workers \
+(a copy of the same signal from the same sending process within 1 s, as GNU timeout sends to the process group, counts once).
 
 Environment: HOTSWAP_CONTROL (control socket path), HOTSWAP_CONFIG (config file), HOTSWAP_LOG (log level, e.g. debug). \
 Under systemd: NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID (socket activation).

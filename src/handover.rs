@@ -19,14 +19,31 @@
 //!    end and output pipes, the memfd, the waiting client's connection, the
 //!    `hotswap events` clients' connections and a handle on the old
 //!    executable; then `execve` in place.
+//!    The check also parses the primary's command line (the argv the exec
+//!    will pass) with the new binary's parser: a release that dropped or
+//!    renamed an option in use is refused here.
+//! 2. The signals whose default action is to terminate (SIGHUP, SIGTERM,
+//!    SIGINT, SIGUSR2) are blocked right before the exec and unblocked by
+//!    the new image once its handlers are installed
+//!    ([`crate::sys::signal_mask`]): one sent meanwhile waits, then is
+//!    acted on by the new image. If the exec fails, the mask is restored.
 //! 3. The new image adopts all of it by pid (it is still every worker's
-//!    parent) and answers the client. If it cannot, it re-executes the old
-//!    executable from that handle with the same state (a rollback), and the
-//!    old version answers that the upgrade failed.
+//!    parent) and answers the client. Any failure before it serves (its
+//!    command line, reading the state, an fd that is not what the state
+//!    says, the control socket, a worker) re-executes the old executable
+//!    from that handle with the same state (a rollback), and the old
+//!    version answers that the upgrade failed. To make that possible the
+//!    handover is all or nothing: the new image first duplicates every fd
+//!    it was handed ([`Handback`]) and gives those copies back, so an fd
+//!    closed part-way through is not lost; and it takes charge of the Unix
+//!    socket files (listeners, control socket) only once it serves, so a
+//!    failure part-way through removes none of them.
 //!
 //! Only a running reload or stop refuses an upgrade (try again after it).
+//! Every pending deadline (crash-restart backoff, `--ready delay:`, ready
+//! and shutdown deadlines) is carried over with the time it has left.
 //! What is lost: a worker's partial line of output or IPC not yet read when
-//! the image changes, and pending timers (re-armed in full on adoption).
+//! the image changes.
 
 use std::ffi::{CString, OsString};
 use std::io::{Read, Seek, Write};
@@ -42,7 +59,7 @@ use crate::node::cluster::Target;
 use crate::options::Settings;
 use crate::sys::listeners::Listener;
 use crate::types::wire::{ReloadOutcome, Reply};
-use crate::types::{ReadyVia, WorkerId, WorkerState};
+use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
 
 /// Version of [`State`]; an image refuses a state of another version.
 pub const STATE_FORMAT: u32 = 1;
@@ -51,6 +68,10 @@ pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
 /// Set when a new image gave the state back: why.
 pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Said by `upgrade-check` of a binary that unblocks the signals held across
+/// the exec once its handlers are installed. The old image holds them only
+/// for such a binary: an older one would never unblock them.
+pub const HOLDS_SIGNALS: &str = "unblocks held signals";
 /// Testing aid: when set, a new image refuses the handover (and the old one
 /// takes it back), so the rollback path can be exercised for real.
 pub const FAIL_TAKEOVER_ENV: &str = "HOTSWAP_TEST_FAIL_TAKEOVER";
@@ -89,6 +110,22 @@ pub struct State {
     pub exe_fd: RawFd,
     pub exe: PathBuf,
     pub argv: Vec<OsString>,
+    /// The image that wrote this state unblocks held signals once its
+    /// handlers are installed, so a rollback to it may hold them.
+    #[serde(default)]
+    pub holds_signals: bool,
+    /// Pending deadlines with the time each has left. None from an image
+    /// that did not carry them over: the new one re-arms a starting
+    /// worker's ready deadline and a stopping worker's kill in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timers: Option<Vec<TimerSnapshot>>,
+}
+
+/// A pending deadline and how long it had left at the handover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimerSnapshot {
+    pub timer: Timer,
+    pub remaining_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,6 +167,8 @@ pub struct WorkerFds {
 
 /// The fds of a [`State`], owned (and close-on-exec again).
 pub struct Inherited {
+    /// Listeners, not yet in charge of their Unix socket files (see
+    /// [`Inherited::owned_paths`]).
     pub listeners: Vec<Listener>,
     /// Sockets bound on demand for Node workers, with the listen each serves.
     pub on_demand: Vec<(Target, Listener)>,
@@ -138,6 +177,9 @@ pub struct Inherited {
     pub workers: Vec<WorkerFds>,
     pub reply: Option<OwnedFd>,
     pub subscribers: Vec<OwnedFd>,
+    /// The Unix socket files of listeners (by fd) that the new image removes
+    /// at exit, once it serves: a rollback before that must find them.
+    pub owned_paths: Vec<(RawFd, PathBuf)>,
 }
 
 impl State {
@@ -154,6 +196,25 @@ impl State {
         v
     }
 
+    /// Renumbers every fd the state names except the executable's handle
+    /// (a rollback hands over copies).
+    fn renumber(&mut self, map: impl Fn(RawFd) -> RawFd) {
+        for l in &mut self.listeners {
+            l.fd = map(l.fd);
+        }
+        self.control_fd = map(self.control_fd);
+        self.guardian_fd = map(self.guardian_fd);
+        for w in &mut self.workers {
+            w.ipc_fd = w.ipc_fd.map(&map);
+            w.stdout_fd = map(w.stdout_fd);
+            w.stderr_fd = map(w.stderr_fd);
+        }
+        self.reply_fd = self.reply_fd.map(&map);
+        for fd in &mut self.subscriber_fds {
+            *fd = map(*fd);
+        }
+    }
+
     /// Takes ownership of the fds, marking them close-on-exec again.
     ///
     /// # Safety
@@ -165,9 +226,12 @@ impl State {
             set_cloexec(fd, true).with_context(|| format!("handed-over fd {fd}"))?;
             Ok(OwnedFd::from_raw_fd(fd))
         };
-        let (mut listeners, mut on_demand) = (Vec::new(), Vec::new());
+        let (mut listeners, mut on_demand, mut owned_paths) = (Vec::new(), Vec::new(), Vec::new());
         for l in &self.listeners {
-            let listener = Listener::adopt(own(l.fd)?, l.name.clone(), l.owned_path.clone())?;
+            // Not in charge of its file yet: dropped on an error below, it
+            // must not remove what a rollback needs.
+            let listener = Listener::adopt(own(l.fd)?, l.name.clone(), None)?;
+            owned_paths.extend(l.owned_path.clone().map(|p| (l.fd, p)));
             match &l.bound_for {
                 Some(target) => on_demand.push((target.clone(), listener)),
                 None => listeners.push(listener),
@@ -191,6 +255,7 @@ impl State {
             workers,
             reply: self.reply_fd.map(own).transpose()?,
             subscribers: self.subscriber_fds.iter().map(|fd| own(*fd)).collect::<Result<_>>()?,
+            owned_paths,
         })
     }
 }
@@ -238,12 +303,15 @@ pub fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 }
 
 /// `execve(exe, argv, env + STATE_ENV)`; with `rollback`, execs the old
-/// executable by its fd instead. Returns only on failure.
+/// executable by its fd instead. With `hold`, the signals of
+/// [`crate::sys::signal_mask`] stay blocked across the exec, for the next
+/// image to unblock. Returns only on failure.
 pub fn exec(
     exe: &std::path::Path,
     argv: &[OsString],
     state_fd: RawFd,
     rollback: Option<(RawFd, &str)>,
+    hold: bool,
 ) -> anyhow::Error {
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| anyhow!("a NUL byte in an argument or variable"));
     let build = || -> Result<(Vec<CString>, Vec<CString>)> {
@@ -262,6 +330,14 @@ pub fn exec(
         Ok(x) => x,
         Err(e) => return e,
     };
+    // From here until the next image has its handlers, a signal waits. An
+    // image that would not unblock them must not get them blocked (it would
+    // keep them so for good): for it they are unblocked, and a signal during
+    // the exec may end the primary, as it always did.
+    let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
+    if !hold {
+        crate::sys::signal_mask::unblock();
+    }
     let err = match rollback {
         Some((exe_fd, _)) if exe_fd < 0 => nix::errno::Errno::EBADF, // what fexecve says
         // SAFETY: borrowed only for the fexecve call, which replaces this
@@ -272,30 +348,100 @@ pub fn exec(
         }
         None => match cstr(exe.as_os_str().as_bytes()) {
             Ok(path) => nix::unistd::execve(&path, &argv, &env).unwrap_err(),
-            Err(e) => return e,
+            Err(e) => {
+                crate::sys::signal_mask::restore(&mask);
+                return e;
+            }
         },
     };
+    crate::sys::signal_mask::restore(&mask);
     anyhow!("exec {}: {err}", exe.display())
 }
 
-/// A handover taken: the state, its fds, and (after a rollback) why the
-/// upgrade failed.
+/// A handover taken: the state, its fds, what to give back if the new
+/// image cannot serve, and (after a rollback) why the upgrade failed.
 pub struct TakeOver {
     pub state: State,
     pub inherited: Inherited,
+    pub handback: Handback,
     pub rollback: Option<String>,
 }
 
 /// A handover that could not be taken: what to give back, and why.
 pub struct Refused {
-    pub state: Option<State>,
-    pub state_fd: RawFd,
+    pub handback: Option<Handback>,
     pub why: String,
 }
 
-/// What `main` does when started with [`STATE_ENV`]: read the state and
-/// own its fds. On failure the caller rolls back with [`rollback`].
-pub fn take_over() -> Option<Result<TakeOver, Refused>> {
+/// What a new image keeps until it serves, to give everything back to the
+/// old one: the state as it came, and a copy of every fd it names (the
+/// originals may be closed by a failure part-way through the adoption).
+/// Dropped (closing the copies) once the new image serves.
+pub struct Handback {
+    text: String,
+    /// Original fd number -> its copy. Empty: the originals are untouched.
+    copies: Vec<(RawFd, OwnedFd)>,
+    /// This image is itself a rollback: it gives up instead of going back
+    /// and forth.
+    is_rollback: bool,
+}
+
+impl Handback {
+    /// Copies every fd of `state` (close-on-exec) before any is taken.
+    fn copy_fds(&mut self, state: &State) -> Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg};
+        let mut fds = state.fds();
+        fds.retain(|fd| *fd != state.exe_fd);
+        for fd in fds {
+            if fd < 0 {
+                anyhow::bail!("the state names fd {fd}");
+            }
+            // SAFETY: borrowed for this one fcntl; an fd that is not open
+            // makes it fail with EBADF, reported as such.
+            let copy = fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, FcntlArg::F_DUPFD_CLOEXEC(3))
+                .with_context(|| format!("handed-over fd {fd}"))?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this new fd, owned by nobody else.
+            self.copies.push((fd, unsafe { OwnedFd::from_raw_fd(copy) }));
+        }
+        Ok(())
+    }
+
+    /// Re-executes the previous image's executable with the same state,
+    /// the fds renumbered to the copies. Returns only on failure.
+    pub fn rollback(&self, why: &str) -> anyhow::Error {
+        if self.is_rollback {
+            // Not back and forth: a rolled-back image that fails gives up.
+            return anyhow!("cannot take over from the previous image: {why}");
+        }
+        let mut state: State = match serde_json::from_str(&self.text) {
+            Ok(s) => s,
+            Err(e) => return anyhow!("cannot take over from the previous image: {why} (and its state: {e})"),
+        };
+        let copies: std::collections::HashMap<RawFd, RawFd> =
+            self.copies.iter().map(|(fd, copy)| (*fd, std::os::fd::AsRawFd::as_raw_fd(copy))).collect();
+        state.renumber(|fd| copies.get(&fd).copied().unwrap_or(fd));
+        let memfd = match serde_json::to_vec(&state).map_err(anyhow::Error::from).and_then(|b| write_memfd(&b)) {
+            Ok(m) => m,
+            Err(e) => return e.context(format!("rolling back after: {why}")),
+        };
+        let mut pass = state.fds();
+        pass.retain(|fd| *fd != state.exe_fd);
+        pass.push(std::os::fd::AsRawFd::as_raw_fd(&memfd));
+        for fd in &pass {
+            let _ = set_cloexec(*fd, false);
+        }
+        let memfd_raw = std::os::fd::AsRawFd::as_raw_fd(&memfd);
+        let err = exec(&state.exe, &state.argv, memfd_raw, Some((state.exe_fd, why)), state.holds_signals);
+        for fd in &pass {
+            let _ = set_cloexec(*fd, true);
+        }
+        err.context(format!("rolling back after: {why}"))
+    }
+}
+
+/// Reads the handed-over state (started with [`STATE_ENV`]), owning the
+/// memfd; None when this is no handover.
+fn incoming() -> Option<Result<(String, Option<String>), String>> {
     let fd: RawFd = std::env::var(STATE_ENV).ok()?.parse().ok()?;
     let why_rollback = std::env::var(ROLLBACK_ENV).ok();
     // Single-threaded still: the environment may be edited.
@@ -305,41 +451,59 @@ pub fn take_over() -> Option<Result<TakeOver, Refused>> {
     // SAFETY: STATE_ENV names the memfd the previous image opened for this
     // one and handed over; nothing else in this process owns that fd.
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
-    if let Err(e) = f.read_to_string(&mut text) {
-        return Some(Err(Refused { state: None, state_fd: fd, why: format!("reading the handed-over state: {e}") }));
-    }
-    let _ = f.rewind();
-    // Keep the memfd open (and inheritable) in case of a rollback.
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-    let state: State = match check_state(&text) {
+    Some(match f.read_to_string(&mut text) {
+        Ok(_) => Ok((text, why_rollback)),
+        Err(e) => Err(format!("reading the handed-over state: {e}")),
+    })
+}
+
+/// What `main` does when started with [`STATE_ENV`]: read the state and
+/// own its fds. On failure the caller rolls back with [`rollback`].
+pub fn take_over() -> Option<Result<TakeOver, Refused>> {
+    let (text, why_rollback) = match incoming()? {
+        Ok(x) => x,
+        Err(why) => return Some(Err(Refused { handback: None, why })),
+    };
+    let mut handback = Handback { text, copies: Vec::new(), is_rollback: why_rollback.is_some() };
+    let state: State = match check_state(&handback.text) {
         Ok(s) => s,
-        Err(why) => return Some(Err(Refused { state: serde_json::from_str(&text).ok(), state_fd: fd, why })),
+        Err(why) => return Some(Err(Refused { handback: Some(handback), why })),
     };
     // Fault injection for the rollback test: a new image that refuses.
-    if std::env::var_os(FAIL_TAKEOVER_ENV).is_some() && why_rollback.is_none() {
+    if std::env::var_os(FAIL_TAKEOVER_ENV).is_some_and(|v| v != "adopt") && why_rollback.is_none() {
         let why = format!("{FAIL_TAKEOVER_ENV} is set");
-        return Some(Err(Refused { state: Some(state), state_fd: fd, why }));
+        return Some(Err(Refused { handback: Some(handback), why }));
+    }
+    if let Err(e) = handback.copy_fds(&state) {
+        // Nothing taken: the originals go back as they are.
+        handback.copies.clear();
+        return Some(Err(Refused { handback: Some(handback), why: format!("{e:#}") }));
     }
     // SAFETY: the state was read from the memfd the previous image wrote,
     // so its fds are the ones it handed over, owned by nobody here yet.
     match unsafe { state.take_fds() } {
-        Ok(inherited) => {
-            let _ = set_cloexec(fd, true);
-            // SAFETY: the memfd was turned back into a raw fd above and is
-            // no longer needed (no rollback): this closes it, once.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            Some(Ok(TakeOver { state, inherited, rollback: why_rollback }))
-        }
-        Err(e) => Some(Err(Refused { state: Some(state), state_fd: fd, why: format!("{e:#}") })),
+        Ok(inherited) => Some(Ok(TakeOver { state, inherited, handback, rollback: why_rollback })),
+        Err(e) => Some(Err(Refused { handback: Some(handback), why: format!("{e:#}") })),
     }
+}
+
+/// A new image that fails before it could even read its command line
+/// (a release that rejects an option the primary runs with): if this is a
+/// handover, give everything back to the previous image. None when it is
+/// not a handover; else the error of a rollback that could not be done.
+pub fn give_back_early(why: &str) -> Option<anyhow::Error> {
+    let handback = match incoming()? {
+        Ok((text, why_rollback)) => Handback { text, copies: Vec::new(), is_rollback: why_rollback.is_some() },
+        Err(e) => return Some(anyhow!("{why}; and {e}")),
+    };
+    Some(handback.rollback(why))
 }
 
 /// The new image could not take over: give everything back to the old one.
 pub fn rollback(r: Refused) -> anyhow::Error {
-    match (r.state, std::env::var_os(ROLLBACK_ENV)) {
-        // Not back and forth: a rolled-back image that fails gives up.
-        (Some(s), None) => exec(&s.exe, &s.argv, r.state_fd, Some((s.exe_fd, &r.why))),
-        _ => anyhow!("cannot take over from the previous image: {}", r.why),
+    match r.handback {
+        Some(h) => h.rollback(&r.why),
+        None => anyhow!("cannot take over from the previous image: {}", r.why),
     }
 }
 
@@ -353,16 +517,18 @@ pub fn check_state(text: &str) -> std::result::Result<State, String> {
     serde_json::from_value(v).map_err(|e| format!("unreadable state: {e}"))
 }
 
-/// `hotswap upgrade-check`: run by the old image on the new binary.
-pub fn check_main() -> std::process::ExitCode {
+/// `hotswap upgrade-check`: run by the old image on the new binary, with
+/// the state on stdin. `parse_argv` is the new binary's own command-line
+/// parser: the primary's argv must parse as it will after the exec.
+pub fn check_main(parse_argv: impl Fn(&[OsString]) -> std::result::Result<(), String>) -> std::process::ExitCode {
     let mut text = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut text) {
         eprintln!("reading the state: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    match check_state(&text) {
-        Ok(_) => {
-            println!("hotswap {} (state format {STATE_FORMAT})", env!("CARGO_PKG_VERSION"));
+    match check_state(&text).and_then(|state| parse_argv(&state.argv)) {
+        Ok(()) => {
+            println!("hotswap {} (state format {STATE_FORMAT}, {HOLDS_SIGNALS})", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

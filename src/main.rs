@@ -17,12 +17,33 @@ fn main() -> ExitCode {
         exe: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
         argv: std::env::args_os().collect(),
     };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A self-upgrade to a release that rejects the primary's command
+            // line: the previous image takes everything back.
+            if e.use_stderr() {
+                let why = format!("the new binary rejects the command line: {}", first_line(&e.to_string()));
+                if let Some(err) = handover::give_back_early(&why) {
+                    eprintln!("hotswap: {err:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            e.exit()
+        }
+    };
     init_logging();
+    if std::env::var_os(handover::STATE_ENV).is_some() && !matches!(cli.command, Command::Run(_)) {
+        // A handover to a binary that reads the primary's argv as another
+        // subcommand: give everything back rather than run that.
+        let err = handover::give_back_early("the new binary does not read the command line as `hotswap run`");
+        eprintln!("hotswap: {:#}", err.unwrap_or_else(|| anyhow::anyhow!("no handover")));
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
         Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
-        Command::UpgradeCheck => return handover::check_main(),
+        Command::UpgradeCheck => return handover::check_main(check_argv),
         Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build),
         Command::Status(s) => client::status(&control_path(s.control.control), s.json),
         Command::Stop(c) => client::stop(&control_path(c.control)),
@@ -43,6 +64,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// `upgrade-check`'s test of the primary's argv: this binary must parse it
+/// as `hotswap run`, exactly as it will after the exec.
+fn check_argv(argv: &[std::ffi::OsString]) -> Result<(), String> {
+    match Cli::try_parse_from(argv) {
+        Ok(Cli { command: Command::Run(_) }) => Ok(()),
+        Ok(_) => Err("the primary's command line is not `hotswap run` to this binary".into()),
+        Err(e) => Err(format!("this binary rejects the primary's command line: {}", first_line(&e.to_string()))),
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or(text).trim()
+}
+
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
@@ -59,9 +94,15 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     // A previous image of this primary handed over (self-upgrade)?
     match handover::take_over() {
         Some(Ok(t)) => {
-            let systemd = Systemd::from_env()?;
+            // What the primary was first started as, not this image's own
+            // path (after a rollback, that of a file replaced on disk).
+            let origin = Origin { exe: t.state.exe.clone(), argv: t.state.argv.clone() };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return Err(t.handback.rollback(&format!("starting the runtime: {e}"))),
+            };
             let (code, why) =
-                runtime()?.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, systemd))?;
+                rt.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, t.handback))?;
             return Ok(finish(code, why));
         }
         Some(Err(refused)) => {
@@ -98,9 +139,17 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
 /// One thread: workers must be forked from the thread that lives as long as
 /// the primary (their parent-death signal follows that thread), and an
 /// in-place exec keeps only that thread's children safe. (tokio's blocking
-/// pool is capped so the thread count stays flat over a long run.)
+/// pool is capped so the thread count stays flat over a long run; its
+/// threads keep the primary's signals for the main thread, see
+/// `sys::signal_mask`.)
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .on_thread_start(|| {
+            hotswap::sys::signal_mask::block();
+        })
+        .build()
 }
 
 fn finish(code: i32, why: String) -> ExitCode {
@@ -127,4 +176,18 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         std::fs::write(dir.join(format!("{name}.1")), buf)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_check_parses_the_primarys_argv() {
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(check_argv(&argv(&["hotswap", "run", "-l", "127.0.0.1:0", "--", "app"])).is_ok());
+        let err = check_argv(&argv(&["hotswap", "run", "--no-such-option", "--", "app"])).unwrap_err();
+        assert!(err.contains("rejects the primary's command line") && err.contains("--no-such-option"), "{err}");
+        assert!(check_argv(&argv(&["hotswap", "status"])).unwrap_err().contains("not `hotswap run`"));
+    }
 }

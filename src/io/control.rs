@@ -33,6 +33,10 @@ pub struct Server {
     path: PathBuf,
     /// A copy of the listening socket, handed over on self-upgrade.
     fd: std::os::fd::OwnedFd,
+    /// Whether the socket file is removed with the server: not for one
+    /// adopted in a self-upgrade until the new image serves (see
+    /// [`Server::own_path`]), so a rollback finds the file.
+    owns_path: bool,
 }
 
 impl Server {
@@ -62,7 +66,7 @@ impl Server {
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
         let fd = dup_cloexec(&listener)?;
         tokio::spawn(accept_loop(listener, events));
-        Ok(Server { path: path.to_path_buf(), fd })
+        Ok(Server { path: path.to_path_buf(), fd, owns_path: true })
     }
 
     /// Takes over a control socket handed over by the previous image.
@@ -72,7 +76,12 @@ impl Server {
         let listener = UnixListener::from_std(std_listener).context("adopting the control socket")?;
         let fd = dup_cloexec(&listener)?;
         tokio::spawn(accept_loop(listener, events));
-        Ok(Server { path: path.to_path_buf(), fd })
+        Ok(Server { path: path.to_path_buf(), fd, owns_path: false })
+    }
+
+    /// The adopted socket's file is this image's to remove at exit.
+    pub fn own_path(&mut self) {
+        self.owns_path = true;
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -87,7 +96,9 @@ fn dup_cloexec(fd: &impl std::os::fd::AsFd) -> Result<std::os::fd::OwnedFd> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.owns_path {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

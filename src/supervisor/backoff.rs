@@ -51,6 +51,12 @@ impl Slot {
         delay
     }
 
+    /// The next start is due at `at` (a backoff handed over by a previous
+    /// image of the primary).
+    pub fn waits_until(&mut self, at: Instant) {
+        self.retry_at = Some(at);
+    }
+
     /// A worker starts again in this slot after a crash.
     pub fn restarted(&mut self) {
         self.restarts += 1;

@@ -19,6 +19,7 @@ pub mod reload;
 mod status;
 mod stop;
 mod subscribers;
+mod timers;
 mod upgrade;
 mod worker;
 mod workers;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-use crate::handover::{Inherited, State};
+use crate::handover::{Handback, Inherited, State};
 use crate::io::build::Build;
 use crate::io::control;
 use crate::io::file_watch::{self, BuildClock};
@@ -106,6 +107,10 @@ pub struct Supervisor {
     upgrades: u32,
     /// A self-upgrade waiting for its check of the new binary.
     upgrade: Option<upgrade::Pending>,
+    /// A checked self-upgrade, to exec once the event loop is quiet.
+    handing_over: Option<(upgrade::Pending, bool)>,
+    /// Every pending deadline, for a self-upgrade to carry over.
+    timers: timers::Timers,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
 }
@@ -145,18 +150,31 @@ pub async fn run(
     result
 }
 
-/// Runs a primary that the previous image handed over (self-upgrade).
+/// Runs a primary that the previous image handed over (self-upgrade). Any
+/// failure before it serves gives everything back to the previous image
+/// ([`Handback::rollback`], an exec: nothing here is dropped, so no socket
+/// file is removed); it returns only if that too fails.
 pub async fn resume(
     flags: Options,
     origin: Origin,
     state: State,
-    fds: Inherited,
+    mut fds: Inherited,
     rollback: Option<String>,
-    systemd: Systemd,
+    handback: Handback,
 ) -> Result<(i32, String)> {
+    let give_back = |e: anyhow::Error| -> anyhow::Error { handback.rollback(&format!("{e:#}")) };
     let (tx, mut rx) = mpsc::channel(1024);
-    crate::io::signals::start(tx.clone())?;
-    let control = control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
+    if let Err(e) = crate::io::signals::start(tx.clone()) {
+        return Err(give_back(e));
+    }
+    let systemd = match Systemd::from_env() {
+        Ok(s) => s,
+        Err(e) => return Err(give_back(e)),
+    };
+    let control = match control::Server::adopt(fds.control, &state.settings.control_path, tx.clone()) {
+        Ok(c) => c,
+        Err(e) => return Err(give_back(e)),
+    };
     let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
     // The previous image's directory: workers' NOTIFY_SOCKETs point into it.
     let runtime_dir = match &state.runtime_dir {
@@ -177,26 +195,54 @@ pub async fn resume(
                 Err(_) => private_dir::create_runtime(&private_dir::runtime_base()),
             }
         }
-    }?;
-    let _cleanup = RemoveDir(runtime_dir.clone());
-    let mut sup = Supervisor::new(
+    };
+    let runtime_dir = match runtime_dir {
+        Ok(d) => d,
+        Err(e) => return Err(give_back(e)),
+    };
+    let listeners = std::mem::take(&mut fds.listeners);
+    let mut sup = match Supervisor::new(
         flags,
         origin,
         state.settings.clone(),
-        fds.listeners,
+        listeners,
         systemd,
         control,
         guardian,
         tx,
         runtime_dir,
-    )?;
-    sup.on_demand.sockets = fds.on_demand;
-    sup.subscribers.adopt(fds.subscribers);
-    let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
-    if let Some(conn) = fds.reply {
+    ) {
+        Ok(s) => s,
+        Err(e) => return Err(give_back(e)),
+    };
+    sup.on_demand.sockets = std::mem::take(&mut fds.on_demand);
+    sup.subscribers.adopt(std::mem::take(&mut fds.subscribers));
+    let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
+    // Fault injection for the rollback test: a new image that fails after
+    // adopting the workers, the latest point before it serves.
+    if adopted.is_ok()
+        && rollback.is_none()
+        && std::env::var_os(crate::handover::FAIL_TAKEOVER_ENV).is_some_and(|v| v == "adopt")
+    {
+        adopted = Err(anyhow::anyhow!("{}=adopt is set", crate::handover::FAIL_TAKEOVER_ENV));
+    }
+    if let Err(e) = adopted {
+        return Err(give_back(e.context("adopting the workers")));
+    }
+    // Serving: this image is now in charge of the socket files, and the
+    // copies kept for a rollback go.
+    drop(handback);
+    sup.control.own_path();
+    for l in sup.listeners.iter_mut().chain(sup.on_demand.sockets.iter_mut().map(|(_, l)| l)) {
+        if let Some((_, path)) = fds.owned_paths.iter().find(|(fd, _)| *fd == l.raw_fd()) {
+            l.owned_path = Some(path.clone());
+        }
+    }
+    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    if let Some(conn) = fds.reply.take() {
         let version = env!("CARGO_PKG_VERSION");
-        let reply = match (&adopted, &rollback) {
-            (Ok(()), None) => Reply::Done {
+        let reply = match &rollback {
+            None => Reply::Done {
                 message: format!(
                     "upgraded hotswap {} to {version}: pid {} and {} workers kept",
                     state.from_version,
@@ -204,17 +250,13 @@ pub async fn resume(
                     sup.workers.len()
                 ),
             },
-            (Ok(()), Some(why)) => {
-                Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") }
-            }
-            (Err(e), _) => Reply::Error { error: format!("upgrade failed: {e:#}") },
+            Some(why) => Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") },
         };
         crate::handover::answer(conn, &reply);
     }
     if let Some(why) = &rollback {
         tracing::error!("upgrade failed and was rolled back: {why}");
     }
-    adopted?;
     let result = sup.event_loop(&mut rx).await;
     sup.guardian.dismiss();
     result
@@ -255,7 +297,7 @@ impl Supervisor {
             base_env: base_env(),
             runtime_dir,
             preload,
-            output: Output::start(),
+            output: crate::sys::signal_mask::blocked_while(Output::start),
             events,
             guardian,
             systemd,
@@ -273,6 +315,8 @@ impl Supervisor {
             last_reload: None,
             stop: None,
             upgrade: None,
+            handing_over: None,
+            timers: Default::default(),
             ever_ready: false,
             announced: false,
             started: Instant::now(),
@@ -299,13 +343,15 @@ impl Supervisor {
     async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
         if !self.settings.watch.is_empty() {
             let s = &self.settings;
-            file_watch::start(
-                &s.watch,
-                &s.watch_ignore,
-                s.watch_debounce,
-                self.events.clone(),
-                self.build_clock.subscribe(),
-            )?;
+            crate::sys::signal_mask::blocked_while(|| {
+                file_watch::start(
+                    &s.watch,
+                    &s.watch_ignore,
+                    s.watch_debounce,
+                    self.events.clone(),
+                    self.build_clock.subscribe(),
+                )
+            })?;
         }
         if let Some(every) = self.systemd.watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
@@ -313,6 +359,9 @@ impl Supervisor {
         }
         while let Some(event) = rx.recv().await {
             self.handle(event);
+            if let Some(pending) = self.handing_over.take() {
+                self.hand_over(pending, rx).await;
+            }
             if let Some(exit) = self.exit.take() {
                 // Let the control connections write their last replies
                 // (`hotswap stop` waits for how the stop went).
@@ -408,13 +457,15 @@ impl Supervisor {
     }
 
     /// Sends `timer` after `delay`.
-    fn after(&self, delay: Duration, timer: Timer) -> tokio::task::AbortHandle {
+    fn after(&mut self, delay: Duration, timer: Timer) -> tokio::task::AbortHandle {
         let events = self.events.clone();
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Timer(timer)).await;
         })
-        .abort_handle()
+        .abort_handle();
+        self.timers.add(timer, Instant::now() + delay, handle.clone());
+        handle
     }
 
     /// A deadline about one worker: cancelled when the worker goes, so that

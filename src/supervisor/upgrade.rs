@@ -56,6 +56,8 @@ impl Supervisor {
             exe_fd,
             exe: self.origin.exe.clone(),
             argv: self.origin.argv.clone(),
+            timers: Some(self.timers.snapshot(std::time::Instant::now())),
+            holds_signals: true,
         }
     }
 
@@ -145,13 +147,70 @@ impl Supervisor {
             return fail("a reload or stop began during the check".into());
         }
         tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
-        if let Err(e) = self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd())) {
-            fail(format!("{e:#}"));
+        // The event loop execs once nothing is left in flight.
+        self.handing_over = Some((pending, new_version.contains(handover::HOLDS_SIGNALS)));
+    }
+
+    /// Execs the new image from a quiet loop. With `hold` (a new binary that
+    /// unblocks them), signals are blocked first: they wait for the next
+    /// image, see [`crate::sys::signal_mask`]; stop, reload and upgrade
+    /// signals that this image caught but has not acted on yet are sent
+    /// again to this process, so they wait too. The other events already
+    /// queued are handled, so the state handed over has them (a timer that
+    /// fired, an exit to reap).
+    pub(super) async fn hand_over(
+        &mut self,
+        (pending, hold): (Pending, bool),
+        rx: &mut tokio::sync::mpsc::Receiver<Event>,
+    ) {
+        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+        if !hold {
+            tracing::warn!(
+                "upgrade: the new binary does not say it {}; signals sent during the exec may end the primary",
+                handover::HOLDS_SIGNALS
+            );
+        }
+        let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
+        // Let the signal task pass on what it has caught.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let mut again = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                Event::Signal(sig) if hold && [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
+                    if !again.contains(&sig) {
+                        again.push(sig);
+                    }
+                }
+                Event::Signal(SIGCHLD) => self.reap(),
+                other => self.handle(other),
+            }
+        }
+        for sig in again {
+            tracing::info!("upgrade: signal {sig} arrived during the handover; the next image acts on it");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::try_from(sig).ok());
+        }
+        let result = if self.reload.is_some() || self.stop.is_some() || self.exit.is_some() {
+            Err(anyhow::anyhow!("a reload or stop began during the handover"))
+        } else {
+            self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd()), hold)
+        };
+        // Still here: the upgrade failed; held signals are delivered now.
+        crate::sys::signal_mask::restore(&mask);
+        if let Err(e) = result {
+            let why = format!("{e:#}");
+            tracing::error!("upgrade failed: {why}; still running {}", env!("CARGO_PKG_VERSION"));
+            if let Some(r) = &pending.reply {
+                let _ = r.send(Reply::Error {
+                    error: format!("upgrade failed: {why}; still running hotswap {}", env!("CARGO_PKG_VERSION")),
+                });
+            }
         }
     }
 
     /// Writes the state and execs; returns only on failure.
-    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>) -> Result<()> {
+    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>, hold: bool) -> Result<()> {
         let exe_fd = OwnedFd::from(std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?);
         let state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
         let memfd = handover::write_memfd(&serde_json::to_vec(&state)?)?;
@@ -165,7 +224,7 @@ impl Supervisor {
             bail!("could not prepare the fds to hand over");
         }
         self.systemd.reloading("upgrading hotswap in place");
-        let err = handover::exec(&state.exe, &state.argv, memfd.as_raw_fd(), None);
+        let err = handover::exec(&state.exe, &state.argv, memfd.as_raw_fd(), None, hold);
         // Still here: the exec failed; nothing was handed over.
         for fd in pass {
             let _ = handover::set_cloexec(fd, true);
@@ -176,6 +235,7 @@ impl Supervisor {
 
     /// The new image: take over the workers of the state.
     pub(super) fn adopt(&mut self, state: &State, workers: Vec<WorkerFds>, upgraded: bool) -> Result<()> {
+        let state_timers = &state.timers;
         self.started_at = state.started_at;
         self.upgrades = state.upgrades + u32::from(upgraded);
         self.slots = state.slots.iter().map(|(restarts, streak)| Slot::restore(*restarts, *streak)).collect();
@@ -187,14 +247,39 @@ impl Supervisor {
         self.announced = state.announced;
         for (w, fds) in state.workers.iter().zip(workers) {
             let settings = self.settings.clone();
-            let worker = self.launcher(&settings).adopt(w, fds).with_context(|| format!("adopting worker {}", w.id))?;
+            let worker = self
+                .launcher(&settings)
+                .adopt(w, fds)
+                .with_context(|| format!("adopting worker {} (pid {})", w.id, w.pid))?;
             self.guardian.protect(worker.pid());
             let (id, state, settings) = (worker.id(), worker.state(), worker.settings().clone());
             self.workers.insert(id, worker);
-            match state {
-                WorkerState::Starting => self.worker_timer(id, settings.ready_timeout, Timer::Ready(id)),
-                WorkerState::Stopping => self.worker_timer(id, settings.shutdown_timeout, Timer::Shutdown(id)),
-                WorkerState::Ready => {}
+            if state_timers.is_none() {
+                // From an image that did not hand its deadlines over.
+                match state {
+                    WorkerState::Starting => self.worker_timer(id, settings.ready_timeout, Timer::Ready(id)),
+                    WorkerState::Stopping => self.worker_timer(id, settings.shutdown_timeout, Timer::Shutdown(id)),
+                    WorkerState::Ready => {}
+                }
+            }
+        }
+        // Every deadline of the previous image, with the time it had left.
+        let now = std::time::Instant::now();
+        for t in state_timers.iter().flatten() {
+            let left = t.remaining();
+            match t.timer {
+                Timer::Ready(id)
+                | Timer::AssumeReady(id)
+                | Timer::Shutdown(id)
+                | Timer::StopSignal(id)
+                | Timer::ReadyHint(id) => self.worker_timer(id, left, t.timer),
+                Timer::Respawn(slot) => {
+                    if let Some(s) = self.slots.get_mut(slot) {
+                        s.waits_until(now + left);
+                    }
+                    let _ = self.after(left, t.timer);
+                }
+                Timer::Watchdog => {}
             }
         }
         // Exits that happened during the exec.

@@ -8,10 +8,13 @@
 //! - [`reap`]: collecting exited children by pid, and orphans.
 //! - [`private_dir`]: directories no other user can write (control socket,
 //!   runtime directory), and the cleanup of a killed primary's.
+//! - [`signal_mask`]: holding back signals while no handler is installed
+//!   (across the exec of a self-upgrade).
 
 pub mod guardian;
 pub mod listeners;
 pub mod private_dir;
 pub mod reap;
 pub mod sd_notify;
+pub mod signal_mask;
 pub mod spawn;

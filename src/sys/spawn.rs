@@ -139,6 +139,18 @@ unsafe fn child(
             libc::signal(sig, libc::SIG_DFL);
         }
     }
+    // glibc's signal() refuses its own internal signals (32 and 33), and
+    // glibc's posix_spawn leaves them ignored in the programs it starts (a
+    // primary started by a Rust program gets signal 32 ignored); an ignored
+    // signal survives exec. The system call itself resets them. All zeros is
+    // a kernel sigaction of SIG_DFL, no flags and an empty mask.
+    #[cfg(target_os = "linux")]
+    {
+        let dfl = [0u64; 4];
+        for sig in 32..libc::SIGRTMIN() {
+            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
+        }
+    }
 
     // Keep the status pipe out of the target range too.
     let err_write = if err_write < above { libc::fcntl(err_write, libc::F_DUPFD_CLOEXEC, above) } else { err_write };

@@ -6,6 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::wire::{ReplyTx, Request};
@@ -44,8 +45,10 @@ pub enum Event {
     Timer(Timer),
 }
 
-/// Deadlines; each checks on arrival whether it still applies.
-#[derive(Debug, Clone, Copy)]
+/// Deadlines; each checks on arrival whether it still applies. Serialized
+/// so that a self-upgrade hands the pending ones over.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Timer {
     /// A starting worker must be ready by now.
     Ready(WorkerId),

@@ -13,6 +13,7 @@ mod local_users;
 mod node;
 mod protocol;
 mod reload;
+mod signals;
 mod systemd;
 mod upgrade;
 mod watch;

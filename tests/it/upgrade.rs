@@ -165,3 +165,213 @@ fn an_events_stream_goes_on_across_upgrades() {
     assert!(seen.iter().any(|e| e["event"] == "reload-finished"), "events after two upgrades: {seen:?}");
     assert!(events.connected(), "the events client is still connected");
 }
+
+#[test]
+fn an_upgrade_during_a_ready_delay_keeps_the_delay() {
+    // The worker is assumed ready 2 s after its start; an upgrade in
+    // between must carry that over (and the 4 s ready deadline with the
+    // time it has left), not leave it waiting until it is killed as never
+    // ready.
+    let mut p = Primary::builder(rust_worker())
+        .workers(1)
+        .arg("--ready")
+        .arg("delay:2s")
+        .arg("--ready-timeout")
+        .arg("4s")
+        .no_wait()
+        .start();
+    wait_until(Duration::from_secs(10), "the control socket", || p.try_status().is_some());
+    let started = std::time::Instant::now();
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+    let s = p.status();
+    assert_eq!(s["workers"][0]["state"], "starting", "still within the delay: {s}");
+    let pid = p.worker_pids()[0];
+    wait_until(Duration::from_secs(5), "the delayed ready after the upgrade", || {
+        p.try_status().is_some_and(|s| Primary::ready_workers(&s).len() == 1)
+    });
+    assert!(started.elapsed() < Duration::from_secs(4), "ready by the delay, not by anything later");
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(started.elapsed()));
+    assert!(p.running(), "{}", p.log_text());
+    assert_eq!(p.worker_pids(), vec![pid], "the healthy worker was killed:\n{}", p.log_text());
+    assert!(!p.log_text().contains("was not ready within"), "{}", p.log_text());
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load after the delayed ready");
+}
+
+#[test]
+fn an_upgrade_during_a_crash_backoff_restarts_the_slot_when_it_is_due() {
+    let dir = TempDir::new("backoff");
+    // Slot 1 crashes at start while its flag file exists.
+    let worker = dir.path("worker.sh");
+    script(
+        &worker,
+        &format!("[ -e \"{}/crash-$HOTSWAP_WORKER_SLOT\" ] && exit 3\nexec {}", dir.0.display(), rust_worker()[0]),
+    );
+    let p = Primary::builder(vec![worker.display().to_string()]).start();
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    load.wait_for_requests(50);
+    std::fs::write(dir.path("crash-1"), "").unwrap();
+    let slot1 = |s: &serde_json::Value| -> Option<i32> {
+        s["workers"].as_array().unwrap().iter().find(|w| w["slot"] == 1).map(|w| w["pid"].as_i64().unwrap() as i32)
+    };
+    // Its worker exits (drained, so no request fails) and restarts crash.
+    unsafe { libc::kill(slot1(&p.status()).unwrap(), libc::SIGTERM) };
+    // Crash loop: 0, 100, 200, 400, 800, 1600 ms, ...
+    let mut due = 0;
+    wait_until(Duration::from_secs(20), "a backoff of a second or more", || {
+        let s = p.status();
+        due = s["backoff"].as_array().unwrap().iter().map(|b| b["restart_in_ms"].as_u64().unwrap()).max().unwrap_or(0);
+        due >= 1000
+    });
+    std::fs::remove_file(dir.path("crash-1")).unwrap();
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+    let s = p.status();
+    assert_eq!(s["upgrades"], 1);
+    let backoff = s["backoff"].as_array().unwrap();
+    assert!(
+        backoff.iter().any(|b| b["slot"] == 1 && b["restart_in_ms"].as_u64().unwrap() > 0),
+        "the backoff was carried over: {s}"
+    );
+    wait_until(Duration::from_millis(due + 5000), "slot 1 filled again after its backoff", || {
+        p.try_status().is_some_and(|s| Primary::ready_workers(&s).len() == 2 && slot1(&s).is_some())
+    });
+    load.wait_for_requests(100);
+    assert_no_failures(&load.finish(), "load across an upgrade during a crash backoff");
+}
+
+/// A "new release" of hotswap in which `--backlog` is now `--backlog-size`
+/// (an option the real binary does not know): a wrapper script that
+/// renames it in the command line it runs with and, when `in_check`, in the
+/// primary's command line that `upgrade-check` reads from the state.
+fn renaming_release(bin: &Path, in_check: bool) {
+    let real = HOTSWAP;
+    let check = if in_check {
+        // The state holds each argument as its bytes: `--backlog`, then `-size`.
+        let (old, new) = ("45,45,98,97,99,107,108,111,103", "45,45,98,97,99,107,108,111,103,45,115,105,122,101");
+        format!("{{ sed 's/\\[{old}\\]/[{new}]/' | {real} upgrade-check; exit $?; }}")
+    } else {
+        format!("exec {real} upgrade-check")
+    };
+    std::fs::remove_file(bin).unwrap();
+    script(
+        bin,
+        &format!(
+            "[ \"$1\" = upgrade-check ] && {check}\n\
+             for a in \"$@\"; do shift; [ \"$a\" = --backlog ] && a=--backlog-size; set -- \"$@\" \"$a\"; done\n\
+             exec {real} \"$@\""
+        ),
+    );
+}
+
+/// A primary on a TCP port and a Unix socket, with `--backlog` on its
+/// command line, run from a copy of the binary.
+fn primary_with_unix_socket(dir: &TempDir) -> (Primary, PathBuf, PathBuf) {
+    let bin = dir.path("hotswap");
+    install(&bin);
+    let sock = dir.path("app.sock");
+    let p = Primary::builder(rust_worker())
+        .binary(&bin)
+        .arg("-l")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--backlog")
+        .arg("128")
+        .start();
+    (p, bin, sock)
+}
+
+/// After a failed upgrade: same pid, same workers, no upgrade counted, both
+/// sockets (and their files) serve, and a reload still works.
+fn assert_untouched(p: &Primary, workers: &[i32], sock: &Path) {
+    let s = p.status();
+    assert_eq!(s["upgrades"], 0, "{s}");
+    assert_eq!(s["pid"], p.pid());
+    assert_eq!(p.worker_pids(), workers, "the workers were not kept");
+    assert!(sock.exists(), "the Unix socket file was removed");
+    assert!(p.control.exists(), "the control socket file was removed");
+    assert_eq!(get(&Target::Unix(sock.to_path_buf()), "/").unwrap().status, 200);
+    p.reload();
+    assert_eq!(get(&Target::Unix(sock.to_path_buf()), "/").unwrap().status, 200);
+}
+
+#[test]
+fn an_upgrade_to_a_binary_that_rejects_the_command_line_is_refused_by_the_check() {
+    let dir = TempDir::new("upgrade");
+    let (p, bin, sock) = primary_with_unix_socket(&dir);
+    let workers = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    load.wait_for_requests(50);
+    renaming_release(&bin, true);
+    let out = p.ctl(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
+    assert!(
+        err.contains("rejects the primary's command line")
+            && err.contains("--backlog-size")
+            && err.contains("still running"),
+        "{err}"
+    );
+    assert!(!p.log_text().contains("handing over"), "the check must refuse before any exec");
+    assert_untouched(&p, &workers, &sock);
+    load.wait_for_requests(100);
+    assert_no_failures(&load.finish(), "load across a refused upgrade");
+}
+
+#[test]
+fn a_new_image_that_rejects_the_command_line_rolls_back() {
+    let dir = TempDir::new("upgrade");
+    let (p, bin, sock) = primary_with_unix_socket(&dir);
+    let workers = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    load.wait_for_requests(50);
+    // The check passes; the exec'd image fails to parse its argv.
+    renaming_release(&bin, false);
+    let out = p.ctl(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
+    assert!(
+        err.contains("the new binary rejects the command line")
+            && err.contains("--backlog-size")
+            && err.contains("still running"),
+        "{err}"
+    );
+    assert!(p.log_text().contains("upgrade failed and was rolled back"), "{}", p.log_text());
+    assert_untouched(&p, &workers, &sock);
+    // And a good binary upgrades as usual afterwards.
+    install(&bin);
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+    assert_eq!(p.status()["upgrades"], 1);
+    load.wait_for_requests(100);
+    assert_no_failures(&load.finish(), "load across a rolled-back upgrade");
+}
+
+#[test]
+fn a_new_image_that_fails_after_adopting_the_workers_rolls_back() {
+    // The testing aid makes the new image fail at the latest point before it
+    // serves: everything taken (fds, socket files, workers) goes back.
+    let dir = TempDir::new("upgrade");
+    let bin = dir.path("hotswap");
+    install(&bin);
+    let sock = dir.path("app.sock");
+    let p = Primary::builder(rust_worker())
+        .binary(&bin)
+        .arg("-l")
+        .arg(format!("unix:{}", sock.display()))
+        .env("HOTSWAP_TEST_FAIL_TAKEOVER", "adopt")
+        .start();
+    let workers = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    load.wait_for_requests(50);
+    let mut events = EventStream::start(&p);
+    let out = p.ctl(&["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
+    assert!(err.contains("HOTSWAP_TEST_FAIL_TAKEOVER=adopt") && err.contains("still running"), "{err}");
+    assert_untouched(&p, &workers, &sock);
+    assert!(events.connected(), "the events client survived the rollback");
+    load.wait_for_requests(100);
+    assert_no_failures(&load.finish(), "load across a rollback after adoption");
+}
