@@ -218,7 +218,7 @@ impl Supervisor {
             base_env: base_env(),
             runtime_dir,
             preload,
-            output: Output::start(),
+            output: Output::global().clone(),
             events,
             guardian,
             systemd,
