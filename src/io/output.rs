@@ -18,11 +18,14 @@
 //!
 //! [`Output::flush`] is a barrier: it returns once everything queued before
 //! it is written out (with a bound, for a reader that never comes back). The
-//! primary uses it before it exits and before it re-executes itself.
+//! primary uses it before it exits and before it re-executes itself. Before
+//! it exits it also waits ([`Output::drain`], bounded) for every pipe reader
+//! to reach end of file, so the last lines a worker wrote before exiting
+//! (why it failed to start, what it did while stopping) are not lost.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +65,8 @@ pub struct Output {
     log: mpsc::Sender<Vec<u8>>,
     /// The primary's own lines dropped since the last note.
     dropped: Arc<AtomicU64>,
+    /// Pipe readers that have not reached end of file.
+    readers: Arc<AtomicUsize>,
 }
 
 static OUTPUT: OnceLock<Output> = OnceLock::new();
@@ -118,7 +123,21 @@ impl Output {
                 });
             })
             .expect("starting the output thread");
-        Output { tx, log, dropped }
+        Output { tx, log, dropped, readers: Default::default() }
+    }
+
+    /// Waits until every pipe reader has reached end of file (every worker
+    /// and build has exited and its output is queued), at most `bound`: a
+    /// worker's leftover process may hold a pipe open.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.readers.load(Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Flushes the writer if it runs (see [`Output::flush`]).
@@ -159,7 +178,9 @@ impl Output {
     /// until end of file, each line behind `prefix`.
     pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String) {
         let tx = self.tx.clone();
+        let reading = Reading::new(&self.readers);
         tokio::spawn(async move {
+            let _reading = reading;
             let mut rx = match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => rx,
                 Err(e) => {
@@ -185,6 +206,22 @@ impl Output {
                 }
             }
         });
+    }
+}
+
+/// A pipe reader at work, counted until it ends.
+struct Reading(Arc<AtomicUsize>);
+
+impl Reading {
+    fn new(count: &Arc<AtomicUsize>) -> Reading {
+        count.fetch_add(1, Ordering::Relaxed);
+        Reading(count.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

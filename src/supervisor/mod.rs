@@ -52,6 +52,10 @@ use worker::{Launcher, Worker};
 
 pub use worker::{base_env, runs_node};
 
+/// How long an exiting primary waits for its events clients and its
+/// workers' output to be written out.
+const EXIT_DRAIN: Duration = Duration::from_secs(1);
+
 pub struct Supervisor {
     /// The flags `hotswap run` was given, to read the config file again.
     flags: Options,
@@ -154,7 +158,7 @@ pub async fn resume(
         Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
     sup.on_demand.sockets = fds.on_demand;
-    sup.subscribers.adopt(fds.subscribers);
+    sup.subscribers.adopt(fds.subscribers, &sup.events.clone());
     let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
     if let Some(conn) = fds.reply {
         let version = env!("CARGO_PKG_VERSION");
@@ -277,6 +281,13 @@ impl Supervisor {
         while let Some(event) = rx.recv().await {
             self.handle(event);
             if let Some(exit) = self.exit.take() {
+                // Every events client gets every event, then `done`; the
+                // workers' last lines of output are read to the end (main
+                // then waits for them to be written).
+                self.subscribers.close(&exit.1, EXIT_DRAIN).await;
+                if !self.output.drain(EXIT_DRAIN).await {
+                    tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
+                }
                 // Let the control connections write their last replies
                 // (`hotswap stop` waits for how the stop went).
                 for _ in 0..10 {
@@ -292,6 +303,8 @@ impl Supervisor {
         match event {
             Event::Signal(sig) => self.on_signal(sig),
             Event::Control { request, reply, conn } => self.on_control(request, reply, conn),
+            Event::Subscribe { sub, conn } => self.subscribers.add(sub, conn),
+            Event::SubscriberLeft => self.subscribers.prune(),
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
             Event::IpcClosed { worker } => self.on_ipc_closed(worker),
             Event::Notify { worker, note } => self.on_notify(worker, note),
@@ -335,7 +348,8 @@ impl Supervisor {
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
-            Request::Events => self.subscribers.add(reply, conn),
+            // Served by `Event::Subscribe`.
+            Request::Events => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
         }
     }
