@@ -25,8 +25,11 @@
 //!    old version answers that the upgrade failed.
 //!
 //! Only a running reload or stop refuses an upgrade (try again after it).
-//! What is lost: a worker's partial line of output or IPC not yet read when
-//! the image changes, and pending timers (re-armed in full on adoption).
+//! What is lost: an IPC message partly read when the image changes, and
+//! pending timers (re-armed in full on adoption). Worker output is not: what
+//! the output readers hold goes over in the state, and the writer's queue is
+//! written out before the exec (for at most [`FLUSH_BEFORE_EXEC`]: a stderr
+//! that nobody reads must not hold the upgrade).
 
 use std::ffi::{CString, OsString};
 use std::io::{Read, Seek, Write};
@@ -51,6 +54,8 @@ pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
 /// Set when a new image gave the state back: why.
 pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the output writer may take to write out its queue before exec.
+pub const FLUSH_BEFORE_EXEC: Duration = Duration::from_secs(2);
 /// Testing aid: when set, a new image refuses the handover (and the old one
 /// takes it back), so the rollback path can be exercised for real.
 pub const FAIL_TAKEOVER_ENV: &str = "HOTSWAP_TEST_FAIL_TAKEOVER";
@@ -112,6 +117,12 @@ pub struct WorkerSnapshot {
     pub ipc_fd: Option<RawFd>,
     pub stdout_fd: RawFd,
     pub stderr_fd: RawFd,
+    /// Output read from its pipes and not yet written (a partial line, or
+    /// lines waiting for the writer): the next image writes it first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stdout_pending: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr_pending: Vec<u8>,
     /// A Node.js cluster worker's state.
     #[serde(default)]
     pub node: Option<crate::types::NodeState>,

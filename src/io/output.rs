@@ -22,11 +22,17 @@
 //! it exits it also waits ([`Output::drain`], bounded) for every pipe reader
 //! to reach end of file, so the last lines a worker wrote before exiting
 //! (why it failed to start, what it did while stopping) are not lost.
+//!
+//! Self-upgrade: a pipe reader never holds a line across a wait. It takes a
+//! line out of its buffer only with a place in the writer's queue in hand,
+//! so at any moment what it read and did not pass on is in its buffer
+//! ([`Pending`]), which the supervisor reads just before the exec and hands
+//! to the next image with the pipe itself; that image writes it first.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
@@ -175,10 +181,15 @@ impl Output {
     }
 
     /// Forwards everything read from `fd` (the read end of a worker's pipe)
-    /// until end of file, each line behind `prefix`.
-    pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String) {
+    /// until end of file, each line behind `prefix`; `carried` first (what
+    /// the previous image had read and not written).
+    pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String, carried: &[u8]) -> Pending {
         let tx = self.tx.clone();
         let reading = Reading::new(&self.readers);
+        let mut lines = Lines::new(MAX_LINE, Long::Split);
+        lines.buffer().extend_from_slice(carried);
+        let pending = Pending(Arc::new(Mutex::new(lines)));
+        let buffer = pending.0.clone();
         tokio::spawn(async move {
             let _reading = reading;
             let mut rx = match pipe::Receiver::from_owned_fd(fd) {
@@ -188,25 +199,46 @@ impl Output {
                     return;
                 }
             };
-            let mut lines = Lines::new(MAX_LINE, Long::Split);
+            let mut eof = false;
+            let mut chunk = bytes::BytesMut::new();
             loop {
-                lines.buffer().reserve(64 * 1024);
-                let eof = rx.read_buf(lines.buffer()).await.unwrap_or(0) == 0;
-                while let Some(Frame::Line(line)) = lines.next_frame(eof) {
+                // A line leaves the buffer only with its place in the queue.
+                loop {
+                    let Ok(permit) = tx.reserve().await else { return };
+                    let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
                     let mut bytes = Vec::with_capacity(prefix.len() + line.len() + 1);
                     bytes.extend_from_slice(prefix.as_bytes());
                     bytes.extend_from_slice(&line);
                     bytes.push(b'\n');
-                    if tx.send(ToWriter::Line(Line { stream, bytes })).await.is_err() {
-                        return;
-                    }
+                    permit.send(ToWriter::Line(Line { stream, bytes }));
                 }
                 if eof {
                     return;
                 }
+                chunk.reserve(64 * 1024);
+                eof = rx.read_buf(&mut chunk).await.unwrap_or(0) == 0;
+                lock(&buffer).buffer().extend_from_slice(&chunk.split());
             }
         });
+        pending
     }
+}
+
+/// What a pipe reader has read and not passed on (a partial line, or lines
+/// waiting for room in the writer's queue), for a self-upgrade to carry.
+#[derive(Debug, Clone)]
+pub struct Pending(Arc<Mutex<Lines>>);
+
+impl Pending {
+    /// The bytes, as they came from the pipe. Read on the event loop's
+    /// thread, between two steps of the reader (its only other user).
+    pub fn bytes(&self) -> Vec<u8> {
+        lock(&self.0).buffer().to_vec()
+    }
+}
+
+fn lock(m: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A pipe reader at work, counted until it ends.

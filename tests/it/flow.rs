@@ -306,3 +306,44 @@ fn the_line_that_explains_a_failed_start_is_kept() {
         assert!(log.contains("cannot start: the reason, from"), "start {i}: the worker's line is missing:\n{log}");
     }
 }
+
+/// Item 15: a worker prints numbered lines fast (on stdout and stderr, cut
+/// mid-line) through 3 self-upgrades: every number is in the primary's
+/// output exactly once, on each stream.
+#[test]
+fn self_upgrades_lose_no_line_of_output() {
+    let dir = TempDir::new("numbers");
+    let stop = dir.path("stop");
+    let mut p = Primary::builder(vec!["python3".into(), fixture("numbers.py")])
+        .workers(1)
+        .env("NUMBERS_STOP", stop.display().to_string())
+        .start();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=3 {
+        let out = p.ctl(&["upgrade"]);
+        assert!(out.status.success(), "upgrade {i}: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::fs::write(&stop, "").unwrap();
+    wait_until(Duration::from_secs(20), "both END lines", || count_lines(&p.log_text(), "] END ") == 2);
+    let log = p.log_text();
+    let _ = p.ctl(&["stop"]);
+    p.wait_exit(Duration::from_secs(20));
+    // Both streams go to one file: each number twice, END twice.
+    let total: u64 = log.lines().find_map(|l| l.split_once("] END ").map(|(_, n)| n.trim().parse().unwrap())).unwrap();
+    let mut seen = vec![0u32; total as usize];
+    let mut other = Vec::new();
+    for line in log.lines() {
+        if let Some((_, n)) = line.split_once("] n=") {
+            match n.parse::<usize>() {
+                Ok(k) if k < seen.len() => seen[k] += 1,
+                _ => other.push(line.to_string()),
+            }
+        } else if line.starts_with("[w") && !line.contains("] END ") {
+            other.push(line.to_string());
+        }
+    }
+    let wrong: Vec<_> = seen.iter().enumerate().filter(|(_, c)| **c != 2).take(10).collect();
+    assert!(total > 1000, "only {total} numbers");
+    assert!(wrong.is_empty() && other.is_empty(), "{total} numbers; (number, times) not twice: {wrong:?}; mangled: {:?}", &other[..other.len().min(10)]);
+}
