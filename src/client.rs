@@ -49,7 +49,7 @@ pub const EVENTS_LOST: u8 = 3;
 
 /// Prints each event until the primary stops. Exits 0 once the primary said
 /// it stopped (every event was delivered), [`EVENTS_LOST`] when the stream
-/// ended early, 1 when no primary answers.
+/// ended early, 1 when no primary answers (or it refused the request).
 pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let mut end: Option<Result<(), String>> = None;
@@ -68,7 +68,12 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(error)) => {
             eprintln!("hotswap: {error}");
-            ExitCode::from(EVENTS_LOST)
+            // Dropped for falling behind, or refused outright.
+            if error.starts_with("dropped:") {
+                ExitCode::from(EVENTS_LOST)
+            } else {
+                ExitCode::FAILURE
+            }
         }
         None => {
             eprintln!("hotswap: the connection to the primary was lost (it was killed or crashed); events may be missing");

@@ -62,13 +62,11 @@ fn init_logging() {
 }
 
 fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
-    // From here on the log goes through the output thread: a stalled stderr
-    // never blocks the event loop.
-    Output::global();
     // A previous image of this primary handed over (self-upgrade)?
     match handover::take_over() {
         Some(Ok(t)) => {
             let systemd = Systemd::from_env()?;
+            Output::global();
             let (code, why) =
                 runtime()?.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, systemd))?;
             return Ok(finish(code, why));
@@ -92,6 +90,9 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     // Before any thread exists: taking systemd's sockets edits the environment.
     let node = supervisor::runs_node(&settings, &env);
     let listeners = listeners::open_all(&settings.listen, settings.backlog, node)?;
+    // From here on the log goes through the output thread (the first thread
+    // besides this one): a stalled stderr never blocks the event loop.
+    Output::global();
     let (code, why) = runtime()?.block_on(supervisor::run(flags, origin, settings, listeners, systemd))?;
     Ok(finish(code, why))
 }
