@@ -100,12 +100,21 @@ impl Output {
                 let mut w = Writer::open(counter);
                 rt.block_on(async {
                     loop {
-                        tokio::select! {
+                        let first = tokio::select! {
                             biased;
-                            Some(line) = log_rx.recv() => w.write(Stream::Stderr, &line),
+                            Some(line) = log_rx.recv() => Some(ToWriter::Line(Line { stream: Stream::Stderr, bytes: line })),
                             msg = rx.recv() => match msg {
-                                Some(ToWriter::Line(line)) => w.write(line.stream, &line.bytes),
-                                Some(ToWriter::Flush(done)) => {
+                                Some(m) => Some(m),
+                                None => break,
+                            },
+                        };
+                        // Then whatever waits, without going back to the
+                        // runtime (the primary's own lines first).
+                        let mut next = first;
+                        while let Some(msg) = next.take() {
+                            match msg {
+                                ToWriter::Line(line) => w.write(line.stream, &line.bytes),
+                                ToWriter::Flush(done) => {
                                     while let Ok(m) = rx.try_recv() {
                                         if let ToWriter::Line(line) = m {
                                             w.write(line.stream, &line.bytes);
@@ -116,15 +125,15 @@ impl Output {
                                     }
                                     w.flush();
                                     let _ = done.try_send(());
-                                    continue;
                                 }
-                                None => break,
-                            },
+                            }
+                            next = match log_rx.try_recv() {
+                                Ok(line) => Some(ToWriter::Line(Line { stream: Stream::Stderr, bytes: line })),
+                                Err(_) => rx.try_recv().ok(),
+                            };
                         }
                         // Flush when nothing else waits: batches under a flood.
-                        if rx.is_empty() && log_rx.is_empty() {
-                            w.flush();
-                        }
+                        w.flush();
                     }
                 });
             })
@@ -203,6 +212,8 @@ impl Output {
             let mut chunk = bytes::BytesMut::new();
             loop {
                 // A line leaves the buffer only with its place in the queue.
+                // (One wait per line: each spends tokio's cooperative budget,
+                // so a flooding worker leaves the event loop its turns.)
                 loop {
                     let Ok(permit) = tx.reserve().await else { return };
                     let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
