@@ -315,7 +315,13 @@ async fn read_loop(
                 Ok(()) => continue,
                 Err(e) => Err(e),
             },
-            r => r,
+            r => {
+                // `try_read` spends none of tokio's cooperative budget: a
+                // worker that writes without pause must not keep the event
+                // loop's thread to itself.
+                tokio::task::coop::consume_budget().await;
+                r
+            }
         };
         match read {
             Ok(0) | Err(_) => {
