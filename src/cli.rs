@@ -47,6 +47,11 @@ pub enum Command {
     /// Show listeners, generation and workers of a running primary.
     Status(StatusArgs),
     /// Stop a running primary gracefully; returns once it has exited.
+    ///
+    /// Exit status: 0 once every worker exited by itself; 1 when no primary
+    /// answers, when a worker had to be killed (at --shutdown-timeout, or by
+    /// a forced stop), or when the connection closed before the primary said
+    /// how the stop went (it was killed).
     Stop(ControlArgs),
     /// Re-execute the running primary from its binary on disk (after a
     /// deploy of a new hotswap), keeping its pid, sockets and workers.
@@ -57,6 +62,12 @@ pub enum Command {
     UpgradeCheck,
     /// Stream the primary's lifecycle events (fork, online, listening,
     /// disconnect, exit, reload-started/finished/failed) as they happen.
+    ///
+    /// Exit status: 0 when the primary stopped (every event, the last exits
+    /// included, was printed); 1 when no primary answers; 3 when the stream
+    /// was cut short: the primary was killed or crashed, or dropped this
+    /// client because it fell more than 256 events behind (the reason is
+    /// printed on stderr).
     Events(StatusArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

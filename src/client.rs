@@ -42,17 +42,44 @@ pub fn upgrade(path: &Path) -> anyhow::Result<ExitCode> {
     until_done(path, &Request::Upgrade, "upgrade")
 }
 
+/// Exit status of `hotswap events` when the stream ended without the
+/// primary's last word: the primary was killed or crashed, or dropped this
+/// client because it fell too far behind.
+pub const EVENTS_LOST: u8 = 3;
+
+/// Prints each event until the primary stops. Exits 0 once the primary said
+/// it stopped (every event was delivered), [`EVENTS_LOST`] when the stream
+/// ended early, 1 when no primary answers (or it refused the request).
 pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    call(path, &Request::Events, |reply| {
-        if let Reply::Event(ev) = reply {
+    let mut end: Option<Result<(), String>> = None;
+    call(path, &Request::Events, |reply| match reply {
+        Reply::Event(ev) => {
             let line = if json { serde_json::to_string(&ev).expect("event serializes") } else { ev.render() };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
         }
+        Reply::Done { .. } => end = Some(Ok(())),
+        Reply::Error { error } => end = Some(Err(error)),
+        Reply::Progress { .. } | Reply::Status(_) => {}
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match end {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
+            eprintln!("hotswap: {error}");
+            // Dropped for falling behind, or refused outright.
+            if error.starts_with("dropped:") {
+                ExitCode::from(EVENTS_LOST)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        None => {
+            eprintln!("hotswap: the connection to the primary was lost (it was killed or crashed); events may be missing");
+            ExitCode::from(EVENTS_LOST)
+        }
+    })
 }
 
 pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -73,7 +100,8 @@ pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Succeeds when every worker exited by itself; a stop that had to kill a
-/// worker, or was forced, says so and fails.
+/// worker, or was forced, says so and fails; so does a connection that
+/// closed before the primary said how the stop went (it was killed).
 pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     let mut told = false;
@@ -90,8 +118,8 @@ pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
         Reply::Status(_) | Reply::Event(_) => {}
     })?;
     if code == ExitCode::SUCCESS && !told {
-        // The primary exited before its last word reached us.
-        println!("stopped");
+        eprintln!("hotswap: the connection to the primary closed before it said how the stop went (was it killed?)");
+        code = ExitCode::FAILURE;
     }
     Ok(code)
 }

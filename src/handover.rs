@@ -42,8 +42,11 @@
 //! Only a running reload or stop refuses an upgrade (try again after it).
 //! Every pending deadline (crash-restart backoff, `--ready delay:`, ready
 //! and shutdown deadlines) is carried over with the time it has left.
-//! What is lost: a worker's partial line of output or IPC not yet read when
-//! the image changes.
+//! What is lost: an IPC message partly read when the image changes. Worker
+//! output is not: what the output readers hold goes over in the state, and
+//! the writer's queue is written out before the exec (for at most
+//! [`FLUSH_BEFORE_EXEC`]: a stderr that nobody reads must not hold the
+//! upgrade).
 
 use std::ffi::{CString, OsString};
 use std::io::{Read, Seek, Write};
@@ -72,6 +75,8 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// the exec once its handlers are installed. The old image holds them only
 /// for such a binary: an older one would never unblock them.
 pub const HOLDS_SIGNALS: &str = "unblocks held signals";
+/// How long the output writer may take to write out its queue before exec.
+pub const FLUSH_BEFORE_EXEC: Duration = Duration::from_secs(2);
 /// Testing aid: when set, a new image refuses the handover (and the old one
 /// takes it back), so the rollback path can be exercised for real.
 pub const FAIL_TAKEOVER_ENV: &str = "HOTSWAP_TEST_FAIL_TAKEOVER";
@@ -153,6 +158,12 @@ pub struct WorkerSnapshot {
     pub ipc_fd: Option<RawFd>,
     pub stdout_fd: RawFd,
     pub stderr_fd: RawFd,
+    /// Output read from its pipes and not yet written (a partial line, or
+    /// lines waiting for the writer): the next image writes it first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stdout_pending: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr_pending: Vec<u8>,
     /// A Node.js cluster worker's state.
     #[serde(default)]
     pub node: Option<crate::types::NodeState>,

@@ -9,7 +9,12 @@ use hotswap::cli::{Cli, Command};
 use hotswap::options::{control_path, Options, Settings};
 use hotswap::supervisor::{self, Origin};
 use hotswap::sys::{guardian, listeners, sd_notify::Systemd, spawn};
+use hotswap::io::output::{LogSink, Output};
 use hotswap::{client, handover};
+
+/// How long an exiting primary waits for its output to be written (a
+/// stalled stderr reader must not keep it from exiting).
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // Before anything can replace the binary on disk.
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            Output::flush_if_running(EXIT_FLUSH);
             eprintln!("hotswap: {e:#}");
             ExitCode::FAILURE
         }
@@ -86,7 +92,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(LogSink)
         .init();
 }
 
@@ -101,6 +107,7 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
                 Ok(rt) => rt,
                 Err(e) => return Err(t.handback.rollback(&format!("starting the runtime: {e}"))),
             };
+            Output::global();
             let (code, why) =
                 rt.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, t.handback))?;
             return Ok(finish(code, why));
@@ -131,6 +138,9 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e),
     };
+    // From here on the log goes through the output thread (the first thread
+    // besides this one): a stalled stderr never blocks the event loop.
+    Output::global();
     let (code, why) = runtime()?.block_on(supervisor::run(flags, origin, settings, listeners, systemd))?;
     Ok(finish(code, why))
 }
@@ -155,7 +165,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn finish(code: i32, why: String) -> ExitCode {
     if code == 0 {
         tracing::info!("{why}");
-    } else {
+    }
+    Output::flush_if_running(EXIT_FLUSH);
+    if code != 0 {
         eprintln!("hotswap: {why}");
     }
     ExitCode::from(code as u8)

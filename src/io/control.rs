@@ -9,6 +9,13 @@
 //!
 //! Each connection is its own task: a client that connects and says nothing
 //! blocks neither other clients nor the supervisor, and times out.
+//!
+//! An `events` client gets a bounded queue ([`SUBSCRIBER_QUEUE`] events); its
+//! task watches the connection for end of file, so a client that leaves is
+//! forgotten at once (its two fds closed), not at the next event. A client
+//! that falls further behind is dropped by the supervisor; the task then
+//! finishes the line it was writing and adds a last `error` line saying
+//! why, if the client takes it within a second.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +27,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::lines::{Frame, Lines, Long};
-use crate::types::wire::{Reply, ReplyTx, Request};
+use crate::types::wire::{Reply, Request, Subscription, SUBSCRIBER_QUEUE};
 use crate::types::Event;
 
 /// Largest request accepted, in bytes.
@@ -140,11 +147,20 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
             return refuse(stream, error).await;
         }
     };
+    if request == Request::Events {
+        // It outlives a self-upgrade: the supervisor keeps a copy to hand over.
+        let conn = dup_cloexec(&stream)?;
+        let (sub, task) = subscription();
+        if events.send(Event::Subscribe { sub, conn }).await.is_ok() {
+            task.run(stream, events).await;
+        }
+        return Ok(());
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // These connections outlive a self-upgrade: the next image answers on
-    // them, so the supervisor keeps a copy of the socket.
+    // An upgrade's answer comes from the next image: the supervisor keeps a
+    // copy of the socket to hand over.
     let conn = match request {
-        Request::Upgrade | Request::Events => Some(dup_cloexec(&stream)?),
+        Request::Upgrade => Some(dup_cloexec(&stream)?),
         _ => None,
     };
     let event = Event::Control { request, reply: tx, conn };
@@ -196,21 +212,89 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     }
 }
 
-/// Takes over a `hotswap events` client of the previous image: replies sent
-/// on the returned channel go to it.
-pub fn adopt_subscriber(fd: std::os::fd::OwnedFd) -> Result<ReplyTx> {
+/// Takes over a `hotswap events` client of the previous image: events sent
+/// on the returned subscription go to it.
+pub fn adopt_subscriber(fd: std::os::fd::OwnedFd, events: mpsc::Sender<Event>) -> Result<Subscription> {
     let std_stream = std::os::unix::net::UnixStream::from(fd);
     std_stream.set_nonblocking(true)?;
-    let mut stream = UnixStream::from_std(std_stream).context("adopting an events client")?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(reply) = rx.recv().await {
-            if send(&mut stream, &reply).await.is_err() {
-                break;
+    let stream = UnixStream::from_std(std_stream).context("adopting an events client")?;
+    let (sub, task) = subscription();
+    tokio::spawn(task.run(stream, events));
+    Ok(sub)
+}
+
+/// How long a dropped events client has to take its last line.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// The task's side of a [`Subscription`].
+struct SubscriberTask {
+    rx: mpsc::Receiver<Reply>,
+    kill: std::sync::Arc<tokio::sync::Notify>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+fn subscription() -> (Subscription, SubscriberTask) {
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+    let kill = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    (Subscription { tx, kill: kill.clone(), done }, SubscriberTask { rx, kill, done: done_tx })
+}
+
+impl SubscriberTask {
+    /// Writes each queued reply to the client until the supervisor lets go
+    /// (everything queued is written first), the client leaves (end of file
+    /// on its side), or the supervisor drops it.
+    async fn run(mut self, stream: UnixStream, events: mpsc::Sender<Event>) {
+        let (mut read_half, mut write_half) = stream.into_split();
+        let mut line: Vec<u8> = Vec::new();
+        let mut written = 0;
+        let mut scratch = [0u8; 512];
+        let mut killed = false;
+        loop {
+            if written < line.len() {
+                tokio::select! {
+                    biased;
+                    _ = self.kill.notified() => { killed = true; break }
+                    r = read_half.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { break },
+                    w = write_half.write(&line[written..]) => match w {
+                        Ok(n) if n > 0 => written += n,
+                        _ => break,
+                    },
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = self.kill.notified() => { killed = true; break }
+                    r = read_half.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { break },
+                    reply = self.rx.recv() => match reply {
+                        Some(reply) => {
+                            line = serde_json::to_vec(&reply).unwrap_or_default();
+                            line.push(b'\n');
+                            written = 0;
+                        }
+                        None => break,
+                    },
+                }
             }
         }
-    });
-    Ok(tx)
+        if killed {
+            let error = format!(
+                "dropped: this client fell more than {SUBSCRIBER_QUEUE} events behind (it does not read fast enough)"
+            );
+            let mut last = serde_json::to_vec(&Reply::Error { error }).unwrap_or_default();
+            last.push(b'\n');
+            let _ = tokio::time::timeout(LAST_WORDS, async {
+                write_half.write_all(&line[written..]).await?;
+                write_half.write_all(&last).await
+            })
+            .await;
+        }
+        // Closed before the supervisor hears of it: it forgets closed ones.
+        drop(self.rx);
+        drop((read_half, write_half));
+        let _ = self.done.send(());
+        let _ = events.send(Event::SubscriberLeft).await;
+    }
 }
 
 async fn send(stream: &mut UnixStream, reply: &Reply) -> Result<()> {

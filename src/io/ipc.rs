@@ -5,19 +5,32 @@
 //! owns the primary's end of the socketpair in one task: it turns bytes into
 //! whole, validated [`FromWorker`] messages (enforcing [`MAX_LINE`] in one
 //! place) and writes what the supervisor queues for the worker. A bad line is
-//! logged with the worker's id and dropped, never fatal.
+//! logged with the worker's id and dropped, never fatal; those warnings are
+//! rate-limited per worker ([`super::warnings`]).
+//!
+//! A worker that does not read its channel never stops the primary from
+//! reading it: reading and writing are separate tasks, what is queued for the
+//! worker is bounded ([`OUTGOING_QUEUE`]; past it messages are dropped, said
+//! once, counted when the channel closes), and the reader reads until the
+//! socket is drained. (tokio takes a short read as "drained", but on a Unix
+//! socket a message that carries fds (`SCM_RIGHTS`, Node's `NODE_HANDLE`)
+//! ends a read early with more data still queued; waiting for the next
+//! readiness then wedged the channel once the worker's send buffer filled.)
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::lines::{Frame, Lines, Long};
+use super::warnings::{thousands, Warnings};
 use crate::types::event::FromWorker;
 use crate::types::{Event, WorkerId};
 
@@ -80,7 +93,7 @@ pub mod to_worker {
 /// Consecutive refused lines after which a worker's channel is closed.
 pub const ABUSE_LIMIT: u32 = 100;
 /// Messages queued for a worker that does not read; more are dropped.
-const OUTGOING_QUEUE: usize = 1024;
+pub const OUTGOING_QUEUE: usize = 1024;
 
 /// Turns the bytes a worker writes into messages: one JSON value per line,
 /// at most [`MAX_LINE`] bytes each (the bound is [`Lines`]'s to enforce).
@@ -145,6 +158,10 @@ const HANDLE_TRIES: u32 = 3;
 #[derive(Debug, Clone)]
 pub struct Channel {
     tx: mpsc::Sender<Outgoing>,
+    /// Messages dropped because the worker did not read (the first is
+    /// logged; the count when the channel closes).
+    dropped: Arc<AtomicU64>,
+    label: Arc<str>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -161,8 +178,9 @@ impl Channel {
     /// Starts the task that owns `stream`, the primary's end.
     pub fn start(stream: UnixStream, worker: WorkerId, label: String, events: mpsc::Sender<Event>) -> Channel {
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
-        tokio::spawn(run(stream, worker, label, events, rx));
-        Channel { tx }
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(stream, worker, label.clone(), events, rx, dropped.clone()));
+        Channel { tx, dropped, label: label.into() }
     }
 
     /// Queues a message; false if the channel is closed or the worker has
@@ -171,7 +189,13 @@ impl Channel {
         match self.tx.try_send(Outgoing::Message(message)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("IPC: a worker is not reading its channel; a message to it was dropped");
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "{} IPC: the worker does not read its channel ({OUTGOING_QUEUE} messages wait); \
+                         messages to it are dropped (said once; counted when the channel closes)",
+                        self.label
+                    );
+                }
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -204,17 +228,23 @@ async fn run(
     label: String,
     events: mpsc::Sender<Event>,
     mut rx: mpsc::Receiver<Outgoing>,
+    dropped: Arc<AtomicU64>,
 ) {
     let (read_half, mut write_half) = stream.into_split();
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
     let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), events, ack_tx));
+    // Once a write fails the worker is gone: what is queued is dropped
+    // unwritten (and unlogged), while the reader reads what it left.
+    let mut broken = false;
     while let Some(out) = rx.recv().await {
         match out {
+            Outgoing::Message(_) | Outgoing::Handle(..) if broken => {}
             Outgoing::Message(v) => {
                 let mut line = v.to_string();
                 line.push('\n');
                 if let Err(e) = write_half.write_all(line.as_bytes()).await {
-                    tracing::debug!("{label} IPC: write failed: {e}");
+                    tracing::debug!("{label} IPC: write failed: {e}; the rest queued for it is dropped");
+                    broken = true;
                 }
             }
             Outgoing::Handle(v, fd) => {
@@ -241,6 +271,14 @@ async fn run(
         }
     }
     // Disconnect, or the supervisor dropped the channel: close our end.
+    let n = dropped.load(Ordering::Relaxed);
+    if n > 0 {
+        tracing::warn!(
+            "{label} IPC: {} {} to the worker dropped: it did not read its channel",
+            thousands(n),
+            crate::types::plural(n as usize, "message")
+        );
+    }
     reader.abort();
     let _ = write_half.shutdown().await;
 }
@@ -261,16 +299,31 @@ async fn send_with_fd(write_half: &mut OwnedWriteHalf, bytes: &[u8], fd: &OwnedF
 }
 
 async fn read_loop(
-    mut stream: tokio::net::unix::OwnedReadHalf,
+    stream: tokio::net::unix::OwnedReadHalf,
     worker: WorkerId,
     label: String,
     events: mpsc::Sender<Event>,
     acks: mpsc::UnboundedSender<bool>,
 ) {
     let mut framer = Framer::default();
+    let mut warnings = Warnings::new(label.clone());
     loop {
         framer.buffer().reserve(16 * 1024);
-        match stream.read_buf(framer.buffer()).await {
+        // Read until the socket says it is drained (see the module's doc).
+        let read = match stream.try_read_buf(framer.buffer()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match stream.readable().await {
+                Ok(()) => continue,
+                Err(e) => Err(e),
+            },
+            r => {
+                // `try_read` spends none of tokio's cooperative budget: a
+                // worker that writes without pause must not keep the event
+                // loop's thread to itself.
+                tokio::task::coop::consume_budget().await;
+                r
+            }
+        };
+        match read {
             Ok(0) | Err(_) => {
                 if framer.buffered() > 0 {
                     tracing::warn!("{label} IPC: dropped {} bytes without a final newline", framer.buffered());
@@ -285,18 +338,27 @@ async fn read_loop(
                     let _ = acks.send(ok);
                 }
                 Ok(msg) => {
+                    if msg == FromWorker::NodeHandle && warnings.allow() {
+                        tracing::warn!("{label} IPC: the worker tried to send a handle; dropped");
+                    }
                     if events.send(Event::Ipc { worker, msg }).await.is_err() {
                         return;
                     }
                 }
-                Err(why) => tracing::warn!("{label} IPC: refused a message: {why}"),
+                Err(why) => {
+                    if warnings.allow() {
+                        tracing::warn!("{label} IPC: refused a message: {why}");
+                    }
+                }
             }
         }
+        warnings.tick();
         if framer.refused_in_a_row >= ABUSE_LIMIT {
             tracing::error!("{label} IPC: closing the channel after {ABUSE_LIMIT} refused messages in a row");
             break;
         }
     }
+    warnings.finish();
     // The supervisor drops its handle, which ends the writer and closes the socket.
     let _ = events.send(Event::IpcClosed { worker }).await;
 }

@@ -10,6 +10,7 @@
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
 //! - [`lines`]: newline framing, shared by every stream above.
+//! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
 pub mod build;
 pub mod control;
@@ -18,4 +19,5 @@ pub mod ipc;
 pub mod lines;
 pub mod output;
 pub mod signals;
+pub mod warnings;
 pub mod worker_notify;

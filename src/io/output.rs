@@ -1,13 +1,39 @@
-//! Worker stdout and stderr, passed through the primary line by line.
+//! Everything the primary writes to its stdout and stderr: worker output,
+//! passed through line by line, and the primary's own log.
 //!
-//! Each line is prefixed with the worker's id, generation and pid, so the
-//! output of many workers (and generations) stays readable when interleaved.
-//! One writer thread owns the primary's stdout and stderr; pipe readers send
-//! it whole lines over a bounded channel, so a slow terminal slows the
-//! workers down (as a full pipe would) instead of growing the primary's
-//! memory, and never blocks the event loop.
+//! Each worker line is prefixed with the worker's id, generation and pid, so
+//! the output of many workers (and generations) stays readable when
+//! interleaved. One writer thread owns the primary's stdout and stderr; no
+//! other thread ever writes to them, so a stalled reader (`| less`, a stuck
+//! `tee`, Ctrl-S, a slow log collector) stalls that thread alone, never the
+//! event loop:
+//! - pipe readers send it whole worker lines over a bounded channel
+//!   ([`QUEUE`] lines), so a slow terminal slows the workers down (as a full
+//!   pipe would) instead of growing the primary's memory;
+//! - the primary's own log lines (tracing) go over a second channel of the
+//!   same bound, never waited for: a line that finds it full is dropped and
+//!   counted, and once the reader has caught up the writer says how many
+//!   (`hotswap: N lines dropped: stderr was not being read`). The log
+//!   channel is served first, so a chatty worker does not crowd it out.
+//!
+//! [`Output::flush`] is a barrier: it returns once everything queued before
+//! it is written out (with a bound, for a reader that never comes back). The
+//! primary uses it before it exits and before it re-executes itself. Before
+//! it exits it also waits ([`Output::drain`], bounded) for every pipe reader
+//! to reach end of file, so the last lines a worker wrote before exiting
+//! (why it failed to start, what it did while stopping) are not lost.
+//!
+//! Self-upgrade: a pipe reader never holds a line across a wait. It takes a
+//! line out of its buffer only with a place in the writer's queue in hand,
+//! so at any moment what it read and did not pass on is in its buffer
+//! ([`Pending`]), which the supervisor reads just before the exec and hands
+//! to the next image with the pipe itself; that image writes it first.
 
+use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
@@ -17,6 +43,9 @@ use super::lines::{Frame, Lines, Long};
 
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
+/// Lines waiting for the writer, per channel: at most 64 lines of at most
+/// [`MAX_LINE`] bytes, 4 MiB, of worker output; as many of the primary's own.
+pub const QUEUE: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -29,55 +58,149 @@ struct Line {
     bytes: Vec<u8>,
 }
 
-/// Where pipe readers send their lines.
-#[derive(Clone)]
-pub struct Output {
-    tx: mpsc::Sender<Line>,
+enum ToWriter {
+    Line(Line),
+    /// Write out everything queued, flush, then answer.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
+/// Where pipe readers send their lines, and the primary its log.
+#[derive(Clone)]
+pub struct Output {
+    tx: mpsc::Sender<ToWriter>,
+    log: mpsc::Sender<Vec<u8>>,
+    /// The primary's own lines dropped since the last note.
+    dropped: Arc<AtomicU64>,
+    /// Pipe readers that have not reached end of file.
+    readers: Arc<AtomicUsize>,
+}
+
+static OUTPUT: OnceLock<Output> = OnceLock::new();
+
 impl Output {
+    /// The primary's writer, started on first use. From then on the log
+    /// ([`LogSink`]) goes through it too.
+    pub fn global() -> &'static Output {
+        OUTPUT.get_or_init(|| crate::sys::signal_mask::blocked_while(Output::start))
+    }
+
     /// Starts the writer: a thread of its own, so that a slow terminal or
     /// pipe never blocks the event loop, and writes are plain blocking ones.
-    pub fn start() -> Output {
-        // At most 64 lines of at most MAX_LINE bytes wait: 4 MiB.
-        let (tx, mut rx) = mpsc::channel::<Line>(64);
+    fn start() -> Output {
+        let (tx, mut rx) = mpsc::channel::<ToWriter>(QUEUE);
+        let (log, mut log_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = dropped.clone();
         std::thread::Builder::new()
             .name("hotswap-output".into())
             .spawn(move || {
-                use std::io::{BufWriter, Write};
-                // Own buffered handles on fds 1 and 2 (dups): the primary's
-                // own log (tracing) keeps writing to std's stderr, unblocked.
-                let open = |fd: std::os::fd::BorrowedFd<'_>| -> Option<BufWriter<std::fs::File>> {
-                    let dup = nix::unistd::dup(fd).ok()?;
-                    let _ = nix::fcntl::fcntl(&dup, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-                    Some(BufWriter::with_capacity(64 * 1024, std::fs::File::from(dup)))
-                };
-                use std::os::fd::AsFd;
-                let (mut out, mut err) = (open(std::io::stdout().as_fd()), open(std::io::stderr().as_fd()));
-                while let Some(line) = rx.blocking_recv() {
-                    let w = match line.stream {
-                        Stream::Stdout => out.as_mut(),
-                        Stream::Stderr => err.as_mut(),
-                    };
-                    if let Some(w) = w {
-                        let _ = w.write_all(&line.bytes);
+                // A runtime of its own, only to wait on both channels at once;
+                // the writes themselves are blocking, on this thread alone.
+                let rt = tokio::runtime::Builder::new_current_thread().build().expect("the output thread's runtime");
+                let mut w = Writer::open(counter);
+                rt.block_on(async {
+                    loop {
+                        let first = tokio::select! {
+                            biased;
+                            Some(line) = log_rx.recv() => Some(ToWriter::Line(Line { stream: Stream::Stderr, bytes: line })),
+                            msg = rx.recv() => match msg {
+                                Some(m) => Some(m),
+                                None => break,
+                            },
+                        };
+                        // Then whatever waits, without going back to the
+                        // runtime (the primary's own lines first).
+                        let mut next = first;
+                        while let Some(msg) = next.take() {
+                            match msg {
+                                ToWriter::Line(line) => w.write(line.stream, &line.bytes),
+                                ToWriter::Flush(done) => {
+                                    while let Ok(m) = rx.try_recv() {
+                                        if let ToWriter::Line(line) = m {
+                                            w.write(line.stream, &line.bytes);
+                                        }
+                                    }
+                                    while let Ok(line) = log_rx.try_recv() {
+                                        w.write(Stream::Stderr, &line);
+                                    }
+                                    w.flush();
+                                    let _ = done.try_send(());
+                                }
+                            }
+                            next = match log_rx.try_recv() {
+                                Ok(line) => Some(ToWriter::Line(Line { stream: Stream::Stderr, bytes: line })),
+                                Err(_) => rx.try_recv().ok(),
+                            };
+                        }
+                        // Flush when nothing else waits: batches under a flood.
+                        w.flush();
                     }
-                    // Flush when nothing else waits: batches under a flood.
-                    if rx.is_empty() {
-                        out.as_mut().map(|w| w.flush());
-                        err.as_mut().map(|w| w.flush());
-                    }
-                }
+                });
             })
             .expect("starting the output thread");
-        Output { tx }
+        Output { tx, log, dropped, readers: Default::default() }
+    }
+
+    /// Waits until every pipe reader has reached end of file (every worker
+    /// and build has exited and its output is queued), at most `bound`: a
+    /// worker's leftover process may hold a pipe open.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.readers.load(Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Flushes the writer if it runs (see [`Output::flush`]).
+    pub fn flush_if_running(bound: Duration) -> bool {
+        OUTPUT.get().is_none_or(|o| o.flush(bound))
+    }
+
+    /// Queues one of the primary's own log lines; never waits. A full queue
+    /// (stderr not being read) drops it, counted for the note.
+    pub fn log_line(&self, bytes: &[u8]) {
+        if self.log.try_send(bytes.to_vec()).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything queued so far is written and flushed, at most
+    /// `bound` (a reader that stays stalled). Blocking: for the moments the
+    /// primary is about to exit or re-execute itself. False on time-out.
+    pub fn flush(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let mut msg = ToWriter::Flush(done_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
     }
 
     /// Forwards everything read from `fd` (the read end of a worker's pipe)
-    /// until end of file, each line behind `prefix`.
-    pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String) {
+    /// until end of file, each line behind `prefix`; `carried` first (what
+    /// the previous image had read and not written).
+    pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String, carried: &[u8]) -> Pending {
         let tx = self.tx.clone();
+        let reading = Reading::new(&self.readers);
+        let mut lines = Lines::new(MAX_LINE, Long::Split);
+        lines.buffer().extend_from_slice(carried);
+        let pending = Pending(Arc::new(Mutex::new(lines)));
+        let buffer = pending.0.clone();
         tokio::spawn(async move {
+            let _reading = reading;
             let mut rx = match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => rx,
                 Err(e) => {
@@ -85,23 +208,148 @@ impl Output {
                     return;
                 }
             };
-            let mut lines = Lines::new(MAX_LINE, Long::Split);
+            let mut eof = false;
+            let mut chunk = bytes::BytesMut::new();
             loop {
-                lines.buffer().reserve(64 * 1024);
-                let eof = rx.read_buf(lines.buffer()).await.unwrap_or(0) == 0;
-                while let Some(Frame::Line(line)) = lines.next_frame(eof) {
+                // A line leaves the buffer only with its place in the queue.
+                // (One wait per line: each spends tokio's cooperative budget,
+                // so a flooding worker leaves the event loop its turns.)
+                loop {
+                    let Ok(permit) = tx.reserve().await else { return };
+                    let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
                     let mut bytes = Vec::with_capacity(prefix.len() + line.len() + 1);
                     bytes.extend_from_slice(prefix.as_bytes());
                     bytes.extend_from_slice(&line);
                     bytes.push(b'\n');
-                    if tx.send(Line { stream, bytes }).await.is_err() {
-                        return;
-                    }
+                    permit.send(ToWriter::Line(Line { stream, bytes }));
                 }
                 if eof {
                     return;
                 }
+                chunk.reserve(64 * 1024);
+                eof = rx.read_buf(&mut chunk).await.unwrap_or(0) == 0;
+                lock(&buffer).buffer().extend_from_slice(&chunk.split());
             }
         });
+        pending
+    }
+}
+
+/// What a pipe reader has read and not passed on (a partial line, or lines
+/// waiting for room in the writer's queue), for a self-upgrade to carry.
+#[derive(Debug, Clone)]
+pub struct Pending(Arc<Mutex<Lines>>);
+
+impl Pending {
+    /// The bytes, as they came from the pipe. Read on the event loop's
+    /// thread, between two steps of the reader (its only other user).
+    pub fn bytes(&self) -> Vec<u8> {
+        lock(&self.0).buffer().to_vec()
+    }
+}
+
+fn lock(m: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pipe reader at work, counted until it ends.
+struct Reading(Arc<AtomicUsize>);
+
+impl Reading {
+    fn new(count: &Arc<AtomicUsize>) -> Reading {
+        count.fetch_add(1, Ordering::Relaxed);
+        Reading(count.clone())
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The writer thread's buffered handles on fds 1 and 2.
+struct Writer {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    err: Option<std::io::BufWriter<std::fs::File>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn open(dropped: Arc<AtomicU64>) -> Writer {
+        use std::os::fd::AsFd;
+        // Own handles on fds 1 and 2 (dups, close-on-exec).
+        let open = |fd: std::os::fd::BorrowedFd<'_>| -> Option<std::io::BufWriter<std::fs::File>> {
+            let dup = fd.try_clone_to_owned().ok()?;
+            Some(std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::from(dup)))
+        };
+        Writer { out: open(std::io::stdout().as_fd()), err: open(std::io::stderr().as_fd()), dropped }
+    }
+
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        let w = match stream {
+            Stream::Stdout => self.out.as_mut(),
+            Stream::Stderr => self.err.as_mut(),
+        };
+        if let Some(w) = w {
+            let _ = w.write_all(bytes);
+        }
+    }
+
+    /// Flushes both, then says how many of the primary's lines were dropped
+    /// (the reader has caught up: everything queued is written).
+    fn flush(&mut self) {
+        if let Some(w) = self.out.as_mut() {
+            let _ = w.flush();
+        }
+        if let Some(w) = self.err.as_mut() {
+            let _ = w.flush();
+            let n = self.dropped.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(w, "hotswap: {n} {} dropped: stderr was not being read", crate::types::plural(n as usize, "line"));
+                let _ = w.flush();
+            }
+        }
+    }
+}
+
+/// tracing's writer: the primary's log lines go through [`Output`] once it
+/// runs (`hotswap run`), unless stderr is a regular file (a write to a file
+/// waits for no reader, and the log stays in step with what the primary
+/// does); before that, and in every other subcommand, straight to stderr.
+pub struct LogSink;
+
+/// Whether fd 2 is a regular file (checked once).
+fn stderr_is_a_file() -> bool {
+    static FILE: OnceLock<bool> = OnceLock::new();
+    *FILE.get_or_init(|| {
+        use std::os::fd::AsFd;
+        nix::sys::stat::fstat(std::io::stderr().as_fd())
+            .is_ok_and(|st| nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT == nix::sys::stat::SFlag::S_IFREG)
+    })
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    /// tracing formats a whole event, then writes it in one call.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match OUTPUT.get() {
+            Some(o) if !stderr_is_a_file() => {
+                o.log_line(buf);
+                Ok(buf.len())
+            }
+            _ => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -54,6 +54,10 @@ use worker::{Launcher, Worker};
 
 pub use worker::{base_env, runs_node};
 
+/// How long an exiting primary waits for its events clients and its
+/// workers' output to be written out.
+const EXIT_DRAIN: Duration = Duration::from_secs(1);
+
 pub struct Supervisor {
     /// The flags `hotswap run` was given, to read the config file again.
     flags: Options,
@@ -216,7 +220,7 @@ pub async fn resume(
         Err(e) => return Err(give_back(e)),
     };
     sup.on_demand.sockets = std::mem::take(&mut fds.on_demand);
-    sup.subscribers.adopt(std::mem::take(&mut fds.subscribers));
+    sup.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.events.clone());
     let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
     // Fault injection for the rollback test: a new image that fails after
     // adopting the workers, the latest point before it serves.
@@ -297,7 +301,7 @@ impl Supervisor {
             base_env: base_env(),
             runtime_dir,
             preload,
-            output: crate::sys::signal_mask::blocked_while(Output::start),
+            output: Output::global().clone(),
             events,
             guardian,
             systemd,
@@ -363,6 +367,13 @@ impl Supervisor {
                 self.hand_over(pending, rx).await;
             }
             if let Some(exit) = self.exit.take() {
+                // Every events client gets every event, then `done`; the
+                // workers' last lines of output are read to the end (main
+                // then waits for them to be written).
+                self.subscribers.close(&exit.1, EXIT_DRAIN).await;
+                if !self.output.drain(EXIT_DRAIN).await {
+                    tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
+                }
                 // Let the control connections write their last replies
                 // (`hotswap stop` waits for how the stop went).
                 for _ in 0..10 {
@@ -378,6 +389,8 @@ impl Supervisor {
         match event {
             Event::Signal(sig) => self.on_signal(sig),
             Event::Control { request, reply, conn } => self.on_control(request, reply, conn),
+            Event::Subscribe { sub, conn } => self.subscribers.add(sub, conn),
+            Event::SubscriberLeft => self.subscribers.prune(),
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
             Event::IpcClosed { worker } => self.on_ipc_closed(worker),
             Event::Notify { worker, note } => self.on_notify(worker, note),
@@ -421,7 +434,8 @@ impl Supervisor {
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
-            Request::Events => self.subscribers.add(reply, conn),
+            // Served by `Event::Subscribe`.
+            Request::Events => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
         }
     }

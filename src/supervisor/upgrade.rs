@@ -224,6 +224,15 @@ impl Supervisor {
             bail!("could not prepare the fds to hand over");
         }
         self.systemd.reloading("upgrading hotswap in place");
+        // Last: everything queued for stdout and stderr is written (what the
+        // pipe readers hold is in the state). Nothing runs on this thread
+        // from here to the exec, so no reader takes more from a pipe.
+        if !self.output.flush(handover::FLUSH_BEFORE_EXEC) {
+            tracing::warn!(
+                "upgrade: output was not written out within {} s (stdout or stderr is not read); queued lines may be lost",
+                handover::FLUSH_BEFORE_EXEC.as_secs()
+            );
+        }
         let err = handover::exec(&state.exe, &state.argv, memfd.as_raw_fd(), None, hold);
         // Still here: the exec failed; nothing was handed over.
         for fd in pass {

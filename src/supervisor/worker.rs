@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
-use crate::io::output::{Output, Stream};
+use crate::io::output::{Output, Pending, Stream};
 use crate::io::worker_notify::NotifySocket;
 use crate::node;
 use crate::options::ReadyMode;
@@ -72,6 +72,8 @@ struct Handover {
     ipc: Option<OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    /// What the output readers hold, carried with the pipes.
+    pending: [Pending; 2],
 }
 
 impl Worker {
@@ -255,6 +257,8 @@ impl Worker {
             ipc_fd: self.handover.ipc.as_ref().map(|f| f.as_raw_fd()),
             stdout_fd: self.handover.stdout.as_raw_fd(),
             stderr_fd: self.handover.stderr.as_raw_fd(),
+            stdout_pending: self.handover.pending[0].bytes(),
+            stderr_pending: self.handover.pending[1].bytes(),
             node: self.node,
         }
     }
@@ -283,13 +287,16 @@ impl Launcher<'_> {
         ipc: Option<OwnedFd>,
         out_r: OwnedFd,
         err_r: OwnedFd,
+        carried: [&[u8]; 2],
     ) -> Result<(Option<Channel>, Handover)> {
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
-        let handover =
-            Handover { ipc: ipc.as_ref().map(copy).transpose()?, stdout: copy(&out_r)?, stderr: copy(&err_r)? };
+        let (ipc_copy, stdout, stderr) = (ipc.as_ref().map(copy).transpose()?, copy(&out_r)?, copy(&err_r)?);
         let prefix = format!("{} ", label(id, generation, pid.as_raw()));
-        self.output.forward(out_r, Stream::Stdout, prefix.clone());
-        self.output.forward(err_r, Stream::Stderr, prefix);
+        let pending = [
+            self.output.forward(out_r, Stream::Stdout, prefix.clone(), carried[0]),
+            self.output.forward(err_r, Stream::Stderr, prefix, carried[1]),
+        ];
+        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending };
         let channel = match ipc {
             Some(fd) => {
                 let stream = std::os::unix::net::UnixStream::from(fd);
@@ -363,7 +370,7 @@ impl Launcher<'_> {
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
 
-        let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r)?;
+        let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
         Ok(Worker {
             id,
             slot,
@@ -391,7 +398,8 @@ impl Launcher<'_> {
     /// Takes over a worker the previous image started (self-upgrade).
     pub fn adopt(&self, w: &WorkerSnapshot, fds: WorkerFds) -> Result<Worker> {
         let pid = Pid::from_raw(w.pid);
-        let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr)?;
+        let carried = [&w.stdout_pending[..], &w.stderr_pending[..]];
+        let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
         Ok(Worker {
             id: w.id,
             slot: w.slot,

@@ -136,7 +136,7 @@ impl Supervisor {
                 }
             }
             FromWorker::NodeHandle => {
-                tracing::warn!(worker = id, "{} tried to send a handle over IPC; dropped", worker.label());
+                // Dropped; the channel logs it (rate-limited). Node waits for the ACK.
                 if let Some(ch) = worker.ipc() {
                     ch.send(to_worker::node_handle_ack());
                 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::wire::{ReplyTx, Request};
+use super::wire::{ReplyTx, Request, Subscription};
 use super::WorkerId;
 
 #[derive(Debug)]
@@ -22,6 +22,14 @@ pub enum Event {
         /// outlive a self-upgrade (`upgrade`, `events`).
         conn: Option<OwnedFd>,
     },
+    /// A `hotswap events` client (its connection's copy is handed over on
+    /// self-upgrade).
+    Subscribe {
+        sub: Subscription,
+        conn: OwnedFd,
+    },
+    /// A `hotswap events` client left (its task ended).
+    SubscriberLeft,
     Ipc {
         worker: WorkerId,
         msg: FromWorker,

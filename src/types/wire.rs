@@ -4,8 +4,9 @@
 //! Protocol: the client sends one JSON [`Request`] line
 //! (`{"command":"reload"}`); the primary answers with JSON [`Reply`] lines
 //! (`progress` while it works, then `done` or `error`; `status` with a
-//! [`Status`]; `events` with a [`LifecycleEvent`] per line until the client
-//! leaves). `stop` ends with the connection closing when the primary exits.
+//! [`Status`]; `events` with a [`LifecycleEvent`] per line, then `done` when
+//! the primary stops, or `error` when it drops a client that fell too far
+//! behind). `stop` ends with the connection closing when the primary exits.
 
 use std::fmt::Write as _;
 
@@ -42,6 +43,23 @@ pub enum Reply {
 
 /// Where the supervisor sends replies for one request.
 pub type ReplyTx = mpsc::UnboundedSender<Reply>;
+
+/// Lifecycle events queued for one `hotswap events` client, at most this
+/// many; a client that falls further behind is dropped.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+/// The supervisor's handle on one `hotswap events` client, whose connection
+/// a task of its own writes.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Bounded ([`SUBSCRIBER_QUEUE`]): a client that does not read cannot
+    /// grow the primary.
+    pub tx: mpsc::Sender<Reply>,
+    /// Tells the task to give up on the client (it fell too far behind).
+    pub kill: std::sync::Arc<tokio::sync::Notify>,
+    /// Resolves when the task has written everything queued and ended.
+    pub done: tokio::sync::oneshot::Receiver<()>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {

@@ -263,7 +263,12 @@ fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
     // (The worker then exits on its EOF, and its replacement starts over.)
     let log = p.log_text();
     let refused = log.lines().filter(|l| l.contains("[w1 g1 ") && l.contains("IPC: refused a message")).count();
-    assert!((100..=150).contains(&refused), "each refusal up to the limit is logged: {refused}");
+    // Rate-limited: a burst of 10, then 2 a second, the rest summed up.
+    assert!((10..=14).contains(&refused), "the burst of refusals is logged: {refused}");
+    assert!(
+        log.lines().any(|l| l.contains("[w1 g1 ") && l.contains("more warnings like this suppressed")),
+        "the rest are summed up:\n{log}"
+    );
     assert!(status_latency(&p) < Duration::from_secs(1));
 
     // A flood of valid broadcasts to a worker that never reads: bounded.
@@ -279,7 +284,7 @@ fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
         .start();
     // The bound on what is queued for a worker is reached...
     wait_until(Duration::from_secs(20), "the outgoing queue bound to drop a message", || {
-        p2.log_text().contains("a worker is not reading its channel; a message to it was dropped")
+        p2.log_text().contains("does not read its channel")
     });
     // ...and holds while the flood goes on (part of the scenario: 2 s of it).
     let mut peak = 0;

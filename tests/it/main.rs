@@ -6,6 +6,7 @@ mod common;
 
 mod config;
 mod control;
+mod flow;
 mod hardening;
 mod layout;
 mod lifecycle;
