@@ -12,6 +12,7 @@
 //! The decisions that need no process are pure and tested on their own: the
 //! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
 
+mod adopted;
 pub mod backoff;
 mod exits;
 mod node;
@@ -88,6 +89,8 @@ pub struct Supervisor {
     build_clock: tokio::sync::watch::Sender<BuildClock>,
     /// Children whose exit someone else waits for (tokio's), never reaped here.
     foreign: HashSet<i32>,
+    /// Orphans of workers (daemons) re-parented to the primary.
+    adopted: adopted::Adopted,
     last_reload: Option<ReloadOutcome>,
     stop: Option<Stop>,
     /// Whether any worker has ever been ready: before that, a failing worker
@@ -127,12 +130,14 @@ pub async fn run(
     // Before the first worker and before READY=1: no exit and no reload
     // request may be missed.
     crate::io::signals::start(tx.clone())?;
+    crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
     let control = control::Server::bind(&settings.control_path, tx.clone())?;
     let guardian = Guardian::start()?;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
+    sup.end_orphans();
     sup.guardian.dismiss();
     result
 }
@@ -148,8 +153,11 @@ pub async fn resume(
 ) -> Result<(i32, String)> {
     let (tx, mut rx) = mpsc::channel(1024);
     crate::io::signals::start(tx.clone())?;
+    // (Kept across execve; set again for an image started by an older one.)
+    crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
     let control = control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
-    let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
+    let guardian =
+        Guardian::adopt(state.guardian_pid, fds.guardian, state.guardian_groups.clone(), state.guardian_backlog.clone());
     let mut sup =
         Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
@@ -179,6 +187,7 @@ pub async fn resume(
     }
     adopted?;
     let result = sup.event_loop(&mut rx).await;
+    sup.end_orphans();
     sup.guardian.dismiss();
     result
 }
@@ -225,6 +234,7 @@ impl Supervisor {
             subscribers: Subscribers::default(),
             build_clock: tokio::sync::watch::Sender::new(Default::default()),
             foreign: Default::default(),
+            adopted: Default::default(),
             workers: BTreeMap::new(),
             next_id: 1,
             newest_generation: 1,
@@ -274,6 +284,7 @@ impl Supervisor {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             let _ = self.after(every, Timer::Watchdog);
         }
+        let _ = self.after(adopted::TICK, Timer::Tick);
         while let Some(event) = rx.recv().await {
             self.handle(event);
             if let Some(exit) = self.exit.take() {
@@ -361,6 +372,7 @@ impl Supervisor {
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
+            Timer::Tick => self.on_tick(),
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {
