@@ -14,7 +14,8 @@
 //!    within [`CHECK_TIMEOUT`]. Any failure ends the upgrade there; nothing
 //!    changed.
 //! 2. The state (settings, workers, generations, restart counters, last
-//!    reload) is written to a memfd; close-on-exec is cleared on exactly the
+//!    reload, adopted orphans of workers, the guardian's groups) is written
+//!    to a memfd; close-on-exec is cleared on exactly the
 //!    listeners, the control socket, the guardian's pipe, every worker's IPC
 //!    end and output pipes, the memfd, the waiting client's connection, the
 //!    `hotswap events` clients' connections and a handle on the old

@@ -7,10 +7,10 @@
 //! - `.git/`, `target/`, `node_modules/` and editor swap and backup files;
 //! - whatever `.gitignore` or `.ignore` files in the watched tree ignore;
 //! - `--watch-ignore` globs;
-//! - the files hotswap's own stdout and stderr go to (`hotswap run --watch .
-//!   > hotswap.log 2>&1`): every line logged would be a change, and every
-//!   reload logs lines, a loop. Workers' and builds' output reaches those
-//!   files through the primary, so this covers theirs too;
+//! - the files hotswap's own stdout and stderr go to
+//!   (`hotswap run --watch . ... >hotswap.log 2>&1`): every line logged would
+//!   be a change, and every reload logs lines, a loop. Workers' and builds'
+//!   output reaches those files through the primary, so this covers theirs;
 //! - what the `--build` command writes: a path that changes only while a
 //!   build runs (never while hotswap is idle) is learned as a build output and
 //!   ignored during builds, so a build that writes into the watched tree does

@@ -153,7 +153,9 @@ impl Supervisor {
             if self.orphan_target(info.pgid).is_some() {
                 self.guardian.protect(Pid::from_raw(info.pgid));
             }
-            self.adopted.procs.insert(pid, Orphan { pgid: info.pgid, worker: info.worker, kill_at: None, killed: false });
+            self.adopted
+                .procs
+                .insert(pid, Orphan { pgid: info.pgid, worker: info.worker, kill_at: None, killed: false });
         }
         let stopping = self.stop.is_some();
         let (sig, grace) = (self.settings.stop_signal, self.settings.shutdown_timeout);

@@ -3,9 +3,9 @@
 //! Workers, slots, generations, listeners, the reload in progress and the
 //! stop in progress live in [`Supervisor`], whose fields are private: only
 //! the files of this folder touch them, each for one concern (workers,
-//! reloads, exits, stop, status, subscribers, self-upgrade). Everything else
-//! (signals, the control socket, IPC channels, notify sockets, the file
-//! watcher, timers) sends it an [`Event`] over one channel; child exits
+//! reloads, exits, adopted orphans, stop, status, subscribers, self-upgrade).
+//! Everything else (signals, the control socket, IPC channels, notify
+//! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits
 //! arrive as SIGCHLD and are reaped in one place, by pid ([`exits`]), so no
 //! status is ever lost or stolen.
 //!
@@ -156,8 +156,12 @@ pub async fn resume(
     // (Kept across execve; set again for an image started by an older one.)
     crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
     let control = control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
-    let guardian =
-        Guardian::adopt(state.guardian_pid, fds.guardian, state.guardian_groups.clone(), state.guardian_backlog.clone());
+    let guardian = Guardian::adopt(
+        state.guardian_pid,
+        fds.guardian,
+        state.guardian_groups.clone(),
+        state.guardian_backlog.clone(),
+    );
     let mut sup =
         Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());

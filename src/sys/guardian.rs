@@ -250,3 +250,26 @@ pub fn run() -> ! {
     }
     std::process::exit(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guardian_that_does_not_read_never_blocks_the_primary() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        // Our own pid stands in for the guardian: running, never reading.
+        let mut g = Guardian::adopt(std::process::id() as i32, write, vec![], vec![]);
+        let started = std::time::Instant::now();
+        // Far more than a pipe holds (64 KiB; about 8 bytes a line).
+        for pgid in 2..100_000 {
+            g.protect(Pid::from_raw(pgid));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(g.backlog.len() <= MAX_BACKLOG);
+        assert_eq!(g.stalled(), Some("stopped reading its pipe"));
+        // The whole set is kept for the replacement.
+        assert_eq!(g.snapshot().0.len(), 99_998);
+        drop(read);
+    }
+}

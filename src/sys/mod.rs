@@ -5,7 +5,8 @@
 //! - [`spawn`]: fork and exec a worker with exactly its fds and `LISTEN_PID`.
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
-//! - [`reap`]: collecting exited children by pid, and orphans.
+//! - [`reap`]: collecting exited children by pid, and orphans; becoming a
+//!   child subreaper and reading what /proc says of a child.
 
 pub mod guardian;
 pub mod listeners;

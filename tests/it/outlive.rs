@@ -34,7 +34,8 @@ fn adopted_daemons(p: &Primary, dir: &TempDir, n: usize) -> Vec<i32> {
     let mut daemons = Vec::new();
     wait_until(Duration::from_secs(10), format_args!("{n} daemons adopted"), || {
         let s = p.status();
-        let pids: Vec<i32> = s["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect();
+        let pids: Vec<i32> =
+            s["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect();
         let adopted: Vec<i64> = s["adopted"].as_array().unwrap().iter().map(|a| a["pid"].as_i64().unwrap()).collect();
         daemons = pids.iter().filter_map(|w| daemon_of(dir, *w)).collect();
         daemons.len() == n && daemons.iter().all(|d| adopted.contains(&(*d as i64)))

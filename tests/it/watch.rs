@@ -221,7 +221,11 @@ fn the_build_runs_before_the_first_start() {
     // A fresh checkout: the program is what the build makes.
     let dir = TempDir::new("first-build");
     let app = dir.path("app");
-    let build = format!("printf '#!/bin/sh\\nexec {}\\n' > {app} && chmod +x {app} && echo made", rust_worker()[0], app = app.display());
+    let build = format!(
+        "printf '#!/bin/sh\\nexec {}\\n' > {app} && chmod +x {app} && echo made",
+        rust_worker()[0],
+        app = app.display()
+    );
     let p = Primary::builder(vec![app.display().to_string()]).arg("--build").arg(build).start();
     assert_eq!(p.generation(), 1);
     let log = p.log_text();
