@@ -29,6 +29,9 @@ impl Build {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        // A primary that is itself some hotswap's worker: what the build
+        // leaves behind must not pass for one of this primary's workers'.
+        cmd.env_remove("HOTSWAP_WORKER_ID");
         #[cfg(target_os = "linux")]
         // SAFETY: the pre_exec closure makes one async-signal-safe syscall
         // (prctl) and allocates nothing.

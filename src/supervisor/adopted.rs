@@ -104,6 +104,7 @@ impl Supervisor {
         let mut known: Vec<i32> = self.workers.values().map(|w| w.pid().as_raw()).collect();
         known.extend(self.build.as_ref().map(|b| b.pid.as_raw()));
         known.push(self.guardian.pid().as_raw());
+        known.extend(self.guardian.retired_pids().iter().map(|p| p.as_raw()));
         known.extend(self.foreign.iter().copied());
         known
     }
@@ -167,8 +168,9 @@ impl Supervisor {
             .filter(|(_, o)| stopping || o.worker.is_some_and(|id| !self.workers.contains_key(&id)))
             .map(|(pid, o)| (*pid, o.pgid))
             .collect();
+        let why = if stopping { "the primary is stopping" } else { "its worker is gone" };
         for (pid, pgid) in due {
-            tracing::info!(pid, "adopted process {pid}: its worker is gone; sending {sig}");
+            tracing::info!(pid, "adopted process {pid}: {why}; sending {sig}");
             self.signal_orphan(pid, pgid, sig);
             if let Some(o) = self.adopted.procs.get_mut(&pid) {
                 o.kill_at = Some(Instant::now() + grace);
@@ -221,7 +223,8 @@ impl Supervisor {
         let _ = self.after(TICK, crate::types::Timer::Tick);
     }
 
-    /// Starts a new guardian with every group the primary protects.
+    /// Starts a new guardian with every group the primary protects (the old
+    /// one killed, if it still runs).
     pub(super) fn restart_guardian(&mut self) {
         let old = self.guardian.pid();
         match self.guardian.restart() {

@@ -79,6 +79,7 @@ impl Supervisor {
         let Some(id) = self.workers.values().find(|w| w.pid() == pid).map(|w| w.id()) else {
             if pid == self.guardian.pid() {
                 tracing::error!("the guardian process {pid} {how}; replacing it");
+                self.guardian.gone();
                 self.restart_guardian();
             } else if self.guardian.retired(pid) {
                 tracing::debug!("reaped the replaced guardian {pid} ({how})");

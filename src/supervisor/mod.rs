@@ -302,7 +302,8 @@ impl Supervisor {
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         anyhow::bail!("the first build `{cmd}` {how} after {took}; no worker was started");
                     }
-                    crate::sys::reap::orphans(&[build.pid], &self.foreign);
+                    // (The guardian's exit waits for the event loop.)
+                    crate::sys::reap::orphans(&[build.pid, self.guardian.pid()], &self.foreign);
                 }
                 Event::Signal(sig @ (SIGTERM | SIGINT)) => {
                     break Some(format!("{} during the first build", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }))

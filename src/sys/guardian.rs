@@ -46,6 +46,8 @@ pub struct Guardian {
     overflowed: bool,
     /// Guardians replaced and killed, not reaped yet.
     retired: Vec<Pid>,
+    /// The current guardian exited and was reaped (a restart failed).
+    gone: bool,
 }
 
 impl Guardian {
@@ -59,6 +61,7 @@ impl Guardian {
             backlog: VecDeque::new(),
             overflowed: false,
             retired: Vec::new(),
+            gone: false,
         })
     }
 
@@ -100,6 +103,7 @@ impl Guardian {
             backlog: backlog.into(),
             overflowed: false,
             retired: Vec::new(),
+            gone: false,
         };
         g.flush();
         g
@@ -132,6 +136,9 @@ impl Guardian {
     /// a debugger), so it could not act if the primary died now.
     pub fn stalled(&mut self) -> Option<&'static str> {
         self.flush();
+        if self.gone {
+            return Some("is gone");
+        }
         if self.overflowed {
             return Some("stopped reading its pipe");
         }
@@ -140,14 +147,19 @@ impl Guardian {
         matches!(state, 'T' | 't').then_some("is stopped")
     }
 
+    /// The guardian process was reaped: its pid may be someone else's now.
+    pub fn gone(&mut self) {
+        self.gone = true;
+    }
+
     /// Replaces the guardian by a new one told the whole current set of
-    /// groups; the old one, if still alive, is killed (and reaped later).
+    /// groups. The old one, unless gone already, is killed and reaped later.
     pub fn restart(&mut self) -> Result<()> {
         let (pipe, pid) = spawn()?;
         let old = std::mem::replace(&mut self.pid, pid);
         // Killed before its pipe closes: a live old guardian would read end
         // of file and kill every group.
-        if kill(old, Signal::SIGKILL).is_ok() {
+        if !std::mem::take(&mut self.gone) && kill(old, Signal::SIGKILL).is_ok() {
             self.retired.push(old);
         }
         self.pipe = pipe;
