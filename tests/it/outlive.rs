@@ -55,6 +55,19 @@ fn assert_all_gone(pids: &[i32], what: &str) {
     }
 }
 
+/// Children of `pid` that are zombies (exited, not reaped).
+fn zombie_children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        })
+        .collect()
+}
+
 #[track_caller]
 fn assert_port_free(addr: &str) {
     wait_until(Duration::from_secs(5), format_args!("{addr} to be free for a new primary"), || {
@@ -83,6 +96,8 @@ fn a_daemonizing_workers_daemons_go_with_reloads_an_upgrade_and_stop() {
     let third = adopted_daemons(&p, &dir, 2);
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load on daemons across reloads and an upgrade");
+    // Every daemon that ended was reaped: no zombies left with the primary.
+    wait_until(Duration::from_secs(5), "no zombie children of the primary", || zombie_children(p.pid()).is_empty());
     let out = p.ctl(&["stop"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));

@@ -276,3 +276,25 @@ fn output_redirected_into_the_watched_tree_does_not_loop() {
     settle();
     assert_eq!(p.generation(), 2, "{}", p.log_text());
 }
+
+#[test]
+fn a_stop_during_the_first_build_ends_it_and_starts_nothing() {
+    let dir = TempDir::new("first-build-stop");
+    let pidfile = dir.path("build.pid");
+    let build = format!("echo $$ > {}; sleep 60", pidfile.display());
+    let mut p = Primary::builder(rust_worker()).arg("--build").arg(build).no_wait().start();
+    let mut sh = 0;
+    wait_until(Duration::from_secs(20), "the first build to run", || {
+        sh = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        sh > 0
+    });
+    // Status answers meanwhile; a reload is refused.
+    assert_eq!(p.status()["workers"].as_array().unwrap().len(), 0);
+    let out = p.ctl(&["reload"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("the first build is running"));
+    let out = p.ctl(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(process_gone(sh), "the build's shell is gone");
+    assert!(!p.log_text().contains("started (slot"), "{}", p.log_text());
+}
