@@ -14,7 +14,8 @@
 //!    within [`CHECK_TIMEOUT`]. Any failure ends the upgrade there; nothing
 //!    changed.
 //! 2. The state (settings, workers, generations, restart counters, last
-//!    reload) is written to a memfd; close-on-exec is cleared on exactly the
+//!    reload, adopted orphans of workers, the guardian's groups) is written
+//!    to a memfd; close-on-exec is cleared on exactly the
 //!    listeners, the control socket, the guardian's pipe, every worker's IPC
 //!    end and output pipes, the memfd, the waiting client's connection, the
 //!    `hotswap events` clients' connections and a handle on the old
@@ -93,6 +94,15 @@ pub struct State {
     pub control_fd: RawFd,
     pub guardian_pid: i32,
     pub guardian_fd: RawFd,
+    /// The process groups the guardian protects (for a restart of it).
+    #[serde(default)]
+    pub guardian_groups: Vec<i32>,
+    /// Lines the guardian had not read yet.
+    #[serde(default)]
+    pub guardian_backlog: Vec<String>,
+    /// Orphans of workers the primary adopted as subreaper.
+    #[serde(default)]
+    pub adopted: Vec<AdoptedSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
     /// `(restarts, crash streak)` of each slot.
     pub slots: Vec<(u32, u32)>,
@@ -167,6 +177,17 @@ pub struct WorkerSnapshot {
     /// A Node.js cluster worker's state.
     #[serde(default)]
     pub node: Option<crate::types::NodeState>,
+}
+
+/// A process a worker left behind, adopted by the primary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdoptedSnapshot {
+    pub pid: i32,
+    pub pgid: i32,
+    /// The worker it came from, if known.
+    pub worker: Option<WorkerId>,
+    /// Set once it got the stop signal: how long until SIGKILL.
+    pub kill_in_ms: Option<u64>,
 }
 
 /// A worker's fds, owned again by the new image.

@@ -23,7 +23,8 @@
 //!   the primary to the next in a self-upgrade.
 //! - [`supervisor`]: the event loop, sole owner of all state: the worker
 //!   pool, reloads (their policy in [`supervisor::reload::policy`]), exits
-//!   and crash backoff, stop, status, event subscribers, self-upgrade.
+//!   and crash backoff, processes workers leave behind (adopted as
+//!   subreaper), stop, status, event subscribers, self-upgrade.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk
 //!   to a running primary.
 //!

@@ -126,7 +126,10 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
         }
     };
     let env = supervisor::base_env();
-    spawn::resolve_program(&settings.command[0], &env)?;
+    // (With --build, the build may be what creates the program.)
+    if settings.build.is_none() {
+        spawn::resolve_program(&settings.command[0], &env)?;
+    }
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
     let node = supervisor::runs_node(&settings, &env);

@@ -7,6 +7,10 @@
 //! - `.git/`, `target/`, `node_modules/` and editor swap and backup files;
 //! - whatever `.gitignore` or `.ignore` files in the watched tree ignore;
 //! - `--watch-ignore` globs;
+//! - the files hotswap's own stdout and stderr go to
+//!   (`hotswap run --watch . ... >hotswap.log 2>&1`): every line logged would
+//!   be a change, and every reload logs lines, a loop. Workers' and builds'
+//!   output reaches those files through the primary, so this covers theirs;
 //! - what the `--build` command writes: a path that changes only while a
 //!   build runs (never while hotswap is idle) is learned as a build output and
 //!   ignored during builds, so a build that writes into the watched tree does
@@ -52,6 +56,8 @@ pub struct Filter {
     sources: HashSet<PathBuf>,
     /// Paths learned as build outputs.
     outputs: HashSet<PathBuf>,
+    /// Regular files the primary's own stdout and stderr write to.
+    own_output: HashSet<PathBuf>,
 }
 
 impl Filter {
@@ -96,7 +102,13 @@ impl Filter {
             fallbacks,
             sources: HashSet::new(),
             outputs: HashSet::new(),
+            own_output: HashSet::new(),
         })
+    }
+
+    /// Never reload for changes of `path`: hotswap itself writes to it.
+    pub fn ignore_own_output(&mut self, path: PathBuf) {
+        self.own_output.insert(path);
     }
 
     /// True when a change of `path` should lead to a reload.
@@ -124,6 +136,9 @@ impl Filter {
 
     /// The fixed rules, the globs and the ignore files.
     pub fn ignored(&mut self, path: &Path) -> bool {
+        if self.own_output.contains(path) {
+            return true;
+        }
         let Some(root) = self.roots.iter().find(|r| path.starts_with(r)).cloned() else { return false };
         let rel = path.strip_prefix(&root).unwrap_or(path);
         if rel.components().any(|c| SKIP_DIRS.iter().any(|d| c.as_os_str() == *d)) {
@@ -206,7 +221,13 @@ pub fn start(
         let c = p.canonicalize().map_err(|e| anyhow::anyhow!("--watch {}: {e}", p.display()))?;
         roots.push(c);
     }
-    let filter = Filter::new(roots.clone(), ignore_globs)?;
+    let mut filter = Filter::new(roots.clone(), ignore_globs)?;
+    for file in own_output_files() {
+        if roots.iter().any(|r| file.starts_with(r)) {
+            tracing::info!("watch: ignoring {}: hotswap's own output goes there", file.display());
+            filter.ignore_own_output(file);
+        }
+    }
     let (raw_tx, raw_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let _ = raw_tx.send(res);
@@ -288,6 +309,20 @@ async fn run(
             }
         }
     }
+}
+
+/// The regular files the primary's stdout and stderr are redirected to.
+fn own_output_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for fd in [1, 2] {
+        // /proc/self/fd/N names the file (Linux); elsewhere nothing is found.
+        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { continue };
+        let Ok(path) = path.canonicalize() else { continue };
+        if path.is_file() && !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// `src/a.js`, or `src/a.js and 4 more`.

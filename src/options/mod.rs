@@ -102,8 +102,9 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch_ignore: Vec<String>,
 
-    /// A shell command run before every reload (`hotswap reload`, SIGHUP or a
-    /// watched change); if it fails, no worker is touched.
+    /// A shell command run before the first workers start and before every
+    /// reload (`hotswap reload`, SIGHUP or a watched change); if it fails, no
+    /// worker is touched (a failed first build exits 1).
     #[arg(long, value_name = "CMD")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,

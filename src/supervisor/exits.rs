@@ -16,28 +16,73 @@ use crate::types::{Exit, Timer, WorkerState};
 impl Supervisor {
     /// Collects exited children, in one place and by pid: the workers, the
     /// build and the guardian by their known pids, then orphans handed to us
-    /// as subreaper (zombies among our children that we did not start).
+    /// as subreaper (zombies among our children that we did not start),
+    /// then adopts the orphans that still run ([`super::adopted`]).
     /// Never "any child": a child that a library waits for itself (the
     /// upgrade check, run by tokio) keeps its status.
     pub(super) fn reap(&mut self) {
         let mut known: Vec<Pid> = self.workers.values().map(|w| w.pid()).collect();
         known.extend(self.build.as_ref().map(|b| b.pid));
         known.push(self.guardian.pid());
+        known.extend_from_slice(self.guardian.retired_pids());
         for (pid, how) in reap::exited(&known) {
             self.on_exit(pid, how);
         }
-        reap::orphans(&known, &self.foreign);
+        let reaped = reap::orphans(&known, &self.foreign);
+        self.orphans_reaped(&reaped);
+        self.scan_orphans();
+        if !reaped.is_empty() {
+            self.finish_stop_if_done();
+        }
+    }
+
+    /// A stop is done once every worker and every adopted process is gone:
+    /// the `hotswap stop` clients hear how it went and the loop ends.
+    /// Adopted processes left when the last worker is gone get the stop
+    /// signal now (SIGKILL at `--shutdown-timeout`).
+    pub(super) fn finish_stop_if_done(&mut self) {
+        if self.stop.is_none() || !self.workers.is_empty() || self.exit.is_some() {
+            return;
+        }
+        self.scan_orphans();
+        if !self.adopted.is_empty() {
+            return;
+        }
+        let Some(stop) = &mut self.stop else { return };
+        let code = if stop.forced { 1 } else { 0 };
+        let message = match stop.killed {
+            0 => "stopped".to_string(),
+            n => format!(
+                "stopped, but {n} {} had to be killed instead of exiting by itself",
+                crate::types::plural(n as usize, "worker")
+            ),
+        };
+        // The `hotswap stop` clients hear how it went.
+        for w in stop.waiters.drain(..) {
+            let reply = if stop.killed == 0 && !stop.forced {
+                Reply::Done { message: message.clone() }
+            } else {
+                Reply::Error { error: message.clone() }
+            };
+            let _ = w.send(reply);
+        }
+        self.exit = Some((code, message));
     }
 
     fn on_exit(&mut self, pid: Pid, how: Exit) {
         if self.build.as_ref().is_some_and(|b| b.pid == pid) {
+            // What the build left running in its group goes with it.
+            let _ = killpg(pid, Signal::SIGKILL);
+            self.guardian.release(pid);
             return self.reload_on_build_exit(how);
         }
         let Some(id) = self.workers.values().find(|w| w.pid() == pid).map(|w| w.id()) else {
             if pid == self.guardian.pid() {
-                tracing::error!(
-                    "the guardian process {how}; worker trees are no longer protected if the primary is killed"
-                );
+                tracing::error!("the guardian process {pid} {how}; replacing it");
+                self.guardian.gone();
+                self.restart_guardian();
+            } else if self.guardian.retired(pid) {
+                tracing::debug!("reaped the replaced guardian {pid} ({how})");
             } else {
                 tracing::debug!("reaped orphan {pid} ({how})");
             }
@@ -72,27 +117,10 @@ impl Supervisor {
             );
         }
 
-        if let Some(stop) = &mut self.stop {
-            if self.workers.is_empty() {
-                let code = if stop.forced { 1 } else { 0 };
-                let message = match stop.killed {
-                    0 => "stopped".to_string(),
-                    n => format!(
-                        "stopped, but {n} {} had to be killed instead of exiting by itself",
-                        crate::types::plural(n as usize, "worker")
-                    ),
-                };
-                // The `hotswap stop` clients hear how it went.
-                for w in stop.waiters.drain(..) {
-                    let reply = if stop.killed == 0 && !stop.forced {
-                        Reply::Done { message: message.clone() }
-                    } else {
-                        Reply::Error { error: message.clone() }
-                    };
-                    let _ = w.send(reply);
-                }
-                self.exit = Some((code, message));
-            }
+        // What it left behind, re-parented to us at its exit, goes too.
+        self.scan_orphans();
+        if self.stop.is_some() {
+            self.finish_stop_if_done();
             return;
         }
         self.notify_status();

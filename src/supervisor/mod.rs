@@ -3,15 +3,16 @@
 //! Workers, slots, generations, listeners, the reload in progress and the
 //! stop in progress live in [`Supervisor`], whose fields are private: only
 //! the files of this folder touch them, each for one concern (workers,
-//! reloads, exits, stop, status, subscribers, self-upgrade). Everything else
-//! (signals, the control socket, IPC channels, notify sockets, the file
-//! watcher, timers) sends it an [`Event`] over one channel; child exits
+//! reloads, exits, adopted orphans, stop, status, subscribers, self-upgrade).
+//! Everything else (signals, the control socket, IPC channels, notify
+//! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits
 //! arrive as SIGCHLD and are reaped in one place, by pid ([`exits`]), so no
 //! status is ever lost or stolen.
 //!
 //! The decisions that need no process are pure and tested on their own: the
 //! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
 
+mod adopted;
 pub mod backoff;
 mod exits;
 mod node;
@@ -96,6 +97,8 @@ pub struct Supervisor {
     build_clock: tokio::sync::watch::Sender<BuildClock>,
     /// Children whose exit someone else waits for (tokio's), never reaped here.
     foreign: HashSet<i32>,
+    /// Orphans of workers (daemons) re-parented to the primary.
+    adopted: adopted::Adopted,
     last_reload: Option<ReloadOutcome>,
     stop: Option<Stop>,
     /// Whether any worker has ever been ready: before that, a failing worker
@@ -139,6 +142,7 @@ pub async fn run(
     // Before the first worker and before READY=1: no exit and no reload
     // request may be missed.
     crate::io::signals::start(tx.clone())?;
+    crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
     let control = control::Server::bind(&settings.control_path, tx.clone())?;
     let guardian = Guardian::start()?;
     let base = private_dir::runtime_base();
@@ -150,6 +154,7 @@ pub async fn run(
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
+    sup.end_orphans();
     sup.guardian.dismiss();
     result
 }
@@ -171,6 +176,10 @@ pub async fn resume(
     if let Err(e) = crate::io::signals::start(tx.clone()) {
         return Err(give_back(e));
     }
+    // (Kept across execve; set again for an image started by an older one.)
+    if let Err(e) = crate::sys::reap::become_subreaper().context("becoming a child subreaper") {
+        return Err(give_back(e));
+    }
     let systemd = match Systemd::from_env() {
         Ok(s) => s,
         Err(e) => return Err(give_back(e)),
@@ -179,7 +188,12 @@ pub async fn resume(
         Ok(c) => c,
         Err(e) => return Err(give_back(e)),
     };
-    let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
+    let guardian = Guardian::adopt(
+        state.guardian_pid,
+        fds.guardian,
+        state.guardian_groups.clone(),
+        state.guardian_backlog.clone(),
+    );
     // The previous image's directory: workers' NOTIFY_SOCKETs point into it.
     let runtime_dir = match &state.runtime_dir {
         Some(dir) => match private_dir::check_runtime(dir) {
@@ -262,8 +276,17 @@ pub async fn resume(
         tracing::error!("upgrade failed and was rolled back: {why}");
     }
     let result = sup.event_loop(&mut rx).await;
+    sup.end_orphans();
     sup.guardian.dismiss();
     result
+}
+
+/// Lets the control connections write their last replies before the
+/// primary exits (`hotswap stop` waits for how the stop went).
+async fn let_replies_out() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Removes this primary's runtime directory when it exits (never on the
@@ -308,6 +331,7 @@ impl Supervisor {
             subscribers: Subscribers::default(),
             build_clock: tokio::sync::watch::Sender::new(Default::default()),
             foreign: Default::default(),
+            adopted: Default::default(),
             workers: BTreeMap::new(),
             next_id: 1,
             newest_generation: 1,
@@ -332,6 +356,9 @@ impl Supervisor {
     }
 
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        if let Some(exit) = self.first_build(rx).await? {
+            return Ok(exit);
+        }
         let settings = self.settings.clone();
         for slot in 0..self.slots.len() {
             if let Err(e) = self.spawn(slot, 1, &settings) {
@@ -340,6 +367,63 @@ impl Supervisor {
             }
         }
         self.event_loop(rx).await
+    }
+
+    /// `--build` before the first generation: on a fresh checkout there is
+    /// nothing to run yet. A build that fails starts nothing and ends the
+    /// primary with the reason; a stop during it ends the primary at once.
+    /// Status and events clients are served meanwhile; other requests are
+    /// refused.
+    async fn first_build(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<Option<(i32, String)>> {
+        use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+        let Some(cmd) = self.settings.build.clone() else { return Ok(None) };
+        tracing::info!("building before the first start: {cmd}");
+        let build = Build::start(&cmd, &self.output)?;
+        self.guardian.protect(build.pid);
+        let stopped = loop {
+            let Some(event) = rx.recv().await else { break Some("the event channel closed".to_string()) };
+            match event {
+                Event::Signal(SIGCHLD) => {
+                    if let Some((_, how)) = crate::sys::reap::exited(&[build.pid]).pop() {
+                        let _ = nix::sys::signal::killpg(build.pid, nix::sys::signal::Signal::SIGKILL);
+                        self.guardian.release(build.pid);
+                        let took = format!("{:.1} s", build.started.elapsed().as_secs_f64());
+                        if how == crate::types::Exit::Code(0) {
+                            tracing::info!("build finished in {took}");
+                            return Ok(None);
+                        }
+                        // Let the output forwarders pass on the build's last
+                        // lines (the compiler's error) before the exit.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        anyhow::bail!("the first build `{cmd}` {how} after {took}; no worker was started");
+                    }
+                    // (The guardian's exit waits for the event loop.)
+                    crate::sys::reap::orphans(&[build.pid, self.guardian.pid()], &self.foreign);
+                }
+                Event::Signal(sig @ (SIGTERM | SIGINT)) => {
+                    break Some(format!("{} during the first build", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }))
+                }
+                Event::Control { request: Request::Stop, reply, .. } => {
+                    let _ = reply.send(Reply::Done { message: "stopped during the first build".into() });
+                    break Some("stop requested during the first build".into());
+                }
+                Event::Control { request: Request::Status | Request::Events, .. } => self.handle(event),
+                Event::Control { reply, .. } => {
+                    let _ = reply.send(Reply::Error {
+                        error: "refused: the first build is running; no worker has started yet".into(),
+                    });
+                }
+                _ => {}
+            }
+        };
+        build.kill();
+        self.guardian.release(build.pid);
+        let why = stopped.unwrap_or_default();
+        tracing::info!("{why}: build stopped, no worker was started");
+        let message = format!("stopped ({why})");
+        self.subscribers.close(&message, EXIT_DRAIN).await;
+        let_replies_out().await;
+        Ok(Some((0, message)))
     }
 
     /// Starts the file watcher and the watchdog, then handles events until
@@ -361,6 +445,7 @@ impl Supervisor {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             let _ = self.after(every, Timer::Watchdog);
         }
+        let _ = self.after(adopted::TICK, Timer::Tick);
         while let Some(event) = rx.recv().await {
             self.handle(event);
             if let Some(pending) = self.handing_over.take() {
@@ -374,11 +459,7 @@ impl Supervisor {
                 if !self.output.drain(EXIT_DRAIN).await {
                     tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
                 }
-                // Let the control connections write their last replies
-                // (`hotswap stop` waits for how the stop went).
-                for _ in 0..10 {
-                    tokio::task::yield_now().await;
-                }
+                let_replies_out().await;
                 return Ok(exit);
             }
         }
@@ -461,6 +542,7 @@ impl Supervisor {
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
+            Timer::Tick => self.on_tick(),
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {

@@ -1,7 +1,7 @@
 //! What `hotswap status` and systemd's `STATUS=` show of the supervisor.
 
 use super::Supervisor;
-use crate::types::wire::{Backoff, Status, WorkerStatus};
+use crate::types::wire::{AdoptedStatus, Backoff, Status, WorkerStatus};
 
 impl Supervisor {
     /// What `systemctl status` shows.
@@ -74,6 +74,12 @@ impl Supervisor {
                     let due = s.waiting(now)?;
                     Some(Backoff { slot, crashes_in_a_row: s.streak(), restart_in_ms: due.as_millis() as u64 })
                 })
+                .collect(),
+            adopted: self
+                .adopted
+                .list()
+                .into_iter()
+                .map(|(pid, worker, ending)| AdoptedStatus { pid, worker, ending })
                 .collect(),
         }
     }

@@ -1,5 +1,6 @@
 //! Stopping the primary: every worker is told to shut down, and the event
-//! loop ends when the last one has exited. A second request forces it.
+//! loop ends when the last one, and every process the workers left behind
+//! ([`super::adopted`]), has exited. A second request forces it.
 
 use super::Supervisor;
 use crate::types::wire::{LifecycleEvent, Reply, ReplyTx};
@@ -46,8 +47,6 @@ impl Supervisor {
         for id in ids {
             self.shut_down(id);
         }
-        if self.workers.is_empty() {
-            self.exit = Some((0, "stopped".into()));
-        }
+        self.finish_stop_if_done();
     }
 }

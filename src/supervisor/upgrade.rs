@@ -42,6 +42,9 @@ impl Supervisor {
             control_fd: self.control.raw_fd(),
             guardian_pid: self.guardian.pid().as_raw(),
             guardian_fd: self.guardian.raw_fd(),
+            guardian_groups: self.guardian.snapshot().0,
+            guardian_backlog: self.guardian.snapshot().1,
+            adopted: self.adopted.snapshot(),
             workers: self.workers.values().map(|w| w.snapshot()).collect(),
             slots: self.slots.iter().map(|s| (s.restarts(), s.streak())).collect(),
             next_id: self.next_id,
@@ -254,6 +257,7 @@ impl Supervisor {
         self.last_reload = state.last_reload.clone();
         self.ever_ready = state.ever_ready;
         self.announced = state.announced;
+        self.adopted = super::adopted::Adopted::restore(&state.adopted);
         for (w, fds) in state.workers.iter().zip(workers) {
             let settings = self.settings.clone();
             let worker = self
@@ -288,7 +292,8 @@ impl Supervisor {
                     }
                     let _ = self.after(left, t.timer);
                 }
-                Timer::Watchdog => {}
+                // Both re-armed by the event loop itself when it starts.
+                Timer::Watchdog | Timer::Tick => {}
             }
         }
         // Exits that happened during the exec.

@@ -238,6 +238,7 @@ impl Supervisor {
         for w in self.workers.values_mut() {
             w.kill();
         }
+        self.kill_orphans(true);
     }
 
     pub(super) fn ready_count(&self) -> usize {

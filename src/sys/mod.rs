@@ -5,7 +5,8 @@
 //! - [`spawn`]: fork and exec a worker with exactly its fds and `LISTEN_PID`.
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
-//! - [`reap`]: collecting exited children by pid, and orphans.
+//! - [`reap`]: collecting exited children by pid, and orphans; becoming a
+//!   child subreaper and reading what /proc says of a child.
 //! - [`private_dir`]: directories no other user can write (control socket,
 //!   runtime directory), and the cleanup of a killed primary's.
 //! - [`signal_mask`]: holding back signals while no handler is installed

@@ -72,6 +72,9 @@ pub enum Timer {
     Respawn(usize),
     /// Time for `WATCHDOG=1`.
     Watchdog,
+    /// Every second: look for orphans to adopt, end those past their
+    /// deadline, check that the guardian is alive and reading.
+    Tick,
 }
 
 /// A message from a worker's IPC channel, validated.

@@ -88,6 +88,19 @@ pub struct Status {
     pub stopping: bool,
     /// Slots whose worker keeps crashing, waiting out their backoff.
     pub backoff: Vec<Backoff>,
+    /// Processes that workers left behind (daemons), adopted by the primary
+    /// and ended with their worker.
+    #[serde(default)]
+    pub adopted: Vec<AdoptedStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdoptedStatus {
+    pub pid: i32,
+    /// The worker it came from; none when unknown (it ends at stop).
+    pub worker: Option<WorkerId>,
+    /// It got the stop signal and is on its way out.
+    pub ending: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +204,17 @@ impl Status {
                 fmt_secs(w.uptime_secs),
                 w.restarts
             );
+        }
+        if !self.adopted.is_empty() {
+            let list: Vec<String> = self
+                .adopted
+                .iter()
+                .map(|a| {
+                    let from = a.worker.map_or("unknown origin".to_string(), |w| format!("worker {w}"));
+                    format!("{} ({from}{})", a.pid, if a.ending { ", ending" } else { "" })
+                })
+                .collect();
+            let _ = writeln!(s, "\nadopted:    {}", list.join(", "));
         }
         s
     }

@@ -110,9 +110,16 @@ pub struct PrimaryBuilder {
     binary: PathBuf,
     control: Option<PathBuf>,
     inherit: Option<(RawFd, String)>,
+    log: Option<PathBuf>,
 }
 
 impl PrimaryBuilder {
+    /// Sends the primary's stdout and stderr to this file instead of one in
+    /// its own directory.
+    pub fn log_to(mut self, path: &Path) -> Self {
+        self.log = Some(path.to_path_buf());
+        self
+    }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
         self
@@ -164,7 +171,7 @@ impl PrimaryBuilder {
         let share = share();
         let dir = TempDir::new("p");
         let control = self.control.clone().unwrap_or_else(|| dir.path("control.sock"));
-        let log = dir.path("primary.log");
+        let log = self.log.clone().unwrap_or_else(|| dir.path("primary.log"));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = match &self.inherit {
             None => Command::new(&self.binary),
@@ -231,6 +238,7 @@ impl Primary {
             binary: PathBuf::from(HOTSWAP),
             control: None,
             inherit: None,
+            log: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod layout;
 mod lifecycle;
 mod local_users;
 mod node;
+mod outlive;
 mod protocol;
 mod reload;
 mod signals;

@@ -122,12 +122,12 @@ fn what_the_build_writes_does_not_trigger_a_loop() {
 fn a_failing_build_keeps_the_old_generation_serving() {
     let dir = project();
     // The build runs in hotswap's working directory: name the file in full.
-    let build = format!("test -f {}/app/src/fixed || {{ echo 'error: syntax' >&2; exit 1; }}", dir.0.display());
+    let build = format!("test ! -f {}/app/src/broken || {{ echo 'error: syntax' >&2; exit 1; }}", dir.0.display());
     let p = watching(&dir, &["--build", &build]);
     let old = p.worker_pids();
     let load = Load::start(Target::Tcp(p.addr()), 3, 1);
     load.wait_for_requests(100);
-    std::fs::write(dir.path("app/src/main.txt"), "broken").unwrap();
+    std::fs::write(dir.path("app/src/broken"), "yes").unwrap();
     wait_until(Duration::from_secs(10), "the failed build", || p.status()["last_reload"]["ok"] == false);
     let s = p.status();
     let msg = s["last_reload"]["message"].as_str().unwrap();
@@ -144,7 +144,7 @@ fn a_failing_build_keeps_the_old_generation_serving() {
     // Fixing the code reloads. (A person's next save comes later than the
     // watcher's 100 ms window in which changes still count as the build's.)
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(dir.path("app/src/fixed"), "yes").unwrap();
+    std::fs::remove_file(dir.path("app/src/broken")).unwrap();
     wait_until(Duration::from_secs(10), "the fixed build's reload", || p.status()["last_reload"]["ok"] == true);
     assert_eq!(p.status()["generation"], 3, "the failed build used generation 2");
     assert_ne!(p.worker_pids(), old);
@@ -173,14 +173,15 @@ fn reload_runs_the_build_unless_told_not_to() {
     assert!(out.contains("building: echo building-now"), "{out}");
     // The build's output reaches the log through the output thread.
     wait_until(Duration::from_secs(5), "the build's output in the log", || {
-        p.log_text().contains("[build] building-now")
+        p.log_text().matches("[build] building-now").count() == 2
     });
     let out = p.ctl(&["reload", "--no-build"]);
     assert!(out.status.success());
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!said.contains("building"), "{said}");
     assert_eq!(p.generation(), 3);
-    assert_eq!(p.log_text().matches("[build] building-now").count(), 1);
+    // Once before the first start, once for the first reload.
+    assert_eq!(p.log_text().matches("[build] building-now").count(), 2);
 }
 
 #[test]
@@ -213,4 +214,87 @@ fn watching_a_missing_path_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--watch /nonexistent/hotswap: no such file or directory"));
+}
+
+#[test]
+fn the_build_runs_before_the_first_start() {
+    // A fresh checkout: the program is what the build makes.
+    let dir = TempDir::new("first-build");
+    let app = dir.path("app");
+    let build = format!(
+        "printf '#!/bin/sh\\nexec {}\\n' > {app} && chmod +x {app} && echo made",
+        rust_worker()[0],
+        app = app.display()
+    );
+    let p = Primary::builder(vec![app.display().to_string()]).arg("--build").arg(build).start();
+    assert_eq!(p.generation(), 1);
+    let log = p.log_text();
+    assert!(log.contains("building before the first start") && log.contains("[build] made"), "{log}");
+}
+
+#[test]
+fn a_failed_first_build_starts_nothing_and_says_why() {
+    let dir = TempDir::new("first-build-fails");
+    let mut p = Primary::builder(rust_worker())
+        .arg("--build")
+        .arg("echo 'error: broken' >&2; exit 3")
+        .log_to(&dir.path("log"))
+        .no_wait()
+        .start();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    let log = p.log_text();
+    assert!(
+        log.contains("the first build `echo 'error: broken' >&2; exit 3` exited with code 3")
+            && log.contains("no worker was started"),
+        "{log}"
+    );
+    assert!(log.contains("[build] error: broken"), "the build's own output is shown: {log}");
+    assert!(!log.contains("started (slot"), "no worker started: {log}");
+}
+
+#[test]
+fn output_redirected_into_the_watched_tree_does_not_loop() {
+    let _alone = exclusive();
+    // No .gitignore here: nothing else would ignore the log.
+    let dir = TempDir::new("watch-own-log");
+    std::fs::write(dir.path("main.txt"), "v1").unwrap();
+    let p = Primary::builder(rust_worker())
+        .arg("--watch")
+        .arg(dir.0.display().to_string())
+        .arg("--watch-debounce")
+        .arg("100ms")
+        .log_to(&dir.path("hotswap.out"))
+        .start();
+    // Every log line would be a change, every reload logs lines.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(p.generation(), 1, "reloads for hotswap's own log:\n{}", p.log_text());
+    assert!(p.log_text().contains("hotswap's own output goes there"), "{}", p.log_text());
+    // A real change still reloads, once.
+    std::fs::write(dir.path("main.txt"), "v2").unwrap();
+    wait_generation(&p, 2, Duration::from_secs(10));
+    settle();
+    settle();
+    assert_eq!(p.generation(), 2, "{}", p.log_text());
+}
+
+#[test]
+fn a_stop_during_the_first_build_ends_it_and_starts_nothing() {
+    let dir = TempDir::new("first-build-stop");
+    let pidfile = dir.path("build.pid");
+    let build = format!("echo $$ > {}; sleep 60", pidfile.display());
+    let mut p = Primary::builder(rust_worker()).arg("--build").arg(build).no_wait().start();
+    let mut sh = 0;
+    wait_until(Duration::from_secs(20), "the first build to run", || {
+        sh = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        sh > 0
+    });
+    // Status answers meanwhile; a reload is refused.
+    assert_eq!(p.status()["workers"].as_array().unwrap().len(), 0);
+    let out = p.ctl(&["reload"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("the first build is running"));
+    let out = p.ctl(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(process_gone(sh), "the build's shell is gone");
+    assert!(!p.log_text().contains("started (slot"), "{}", p.log_text());
 }

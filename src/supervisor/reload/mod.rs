@@ -64,6 +64,8 @@ impl Supervisor {
     fn start_build(&mut self, cmd: &str) {
         match Build::start(cmd, &self.output) {
             Ok(b) => {
+                // Its whole group dies with the primary, even by SIGKILL.
+                self.guardian.protect(b.pid);
                 self.build_clock.send_replace(BuildClock { running: true, ended: None });
                 self.build = Some(b);
             }
@@ -202,6 +204,7 @@ impl Supervisor {
         let done = reload.finish(failure);
         if let Some(b) = self.build.take() {
             b.kill();
+            self.guardian.release(b.pid);
             self.build_clock.send_replace(BuildClock { running: false, ended: Some(Instant::now()) });
         }
         if let Some(new) = done.abandon {
