@@ -12,6 +12,7 @@ mod lifecycle;
 mod node;
 mod protocol;
 mod reload;
+mod surge;
 mod systemd;
 mod upgrade;
 mod watch;
