@@ -102,6 +102,10 @@ pub struct ReloadArgs {
     /// Skip the `--build` command for this reload.
     #[arg(long)]
     pub no_build: bool,
+    /// New workers this reload may start at once, instead of the primary's
+    /// `--surge`: a count, or a percentage of the pool (`100%`: all at once).
+    #[arg(long, value_name = "N|P%")]
+    pub surge: Option<crate::types::surge::Surge>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
+use crate::types::surge::Surge;
 use crate::types::wire::{Reply, Request};
 
 /// Sends a request that ends in `done` or `error` (reload, upgrade),
@@ -34,8 +35,8 @@ fn until_done(path: &Path, request: &Request, what: &str) -> anyhow::Result<Exit
     Ok(code)
 }
 
-pub fn reload(path: &Path, no_build: bool) -> anyhow::Result<ExitCode> {
-    until_done(path, &Request::Reload { no_build }, "reload")
+pub fn reload(path: &Path, no_build: bool, surge: Option<Surge>) -> anyhow::Result<ExitCode> {
+    until_done(path, &Request::Reload { no_build, surge }, "reload")
 }
 
 pub fn upgrade(path: &Path) -> anyhow::Result<ExitCode> {

@@ -324,11 +324,17 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload { no_build: false });
+        assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload { no_build: false, surge: None });
         assert_eq!(
             parse_request(r#"{"command":"reload","no_build":true}"#).unwrap(),
-            Request::Reload { no_build: true }
+            Request::Reload { no_build: true, surge: None }
         );
+        assert_eq!(
+            parse_request(r#"{"command":"reload","surge":"50%"}"#).unwrap(),
+            Request::Reload { no_build: false, surge: Some(crate::types::surge::Surge::Percent(50)) }
+        );
+        let zero = parse_request(r#"{"command":"reload","surge":0}"#).unwrap_err();
+        assert!(zero.contains("at least 1"), "{zero}");
         assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
         assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
         assert!(parse_request("garbage").unwrap_err().contains("malformed"));

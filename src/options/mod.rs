@@ -24,6 +24,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 pub use crate::types::listen::ListenSpec;
+pub use crate::types::surge::Surge;
 pub use parse::{parse_duration, parse_signal, parse_socket_mode, parse_workers};
 pub use ready::ReadyMode;
 
@@ -70,6 +71,15 @@ pub struct Options {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
+
+    /// How many new-generation workers a reload may start beyond the N
+    /// serving, as a count or a percentage of N (rounded up): `1` replaces
+    /// one worker at a time, `100%` starts every replacement at once. Each
+    /// extra worker costs memory until the old worker it replaces has
+    /// exited; at most N+SURGE workers run during a reload [default: 1].
+    #[arg(long, value_name = "N|P%")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge: Option<Surge>,
 
     /// How a worker says it is ready: `ipc` (the `listening` message),
     /// `notify` (`READY=1` on its `NOTIFY_SOCKET`), `ipc-or-notify`,
@@ -178,6 +188,10 @@ pub struct Settings {
     pub control_path: PathBuf,
     pub ready_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// New workers a reload may start at once (`--surge`); a reload request
+    /// may override it.
+    #[serde(default)]
+    pub surge: Surge,
     pub backlog: i32,
     /// Mode of the Unix sockets bound for `--listen unix:`.
     #[serde(default = "default_socket_mode")]
@@ -274,6 +288,7 @@ impl Settings {
             control_path: o.control.unwrap_or_else(default_control_path),
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+            surge: o.surge.unwrap_or_default(),
             backlog: o.backlog.unwrap_or(1024),
             socket_mode: o.socket_mode.unwrap_or_else(default_socket_mode),
             ready: o.ready.unwrap_or(ReadyMode::Ipc),
@@ -413,6 +428,23 @@ mod tests {
             Options::from_toml("command = \"node app.js\"\nready = \"delay:1s\"\nstop-signal = \"INT\"\n").unwrap();
         assert_eq!(ok.ready, Some(ReadyMode::Delay(Duration::from_secs(1))));
         assert_eq!(ok.stop_signal, Some(Signal::SIGINT));
+    }
+
+    #[test]
+    fn surge_as_a_flag_or_a_key_count_or_percentage() {
+        assert_eq!(Options::from_toml("surge = 3\n").unwrap().surge, Some(Surge::Count(3)));
+        assert_eq!(Options::from_toml("surge = \"50%\"\n").unwrap().surge, Some(Surge::Percent(50)));
+        let err = Options::from_toml("workers = 2\nsurge = 0\n").unwrap_err();
+        assert!(err.contains("surge") && err.contains("line 2") && err.contains("at least 1"), "{err}");
+        let merged = flags(&["--surge", "100%"]).merge(Options::from_toml("surge = 2\n").unwrap()).unwrap();
+        assert_eq!(merged.surge, Some(Surge::Percent(100)), "the flag wins");
+        let s = Settings::resolve(flags(&["--", "app"])).unwrap();
+        assert_eq!(s.surge, Surge::Count(1), "one at a time by default");
+        let old_state = serde_json::to_value(&s).unwrap().as_object().unwrap().clone();
+        let mut without = old_state.clone();
+        without.remove("surge");
+        let back: Settings = serde_json::from_value(serde_json::Value::Object(without)).unwrap();
+        assert_eq!(back.surge, Surge::Count(1), "a state handed over by an older hotswap has no surge");
     }
 
     #[test]

@@ -48,7 +48,8 @@ use crate::sys::sd_notify::Systemd;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
 use crate::types::{unix_now, Event, Timer, WorkerId};
 use backoff::Slot;
-use reload::policy::{Queue, Reload};
+use reload::policy::Reload;
+use reload::queue::Queue;
 use stop::Stop;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
@@ -488,7 +489,7 @@ impl Supervisor {
             SIGHUP if self.stop.is_some() => tracing::warn!("SIGHUP ignored: the primary is stopping"),
             SIGHUP => {
                 tracing::info!("SIGHUP: reload requested");
-                self.request_reload(None, false);
+                self.request_reload(None, false, None);
             }
             SIGUSR2 => {
                 tracing::info!("SIGUSR2: self-upgrade requested");
@@ -507,11 +508,11 @@ impl Supervisor {
             Request::Status => {
                 let _ = reply.send(Reply::Status(Box::new(self.status())));
             }
-            Request::Reload { no_build } => {
+            Request::Reload { no_build, surge } => {
                 if self.stop.is_some() {
                     let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
                 } else {
-                    self.request_reload(Some(reply), no_build);
+                    self.request_reload(Some(reply), no_build, surge);
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
@@ -531,7 +532,7 @@ impl Supervisor {
             return;
         }
         tracing::info!("changed: {what}");
-        self.request_reload(None, false);
+        self.request_reload(None, false, None);
     }
 
     fn on_timer(&mut self, timer: Timer) {

@@ -8,9 +8,11 @@
 //! - [`wire`]: what goes over the control socket (requests, replies,
 //!   status, lifecycle events), shared by the server and the client.
 //! - [`listen`]: a `--listen` address as written.
+//! - [`surge`]: how many extra workers a reload may start at once.
 
 pub mod event;
 pub mod listen;
+pub mod surge;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

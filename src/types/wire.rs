@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::surge::Surge;
 use super::{WorkerId, WorkerState};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub enum Request {
         /// Skip the `--build` command.
         #[serde(default)]
         no_build: bool,
+        /// This reload's surge instead of the primary's `--surge`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        surge: Option<Surge>,
     },
     Stop,
     /// Stream lifecycle events until the client leaves.

@@ -16,6 +16,7 @@ mod outlive;
 mod protocol;
 mod reload;
 mod signals;
+mod surge;
 mod systemd;
 mod upgrade;
 mod watch;

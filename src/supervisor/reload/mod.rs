@@ -7,6 +7,7 @@
 //! worker, retire one) and feeds it what happens (ready, exited, timed out).
 
 pub mod policy;
+pub mod queue;
 
 use std::time::{Duration, Instant};
 
@@ -15,32 +16,34 @@ use policy::{ExitVerdict, Gone, Member, Order, Reload};
 use super::Supervisor;
 use crate::io::build::Build;
 use crate::io::file_watch::BuildClock;
+use crate::types::surge::Surge;
 use crate::types::wire::{LifecycleEvent, ReloadOutcome, ReplyTx};
 use crate::types::{unix_now, Exit, WorkerId, WorkerState};
 
 impl Supervisor {
     /// A reload request from SIGHUP or a watched change (`None`) or a
-    /// control client; `no_build` skips the `--build` command.
-    pub(super) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool) {
+    /// control client; `no_build` skips the `--build` command, `surge`
+    /// overrides `--surge` for this reload.
+    pub(super) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool, surge: Option<Surge>) {
         // Every trigger gets its RELOADING=1, even one that joins a queue:
         // `systemctl reload` waits for it.
         self.systemd.reloading(&format!("reload requested; {}", self.status_line()));
         if self.reload.is_some() {
-            self.queued.push(subscriber, no_build);
+            self.queued.push(subscriber, no_build, surge);
             tracing::info!("reload queued behind the running one");
             return;
         }
-        self.start_reload(subscriber.into_iter().collect(), no_build);
+        self.start_reload(subscriber.into_iter().collect(), no_build, surge);
     }
 
-    fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool) {
+    fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool, surge: Option<Surge>) {
         let generation = self.newest_generation + 1;
         self.newest_generation = generation;
         let mut ev = LifecycleEvent::new("reload-started");
         ev.generation = Some(generation);
         self.subscribers.emit(ev);
         let settings = self.reload_settings();
-        let mut reload = Reload::new(generation, self.settings.clone(), subscribers);
+        let mut reload = Reload::new(generation, self.settings.clone(), subscribers, surge);
         match settings {
             Ok(s) => reload.settings = s,
             Err(e) => {
@@ -133,7 +136,8 @@ impl Supervisor {
                 }
                 Order::Retire(old) => {
                     self.shut_down(old);
-                    return;
+                    let pool = self.members();
+                    reload_mut(&mut self.reload).next(&pool)
                 }
                 Order::Start { slot } => {
                     let (settings, generation) = (reload.settings.clone(), reload.generation);
@@ -149,7 +153,7 @@ impl Supervisor {
                             if ready {
                                 reload.on_ready(new, &pool)
                             } else {
-                                Order::Wait
+                                reload.next(&pool)
                             }
                         }
                         Err(e) => reload_mut(&mut self.reload).start_failed(format!("{e:#}")),
@@ -207,9 +211,9 @@ impl Supervisor {
             self.guardian.release(b.pid);
             self.build_clock.send_replace(BuildClock { running: false, ended: Some(Instant::now()) });
         }
-        if let Some(new) = done.abandon {
+        for new in &done.abandon {
             // Its slot is still served by the old worker: no replacement.
-            if let Some(w) = self.workers.get_mut(&new) {
+            if let Some(w) = self.workers.get_mut(new) {
                 w.retire();
                 w.kill();
             }
@@ -240,7 +244,7 @@ impl Supervisor {
             finished_at: unix_now(),
         });
         match self.queued.take() {
-            Some((subscribers, no_build)) => self.start_reload(subscribers, no_build),
+            Some(q) => self.start_reload(q.subscribers, q.no_build, q.surge),
             None => {
                 // Finished, failed or not: systemd waits for READY=1.
                 self.announced = true;

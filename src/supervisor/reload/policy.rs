@@ -1,11 +1,19 @@
 //! The rolling reload, as a state machine that knows no processes.
 //!
-//! For each old worker in turn: start a new-generation worker in its slot,
-//! wait until it is ready, then retire the old one and wait for it to exit.
-//! If the new worker dies or misses `--ready-timeout`, the reload stops right
-//! there: the new worker is abandoned and the old ones still running keep
-//! serving. A reload asked for while one runs is queued; further requests
-//! join the queued one ([`Queue`]).
+//! For each old worker: start a new-generation worker in its slot, wait
+//! until it is ready, then retire the old one. Up to `surge` new workers
+//! (`--surge`, or the reload request's own) are starting or waiting for
+//! their old worker to exit at any moment, so the pool holds at most N+surge
+//! workers and never fewer than N ready ones: with surge 1 the roll goes one
+//! worker at a time, with surge N every replacement starts at once and the
+//! reload takes about one worker's start-up time.
+//!
+//! If a new worker dies or misses `--ready-timeout`, the reload stops right
+//! there: every new worker still starting is abandoned (killed), the old
+//! workers not yet replaced keep serving, and those already replaced stay
+//! replaced (their old worker was retired only once the new one was ready).
+//! A reload asked for while one runs is queued; further requests join the
+//! queued one ([`Queue`]).
 //!
 //! A new worker count (from the config file, re-read for every reload)
 //! grows or shrinks the pool within the same roll: new workers are added
@@ -21,6 +29,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::options::Settings;
+use crate::types::surge::Surge;
 use crate::types::wire::{Reply, ReplyTx};
 use crate::types::{plural, Exit, WorkerId, WorkerState};
 
@@ -35,9 +44,10 @@ pub struct Member {
 /// What the supervisor must do next for the reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
-    /// Start a new-generation worker in `slot`, then call [`Reload::started`].
+    /// Start a new-generation worker in `slot`, tell [`Reload::started`]
+    /// (or [`Reload::start_failed`]), then ask [`Reload::next`].
     Start { slot: usize },
-    /// Tell this worker to drain and exit.
+    /// Tell this worker to drain and exit, then ask [`Reload::next`].
     Retire(WorkerId),
     /// Nothing until a worker gets ready or exits.
     Wait,
@@ -68,26 +78,20 @@ pub enum ExitVerdict {
     Handled(Order),
 }
 
+/// A new worker that is starting, to replace `old` (or to add capacity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// A worker is to be started in a slot, replacing `old` (or adding
-    /// capacity); [`Reload::started`] names it.
-    Spawning {
-        old: Option<WorkerId>,
-    },
-    /// `new` is starting, to replace `old` (or to add capacity).
-    Starting {
-        new: WorkerId,
-        old: Option<WorkerId>,
-        since: Instant,
-    },
-    /// `old` has been told to drain; `new` (if any) serves in its place.
-    Draining {
-        new: Option<WorkerId>,
-        old: WorkerId,
-        since: Instant,
-    },
-    Idle,
+struct Starting {
+    new: WorkerId,
+    old: Option<WorkerId>,
+    since: Instant,
+}
+
+/// `old` has been told to drain; `new` (if any) serves in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Draining {
+    new: Option<WorkerId>,
+    old: WorkerId,
+    since: Instant,
 }
 
 /// A reload in progress (its `--build`, if any, runs before [`Reload::begin_rolling`]).
@@ -96,10 +100,21 @@ pub struct Reload {
     pub generation: u64,
     /// The new generation's settings.
     pub settings: Rc<Settings>,
+    /// The request's surge, instead of the settings' one.
+    surge: Option<Surge>,
     started: Instant,
+    /// Whether the roll has begun (not while the build runs).
+    rolling: bool,
+    /// How many new workers may be in flight at once (the surge, resolved
+    /// against the pool's size when the roll begins).
+    width: usize,
     /// Old workers still to be replaced (or retired), oldest first.
     queue: VecDeque<WorkerId>,
-    step: Step,
+    /// An [`Order::Start`] given, and the old worker it replaces, until
+    /// [`Reload::started`] names the new worker.
+    spawning: Option<Option<WorkerId>>,
+    starting: Vec<Starting>,
+    draining: Vec<Draining>,
     replaced: u32,
     /// Old workers that had to be killed instead of draining.
     killed: u32,
@@ -118,20 +133,26 @@ pub struct Finished {
     /// success.
     pub killed: u32,
     pub duration_ms: u64,
-    /// A new worker that was starting when the reload failed: kill it, its
-    /// slot is still served by the old worker.
-    pub abandon: Option<WorkerId>,
+    /// New workers that were starting when the reload failed: kill them,
+    /// their slots are still served by the old workers.
+    pub abandon: Vec<WorkerId>,
     pub settings: Rc<Settings>,
 }
 
 impl Reload {
-    pub fn new(generation: u64, settings: Rc<Settings>, subscribers: Vec<ReplyTx>) -> Reload {
+    /// `surge` overrides the settings' `--surge` for this reload.
+    pub fn new(generation: u64, settings: Rc<Settings>, subscribers: Vec<ReplyTx>, surge: Option<Surge>) -> Reload {
         Reload {
             generation,
             settings,
+            surge,
             started: Instant::now(),
+            rolling: false,
+            width: 1,
             queue: VecDeque::new(),
-            step: Step::Idle,
+            spawning: None,
+            starting: Vec::new(),
+            draining: Vec::new(),
             replaced: 0,
             killed: 0,
             subscribers,
@@ -149,10 +170,21 @@ impl Reload {
     pub fn begin_rolling(&mut self, pool: &[Member]) -> Order {
         let target = self.target();
         self.queue = pool.iter().filter(|m| m.state != WorkerState::Stopping).map(|m| m.id).collect();
+        let surge = self.surge.unwrap_or(self.settings.surge);
+        self.width = surge.of(target);
+        self.rolling = true;
         let change =
             if target == self.queue.len() { String::new() } else { format!(" ({target} workers from now on)") };
         let n = self.queue.len();
-        self.tell(format!("started: replacing {n} {}{change}", plural(n, "worker")));
+        let pace = match self.width {
+            1 => "one at a time".to_string(),
+            w => format!("up to {w} at a time"),
+        };
+        let surge = match surge {
+            Surge::Percent(_) => format!("surge {surge} of {target}"),
+            Surge::Count(_) => format!("surge {surge}"),
+        };
+        self.tell(format!("started: replacing {n} {}{change}, {pace} ({surge})", plural(n, "worker")));
         self.next(pool)
     }
 
@@ -160,52 +192,70 @@ impl Reload {
         self.settings.workers as usize
     }
 
-    /// The next step: replace, retire or add a worker; or done.
-    fn next(&mut self, pool: &[Member]) -> Order {
-        self.step = Step::Idle;
+    /// New workers that hold a place of the surge: starting, or ready while
+    /// the old worker they replace drains. (A surplus worker retired without
+    /// a replacement takes none: the pool only shrinks by it.)
+    fn in_flight(&self) -> usize {
+        self.spawning.iter().count() + self.starting.len() + self.draining.iter().filter(|d| d.new.is_some()).count()
+    }
+
+    /// The next step: replace, retire or add a worker while the surge
+    /// leaves room; wait for a worker; or done.
+    ///
+    /// Why the bounds hold: an old worker is retired only when its
+    /// replacement is ready (so at least N are ready), and a new worker
+    /// starts only while fewer than `width` are in flight (so the pool
+    /// holds at most N + `width` workers, N being the larger of the old and
+    /// the new count). With nothing in flight a start is always allowed,
+    /// so the roll cannot stall.
+    pub fn next(&mut self, pool: &[Member]) -> Order {
+        if !self.rolling || self.spawning.is_some() {
+            return Order::Wait;
+        }
         let live = |id: WorkerId| pool.iter().find(|m| m.id == id && m.state != WorkerState::Stopping);
-        let next_old = loop {
-            match self.queue.pop_front() {
-                None => break None,
-                Some(id) => match live(id) {
-                    Some(m) => break Some(*m),
-                    None => continue,
-                },
-            }
-        };
-        match next_old {
-            Some(old) if old.slot < self.target() => {
-                self.step = Step::Spawning { old: Some(old.id) };
-                Order::Start { slot: old.slot }
-            }
-            Some(old) => {
+        while let Some(&id) = self.queue.front() {
+            let Some(old) = live(id).copied() else {
+                self.queue.pop_front();
+                continue;
+            };
+            if old.slot >= self.target() {
                 // The pool shrinks: retire it without a replacement.
-                self.step = Step::Draining { new: None, old: old.id, since: Instant::now() };
-                Order::Retire(old.id)
+                self.queue.pop_front();
+                self.draining.push(Draining { new: None, old: old.id, since: Instant::now() });
+                return Order::Retire(old.id);
             }
-            None => {
-                // The pool grows, or a slot emptied by a crash is filled.
-                let taken = |s: usize| pool.iter().any(|m| m.slot == s && m.state != WorkerState::Stopping);
-                match (0..self.target()).find(|s| !taken(*s)) {
-                    Some(slot) => {
-                        self.step = Step::Spawning { old: None };
-                        Order::Start { slot }
-                    }
-                    None => Order::Done,
-                }
+            if self.in_flight() >= self.width {
+                return Order::Wait;
             }
+            self.queue.pop_front();
+            self.spawning = Some(Some(old.id));
+            return Order::Start { slot: old.slot };
+        }
+        // The pool grows, or a slot emptied by a crash is filled.
+        if self.in_flight() < self.width {
+            let taken = |s: usize| pool.iter().any(|m| m.slot == s && m.state != WorkerState::Stopping);
+            if let Some(slot) = (0..self.target()).find(|s| !taken(*s)) {
+                self.spawning = Some(None);
+                return Order::Start { slot };
+            }
+        }
+        if self.starting.is_empty() && self.draining.is_empty() {
+            Order::Done
+        } else {
+            Order::Wait
         }
     }
 
     /// The worker asked for by [`Order::Start`] runs, as `new`.
     pub fn started(&mut self, new: WorkerId) {
-        if let Step::Spawning { old } = self.step {
-            self.step = Step::Starting { new, old, since: Instant::now() };
+        if let Some(old) = self.spawning.take() {
+            self.starting.push(Starting { new, old, since: Instant::now() });
         }
     }
 
     /// The worker asked for by [`Order::Start`] could not be started.
     pub fn start_failed(&mut self, why: String) -> Order {
+        self.spawning = None;
         self.fail(format!("cannot start a new worker: {why}"))
     }
 
@@ -219,18 +269,17 @@ impl Reload {
         self.failure.as_deref()
     }
 
-    /// A worker is ready; if the reload waits for it, the worker it
-    /// replaces is retired (or, if that one is gone, the roll moves on).
+    /// A worker is ready; if it is one of the reload's new workers, the old
+    /// worker it replaces is retired (or, if that one is gone, the roll
+    /// moves on).
     pub fn on_ready(&mut self, id: WorkerId, pool: &[Member]) -> Order {
-        let Step::Starting { new, old, since } = self.step else { return Order::Wait };
-        if new != id {
-            return Order::Wait;
-        }
+        let Some(i) = self.starting.iter().position(|s| s.new == id) else { return Order::Wait };
+        let Starting { new, old, since } = self.starting.swap_remove(i);
         // The old worker may have died meanwhile: then nothing is to drain.
         let old = old.filter(|o| pool.iter().any(|m| m.id == *o && m.state != WorkerState::Stopping));
         match old {
             Some(old) => {
-                self.step = Step::Draining { new: Some(new), old, since };
+                self.draining.push(Draining { new: Some(new), old, since });
                 Order::Retire(old)
             }
             None => {
@@ -241,51 +290,51 @@ impl Reload {
     }
 
     /// A new worker missed its ready deadline (and was killed): fatal to the
-    /// reload if the reload waited for it.
+    /// reload if it is one of the reload's.
     pub fn on_not_ready(&mut self, id: WorkerId, why: String) -> Order {
-        match self.step {
-            Step::Starting { new, .. } if new == id => self.fail(why),
-            _ => Order::Wait,
+        if self.starting.iter().any(|s| s.new == id) {
+            self.fail(why)
+        } else {
+            Order::Wait
         }
     }
 
     /// A worker exited: `gone` says how (`pool` no longer holds it).
     pub fn on_exit(&mut self, id: WorkerId, gone: &Gone<'_>, pool: &[Member]) -> ExitVerdict {
         let (label, how) = (gone.label, gone.how);
-        match self.step {
-            Step::Starting { new, .. } if new == id => {
-                let hint = gone.hint.map(|h| format!(": {h}")).unwrap_or_default();
-                ExitVerdict::Handled(self.fail(format!("new worker {label} {how} before it was ready{hint}")))
-            }
-            Step::Draining { new, old, since } if old == id => {
-                self.replaced += 1;
-                let ms = since.elapsed().as_millis();
-                let killed = if gone.killed {
-                    self.killed += 1;
-                    " (it had to be killed at --shutdown-timeout)"
-                } else {
-                    ""
-                };
-                let line = match new {
-                    Some(n) => format!("replaced {label} with w{n} in {ms} ms{killed}"),
-                    None => format!("retired {label} in {ms} ms{killed}"),
-                };
-                self.tell(line);
-                ExitVerdict::Handled(self.next(pool))
-            }
-            Step::Starting { new, old: Some(old), since } if old == id => {
-                // The worker being replaced died first: its replacement is
-                // already starting in its slot, so it is not restarted.
-                self.step = Step::Starting { new, old: None, since };
-                ExitVerdict::Handled(Order::Wait)
-            }
-            _ => {
-                // An old worker that died while waiting its turn is restarted
-                // like any crash (and that restart is queued).
-                self.queue.retain(|q| *q != id);
-                ExitVerdict::Crash
-            }
+        if let Some(i) = self.starting.iter().position(|s| s.new == id) {
+            // Gone already: nothing to abandon.
+            self.starting.swap_remove(i);
+            let hint = gone.hint.map(|h| format!(": {h}")).unwrap_or_default();
+            return ExitVerdict::Handled(self.fail(format!("new worker {label} {how} before it was ready{hint}")));
         }
+        if let Some(i) = self.draining.iter().position(|d| d.old == id) {
+            let Draining { new, since, .. } = self.draining.swap_remove(i);
+            self.replaced += 1;
+            let ms = since.elapsed().as_millis();
+            let killed = if gone.killed {
+                self.killed += 1;
+                " (it had to be killed at --shutdown-timeout)"
+            } else {
+                ""
+            };
+            let line = match new {
+                Some(n) => format!("replaced {label} with w{n} in {ms} ms{killed}"),
+                None => format!("retired {label} in {ms} ms{killed}"),
+            };
+            self.tell(line);
+            return ExitVerdict::Handled(self.next(pool));
+        }
+        if let Some(s) = self.starting.iter_mut().find(|s| s.old == Some(id)) {
+            // The worker being replaced died first: its replacement is
+            // already starting in its slot, so it is not restarted.
+            s.old = None;
+            return ExitVerdict::Handled(self.next(pool));
+        }
+        // An old worker that died while waiting its turn is restarted like
+        // any crash (and that restart is queued).
+        self.queue.retain(|q| *q != id);
+        ExitVerdict::Crash
     }
 
     /// A crash replacement started during the reload is of the old
@@ -298,11 +347,10 @@ impl Reload {
     /// and answers every waiting client.
     pub fn finish(mut self, failure: Option<String>) -> Finished {
         let failure = failure.or(self.failure.take());
-        let abandon = match self.step {
-            Step::Starting { new, .. } => Some(new),
-            _ => None,
-        };
-        let n = self.replaced as usize;
+        let abandon = self.starting.iter().map(|s| s.new).collect();
+        // Old workers still draining count as replaced: their new workers
+        // serve, whatever happens to the rest of the reload.
+        let n = self.replaced as usize + self.draining.len();
         let k = self.killed as usize;
         let killed = if k > 0 {
             format!("; {k} old {} had to be killed at --shutdown-timeout instead of draining", plural(k, "worker"))
@@ -313,13 +361,19 @@ impl Reload {
             None => {
                 (true, format!("generation {} serves ({n} {} replaced{killed})", self.generation, plural(n, "worker")))
             }
-            Some(why) => (
-                false,
-                format!(
-                    "failed after replacing {n} {}: {why}; the remaining workers of the previous generation keep serving",
-                    plural(n, "worker")
-                ),
-            ),
+            Some(why) => {
+                let stopped = match self.starting.len() {
+                    0 | 1 => String::new(),
+                    s => format!(" ({s} new workers still starting were stopped)"),
+                };
+                (
+                    false,
+                    format!(
+                        "failed after replacing {n} {}: {why}{stopped}; the remaining workers of the previous generation keep serving",
+                        plural(n, "worker")
+                    ),
+                )
+            }
         };
         for s in self.subscribers.drain(..) {
             let reply =
@@ -338,352 +392,5 @@ impl Reload {
     }
 }
 
-/// Reload requests that arrive while one runs: the first is queued, the
-/// rest join it, so a storm of requests gives one more reload, not many.
-#[derive(Debug, Default)]
-pub struct Queue {
-    queued: Option<(Vec<ReplyTx>, bool)>,
-}
-
-impl Queue {
-    /// Queues (or joins) a request; `no_build` holds only if every joined
-    /// request asked for it.
-    pub fn push(&mut self, subscriber: Option<ReplyTx>, no_build: bool) {
-        let queued = self.queued.get_or_insert_with(|| (Vec::new(), true));
-        queued.1 &= no_build;
-        if let Some(s) = subscriber {
-            let _ = s.send(Reply::Progress { message: "a reload is running; this one is queued behind it".into() });
-            queued.0.push(s);
-        }
-    }
-
-    pub fn is_queued(&self) -> bool {
-        self.queued.is_some()
-    }
-
-    /// The queued request's clients and whether to skip the build.
-    pub fn take(&mut self) -> Option<(Vec<ReplyTx>, bool)> {
-        self.queued.take()
-    }
-
-    /// Fails the queued request (the primary is stopping).
-    pub fn cancel(&mut self, why: &str) {
-        for s in self.queued.take().map(|q| q.0).into_iter().flatten() {
-            let _ = s.send(Reply::Error { error: format!("cancelled: {why}") });
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::sync::mpsc;
-
-    /// A pool the tests change by hand, as the supervisor would.
-    struct Pool {
-        members: Vec<Member>,
-        next_id: WorkerId,
-    }
-
-    impl Pool {
-        /// `n` ready workers w1..wn in slots 0..n.
-        fn ready(n: usize) -> Pool {
-            let members =
-                (0..n).map(|i| Member { id: i as WorkerId + 1, slot: i, state: WorkerState::Ready }).collect();
-            Pool { members, next_id: n as WorkerId + 1 }
-        }
-        fn start(&mut self, slot: usize) -> WorkerId {
-            let id = self.next_id;
-            self.next_id += 1;
-            self.members.push(Member { id, slot, state: WorkerState::Starting });
-            id
-        }
-        fn set(&mut self, id: WorkerId, state: WorkerState) {
-            self.members.iter_mut().find(|m| m.id == id).unwrap().state = state;
-        }
-        fn remove(&mut self, id: WorkerId) {
-            self.members.retain(|m| m.id != id);
-        }
-        fn serving(&self) -> usize {
-            self.members.iter().filter(|m| m.state == WorkerState::Ready).count()
-        }
-    }
-
-    fn gone(label: &str, how: Exit) -> Gone<'_> {
-        Gone { label, how, killed: false, hint: None }
-    }
-
-    fn settings(workers: u32) -> Rc<Settings> {
-        let mut s = Settings::for_tests();
-        s.workers = workers;
-        Rc::new(s)
-    }
-
-    fn reload(workers: u32) -> (Reload, mpsc::UnboundedReceiver<Reply>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Reload::new(2, settings(workers), vec![tx]), rx)
-    }
-
-    fn replies(rx: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<Reply> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
-    }
-
-    /// Plays the supervisor: obeys orders, making every new worker ready at
-    /// once and every retired worker exit at once, until the reload is done
-    /// or fails. Checks at every step that capacity never dropped below `min`.
-    fn run(r: &mut Reload, pool: &mut Pool, mut order: Order, min: usize) -> Order {
-        for _ in 0..100 {
-            assert!(pool.serving() >= min, "capacity dropped to {} (< {min})", pool.serving());
-            order = match order {
-                Order::Start { slot } => {
-                    let id = pool.start(slot);
-                    r.started(id);
-                    pool.set(id, WorkerState::Ready);
-                    r.on_ready(id, &pool.members)
-                }
-                Order::Retire(old) => {
-                    pool.set(old, WorkerState::Stopping);
-                    pool.remove(old);
-                    match r.on_exit(old, &gone(&format!("w{old}"), Exit::Code(0)), &pool.members) {
-                        ExitVerdict::Handled(o) => o,
-                        ExitVerdict::Crash => panic!("a retired worker's exit is the reload's"),
-                    }
-                }
-                Order::Wait | Order::Done | Order::Fail => return order,
-            };
-        }
-        panic!("the reload did not end in 100 steps");
-    }
-
-    #[test]
-    fn a_successful_reload_replaces_every_worker_one_by_one() {
-        let mut pool = Pool::ready(3);
-        let (mut r, mut rx) = reload(3);
-        let first = r.begin_rolling(&pool.members);
-        assert_eq!(first, Order::Start { slot: 0 }, "the first old worker's slot");
-        assert_eq!(run(&mut r, &mut pool, first, 3), Order::Done);
-        assert!(pool.members.iter().all(|m| m.id > 3), "only new workers remain: {:?}", pool.members);
-        let slots: Vec<usize> = pool.members.iter().map(|m| m.slot).collect();
-        assert_eq!(slots, vec![0, 1, 2]);
-        let done = r.finish(None);
-        assert!(done.ok && done.message.contains("3 workers replaced"), "{}", done.message);
-        assert_eq!(done.abandon, None);
-        let replies = replies(&mut rx);
-        let progress = replies.iter().filter(|r| matches!(r, Reply::Progress { .. })).count();
-        assert_eq!(progress, 4, "started + one line per replaced worker: {replies:?}");
-        assert!(matches!(replies.last(), Some(Reply::Done { .. })));
-    }
-
-    #[test]
-    fn the_new_worker_is_started_before_the_old_one_is_retired() {
-        let mut pool = Pool::ready(2);
-        let (mut r, _rx) = reload(2);
-        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
-        let new = pool.start(slot);
-        r.started(new);
-        // Not ready yet: nothing happens to the old worker, whatever else does.
-        assert_eq!(r.on_ready(99, &pool.members), Order::Wait, "another worker's readiness is not ours");
-        pool.set(new, WorkerState::Ready);
-        assert_eq!(r.on_ready(new, &pool.members), Order::Retire(1));
-    }
-
-    #[test]
-    fn a_new_worker_that_exits_fails_the_reload_and_touches_no_old_worker() {
-        let mut pool = Pool::ready(2);
-        let (mut r, mut rx) = reload(2);
-        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
-        let new = pool.start(slot);
-        r.started(new);
-        pool.remove(new);
-        let verdict = r.on_exit(new, &gone("[w3 g2 100]", Exit::Code(1)), &pool.members);
-        assert_eq!(verdict, ExitVerdict::Handled(Order::Fail));
-        assert!(r.failure().unwrap().contains("exited with code 1 before it was ready"));
-        let done = r.finish(None);
-        assert!(!done.ok);
-        assert!(done.message.contains("failed after replacing 0 workers"), "{}", done.message);
-        assert_eq!(pool.serving(), 2, "both old workers still serve");
-        assert!(matches!(replies(&mut rx).last(), Some(Reply::Error { .. })));
-    }
-
-    #[test]
-    fn a_new_worker_that_times_out_is_abandoned() {
-        let mut pool = Pool::ready(2);
-        let (mut r, _rx) = reload(2);
-        let first = r.begin_rolling(&pool.members);
-        // The first replacement succeeds...
-        let Order::Start { slot } = first else { panic!() };
-        let a = pool.start(slot);
-        r.started(a);
-        pool.set(a, WorkerState::Ready);
-        let Order::Retire(old) = r.on_ready(a, &pool.members) else { panic!() };
-        pool.remove(old);
-        let Order::Start { slot } = r.on_exit(old, &gone("w1", Exit::Code(0)), &pool.members).order() else { panic!() };
-        // ... the second never gets ready.
-        let b = pool.start(slot);
-        r.started(b);
-        assert_eq!(r.on_not_ready(a, "not mine".into()), Order::Wait, "a ready worker's deadline is moot");
-        assert_eq!(r.on_not_ready(b, "w4 was not ready within 1s".into()), Order::Fail);
-        let done = r.finish(None);
-        assert_eq!(done.abandon, Some(b), "the starting worker is killed; its slot keeps its old worker");
-        assert!(done.message.contains("failed after replacing 1 worker:"), "{}", done.message);
-        assert!(done.message.contains("not ready within"));
-    }
-
-    #[test]
-    fn an_old_worker_that_dies_while_it_is_being_replaced_is_not_restarted() {
-        let mut pool = Pool::ready(2);
-        let (mut r, _rx) = reload(2);
-        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
-        let new = pool.start(slot);
-        r.started(new);
-        pool.remove(1);
-        assert_eq!(r.on_exit(1, &gone("w1", Exit::Code(137)), &pool.members), ExitVerdict::Handled(Order::Wait));
-        pool.set(new, WorkerState::Ready);
-        // Nothing to retire: the roll goes on with the next old worker.
-        assert_eq!(r.on_ready(new, &pool.members), Order::Start { slot: 1 });
-    }
-
-    #[test]
-    fn an_old_worker_that_dies_while_waiting_its_turn_is_a_crash_and_the_roll_goes_on() {
-        let mut pool = Pool::ready(3);
-        let (mut r, _rx) = reload(3);
-        let order = r.begin_rolling(&pool.members);
-        pool.remove(3);
-        assert_eq!(r.on_exit(3, &gone("w3", Exit::Code(1)), &pool.members), ExitVerdict::Crash);
-        // Its crash replacement (old generation) joins the end of the queue.
-        let restarted = pool.start(2);
-        pool.set(restarted, WorkerState::Ready);
-        r.enqueue(restarted);
-        assert_eq!(run(&mut r, &mut pool, order, 2), Order::Done);
-        assert!(!pool.members.iter().any(|m| m.id == restarted), "the crash replacement was replaced too");
-        assert_eq!(pool.members.len(), 3);
-    }
-
-    #[test]
-    fn the_pool_grows_after_the_replacements() {
-        let mut pool = Pool::ready(2);
-        let (mut r, mut rx) = reload(4);
-        let order = r.begin_rolling(&pool.members);
-        assert_eq!(run(&mut r, &mut pool, order, 2), Order::Done);
-        let mut slots: Vec<usize> = pool.members.iter().map(|m| m.slot).collect();
-        slots.sort();
-        assert_eq!(slots, vec![0, 1, 2, 3]);
-        assert!(
-            matches!(&replies(&mut rx)[0], Reply::Progress { message } if message.contains("4 workers from now on"))
-        );
-    }
-
-    #[test]
-    fn the_pool_shrinks_by_retiring_the_surplus_last() {
-        let mut pool = Pool::ready(4);
-        let (mut r, _rx) = reload(2);
-        let order = r.begin_rolling(&pool.members);
-        assert_eq!(run(&mut r, &mut pool, order, 2), Order::Done);
-        assert_eq!(pool.members.len(), 2);
-        assert!(pool.members.iter().all(|m| m.id > 4 && m.slot < 2), "{:?}", pool.members);
-        assert!(r.finish(None).message.contains("4 workers replaced"), "retirements count as replaced");
-    }
-
-    #[test]
-    fn an_old_worker_that_had_to_be_killed_is_not_a_clean_success() {
-        let mut pool = Pool::ready(1);
-        let (mut r, _rx) = reload(1);
-        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
-        let new = pool.start(slot);
-        r.started(new);
-        pool.set(new, WorkerState::Ready);
-        assert_eq!(r.on_ready(new, &pool.members), Order::Retire(1));
-        pool.remove(1);
-        let killed = Gone { label: "w1", how: Exit::Code(137), killed: true, hint: None };
-        assert_eq!(r.on_exit(1, &killed, &pool.members), ExitVerdict::Handled(Order::Done));
-        let done = r.finish(None);
-        assert!(done.ok, "the new generation serves");
-        assert_eq!(done.killed, 1);
-        assert!(done.message.contains("1 old worker had to be killed"), "{}", done.message);
-    }
-
-    #[test]
-    fn a_new_worker_that_exits_says_why_it_never_got_ready() {
-        let mut pool = Pool::ready(1);
-        let (mut r, _rx) = reload(1);
-        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
-        let new = pool.start(slot);
-        r.started(new);
-        pool.remove(new);
-        let hint = "it said nothing on its IPC channel";
-        let gone = Gone { label: "w2", how: Exit::Code(0), killed: false, hint: Some(hint) };
-        assert_eq!(r.on_exit(new, &gone, &pool.members), ExitVerdict::Handled(Order::Fail));
-        assert!(r
-            .failure()
-            .unwrap()
-            .ends_with("exited with code 0 before it was ready: it said nothing on its IPC channel"));
-    }
-
-    #[test]
-    fn a_slot_emptied_by_a_crash_is_filled() {
-        let mut pool = Pool::ready(3);
-        pool.remove(2); // slot 1 waits out a crash backoff
-        let (mut r, _rx) = reload(3);
-        let order = r.begin_rolling(&pool.members);
-        assert_eq!(run(&mut r, &mut pool, order, 2), Order::Done);
-        assert_eq!(pool.members.len(), 3);
-    }
-
-    #[test]
-    fn a_failed_start_fails_the_reload() {
-        let pool = Pool::ready(1);
-        let (mut r, _rx) = reload(1);
-        assert_eq!(r.begin_rolling(&pool.members), Order::Start { slot: 0 });
-        assert_eq!(r.start_failed("command not found: app".into()), Order::Fail);
-        let done = r.finish(None);
-        assert!(!done.ok && done.message.contains("cannot start a new worker: command not found"));
-        assert_eq!(done.abandon, None, "nothing was started");
-    }
-
-    #[test]
-    fn a_stop_cancels_the_running_and_the_queued_reload() {
-        let mut pool = Pool::ready(2);
-        let (mut r, mut rx) = reload(2);
-        let Order::Start { slot } = r.begin_rolling(&pool.members) else { panic!() };
-        let new = pool.start(slot);
-        r.started(new);
-        let mut queue = Queue::default();
-        let (tx, mut queued_rx) = mpsc::unbounded_channel();
-        queue.push(Some(tx), false);
-        queue.cancel("the primary is stopping");
-        assert!(!queue.is_queued());
-        let done = r.finish(Some("cancelled: the primary is stopping".into()));
-        assert_eq!(done.abandon, Some(new));
-        assert!(matches!(replies(&mut rx).last(), Some(Reply::Error { error }) if error.contains("cancelled")));
-        let q = replies(&mut queued_rx);
-        assert!(matches!(q.last(), Some(Reply::Error { error }) if error.contains("cancelled")), "{q:?}");
-    }
-
-    #[test]
-    fn requests_during_a_reload_queue_once_and_join() {
-        let mut queue = Queue::default();
-        let (a, mut a_rx) = mpsc::unbounded_channel();
-        let (b, _b_rx) = mpsc::unbounded_channel();
-        queue.push(Some(a), true);
-        queue.push(None, true); // SIGHUP
-        queue.push(Some(b), true);
-        assert!(queue.is_queued());
-        let (subscribers, no_build) = queue.take().unwrap();
-        assert_eq!(subscribers.len(), 2, "both clients wait for the one queued reload");
-        assert!(no_build);
-        assert!(queue.take().is_none(), "one queued reload, not three");
-        assert!(matches!(&replies(&mut a_rx)[0], Reply::Progress { message } if message.contains("queued")));
-        queue.push(None, true);
-        queue.push(None, false);
-        assert!(!queue.take().unwrap().1, "the build is skipped only if every joined request says so");
-    }
-
-    impl ExitVerdict {
-        fn order(self) -> Order {
-            match self {
-                ExitVerdict::Handled(o) => o,
-                ExitVerdict::Crash => panic!("expected the reload to handle it"),
-            }
-        }
-    }
-}
+mod tests;
