@@ -9,6 +9,7 @@
 //! - [`output`]: workers' stdout and stderr, prefixed and passed through.
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
+//! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
 //! - [`lines`]: newline framing, shared by every stream above.
 
 pub mod build;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod file_watch;
 pub mod ipc;
 pub mod lines;
+pub mod metrics;
 pub mod output;
 pub mod signals;
 pub mod worker_notify;

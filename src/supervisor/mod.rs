@@ -14,12 +14,15 @@
 
 pub mod backoff;
 mod exits;
+mod memory;
+mod metrics;
 mod node;
 pub mod reload;
 mod status;
 mod stop;
 mod subscribers;
 mod upgrade;
+mod usage;
 mod worker;
 mod workers;
 
@@ -101,6 +104,14 @@ pub struct Supervisor {
     /// When this binary image started.
     image_started_at: u64,
     upgrades: u32,
+    /// What `/metrics` counts; carried over a self-upgrade.
+    counters: crate::types::counters::Counters,
+    /// Earlier samples of what workers use, for CPU percent.
+    usage: usage::Usage,
+    /// `--max-memory`: the check and the replacements.
+    memory: memory::MemoryWatch,
+    /// `--metrics`: the socket `/metrics` is served on.
+    metrics: Option<crate::io::metrics::Server>,
     /// A self-upgrade waiting for its check of the new binary.
     upgrade: Option<upgrade::Pending>,
     /// Set when the loop should end, with the process exit code.
@@ -128,8 +139,10 @@ pub async fn run(
     // request may be missed.
     crate::io::signals::start(tx.clone())?;
     let control = control::Server::bind(&settings.control_path, tx.clone())?;
+    let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx)?;
+    sup.metrics = metrics;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
@@ -149,10 +162,15 @@ pub async fn resume(
     let (tx, mut rx) = mpsc::channel(1024);
     crate::io::signals::start(tx.clone())?;
     let control = control::Server::adopt(fds.control, &state.settings.control_path, tx.clone())?;
+    let metrics = match fds.metrics {
+        Some(fd) => Some(crate::io::metrics::Server::adopt(fd, tx.clone())?),
+        None => None,
+    };
     let guardian = Guardian::adopt(state.guardian_pid, fds.guardian);
     let mut sup =
         Supervisor::new(flags, origin, state.settings.clone(), fds.listeners, systemd, control, guardian, tx)?;
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    sup.metrics = metrics;
     sup.on_demand.sockets = fds.on_demand;
     sup.subscribers.adopt(fds.subscribers);
     let adopted = sup.adopt(&state, fds.workers, rollback.is_none());
@@ -242,6 +260,10 @@ impl Supervisor {
             started_at: unix_now(),
             image_started_at: unix_now(),
             upgrades: 0,
+            counters: Default::default(),
+            usage: Default::default(),
+            memory: Default::default(),
+            metrics: None,
             exit: None,
         })
     }
@@ -274,6 +296,7 @@ impl Supervisor {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             let _ = self.after(every, Timer::Watchdog);
         }
+        self.arm_memory_check();
         while let Some(event) = rx.recv().await {
             self.handle(event);
             if let Some(exit) = self.exit.take() {
@@ -298,6 +321,9 @@ impl Supervisor {
             Event::FilesChanged { paths } => self.on_files_changed(paths),
             Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
             Event::Timer(t) => self.on_timer(t),
+            Event::Metrics { reply } => {
+                let _ = reply.send(Box::new(self.metrics_snapshot()));
+            }
         }
     }
 
@@ -361,6 +387,7 @@ impl Supervisor {
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
+            Timer::MemoryCheck => self.on_memory_check(),
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {
@@ -418,6 +445,7 @@ impl Supervisor {
             listen: self.settings.listen.clone(),
             control_path: self.settings.control_path.clone(),
             backlog: self.settings.backlog,
+            metrics: self.settings.metrics,
             ..new
         }))
     }

@@ -1,7 +1,12 @@
-//! What `hotswap status` and systemd's `STATUS=` show of the supervisor.
+//! What `hotswap status` and systemd's `STATUS=` show of the supervisor,
+//! with what each worker uses (sampled when asked, see [`super::usage`]).
 
+use std::collections::HashMap;
+
+use super::usage::{Figures, Sampled};
 use super::Supervisor;
 use crate::types::wire::{Backoff, Status, WorkerStatus};
+use crate::types::WorkerId;
 
 impl Supervisor {
     /// What `systemctl status` shows.
@@ -26,7 +31,15 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn status(&self) -> Status {
+    /// What each worker's process group uses now (one pass over `/proc`).
+    pub(super) fn sample_usage(&mut self) -> HashMap<WorkerId, Figures> {
+        let workers: Vec<Sampled> =
+            self.workers.values().map(|w| Sampled { id: w.id(), pid: w.pid().as_raw(), age: w.age() }).collect();
+        self.usage.sample(&workers)
+    }
+
+    pub(super) fn status(&mut self) -> Status {
+        let usage = self.sample_usage();
         let now = std::time::Instant::now();
         Status {
             pid: std::process::id(),
@@ -52,17 +65,26 @@ impl Supervisor {
             workers: self
                 .workers
                 .values()
-                .map(|w| WorkerStatus {
-                    id: w.id(),
-                    slot: w.slot(),
-                    pid: w.pid().as_raw(),
-                    generation: w.generation(),
-                    state: w.state(),
-                    uptime_secs: w.age().as_secs_f64(),
-                    restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                .map(|w| {
+                    let f = usage.get(&w.id()).copied().unwrap_or_default();
+                    WorkerStatus {
+                        id: w.id(),
+                        slot: w.slot(),
+                        pid: w.pid().as_raw(),
+                        generation: w.generation(),
+                        state: w.state(),
+                        uptime_secs: w.age().as_secs_f64(),
+                        restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                        memory_replacements: self.memory.per_slot.get(&w.slot()).copied().unwrap_or(0),
+                        rss_bytes: f.group.rss_bytes,
+                        cpu_percent: f.cpu_percent,
+                        cpu_seconds: f.group.cpu_seconds,
+                        processes: f.group.processes,
+                    }
                 })
                 .collect(),
-            reloading: self.reload.is_some(),
+            // A memory replacement is not a reload.
+            reloading: self.reload.is_some() && !self.replacing_for_memory(),
             reload_queued: self.queued.is_queued(),
             last_reload: self.last_reload.clone(),
             stopping: self.stop.is_some(),
@@ -75,6 +97,8 @@ impl Supervisor {
                     Some(Backoff { slot, crashes_in_a_row: s.streak(), restart_in_ms: due.as_millis() as u64 })
                 })
                 .collect(),
+            max_memory: self.settings.max_memory,
+            metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
         }
     }
 }

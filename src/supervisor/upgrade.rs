@@ -50,6 +50,9 @@ impl Supervisor {
             last_reload: self.last_reload.clone(),
             ever_ready: self.ever_ready,
             announced: self.announced,
+            metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
+            counters: self.counters.clone(),
+            memory_replacements: self.memory.per_slot.clone(),
             reply_fd,
             subscriber_fds: self.subscribers.fds(),
             exe_fd,
@@ -184,6 +187,8 @@ impl Supervisor {
         self.last_reload = state.last_reload.clone();
         self.ever_ready = state.ever_ready;
         self.announced = state.announced;
+        self.counters = state.counters.clone();
+        self.memory.per_slot = state.memory_replacements.clone();
         for (w, fds) in state.workers.iter().zip(workers) {
             let settings = self.settings.clone();
             let worker = self.launcher(&settings).adopt(w, fds).with_context(|| format!("adopting worker {}", w.id))?;

@@ -6,9 +6,11 @@
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
 //! - [`reap`]: collecting exited children by pid, and orphans.
+//! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
 
 pub mod guardian;
 pub mod listeners;
+pub mod proc_stats;
 pub mod reap;
 pub mod sd_notify;
 pub mod spawn;

@@ -42,6 +42,10 @@ pub enum Event {
         result: Result<String, String>,
     },
     Timer(Timer),
+    /// A `/metrics` scrape asks for a snapshot.
+    Metrics {
+        reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,
+    },
 }
 
 /// Deadlines; each checks on arrival whether it still applies.
@@ -61,6 +65,8 @@ pub enum Timer {
     Respawn(usize),
     /// Time for `WATCHDOG=1`.
     Watchdog,
+    /// Time to check the workers' memory against `--max-memory`.
+    MemoryCheck,
 }
 
 /// A message from a worker's IPC channel, validated.

@@ -8,7 +8,9 @@
 //! - [`wire`]: what goes over the control socket (requests, replies,
 //!   status, lifecycle events), shared by the server and the client.
 //! - [`listen`]: a `--listen` address as written.
+//! - [`counters`]: what the primary counts over its life, for `/metrics`.
 
+pub mod counters;
 pub mod event;
 pub mod listen;
 pub mod wire;

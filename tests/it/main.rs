@@ -10,6 +10,7 @@ mod hardening;
 mod layout;
 mod lifecycle;
 mod node;
+mod observe;
 mod protocol;
 mod reload;
 mod systemd;
