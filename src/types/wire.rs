@@ -247,11 +247,13 @@ fn fmt_secs(secs: f64) -> String {
 /// A lifecycle event, streamed to `hotswap events` clients as it happens:
 /// the events Node's `cluster` module emits (`fork`, `online`, `listening`,
 /// `disconnect`, `exit`) plus the reload's own (`reload-started`,
-/// `reload-finished`, `reload-failed`) and `stopping`.
+/// `reload-finished`, `reload-failed`), `stopping`, and a `--max-memory`
+/// replacement's (`max-memory`, `max-memory-replaced`, `max-memory-failed`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LifecycleEvent {
     /// `fork`, `online`, `listening`, `disconnect`, `exit`,
-    /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`.
+    /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`,
+    /// `max-memory`, `max-memory-replaced`, `max-memory-failed`.
     pub event: String,
     /// Seconds since the Unix epoch, with fractions.
     pub time: f64,
