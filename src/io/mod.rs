@@ -10,6 +10,7 @@
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
 //! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
+//! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
 //! - [`lines`]: newline framing, shared by every stream above.
 
 pub mod build;
@@ -20,4 +21,5 @@ pub mod lines;
 pub mod metrics;
 pub mod output;
 pub mod signals;
+pub mod usage;
 pub mod worker_notify;

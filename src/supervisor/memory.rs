@@ -2,8 +2,8 @@
 //! replaced, the way a reload replaces it (a new worker in its slot, ready
 //! before the old one is told to drain), never killed.
 //!
-//! Every [`CHECK_EVERY`] the primary reads every worker's resident memory
-//! (one pass over `/proc`, see [`crate::sys::proc_stats`]); a ready worker
+//! Every [`CHECK_EVERY`] the primary has every worker's resident memory
+//! read (one pass over `/proc`, off the event loop, by [`crate::io::usage`]); a ready worker
 //! above the limit on [`CHECKS_ABOVE`] checks in a row is replaced by a
 //! reload restricted to its slot ([`Supervisor::start_replacement`]), one
 //! worker at a time, never while a reload (or another replacement) runs:
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::Supervisor;
+use crate::io::usage::{Ask, Want};
 use crate::types::wire::{fmt_bytes, LifecycleEvent};
 use crate::types::{Timer, WorkerId, WorkerState};
 
@@ -31,7 +32,8 @@ pub(super) struct MemoryWatch {
     above: HashMap<WorkerId, u32>,
     /// Replacements for memory, per slot (shown in status).
     pub per_slot: BTreeMap<usize, u32>,
-    /// The running reload is the replacement of this worker.
+    /// The running reload is the replacement of this worker (shown in
+    /// status).
     pub replacing: Option<Replacing>,
 }
 
@@ -55,15 +57,24 @@ impl Supervisor {
 
     pub(super) fn on_memory_check(&mut self) {
         self.memory.armed = false;
+        if self.settings.max_memory.is_none() || self.stop.is_some() {
+            return;
+        }
+        self.arm_memory_check();
+        // Read off the event loop; the answer is an Event::MemorySampled.
+        let _ = self.sampler.send(Ask { workers: self.sampled(), want: Want::MemoryCheck });
+    }
+
+    /// The check's reading arrived: count, and replace the biggest worker
+    /// above the limit for long enough.
+    pub(super) fn on_memory_sampled(&mut self, rss: HashMap<WorkerId, u64>) {
         let Some(limit) = self.settings.max_memory else { return };
         if self.stop.is_some() {
             return;
         }
-        self.arm_memory_check();
-        let usage = self.sample_usage();
         let mut over: Vec<(WorkerId, u64)> = Vec::new();
         for w in self.workers.values().filter(|w| w.state() == WorkerState::Ready) {
-            let rss = usage.get(&w.id()).map_or(0, |f| f.group.rss_bytes);
+            let Some(&rss) = rss.get(&w.id()) else { continue };
             if rss > limit {
                 let n = self.memory.above.entry(w.id()).or_default();
                 *n += 1;

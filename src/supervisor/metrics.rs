@@ -1,7 +1,11 @@
 //! What the supervisor counts for `/metrics`, and the snapshot a scrape is
-//! rendered from (by [`crate::io::metrics`], outside the event loop).
+//! rendered from (by [`crate::io::metrics`], outside the event loop; the
+//! figures of each worker are added by [`crate::io::usage`]).
 
 use super::Supervisor;
+use tokio::sync::oneshot;
+
+use crate::io::usage::{Ask, Want};
 use crate::types::counters::Snapshot;
 
 impl Supervisor {
@@ -15,7 +19,9 @@ impl Supervisor {
         self.counters.reload_seconds.observe(duration_ms as f64 / 1000.0);
     }
 
-    pub(super) fn metrics_snapshot(&mut self) -> Snapshot {
-        Snapshot { status: self.status(), counters: self.counters.clone() }
+    /// A scrape: the sampler adds what workers use and answers it.
+    pub(super) fn on_metrics(&mut self, reply: oneshot::Sender<Box<Snapshot>>) {
+        let want = Want::Metrics { status: Box::new(self.status()), counters: self.counters.clone(), reply };
+        let _ = self.sampler.send(Ask { workers: self.sampled(), want });
     }
 }

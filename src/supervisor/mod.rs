@@ -22,7 +22,6 @@ mod status;
 mod stop;
 mod subscribers;
 mod upgrade;
-mod usage;
 mod worker;
 mod workers;
 
@@ -106,8 +105,8 @@ pub struct Supervisor {
     upgrades: u32,
     /// What `/metrics` counts; carried over a self-upgrade.
     counters: crate::types::counters::Counters,
-    /// Earlier samples of what workers use, for CPU percent.
-    usage: usage::Usage,
+    /// Reads what workers use (off the event loop) and answers with it.
+    sampler: tokio::sync::mpsc::UnboundedSender<crate::io::usage::Ask>,
     /// `--max-memory`: the check and the replacements.
     memory: memory::MemoryWatch,
     /// `--metrics`: the socket `/metrics` is served on.
@@ -224,6 +223,7 @@ impl Supervisor {
         // Per-worker notify sockets live here.
         let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
         std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
+        let sampler_events = events.clone();
         let preload = runtime_dir.join("node-preload.js");
         std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
         Ok(Supervisor {
@@ -261,7 +261,7 @@ impl Supervisor {
             image_started_at: unix_now(),
             upgrades: 0,
             counters: Default::default(),
-            usage: Default::default(),
+            sampler: crate::io::usage::start(sampler_events),
             memory: Default::default(),
             metrics: None,
             exit: None,
@@ -321,9 +321,8 @@ impl Supervisor {
             Event::FilesChanged { paths } => self.on_files_changed(paths),
             Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
             Event::Timer(t) => self.on_timer(t),
-            Event::Metrics { reply } => {
-                let _ = reply.send(Box::new(self.metrics_snapshot()));
-            }
+            Event::Metrics { reply } => self.on_metrics(reply),
+            Event::MemorySampled { rss } => self.on_memory_sampled(rss),
         }
     }
 
@@ -350,9 +349,7 @@ impl Supervisor {
 
     fn on_control(&mut self, request: Request, reply: ReplyTx, conn: Option<OwnedFd>) {
         match request {
-            Request::Status => {
-                let _ = reply.send(Reply::Status(Box::new(self.status())));
-            }
+            Request::Status => self.status_with_usage(reply),
             Request::Reload { no_build } => {
                 if self.stop.is_some() {
                     let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });

@@ -1,12 +1,10 @@
 //! What `hotswap status` and systemd's `STATUS=` show of the supervisor,
-//! with what each worker uses (sampled when asked, see [`super::usage`]).
+//! with what each worker uses (read when asked, off the event loop, by
+//! [`crate::io::usage`]).
 
-use std::collections::HashMap;
-
-use super::usage::{Figures, Sampled};
 use super::Supervisor;
-use crate::types::wire::{Backoff, Status, WorkerStatus};
-use crate::types::WorkerId;
+use crate::io::usage::{Ask, Sampled, Want};
+use crate::types::wire::{Backoff, Reply, ReplyTx, Status, WorkerStatus};
 
 impl Supervisor {
     /// What `systemctl status` shows.
@@ -31,18 +29,25 @@ impl Supervisor {
         }
     }
 
-    /// What each worker's process group uses now (one pass over `/proc`).
-    pub(super) fn sample_usage(&mut self) -> HashMap<WorkerId, Figures> {
-        let workers: Vec<Sampled> =
-            self.workers.values().map(|w| Sampled { id: w.id(), pid: w.pid().as_raw(), age: w.age() }).collect();
-        let t = std::time::Instant::now();
-        let figures = self.usage.sample(&workers);
-        tracing::debug!("sampled {} workers' process groups in {} µs", workers.len(), t.elapsed().as_micros());
-        figures
+    /// The workers, as the sampler reads their process groups.
+    pub(super) fn sampled(&self) -> Vec<Sampled> {
+        self.workers.values().map(|w| Sampled { id: w.id(), pid: w.pid().as_raw(), age: w.age() }).collect()
     }
 
-    pub(super) fn status(&mut self) -> Status {
-        let usage = self.sample_usage();
+    /// Answers `hotswap status`: the sampler adds what each worker uses
+    /// and replies (the event loop does not wait for `/proc`).
+    pub(super) fn status_with_usage(&mut self, reply: ReplyTx) {
+        let ask = Ask { workers: self.sampled(), want: Want::Status { status: Box::new(self.status()), reply } };
+        if let Err(e) = self.sampler.send(ask) {
+            // The sampler is gone (it never is): answer without figures.
+            if let Want::Status { status, reply } = e.0.want {
+                let _ = reply.send(Reply::Status(status));
+            }
+        }
+    }
+
+    /// The status; each worker's figures are filled in by the sampler.
+    pub(super) fn status(&self) -> Status {
         let now = std::time::Instant::now();
         Status {
             pid: std::process::id(),
@@ -68,22 +73,19 @@ impl Supervisor {
             workers: self
                 .workers
                 .values()
-                .map(|w| {
-                    let f = usage.get(&w.id()).copied().unwrap_or_default();
-                    WorkerStatus {
-                        id: w.id(),
-                        slot: w.slot(),
-                        pid: w.pid().as_raw(),
-                        generation: w.generation(),
-                        state: w.state(),
-                        uptime_secs: w.age().as_secs_f64(),
-                        restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
-                        memory_replacements: self.memory.per_slot.get(&w.slot()).copied().unwrap_or(0),
-                        rss_bytes: f.group.rss_bytes,
-                        cpu_percent: f.cpu_percent,
-                        cpu_seconds: f.group.cpu_seconds,
-                        processes: f.group.processes,
-                    }
+                .map(|w| WorkerStatus {
+                    id: w.id(),
+                    slot: w.slot(),
+                    pid: w.pid().as_raw(),
+                    generation: w.generation(),
+                    state: w.state(),
+                    uptime_secs: w.age().as_secs_f64(),
+                    restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                    memory_replacements: self.memory.per_slot.get(&w.slot()).copied().unwrap_or(0),
+                    rss_bytes: 0,
+                    cpu_percent: 0.0,
+                    cpu_seconds: 0.0,
+                    processes: 0,
                 })
                 .collect(),
             // A memory replacement is not a reload.
@@ -101,6 +103,7 @@ impl Supervisor {
                 })
                 .collect(),
             max_memory: self.settings.max_memory,
+            replacing: self.memory.replacing.as_ref().map(|r| r.why.clone()),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
         }
     }

@@ -42,6 +42,10 @@ pub enum Event {
         result: Result<String, String>,
     },
     Timer(Timer),
+    /// The `--max-memory` check's reading: resident bytes per worker.
+    MemorySampled {
+        rss: std::collections::HashMap<WorkerId, u64>,
+    },
     /// A `/metrics` scrape asks for a snapshot.
     Metrics {
         reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,

@@ -73,6 +73,9 @@ pub struct Status {
     /// `--max-memory`, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<u64>,
+    /// A worker being replaced for `--max-memory`, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
     /// Where `/metrics` is served (`--metrics`), as bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
@@ -175,6 +178,9 @@ impl Status {
             (None, false) => "none yet".into(),
         };
         let _ = writeln!(s, "reload:     {reload}");
+        if let Some(why) = &self.replacing {
+            let _ = writeln!(s, "replacing:  {why}");
+        }
         for b in &self.backoff {
             let _ = writeln!(
                 s,
