@@ -18,7 +18,8 @@
 //!   reaping, what a process group uses (`/proc`).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker
-//!   output, file watching, the `--build` command, `/metrics`.
+//!   output, file watching, the `--build` command, `/metrics`, and reading
+//!   what workers use (memory, CPU) off the event loop.
 //! - [`handover`]: the state and file descriptors handed from one image of
 //!   the primary to the next in a self-upgrade.
 //! - [`supervisor`]: the event loop, sole owner of all state: the worker

@@ -73,23 +73,61 @@ pub fn sum_by_group(
         .collect()
 }
 
-/// Reads `/proc` once and returns the usage of each group in `pgids`
-/// (a group with no live process reads as zero). Processes that exit while
-/// it reads are skipped.
+/// Reads `/proc` and returns the usage of each group in `pgids` (a group
+/// with no live process reads as zero). Processes that exit while it reads
+/// are skipped.
+///
+/// Only this process's descendants are read, found through
+/// `/proc/PID/task/TID/children`: the workers are the primary's children,
+/// their processes its descendants, and orphans come back to it (it is a
+/// child subreaper). So the cost follows the size of the worker trees, not
+/// of the machine. Where the kernel has no `children` file, every process
+/// on the machine is read instead.
 pub fn scan(pgids: &[i32]) -> HashMap<i32, GroupUsage> {
     let page = sysconf(libc::_SC_PAGESIZE, 4096);
     let hz = sysconf(libc::_SC_CLK_TCK, 100);
     if pgids.is_empty() {
         return HashMap::new();
     }
-    let stats = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().as_encoded_bytes().first().is_some_and(u8::is_ascii_digit))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+    let pids: Vec<String> = if std::path::Path::new("/proc/thread-self/children").exists() {
+        descendants(std::process::id() as i32).iter().map(|p| p.to_string()).collect()
+    } else {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.as_bytes().first().is_some_and(u8::is_ascii_digit))
+            .collect()
+    };
+    let stats = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|line| parse_stat(&line));
     sum_by_group(stats, pgids, page, hz)
+}
+
+/// Bounds the walk, whatever the process tree looks like.
+const MAX_DESCENDANTS: usize = 65_536;
+
+/// Every process under `root` (children of each of its threads, then
+/// theirs), as the kernel lists them now.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(list) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in list.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                if out.len() < MAX_DESCENDANTS {
+                    out.push(child);
+                    todo.push(child);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn sysconf(name: libc::c_int, fallback: u64) -> u64 {
@@ -115,6 +153,7 @@ pub fn cpu_percent(before: f64, after: f64, window_secs: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     // A real line of a python3 process (fields beyond 24 trimmed a little).
     const LINE: &str = "4242 (python3) S 4200 4242 4242 0 -1 4194560 1234 0 0 0 150 25 3 2 20 0 1 0 \
@@ -160,9 +199,21 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_found_in_its_group() {
-        let me = nix::unistd::getpgrp().as_raw();
-        let m = scan(&[me]);
-        assert!(m[&me].processes >= 1 && m[&me].rss_bytes > 0, "{:?}", m[&me]);
+    fn a_child_in_its_own_group_is_found_among_the_descendants() {
+        let mut child = std::process::Command::new("sleep").arg("5").process_group(0).spawn().unwrap();
+        let pgid = child.id() as i32;
+        assert!(descendants(std::process::id() as i32).contains(&pgid));
+        // Until it has exec'ed, its RSS may read as zero.
+        let mut m = scan(&[pgid]);
+        for _ in 0..100 {
+            if m[&pgid].rss_bytes > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            m = scan(&[pgid]);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(m[&pgid].processes == 1 && m[&pgid].rss_bytes > 0, "{:?}", m[&pgid]);
     }
 }

@@ -82,7 +82,7 @@ fn status_counts_the_cpu_of_a_child_in_the_workers_group() {
     // The worker's own process is idle: the figure is the group's.
     let own = cpu_seconds_of(pid);
     let group = w["cpu_seconds"].as_f64().unwrap();
-    assert!(group > own * 2.0 + 0.2, "group {group} s, worker alone {own} s");
+    assert!(group >= own + 0.1, "group {group} s, worker alone {own} s: the child's time is counted");
     if truth >= 60.0 {
         // One core busy; a busy shared machine gives it less, never much more.
         assert!((60.0..=200.0).contains(&cpu), "cpu_percent {cpu} for a child spinning one core: {w}");
