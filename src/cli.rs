@@ -44,7 +44,9 @@ pub enum Command {
     Run(Options),
     /// Start a rolling reload and wait until the new generation serves.
     Reload(ReloadArgs),
-    /// Show listeners, generation and workers of a running primary.
+    /// Show listeners, generation and workers of a running primary, with each
+    /// worker's resident memory and CPU use (its whole process group, read
+    /// from /proc when asked).
     Status(StatusArgs),
     /// Stop a running primary gracefully; returns once it has exited.
     ///
@@ -61,7 +63,8 @@ pub enum Command {
     #[command(hide = true)]
     UpgradeCheck,
     /// Stream the primary's lifecycle events (fork, online, listening,
-    /// disconnect, exit, reload-started/finished/failed) as they happen.
+    /// disconnect, exit, reload-started/finished/failed, max-memory,
+    /// max-memory-replaced/failed) as they happen.
     ///
     /// Exit status: 0 when the primary stopped (every event, the last exits
     /// included, was printed); 1 when no primary answers; 3 when the stream

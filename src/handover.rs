@@ -16,7 +16,8 @@
 //! 2. The state (settings, workers, generations, restart counters, last
 //!    reload, adopted orphans of workers, the guardian's groups) is written
 //!    to a memfd; close-on-exec is cleared on exactly the
-//!    listeners, the control socket, the guardian's pipe, every worker's IPC
+//!    listeners, the control socket, the `--metrics` socket, the guardian's
+//!    pipe, every worker's IPC
 //!    end and output pipes, the memfd, the waiting client's connection, the
 //!    `hotswap events` clients' connections and a handle on the old
 //!    executable; then `execve` in place.
@@ -112,6 +113,15 @@ pub struct State {
     pub last_reload: Option<ReloadOutcome>,
     pub ever_ready: bool,
     pub announced: bool,
+    /// The `--metrics` socket.
+    #[serde(default)]
+    pub metrics_fd: Option<RawFd>,
+    /// What `/metrics` counts, so that counters do not reset.
+    #[serde(default)]
+    pub counters: crate::types::counters::Counters,
+    /// `--max-memory` replacements per slot.
+    #[serde(default)]
+    pub memory_replacements: std::collections::BTreeMap<usize, u32>,
     /// The `hotswap upgrade` client's connection, answered by the next image.
     pub reply_fd: Option<RawFd>,
     /// `hotswap events` clients, which go on streaming from the next image.
@@ -205,6 +215,7 @@ pub struct Inherited {
     /// Sockets bound on demand for Node workers, with the listen each serves.
     pub on_demand: Vec<(Target, Listener)>,
     pub control: OwnedFd,
+    pub metrics: Option<OwnedFd>,
     pub guardian: OwnedFd,
     pub workers: Vec<WorkerFds>,
     pub reply: Option<OwnedFd>,
@@ -219,6 +230,7 @@ impl State {
     pub fn fds(&self) -> Vec<RawFd> {
         let mut v: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
         v.extend([self.control_fd, self.guardian_fd, self.exe_fd]);
+        v.extend(self.metrics_fd);
         for w in &self.workers {
             v.extend(w.ipc_fd);
             v.extend([w.stdout_fd, w.stderr_fd]);
@@ -283,6 +295,7 @@ impl State {
             listeners,
             on_demand,
             control: own(self.control_fd)?,
+            metrics: self.metrics_fd.map(own).transpose()?,
             guardian: own(self.guardian_fd)?,
             workers,
             reply: self.reply_fd.map(own).transpose()?,

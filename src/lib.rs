@@ -15,16 +15,19 @@
 //!   line and the config file, resolved into [`options::Settings`].
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
 //!   binding listeners, fork and exec, the guardian process, `sd_notify`,
-//!   reaping, directories no other user can write.
+//!   reaping, directories no other user can write, what a process group
+//!   uses (`/proc`).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker
-//!   output, file watching, the `--build` command.
+//!   output, file watching, the `--build` command, `/metrics`, and reading
+//!   what workers use (memory, CPU) off the event loop.
 //! - [`handover`]: the state and file descriptors handed from one image of
 //!   the primary to the next in a self-upgrade.
 //! - [`supervisor`]: the event loop, sole owner of all state: the worker
 //!   pool, reloads (their policy in [`supervisor::reload::policy`]), exits
 //!   and crash backoff, processes workers leave behind (adopted as
-//!   subreaper), stop, status, event subscribers, self-upgrade.
+//!   subreaper), stop, status (with what workers use), the `--max-memory`
+//!   check, event subscribers, self-upgrade.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk
 //!   to a running primary.
 //!

@@ -9,6 +9,8 @@
 //! - [`output`]: workers' stdout and stderr, prefixed and passed through.
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
+//! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
+//! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
 //! - [`lines`]: newline framing, shared by every stream above.
 //! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
@@ -17,7 +19,9 @@ pub mod control;
 pub mod file_watch;
 pub mod ipc;
 pub mod lines;
+pub mod metrics;
 pub mod output;
 pub mod signals;
 pub mod warnings;
+pub mod usage;
 pub mod worker_notify;

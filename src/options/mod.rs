@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
-pub use parse::{parse_duration, parse_signal, parse_socket_mode, parse_workers};
+pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
 pub use ready::ReadyMode;
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
@@ -128,6 +128,20 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeMode>,
 
+    /// Replace a worker whose process group stays above this much resident
+    /// memory (checked every 2 s; above on 2 checks in a row): a new worker
+    /// starts in its slot and is ready before the old one is told to drain.
+    /// `512M`, `1G`, or bytes [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, with = "parse::size", skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (`127.0.0.1:9100`,
+    /// `:9100` for every address). Bound once, at start.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsAddr>,
+
     /// Listen backlog of each TCP and Unix listener [default: 1024].
     #[arg(long, value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +223,33 @@ pub struct Settings {
     /// Whether workers are Node.js cluster workers.
     #[serde(default)]
     pub node: NodeMode,
+    /// `--max-memory`, in bytes.
+    #[serde(default)]
+    pub max_memory: Option<u64>,
+    /// `--metrics`: where `/metrics` is served.
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsAddr>,
+}
+
+/// `--metrics`: a TCP address; `:PORT` means every address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub std::net::SocketAddr);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let full = if t.starts_with(':') { format!("0.0.0.0{t}") } else { t.to_string() };
+        full.parse()
+            .map(MetricsAddr)
+            .map_err(|_| format!("invalid metrics address {s:?} (expected IP:PORT, e.g. 127.0.0.1:9100, or :9100)"))
+    }
+}
+
+impl std::fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// `--node`: whether workers are run as Node.js cluster workers.
@@ -299,6 +340,8 @@ impl Settings {
             watch_debounce: o.watch_debounce.unwrap_or(Duration::from_millis(200)),
             watch_ignore: o.watch_ignore,
             node: o.node.unwrap_or_default(),
+            max_memory: o.max_memory,
+            metrics: o.metrics,
         })
     }
 
@@ -316,6 +359,9 @@ impl Settings {
         }
         if self.socket_mode != new.socket_mode {
             v.push("socket-mode");
+        }
+        if self.metrics != new.metrics {
+            v.push("metrics");
         }
         if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
         {

@@ -54,6 +54,31 @@ pub fn parse_socket_mode(s: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses a memory size: bytes (`1048576`), or a number with `K`, `M`, `G`
+/// or `T` (powers of 1024, as PM2's `max_memory_restart` and `ps` mean
+/// them; `MB`, `MiB` and lower case are the same), e.g. `512M`, `1.5G`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.trim_end_matches("IB").trim_end_matches('B');
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("invalid size {s:?} (expected bytes, or a number with K, M, G or T: 512M, 1.5G)")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (expected e.g. 512M, 1G or bytes)"))?;
+    let bytes = n * mult as f64;
+    if !(1.0..=(u64::MAX / 2) as f64).contains(&bytes) {
+        return Err(format!("size {s:?} out of range (at least 1 byte)"));
+    }
+    Ok(bytes as u64)
+}
+
 /// How many CPUs this process may use.
 pub fn cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -172,6 +197,17 @@ pub mod workers {
     }
 }
 
+/// `Option<u64>` memory size: `"512M"`, or a bare number of bytes.
+pub mod size {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        parse_size(&Text::deserialize(d)?.into_string()).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The worker command: an array of arguments, or one string run by
 /// `/bin/sh -c 'exec ...'`.
 pub mod command {
@@ -217,6 +253,21 @@ mod tests {
         assert!(parse_workers("0").unwrap_err().contains("at least 1"));
         assert!(parse_workers("5000").is_err());
         assert!(parse_workers("many").unwrap_err().contains("max"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("100kb").unwrap(), 100 << 10);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").unwrap_err().contains("512M"));
+        assert!(parse_size("12Q").unwrap_err().contains("512M"));
+        assert!(parse_size("0").unwrap_err().contains("at least"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-5M").is_err());
     }
 
     #[test]

@@ -15,6 +15,8 @@
 mod adopted;
 pub mod backoff;
 mod exits;
+mod memory;
+mod metrics;
 mod node;
 pub mod reload;
 mod status;
@@ -113,6 +115,14 @@ pub struct Supervisor {
     /// When this binary image started.
     image_started_at: u64,
     upgrades: u32,
+    /// What `/metrics` counts; carried over a self-upgrade.
+    counters: crate::types::counters::Counters,
+    /// Reads what workers use (off the event loop) and answers with it.
+    sampler: tokio::sync::mpsc::UnboundedSender<crate::io::usage::Ask>,
+    /// `--max-memory`: the check and the replacements.
+    memory: memory::MemoryWatch,
+    /// `--metrics`: the socket `/metrics` is served on.
+    metrics: Option<crate::io::metrics::Server>,
     /// A self-upgrade waiting for its check of the new binary.
     upgrade: Option<upgrade::Pending>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
@@ -145,6 +155,7 @@ pub async fn run(
     crate::io::signals::start(tx.clone())?;
     crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
     let control = control::Server::bind(&settings.control_path, tx.clone())?;
+    let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
     let base = private_dir::runtime_base();
     for dir in private_dir::remove_stale(&base) {
@@ -153,6 +164,7 @@ pub async fn run(
     let runtime_dir = private_dir::create_runtime(&base)?;
     let _cleanup = RemoveDir(runtime_dir.clone());
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
+    sup.metrics = metrics;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
     sup.end_orphans();
@@ -187,6 +199,10 @@ pub async fn resume(
     };
     let control = match control::Server::adopt(fds.control, &state.settings.control_path, tx.clone()) {
         Ok(c) => c,
+        Err(e) => return Err(give_back(e)),
+    };
+    let metrics = match fds.metrics.take().map(|fd| crate::io::metrics::Server::adopt(fd, tx.clone())).transpose() {
+        Ok(m) => m,
         Err(e) => return Err(give_back(e)),
     };
     let guardian = Guardian::adopt(
@@ -234,6 +250,7 @@ pub async fn resume(
         Ok(s) => s,
         Err(e) => return Err(give_back(e)),
     };
+    sup.metrics = metrics;
     sup.on_demand.sockets = std::mem::take(&mut fds.on_demand);
     sup.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.events.clone());
     let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
@@ -313,6 +330,7 @@ impl Supervisor {
         events: mpsc::Sender<Event>,
         runtime_dir: PathBuf,
     ) -> Result<Supervisor> {
+        let sampler_events = events.clone();
         let preload = runtime_dir.join("node-preload.js");
         std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
         Ok(Supervisor {
@@ -352,6 +370,10 @@ impl Supervisor {
             started_at: unix_now(),
             image_started_at: unix_now(),
             upgrades: 0,
+            counters: Default::default(),
+            sampler: crate::io::usage::start(sampler_events),
+            memory: Default::default(),
+            metrics: None,
             exit: None,
         })
     }
@@ -447,6 +469,7 @@ impl Supervisor {
             let _ = self.after(every, Timer::Watchdog);
         }
         let _ = self.after(adopted::TICK, Timer::Tick);
+        self.arm_memory_check();
         while let Some(event) = rx.recv().await {
             self.handle(event);
             if let Some(pending) = self.handing_over.take() {
@@ -479,6 +502,8 @@ impl Supervisor {
             Event::FilesChanged { paths } => self.on_files_changed(paths),
             Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
             Event::Timer(t) => self.on_timer(t),
+            Event::Metrics { reply } => self.on_metrics(reply),
+            Event::MemorySampled { rss } => self.on_memory_sampled(rss),
         }
     }
 
@@ -505,9 +530,7 @@ impl Supervisor {
 
     fn on_control(&mut self, request: Request, reply: ReplyTx, conn: Option<OwnedFd>) {
         match request {
-            Request::Status => {
-                let _ = reply.send(Reply::Status(Box::new(self.status())));
-            }
+            Request::Status => self.status_with_usage(reply),
             Request::Reload { no_build, surge } => {
                 if self.stop.is_some() {
                     let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
@@ -544,6 +567,7 @@ impl Supervisor {
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::Tick => self.on_tick(),
+            Timer::MemoryCheck => self.on_memory_check(),
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {
@@ -603,6 +627,7 @@ impl Supervisor {
             listen: self.settings.listen.clone(),
             control_path: self.settings.control_path.clone(),
             backlog: self.settings.backlog,
+            metrics: self.settings.metrics,
             ..new
         }))
     }

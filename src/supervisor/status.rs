@@ -1,7 +1,10 @@
-//! What `hotswap status` and systemd's `STATUS=` show of the supervisor.
+//! What `hotswap status` and systemd's `STATUS=` show of the supervisor,
+//! with what each worker uses (read when asked, off the event loop, by
+//! [`crate::io::usage`]).
 
 use super::Supervisor;
-use crate::types::wire::{AdoptedStatus, Backoff, Status, WorkerStatus};
+use crate::io::usage::{Ask, Sampled, Want};
+use crate::types::wire::{AdoptedStatus, Backoff, Reply, ReplyTx, Status, WorkerStatus};
 
 impl Supervisor {
     /// What `systemctl status` shows.
@@ -26,6 +29,24 @@ impl Supervisor {
         }
     }
 
+    /// The workers, as the sampler reads their process groups.
+    pub(super) fn sampled(&self) -> Vec<Sampled> {
+        self.workers.values().map(|w| Sampled { id: w.id(), pid: w.pid().as_raw(), age: w.age() }).collect()
+    }
+
+    /// Answers `hotswap status`: the sampler adds what each worker uses
+    /// and replies (the event loop does not wait for `/proc`).
+    pub(super) fn status_with_usage(&mut self, reply: ReplyTx) {
+        let ask = Ask { workers: self.sampled(), want: Want::Status { status: Box::new(self.status()), reply } };
+        if let Err(e) = self.sampler.send(ask) {
+            // The sampler is gone (it never is): answer without figures.
+            if let Want::Status { status, reply } = e.0.want {
+                let _ = reply.send(Reply::Status(status));
+            }
+        }
+    }
+
+    /// The status; each worker's figures are filled in by the sampler.
     pub(super) fn status(&self) -> Status {
         let now = std::time::Instant::now();
         Status {
@@ -60,9 +81,15 @@ impl Supervisor {
                     state: w.state(),
                     uptime_secs: w.age().as_secs_f64(),
                     restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                    memory_replacements: self.memory.per_slot.get(&w.slot()).copied().unwrap_or(0),
+                    rss_bytes: 0,
+                    cpu_percent: 0.0,
+                    cpu_seconds: 0.0,
+                    processes: 0,
                 })
                 .collect(),
-            reloading: self.reload.is_some(),
+            // A memory replacement is not a reload.
+            reloading: self.reload.is_some() && !self.replacing_for_memory(),
             reload_queued: self.queued.is_queued(),
             last_reload: self.last_reload.clone(),
             stopping: self.stop.is_some(),
@@ -81,6 +108,9 @@ impl Supervisor {
                 .into_iter()
                 .map(|(pid, worker, ending)| AdoptedStatus { pid, worker, ending })
                 .collect(),
+            max_memory: self.settings.max_memory,
+            replacing: self.memory.replacing.as_ref().map(|r| r.why.clone()),
+            metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
         }
     }
 }

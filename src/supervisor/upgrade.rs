@@ -53,6 +53,9 @@ impl Supervisor {
             last_reload: self.last_reload.clone(),
             ever_ready: self.ever_ready,
             announced: self.announced,
+            metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
+            counters: self.counters.clone(),
+            memory_replacements: self.memory.per_slot.clone(),
             reply_fd,
             subscriber_fds: self.subscribers.fds(),
             runtime_dir: Some(self.runtime_dir.clone()),
@@ -258,6 +261,8 @@ impl Supervisor {
         self.ever_ready = state.ever_ready;
         self.announced = state.announced;
         self.adopted = super::adopted::Adopted::restore(&state.adopted);
+        self.counters = state.counters.clone();
+        self.memory.per_slot = state.memory_replacements.clone();
         for (w, fds) in state.workers.iter().zip(workers) {
             let settings = self.settings.clone();
             let worker = self
@@ -293,7 +298,7 @@ impl Supervisor {
                     let _ = self.after(left, t.timer);
                 }
                 // Both re-armed by the event loop itself when it starts.
-                Timer::Watchdog | Timer::Tick => {}
+                Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
             }
         }
         // Exits that happened during the exec.

@@ -81,6 +81,7 @@ impl Supervisor {
             return;
         }
         self.ever_ready = true;
+        self.counters.startup_seconds.observe(worker.age().as_secs_f64());
         tracing::info!(
             worker = id,
             pid = worker.pid().as_raw(),
@@ -222,6 +223,7 @@ impl Supervisor {
             return;
         }
         self.slots[slot].restarted();
+        self.counters.restarts_crash += 1;
         let settings = self.settings.clone();
         match self.spawn(slot, self.serving_generation, &settings) {
             // A reload in progress replaces it too.

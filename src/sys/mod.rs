@@ -11,10 +11,12 @@
 //!   runtime directory), and the cleanup of a killed primary's.
 //! - [`signal_mask`]: holding back signals while no handler is installed
 //!   (across the exec of a self-upgrade).
+//! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
 
 pub mod guardian;
 pub mod listeners;
 pub mod private_dir;
+pub mod proc_stats;
 pub mod reap;
 pub mod sd_notify;
 pub mod signal_mask;

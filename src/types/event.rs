@@ -51,6 +51,14 @@ pub enum Event {
         result: Result<String, String>,
     },
     Timer(Timer),
+    /// The `--max-memory` check's reading: resident bytes per worker.
+    MemorySampled {
+        rss: std::collections::HashMap<WorkerId, u64>,
+    },
+    /// A `/metrics` scrape asks for a snapshot.
+    Metrics {
+        reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,
+    },
 }
 
 /// Deadlines; each checks on arrival whether it still applies. Serialized
@@ -75,6 +83,8 @@ pub enum Timer {
     /// Every second: look for orphans to adopt, end those past their
     /// deadline, check that the guardian is alive and reading.
     Tick,
+    /// Time to check the workers' memory against `--max-memory`.
+    MemoryCheck,
 }
 
 /// A message from a worker's IPC channel, validated.

@@ -9,7 +9,9 @@
 //!   status, lifecycle events), shared by the server and the client.
 //! - [`listen`]: a `--listen` address as written.
 //! - [`surge`]: how many extra workers a reload may start at once.
+//! - [`counters`]: what the primary counts over its life, for `/metrics`.
 
+pub mod counters;
 pub mod event;
 pub mod listen;
 pub mod surge;

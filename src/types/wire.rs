@@ -92,6 +92,15 @@ pub struct Status {
     pub stopping: bool,
     /// Slots whose worker keeps crashing, waiting out their backoff.
     pub backoff: Vec<Backoff>,
+    /// `--max-memory`, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
+    /// A worker being replaced for `--max-memory`, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
+    /// Where `/metrics` is served (`--metrics`), as bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// Processes that workers left behind (daemons), adopted by the primary
     /// and ended with their worker.
     #[serde(default)]
@@ -128,6 +137,25 @@ pub struct WorkerStatus {
     pub uptime_secs: f64,
     /// How often this worker's slot was restarted after a crash.
     pub restarts: u32,
+    /// How often this worker's slot was replaced for staying above
+    /// `--max-memory`.
+    #[serde(default)]
+    pub memory_replacements: u32,
+    /// Resident memory of its whole process group, in bytes.
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// CPU use of its process group, in percent of one core, over the time
+    /// since the previous sample at least 1 s old (samples are taken when
+    /// status or metrics is asked, and by the `--max-memory` check); over
+    /// its whole life when there is none.
+    #[serde(default)]
+    pub cpu_percent: f64,
+    /// CPU time its process group used so far, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Live processes in its process group.
+    #[serde(default)]
+    pub processes: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +195,9 @@ impl Status {
             if self.stopping { ", stopping" } else { "" }
         );
         let _ = writeln!(s, "listeners:  {}", self.listeners.join(", "));
+        if let Some(m) = &self.metrics {
+            let _ = writeln!(s, "metrics:    http://{m}/metrics");
+        }
         let _ = writeln!(s, "generation: {}", self.generation);
         let _ = writeln!(s, "workers:    {ready} ready of {}", self.target_workers);
         let reload = match (&self.last_reload, self.reloading) {
@@ -182,6 +213,9 @@ impl Status {
             (None, false) => "none yet".into(),
         };
         let _ = writeln!(s, "reload:     {reload}");
+        if let Some(why) = &self.replacing {
+            let _ = writeln!(s, "replacing:  {why}");
+        }
         for b in &self.backoff {
             let _ = writeln!(
                 s,
@@ -191,22 +225,37 @@ impl Status {
                 b.restart_in_ms as f64 / 1000.0
             );
         }
+        if let Some(max) = self.max_memory {
+            let mut by_slot = std::collections::BTreeMap::new();
+            for w in &self.workers {
+                by_slot.insert(w.slot, w.memory_replacements);
+            }
+            let n: u32 = by_slot.values().sum();
+            let _ = writeln!(s, "max memory: {} per worker; {n} replaced for it so far", fmt_bytes(max));
+        }
         let _ = writeln!(
             s,
-            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}",
-            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS"
+            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8} {:>6} {:>8}",
+            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RSS", "CPU%", "PROCS", "RESTARTS"
         );
         for w in &self.workers {
+            let restarts = match w.memory_replacements {
+                0 => w.restarts.to_string(),
+                m => format!("{}+{m}mem", w.restarts),
+            };
             let _ = writeln!(
                 s,
-                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}",
+                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8.1} {:>6} {:>8}",
                 w.id,
                 w.slot,
                 w.pid,
                 w.generation,
                 w.state.to_string(),
                 fmt_secs(w.uptime_secs),
-                w.restarts
+                fmt_bytes(w.rss_bytes),
+                w.cpu_percent,
+                w.processes,
+                restarts
             );
         }
         if !self.adopted.is_empty() {
@@ -224,6 +273,20 @@ impl Status {
     }
 }
 
+/// `812K`, `212.4M`, `1.5G`: binary units (K = 1024 bytes), as `ps` and
+/// `top` show memory.
+pub fn fmt_bytes(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = b as f64;
+    if f < K * K {
+        format!("{:.0}K", f / K)
+    } else if f < K * K * K {
+        format!("{:.1}M", f / (K * K))
+    } else {
+        format!("{:.2}G", f / (K * K * K))
+    }
+}
+
 fn fmt_secs(secs: f64) -> String {
     let s = secs as u64;
     match s {
@@ -236,11 +299,13 @@ fn fmt_secs(secs: f64) -> String {
 /// A lifecycle event, streamed to `hotswap events` clients as it happens:
 /// the events Node's `cluster` module emits (`fork`, `online`, `listening`,
 /// `disconnect`, `exit`) plus the reload's own (`reload-started`,
-/// `reload-finished`, `reload-failed`) and `stopping`.
+/// `reload-finished`, `reload-failed`), `stopping`, and a `--max-memory`
+/// replacement's (`max-memory`, `max-memory-replaced`, `max-memory-failed`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LifecycleEvent {
     /// `fork`, `online`, `listening`, `disconnect`, `exit`,
-    /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`.
+    /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`,
+    /// `max-memory`, `max-memory-replaced`, `max-memory-failed`.
     pub event: String,
     /// Seconds since the Unix epoch, with fractions.
     pub time: f64,

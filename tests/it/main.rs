@@ -12,6 +12,7 @@ mod layout;
 mod lifecycle;
 mod local_users;
 mod node;
+mod observe;
 mod outlive;
 mod protocol;
 mod reload;

@@ -76,6 +76,17 @@ impl Supervisor {
         }
     }
 
+    /// Replaces one worker in its slot (`--max-memory`): a reload of the
+    /// serving generation with its settings, restricted to that worker;
+    /// no build, no config re-read.
+    pub(super) fn start_replacement(&mut self, old: WorkerId) {
+        let mut reload = Reload::new(self.serving_generation, self.settings.clone(), Vec::new(), None);
+        let pool = self.members();
+        let order = reload.begin_replacing(old, &pool);
+        self.reload = Some(reload);
+        self.obey(order);
+    }
+
     /// The build process exited: roll on success, fail otherwise.
     pub(super) fn reload_on_build_exit(&mut self, how: Exit) {
         let Some(build) = self.build.take() else { return };
@@ -218,10 +229,21 @@ impl Supervisor {
                 w.kill();
             }
         }
+        if let Some(r) = self.memory.replacing.take() {
+            // A memory replacement: not a reload (no outcome, no events of
+            // one, generation and settings unchanged).
+            self.replaced_for_memory(r, done.ok, &done.message);
+            if let Some(q) = self.queued.take() {
+                self.start_reload(q.subscribers, q.no_build, q.surge);
+            }
+            return;
+        }
+        self.count_reload(done.ok, done.duration_ms);
         if done.ok {
             self.serving_generation = done.generation;
             self.settings = done.settings.clone();
             self.slots.truncate(self.settings.workers as usize);
+            self.arm_memory_check();
             tracing::info!(
                 generation = done.generation,
                 "reload finished in {} ms: {}",

@@ -188,6 +188,15 @@ impl Reload {
         self.next(pool)
     }
 
+    /// Replaces only `old` (`--max-memory`): a reload restricted to its slot.
+    pub fn begin_replacing(&mut self, old: WorkerId, pool: &[Member]) -> Order {
+        self.queue = pool.iter().filter(|m| m.id == old && m.state != WorkerState::Stopping).map(|m| m.id).collect();
+        self.width = 1;
+        self.rolling = true;
+        self.tell(format!("replacing w{old} in its slot"));
+        self.next(pool)
+    }
+
     fn target(&self) -> usize {
         self.settings.workers as usize
     }

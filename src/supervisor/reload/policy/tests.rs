@@ -559,3 +559,16 @@ fn the_bounds_hold_for_every_pool_and_surge() {
         }
     }
 }
+
+#[test]
+fn a_replacement_replaces_only_its_worker_in_its_slot() {
+    let mut pool = Pool::ready(3);
+    let (mut r, _rx) = reload(3);
+    let first = r.begin_replacing(2, &pool.members);
+    assert_eq!(first, Order::Start { slot: 1 }, "the replaced worker's slot");
+    assert_eq!(run(&mut r, &mut pool, first, 3), Order::Done);
+    let ids: Vec<WorkerId> = pool.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 3, 4], "w2 replaced by w4, the others untouched");
+    assert_eq!(pool.members[2].slot, 1);
+    assert!(r.finish(None).message.contains("1 worker replaced"));
+}
