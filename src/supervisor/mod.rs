@@ -203,6 +203,7 @@ impl Supervisor {
         guardian: Guardian,
         events: mpsc::Sender<Event>,
     ) -> Result<Supervisor> {
+        crate::sys::reap::become_subreaper();
         // Per-worker notify sockets live here.
         let runtime_dir = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
         std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;

@@ -11,6 +11,23 @@ use nix::unistd::Pid;
 
 use crate::types::Exit;
 
+/// Makes this process the parent of every orphan among its descendants
+/// (a worker's child whose own parent exited), so that it reaps them, as
+/// PID 1 of a container does for its whole namespace anyway. Without it
+/// they would go to the machine's init, with nobody to vouch that it reaps.
+/// The attribute survives the in-place exec of a self-upgrade; setting it
+/// again there is harmless.
+pub fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            "cannot become a child subreaper: {}; orphans of workers go to init",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Which of `known` have exited, and how.
 pub fn exited(known: &[Pid]) -> Vec<(Pid, Exit)> {
     let mut out = Vec::new();

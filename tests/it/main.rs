@@ -5,6 +5,7 @@
 mod common;
 
 mod config;
+mod container;
 mod control;
 mod hardening;
 mod layout;
