@@ -201,3 +201,134 @@ fn the_primary_adopts_and_reaps_its_workers_orphans() {
     }
     wait_until(Duration::from_secs(5), format_args!("orphan {orphan} to exit and be reaped"), || reaped(orphan));
 }
+
+/// A directory updated the way the kubelet updates a ConfigMap or Secret
+/// volume (its `AtomicWriter`): the files live in a timestamped directory,
+/// `..data` is a symlink to it, and each key is a symlink `KEY ->
+/// ..data/KEY`. An update writes a new timestamped directory, points a new
+/// symlink `..data_tmp` at it, renames that over `..data` (the one atomic
+/// step) and removes the old directory. No file a reader opens by its key
+/// path is ever written in place.
+struct ConfigMapVolume {
+    dir: std::path::PathBuf,
+    version: u32,
+}
+
+impl ConfigMapVolume {
+    fn new(dir: std::path::PathBuf, files: &[(&str, &str)]) -> ConfigMapVolume {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = ConfigMapVolume { dir, version: 0 };
+        v.update(files);
+        v
+    }
+
+    fn update(&mut self, files: &[(&str, &str)]) {
+        use std::os::unix::fs::symlink;
+        let old = std::fs::read_link(self.dir.join("..data")).ok();
+        self.version += 1;
+        let stamp = format!("..2026_11_29_09_30_{:02}.{}", self.version, 100_000 + self.version);
+        let ts = self.dir.join(&stamp);
+        std::fs::create_dir(&ts).unwrap();
+        for (name, text) in files {
+            std::fs::write(ts.join(name), text).unwrap();
+        }
+        symlink(&stamp, self.dir.join("..data_tmp")).unwrap();
+        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).unwrap();
+        for (name, _) in files {
+            let key = self.dir.join(name);
+            if std::fs::symlink_metadata(&key).is_err() {
+                symlink(Path::new("..data").join(name), &key).unwrap();
+            }
+        }
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+}
+
+/// A worker that logs the config it read at start, then serves.
+fn config_reading_worker(dir: &TempDir, config: &Path) -> Vec<String> {
+    let start = dir.path("config-worker.sh");
+    script(&start, &format!("echo \"config=$(cat {})\"; exec {}", config.display(), rust_worker()[0]));
+    vec![start.display().to_string()]
+}
+
+/// Each update of the volume (`..data` swapped) gives one rolling reload,
+/// whose workers read the new config; the load sees no failed request.
+fn configmap_update_reloads(watch: impl Fn(&Path) -> std::path::PathBuf) {
+    let dir = TempDir::new("configmap");
+    let mut volume = ConfigMapVolume::new(dir.path("etc-app"), &[("config.json", "v1"), ("other", "x")]);
+    let p = Primary::builder(config_reading_worker(&dir, &volume.dir.join("config.json")))
+        .arg("--watch")
+        .arg(watch(&volume.dir).display().to_string())
+        .arg("--watch-debounce")
+        .arg("100ms")
+        .start();
+    assert!(p.log_text().contains("config=v1"));
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    load.wait_for_requests(50);
+    for g in 2..=4u64 {
+        volume.update(&[("config.json", &format!("v{g}")), ("other", "x")]);
+        wait_until(Duration::from_secs(10), format_args!("the update to v{g} to reload"), || {
+            let s = p.status();
+            s["generation"] == g && !s["reloading"].as_bool().unwrap()
+        });
+        let log = p.log_text();
+        assert_eq!(log.matches(&format!("config=v{g}")).count(), 2, "both new workers read v{g}:\n{log}");
+        load.wait_for_requests(50);
+    }
+    // Part of the scenario: an update is one reload, not one per step.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(p.generation(), 4, "one reload per update");
+    assert_no_failures(&load.finish(), "load across ConfigMap updates");
+}
+
+#[test]
+fn a_configmap_update_of_a_watched_mount_directory_reloads_once() {
+    configmap_update_reloads(|volume| volume.to_path_buf());
+}
+
+#[test]
+fn a_configmap_update_of_a_watched_key_reloads_once() {
+    configmap_update_reloads(|volume| volume.join("config.json"));
+}
+
+/// A code volume or deploy that swaps a `current` symlink and keeps the old
+/// release (no event on the old target at all): `--watch current` follows
+/// the swap, and a later change in the old release no longer counts.
+#[test]
+fn a_swapped_current_symlink_is_followed() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("current");
+    for r in ["r1", "r2"] {
+        std::fs::create_dir_all(dir.path(r)).unwrap();
+        std::fs::write(dir.path(&format!("{r}/app.js")), r).unwrap();
+    }
+    symlink("r1", dir.path("current")).unwrap();
+    let p = Primary::builder(rust_worker())
+        .arg("--watch")
+        .arg(dir.path("current").display().to_string())
+        .arg("--watch-debounce")
+        .arg("100ms")
+        .start();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    symlink("r2", dir.path("current.new")).unwrap();
+    std::fs::rename(dir.path("current.new"), dir.path("current")).unwrap();
+    wait_until(Duration::from_secs(10), "the swap to reload", || {
+        let s = p.status();
+        s["generation"] == 2 && !s["reloading"].as_bool().unwrap()
+    });
+    load.wait_for_requests(50);
+    std::fs::write(dir.path("r1/app.js"), "old release, edited").unwrap();
+    // Part of the scenario: time for a reload the old release must not give.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(p.generation(), 2, "the old release is no longer watched: {}", p.log_text());
+    std::fs::write(dir.path("r2/app.js"), "r2, edited").unwrap();
+    wait_until(Duration::from_secs(10), "the edit of the new release to reload", || {
+        let s = p.status();
+        s["generation"] == 3 && !s["reloading"].as_bool().unwrap()
+    });
+    assert_no_failures(&load.finish(), "load across a swap of the watched symlink");
+    assert!(p.log_text().contains("now points to"), "{}", p.log_text());
+}
