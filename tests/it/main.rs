@@ -11,6 +11,7 @@ mod hardening;
 mod layout;
 mod lifecycle;
 mod node;
+mod package;
 mod protocol;
 mod reload;
 mod systemd;
