@@ -77,9 +77,13 @@ pub enum Command {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
-    /// Internal: write the man pages into DIR (they are committed in man/).
-    #[command(hide = true)]
+    /// Write the man pages (hotswap.1, hotswap-run.1, ...) into DIR.
+    ///
+    /// `cargo install` installs no man page: `hotswap manpages
+    /// /usr/local/share/man/man1` then makes `man hotswap` work. (The .deb
+    /// package ships them.)
     Manpages {
+        /// The directory to write into, created if missing.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },

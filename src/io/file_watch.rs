@@ -16,6 +16,12 @@
 //!   ignored during builds, so a build that writes into the watched tree does
 //!   not trigger itself in a loop. (A file saved for the very first time
 //!   while a build runs is taken for an output once; its next save counts.)
+//!
+//! A `--watch` path that is a symlink is followed to its target, and the
+//! directory holding the symlink is watched too: when the link comes to point
+//! elsewhere (a Kubernetes ConfigMap or Secret volume swaps its `..data`
+//! link on every update, a deploy swaps `current`), the new target is
+//! watched and the swap is one change.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -109,6 +115,13 @@ impl Filter {
     /// Never reload for changes of `path`: hotswap itself writes to it.
     pub fn ignore_own_output(&mut self, path: PathBuf) {
         self.own_output.insert(path);
+    }
+
+    /// A watched root that a swapped symlink now resolves elsewhere.
+    fn retarget(&mut self, old: &Path, new: &Path) {
+        for r in self.roots.iter_mut().filter(|r| *r == old) {
+            *r = new.to_path_buf();
+        }
     }
 
     /// True when a change of `path` should lead to a reload.
@@ -208,6 +221,37 @@ fn is_editor_file(name: &str) -> bool {
         || name == ".DS_Store"
 }
 
+/// A `--watch` path that is a symlink: what it resolves to may change
+/// without any event on the target itself (a symlink swapped in its
+/// directory), so that directory is watched for it too.
+struct Link {
+    /// The symlink, in its directory's canonical path (as events name it).
+    given: PathBuf,
+    /// Its directory, canonical.
+    dir: PathBuf,
+    /// What it resolved to last: the root being watched.
+    target: PathBuf,
+}
+
+impl Link {
+    fn new(given: &Path, target: &Path) -> Option<Link> {
+        if !given.symlink_metadata().ok()?.file_type().is_symlink() {
+            return None;
+        }
+        let parent = match given.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = parent.canonicalize().ok()?;
+        Some(Link { given: dir.join(given.file_name()?), dir, target: target.to_path_buf() })
+    }
+
+    /// The new target, when the symlink now resolves to another existing path.
+    fn moved(&self) -> Option<PathBuf> {
+        self.given.canonicalize().ok().filter(|t| *t != self.target)
+    }
+}
+
 /// Starts watching; errors when a path does not exist.
 pub fn start(
     paths: &[PathBuf],
@@ -217,8 +261,10 @@ pub fn start(
     clock: watch::Receiver<BuildClock>,
 ) -> Result<()> {
     let mut roots = Vec::new();
+    let mut links = Vec::new();
     for p in paths {
         let c = p.canonicalize().map_err(|e| anyhow::anyhow!("--watch {}: {e}", p.display()))?;
+        links.extend(Link::new(p, &c));
         roots.push(c);
     }
     let mut filter = Filter::new(roots.clone(), ignore_globs)?;
@@ -237,16 +283,26 @@ pub fn start(
         watcher.watch(r, RecursiveMode::Recursive).with_context(|| format!("watching {}", r.display()))?;
         tracing::info!("watching {} for changes", r.display());
     }
+    for l in &links {
+        // A directory already watched as a root reports the swap anyway.
+        if !roots.iter().any(|r| l.dir.starts_with(r)) {
+            watcher.watch(&l.dir, RecursiveMode::NonRecursive).with_context(|| {
+                format!("watching {} (it holds the symlink {})", l.dir.display(), l.given.display())
+            })?;
+        }
+    }
     if roots.is_empty() {
         bail!("nothing to watch");
     }
-    tokio::spawn(run(watcher, roots, filter, debounce, raw_rx, events, clock));
+    tokio::spawn(run(watcher, roots, links, filter, debounce, raw_rx, events, clock));
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     mut watcher: notify::RecommendedWatcher,
-    roots: Vec<PathBuf>,
+    mut roots: Vec<PathBuf>,
+    mut links: Vec<Link>,
     mut filter: Filter,
     debounce: Duration,
     mut raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
@@ -272,6 +328,28 @@ async fn run(
                     continue;
                 }
                 for path in ev.paths {
+                    for l in links.iter_mut().filter(|l| path.parent() == Some(l.dir.as_path())) {
+                        let Some(new) = l.moved() else { continue };
+                        if let Err(e) = watcher.watch(&new, RecursiveMode::Recursive) {
+                            tracing::warn!("watching {} (the new target of {}): {e}", new.display(), l.given.display());
+                            continue;
+                        }
+                        // Already gone when the swap removed the old target.
+                        let _ = watcher.unwatch(&l.target);
+                        tracing::info!("watch: {} now points to {}", l.given.display(), new.display());
+                        for r in roots.iter_mut().filter(|r| **r == l.target) {
+                            *r = new.clone();
+                        }
+                        filter.retarget(&l.target, &new);
+                        l.target = new;
+                        pending.insert(l.given.clone());
+                        deadline = tokio::time::Instant::now() + debounce;
+                    }
+                    // Outside every root: a neighbour of a watched symlink,
+                    // or the target it no longer points to.
+                    if !roots.iter().any(|r| path.starts_with(r)) {
+                        continue;
+                    }
                     if roots.contains(&path) && !path.exists() && !missing.contains(&path) {
                         tracing::warn!("watched {} was removed; watching for it to come back", path.display());
                         missing.push(path.clone());

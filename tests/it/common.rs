@@ -111,6 +111,7 @@ pub struct PrimaryBuilder {
     control: Option<PathBuf>,
     inherit: Option<(RawFd, String)>,
     log: Option<PathBuf>,
+    wrapper: Vec<String>,
 }
 
 impl PrimaryBuilder {
@@ -167,6 +168,13 @@ impl PrimaryBuilder {
         self.inherit = Some((fd, name.into()));
         self
     }
+    /// Starts the primary under a wrapper command (`unshare --pid --fork`,
+    /// say): `WRAPPER... hotswap run ...`. The [`Primary`]'s child is then
+    /// the wrapper, which must end when it is killed.
+    pub fn wrap(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
+    }
     pub fn start(self) -> Primary {
         let share = share();
         let dir = TempDir::new("p");
@@ -174,6 +182,11 @@ impl PrimaryBuilder {
         let log = self.log.clone().unwrap_or_else(|| dir.path("primary.log"));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = match &self.inherit {
+            None if !self.wrapper.is_empty() => {
+                let mut c = Command::new(&self.wrapper[0]);
+                c.args(&self.wrapper[1..]).arg(&self.binary);
+                c
+            }
             None => Command::new(&self.binary),
             // The shell's pid is the primary's once it execs.
             Some(_) => {
@@ -239,6 +252,7 @@ impl Primary {
             control: None,
             inherit: None,
             log: None,
+            wrapper: vec![],
         }
     }
 

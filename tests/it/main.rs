@@ -5,6 +5,7 @@
 mod common;
 
 mod config;
+mod container;
 mod control;
 mod flow;
 mod hardening;
@@ -14,6 +15,7 @@ mod local_users;
 mod node;
 mod observe;
 mod outlive;
+mod package;
 mod protocol;
 mod reload;
 mod signals;
