@@ -71,9 +71,11 @@ pub struct Options {
     #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<Duration>,
 
-    /// How a worker says it is ready: `ipc` (the `listening` message),
-    /// `notify` (`READY=1` on its `NOTIFY_SOCKET`), `ipc-or-notify`,
-    /// `delay:DUR` (ready after DUR), `none` (ready at once) [default: ipc].
+    /// How a worker says it is ready: `accepting` (a process of the worker
+    /// accepts on every listening socket, seen in /proc: any server, no
+    /// code), `ipc` (the `listening` message), `notify` (`READY=1` on its
+    /// `NOTIFY_SOCKET`), `ipc-or-notify`, `delay:DUR` (ready after DUR),
+    /// `none` (ready at once) [default: ipc].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyMode>,

@@ -12,6 +12,7 @@
 //! The decisions that need no process are pure and tested on their own: the
 //! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
 
+mod accepting;
 pub mod backoff;
 mod exits;
 mod node;
@@ -58,6 +59,9 @@ pub struct Supervisor {
     /// The serving generation's settings.
     settings: Rc<Settings>,
     listeners: Vec<Listener>,
+    /// The listeners' socket inodes, in the same order: how `--ready
+    /// accepting` recognises them in a worker's `/proc` entries.
+    inodes: Vec<u64>,
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
@@ -208,7 +212,14 @@ impl Supervisor {
         std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
         let preload = runtime_dir.join("node-preload.js");
         std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
+        if settings.ready == crate::options::ReadyMode::Accepting && listeners.is_empty() {
+            anyhow::bail!(
+                "--ready accepting needs a listening socket (--listen, or socket activation): \
+                 it is ready once a worker accepts on them"
+            );
+        }
         Ok(Supervisor {
+            inodes: accepting::inodes(&listeners)?,
             flags,
             origin,
             slots: (0..settings.workers).map(|_| Slot::default()).collect(),
@@ -357,6 +368,7 @@ impl Supervisor {
         match timer {
             Timer::Ready(id) => self.on_ready_deadline(id),
             Timer::AssumeReady(id) => self.mark_ready(id, crate::types::ReadyVia::Assumed),
+            Timer::AcceptCheck(id) => self.on_accept_check(id),
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),

@@ -60,6 +60,7 @@ impl Supervisor {
                     state: w.state(),
                     uptime_secs: w.age().as_secs_f64(),
                     restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                    ready_via: w.ready_via().map(|v| v.name().to_string()),
                 })
                 .collect(),
             reloading: self.reload.is_some(),

@@ -191,7 +191,10 @@ impl Supervisor {
             let (id, state, settings) = (worker.id(), worker.state(), worker.settings().clone());
             self.workers.insert(id, worker);
             match state {
-                WorkerState::Starting => self.worker_timer(id, settings.ready_timeout, Timer::Ready(id)),
+                WorkerState::Starting => {
+                    self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
+                    self.watch_accepts(id);
+                }
                 WorkerState::Stopping => self.worker_timer(id, settings.shutdown_timeout, Timer::Shutdown(id)),
                 WorkerState::Ready => {}
             }

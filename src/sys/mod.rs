@@ -6,7 +6,11 @@
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
 //! - [`reap`]: collecting exited children by pid, and orphans.
+//! - [`accepting`]: whether a worker's processes accept on the listening
+//!   sockets, as seen in `/proc` (Linux).
 
+#[cfg(target_os = "linux")]
+pub mod accepting;
 pub mod guardian;
 pub mod listeners;
 pub mod reap;

@@ -93,6 +93,10 @@ pub struct WorkerStatus {
     pub uptime_secs: f64,
     /// How often this worker's slot was restarted after a crash.
     pub restarts: u32,
+    /// How it became ready: `ipc`, `cluster`, `notify`, `accepting` or
+    /// `assumed`; absent while it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_via: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -158,20 +162,21 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}",
-            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS"
+            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}  {}",
+            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "READY VIA"
         );
         for w in &self.workers {
             let _ = writeln!(
                 s,
-                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}",
+                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8}  {}",
                 w.id,
                 w.slot,
                 w.pid,
                 w.generation,
                 w.state.to_string(),
                 fmt_secs(w.uptime_secs),
-                w.restarts
+                w.restarts,
+                w.ready_via.as_deref().unwrap_or("-")
             );
         }
         s
@@ -212,6 +217,9 @@ pub struct LifecycleEvent {
     pub signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `listening`: how the worker became ready (as in status' `ready_via`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl LifecycleEvent {

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod accepting;
 mod config;
 mod control;
 mod hardening;

@@ -1,0 +1,123 @@
+//! `--ready accepting`: servers that know nothing of hotswap (no IPC, no
+//! sd_notify) are ready once one of their processes accepts on the
+//! listening socket, whichever way it waits for connections; each reloads
+//! under load with zero failed requests.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// `tests/apps/plain/server.py MODE`.
+pub fn plain(mode: &str) -> Vec<String> {
+    vec!["python3".into(), root().join("tests/apps/plain/server.py").display().to_string(), mode.into()]
+}
+
+/// `reloads` reloads under keep-alive and new-connection load: zero failed
+/// requests, the newest generation answers, and every worker was ready by
+/// `via`.
+pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(100);
+    for _ in 0..reloads {
+        p.reload();
+        load.wait_for_requests(100);
+    }
+    let records = load.finish();
+    assert_no_failures(&records, "load across reloads");
+    assert_eq!(records.last().unwrap().result, Ok(u64::from(reloads) + 1), "the newest generation answers");
+    let status = p.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert_eq!(w["ready_via"], via, "{status}");
+    }
+}
+
+fn accepting(command: Vec<String>) -> Primary {
+    Primary::builder(command).arg("--ready").arg("accepting").arg("--ready-timeout").arg("10s").start()
+}
+
+#[test]
+fn accepting_sees_a_poll_loop() {
+    // socketserver / http.server: serve_forever waits in poll().
+    let p = accepting(plain("select"));
+    assert!(p.log_text().contains("(it accepts)"), "{}", p.log_text());
+    reloads_cleanly(&p, 5, "accepting");
+}
+
+#[test]
+fn accepting_sees_an_asyncio_server() {
+    // asyncio: the socket is in the event loop's epoll set.
+    reloads_cleanly(&accepting(plain("asyncio")), 5, "accepting");
+}
+
+#[test]
+fn accepting_sees_a_thread_blocked_in_accept() {
+    reloads_cleanly(&accepting(plain("threads")), 5, "accepting");
+}
+
+#[test]
+fn accepting_sees_a_child_of_the_worker() {
+    // The worker forks; its child, in the same process group, accepts.
+    reloads_cleanly(&accepting(plain("child")), 5, "accepting");
+}
+
+#[test]
+fn accepting_sees_a_node_server_on_fd_3_that_says_nothing() {
+    let app = root().join("tests/apps/plain/fd3.js").display().to_string();
+    reloads_cleanly(&accepting(vec!["node".into(), app]), 5, "accepting");
+}
+
+#[test]
+fn accepting_waits_for_a_slow_server_and_sees_it_at_once() {
+    let _x = exclusive();
+    let dir = TempDir::new("accepting");
+    let stamp = dir.path("stamp");
+    let mut p = Primary::builder(plain("asyncio"))
+        .workers(1)
+        .arg("--ready")
+        .arg("accepting")
+        .env("ACCEPT_AFTER", "2")
+        .env("ACCEPT_STAMP", stamp.display().to_string())
+        .no_wait()
+        .start();
+    wait_until(Duration::from_secs(10), "the control socket", || p.try_status().is_some());
+    let events = EventStream::start(&p);
+    let ready = events.until("listening", Duration::from_secs(10));
+    let ready = ready.last().filter(|e| e["event"] == "listening").expect("a listening event");
+    assert_eq!(ready["via"], "accepting");
+    let accepted: f64 = std::fs::read_to_string(&stamp).unwrap().parse().unwrap();
+    let after = ready["time"].as_f64().unwrap() - accepted;
+    assert!(after >= 0.0, "ready {:.3} s before it accepted", -after);
+    assert!(after < 0.1, "ready {:.3} s after it accepted", after);
+    p.wait_ready(1, Duration::from_secs(5));
+}
+
+#[test]
+fn a_worker_that_never_accepts_fails_the_reload_saying_so() {
+    let dir = TempDir::new("accepting");
+    let start = dir.path("start.sh");
+    let server = root().join("tests/apps/plain/server.py").display().to_string();
+    script(&start, &format!("exec python3 {server} threads"));
+    let p = Primary::builder(vec![start.display().to_string()])
+        .arg("--ready")
+        .arg("accepting")
+        .arg("--ready-timeout")
+        .arg("3s")
+        .start();
+    let old = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(100);
+    script(&start, &format!("exec python3 {server} never"));
+    let t = Instant::now();
+    let out = p.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(8), "the reload took {:?}", t.elapsed());
+    let addr = p.addr();
+    assert!(
+        err.contains("was not ready within 3s") && err.contains(&format!("it never accepted on {addr} (fd 3)")),
+        "{err}"
+    );
+    assert_eq!(p.worker_pids(), old, "the old workers were not touched");
+    load.wait_for_requests(100);
+    assert_no_failures(&load.finish(), "load across a reload that never accepted");
+}
