@@ -75,7 +75,7 @@ pub struct Options {
     /// accepts on every listening socket, seen in /proc: any server, no
     /// code), `ipc` (the `listening` message), `notify` (`READY=1` on its
     /// `NOTIFY_SOCKET`), `ipc-or-notify`, `delay:DUR` (ready after DUR),
-    /// `none` (ready at once) [default: ipc].
+    /// `none` (ready at once), `auto` (the first of these signs; see docs/protocol.md) [default: auto].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyMode>,
@@ -118,6 +118,14 @@ pub struct Options {
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeMode>,
+
+    /// Give Python workers hotswap's preload (a `sitecustomize` module put
+    /// first on `PYTHONPATH`) that makes uvicorn drain keep-alive
+    /// connections without losing requests: `auto` (when the command runs
+    /// python, uvicorn, gunicorn or hypercorn), `on`, `off` [default: auto].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub python: Option<NodeMode>,
 
     /// Listen backlog of each TCP and Unix listener [default: 1024].
     #[arg(long, value_name = "N")]
@@ -185,9 +193,13 @@ pub struct Settings {
     /// Whether workers are Node.js cluster workers.
     #[serde(default)]
     pub node: NodeMode,
+    /// `--python`: the same three modes as `--node`.
+    #[serde(default)]
+    pub python: NodeMode,
 }
 
-/// `--node`: whether workers are run as Node.js cluster workers.
+/// `--node`: whether workers are run as Node.js cluster workers; also
+/// `--python`: whether Python workers get the drain preload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeMode {
@@ -207,7 +219,7 @@ impl std::str::FromStr for NodeMode {
             "auto" => Ok(NodeMode::Auto),
             "on" => Ok(NodeMode::On),
             "off" => Ok(NodeMode::Off),
-            _ => Err(format!("unknown node mode {s:?} (expected auto, on or off)")),
+            _ => Err(format!("unknown mode {s:?} (expected auto, on or off)")),
         }
     }
 }
@@ -255,7 +267,7 @@ impl Settings {
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             backlog: o.backlog.unwrap_or(1024),
-            ready: o.ready.unwrap_or(ReadyMode::Ipc),
+            ready: o.ready.unwrap_or(ReadyMode::Auto),
             stop_signal: o.stop_signal.unwrap_or(Signal::SIGTERM),
             config: o.config,
             build: o.build.filter(|b| !b.trim().is_empty()),
@@ -263,6 +275,7 @@ impl Settings {
             watch_debounce: o.watch_debounce.unwrap_or(Duration::from_millis(200)),
             watch_ignore: o.watch_ignore,
             node: o.node.unwrap_or_default(),
+            python: o.python.unwrap_or_default(),
         })
     }
 

@@ -10,7 +10,9 @@
 //! looked at, and accepting counts only once it has been seen for
 //! [`AUTO_SETTLE`] with the worker silent meanwhile: an app that accepts
 //! first and announces readiness a moment later is ready by its
-//! announcement.
+//! announcement. One that announces it much later is learned
+//! ([`Announcers`]): once a worker of a command announced, every later
+//! worker of the same command waits for the announcement.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,27 @@ impl Watch {
     }
 }
 
+/// The commands whose workers announced their readiness (IPC, notify, Node
+/// cluster), for `--ready auto`: their later workers are judged by that
+/// alone, never by their accepts, since the app may accept before it is
+/// done starting (PM2's `wait_ready`, `READY=1` after a warm-up).
+#[derive(Debug, Default)]
+pub struct Announcers(Vec<(Vec<String>, ReadyVia)>);
+
+impl Announcers {
+    pub fn learn(&mut self, command: &[String], via: ReadyVia) {
+        if self.how(command).is_none() {
+            tracing::debug!("workers of {command:?} announce their readiness ({via}): accepting no longer counts");
+            self.0.push((command.to_vec(), via));
+        }
+    }
+
+    /// How workers of `command` announce their readiness, if they do.
+    pub fn how(&self, command: &[String]) -> Option<ReadyVia> {
+        self.0.iter().find(|(c, _)| c == command).map(|(_, v)| *v)
+    }
+}
+
 /// The inodes of the listening sockets: how workers' copies are recognised.
 pub(super) fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::Result<Vec<u64>> {
     #[cfg(target_os = "linux")]
@@ -68,7 +91,14 @@ impl Supervisor {
     pub(super) fn watch_accepts(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get(&id) else { return };
         let mode = w.settings().ready;
-        let judged_otherwise = mode == ReadyMode::Auto && (w.announces() || self.inodes.is_empty());
+        let learned = self.announcers.how(&w.settings().command);
+        let judged_otherwise = mode == ReadyMode::Auto && (w.announces() || self.inodes.is_empty() || learned.is_some());
+        if let (ReadyMode::Auto, Some(via), Some(w)) = (mode, learned, self.workers.get_mut(&id)) {
+            w.accept_watch_mut().last = Some(format!(
+                "earlier workers of this command announced their readiness ({via}), so under --ready auto its \
+                 accepts do not count"
+            ));
+        }
         if mode.uses_accepting() && !judged_otherwise {
             self.worker_timer(id, FIRST, Timer::AcceptCheck(id));
         }
@@ -128,13 +158,13 @@ impl Supervisor {
             .filter(|(_, (_, inode))| !report.is_seen(**inode))
             .map(|(i, (l, _))| format!("{} (fd {})", l.addr, 3 + i))
             .collect();
-        let who = match report.processes {
-            1 => "its process has".to_string(),
-            n => format!("none of its {n} processes has"),
+        let whose = match report.processes {
+            1 => "its process".to_string(),
+            n => format!("its {n} processes"),
         };
         let mut text = format!(
-            "it never accepted on {}: {who} the socket in an epoll set or a thread blocked in accept, poll or \
-             select on it",
+            "it never accepted on {}: no epoll set of {whose} holds the socket, and no thread of theirs is \
+             blocked in accept, poll or select on it",
             missing.join(" and "),
         );
         for d in report.denied.iter() {

@@ -62,12 +62,17 @@ pub struct Supervisor {
     /// The listeners' socket inodes, in the same order: how `--ready
     /// accepting` recognises them in a worker's `/proc` entries.
     inodes: Vec<u64>,
+    /// Commands whose workers announce their readiness (`--ready auto`).
+    announcers: accepting::Announcers,
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
     runtime_dir: PathBuf,
     /// The Node.js preload, written into the runtime directory.
     preload: PathBuf,
+    /// The directory of the Python preload (`sitecustomize.py`), in the
+    /// runtime directory.
+    python_dir: PathBuf,
     output: Output,
     events: mpsc::Sender<Event>,
     guardian: Guardian,
@@ -212,6 +217,11 @@ impl Supervisor {
         std::fs::create_dir_all(&runtime_dir).with_context(|| format!("creating {}", runtime_dir.display()))?;
         let preload = runtime_dir.join("node-preload.js");
         std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
+        let python_dir = runtime_dir.join("python");
+        let sitecustomize = python_dir.join("sitecustomize.py");
+        std::fs::create_dir_all(&python_dir)
+            .and_then(|()| std::fs::write(&sitecustomize, crate::python::SITECUSTOMIZE))
+            .with_context(|| format!("writing {}", sitecustomize.display()))?;
         if settings.ready == crate::options::ReadyMode::Accepting && listeners.is_empty() {
             anyhow::bail!(
                 "--ready accepting needs a listening socket (--listen, or socket activation): \
@@ -220,6 +230,7 @@ impl Supervisor {
         }
         Ok(Supervisor {
             inodes: accepting::inodes(&listeners)?,
+            announcers: Default::default(),
             flags,
             origin,
             slots: (0..settings.workers).map(|_| Slot::default()).collect(),
@@ -229,6 +240,7 @@ impl Supervisor {
             base_env: base_env(),
             runtime_dir,
             preload,
+            python_dir,
             output: Output::start(),
             events,
             guardian,
@@ -412,6 +424,7 @@ impl Supervisor {
             output: &self.output,
             events: &self.events,
             preload: &self.preload,
+            python_dir: &self.python_dir,
         }
     }
 

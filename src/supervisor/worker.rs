@@ -189,6 +189,11 @@ impl Worker {
     /// Starting -> Ready. False if it was not starting.
     pub fn mark_ready(&mut self, via: ReadyVia) -> bool {
         if self.state != WorkerState::Starting {
+            // A worker taken for ready by its accepts that announces it
+            // later is one that speaks that protocol: it is stopped by it.
+            if self.state == WorkerState::Ready && self.ready_via == Some(ReadyVia::Accepting) {
+                self.ready_via = Some(via);
+            }
             return false;
         }
         self.state = WorkerState::Ready;
@@ -314,6 +319,8 @@ pub struct Launcher<'a> {
     pub events: &'a mpsc::Sender<Event>,
     /// The Node.js preload, for cluster workers.
     pub preload: &'a Path,
+    /// The Python preload's directory, for Python workers.
+    pub python_dir: &'a Path,
 }
 
 impl Launcher<'_> {
@@ -390,6 +397,10 @@ impl Launcher<'_> {
                 set("NODE_APP_INSTANCE", slot.to_string());
             }
         }
+        if self.is_python() {
+            let existing = self.base_env.iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v);
+            set("PYTHONPATH", crate::python::pythonpath(existing, self.python_dir).to_string_lossy().into_owned());
+        }
         let notify = self.notify_socket(id, generation)?;
         if let Some(n) = &notify {
             set("NOTIFY_SOCKET", n.path().display().to_string());
@@ -430,6 +441,17 @@ impl Launcher<'_> {
 
     fn is_node(&self) -> bool {
         runs_node(self.settings, self.base_env)
+    }
+
+    fn is_python(&self) -> bool {
+        match self.settings.python {
+            NodeMode::On => true,
+            NodeMode::Off => false,
+            NodeMode::Auto => {
+                let path = self.base_env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+                crate::python::runs_python(&self.settings.command, &path)
+            }
+        }
     }
 
     /// Takes over a worker the previous image started (self-upgrade).

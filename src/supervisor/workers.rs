@@ -77,6 +77,9 @@ impl Supervisor {
     /// A worker is ready to serve; a reload waiting for it moves on.
     pub(super) fn mark_ready(&mut self, id: WorkerId, via: ReadyVia) {
         let Some(worker) = self.workers.get_mut(&id) else { return };
+        if matches!(via, ReadyVia::Ipc | ReadyVia::Notify | ReadyVia::Cluster) {
+            self.announcers.learn(&worker.settings().command, via);
+        }
         if !worker.mark_ready(via) {
             return;
         }

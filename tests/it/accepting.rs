@@ -16,6 +16,7 @@ pub fn plain(mode: &str) -> Vec<String> {
 /// requests, the newest generation answers, and every worker was ready by
 /// `via`.
 pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
+    let first = p.generation();
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(100);
     for _ in 0..reloads {
@@ -24,7 +25,7 @@ pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
     }
     let records = load.finish();
     assert_no_failures(&records, "load across reloads");
-    assert_eq!(records.last().unwrap().result, Ok(u64::from(reloads) + 1), "the newest generation answers");
+    assert_eq!(records.last().unwrap().result, Ok(first + u64::from(reloads)), "the newest generation answers");
     let status = p.status();
     for w in status["workers"].as_array().unwrap() {
         assert_eq!(w["ready_via"], via, "{status}");
@@ -32,7 +33,7 @@ pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
 }
 
 fn accepting(command: Vec<String>) -> Primary {
-    Primary::builder(command).arg("--ready").arg("accepting").arg("--ready-timeout").arg("10s").start()
+    Primary::builder(command).arg("--ready").arg("accepting").arg("--ready-timeout").arg("30s").start()
 }
 
 #[test]
@@ -120,4 +121,61 @@ fn a_worker_that_never_accepts_fails_the_reload_saying_so() {
     assert_eq!(p.worker_pids(), old, "the old workers were not touched");
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a reload that never accepted");
+}
+
+/// `--ready auto` (given here; it is also the default) and the milliseconds
+/// the log says the first worker took to get ready.
+fn auto(command: Vec<String>, env: &[(&str, &str)]) -> (Primary, u64) {
+    let mut b = Primary::builder(command).arg("--ready").arg("auto").arg("--ready-timeout").arg("30s");
+    for (k, v) in env {
+        b = b.env(k, *v);
+    }
+    let p = b.start();
+    let log = p.log_text();
+    let ms = log
+        .lines()
+        .find_map(|l| l.split(" ready in ").nth(1)?.split(" ms").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `ready in` line; log:\n{log}"));
+    (p, ms)
+}
+
+#[test]
+fn auto_takes_a_silent_server_by_its_accepts() {
+    let (p, _) = auto(plain("threads"), &[]);
+    reloads_cleanly(&p, 5, "accepting");
+}
+
+/// An app that accepts at once but announces readiness 1.5 s later: its
+/// first workers are taken by their accepts; once one announced, every
+/// later worker waits for its announcement.
+fn late_announcer(how: &str, via: &str) {
+    let (p, _) = auto(plain("asyncio"), &[("ANNOUNCE", how), ("ANNOUNCE_AFTER", "1.5")]);
+    let log_has = |s: &str| p.log_text().contains(s);
+    wait_until(Duration::from_secs(10), "the first announcement", || {
+        log_has("announce their readiness") || log_has(&format!("ready in"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    p.reload();
+    assert!(t.elapsed() >= Duration::from_millis(2 * 1500), "reloaded in {:?}", t.elapsed());
+    reloads_cleanly(&p, 2, via);
+}
+
+#[test]
+fn auto_waits_for_a_late_ipc_announcement() {
+    late_announcer("ipc", "ipc");
+}
+
+#[test]
+fn auto_waits_for_a_late_ready_1() {
+    late_announcer("notify", "notify");
+}
+
+#[test]
+fn auto_takes_hotswap_and_node_workers_by_what_they_say() {
+    let (p, _) = auto(rust_worker(), &[]);
+    assert_eq!(Primary::ready_workers(&p.status())[0]["ready_via"], "ipc");
+    let app = root().join("tests/apps/plain/fd3.js").display().to_string();
+    let (p, _) = auto(vec!["node".into(), app], &[]);
+    assert_eq!(Primary::ready_workers(&p.status())[0]["ready_via"], "cluster");
 }

@@ -12,6 +12,7 @@ mod layout;
 mod lifecycle;
 mod node;
 mod protocol;
+mod python;
 mod reload;
 mod systemd;
 mod upgrade;

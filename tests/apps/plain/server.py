@@ -11,6 +11,10 @@ wait for connections. The first argument picks the server:
 
 $ACCEPT_AFTER (seconds) delays the start of accepting; $ACCEPT_STAMP names a
 file where the time (Unix seconds) accepting starts is written just before.
+For `--ready auto`, the asyncio server can also announce readiness late:
+$ANNOUNCE=ipc sends {"type":"listening"} on the IPC channel (and then stops
+on {"type":"shutdown"} too), $ANNOUNCE=notify sends READY=1 on
+$NOTIFY_SOCKET, each $ANNOUNCE_AFTER seconds after it began to accept.
 Every answer says `generation=G worker=W` and closes the connection. On
 SIGTERM each stops accepting, finishes the request in hand and exits 0.
 """
@@ -112,6 +116,10 @@ def run_asyncio():
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
         about_to_accept()
         server = await asyncio.start_server(handle, sock=listener())
+        announce = os.environ.get("ANNOUNCE")
+        if announce:
+            delay = float(os.environ.get("ANNOUNCE_AFTER", "0"))
+            asyncio.get_running_loop().call_later(delay, lambda: announce_ready(announce, stopped))
         await stopped.wait()
         server.close()
         # Connections accepted just before the close are set up by tasks
@@ -120,6 +128,26 @@ def run_asyncio():
             await asyncio.sleep(0.01)
 
     asyncio.run(main())
+
+
+def announce_ready(how, stopped):
+    import asyncio
+
+    if how == "ipc":
+        fd = int(os.environ["HOTSWAP_IPC_FD"])
+        os.write(fd, b'{"type":"listening"}\n')
+
+        def on_message():
+            data = os.read(fd, 65536)
+            if not data or b"shutdown" in data:
+                asyncio.get_running_loop().remove_reader(fd)
+                stopped.set()
+
+        asyncio.get_running_loop().add_reader(fd, on_message)
+    elif how == "notify":
+        path = os.environ["NOTIFY_SOCKET"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"READY=1", "\0" + path[1:] if path.startswith("@") else path)
 
 
 def run_threads():
