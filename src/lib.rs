@@ -11,6 +11,8 @@
 //!   nothing else here.
 //! - [`node`]: Node.js's cluster protocol and what an unchanged Node app
 //!   needs (wrapper detection, the drain preload). Depends on nothing else.
+//! - [`python`]: what unchanged Python servers need (the drain preload for
+//!   uvicorn). Depends on nothing else.
 //! - [`options`]: every `hotswap run` option, declared once for the command
 //!   line and the config file, resolved into [`options::Settings`].
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
@@ -40,6 +42,7 @@ pub mod handover;
 pub mod io;
 pub mod node;
 pub mod options;
+pub mod python;
 pub mod supervisor;
 pub mod sys;
 pub mod types;

@@ -81,9 +81,11 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surge: Option<Surge>,
 
-    /// How a worker says it is ready: `ipc` (the `listening` message),
-    /// `notify` (`READY=1` on its `NOTIFY_SOCKET`), `ipc-or-notify`,
-    /// `delay:DUR` (ready after DUR), `none` (ready at once) [default: ipc].
+    /// How a worker says it is ready: `accepting` (a process of the worker
+    /// accepts on every listening socket, seen in /proc: any server, no
+    /// code), `ipc` (the `listening` message), `notify` (`READY=1` on its
+    /// `NOTIFY_SOCKET`), `ipc-or-notify`, `delay:DUR` (ready after DUR),
+    /// `none` (ready at once), `auto` (the first of these signs; see docs/protocol.md) [default: auto].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyMode>,
@@ -141,6 +143,14 @@ pub struct Options {
     #[arg(long, value_name = "ADDR")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsAddr>,
+
+    /// Give Python workers hotswap's preload (a `sitecustomize` module put
+    /// first on `PYTHONPATH`) that makes uvicorn drain keep-alive
+    /// connections without losing requests: `auto` (when the command runs
+    /// python, uvicorn, gunicorn or hypercorn), `on`, `off` [default: auto].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub python: Option<NodeMode>,
 
     /// Listen backlog of each TCP and Unix listener [default: 1024].
     #[arg(long, value_name = "N")]
@@ -229,6 +239,9 @@ pub struct Settings {
     /// `--metrics`: where `/metrics` is served.
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsAddr>,
+    /// `--python`: the same three modes as `--node`.
+    #[serde(default)]
+    pub python: NodeMode,
 }
 
 /// `--metrics`: a TCP address; `:PORT` means every address.
@@ -252,7 +265,8 @@ impl std::fmt::Display for MetricsAddr {
     }
 }
 
-/// `--node`: whether workers are run as Node.js cluster workers.
+/// `--node`: whether workers are run as Node.js cluster workers; also
+/// `--python`: whether Python workers get the drain preload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeMode {
@@ -272,7 +286,7 @@ impl std::str::FromStr for NodeMode {
             "auto" => Ok(NodeMode::Auto),
             "on" => Ok(NodeMode::On),
             "off" => Ok(NodeMode::Off),
-            _ => Err(format!("unknown node mode {s:?} (expected auto, on or off)")),
+            _ => Err(format!("unknown mode {s:?} (expected auto, on or off)")),
         }
     }
 }
@@ -332,7 +346,7 @@ impl Settings {
             surge: o.surge.unwrap_or_default(),
             backlog: o.backlog.unwrap_or(1024),
             socket_mode: o.socket_mode.unwrap_or_else(default_socket_mode),
-            ready: o.ready.unwrap_or(ReadyMode::Ipc),
+            ready: o.ready.unwrap_or(ReadyMode::Auto),
             stop_signal: o.stop_signal.unwrap_or(Signal::SIGTERM),
             config: o.config,
             build: o.build.filter(|b| !b.trim().is_empty()),
@@ -342,6 +356,7 @@ impl Settings {
             node: o.node.unwrap_or_default(),
             max_memory: o.max_memory,
             metrics: o.metrics,
+            python: o.python.unwrap_or_default(),
         })
     }
 

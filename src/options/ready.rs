@@ -13,6 +13,13 @@ pub enum ReadyMode {
     Notify,
     /// Whichever comes first.
     IpcOrNotify,
+    /// A process of the worker's group accepts on every `--listen` socket,
+    /// as seen in `/proc`: for any server, with no line of code.
+    Accepting,
+    /// The first sign the worker gives: IPC, Node's cluster `listening`,
+    /// `READY=1`, or accepting (which a worker that speaks IPC or notify
+    /// does not get; see `docs/protocol.md`).
+    Auto,
     /// Ready this long after it started: for apps that can say nothing.
     Delay(Duration),
     /// Ready as soon as it started.
@@ -26,12 +33,14 @@ impl std::str::FromStr for ReadyMode {
             "ipc" => ReadyMode::Ipc,
             "notify" => ReadyMode::Notify,
             "ipc-or-notify" => ReadyMode::IpcOrNotify,
+            "accepting" => ReadyMode::Accepting,
+            "auto" => ReadyMode::Auto,
             "none" => ReadyMode::None,
             _ => match s.strip_prefix("delay:") {
                 Some(d) => ReadyMode::Delay(parse_duration(d)?),
                 None => {
                     return Err(format!(
-                        "unknown readiness mode {s:?} (expected ipc, notify, ipc-or-notify, delay:DUR or none)"
+                        "unknown readiness mode {s:?} (expected auto, accepting, ipc, notify, ipc-or-notify, delay:DUR or none)"
                     ))
                 }
             },
@@ -45,6 +54,8 @@ impl std::fmt::Display for ReadyMode {
             ReadyMode::Ipc => f.write_str("ipc"),
             ReadyMode::Notify => f.write_str("notify"),
             ReadyMode::IpcOrNotify => f.write_str("ipc-or-notify"),
+            ReadyMode::Accepting => f.write_str("accepting"),
+            ReadyMode::Auto => f.write_str("auto"),
             ReadyMode::Delay(d) => write!(f, "delay:{}ms", d.as_millis()),
             ReadyMode::None => f.write_str("none"),
         }
@@ -53,10 +64,14 @@ impl std::fmt::Display for ReadyMode {
 
 impl ReadyMode {
     pub fn uses_notify(self) -> bool {
-        matches!(self, ReadyMode::Notify | ReadyMode::IpcOrNotify)
+        matches!(self, ReadyMode::Notify | ReadyMode::IpcOrNotify | ReadyMode::Auto)
     }
     pub fn uses_ipc(self) -> bool {
-        matches!(self, ReadyMode::Ipc | ReadyMode::IpcOrNotify)
+        matches!(self, ReadyMode::Ipc | ReadyMode::IpcOrNotify | ReadyMode::Auto)
+    }
+    /// Whether the primary looks in `/proc` for the worker's accepts.
+    pub fn uses_accepting(self) -> bool {
+        matches!(self, ReadyMode::Accepting | ReadyMode::Auto)
     }
 }
 
@@ -67,6 +82,9 @@ mod tests {
     #[test]
     fn readiness_modes() {
         assert_eq!("ipc".parse::<ReadyMode>().unwrap(), ReadyMode::Ipc);
+        for mode in ["auto", "accepting", "ipc", "notify", "ipc-or-notify", "none", "delay:250ms"] {
+            assert_eq!(mode.parse::<ReadyMode>().unwrap().to_string(), mode);
+        }
         assert_eq!("delay:250ms".parse::<ReadyMode>().unwrap(), ReadyMode::Delay(Duration::from_millis(250)));
         assert!("sometimes".parse::<ReadyMode>().unwrap_err().contains("unknown readiness mode"));
         assert!("delay:x".parse::<ReadyMode>().is_err());

@@ -13,6 +13,7 @@
 //! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
 
 mod adopted;
+mod accepting;
 pub mod backoff;
 mod exits;
 mod memory;
@@ -68,6 +69,11 @@ pub struct Supervisor {
     /// The serving generation's settings.
     settings: Rc<Settings>,
     listeners: Vec<Listener>,
+    /// The listeners' socket inodes, in the same order: how `--ready
+    /// accepting` recognises them in a worker's `/proc` entries.
+    inodes: Vec<u64>,
+    /// Commands whose workers announce their readiness (`--ready auto`).
+    announcers: accepting::Announcers,
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
@@ -76,6 +82,9 @@ pub struct Supervisor {
     runtime_dir: PathBuf,
     /// The Node.js preload, written into the runtime directory.
     preload: PathBuf,
+    /// The directory of the Python preload (`sitecustomize.py`), in the
+    /// runtime directory.
+    python_dir: PathBuf,
     output: Output,
     events: mpsc::Sender<Event>,
     guardian: Guardian,
@@ -333,7 +342,20 @@ impl Supervisor {
         let sampler_events = events.clone();
         let preload = runtime_dir.join("node-preload.js");
         std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
+        let python_dir = runtime_dir.join("python");
+        let sitecustomize = python_dir.join("sitecustomize.py");
+        std::fs::create_dir_all(&python_dir)
+            .and_then(|()| std::fs::write(&sitecustomize, crate::python::SITECUSTOMIZE))
+            .with_context(|| format!("writing {}", sitecustomize.display()))?;
+        if settings.ready == crate::options::ReadyMode::Accepting && listeners.is_empty() {
+            anyhow::bail!(
+                "--ready accepting needs a listening socket (--listen, or socket activation): \
+                 it is ready once a worker accepts on them"
+            );
+        }
         Ok(Supervisor {
+            inodes: accepting::inodes(&listeners)?,
+            announcers: Default::default(),
             flags,
             origin,
             slots: (0..settings.workers).map(|_| Slot::default()).collect(),
@@ -343,6 +365,7 @@ impl Supervisor {
             base_env: base_env(),
             runtime_dir,
             preload,
+            python_dir,
             output: Output::global().clone(),
             events,
             guardian,
@@ -562,6 +585,7 @@ impl Supervisor {
         match timer {
             Timer::Ready(id) => self.on_ready_deadline(id),
             Timer::AssumeReady(id) => self.mark_ready(id, crate::types::ReadyVia::Assumed),
+            Timer::AcceptCheck(id) => self.on_accept_check(id),
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
@@ -609,6 +633,7 @@ impl Supervisor {
             output: &self.output,
             events: &self.events,
             preload: &self.preload,
+            python_dir: &self.python_dir,
         }
     }
 

@@ -86,6 +86,7 @@ impl Supervisor {
                     cpu_percent: 0.0,
                     cpu_seconds: 0.0,
                     processes: 0,
+                    ready_via: w.ready_via().map(|v| v.name().to_string()),
                 })
                 .collect(),
             // A memory replacement is not a reload.

@@ -114,5 +114,8 @@ fn about(event: &str, w: &Worker) -> LifecycleEvent {
     ev.worker = Some(w.id());
     ev.pid = Some(w.pid().as_raw());
     ev.generation = Some(w.generation());
+    if event == "listening" {
+        ev.via = w.ready_via().map(|v| v.name().to_string());
+    }
     ev
 }

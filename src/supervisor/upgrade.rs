@@ -272,6 +272,9 @@ impl Supervisor {
             self.guardian.protect(worker.pid());
             let (id, state, settings) = (worker.id(), worker.state(), worker.settings().clone());
             self.workers.insert(id, worker);
+            if state == WorkerState::Starting {
+                self.watch_accepts(id);
+            }
             if state_timers.is_none() {
                 // From an image that did not hand its deadlines over.
                 match state {
@@ -297,8 +300,10 @@ impl Supervisor {
                     }
                     let _ = self.after(left, t.timer);
                 }
-                // Both re-armed by the event loop itself when it starts.
+                // Re-armed by the event loop itself when it starts.
                 Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
+                // Re-armed above for every worker that is still starting.
+                Timer::AcceptCheck(_) => {}
             }
         }
         // Exits that happened during the exec.

@@ -60,8 +60,12 @@ pub struct Worker {
     /// Set for a Node.js cluster worker (`NODE_UNIQUE_ID`).
     node: Option<NodeState>,
     /// Whether it said anything on its IPC channel: for the diagnosis of a
-    /// worker that never gets ready.
+    /// worker that never gets ready, and `--ready auto`.
     spoke: bool,
+    /// Whether it sent anything on its own `NOTIFY_SOCKET` (`--ready auto`).
+    notified: bool,
+    /// What the primary saw of its accepts while it starts.
+    accept: super::accepting::Watch,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until
@@ -124,21 +128,56 @@ impl Worker {
         self.spoke = true;
     }
 
+    /// It sent something on its `NOTIFY_SOCKET`.
+    pub fn notified(&mut self) {
+        self.notified = true;
+    }
+
+    /// Whether it speaks a readiness protocol of its own (IPC, notify, or
+    /// Node's cluster protocol): then, under `--ready auto`, that protocol
+    /// and not its accepts says when it is ready.
+    pub fn announces(&self) -> bool {
+        self.spoke || self.notified || self.node.is_some()
+    }
+
+    pub fn ready_via(&self) -> Option<ReadyVia> {
+        self.ready_via
+    }
+
+
+    pub fn accept_watch_mut(&mut self) -> &mut super::accepting::Watch {
+        &mut self.accept
+    }
+
     /// Why it is not ready yet, as far as the primary can tell, and what
     /// would help: for the log while it waits and for the failure message.
     pub fn diagnosis(&self) -> String {
+        let accepts = || self.accept.describe();
         match (&self.node, self.settings.ready) {
+            (_, ReadyMode::Accepting) => format!(
+                "{}; if it accepts through io_uring or runs as another user, use --ready ipc, notify or delay:DUR",
+                accepts()
+            ),
             (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet \
                 (a listen with `exclusive: true` binds by itself and bypasses hotswap: drop that option)"
                 .to_string(),
             (Some(_), _) => "its server got its socket but has not reported listening yet".to_string(),
             (None, ReadyMode::Notify) => "it has not sent READY=1 on its NOTIFY_SOCKET (is it a systemd Type=notify \
-                app? otherwise use --ready ipc, delay:DUR or none)"
+                app? otherwise use --ready accepting, ipc, delay:DUR or none)"
                 .to_string(),
+            (None, ReadyMode::Auto) if self.notified && !self.spoke => {
+                "it sent on its NOTIFY_SOCKET but never READY=1 (under --ready auto, a worker that speaks \
+                 sd_notify is ready by READY=1, not by accepting)"
+                    .to_string()
+            }
+            (None, ReadyMode::Auto) if !self.spoke => format!(
+                "it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}",
+                accepts()
+            ),
             (None, _) if !self.spoke => format!(
                 "it said nothing on its IPC channel (the fd in HOTSWAP_IPC_FD): a worker says \
-                 {{\"type\":\"listening\"}} there when it serves; for an app that cannot, use --ready notify \
-                 (systemd-style apps), --ready delay:DUR or --ready none"
+                 {{\"type\":\"listening\"}} there when it serves; for an app that cannot, use --ready accepting \
+                 (any server), --ready notify (systemd-style apps), --ready delay:DUR or --ready none"
             ),
             (None, _) => "it spoke on its IPC channel but never sent {\"type\":\"listening\"} or \"ready\"".to_string(),
         }
@@ -152,6 +191,11 @@ impl Worker {
     /// Starting -> Ready. False if it was not starting.
     pub fn mark_ready(&mut self, via: ReadyVia) -> bool {
         if self.state != WorkerState::Starting {
+            // A worker taken for ready by its accepts that announces it
+            // later is one that speaks that protocol: it is stopped by it.
+            if self.state == WorkerState::Ready && self.ready_via == Some(ReadyVia::Accepting) {
+                self.ready_via = Some(via);
+            }
             return false;
         }
         self.state = WorkerState::Ready;
@@ -205,6 +249,9 @@ impl Worker {
         }
         let speaks_ipc = match self.ready_via {
             Some(via) => via == ReadyVia::Ipc,
+            // Under `auto`, a starting worker that never spoke IPC is not
+            // taken for one that listens to it.
+            None if self.settings.ready == ReadyMode::Auto => self.spoke,
             None => self.settings.ready.uses_ipc(),
         };
         let ipc = self.ipc.take();
@@ -276,6 +323,8 @@ pub struct Launcher<'a> {
     pub events: &'a mpsc::Sender<Event>,
     /// The Node.js preload, for cluster workers.
     pub preload: &'a Path,
+    /// The Python preload's directory, for Python workers.
+    pub python_dir: &'a Path,
 }
 
 impl Launcher<'_> {
@@ -355,6 +404,10 @@ impl Launcher<'_> {
                 set("NODE_APP_INSTANCE", slot.to_string());
             }
         }
+        if self.is_python() {
+            let existing = self.base_env.iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v);
+            set("PYTHONPATH", crate::python::pythonpath(existing, self.python_dir).to_string_lossy().into_owned());
+        }
         let notify = self.notify_socket(id, generation)?;
         if let Some(n) = &notify {
             set("NOTIFY_SOCKET", n.path().display().to_string());
@@ -388,11 +441,24 @@ impl Launcher<'_> {
             handover,
             node: is_node.then(NodeState::default),
             spoke: false,
+            notified: false,
+            accept: Default::default(),
         })
     }
 
     fn is_node(&self) -> bool {
         runs_node(self.settings, self.base_env)
+    }
+
+    fn is_python(&self) -> bool {
+        match self.settings.python {
+            NodeMode::On => true,
+            NodeMode::Off => false,
+            NodeMode::Auto => {
+                let path = self.base_env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+                crate::python::runs_python(&self.settings.command, &path)
+            }
+        }
     }
 
     /// Takes over a worker the previous image started (self-upgrade).
@@ -417,6 +483,8 @@ impl Launcher<'_> {
             handover,
             node: w.node,
             spoke: true,
+            notified: false,
+            accept: Default::default(),
         })
     }
 }

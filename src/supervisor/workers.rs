@@ -39,7 +39,7 @@ impl Supervisor {
         match settings.ready {
             ReadyMode::None => self.mark_ready(id, ReadyVia::Assumed),
             ReadyMode::Delay(d) => self.worker_timer(id, d, Timer::AssumeReady(id)),
-            _ => {}
+            _ => self.watch_accepts(id),
         }
         Ok(id)
     }
@@ -77,6 +77,9 @@ impl Supervisor {
     /// A worker is ready to serve; a reload waiting for it moves on.
     pub(super) fn mark_ready(&mut self, id: WorkerId, via: ReadyVia) {
         let Some(worker) = self.workers.get_mut(&id) else { return };
+        if matches!(via, ReadyVia::Ipc | ReadyVia::Notify | ReadyVia::Cluster) {
+            self.announcers.learn(&worker.settings().command, via);
+        }
         if !worker.mark_ready(via) {
             return;
         }
@@ -161,7 +164,8 @@ impl Supervisor {
     }
 
     pub(super) fn on_notify(&mut self, id: WorkerId, note: Notification) {
-        let Some(worker) = self.workers.get(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else { return };
+        worker.notified();
         match note {
             Notification::Ready => self.mark_ready(id, ReadyVia::Notify),
             Notification::Status(s) => tracing::info!(worker = id, "{} status: {s}", worker.label()),
@@ -175,8 +179,12 @@ impl Supervisor {
         if w.state() != WorkerState::Starting {
             return;
         }
-        let why =
-            format!("{} was not ready within {}", w.label(), humantime::format_duration(w.settings().ready_timeout));
+        let why = format!(
+            "{} was not ready within {}: {}",
+            w.label(),
+            humantime::format_duration(w.settings().ready_timeout),
+            w.diagnosis()
+        );
         tracing::error!(worker = id, "{why}; killing it");
         w.kill();
         self.reload_on_not_ready(id, why);

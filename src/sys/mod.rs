@@ -12,7 +12,11 @@
 //! - [`signal_mask`]: holding back signals while no handler is installed
 //!   (across the exec of a self-upgrade).
 //! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
+//! - [`accepting`]: whether a worker's processes accept on the listening
+//!   sockets, as seen in `/proc` (Linux).
 
+#[cfg(target_os = "linux")]
+pub mod accepting;
 pub mod guardian;
 pub mod listeners;
 pub mod private_dir;

@@ -70,6 +70,8 @@ pub enum Timer {
     Ready(WorkerId),
     /// `--ready delay:DUR` has passed for this worker.
     AssumeReady(WorkerId),
+    /// Time to look whether a starting worker accepts yet.
+    AcceptCheck(WorkerId),
     /// A stopping worker must have exited by now.
     Shutdown(WorkerId),
     /// A stopping worker that is still alive gets the stop signal.

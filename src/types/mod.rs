@@ -53,8 +53,24 @@ pub enum ReadyVia {
     /// Node's cluster `listening` message.
     Cluster,
     Notify,
+    /// A process of its group was seen accepting on its listening sockets
+    /// (`--ready accepting` or `auto`).
+    Accepting,
     /// `--ready delay:DUR` or `none`.
     Assumed,
+}
+
+impl ReadyVia {
+    /// Its short name in `hotswap status` and `hotswap events`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadyVia::Ipc => "ipc",
+            ReadyVia::Cluster => "cluster",
+            ReadyVia::Notify => "notify",
+            ReadyVia::Accepting => "accepting",
+            ReadyVia::Assumed => "assumed",
+        }
+    }
 }
 
 impl std::fmt::Display for ReadyVia {
@@ -63,6 +79,7 @@ impl std::fmt::Display for ReadyVia {
             ReadyVia::Ipc => "said so over IPC",
             ReadyVia::Cluster => "its server listens",
             ReadyVia::Notify => "sent READY=1",
+            ReadyVia::Accepting => "it accepts",
             ReadyVia::Assumed => "assumed",
         })
     }

@@ -156,6 +156,10 @@ pub struct WorkerStatus {
     /// Live processes in its process group.
     #[serde(default)]
     pub processes: u32,
+    /// How it became ready: `ipc`, `cluster`, `notify`, `accepting` or
+    /// `assumed`; absent while it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_via: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -235,8 +239,8 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8} {:>6} {:>8}",
-            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RSS", "CPU%", "PROCS", "RESTARTS"
+            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8} {:>6} {:>8}  {}",
+            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RSS", "CPU%", "PROCS", "RESTARTS", "READY VIA"
         );
         for w in &self.workers {
             let restarts = match w.memory_replacements {
@@ -245,7 +249,7 @@ impl Status {
             };
             let _ = writeln!(
                 s,
-                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8.1} {:>6} {:>8}",
+                "{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8.1} {:>6} {:>8}  {}",
                 w.id,
                 w.slot,
                 w.pid,
@@ -255,7 +259,8 @@ impl Status {
                 fmt_bytes(w.rss_bytes),
                 w.cpu_percent,
                 w.processes,
-                restarts
+                restarts,
+                w.ready_via.as_deref().unwrap_or("-")
             );
         }
         if !self.adopted.is_empty() {
@@ -323,6 +328,9 @@ pub struct LifecycleEvent {
     pub signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `listening`: how the worker became ready (as in status' `ready_via`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl LifecycleEvent {

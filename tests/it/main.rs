@@ -4,6 +4,7 @@
 
 mod common;
 
+mod accepting;
 mod config;
 mod container;
 mod control;
@@ -17,6 +18,7 @@ mod observe;
 mod outlive;
 mod package;
 mod protocol;
+mod python;
 mod reload;
 mod signals;
 mod surge;

@@ -48,9 +48,12 @@ fn worker_gets_exactly_its_fds_and_environment() {
         assert_eq!(env["HOTSWAP_CONTROL"], json!(p.control.display().to_string()));
         assert_eq!(env["PROBE_PASSTHROUGH"], "kept");
         assert_eq!(env["LISTEN_MODE"], "app's own");
-        for leaked in ["LISTEN_PIDFDID", "NOTIFY_SOCKET", "WATCHDOG_USEC", "NODE_UNIQUE_ID"] {
+        for leaked in ["LISTEN_PIDFDID", "WATCHDOG_USEC", "NODE_UNIQUE_ID"] {
             assert_eq!(env[leaked], Value::Null, "{leaked} leaked into the worker");
         }
+        // Under `--ready auto` (the default) each worker has a NOTIFY_SOCKET
+        // of its own, never the primary's.
+        assert_ne!(env["NOTIFY_SOCKET"], json!(notify.display().to_string()), "NOTIFY_SOCKET leaked into the worker");
         let fds: BTreeMap<String, String> = serde_json::from_value(r["fds"].clone()).unwrap();
         let expected: BTreeMap<String, String> = [
             ("0", "chr"),
