@@ -291,11 +291,15 @@ fn every_shipped_service_has_its_socket_and_the_units_verify() {
     };
     let version: u32 =
         String::from_utf8_lossy(&version.stdout).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // The units as installed, with ExecStart= pointing at this build.
+    // The units as installed, with ExecStart= and ExecReload= pointing at
+    // this build (the shipped units name `hotswap`, found in systemd's PATH).
     let dir = TempDir::new("units");
     for (socket, service) in &pairs {
         for unit in [socket, service] {
-            let text = std::fs::read_to_string(units.join(unit)).unwrap().replace("/usr/local/bin/hotswap", HOTSWAP);
+            let text = std::fs::read_to_string(units.join(unit))
+                .unwrap()
+                .replace("ExecStart=hotswap ", &format!("ExecStart={HOTSWAP} "))
+                .replace("ExecReload=hotswap ", &format!("ExecReload={HOTSWAP} "));
             std::fs::write(dir.path(unit), text).unwrap();
         }
     }
