@@ -100,7 +100,10 @@ pub fn create_runtime(base: &Path) -> Result<PathBuf> {
         .with_context(|| format!("creating a runtime directory in {}", base.display()))?;
     let pid = std::process::id() as i32;
     let owner = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
-    if let Err(e) = std::fs::write(dir.join(OWNER_FILE), owner) {
+    // Written aside and renamed: another primary's cleanup never reads it
+    // half-written.
+    let aside = dir.join(format!(".{OWNER_FILE}"));
+    if let Err(e) = std::fs::write(&aside, owner).and_then(|()| std::fs::rename(&aside, dir.join(OWNER_FILE))) {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e).with_context(|| format!("writing {}", dir.join(OWNER_FILE).display()));
     }
@@ -135,9 +138,12 @@ pub fn remove_stale(base: &Path) -> Vec<PathBuf> {
         if !meta.is_dir() || meta.uid() != me {
             continue;
         }
+        // No owner yet (or one being written: a primary starting this very
+        // moment): stale only once past the grace period.
+        let young = || meta.modified().ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age <= CREATION_GRACE);
         let stale = match std::fs::read_to_string(path.join(OWNER_FILE)) {
-            Ok(text) => !owner_runs(&text),
-            Err(_) => meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > CREATION_GRACE),
+            Ok(text) if owner_pid(&text).is_some() => !owner_runs(&text),
+            _ => !young(),
         };
         if stale && std::fs::remove_dir_all(&path).is_ok() {
             removed.push(path);
@@ -146,11 +152,16 @@ pub fn remove_stale(base: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// The pid an owner file names, if it is complete.
+fn owner_pid(text: &str) -> Option<i32> {
+    text.split_whitespace().next().and_then(|p| p.parse().ok())
+}
+
 /// Whether the primary an owner file names (`PID START_TIME`) still runs:
 /// the same pid with the same start time (a reused pid is another process).
 fn owner_runs(text: &str) -> bool {
-    let mut parts = text.split_whitespace();
-    let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else { return false };
+    let Some(pid) = owner_pid(text) else { return false };
+    let mut parts = text.split_whitespace().skip(1);
     let recorded: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     match start_time(pid) {
         Some(now) => recorded == 0 || now == 0 || now == recorded,
