@@ -1,8 +1,9 @@
 //! hotswap: a zero-downtime hot-reload supervisor for network services.
 //!
 //! A long-lived primary binds the listening sockets once and runs N workers
-//! (any program) on them; a reload replaces the workers one by one, so
-//! capacity never drops and no connection is refused. The crate is laid out
+//! (any program) on them; a reload replaces the workers, one at a time or
+//! up to `--surge` at once, each old one only once its replacement is
+//! ready, so capacity never drops and no connection is refused. The crate is laid out
 //! so that dependencies point one way, from the bottom of this list to the
 //! top:
 //!

@@ -284,6 +284,10 @@ pub async fn resume(
         }
     }
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    // Logged before the client hears it, so the log already says so.
+    if let Some(why) = &rollback {
+        tracing::error!("upgrade failed and was rolled back: {why}");
+    }
     if let Some(conn) = fds.reply.take() {
         let version = env!("CARGO_PKG_VERSION");
         let reply = match &rollback {
@@ -298,9 +302,6 @@ pub async fn resume(
             Some(why) => Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") },
         };
         crate::handover::answer(conn, &reply);
-    }
-    if let Some(why) = &rollback {
-        tracing::error!("upgrade failed and was rolled back: {why}");
     }
     let result = sup.event_loop(&mut rx).await;
     sup.end_orphans();

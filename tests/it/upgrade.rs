@@ -147,7 +147,9 @@ fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
     assert_eq!(s["upgrades"], 0, "a rollback is no upgrade");
     assert_eq!(s["pid"], p.pid());
     assert_eq!(p.worker_pids(), workers);
-    assert!(p.log_text().contains("upgrade failed and was rolled back"));
+    wait_until(Duration::from_secs(5), "the rollback in the log", || {
+        p.log_text().contains("upgrade failed and was rolled back")
+    });
     p.reload();
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a rolled-back upgrade");
@@ -337,7 +339,9 @@ fn a_new_image_that_rejects_the_command_line_rolls_back() {
             && err.contains("still running"),
         "{err}"
     );
-    assert!(p.log_text().contains("upgrade failed and was rolled back"), "{}", p.log_text());
+    wait_until(Duration::from_secs(5), "the rollback in the log", || {
+        p.log_text().contains("upgrade failed and was rolled back")
+    });
     assert_untouched(&p, &workers, &sock);
     // And a good binary upgrades as usual afterwards.
     install(&bin);
