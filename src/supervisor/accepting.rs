@@ -37,15 +37,27 @@ pub struct Watch {
     last: Option<String>,
     /// Whether a failure to look was logged (once per worker).
     warned: bool,
+    /// Socket inodes of its own already looked up in the socket tables.
+    looked_up: Vec<u64>,
+    /// Listening sockets of its own found there, in words.
+    own: Vec<String>,
 }
 
 impl Watch {
     /// What the last look found: for the log and the failure of a worker
     /// that does not get ready.
     pub fn describe(&self) -> String {
-        self.last.clone().unwrap_or_else(|| "it has not been seen accepting yet".into())
+        let mut text = self.last.clone().unwrap_or_else(|| "it has not been seen accepting yet".into());
+        if !self.own.is_empty() {
+            text += &format!("; it listens on a socket of its own instead: {}", self.own.join(", "));
+        }
+        text
     }
 }
+
+/// How long a starting worker may hold a listening socket of its own (an
+/// admin or metrics port opened first) before hotswap says so.
+const OWN_LISTENER_GRACE: Duration = Duration::from_secs(1);
 
 /// The commands whose workers announced their readiness (IPC, notify, Node
 /// cluster), for `--ready auto`: their later workers are judged by that
@@ -132,6 +144,9 @@ impl Supervisor {
                 let text = self.describe(&report);
                 let w = self.workers.get_mut(&id).expect("looked up above");
                 w.accept_watch_mut().last = Some(text);
+                if w.age() >= OWN_LISTENER_GRACE {
+                    self.look_for_own_listeners(id, &report.others);
+                }
             }
             Err(e) => {
                 let watch = w.accept_watch_mut();
@@ -142,6 +157,40 @@ impl Supervisor {
             }
         }
         self.worker_timer(id, next, Timer::AcceptCheck(id));
+    }
+
+    /// Says once, for each listening socket of its own that a worker not
+    /// yet accepting on hotswap's sockets holds, that it serves the wrong
+    /// socket and what to change (the usual first-run mistake).
+    fn look_for_own_listeners(&mut self, id: WorkerId, others: &[(i32, u64)]) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        let watch = w.accept_watch_mut();
+        let new: Vec<(i32, u64)> = others.iter().filter(|o| !watch.looked_up.contains(&o.1)).copied().collect();
+        if new.is_empty() || watch.looked_up.len() >= 4 * crate::sys::accepting::MAX_OTHERS {
+            return;
+        }
+        watch.looked_up.extend(new.iter().map(|o| o.1));
+        let inodes: Vec<u64> = new.iter().map(|o| o.1).collect();
+        let found = match crate::sys::accepting::own::listening(new[0].0, &inodes) {
+            Ok(found) => found,
+            Err(e) => return tracing::debug!(worker = id, "looking for listeners of its own: {e}"),
+        };
+        let ours: Vec<String> =
+            self.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
+        for l in found {
+            let pid = new.iter().find(|o| o.1 == l.inode).map_or(0, |o| o.0);
+            let label = w.label();
+            tracing::warn!(
+                worker = id,
+                "{label} listens on {} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
+                 that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
+                 instead of binding its own: for example `uvicorn --fd 3`, `hypercorn --bind fd://3`; gunicorn \
+                 and systemd-aware servers do it by themselves; see the README's worker guide",
+                l.addr,
+                ours.join(" and "),
+            );
+            w.accept_watch_mut().own.push(format!("{} (pid {pid})", l.addr));
+        }
     }
 
     /// A look that did not see every socket accepted on, in words: which
@@ -189,6 +238,7 @@ fn look(pgid: i32, inodes: &[u64]) -> std::io::Result<Report> {
 struct Report {
     processes: usize,
     denied: Vec<String>,
+    others: Vec<(i32, u64)>,
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -131,10 +131,13 @@ impl Supervisor {
             return;
         }
         if !self.ever_ready {
-            let why = format!(
-                "the first generation cannot start: {label} {how} before it was ready{}",
-                hint.map(|h| format!(": {h}")).unwrap_or_default()
-            );
+            let why = match worker.not_ready() {
+                Some(not_ready) => format!("the first generation cannot start: {not_ready}"),
+                None => format!(
+                    "the first generation cannot start: {label} {how} before it was ready{}",
+                    hint.map(|h| format!(": {h}")).unwrap_or_default()
+                ),
+            };
             tracing::error!("{why}");
             self.kill_all();
             self.exit = Some((1, why));

@@ -49,6 +49,9 @@ pub struct Worker {
     ready_via: Option<ReadyVia>,
     /// Set when SIGKILL was sent, so it is sent once.
     killed: bool,
+    /// Why it was killed before it was ready (`--ready-timeout`), for the
+    /// message of a first generation that cannot start.
+    not_ready: Option<String>,
     /// Whether its exit should be made good by starting another worker in
     /// its slot: true until it is retired on purpose.
     respawn: bool,
@@ -101,6 +104,9 @@ impl Worker {
     }
     pub fn killed(&self) -> bool {
         self.killed
+    }
+    pub fn not_ready(&self) -> Option<&str> {
+        self.not_ready.as_deref()
     }
     pub fn respawn(&self) -> bool {
         self.respawn
@@ -277,6 +283,13 @@ impl Worker {
         kill(self.pid, self.settings.stop_signal).is_ok()
     }
 
+    /// SIGKILL to the worker's whole process group, because it was not
+    /// ready in time (`why`).
+    pub fn kill_not_ready(&mut self, why: String) {
+        self.not_ready = Some(why);
+        self.kill();
+    }
+
     /// SIGKILL to the worker's whole process group.
     pub fn kill(&mut self) {
         self.state = WorkerState::Stopping;
@@ -436,6 +449,7 @@ impl Launcher<'_> {
             settings: self.settings.clone(),
             ready_via: None,
             killed: false,
+            not_ready: None,
             respawn: true,
             timers: Vec::new(),
             handover,
@@ -478,6 +492,7 @@ impl Launcher<'_> {
             settings: self.settings.clone(),
             ready_via: w.ready_via,
             killed: w.killed,
+            not_ready: None,
             respawn: w.respawn,
             timers: Vec::new(),
             handover,

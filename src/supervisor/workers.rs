@@ -186,7 +186,7 @@ impl Supervisor {
             w.diagnosis()
         );
         tracing::error!(worker = id, "{why}; killing it");
-        w.kill();
+        w.kill_not_ready(why.clone());
         self.reload_on_not_ready(id, why);
     }
 

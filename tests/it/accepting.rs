@@ -179,3 +179,47 @@ fn auto_takes_hotswap_and_node_workers_by_what_they_say() {
     let (p, _) = auto(vec!["node".into(), app], &[]);
     assert_eq!(Primary::ready_workers(&p.status())[0]["ready_via"], "cluster");
 }
+
+/// The commonest first-run mistake: a server that binds an address of its
+/// own (`uvicorn app:app` without `--fd 3`). hotswap says so within a
+/// couple of seconds, naming the address and what to change, and the
+/// failed reload's message says it too; the old workers keep serving.
+#[test]
+fn a_worker_listening_on_a_socket_of_its_own_is_named_with_the_fix() {
+    let dir = TempDir::new("own-listener");
+    let start = dir.path("start.sh");
+    let server = root().join("tests/apps/plain/server.py").display().to_string();
+    script(&start, &format!("exec python3 {server} threads"));
+    let p = Primary::builder(vec![start.display().to_string()]).arg("--ready-timeout").arg("6s").start();
+    let old = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(100);
+    let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let own_addr = own.local_addr().unwrap();
+    drop(own);
+    script(
+        &start,
+        &format!(
+            "exec python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, \
+             socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", {})); s.listen(); time.sleep(60)'",
+            own_addr.port()
+        ),
+    );
+    let t = Instant::now();
+    let out = p.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("it never accepted on {} (fd 3)", p.addr()))
+            && err.contains(&format!("it listens on a socket of its own instead: {own_addr} (pid ")),
+        "{err}"
+    );
+    let log = p.log_text();
+    let warning =
+        log.lines().find(|l| l.contains(&format!("listens on {own_addr} itself"))).unwrap_or_else(|| panic!("{log}"));
+    assert!(warning.contains("`uvicorn --fd 3`") && warning.contains(&format!("{} (fd 3)", p.addr())), "{warning}");
+    assert!(t.elapsed() < Duration::from_secs(12), "the reload took {:?}", t.elapsed());
+    assert_eq!(p.worker_pids(), old, "the old workers were not touched");
+    load.wait_for_requests(100);
+    assert_no_failures(&load.finish(), "load across a reload to a server on the wrong address");
+}

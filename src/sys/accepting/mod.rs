@@ -51,6 +51,7 @@
 
 mod epoll;
 pub mod group;
+pub mod own;
 mod procfs;
 mod syscalls;
 
@@ -138,7 +139,14 @@ pub struct Report {
     /// Processes that could not be fully inspected (another uid,
     /// non-dumpable, Yama).
     pub denied: Vec<Denied>,
+    /// The group's other sockets, (pid, inode), at most [`MAX_OTHERS`]:
+    /// where to look for a listener of its own ([`own`]).
+    pub others: Vec<(i32, u64)>,
 }
+
+/// How many other sockets a [`Report`] keeps: enough for a server's own
+/// listeners, bounded for one with thousands of connections.
+pub const MAX_OTHERS: usize = 64;
 
 impl Report {
     /// Whether `inode` is accepted on.
@@ -207,6 +215,8 @@ struct Fds {
     epolls: Vec<i32>,
     /// Its fds that are one of the sockets asked about, with the inode.
     sockets: Vec<(i32, u64)>,
+    /// The inodes of its other sockets.
+    others: Vec<u64>,
 }
 
 /// Looks at one process; adds what it finds to `report`.
@@ -220,6 +230,11 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         Err(e) if is_denied(&e) => return Ok(denied(report, Blind::Fds, &e)),
         Err(e) => return Err(e),
     };
+    for &inode in &fds.others {
+        if report.others.len() < MAX_OTHERS && !report.others.iter().any(|o| o.1 == inode) {
+            report.others.push((pid, inode));
+        }
+    }
     for &epfd in &fds.epolls {
         let path = format!("/proc/{pid}/fdinfo/{epfd}");
         match read_file(&path, buf) {
@@ -278,8 +293,10 @@ fn read_fds(pid: i32, inodes: &[u64]) -> io::Result<Fds> {
         if link == b"anon_inode:[eventpoll]" {
             fds.epolls.push(fd);
         } else if let Some(ino) = link.strip_prefix(b"socket:[").and_then(|r| r.strip_suffix(b"]")) {
-            if let Some(ino) = parse_int::<u64>(ino).filter(|i| inodes.contains(i)) {
-                fds.sockets.push((fd, ino));
+            match parse_int::<u64>(ino) {
+                Some(ino) if inodes.contains(&ino) => fds.sockets.push((fd, ino)),
+                Some(ino) if fds.others.len() < MAX_OTHERS && !fds.others.contains(&ino) => fds.others.push(ino),
+                _ => {}
             }
         }
     }
