@@ -250,6 +250,7 @@ mod tests {
         assert_eq!(s.addr, ListenAddr::Tcp("0.0.0.0:9000".parse().unwrap()));
         assert!("unix:".parse::<ListenSpec>().is_err());
         assert!("nonsense".parse::<ListenSpec>().is_err());
+        assert!("8080".parse::<ListenSpec>().unwrap_err().contains(":8080 (every interface) or 127.0.0.1:8080"));
         assert!("127.0.0.1:99999".parse::<ListenSpec>().is_err());
     }
 

@@ -47,6 +47,11 @@ impl FromStr for ListenSpec {
         } else if let Some(port) = addr.strip_prefix(':') {
             let port: u16 = port.parse().map_err(|_| format!("invalid port in {addr:?}"))?;
             ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port)))
+        } else if addr.parse::<u16>().is_ok() {
+            return Err(format!(
+                "invalid listen address {addr:?}: a port needs an address: :{addr} (every interface) or \
+                 127.0.0.1:{addr} (this host only)"
+            ));
         } else {
             let mut found = addr.to_socket_addrs().map_err(|e| {
                 format!("invalid listen address {addr:?}: {e} (expected 127.0.0.1:8080, [::1]:8080 or unix:/path)")
