@@ -293,7 +293,8 @@ impl Supervisor {
                 | Timer::AssumeReady(id)
                 | Timer::Shutdown(id)
                 | Timer::StopSignal(id)
-                | Timer::ReadyHint(id) => self.worker_timer(id, left, t.timer),
+                | Timer::ReadyHint(id)
+                | Timer::SlotDrain(id) => self.worker_timer(id, left, t.timer),
                 Timer::Respawn(slot) => {
                     if let Some(s) = self.slots.get_mut(slot) {
                         s.waits_until(now + left);

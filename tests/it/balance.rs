@@ -1,0 +1,197 @@
+//! `--balance slots|sticky`: one `SO_REUSEPORT` socket per worker slot, and
+//! (sticky) a BPF program that sends each client address to one slot.
+//! Real primaries, real workers, real clients bound to loopback source
+//! addresses 127.0.0.2 ... 127.0.0.30 (all of 127/8 is loopback on Linux).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// What a worker answered: its slot, pid and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Served {
+    slot: u64,
+    pid: u64,
+    generation: u64,
+}
+
+fn field(body: &str, name: &str) -> Option<u64> {
+    body.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+/// One GET on a new connection from `src`, with `timeout` for connect and
+/// every read.
+fn get_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<Served, String> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
+    s.bind(&SocketAddr::new(src, 0).into()).map_err(|e| format!("bind {src}: {e}"))?;
+    s.connect_timeout(&to.into(), timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(timeout)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer {:?}", text.lines().next().unwrap_or("")));
+    }
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    match (field(body, "slot"), field(body, "pid"), field(body, "generation")) {
+        (Some(slot), Some(pid), Some(generation)) => Ok(Served { slot, pid, generation }),
+        _ => Err(format!("unexpected body {body:?}")),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    client: IpAddr,
+    sent: Instant,
+    result: Result<Served, String>,
+}
+
+/// One thread per client address, each making requests on new
+/// connections until stopped.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    records: Arc<Mutex<Vec<Rec>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(addrs: &[IpAddr], to: SocketAddr, timeout: Duration) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let threads = addrs
+            .iter()
+            .map(|&client| {
+                let (stop, made, records) = (stop.clone(), made.clone(), records.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = Instant::now();
+                        let result = get_from(client, to, timeout);
+                        let failed = result.is_err();
+                        records.lock().unwrap().push(Rec { client, sent, result });
+                        made.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(if failed { 20 } else { 5 }));
+                    }
+                })
+            })
+            .collect();
+        Clients { stop, made, records, threads }
+    }
+
+    #[track_caller]
+    fn wait_for(&self, n: usize) {
+        let target = self.made.load(Ordering::Relaxed) + n;
+        wait_until(Duration::from_secs(30), format_args!("{n} more client requests"), || {
+            self.made.load(Ordering::Relaxed) >= target
+        });
+    }
+
+    fn snapshot(&self) -> Vec<Rec> {
+        self.records.lock().unwrap().clone()
+    }
+
+    fn finish(self) -> Vec<Rec> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let mut r = std::mem::take(&mut *self.records.lock().unwrap());
+        r.sort_by_key(|r| r.sent);
+        r
+    }
+}
+
+fn loopback_clients() -> Vec<IpAddr> {
+    (2..=30).map(|i| IpAddr::from([127, 0, 0, i])).collect()
+}
+
+fn tcp_addr(p: &Primary) -> SocketAddr {
+    p.addr().parse().unwrap()
+}
+
+/// The slots each client reached (successful answers only).
+fn slots_per_client(records: &[Rec]) -> BTreeMap<IpAddr, BTreeSet<u64>> {
+    let mut m: BTreeMap<IpAddr, BTreeSet<u64>> = BTreeMap::new();
+    for r in records {
+        if let Ok(s) = &r.result {
+            m.entry(r.client).or_default().insert(s.slot);
+        }
+    }
+    m
+}
+
+#[track_caller]
+fn assert_all_served(records: &[Rec], what: &str) {
+    let failed: Vec<_> = records.iter().filter(|r| r.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} client requests failed, e.g. {:?}",
+        failed.len(),
+        records.len(),
+        failed.iter().take(5).map(|r| (r.client, r.result.clone())).collect::<Vec<_>>()
+    );
+}
+
+/// Each client reaches exactly one slot; returns that map.
+#[track_caller]
+fn assert_sticky(records: &[Rec], what: &str) -> HashMap<IpAddr, u64> {
+    let per = slots_per_client(records);
+    let moved: Vec<_> = per.iter().filter(|(_, s)| s.len() != 1).collect();
+    assert!(moved.is_empty(), "{what}: clients that reached more than one slot: {moved:?}");
+    per.into_iter().map(|(c, s)| (c, *s.iter().next().unwrap())).collect()
+}
+
+#[test]
+fn sticky_clients_keep_their_slot_through_three_reloads() {
+    let p = Primary::builder(rust_worker()).workers(3).arg("--balance").arg("sticky").start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(29 * 5);
+    let before = assert_sticky(&clients.snapshot(), "before any reload");
+    assert_eq!(before.len(), 29, "every client was served");
+    let used: BTreeSet<u64> = before.values().copied().collect();
+    assert_eq!(used, BTreeSet::from([0, 1, 2]), "29 addresses spread over the 3 slots: {before:?}");
+
+    for i in 0..3 {
+        let out = p.reload();
+        assert!(out.contains(&format!("generation {} serves", i + 2)), "{out}");
+        clients.wait_for(29 * 3);
+    }
+    clients.wait_for(29 * 3);
+    let records = clients.finish();
+    assert_all_served(&records, "sticky clients across 3 reloads");
+    assert_no_failures(&load.finish(), "load across 3 reloads");
+    let after = assert_sticky(&records, "before, during and after 3 reloads");
+    assert_eq!(before, after, "each client kept its slot");
+    // The last answers came from the newest generation: the slot is the
+    // same, the worker is new.
+    let last = records.iter().rev().find_map(|r| r.result.as_ref().ok()).unwrap();
+    assert_eq!(last.generation, 4);
+    let st = p.status();
+    assert_eq!(st["balance"], "sticky", "{st}");
+}
+
+#[test]
+fn shared_mode_sends_one_client_to_several_workers() {
+    // What sticky fixes: with the shared socket, one client address reaches
+    // whichever worker accepts first.
+    let p = Primary::builder(rust_worker()).workers(3).start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients()[..6], to, Duration::from_secs(10));
+    clients.wait_for(6 * 40);
+    let records = clients.finish();
+    assert_all_served(&records, "shared");
+    let per = slots_per_client(&records);
+    assert!(per.values().any(|s| s.len() > 1), "with a shared socket some client reaches several slots: {per:?}");
+    assert_eq!(p.status()["balance"], "shared");
+}
