@@ -30,7 +30,12 @@ impl Supervisor {
         if !self.slot_sockets.per_slot() {
             return;
         }
-        let n = self.slots.len();
+        // The slots hashed over: the serving generation's count, or more
+        // once a growing pool's new slots have a ready worker (not before:
+        // a client moves when the count changes, so it changes once).
+        let ready = self.workers.values().filter(|w| w.state() == WorkerState::Ready);
+        let top = ready.map(|w| w.slot() + 1).max().unwrap_or(0);
+        let n = (self.settings.workers as usize).max(top).min(self.slots.len()).max(1);
         let mut live = vec![false; n];
         for w in self.workers.values() {
             if w.state() == WorkerState::Ready && w.slot() < n {

@@ -195,3 +195,121 @@ fn shared_mode_sends_one_client_to_several_workers() {
     assert!(per.values().any(|s| s.len() > 1), "with a shared socket some client reaches several slots: {per:?}");
     assert_eq!(p.status()["balance"], "shared");
 }
+
+/// The pid and slot of each ready worker.
+fn ready_slots(p: &Primary) -> BTreeMap<u64, i32> {
+    Primary::ready_workers(&p.status())
+        .iter()
+        .map(|w| (w["slot"].as_u64().unwrap(), w["pid"].as_i64().unwrap() as i32))
+        .collect()
+}
+
+#[test]
+fn a_crashed_slots_clients_are_served_elsewhere_until_it_is_back() {
+    // The replacement takes 1.5 s to get ready: that long, its slot is dead.
+    let p = Primary::builder(rust_worker())
+        .workers(3)
+        .arg("--balance")
+        .arg("sticky")
+        .env("EXAMPLE_STARTUP_MS", "1500")
+        .start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(5));
+    clients.wait_for(29 * 5);
+    let before = assert_sticky(&clients.snapshot(), "before the crash");
+    let pids = ready_slots(&p);
+    let victim = pids[&1];
+    let killed_at = Instant::now();
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    // While slot 1 is dead (its replacement starting), its clients' new
+    // connections are served at once by the other slots. (Those that its
+    // socket had queued before the primary left it out wait for the
+    // replacement: the load's clients, checked below, had one each.)
+    std::thread::sleep(Duration::from_millis(300));
+    let of_slot_1: BTreeSet<IpAddr> = before.iter().filter(|(_, s)| **s == 1).map(|(c, _)| *c).collect();
+    assert!(!of_slot_1.is_empty(), "{before:?}");
+    for c in &of_slot_1 {
+        let t = Instant::now();
+        let answer = get_from(*c, to, Duration::from_secs(1));
+        assert!(answer.as_ref().is_ok_and(|s| s.slot != 1), "{c} while slot 1 is dead: {answer:?}");
+        assert!(t.elapsed() < Duration::from_millis(500), "{c} waited {:?}", t.elapsed());
+    }
+    assert!(killed_at.elapsed() < Duration::from_millis(1400), "slot 1 was dead all along");
+    assert!(ready_slots(&p).get(&1).is_none(), "slot 1 is still starting");
+    wait_until(Duration::from_secs(15), "slot 1 ready again", || {
+        ready_slots(&p).get(&1).is_some_and(|pid| *pid != victim)
+    });
+    let back_at = Instant::now();
+    clients.wait_for(29 * 5);
+    let records = clients.finish();
+    let (others, theirs): (Vec<Rec>, Vec<Rec>) = records.iter().cloned().partition(|r| !of_slot_1.contains(&r.client));
+    assert_all_served(&others, "clients of the live slots");
+    assert_eq!(assert_sticky(&others, "clients of the live slots").len(), 29 - of_slot_1.len());
+    // The killed worker's own connections may fail (it died with them); no
+    // request sent after the kill does (each has a 5 s timeout): those
+    // queued on the dead slot's socket before the program left it out are
+    // accepted by its replacement.
+    let late: Vec<_> = theirs
+        .iter()
+        .filter(|r| r.sent > killed_at + Duration::from_millis(100) && r.result.is_err())
+        .map(|r| (r.client, r.result.clone()))
+        .collect();
+    assert!(late.is_empty(), "requests of slot 1's clients failed after the crash: {late:?}");
+    // ...and came back to it once it had a ready worker again.
+    let after: Vec<Rec> = theirs.iter().filter(|r| r.sent > back_at + Duration::from_millis(100)).cloned().collect();
+    assert_all_served(&after, "slot 1's clients after its restart");
+    assert!(after.iter().all(|r| r.result.as_ref().unwrap().slot == 1));
+}
+
+fn write_config(path: &std::path::Path, workers: u32) {
+    let worker = rust_worker()[0].clone();
+    std::fs::write(
+        path,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nworkers = {workers}\nbalance = \"sticky\"\nready-timeout = \"10s\"\ncommand = [\"{worker}\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
+    let dir = TempDir::new("bal");
+    let cfg = dir.path("hotswap.toml");
+    write_config(&cfg, 3);
+    let p = Primary::bare(vec![]).config(&cfg).workers(3).start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(5));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(29 * 4);
+
+    write_config(&cfg, 2);
+    let out = p.reload();
+    assert!(out.contains("retired"), "{out}");
+    assert_eq!(p.status()["target_workers"], 2);
+    let shrunk = Instant::now();
+    clients.wait_for(29 * 4);
+
+    write_config(&cfg, 3);
+    let growing = Instant::now();
+    p.reload();
+    let grown = Instant::now();
+    assert_eq!(ready_slots(&p).len(), 3);
+    clients.wait_for(29 * 4);
+    let records = clients.finish();
+    assert_all_served(&records, "clients across 3 -> 2 -> 3 workers");
+    assert_no_failures(&load.finish(), "load across 3 -> 2 -> 3 workers");
+
+    let two: Vec<Rec> = records.iter().filter(|r| r.sent > shrunk && r.sent < growing).cloned().collect();
+    let on_two = assert_sticky(&two, "with 2 workers");
+    assert!(on_two.values().all(|s| *s < 2), "{on_two:?}");
+    assert_eq!(on_two.values().collect::<BTreeSet<_>>().len(), 2, "{on_two:?}");
+    let three: Vec<Rec> = records.iter().filter(|r| r.sent > grown).cloned().collect();
+    let on_three = assert_sticky(&three, "with 3 workers again");
+    assert_eq!(on_three.values().collect::<BTreeSet<_>>().len(), 3, "{on_three:?}");
+    assert!(
+        p.log_text().contains("slot 2 is left out of the balance"),
+        "the shrinking pool left slot 2 out first:\n{}",
+        p.log_text()
+    );
+}
