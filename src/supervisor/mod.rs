@@ -183,8 +183,10 @@ pub async fn run(
     }
     let runtime_dir = private_dir::create_runtime(&base)?;
     let _cleanup = RemoveDir(runtime_dir.clone());
+    let workers = settings.workers as usize;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
     sup.metrics = metrics;
+    sup.slot_sockets.grow(workers)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
     sup.end_orphans();
@@ -237,8 +239,9 @@ impl Supervisor {
                  it is ready once a worker accepts on them"
             );
         }
-        let mut slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
-        slot_sockets.grow(settings.workers as usize)?;
+        // Slot 0 only: a new primary binds the others ([`run`]), a new image
+        // takes them over ([`resume`]).
+        let slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
         Ok(Supervisor {
             slot_sockets,
             leaving: Default::default(),

@@ -39,6 +39,7 @@ impl Supervisor {
                     bound_for,
                 })
                 .collect(),
+            slot_fds: self.slot_sockets.handover_fds(),
             control_fd: self.control.raw_fd(),
             guardian_pid: self.guardian.pid().as_raw(),
             guardian_fd: self.guardian.raw_fd(),

@@ -79,13 +79,19 @@ impl SlotSockets {
         Ok(SlotSockets { balance, groups, backlog, applied: None })
     }
 
-    /// Takes over the groups a previous image handed over: `socks[i]` is
-    /// listener i's sockets in slot order (empty for a shared one).
-    pub fn adopt(balance: Balance, listeners: &[Listener], socks: Vec<Vec<OwnedFd>>, backlog: i32) -> Result<Self> {
+    /// Takes over the groups a previous image handed over: `rest[i]` is
+    /// listener i's sockets of slots 1, 2, ... in slot order (empty for a
+    /// shared one); slot 0 is the listener itself.
+    pub fn adopt(balance: Balance, listeners: &[Listener], rest: Vec<Vec<OwnedFd>>, backlog: i32) -> Result<Self> {
         let mut groups = Vec::new();
-        for (l, socks) in listeners.iter().zip(socks.into_iter().chain(std::iter::repeat_with(Vec::new))) {
-            groups.push(match (&l.addr, socks.is_empty()) {
-                (ListenAddr::Tcp(sa), false) => Group::PerSlot { addr: *sa, socks },
+        let mut rest = rest.into_iter();
+        for l in listeners {
+            let more = rest.next().unwrap_or_default();
+            groups.push(match (&l.addr, balance.per_slot()) {
+                (ListenAddr::Tcp(sa), true) => {
+                    let first = l.as_fd().try_clone_to_owned().with_context(|| format!("duplicating {sa}"))?;
+                    Group::PerSlot { addr: *sa, socks: std::iter::once(first).chain(more).collect() }
+                }
                 _ => Group::Shared,
             });
         }
@@ -140,13 +146,13 @@ impl SlotSockets {
             .collect()
     }
 
-    /// Every group's sockets in slot order (empty for a shared listener):
-    /// what a self-upgrade hands over.
+    /// Every group's sockets after slot 0's (the listener), in slot order
+    /// (empty for a shared listener): what a self-upgrade hands over.
     pub fn handover_fds(&self) -> Vec<Vec<RawFd>> {
         self.groups
             .iter()
             .map(|g| match g {
-                Group::PerSlot { socks, .. } => socks.iter().map(|s| s.as_raw_fd()).collect(),
+                Group::PerSlot { socks, .. } => socks.iter().skip(1).map(|s| s.as_raw_fd()).collect(),
                 Group::Shared => Vec::new(),
             })
             .collect()

@@ -313,3 +313,38 @@ fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
         p.log_text()
     );
 }
+
+#[test]
+fn sticky_clients_keep_their_slot_through_three_self_upgrades_and_a_reload_after() {
+    let dir = TempDir::new("bal-up");
+    let bin = dir.path("hotswap");
+    copy_executable(std::path::Path::new(HOTSWAP), &bin);
+    let p = Primary::builder(rust_worker()).binary(&bin).workers(3).arg("--balance").arg("sticky").start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(29 * 4);
+    let before = assert_sticky(&clients.snapshot(), "before the upgrades");
+    let mut fds = 0;
+    for i in 1..=3 {
+        copy_executable(std::path::Path::new(HOTSWAP), &bin);
+        let out = p.ctl(&["upgrade"]);
+        assert!(out.status.success(), "upgrade {i}: {}\n{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+        clients.wait_for(29 * 3);
+        if i == 1 {
+            // (The first upgrade opens what every image keeps, e.g. the
+            // previous binary's handle.)
+            fds = settled("open fds", || fd_count(p.pid()));
+        }
+    }
+    poll_until(Duration::from_secs(10), || fd_count(p.pid()) == fds);
+    assert_eq!(fd_count(p.pid()), fds, "the slot sockets were handed over, not bound again");
+    // New workers of the new image get the same slot sockets.
+    p.reload();
+    clients.wait_for(29 * 4);
+    let records = clients.finish();
+    assert_all_served(&records, "sticky clients across 3 upgrades and a reload");
+    assert_no_failures(&load.finish(), "load across 3 upgrades and a reload");
+    assert_eq!(assert_sticky(&records, "across 3 upgrades and a reload"), before);
+    assert_eq!(records.last().unwrap().result.as_ref().unwrap().generation, 2);
+}
