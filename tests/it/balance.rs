@@ -26,8 +26,17 @@ fn field(body: &str, name: &str) -> Option<u64> {
 }
 
 /// One GET on a new connection from `src`, with `timeout` for connect and
-/// every read.
+/// every read: the answer's slot, pid and generation.
 fn get_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<Served, String> {
+    let body = body_from(src, to, timeout)?;
+    match (field(&body, "slot"), field(&body, "pid"), field(&body, "generation")) {
+        (Some(slot), Some(pid), Some(generation)) => Ok(Served { slot, pid, generation }),
+        _ => Err(format!("unexpected body {body:?}")),
+    }
+}
+
+/// One GET on a new connection from `src`: the body of a 200 answer.
+fn body_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<String, String> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(to), Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
     s.bind(&SocketAddr::new(src, 0).into()).map_err(|e| format!("bind {src}: {e}"))?;
@@ -40,11 +49,9 @@ fn get_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<Served, St
     if !text.starts_with("HTTP/1.1 200") {
         return Err(format!("answer {:?}", text.lines().next().unwrap_or("")));
     }
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    match (field(body, "slot"), field(body, "pid"), field(body, "generation")) {
-        (Some(slot), Some(pid), Some(generation)) => Ok(Served { slot, pid, generation }),
-        _ => Err(format!("unexpected body {body:?}")),
-    }
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Node answers in chunks: the chunk-size lines are no `key=value`.
+    Ok(body.to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -347,4 +354,87 @@ fn sticky_clients_keep_their_slot_through_three_self_upgrades_and_a_reload_after
     assert_no_failures(&load.finish(), "load across 3 upgrades and a reload");
     assert_eq!(assert_sticky(&records, "across 3 upgrades and a reload"), before);
     assert_eq!(records.last().unwrap().result.as_ref().unwrap().generation, 2);
+}
+
+#[test]
+fn node_cluster_workers_get_their_slot_socket_and_clients_stick() {
+    let _alone = exclusive();
+    let app = root().join("tests/apps/node/cluster-cjs.js").display().to_string();
+    let p = Primary::builder(vec!["node".into(), app]).workers(2).arg("--balance").arg("sticky").start();
+    let to = tcp_addr(&p);
+    let slot_of = |p: &Primary| -> HashMap<u64, u64> {
+        Primary::ready_workers(&p.status())
+            .iter()
+            .map(|w| (w["pid"].as_u64().unwrap(), w["slot"].as_u64().unwrap()))
+            .collect()
+    };
+    // Each client's requests reach one worker: per client address, the
+    // slot of the worker that answered, over 5 requests.
+    let rounds = |p: &Primary| -> BTreeMap<IpAddr, BTreeSet<u64>> {
+        let slots = slot_of(p);
+        let mut m: BTreeMap<IpAddr, BTreeSet<u64>> = BTreeMap::new();
+        for c in loopback_clients() {
+            for _ in 0..5 {
+                let body = body_from(c, to, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{c}: {e}"));
+                let pid = field(&body, "pid").unwrap_or_else(|| panic!("no pid in {body:?}"));
+                m.entry(c).or_default().insert(slots[&pid]);
+            }
+        }
+        m
+    };
+    let before = rounds(&p);
+    assert!(before.values().all(|s| s.len() == 1), "{before:?}");
+    let used: BTreeSet<u64> = before.values().flatten().copied().collect();
+    assert_eq!(used, BTreeSet::from([0, 1]), "both workers get clients: {before:?}");
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(50);
+    p.reload();
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load across a reload of Node cluster workers");
+    assert_eq!(rounds(&p), before, "each client reaches its slot's new worker");
+}
+
+#[test]
+fn an_ipv6_listener_is_sticky_too() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !v6 {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let p = Primary::bare(rust_worker()).arg("-l").arg("[::1]:0").workers(3).arg("--balance").arg("sticky").start();
+    let to: SocketAddr = p.addr().parse().unwrap();
+    assert!(to.is_ipv6());
+    // ::1 is the only IPv6 loopback address: one client address, so every
+    // connection of it reaches one slot, and the kernel's own hash of the
+    // connections (--balance slots) would spread them.
+    let clients = Clients::start(&[IpAddr::from(std::net::Ipv6Addr::LOCALHOST); 4], to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(100);
+    p.reload();
+    clients.wait_for(100);
+    let records = clients.finish();
+    assert_all_served(&records, "IPv6 clients across a reload");
+    assert_no_failures(&load.finish(), "IPv6 load across a reload");
+    assert_sticky(&records, "IPv6 clients");
+    let slots: BTreeSet<u64> = records.iter().map(|r| r.result.as_ref().unwrap().slot).collect();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+}
+
+#[test]
+fn ipv4_clients_of_a_dual_stack_listener_are_hashed_by_their_ipv4_address() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipped: no IPv6");
+        return;
+    }
+    let p = Primary::bare(rust_worker()).arg("-l").arg("[::]:0").workers(3).arg("--balance").arg("sticky").start();
+    let port = p.addr().parse::<SocketAddr>().unwrap().port();
+    // IPv4 clients of a dual-stack socket: their packets' network header is
+    // IPv4, which the program tells by the version nibble.
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    clients.wait_for(29 * 5);
+    let records = clients.finish();
+    assert_all_served(&records, "IPv4 clients of [::]");
+    let per = assert_sticky(&records, "IPv4 clients of [::]");
+    assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "{per:?}");
 }
