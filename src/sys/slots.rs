@@ -118,8 +118,19 @@ impl SlotSockets {
             };
             while socks.len() < slots {
                 let slot = socks.len();
-                let s = bind(*addr, v6_only, self.backlog)
-                    .with_context(|| format!("binding slot {slot}'s socket for {addr}"))?;
+                let s = bind(*addr, v6_only, self.backlog).map_err(|e| {
+                    let hint = match e.raw_os_error() {
+                        // The kernel lets only the user that made a group's
+                        // first socket join it.
+                        Some(libc::EADDRINUSE) => {
+                            " (only the user that created the first socket of a SO_REUSEPORT group may join it: \
+                             under socket activation, that is systemd's (root); run hotswap as root or drop \
+                             --balance)"
+                        }
+                        _ => "",
+                    };
+                    anyhow::Error::new(e).context(format!("binding slot {slot}'s socket for {addr}{hint}"))
+                })?;
                 socks.push(s);
                 self.applied = None;
             }

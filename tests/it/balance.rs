@@ -438,3 +438,87 @@ fn ipv4_clients_of_a_dual_stack_listener_are_hashed_by_their_ipv4_address() {
     let per = assert_sticky(&records, "IPv4 clients of [::]");
     assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "{per:?}");
 }
+
+/// The inode of the socket at `fd` of process `pid` (`socket:[N]`).
+fn socket_inode(pid: i32, fd: i32) -> String {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    link.display().to_string()
+}
+
+#[test]
+fn slots_give_each_worker_its_own_socket_and_a_share_of_connections() {
+    let p = Primary::builder(rust_worker()).workers(3).arg("--balance").arg("slots").start();
+    let to = tcp_addr(&p);
+    let inodes = |p: &Primary| -> BTreeMap<u64, String> {
+        Primary::ready_workers(&p.status())
+            .iter()
+            .map(|w| (w["slot"].as_u64().unwrap(), socket_inode(w["pid"].as_i64().unwrap() as i32, 3)))
+            .collect()
+    };
+    let before = inodes(&p);
+    assert_eq!(before.len(), 3);
+    assert_eq!(before.values().collect::<BTreeSet<_>>().len(), 3, "a socket per slot: {before:?}");
+    // One client address, many connections: the kernel's hash of each
+    // connection spreads them over every slot.
+    let clients = Clients::start(&loopback_clients()[..3], to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(600);
+    p.reload();
+    clients.wait_for(300);
+    let records = clients.finish();
+    assert_all_served(&records, "slots clients across a reload");
+    assert_no_failures(&load.finish(), "load across a reload under --balance slots");
+    let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in &records {
+        *per_slot.entry(r.result.as_ref().unwrap().slot).or_default() += 1;
+    }
+    let (most, least) = (per_slot.values().max().unwrap(), per_slot.values().min().unwrap());
+    assert_eq!(per_slot.len(), 3, "{per_slot:?}");
+    assert!(*least * 3 >= *most, "every slot gets a share: {per_slot:?}");
+    // Slot k's new worker got slot k's socket: the same inode at its fd 3.
+    assert_eq!(inodes(&p), before, "after a reload each slot's worker has the same socket");
+    assert_eq!(p.status()["balance"], "slots");
+}
+
+#[test]
+fn socket_activation_without_reuseport_is_refused_with_what_to_change() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut p = Primary::bare(rust_worker())
+        .workers(2)
+        .arg("--balance")
+        .arg("sticky")
+        .inherit(listener.as_raw_fd(), "web")
+        .no_wait()
+        .start();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "{}", p.log_text());
+    let log = p.log_text();
+    assert!(
+        log.contains("--balance sticky needs SO_REUSEPORT")
+            && log.contains("ReusePort=yes")
+            && log.contains("or drop --balance"),
+        "{log}"
+    );
+}
+
+#[test]
+fn socket_activation_with_reuseport_joins_the_inherited_group() {
+    use std::os::fd::AsRawFd;
+    // What systemd makes of a .socket unit with ReusePort=yes.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.listen(128).unwrap();
+    let to = s.local_addr().unwrap().as_socket().unwrap();
+    let p =
+        Primary::bare(rust_worker()).workers(3).arg("--balance").arg("sticky").inherit(s.as_raw_fd(), "web").start();
+    assert_eq!(p.status()["listeners"], serde_json::json!([to.to_string()]));
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    clients.wait_for(29 * 4);
+    p.reload();
+    clients.wait_for(29 * 4);
+    let records = clients.finish();
+    assert_all_served(&records, "clients of an inherited ReusePort socket");
+    let per = assert_sticky(&records, "clients of an inherited ReusePort socket");
+    assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "slots 1 and 2 joined the inherited group: {per:?}");
+}
