@@ -349,6 +349,10 @@ impl Settings {
             );
         }
         let balance = o.balance.unwrap_or_default();
+        #[cfg(not(target_os = "linux"))]
+        if balance.per_slot() {
+            bail!("--balance {balance} needs Linux (SO_REUSEPORT groups with a BPF program); use --balance shared");
+        }
         let workers = o.workers.unwrap_or_else(parse::cpus);
         if balance.per_slot() && workers as usize > crate::types::MAX_SLOTS {
             {

@@ -200,6 +200,11 @@ fn shared_mode_sends_one_client_to_several_workers() {
     assert_all_served(&records, "shared");
     let per = slots_per_client(&records);
     assert!(per.values().any(|s| s.len() > 1), "with a shared socket some client reaches several slots: {per:?}");
+    let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in &records {
+        *per_slot.entry(r.result.as_ref().unwrap().slot).or_default() += 1;
+    }
+    eprintln!("--balance shared, 3 workers, {} connections: per slot {per_slot:?}", records.len());
     assert_eq!(p.status()["balance"], "shared");
 }
 
@@ -209,6 +214,18 @@ fn ready_slots(p: &Primary) -> BTreeMap<u64, i32> {
         .iter()
         .map(|w| (w["slot"].as_u64().unwrap(), w["pid"].as_i64().unwrap() as i32))
         .collect()
+}
+
+/// Waits until the primary has replaced slot `slot`'s worker `victim` (its
+/// replacement is starting): it has seen the crash.
+fn crash_seen(p: &Primary, slot: u64, victim: i32) {
+    wait_until(Duration::from_secs(10), "the crash seen by the primary", || {
+        p.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["slot"] == slot && w["pid"].as_i64().unwrap() as i32 != victim)
+    });
 }
 
 #[test]
@@ -232,7 +249,7 @@ fn a_crashed_slots_clients_are_served_elsewhere_until_it_is_back() {
     // connections are served at once by the other slots. (Those that its
     // socket had queued before the primary left it out wait for the
     // replacement: the load's clients, checked below, had one each.)
-    std::thread::sleep(Duration::from_millis(300));
+    crash_seen(&p, 1, victim);
     let of_slot_1: BTreeSet<IpAddr> = before.iter().filter(|(_, s)| **s == 1).map(|(c, _)| *c).collect();
     assert!(!of_slot_1.is_empty(), "{before:?}");
     for c in &of_slot_1 {
@@ -473,6 +490,7 @@ fn slots_give_each_worker_its_own_socket_and_a_share_of_connections() {
         *per_slot.entry(r.result.as_ref().unwrap().slot).or_default() += 1;
     }
     let (most, least) = (per_slot.values().max().unwrap(), per_slot.values().min().unwrap());
+    eprintln!("--balance slots, 3 workers, {} connections: per slot {per_slot:?}", records.len());
     assert_eq!(per_slot.len(), 3, "{per_slot:?}");
     assert!(*least * 3 >= *most, "every slot gets a share: {per_slot:?}");
     // Slot k's new worker got slot k's socket: the same inode at its fd 3.
@@ -521,4 +539,74 @@ fn socket_activation_with_reuseport_joins_the_inherited_group() {
     assert_all_served(&records, "clients of an inherited ReusePort socket");
     let per = assert_sticky(&records, "clients of an inherited ReusePort socket");
     assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "slots 1 and 2 joined the inherited group: {per:?}");
+}
+
+#[test]
+fn under_slots_no_new_connection_waits_on_a_dead_slot() {
+    // The replacement takes 1.5 s to get ready: that long, slot 1 is dead,
+    // and the kernel's own hash would send a third of the connections to
+    // its socket, where they would wait for it.
+    let p = Primary::builder(rust_worker())
+        .workers(3)
+        .arg("--balance")
+        .arg("slots")
+        .env("EXAMPLE_STARTUP_MS", "1500")
+        .start();
+    let to = tcp_addr(&p);
+    let victim = ready_slots(&p)[&1];
+    let killed_at = Instant::now();
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    crash_seen(&p, 1, victim);
+    let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for _ in 0..60 {
+        let t = Instant::now();
+        let answer = get_from(IpAddr::from([127, 0, 0, 2]), to, Duration::from_secs(3));
+        let slot = answer.as_ref().map(|s| s.slot).unwrap_or_else(|e| panic!("while slot 1 is dead: {e}"));
+        assert!(t.elapsed() < Duration::from_millis(500), "a connection waited {:?}", t.elapsed());
+        *per_slot.entry(slot).or_default() += 1;
+    }
+    assert!(killed_at.elapsed() < Duration::from_millis(1400), "slot 1 was dead all along");
+    assert!(!per_slot.contains_key(&1), "{per_slot:?}");
+    assert_eq!(per_slot.len(), 2, "the live slots share the connections: {per_slot:?}");
+    // Once slot 1 is back, the kernel's hash spreads over all three again.
+    wait_until(Duration::from_secs(15), "slot 1 ready again", || ready_slots(&p).contains_key(&1));
+    let mut after: BTreeSet<u64> = BTreeSet::new();
+    for _ in 0..60 {
+        after.insert(get_from(IpAddr::from([127, 0, 0, 2]), to, Duration::from_secs(3)).unwrap().slot);
+    }
+    assert_eq!(after, BTreeSet::from([0, 1, 2]));
+}
+
+#[test]
+fn a_unix_listener_stays_shared_under_sticky() {
+    let dir = TempDir::new("bal-unix");
+    let sock = dir.path("app.sock");
+    let p = Primary::builder(rust_worker())
+        .workers(2)
+        .arg("--balance")
+        .arg("sticky")
+        .arg("-l")
+        .arg(format!("admin=unix:{}", sock.display()))
+        .start();
+    assert!(
+        p.log_text().contains("stays shared by every worker (Unix sockets have no SO_REUSEPORT)"),
+        "{}",
+        p.log_text()
+    );
+    let unix = Load::start(Target::Unix(sock.clone()), 2, 2);
+    let clients = Clients::start(&loopback_clients()[..8], tcp_addr(&p), Duration::from_secs(10));
+    unix.wait_for_requests(100);
+    p.reload();
+    unix.wait_for_requests(100);
+    clients.wait_for(40);
+    assert_no_failures(&unix.finish(), "Unix listener under sticky across a reload");
+    let records = clients.finish();
+    assert_all_served(&records, "TCP clients next to a Unix listener");
+    assert_sticky(&records, "TCP clients next to a Unix listener");
+    // Both workers got both sockets: the TCP one of their slot, the Unix one shared.
+    for w in Primary::ready_workers(&p.status()) {
+        let pid = w["pid"].as_i64().unwrap() as i32;
+        assert!(socket_inode(pid, 3).starts_with("socket:"));
+        assert!(socket_inode(pid, 4).starts_with("socket:"));
+    }
 }
