@@ -58,6 +58,7 @@ fn body_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<String, S
 struct Rec {
     client: IpAddr,
     sent: Instant,
+    took: Duration,
     result: Result<Served, String>,
 }
 
@@ -84,7 +85,7 @@ impl Clients {
                         let sent = Instant::now();
                         let result = get_from(client, to, timeout);
                         let failed = result.is_err();
-                        records.lock().unwrap().push(Rec { client, sent, result });
+                        records.lock().unwrap().push(Rec { client, sent, took: sent.elapsed(), result });
                         made.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(if failed { 20 } else { 5 }));
                     }
@@ -313,6 +314,8 @@ fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
     assert_eq!(p.status()["target_workers"], 2);
     let shrunk = Instant::now();
     clients.wait_for(29 * 4);
+    // Long enough for a connection stranded on slot 2's socket to show.
+    std::thread::sleep(Duration::from_secs(2));
 
     write_config(&cfg, 3);
     let growing = Instant::now();
@@ -322,6 +325,8 @@ fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
     clients.wait_for(29 * 4);
     let records = clients.finish();
     assert_all_served(&records, "clients across 3 -> 2 -> 3 workers");
+    let slowest = records.iter().max_by_key(|r| r.took).unwrap();
+    assert!(slowest.took < Duration::from_millis(1500), "no connection waits: {slowest:?}");
     assert_no_failures(&load.finish(), "load across 3 -> 2 -> 3 workers");
 
     let two: Vec<Rec> = records.iter().filter(|r| r.sent > shrunk && r.sent < growing).cloned().collect();
