@@ -160,7 +160,13 @@ fn assert_sticky(records: &[Rec], what: &str) -> HashMap<IpAddr, u64> {
 
 #[test]
 fn sticky_clients_keep_their_slot_through_three_reloads() {
-    let p = Primary::builder(rust_worker()).workers(3).arg("--balance").arg("sticky").start();
+    let p = Primary::builder(rust_worker())
+        .workers(3)
+        .arg("--balance")
+        .arg("sticky")
+        .arg("--metrics")
+        .arg("127.0.0.1:0")
+        .start();
     let to = tcp_addr(&p);
     let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
@@ -187,6 +193,9 @@ fn sticky_clients_keep_their_slot_through_three_reloads() {
     assert_eq!(last.generation, 4);
     let st = p.status();
     assert_eq!(st["balance"], "sticky", "{st}");
+    assert!(String::from_utf8_lossy(&p.ctl(&["status"]).stdout).contains("balance:    sticky"));
+    let metrics = get(&Target::Tcp(st["metrics"].as_str().unwrap().to_string()), "/metrics").unwrap().body;
+    assert!(metrics.contains("balance=\"sticky\"} 1"), "{metrics}");
 }
 
 #[test]
