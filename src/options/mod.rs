@@ -544,6 +544,27 @@ mod tests {
     }
 
     #[test]
+    fn balance_as_a_flag_or_a_key() {
+        assert_eq!(Options::from_toml("balance = \"sticky\"\n").unwrap().balance, Some(Balance::Sticky));
+        let err = Options::from_toml("workers = 2\nbalance = \"round-robin\"\n").unwrap_err();
+        assert!(err.contains("balance") && err.contains("line 2") && err.contains("shared, slots or sticky"), "{err}");
+        let merged = flags(&["--balance", "slots"]).merge(Options::from_toml("balance = \"sticky\"\n").unwrap()).unwrap();
+        assert_eq!(merged.balance, Some(Balance::Slots), "the flag wins");
+        let s = Settings::resolve(flags(&["--", "app"])).unwrap();
+        assert_eq!(s.balance, Balance::Shared, "shared by default");
+        let mut old_state = serde_json::to_value(&s).unwrap().as_object().unwrap().clone();
+        old_state.remove("balance");
+        let back: Settings = serde_json::from_value(serde_json::Value::Object(old_state)).unwrap();
+        assert_eq!(back.balance, Balance::Shared, "a state handed over by an older hotswap has no balance");
+        let err = Settings::resolve(flags(&["-w", "2000", "--balance", "sticky", "--", "app"])).unwrap_err();
+        assert!(err.to_string().contains("at most 1024 workers"), "{err}");
+        assert!(Settings::resolve(flags(&["-w", "2000", "--", "app"])).is_ok(), "shared has no such limit");
+        let mut new = s.clone();
+        new.balance = Balance::Sticky;
+        assert_eq!(s.needs_restart(&new), vec!["balance"]);
+    }
+
+    #[test]
     fn a_bare_number_in_the_file_is_seconds() {
         let ok = Options::from_toml("ready-timeout = 7\nshutdown-timeout = \"2\"\nwatch-debounce = 0.25\n").unwrap();
         assert_eq!(ok.ready_timeout, Some(Duration::from_secs(7)));

@@ -624,3 +624,21 @@ fn a_unix_listener_stays_shared_under_sticky() {
         assert!(socket_inode(pid, 4).starts_with("socket:"));
     }
 }
+
+#[test]
+fn a_config_reload_keeps_the_balance_mode_and_says_it_needs_a_restart() {
+    let dir = TempDir::new("bal-cfg");
+    let cfg = dir.path("hotswap.toml");
+    write_config(&cfg, 2);
+    let p = Primary::bare(vec![]).config(&cfg).workers(2).start();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("balance = \"sticky\"", "balance = \"shared\"");
+    std::fs::write(&cfg, text).unwrap();
+    p.reload();
+    assert!(p.log_text().contains("changes to balance take effect only after a restart"), "{}", p.log_text());
+    assert_eq!(p.status()["balance"], "sticky");
+    let clients = Clients::start(&loopback_clients()[..8], tcp_addr(&p), Duration::from_secs(5));
+    clients.wait_for(40);
+    let records = clients.finish();
+    assert_all_served(&records, "after the reload");
+    assert_sticky(&records, "after a reload that asked for shared");
+}
