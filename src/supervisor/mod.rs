@@ -3,7 +3,8 @@
 //! Workers, slots, generations, listeners, the reload in progress and the
 //! stop in progress live in [`Supervisor`], whose fields are private: only
 //! the files of this folder touch them, each for one concern (workers,
-//! reloads, exits, adopted orphans, stop, status, subscribers, self-upgrade
+//! reloads, exits, adopted orphans, stop, status, subscribers, the live
+//! slots of `--balance`, self-upgrade
 //! and taking over from the previous image, the first `--build`).
 //! Everything else (signals, the control socket, IPC channels, notify
 //! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits
@@ -15,6 +16,7 @@
 
 mod accepting;
 mod adopted;
+mod balance;
 pub mod backoff;
 mod exits;
 mod first_build;
@@ -48,6 +50,7 @@ use crate::io::output::Output;
 use crate::options::{Options, Settings};
 use crate::sys::guardian::Guardian;
 use crate::sys::listeners::Listener;
+use crate::sys::slots::SlotSockets;
 use crate::sys::private_dir;
 use crate::sys::sd_notify::Systemd;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
@@ -72,6 +75,12 @@ pub struct Supervisor {
     /// The serving generation's settings.
     settings: Rc<Settings>,
     listeners: Vec<Listener>,
+    /// Each slot's sockets under `--balance slots|sticky` (shared listeners
+    /// otherwise), and what the kernel was told of the live slots.
+    slot_sockets: SlotSockets,
+    /// Workers whose slot was left out of the balance, waiting for its
+    /// queue to empty before they are told to go (since when).
+    leaving: std::collections::HashMap<WorkerId, Instant>,
     /// The listeners' socket inodes, in the same order: how `--ready
     /// accepting` recognises them in a worker's `/proc` entries.
     inodes: Vec<u64>,
@@ -175,8 +184,10 @@ pub async fn run(
     }
     let runtime_dir = private_dir::create_runtime(&base)?;
     let _cleanup = RemoveDir(runtime_dir.clone());
+    let workers = settings.workers as usize;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
     sup.metrics = metrics;
+    sup.slot_sockets.grow(workers)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
     sup.end_orphans();
@@ -229,7 +240,12 @@ impl Supervisor {
                  it is ready once a worker accepts on them"
             );
         }
+        // Slot 0 only: a new primary binds the others ([`run`]), a new image
+        // takes them over ([`resume`]).
+        let slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
         Ok(Supervisor {
+            slot_sockets,
+            leaving: Default::default(),
             inodes: accepting::inodes(&listeners)?,
             announcers: Default::default(),
             flags,
@@ -347,6 +363,7 @@ impl Supervisor {
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
         }
+        self.rebalance();
     }
 
     fn on_signal(&mut self, sig: i32) {
@@ -409,6 +426,7 @@ impl Supervisor {
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
+            Timer::SlotDrain(id) => self.on_slot_drain(id),
             Timer::Tick => self.on_tick(),
             Timer::MemoryCheck => self.on_memory_check(),
             Timer::Watchdog => {
@@ -449,6 +467,7 @@ impl Supervisor {
             base_env: &self.base_env,
             runtime_dir: &self.runtime_dir,
             listeners: &self.listeners,
+            slot_sockets: &self.slot_sockets,
             output: &self.output,
             events: &self.events,
             preload: &self.preload,
@@ -472,6 +491,7 @@ impl Supervisor {
             control_path: self.settings.control_path.clone(),
             backlog: self.settings.backlog,
             metrics: self.settings.metrics,
+            balance: self.settings.balance,
             ..new
         }))
     }

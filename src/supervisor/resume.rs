@@ -13,6 +13,7 @@ use crate::options::Options;
 use crate::sys::guardian::Guardian;
 use crate::sys::private_dir;
 use crate::sys::sd_notify::Systemd;
+use crate::sys::slots::SlotSockets;
 use crate::types::wire::Reply;
 
 /// Runs a primary that the previous image handed over (self-upgrade). Any
@@ -94,6 +95,13 @@ pub async fn resume(
         Err(e) => return Err(give_back(e)),
     };
     sup.metrics = metrics;
+    let slot_sockets = std::mem::take(&mut fds.slot_sockets);
+    match SlotSockets::adopt(state.settings.balance, &sup.listeners, slot_sockets, state.settings.backlog) {
+        // The program belongs to the groups and stays attached; the first
+        // event rebuilds it from this image's live set anyway.
+        Ok(s) => sup.slot_sockets = s,
+        Err(e) => return Err(give_back(e.context("taking over the slot sockets"))),
+    }
     sup.on_demand.sockets = std::mem::take(&mut fds.on_demand);
     sup.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.events.clone());
     let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
