@@ -19,12 +19,22 @@ pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
     let first = p.generation();
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(100);
+    let mut took = Vec::new();
     for _ in 0..reloads {
+        let t = Instant::now();
         p.reload();
+        took.push(t.elapsed().as_millis());
         load.wait_for_requests(100);
     }
     let records = load.finish();
     assert_no_failures(&records, "load across reloads");
+    // For the record (--nocapture): what a reload costs against a start-up.
+    let started = p.log_text().lines().find_map(|l| Some(l.split(" ready in ").nth(1)?.split(" ms").next()?.to_string()));
+    eprintln!(
+        "{} requests, none failed; reloads took {took:?} ms; the first worker was ready in {} ms",
+        records.len(),
+        started.as_deref().unwrap_or("?")
+    );
     assert_eq!(records.last().unwrap().result, Ok(first + u64::from(reloads)), "the newest generation answers");
     let status = p.status();
     for w in status["workers"].as_array().unwrap() {

@@ -1,5 +1,5 @@
 //! Unchanged Python ASGI servers under hotswap: uvicorn (httptools and h11),
-//! gunicorn with uvicorn workers (and hypercorn, not there yet), each through 5 reloads
+//! gunicorn with uvicorn workers, and hypercorn, each through 5 reloads
 //! under keep-alive and new-connection load with zero failed requests, with
 //! no readiness flag (`--ready auto` sees them accept) and no delay guess.
 
@@ -60,7 +60,6 @@ fn gunicorn_with_uvicorn_workers_reloads_without_a_failed_request() {
 }
 
 #[test]
-#[ignore = "hypercorn still fails a few requests (3 of 28648 here) over 5 reloads, even with the preload"]
 fn hypercorn_reloads_without_a_failed_request() {
     if have("hypercorn") {
         let cmd = ["hypercorn", "--bind", "fd://3", "asgi_app:app"].map(String::from).to_vec();
