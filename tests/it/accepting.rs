@@ -31,7 +31,8 @@ pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
     // For the record (--nocapture): what a reload costs against a start-up.
     let started = p.log_text().lines().find_map(|l| Some(l.split(" ready in ").nth(1)?.split(" ms").next()?.to_string()));
     eprintln!(
-        "{} requests, none failed; reloads took {took:?} ms; the first worker was ready in {} ms",
+        "{}: {} requests, none failed; reloads took {took:?} ms; the first worker was ready in {} ms",
+        std::thread::current().name().unwrap_or("?"),
         records.len(),
         started.as_deref().unwrap_or("?")
     );
@@ -179,6 +180,36 @@ fn auto_waits_for_a_late_ipc_announcement() {
 #[test]
 fn auto_waits_for_a_late_ready_1() {
     late_announcer("notify", "notify");
+}
+
+/// A worker that says `READY=1` before it accepts, as gunicorn's master
+/// does before its forked workers accept: under `auto` it is ready once it
+/// accepts, not at `READY=1`.
+#[test]
+fn auto_takes_ready_1_only_once_the_worker_accepts() {
+    let _x = exclusive();
+    let dir = TempDir::new("accepting");
+    let stamp = dir.path("stamp");
+    let mut p = Primary::builder(plain("asyncio"))
+        .workers(1)
+        .env("ANNOUNCE", "notify")
+        .env("ANNOUNCE_FIRST", "1")
+        .env("ACCEPT_AFTER", "2")
+        .env("ACCEPT_STAMP", stamp.display().to_string())
+        .no_wait()
+        .start();
+    wait_until(Duration::from_secs(10), "the control socket", || p.try_status().is_some());
+    let events = EventStream::start(&p);
+    let ready = events.until("listening", Duration::from_secs(10));
+    let ready = ready.last().filter(|e| e["event"] == "listening").expect("a listening event");
+    assert_eq!(ready["via"], "notify");
+    let accepted: f64 = std::fs::read_to_string(&stamp).expect("it accepts before it is ready").parse().unwrap();
+    let after = ready["time"].as_f64().unwrap() - accepted;
+    assert!(after >= 0.0, "ready {:.3} s before it accepted", -after);
+    assert!(after < 0.1, "ready {:.3} s after it accepted", after);
+    p.wait_ready(1, Duration::from_secs(5));
+    // Its next workers too (the command is known to say READY=1), under load.
+    reloads_cleanly(&p, 2, "notify");
 }
 
 #[test]

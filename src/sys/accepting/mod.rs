@@ -20,6 +20,8 @@
 //!    `EPOLLIN`.
 //! 2. **a blocked thread** ([`syscalls`]): in `accept`/`accept4` on it, or in
 //!    `poll`/`select` waiting for it to be readable.
+//! 3. **a connection accepted from it** ([`accepted`]): a busy accept loop,
+//!    never caught waiting, holds the connection it serves.
 //!
 //! Not visible, so not for `--ready accepting` (use `ipc`, `notify` or
 //! `delay:DUR` there):
@@ -27,8 +29,8 @@
 //! * a process of another uid, or a non-dumpable one (setuid/setgid or
 //!   file-capability binaries, `prctl(PR_SET_DUMPABLE, 0)`): nothing, or
 //!   only its epoll sets, can be read; [`Report::denied`] says so;
-//! * a thread *running* (not blocked) when sampled: a busy accept loop is
-//!   seen only when it sleeps (the caller polls again anyway);
+//! * a thread *running* (not blocked) when sampled, holding no accepted
+//!   connection: seen at a later look (the caller polls again anyway);
 //! * a listener only in a nested epoll set whose own fd is closed;
 //! * servers that bind their own sockets (`SO_REUSEPORT`) instead of using
 //!   the handed-over ones (correctly: they do not serve hotswap's sockets);
@@ -49,6 +51,7 @@
 //! Meant to be polled every few tens of milliseconds while a worker starts,
 //! not forever.
 
+mod accepted;
 mod epoll;
 pub mod group;
 mod procfs;
@@ -73,6 +76,9 @@ pub enum How {
     Poll { tid: i32 },
     /// Thread `tid` blocked in `select`/`pselect6` with it in the read set.
     Select { tid: i32 },
+    /// The process holds `conn`, a TCP connection accepted from it (a busy
+    /// accept loop, seen serving rather than waiting).
+    Serving { conn: u64 },
 }
 
 impl fmt::Display for How {
@@ -82,6 +88,7 @@ impl fmt::Display for How {
             How::Accept { .. } => f.write_str("accept"),
             How::Poll { .. } => f.write_str("poll"),
             How::Select { .. } => f.write_str("select"),
+            How::Serving { .. } => f.write_str("a connection it accepted"),
         }
     }
 }
@@ -207,6 +214,8 @@ struct Fds {
     epolls: Vec<i32>,
     /// Its fds that are one of the sockets asked about, with the inode.
     sockets: Vec<(i32, u64)>,
+    /// Its other sockets (connections it may have accepted), with the inode.
+    others: Vec<(i32, u64)>,
 }
 
 /// Looks at one process; adds what it finds to `report`.
@@ -239,24 +248,39 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         }
     }
     // Blocking accept/poll/select need an fd of the socket in this very process.
-    if fds.sockets.iter().all(|s| report.is_seen(s.1)) || !syscalls::SUPPORTED {
+    if fds.sockets.iter().all(|s| report.is_seen(s.1)) {
         return Ok(());
     }
-    let mut found = Vec::new();
-    let result = syscalls::inspect_threads(
-        pid,
-        &fds.sockets,
-        buf,
-        &mut |fd, inode, how| found.push(Sighting { inode, pid, fd, how }),
-        &|| false,
-    );
-    for s in found {
-        report.see(s);
+    if syscalls::SUPPORTED {
+        let mut found = Vec::new();
+        let result = syscalls::inspect_threads(
+            pid,
+            &fds.sockets,
+            buf,
+            &mut |fd, inode, how| found.push(Sighting { inode, pid, fd, how }),
+            &|| false,
+        );
+        for s in found {
+            report.see(s);
+        }
+        match result {
+            Ok(()) => {}
+            Err(e) if vanished(&e) => return Ok(()),
+            Err(e) if is_denied(&e) => denied(report, Blind::Syscalls, &e),
+            Err(e) => return Err(e),
+        }
     }
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if vanished(&e) => Ok(()),
-        Err(e) if is_denied(&e) => Ok(denied(report, Blind::Syscalls, &e)),
+    // Last, a busy accept loop: the connections it accepted.
+    let unseen: Vec<(i32, u64)> = fds.sockets.iter().copied().filter(|s| !report.is_seen(s.1)).collect();
+    match accepted::accepted_from(pid, &unseen, &fds.others) {
+        Ok(found) => {
+            for (inode, conn) in found {
+                let fd = fds.sockets.iter().find(|s| s.1 == inode).map_or(-1, |s| s.0);
+                report.see(Sighting { inode, pid, fd, how: How::Serving { conn } });
+            }
+            Ok(())
+        }
+        Err(e) if vanished(&e) || is_denied(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -278,8 +302,10 @@ fn read_fds(pid: i32, inodes: &[u64]) -> io::Result<Fds> {
         if link == b"anon_inode:[eventpoll]" {
             fds.epolls.push(fd);
         } else if let Some(ino) = link.strip_prefix(b"socket:[").and_then(|r| r.strip_suffix(b"]")) {
-            if let Some(ino) = parse_int::<u64>(ino).filter(|i| inodes.contains(i)) {
-                fds.sockets.push((fd, ino));
+            match parse_int::<u64>(ino) {
+                Some(ino) if inodes.contains(&ino) => fds.sockets.push((fd, ino)),
+                Some(ino) => fds.others.push((fd, ino)),
+                None => {}
             }
         }
     }
