@@ -150,6 +150,17 @@ fn auto(command: Vec<String>, env: &[(&str, &str)]) -> (Primary, u64) {
     (p, ms)
 }
 
+/// One more language: a small Perl server (core modules only) that takes
+/// fd 3 from `LISTEN_FDS`, forks a process per connection and drains on
+/// SIGTERM, under the default readiness.
+#[test]
+fn an_unchanged_perl_server_reloads_without_a_failed_request() {
+    let server = root().join("contrib/apps/perl/server.pl").display().to_string();
+    let p = Primary::builder(vec!["perl".into(), server]).start();
+    reloads_cleanly(&p, 5, "accepting");
+    assert!(p.log_text().contains("server.pl: drained"), "{}", p.log_text());
+}
+
 #[test]
 fn auto_takes_a_silent_server_by_its_accepts() {
     let (p, _) = auto(plain("threads"), &[]);
