@@ -60,6 +60,11 @@ impl Watch {
     pub fn said_ready(&self) -> bool {
         self.said_ready
     }
+
+    /// The watch of a worker adopted in a self-upgrade (looks start again).
+    pub fn resumed(said_ready: bool) -> Watch {
+        Watch { said_ready, ..Default::default() }
+    }
 }
 
 /// The commands whose workers announced their readiness (IPC, notify, Node
@@ -80,6 +85,15 @@ impl Announcers {
     /// How workers of `command` announce their readiness, if they do.
     pub fn how(&self, command: &[String]) -> Option<ReadyVia> {
         self.0.iter().find(|(c, _)| c == command).map(|(_, v)| *v)
+    }
+
+    /// What is handed over in a self-upgrade.
+    pub fn snapshot(&self) -> Vec<(Vec<String>, ReadyVia)> {
+        self.0.clone()
+    }
+
+    pub fn restore(learned: &[(Vec<String>, ReadyVia)]) -> Announcers {
+        Announcers(learned.to_vec())
     }
 }
 

@@ -319,6 +319,9 @@ impl Worker {
             stdout_pending: self.handover.pending[0].bytes(),
             stderr_pending: self.handover.pending[1].bytes(),
             node: self.node,
+            spoke: Some(self.spoke),
+            notified: self.notified,
+            said_ready: self.accept.said_ready(),
         }
     }
 }
@@ -494,9 +497,9 @@ impl Launcher<'_> {
             timers: Vec::new(),
             handover,
             node: w.node,
-            spoke: true,
-            notified: false,
-            accept: Default::default(),
+            spoke: w.spoke.unwrap_or(true),
+            notified: w.notified,
+            accept: super::accepting::Watch::resumed(w.said_ready),
         })
     }
 }

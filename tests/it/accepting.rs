@@ -223,6 +223,24 @@ fn auto_takes_ready_1_only_once_the_worker_accepts() {
     reloads_cleanly(&p, 2, "notify");
 }
 
+/// What `auto` learned of a command (its workers say READY=1 late) is
+/// handed over in a self-upgrade: the next reload still waits for it.
+#[test]
+fn auto_remembers_late_announcers_across_an_upgrade() {
+    let (p, _) = auto(plain("asyncio"), &[("ANNOUNCE", "notify"), ("ANNOUNCE_AFTER", "1.5")]);
+    wait_until(Duration::from_secs(10), "the announcement", || p.log_text().contains("announce their readiness"));
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    p.reload();
+    assert!(t.elapsed() >= Duration::from_millis(2 * 1500), "reloaded in {:?}", t.elapsed());
+    // Each new worker was ready by its READY=1, none by its accepts.
+    let log = p.log_text();
+    let after = log.split("upgraded from").nth(1).expect("the upgrade is logged");
+    assert!(!after.contains("(it accepts)"), "a worker was taken by its accepts after the upgrade:\n{log}");
+    assert_eq!(after.matches("(sent READY=1)").count(), 2, "{log}");
+}
+
 #[test]
 fn auto_takes_hotswap_and_node_workers_by_what_they_say() {
     let (p, _) = auto(rust_worker(), &[]);
