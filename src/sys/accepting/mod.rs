@@ -272,17 +272,12 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
     }
     // Last, a busy accept loop: the connections it accepted.
     let unseen: Vec<(i32, u64)> = fds.sockets.iter().copied().filter(|s| !report.is_seen(s.1)).collect();
-    match accepted::accepted_from(pid, &unseen, &fds.others) {
-        Ok(found) => {
-            for (inode, conn) in found {
-                let fd = fds.sockets.iter().find(|s| s.1 == inode).map_or(-1, |s| s.0);
-                report.see(Sighting { inode, pid, fd, how: How::Serving { conn } });
-            }
-            Ok(())
-        }
-        Err(e) if vanished(&e) || is_denied(&e) => Ok(()),
-        Err(e) => Err(e),
+    // Best effort: gone, denied, or a kernel before 5.6 (ENOSYS) is "not seen".
+    for (inode, conn) in accepted::accepted_from(pid, &unseen, &fds.others).unwrap_or_default() {
+        let fd = fds.sockets.iter().find(|s| s.1 == inode).map_or(-1, |s| s.0);
+        report.see(Sighting { inode, pid, fd, how: How::Serving { conn } });
     }
+    Ok(())
 }
 
 /// Walks `/proc/PID/fd`. Errors keep their kind (ENOENT: gone; EACCES: denied).
