@@ -118,6 +118,11 @@ pub struct State {
     pub last_reload: Option<ReloadOutcome>,
     pub ever_ready: bool,
     pub announced: bool,
+    /// The commands whose workers announced their readiness, and how
+    /// (`--ready auto`): without it, the first worker of such a command
+    /// after an upgrade would be taken by its accepts again.
+    #[serde(default)]
+    pub announcers: Vec<(Vec<String>, ReadyVia)>,
     /// The `--metrics` socket.
     #[serde(default)]
     pub metrics_fd: Option<RawFd>,
@@ -192,6 +197,17 @@ pub struct WorkerSnapshot {
     /// A Node.js cluster worker's state.
     #[serde(default)]
     pub node: Option<crate::types::NodeState>,
+    /// Whether it said anything on its IPC channel; None from an image that
+    /// did not say (taken as yes, as that image did).
+    #[serde(default)]
+    pub spoke: Option<bool>,
+    /// Whether it sent anything on its `NOTIFY_SOCKET`.
+    #[serde(default)]
+    pub notified: bool,
+    /// A starting worker under `--ready auto` that sent `READY=1` and waits
+    /// to be seen accepting.
+    #[serde(default)]
+    pub said_ready: bool,
 }
 
 /// A process a worker left behind, adopted by the primary.

@@ -86,7 +86,7 @@ pub struct Options {
     /// accepts on every listening socket, seen in /proc: any server, no
     /// code), `ipc` (the `listening` message), `notify` (`READY=1` on its
     /// `NOTIFY_SOCKET`), `ipc-or-notify`, `delay:DUR` (ready after DUR),
-    /// `none` (ready at once), `auto` (the first of these signs; see docs/protocol.md) [default: auto].
+    /// `none` (ready at once), `auto` (IPC or Node's `listening`; `READY=1` once it also accepts; accepting for a worker that says nothing; see docs/protocol.md) [default: auto].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyMode>,

@@ -16,9 +16,10 @@ pub enum ReadyMode {
     /// A process of the worker's group accepts on every `--listen` socket,
     /// as seen in `/proc`: for any server, with no line of code.
     Accepting,
-    /// The first sign the worker gives: IPC, Node's cluster `listening`,
-    /// `READY=1`, or accepting (which a worker that speaks IPC or notify
-    /// does not get; see `docs/protocol.md`).
+    /// The sign the worker gives: IPC or Node's cluster `listening`;
+    /// `READY=1` once a process of the worker also accepts (a pre-fork
+    /// master says it before its workers accept); accepting for a worker
+    /// that says nothing (see `docs/protocol.md`).
     Auto,
     /// Ready this long after it started: for apps that can say nothing.
     Delay(Duration),

@@ -168,18 +168,26 @@ def _patch_hypercorn_h11(module):
 def _patch_hypercorn_tcp(module):
     """hypercorn's TCPServer closes an idle connection as soon as the server
     terminates. Patched: only after GRACE more seconds of silence (a request
-    arriving meanwhile stops the idle task)."""
+    arriving meanwhile stops the idle task).
+
+    The wait does not use asyncio.wait_for: before Python 3.12 it swallows a
+    cancellation that comes in the same turn of the loop as the event it
+    waits for. A request arriving just as the server terminates then fails
+    to stop the idle task: its handler waits for that task, which goes on
+    to close the connection, and the request is lost unanswered.
+    asyncio.wait never swallows a cancellation."""
     cls = module.TCPServer
     if getattr(cls, "_hotswap_patched", False):
         return
     asyncio = module.asyncio
 
     async def _idle_timeout(self):
+        terminated = asyncio.ensure_future(self.context.terminated.wait())
         try:
-            await asyncio.wait_for(self.context.terminated.wait(), self.config.keep_alive_timeout)
-        except asyncio.TimeoutError:
-            pass
-        else:
+            await asyncio.wait({terminated}, timeout=self.config.keep_alive_timeout)
+        finally:
+            terminated.cancel()
+        if self.context.terminated.is_set():
             await asyncio.sleep(GRACE)
         await asyncio.shield(self._initiate_server_close())
 

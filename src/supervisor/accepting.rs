@@ -5,14 +5,20 @@
 //! Looks come as [`Timer::AcceptCheck`]s on the event loop: each is a short
 //! synchronous walk of `/proc` (0.1-0.3 ms, see [`crate::sys::accepting`]),
 //! every 20 ms at first, backing off to every 50 ms for a worker that takes
-//! long to start. Under `auto` a worker that speaks a readiness protocol of
-//! its own (IPC, notify, Node's cluster) is judged by it and no longer
-//! looked at, and accepting counts only once it has been seen for
-//! [`AUTO_SETTLE`] with the worker silent meanwhile: an app that accepts
-//! first and announces readiness a moment later is ready by its
-//! announcement. One that announces it much later is learned
-//! ([`Announcers`]): once a worker of a command announced, every later
-//! worker of the same command waits for the announcement.
+//! long to start. Under `auto`:
+//!
+//! * a worker that speaks IPC or Node's cluster protocol is judged by it
+//!   and no longer looked at;
+//! * a worker that speaks sd_notify is ready once it sent `READY=1` *and*
+//!   is seen accepting, whichever comes last: a pre-fork master (gunicorn)
+//!   says `READY=1` when it has bound, before the workers it forks accept;
+//! * a worker that says nothing is ready once it has been seen accepting
+//!   for [`AUTO_SETTLE`]: an app that accepts first and announces readiness
+//!   a moment later is ready by its announcement.
+//!
+//! One that announces much later is learned ([`Announcers`]): once a worker
+//! of a command announced, every later worker of the same command waits for
+//! the announcement.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +47,10 @@ pub struct Watch {
     looked_up: Vec<u64>,
     /// Listening sockets of its own found there, in words.
     own: Vec<String>,
+    /// Whether looks go on (an [`Timer::AcceptCheck`] is armed).
+    looking: bool,
+    /// Under `auto`: it sent `READY=1` and is ready once seen accepting.
+    said_ready: bool,
 }
 
 impl Watch {
@@ -52,6 +62,16 @@ impl Watch {
             text += &format!("; it listens on a socket of its own instead: {}", self.own.join(", "));
         }
         text
+    }
+
+    /// Whether it sent `READY=1` and waits to be seen accepting.
+    pub fn said_ready(&self) -> bool {
+        self.said_ready
+    }
+
+    /// The watch of a worker adopted in a self-upgrade (looks start again).
+    pub fn resumed(said_ready: bool) -> Watch {
+        Watch { said_ready, ..Default::default() }
     }
 }
 
@@ -77,6 +97,15 @@ impl Announcers {
     /// How workers of `command` announce their readiness, if they do.
     pub fn how(&self, command: &[String]) -> Option<ReadyVia> {
         self.0.iter().find(|(c, _)| c == command).map(|(_, v)| *v)
+    }
+
+    /// What is handed over in a self-upgrade.
+    pub fn snapshot(&self) -> Vec<(Vec<String>, ReadyVia)> {
+        self.0.clone()
+    }
+
+    pub fn restore(learned: &[(Vec<String>, ReadyVia)]) -> Announcers {
+        Announcers(learned.to_vec())
     }
 }
 
@@ -120,14 +149,25 @@ impl Supervisor {
         let Some(w) = self.workers.get(&id) else { return };
         let mode = w.settings().ready;
         let learned = self.announcers.how(&w.settings().command);
-        let judged_otherwise = mode == ReadyMode::Auto && (w.announces() || self.inodes.is_empty() || learned.is_some());
-        if let (ReadyMode::Auto, Some(via), Some(w)) = (mode, learned, self.workers.get_mut(&id)) {
-            w.accept_watch_mut().last = Some(format!(
-                "earlier workers of this command announced their readiness ({via}), so under --ready auto its \
-                 accepts do not count"
-            ));
+        let auto = mode == ReadyMode::Auto;
+        // IPC and Node cluster workers are ready by what they say; so is
+        // every worker where nothing can be seen (no listening socket).
+        let judged_otherwise = auto
+            && (w.speaks_ipc() || self.inodes.is_empty() || matches!(learned, Some(ReadyVia::Ipc | ReadyVia::Cluster)));
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if let (true, Some(via)) = (auto, learned) {
+            w.accept_watch_mut().last = Some(match via {
+                ReadyVia::Notify => "earlier workers of this command sent READY=1, so under --ready auto it is \
+                    ready once it sends READY=1 and accepts"
+                    .into(),
+                _ => format!(
+                    "earlier workers of this command announced their readiness ({via}), so under --ready auto its \
+                     accepts do not count"
+                ),
+            });
         }
         if mode.uses_accepting() && !judged_otherwise {
+            w.accept_watch_mut().looking = true;
             self.worker_timer(id, FIRST, Timer::AcceptCheck(id));
         }
     }
@@ -135,31 +175,78 @@ impl Supervisor {
     /// Looks whether a starting worker accepts; marks it ready, or looks
     /// again later.
     pub(super) fn on_accept_check(&mut self, id: WorkerId) {
-        let Some(slot) = self.workers.get(&id).map(|w| w.slot()) else { return };
-        let inodes = self.inodes_of(slot);
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let auto = w.settings().ready == ReadyMode::Auto;
-        if w.state() != WorkerState::Starting || (auto && w.announces()) {
-            return;
+        if let Some(next) = self.judge_accepts(id) {
+            self.worker_timer(id, next, Timer::AcceptCheck(id));
         }
+    }
+
+    /// `READY=1` from a worker. Under `auto`, while its accepts are looked
+    /// at, it is ready only once it is also seen accepting (now, or at a
+    /// later look); otherwise at once.
+    pub(super) fn on_ready_1(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        if w.settings().ready != ReadyMode::Auto || !w.accept_watch_mut().looking {
+            return self.mark_ready(id, ReadyVia::Notify);
+        }
+        w.accept_watch_mut().said_ready = true;
+        // The armed look stays armed: at most one chain of looks.
+        let _ = self.judge_accepts(id);
+    }
+
+    /// One look at a starting worker: marks it ready if it is, and returns
+    /// when to look again (None: no more looks).
+    fn judge_accepts(&mut self, id: WorkerId) -> Option<Duration> {
+        let inodes = self.inodes_of(self.workers.get(&id)?.slot());
+        let learned = self.workers.get(&id).and_then(|w| self.announcers.how(&w.settings().command));
+        let w = self.workers.get_mut(&id)?;
+        let auto = w.settings().ready == ReadyMode::Auto;
+        if w.state() != WorkerState::Starting || (auto && w.speaks_ipc()) {
+            w.accept_watch_mut().looking = false;
+            return None;
+        }
+        // Under auto, a worker that speaks sd_notify (or whose command's
+        // workers did) needs READY=1 and accepting both.
+        let notify = auto && (w.notifies() || learned == Some(ReadyVia::Notify));
+        let said_ready = w.accept_watch_mut().said_ready;
         let now = Instant::now();
         let mut next = (w.age() / 20).clamp(FIRST, LONGEST);
         match look(w.pid().as_raw(), &inodes) {
             Ok(report) if report.all_seen(&inodes) => {
                 let since = *w.accept_watch_mut().seen_since.get_or_insert(now);
                 let waited = now - since;
-                if !auto || waited >= AUTO_SETTLE {
+                let via = match (notify, said_ready) {
+                    (true, true) => Some(ReadyVia::Notify),
+                    (true, false) => None,
+                    (false, _) if !auto || waited >= AUTO_SETTLE => Some(ReadyVia::Accepting),
+                    (false, _) => None,
+                };
+                if let Some(via) = via {
                     let how: Vec<String> = report.seen.iter().map(|s| format!("pid {} by {}", s.pid, s.how)).collect();
                     tracing::debug!(worker = id, "{} accepts ({})", w.label(), how.join(", "));
-                    self.mark_ready(id, ReadyVia::Accepting);
-                    return;
+                    w.accept_watch_mut().looking = false;
+                    self.mark_ready(id, via);
+                    return None;
                 }
-                w.accept_watch_mut().last =
-                    Some(format!("it accepts (for {} ms), and says nothing on IPC or notify", waited.as_millis()));
-                next = AUTO_SETTLE - waited;
+                if notify {
+                    w.accept_watch_mut().last = Some("it accepts, but has not sent READY=1 yet".into());
+                } else {
+                    w.accept_watch_mut().last =
+                        Some(format!("it accepts (for {} ms), and says nothing on IPC or notify", waited.as_millis()));
+                    next = AUTO_SETTLE - waited;
+                }
+            }
+            Ok(report) if said_ready && !report.denied.is_empty() => {
+                // Some of its processes cannot be looked at (another user):
+                // READY=1 is all there is to go by.
+                w.accept_watch_mut().looking = false;
+                self.mark_ready(id, ReadyVia::Notify);
+                return None;
             }
             Ok(report) => {
-                let text = self.describe(&report, &inodes);
+                let mut text = self.describe(&report, &inodes);
+                if said_ready {
+                    text = format!("it sent READY=1, but {text}");
+                }
                 let w = self.workers.get_mut(&id).expect("looked up above");
                 w.accept_watch_mut().last = Some(text);
                 if w.age() >= OWN_LISTENER_GRACE {
@@ -167,6 +254,13 @@ impl Supervisor {
                 }
             }
             Err(e) => {
+                if said_ready {
+                    // Nothing can be seen: READY=1 is all there is to go by.
+                    tracing::debug!(worker = id, "{}: READY=1 taken alone: {e}", w.label());
+                    w.accept_watch_mut().looking = false;
+                    self.mark_ready(id, ReadyVia::Notify);
+                    return None;
+                }
                 let watch = w.accept_watch_mut();
                 watch.last = Some(format!("its processes could not be looked at in /proc: {e}"));
                 if !std::mem::replace(&mut watch.warned, true) {
@@ -174,7 +268,7 @@ impl Supervisor {
                 }
             }
         }
-        self.worker_timer(id, next, Timer::AcceptCheck(id));
+        Some(next)
     }
 
     /// Says once, for each listening socket of its own that a worker not
@@ -230,8 +324,8 @@ impl Supervisor {
             n => format!("its {n} processes"),
         };
         let mut text = format!(
-            "it never accepted on {}: no epoll set of {whose} holds the socket, and no thread of theirs is \
-             blocked in accept, poll or select on it",
+            "it never accepted on {}: no epoll set of {whose} holds the socket, no thread of theirs is \
+             blocked in accept, poll or select on it, and none holds a connection accepted from it",
             missing.join(" and "),
         );
         for d in report.denied.iter() {

@@ -54,6 +54,7 @@ impl Supervisor {
             last_reload: self.last_reload.clone(),
             ever_ready: self.ever_ready,
             announced: self.announced,
+            announcers: self.announcers.snapshot(),
             metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
             counters: self.counters.clone(),
             memory_replacements: self.memory.per_slot.clone(),
@@ -261,6 +262,7 @@ impl Supervisor {
         self.last_reload = state.last_reload.clone();
         self.ever_ready = state.ever_ready;
         self.announced = state.announced;
+        self.announcers = super::accepting::Announcers::restore(&state.announcers);
         self.adopted = super::adopted::Adopted::restore(&state.adopted);
         self.counters = state.counters.clone();
         self.memory.per_slot = state.memory_replacements.clone();

@@ -139,11 +139,17 @@ impl Worker {
         self.notified = true;
     }
 
-    /// Whether it speaks a readiness protocol of its own (IPC, notify, or
-    /// Node's cluster protocol): then, under `--ready auto`, that protocol
-    /// and not its accepts says when it is ready.
-    pub fn announces(&self) -> bool {
-        self.spoke || self.notified || self.node.is_some()
+    /// Whether it speaks IPC or Node's cluster protocol: under `--ready
+    /// auto` it is ready by what it says there, and its accepts no longer
+    /// matter. (`READY=1` is not enough on its own: see
+    /// [`super::accepting`].)
+    pub fn speaks_ipc(&self) -> bool {
+        self.spoke || self.node.is_some()
+    }
+
+    /// Whether it sent anything on its `NOTIFY_SOCKET`.
+    pub fn notifies(&self) -> bool {
+        self.notified
     }
 
     pub fn ready_via(&self) -> Option<ReadyVia> {
@@ -171,9 +177,15 @@ impl Worker {
             (None, ReadyMode::Notify) => "it has not sent READY=1 on its NOTIFY_SOCKET (is it a systemd Type=notify \
                 app? otherwise use --ready accepting, ipc, delay:DUR or none)"
                 .to_string(),
+            (None, ReadyMode::Auto) if self.notified && !self.spoke && self.accept.said_ready() => format!(
+                "{} (under --ready auto, READY=1 counts once a process of the worker also accepts: a pre-fork \
+                 master such as gunicorn's says READY=1 before its workers exist; if it accepts through io_uring, \
+                 use --ready notify)",
+                accepts()
+            ),
             (None, ReadyMode::Auto) if self.notified && !self.spoke => {
                 "it sent on its NOTIFY_SOCKET but never READY=1 (under --ready auto, a worker that speaks \
-                 sd_notify is ready by READY=1, not by accepting)"
+                 sd_notify is ready by READY=1 and accepting, not by accepting alone)"
                     .to_string()
             }
             (None, ReadyMode::Auto) if !self.spoke => format!(
@@ -327,6 +339,9 @@ impl Worker {
             stdout_pending: self.handover.pending[0].bytes(),
             stderr_pending: self.handover.pending[1].bytes(),
             node: self.node,
+            spoke: Some(self.spoke),
+            notified: self.notified,
+            said_ready: self.accept.said_ready(),
         }
     }
 }
@@ -506,9 +521,9 @@ impl Launcher<'_> {
             timers: Vec::new(),
             handover,
             node: w.node,
-            spoke: true,
-            notified: false,
-            accept: Default::default(),
+            spoke: w.spoke.unwrap_or(true),
+            notified: w.notified,
+            accept: super::accepting::Watch::resumed(w.said_ready),
         })
     }
 }

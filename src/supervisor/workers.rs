@@ -173,7 +173,7 @@ impl Supervisor {
         let Some(worker) = self.workers.get_mut(&id) else { return };
         worker.notified();
         match note {
-            Notification::Ready => self.mark_ready(id, ReadyVia::Notify),
+            Notification::Ready => self.on_ready_1(id),
             Notification::Status(s) => tracing::info!(worker = id, "{} status: {s}", worker.label()),
             Notification::Stopping => tracing::info!(worker = id, "{} says it is stopping", worker.label()),
         }

@@ -19,12 +19,23 @@ pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
     let first = p.generation();
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(100);
+    let mut took = Vec::new();
     for _ in 0..reloads {
+        let t = Instant::now();
         p.reload();
+        took.push(t.elapsed().as_millis());
         load.wait_for_requests(100);
     }
     let records = load.finish();
     assert_no_failures(&records, "load across reloads");
+    // For the record (--nocapture): what a reload costs against a start-up.
+    let started = p.log_text().lines().find_map(|l| Some(l.split(" ready in ").nth(1)?.split(" ms").next()?.to_string()));
+    eprintln!(
+        "{}: {} requests, none failed; reloads took {took:?} ms; the first worker was ready in {} ms",
+        std::thread::current().name().unwrap_or("?"),
+        records.len(),
+        started.as_deref().unwrap_or("?")
+    );
     assert_eq!(records.last().unwrap().result, Ok(first + u64::from(reloads)), "the newest generation answers");
     let status = p.status();
     for w in status["workers"].as_array().unwrap() {
@@ -139,6 +150,17 @@ fn auto(command: Vec<String>, env: &[(&str, &str)]) -> (Primary, u64) {
     (p, ms)
 }
 
+/// One more language: a small Perl server (core modules only) that takes
+/// fd 3 from `LISTEN_FDS`, forks a process per connection and drains on
+/// SIGTERM, under the default readiness.
+#[test]
+fn an_unchanged_perl_server_reloads_without_a_failed_request() {
+    let server = root().join("contrib/apps/perl/server.pl").display().to_string();
+    let p = Primary::builder(vec!["perl".into(), server]).start();
+    reloads_cleanly(&p, 5, "accepting");
+    assert!(p.log_text().contains("server.pl: drained"), "{}", p.log_text());
+}
+
 #[test]
 fn auto_takes_a_silent_server_by_its_accepts() {
     let (p, _) = auto(plain("threads"), &[]);
@@ -169,6 +191,54 @@ fn auto_waits_for_a_late_ipc_announcement() {
 #[test]
 fn auto_waits_for_a_late_ready_1() {
     late_announcer("notify", "notify");
+}
+
+/// A worker that says `READY=1` before it accepts, as gunicorn's master
+/// does before its forked workers accept: under `auto` it is ready once it
+/// accepts, not at `READY=1`.
+#[test]
+fn auto_takes_ready_1_only_once_the_worker_accepts() {
+    let _x = exclusive();
+    let dir = TempDir::new("accepting");
+    let stamp = dir.path("stamp");
+    let mut p = Primary::builder(plain("asyncio"))
+        .workers(1)
+        .env("ANNOUNCE", "notify")
+        .env("ANNOUNCE_FIRST", "1")
+        .env("ACCEPT_AFTER", "2")
+        .env("ACCEPT_STAMP", stamp.display().to_string())
+        .no_wait()
+        .start();
+    wait_until(Duration::from_secs(10), "the control socket", || p.try_status().is_some());
+    let events = EventStream::start(&p);
+    let ready = events.until("listening", Duration::from_secs(10));
+    let ready = ready.last().filter(|e| e["event"] == "listening").expect("a listening event");
+    assert_eq!(ready["via"], "notify");
+    let accepted: f64 = std::fs::read_to_string(&stamp).expect("it accepts before it is ready").parse().unwrap();
+    let after = ready["time"].as_f64().unwrap() - accepted;
+    assert!(after >= 0.0, "ready {:.3} s before it accepted", -after);
+    assert!(after < 0.1, "ready {:.3} s after it accepted", after);
+    p.wait_ready(1, Duration::from_secs(5));
+    // Its next workers too (the command is known to say READY=1), under load.
+    reloads_cleanly(&p, 2, "notify");
+}
+
+/// What `auto` learned of a command (its workers say READY=1 late) is
+/// handed over in a self-upgrade: the next reload still waits for it.
+#[test]
+fn auto_remembers_late_announcers_across_an_upgrade() {
+    let (p, _) = auto(plain("asyncio"), &[("ANNOUNCE", "notify"), ("ANNOUNCE_AFTER", "1.5")]);
+    wait_until(Duration::from_secs(10), "the announcement", || p.log_text().contains("announce their readiness"));
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    p.reload();
+    assert!(t.elapsed() >= Duration::from_millis(2 * 1500), "reloaded in {:?}", t.elapsed());
+    // Each new worker was ready by its READY=1, none by its accepts.
+    let log = p.log_text();
+    let after = log.split("upgraded from").nth(1).expect("the upgrade is logged");
+    assert!(!after.contains("(it accepts)"), "a worker was taken by its accepts after the upgrade:\n{log}");
+    assert_eq!(after.matches("(sent READY=1)").count(), 2, "{log}");
 }
 
 #[test]

@@ -196,11 +196,15 @@ fn python_sd_notify_app_is_ready_by_notify_and_stopped_by_sigterm() {
     assert!(p.log_text().contains("stopping (SIGTERM sent)"));
 }
 
+/// The `listenfd` crate's README app (tokio), unchanged: ready by the
+/// default readiness (its listener is in tokio's epoll set), drained on
+/// SIGTERM, 5 reloads under keep-alive and new-connection load.
 #[test]
-fn rust_listenfd_app_reloads_with_ready_none() {
+fn rust_listenfd_app_reloads_without_a_failed_request() {
     let exe = std::path::Path::new(HOTSWAP).parent().unwrap().join("examples/listenfd-app");
-    let p = Primary::builder(vec![exe.display().to_string()]).arg("--ready").arg("none").start();
-    reloads_cleanly(&p, 3);
+    let p = Primary::builder(vec![exe.display().to_string()]).start();
+    crate::accepting::reloads_cleanly(&p, 5, "accepting");
+    assert!(p.log_text().contains("listenfd-app: drained"), "{}", p.log_text());
 }
 
 #[test]
@@ -216,8 +220,10 @@ fn gunicorn_reloads_under_load() {
         "10".into(),
         "app:app".into(),
     ];
-    let p = Primary::builder(cmd).workers(1).arg("--ready").arg("notify").start();
-    reloads_cleanly(&p, 3);
+    // The default readiness (auto): gunicorn says READY=1 before its sync
+    // workers accept; it is ready once they do.
+    let p = Primary::builder(cmd).workers(1).start();
+    crate::accepting::reloads_cleanly(&p, 5, "notify");
 }
 
 #[test]

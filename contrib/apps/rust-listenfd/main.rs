@@ -1,80 +1,117 @@
-//! An app written for `systemfd`/`listenfd`, not for hotswap: it takes its
-//! socket with the `listenfd` crate and drains on SIGTERM. It runs under
-//! hotswap unchanged, with a readiness mode that needs no cooperation:
+//! An app written for `systemfd`/`listenfd`, not for hotswap, in the shape
+//! of the `listenfd` crate's README: it takes its socket with
+//! `ListenFd::from_env().take_tcp_listener(0)` (or binds one itself when
+//! run alone) and serves it with tokio. It runs under hotswap unchanged,
+//! with the default readiness (`auto`: hotswap sees the listener in
+//! tokio's epoll set):
 //!
 //! ```sh
 //! cargo build --example listenfd-app
-//! hotswap run -l 127.0.0.1:8080 --ready none -- target/debug/examples/listenfd-app
+//! hotswap run -l 127.0.0.1:8080 -w 2 -- target/debug/examples/listenfd-app
 //! ```
 //!
-//! `--ready none` is safe here because the socket is already listening:
-//! connections that arrive before this process accepts wait in the kernel's
-//! queue. Responses are HTTP/1.0 (one request per connection), so draining
-//! is: stop accepting, finish in-flight requests, exit.
+//! HTTP/1.1 with keep-alive (requests without a body). On SIGTERM it drains:
+//! it stops accepting (its copy of the listener is dropped; the socket stays
+//! open for the other workers), answers each open connection's next request
+//! with `Connection: close`, closes a connection that stays idle for
+//! [`GRACE`], and exits once every connection is done.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-fn main() {
-    let mut fds = listenfd::ListenFd::from_env();
-    let listener = match fds.take_tcp_listener(0) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            eprintln!("listenfd-app: no socket passed (LISTEN_FDS/LISTEN_PID)");
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!("listenfd-app: {e}");
-            std::process::exit(1);
-        }
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).expect("SIGTERM handler");
-    listener.set_nonblocking(true).expect("nonblocking listener");
-    println!("listenfd-app: serving on {:?}", listener.local_addr());
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-    let mut in_flight = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((conn, _)) => in_flight.push(std::thread::spawn(move || serve(conn))),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => eprintln!("listenfd-app: accept: {e}"),
+/// How long a draining connection may stay idle before it is closed: a
+/// client may be sending its next request as the drain begins.
+const GRACE: Duration = Duration::from_secs(1);
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let mut listenfd = listenfd::ListenFd::from_env();
+    let listener = match listenfd.take_tcp_listener(0)? {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)?
         }
-        in_flight.retain(|t| !t.is_finished());
+        None => TcpListener::bind("127.0.0.1:3000").await?,
+    };
+    println!("listenfd-app: serving on {:?}", listener.local_addr()?);
+    let mut term = signal(SignalKind::terminate())?;
+    let (stopping, stop) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    connections.spawn(serve(conn, stop.clone()));
+                }
+                Err(e) => eprintln!("listenfd-app: accept: {e}"),
+            },
+            _ = term.recv() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
-    drop(listener); // close our copy; the socket stays open for the others
-    for t in in_flight {
-        let _ = t.join();
-    }
+    drop(listener); // our copy; the socket stays open for the other workers
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
     println!("listenfd-app: drained");
+    Ok(())
 }
 
-fn serve(conn: TcpStream) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(&conn);
-    let mut line = String::new();
-    // Read the request head; the body, if any, is ignored.
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
-        }
-    }
+/// Serves one connection until the client closes it, asks to, or the app
+/// stops (see the module's doc).
+async fn serve(conn: TcpStream, mut stop: watch::Receiver<bool>) {
+    let (read, mut write) = conn.into_split();
+    let mut reader = BufReader::new(read);
     let body = format!(
         "generation={} worker={} pid={}\n",
         std::env::var("HOTSWAP_GENERATION").unwrap_or_else(|_| "0".into()),
         std::env::var("HOTSWAP_WORKER_ID").unwrap_or_else(|_| "0".into()),
         std::process::id()
     );
-    let response = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = (&conn).write_all(response.as_bytes());
+    let mut line = String::new();
+    loop {
+        // Wait for the next request's first line; once stopping, for at
+        // most GRACE more (the read is never cancelled midway otherwise:
+        // read_line is not cancel-safe).
+        line.clear();
+        let grace = async {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(GRACE).await;
+        };
+        let n = tokio::select! {
+            n = reader.read_line(&mut line) => n,
+            _ = grace => return, // idle for GRACE while stopping
+        };
+        if !matches!(n, Ok(n) if n > 0) {
+            return;
+        }
+        let mut close = line.ends_with("HTTP/1.0\r\n");
+        // The rest of the head.
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header == "\r\n" || header == "\n" => break,
+                Ok(_) => {
+                    let lower = header.to_ascii_lowercase();
+                    if lower.starts_with("connection:") {
+                        close = lower.contains("close");
+                    }
+                }
+            }
+        }
+        close |= *stop.borrow();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        if write.write_all(response.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
 }

@@ -20,6 +20,8 @@
 //!    `EPOLLIN`.
 //! 2. **a blocked thread** ([`syscalls`]): in `accept`/`accept4` on it, or in
 //!    `poll`/`select` waiting for it to be readable.
+//! 3. **a connection accepted from it** ([`accepted`]): a busy accept loop,
+//!    never caught waiting, holds the connection it serves.
 //!
 //! Not visible, so not for `--ready accepting` (use `ipc`, `notify` or
 //! `delay:DUR` there):
@@ -27,8 +29,8 @@
 //! * a process of another uid, or a non-dumpable one (setuid/setgid or
 //!   file-capability binaries, `prctl(PR_SET_DUMPABLE, 0)`): nothing, or
 //!   only its epoll sets, can be read; [`Report::denied`] says so;
-//! * a thread *running* (not blocked) when sampled: a busy accept loop is
-//!   seen only when it sleeps (the caller polls again anyway);
+//! * a thread *running* (not blocked) when sampled, holding no accepted
+//!   connection: seen at a later look (the caller polls again anyway);
 //! * a listener only in a nested epoll set whose own fd is closed;
 //! * servers that bind their own sockets (`SO_REUSEPORT`) instead of using
 //!   the handed-over ones (correctly: they do not serve hotswap's sockets);
@@ -49,6 +51,7 @@
 //! Meant to be polled every few tens of milliseconds while a worker starts,
 //! not forever.
 
+mod accepted;
 mod epoll;
 pub mod group;
 pub mod own;
@@ -74,6 +77,9 @@ pub enum How {
     Poll { tid: i32 },
     /// Thread `tid` blocked in `select`/`pselect6` with it in the read set.
     Select { tid: i32 },
+    /// The process holds `conn`, a TCP connection accepted from it (a busy
+    /// accept loop, seen serving rather than waiting).
+    Serving { conn: u64 },
 }
 
 impl fmt::Display for How {
@@ -83,6 +89,7 @@ impl fmt::Display for How {
             How::Accept { .. } => f.write_str("accept"),
             How::Poll { .. } => f.write_str("poll"),
             How::Select { .. } => f.write_str("select"),
+            How::Serving { .. } => f.write_str("a connection it accepted"),
         }
     }
 }
@@ -215,8 +222,8 @@ struct Fds {
     epolls: Vec<i32>,
     /// Its fds that are one of the sockets asked about, with the inode.
     sockets: Vec<(i32, u64)>,
-    /// The inodes of its other sockets.
-    others: Vec<u64>,
+    /// Its other sockets (connections it may have accepted), with the inode.
+    others: Vec<(i32, u64)>,
 }
 
 /// Looks at one process; adds what it finds to `report`.
@@ -230,7 +237,7 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         Err(e) if is_denied(&e) => return Ok(denied(report, Blind::Fds, &e)),
         Err(e) => return Err(e),
     };
-    for &inode in &fds.others {
+    for &(_, inode) in &fds.others {
         if report.others.len() < MAX_OTHERS && !report.others.iter().any(|o| o.1 == inode) {
             report.others.push((pid, inode));
         }
@@ -254,26 +261,36 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         }
     }
     // Blocking accept/poll/select need an fd of the socket in this very process.
-    if fds.sockets.iter().all(|s| report.is_seen(s.1)) || !syscalls::SUPPORTED {
+    if fds.sockets.iter().all(|s| report.is_seen(s.1)) {
         return Ok(());
     }
-    let mut found = Vec::new();
-    let result = syscalls::inspect_threads(
-        pid,
-        &fds.sockets,
-        buf,
-        &mut |fd, inode, how| found.push(Sighting { inode, pid, fd, how }),
-        &|| false,
-    );
-    for s in found {
-        report.see(s);
+    if syscalls::SUPPORTED {
+        let mut found = Vec::new();
+        let result = syscalls::inspect_threads(
+            pid,
+            &fds.sockets,
+            buf,
+            &mut |fd, inode, how| found.push(Sighting { inode, pid, fd, how }),
+            &|| false,
+        );
+        for s in found {
+            report.see(s);
+        }
+        match result {
+            Ok(()) => {}
+            Err(e) if vanished(&e) => return Ok(()),
+            Err(e) if is_denied(&e) => denied(report, Blind::Syscalls, &e),
+            Err(e) => return Err(e),
+        }
     }
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if vanished(&e) => Ok(()),
-        Err(e) if is_denied(&e) => Ok(denied(report, Blind::Syscalls, &e)),
-        Err(e) => Err(e),
+    // Last, a busy accept loop: the connections it accepted.
+    let unseen: Vec<(i32, u64)> = fds.sockets.iter().copied().filter(|s| !report.is_seen(s.1)).collect();
+    // Best effort: gone, denied, or a kernel before 5.6 (ENOSYS) is "not seen".
+    for (inode, conn) in accepted::accepted_from(pid, &unseen, &fds.others).unwrap_or_default() {
+        let fd = fds.sockets.iter().find(|s| s.1 == inode).map_or(-1, |s| s.0);
+        report.see(Sighting { inode, pid, fd, how: How::Serving { conn } });
     }
+    Ok(())
 }
 
 /// Walks `/proc/PID/fd`. Errors keep their kind (ENOENT: gone; EACCES: denied).
@@ -295,8 +312,8 @@ fn read_fds(pid: i32, inodes: &[u64]) -> io::Result<Fds> {
         } else if let Some(ino) = link.strip_prefix(b"socket:[").and_then(|r| r.strip_suffix(b"]")) {
             match parse_int::<u64>(ino) {
                 Some(ino) if inodes.contains(&ino) => fds.sockets.push((fd, ino)),
-                Some(ino) if fds.others.len() < MAX_OTHERS && !fds.others.contains(&ino) => fds.others.push(ino),
-                _ => {}
+                Some(ino) => fds.others.push((fd, ino)),
+                None => {}
             }
         }
     }

@@ -14,7 +14,8 @@ file where the time (Unix seconds) accepting starts is written just before.
 For `--ready auto`, the asyncio server can also announce readiness late:
 $ANNOUNCE=ipc sends {"type":"listening"} on the IPC channel (and then stops
 on {"type":"shutdown"} too), $ANNOUNCE=notify sends READY=1 on
-$NOTIFY_SOCKET, each $ANNOUNCE_AFTER seconds after it began to accept.
+$NOTIFY_SOCKET, each $ANNOUNCE_AFTER seconds after it began to accept
+(with $ANNOUNCE_FIRST=1, READY=1 comes before: before $ACCEPT_AFTER).
 Every answer says `generation=G worker=W` and closes the connection. On
 SIGTERM each stops accepting, finishes the request in hand and exits 0.
 """
@@ -114,9 +115,12 @@ def run_asyncio():
     async def main():
         stopped = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+        announce = os.environ.get("ANNOUNCE")
+        if announce == "notify" and os.environ.get("ANNOUNCE_FIRST"):
+            announce_ready(announce, stopped)  # as gunicorn's master does
+            announce = None
         about_to_accept()
         server = await asyncio.start_server(handle, sock=listener())
-        announce = os.environ.get("ANNOUNCE")
         if announce:
             delay = float(os.environ.get("ANNOUNCE_AFTER", "0"))
             asyncio.get_running_loop().call_later(delay, lambda: announce_ready(announce, stopped))
