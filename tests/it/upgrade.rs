@@ -150,9 +150,16 @@ fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
     wait_until(Duration::from_secs(5), "the rollback in the log", || {
         p.log_text().contains("upgrade failed and was rolled back")
     });
+    assert_no_success_line(&p.log_text());
     p.reload();
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a rolled-back upgrade");
+}
+
+/// A rolled-back upgrade says nowhere that it upgraded.
+fn assert_no_success_line(log: &str) {
+    let claims: Vec<&str> = log.lines().filter(|l| l.contains("upgraded") || l.contains("upgrade done")).collect();
+    assert!(claims.is_empty(), "a rolled-back upgrade logged success: {claims:#?}\n{log}");
 }
 
 #[test]
@@ -342,6 +349,7 @@ fn a_new_image_that_rejects_the_command_line_rolls_back() {
     wait_until(Duration::from_secs(5), "the rollback in the log", || {
         p.log_text().contains("upgrade failed and was rolled back")
     });
+    assert_no_success_line(&p.log_text());
     assert_untouched(&p, &workers, &sock);
     // And a good binary upgrades as usual afterwards.
     install(&bin);
@@ -374,6 +382,8 @@ fn a_new_image_that_fails_after_adopting_the_workers_rolls_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
     assert!(err.contains("HOTSWAP_TEST_FAIL_TAKEOVER=adopt") && err.contains("still running"), "{err}");
+    assert!(p.log_text().contains("upgrade failed and was rolled back"), "{}", p.log_text());
+    assert_no_success_line(&p.log_text());
     assert_untouched(&p, &workers, &sock);
     assert!(events.connected(), "the events client survived the rollback");
     load.wait_for_requests(100);
