@@ -285,7 +285,10 @@ fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
     let times = log_times(&log, "IPC: refused a message");
     let span = times.last().zip(times.first()).map_or(0.0, |(l, f)| l - f);
     let most = 10 + (2.0 * span).ceil() as usize + 1;
-    assert!((10..=most).contains(&refused), "the burst of refusals is logged: {refused} in {span:.2} s (at most {most})");
+    assert!(
+        (10..=most).contains(&refused),
+        "the burst of refusals is logged: {refused} in {span:.2} s (at most {most})"
+    );
     assert!(
         log.lines().any(|l| l.contains("[w1 g1 ") && l.contains("more warnings like this suppressed")),
         "the rest are summed up:\n{log}"

@@ -152,7 +152,11 @@ fn a_crash_loop_backs_off() {
     // The primary logs synchronously: every start it counted is in the log.
     let log = p.log_text();
     let starts = log_times(&log, "started (slot 0)");
-    assert!(counted >= 3 && counted <= starts.len() as u64, "status counts {counted} starts, the log {}: {s}", starts.len());
+    assert!(
+        counted >= 3 && counted <= starts.len() as u64,
+        "status counts {counted} starts, the log {}: {s}",
+        starts.len()
+    );
     // The backoff, read from the primary's own clock (the log), so that a
     // slow machine only makes the gaps longer: the first restart is
     // immediate, then each waits 100 ms, 200 ms, 400 ms... after the crash.
@@ -161,7 +165,7 @@ fn a_crash_loop_backs_off() {
     for (k, pair) in starts.windows(2).enumerate() {
         let delay = if k == 0 { 0.0 } else { 0.1 * f64::from(1u32 << (k - 1).min(8)) };
         // From the crash before this start (logged when it was reaped).
-        let crash = crashes.iter().copied().filter(|c| *c >= pair[0] && *c <= pair[1]).last();
+        let crash = crashes.iter().copied().filter(|c| *c >= pair[0] && *c <= pair[1]).next_back();
         let crash = crash.unwrap_or_else(|| panic!("no crash logged between starts {k} and {}:\n{log}", k + 1));
         assert!(
             pair[1] - crash >= delay - 0.002,

@@ -253,9 +253,7 @@ fn a_stop_counts_the_adopted_processes_it_had_to_kill() {
         ),
     );
     let mut p = Primary::builder(vec![start.display().to_string()]).arg("--shutdown-timeout").arg("1s").start();
-    wait_until(Duration::from_secs(10), "2 daemons adopted", || {
-        p.status()["adopted"].as_array().unwrap().len() == 2
-    });
+    wait_until(Duration::from_secs(10), "2 daemons adopted", || p.status()["adopted"].as_array().unwrap().len() == 2);
     let daemons = all_daemons(&dir);
     assert_eq!(daemons.len(), 2, "{daemons:?}");
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);

@@ -419,8 +419,7 @@ fn control_requests_during_upgrades_are_all_answered() {
                             && if i == 0 {
                                 stdout.contains("generation")
                             } else {
-                                serde_json::from_str::<serde_json::Value>(&stdout)
-                                    .is_ok_and(|v| v["pid"] == p.pid())
+                                serde_json::from_str::<serde_json::Value>(&stdout).is_ok_and(|v| v["pid"] == p.pid())
                             };
                         if ok {
                             answered += 1;
@@ -456,7 +455,12 @@ fn control_requests_during_upgrades_are_all_answered() {
         (answered[1..].iter().sum::<usize>(), answered[0])
     });
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} control requests failed during upgrades:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} control requests failed during upgrades:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(statuses >= 10 && reloads >= 2, "too few requests to tell: {statuses} statuses, {reloads} reloads");
     assert_eq!(p.status()["upgrades"], 3);
     load.wait_for_requests(50);
