@@ -52,8 +52,9 @@ pub enum Command {
     ///
     /// Exit status: 0 once every worker exited by itself; 1 when no primary
     /// answers, when a worker had to be killed (at --shutdown-timeout, or by
-    /// a forced stop), or when the connection closed before the primary said
-    /// how the stop went (it was killed).
+    /// a forced stop) or an adopted process (a worker's daemon) had to be
+    /// killed after --stop-signal, with how many, or when the connection
+    /// closed before the primary said how the stop went (it was killed).
     Stop(ControlArgs),
     /// Re-execute the running primary from its binary on disk (after a
     /// deploy of a new hotswap), keeping its pid, sockets and workers.

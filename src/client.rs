@@ -85,6 +85,7 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::FAILURE;
+    let mut said = false;
     call(path, &Request::Status, |reply| match reply {
         Reply::Status(s) => {
             if json {
@@ -94,9 +95,15 @@ pub fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             }
             code = ExitCode::SUCCESS;
         }
-        Reply::Error { error } => eprintln!("hotswap: {error}"),
+        Reply::Error { error } => {
+            eprintln!("hotswap: {error}");
+            said = true;
+        }
         _ => {}
     })?;
+    if code == ExitCode::FAILURE && !said {
+        eprintln!("hotswap: the primary closed the connection without answering");
+    }
     Ok(code)
 }
 
@@ -125,13 +132,52 @@ pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// How many times `status` and `reload` are asked again when the primary
+/// closed the connection without any answer (see [`call`]).
+const RETRIES: u32 = 5;
+/// The pause before asking again: the new image accepts once it serves.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The client's side, blocking: used by the `reload`, `status` and `stop`
 /// subcommands. Calls `on_reply` for each reply until the primary closes the
 /// connection.
+///
+/// A self-upgrade execs the primary in place: connections the old image
+/// had accepted but not answered close (requests still waiting in the
+/// socket's backlog are taken by the new image, which keeps the listening
+/// socket). `status` and `reload` asked at that moment are sent again, up
+/// to [`RETRIES`] times, when the connection closed before any answer and
+/// the socket still accepts: asking either twice is harmless (a reload the
+/// old image began holds the exec back until it is over and answered), so
+/// a deploy script's `hotswap reload` never fails because an upgrade ran
+/// at the same moment. `stop`, `upgrade` and `events` are never sent twice.
 pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> Result<()> {
+    let again = matches!(request, Request::Status | Request::Reload { .. });
+    let mut attempt = 0;
+    loop {
+        match call_once(path, request, &mut on_reply, attempt > 0)? {
+            Answer::Closed if again && attempt < RETRIES => {
+                attempt += 1;
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            Answer::Closed | Answer::Answered => return Ok(()),
+        }
+    }
+}
+
+/// How one connection ended.
+enum Answer {
+    /// With at least one reply.
+    Answered,
+    /// Closed (or reset) before any reply.
+    Closed,
+}
+
+fn call_once(path: &Path, request: &Request, on_reply: &mut impl FnMut(Reply), retry: bool) -> Result<Answer> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        let again = if retry { " (asked again after the primary closed the connection without answering)" } else { "" };
         anyhow::anyhow!(
-            "cannot reach a hotswap primary at {}: {e} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
+            "cannot reach a hotswap primary at {}: {e}{again} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
             path.display()
         )
     })?;
@@ -155,10 +201,16 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
             Err(e) => bail!("unexpected reply from the primary: {e}: {line}"),
         }
     }
-    if let (Some(e), false) = (write_error, answered) {
-        bail!("writing to {}: {e}", path.display());
+    if answered {
+        return Ok(Answer::Answered);
     }
-    Ok(())
+    if let Some(e) = write_error {
+        // Closed before the request was even read: the same as no answer.
+        if !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) {
+            bail!("writing to {}: {e}", path.display());
+        }
+    }
+    Ok(Answer::Closed)
 }
 
 /// Refuses a server that runs as another user (root excepted): in a

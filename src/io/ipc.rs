@@ -175,11 +175,19 @@ impl std::fmt::Debug for Outgoing {
 }
 
 impl Channel {
-    /// Starts the task that owns `stream`, the primary's end.
-    pub fn start(stream: UnixStream, worker: WorkerId, label: String, events: mpsc::Sender<Event>) -> Channel {
+    /// Starts the task that owns `stream`, the primary's end; `node`: the
+    /// worker runs as a Node.js cluster worker (its cluster messages are
+    /// passed on; anyone else's are warned about, rate-limited, and dropped).
+    pub fn start(
+        stream: UnixStream,
+        worker: WorkerId,
+        label: String,
+        node: bool,
+        events: mpsc::Sender<Event>,
+    ) -> Channel {
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(stream, worker, label.clone(), events, rx, dropped.clone()));
+        tokio::spawn(run(stream, worker, label.clone(), node, events, rx, dropped.clone()));
         Channel { tx, dropped, label: label.into() }
     }
 
@@ -226,13 +234,14 @@ async fn run(
     stream: UnixStream,
     worker: WorkerId,
     label: String,
+    node: bool,
     events: mpsc::Sender<Event>,
     mut rx: mpsc::Receiver<Outgoing>,
     dropped: Arc<AtomicU64>,
 ) {
     let (read_half, mut write_half) = stream.into_split();
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), events, ack_tx));
+    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), node, events, ack_tx));
     // Once a write fails the worker is gone: what is queued is dropped
     // unwritten (and unlogged), while the reader reads what it left.
     let mut broken = false;
@@ -302,6 +311,7 @@ async fn read_loop(
     stream: tokio::net::unix::OwnedReadHalf,
     worker: WorkerId,
     label: String,
+    node: bool,
     events: mpsc::Sender<Event>,
     acks: mpsc::UnboundedSender<bool>,
 ) {
@@ -336,6 +346,42 @@ async fn read_loop(
             match item {
                 Ok(FromWorker::HandleAck { ok }) => {
                     let _ = acks.send(ok);
+                }
+                // Checked here, where the rate limit is: a worker sending
+                // bad or unknown cluster messages in a loop must not flood
+                // the log (unknown ones are only for the debug log).
+                Ok(FromWorker::Cluster(v)) => {
+                    use crate::node::cluster::{parse, FromNode};
+                    let refused = match parse(&v) {
+                        _ if !node => Some((
+                            tracing::Level::WARN,
+                            "spoke Node's cluster protocol but is not run as a cluster worker (--node off?); ignored"
+                                .to_string(),
+                        )),
+                        Err(why) => {
+                            Some((tracing::Level::WARN, format!("sent a cluster message hotswap cannot use: {why}")))
+                        }
+                        Ok(FromNode::Other(act)) => {
+                            Some((tracing::Level::DEBUG, format!("cluster message {act:?} ignored")))
+                        }
+                        Ok(_) => None,
+                    };
+                    match refused {
+                        Some((level, why)) => {
+                            if warnings.allow() {
+                                if level == tracing::Level::WARN {
+                                    tracing::warn!("{label} {why}");
+                                } else {
+                                    tracing::debug!("{label} {why}");
+                                }
+                            }
+                        }
+                        None => {
+                            if events.send(Event::Ipc { worker, msg: FromWorker::Cluster(v) }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
                 Ok(msg) => {
                     if msg == FromWorker::NodeHandle && warnings.allow() {

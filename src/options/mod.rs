@@ -117,7 +117,8 @@ pub struct Options {
 
     /// A shell command run before the first workers start and before every
     /// reload (`hotswap reload`, SIGHUP or a watched change); if it fails, no
-    /// worker is touched (a failed first build exits 1).
+    /// worker is touched (a failed first build exits 1; a reload asked
+    /// during the first build runs it again when it ends).
     #[arg(long, value_name = "CMD")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,

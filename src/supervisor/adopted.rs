@@ -179,8 +179,8 @@ impl Supervisor {
     }
 
     /// SIGKILL to adopted processes past their deadline (all of them with
-    /// `now`).
-    pub(super) fn kill_orphans(&mut self, all: bool) {
+    /// `all`); how many were sent it.
+    pub(super) fn kill_orphans(&mut self, all: bool) -> u32 {
         let now = Instant::now();
         let due: Vec<(i32, i32)> = self
             .adopted
@@ -189,7 +189,7 @@ impl Supervisor {
             .filter(|(_, o)| !o.killed && (all || o.kill_at.is_some_and(|t| t <= now)))
             .map(|(pid, o)| (*pid, o.pgid))
             .collect();
-        for (pid, pgid) in due {
+        for &(pid, pgid) in &due {
             if !all {
                 tracing::warn!(pid, "adopted process {pid} did not exit after the stop signal; killing it");
             }
@@ -198,6 +198,7 @@ impl Supervisor {
                 o.killed = true;
             }
         }
+        due.len() as u32
     }
 
     /// Orphans were reaped: forget them, and their group once empty.
@@ -215,7 +216,10 @@ impl Supervisor {
     /// The once-a-second look: new orphans, their deadlines, the guardian.
     pub(super) fn on_tick(&mut self) {
         self.scan_orphans();
-        self.kill_orphans(false);
+        let killed = self.kill_orphans(false);
+        if let Some(stop) = self.stop.as_mut() {
+            stop.adopted_killed += killed;
+        }
         if let Some(why) = self.guardian.stalled() {
             tracing::error!("the guardian process {} {why}; replacing it", self.guardian.pid());
             self.restart_guardian();

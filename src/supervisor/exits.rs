@@ -50,16 +50,14 @@ impl Supervisor {
         }
         let Some(stop) = &mut self.stop else { return };
         let code = if stop.forced { 1 } else { 0 };
-        let message = match stop.killed {
-            0 => "stopped".to_string(),
-            n => format!(
-                "stopped, but {n} {} had to be killed instead of exiting by itself",
-                crate::types::plural(n as usize, "worker")
-            ),
+        let kills = stop.kills();
+        let message = match &kills {
+            None => "stopped".to_string(),
+            Some(k) => format!("stopped, but {k}"),
         };
         // The `hotswap stop` clients hear how it went.
         for w in stop.waiters.drain(..) {
-            let reply = if stop.killed == 0 && !stop.forced {
+            let reply = if kills.is_none() && !stop.forced {
                 Reply::Done { message: message.clone() }
             } else {
                 Reply::Error { error: message.clone() }

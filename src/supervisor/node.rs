@@ -50,15 +50,14 @@ impl Supervisor {
     pub(super) fn on_cluster(&mut self, id: WorkerId, msg: Value) {
         let Some(w) = self.workers.get(&id) else { return };
         let label = w.label();
+        // The IPC reader passes on only cluster messages of cluster workers
+        // that parse and that hotswap acts on; it logs the others,
+        // rate-limited (see `crate::io::warnings`).
         if w.node().is_none() {
-            tracing::warn!(
-                worker = id,
-                "{label} spoke Node's cluster protocol but is not run as a cluster worker (--node off?); ignored"
-            );
             return;
         }
         match cluster::parse(&msg) {
-            Err(why) => tracing::warn!(worker = id, "{label} sent a cluster message hotswap cannot use: {why}"),
+            Err(why) => tracing::debug!(worker = id, "{label} cluster message refused: {why}"),
             Ok(FromNode::Online) => tracing::debug!(worker = id, "{label} is a Node.js cluster worker"),
             Ok(FromNode::QueryServer(q)) => self.serve_listen(id, q),
             Ok(FromNode::Listening { port, .. }) => {

@@ -126,12 +126,24 @@ pub async fn resume(
         }
     }
     let _cleanup = RemoveDir(sup.runtime_dir.clone());
-    // Logged before the client hears it, so the log already says so.
-    if let Some(why) = &rollback {
-        tracing::error!("upgrade failed and was rolled back: {why}");
+    // Logged only now that this image serves (a failure before this point
+    // hands back: nothing may say it upgraded), and before the client hears
+    // it, so the log already says so.
+    let version = env!("CARGO_PKG_VERSION");
+    match &rollback {
+        None => tracing::info!(
+            "upgraded from hotswap {} to {version}: pid {} kept, {} workers adopted",
+            state.from_version,
+            std::process::id(),
+            sup.workers.len()
+        ),
+        Some(why) => tracing::error!(
+            "upgrade failed and was rolled back: {why}; still running hotswap {version}: pid {} kept, {} workers taken back",
+            std::process::id(),
+            sup.workers.len()
+        ),
     }
     if let Some(conn) = fds.reply.take() {
-        let version = env!("CARGO_PKG_VERSION");
         let reply = match &rollback {
             None => Reply::Done {
                 message: format!(

@@ -12,6 +12,42 @@ pub(super) struct Stop {
     /// Workers killed at `--shutdown-timeout` while stopping (a worker that
     /// was still starting is not counted: nothing of it was drained).
     pub(super) killed: u32,
+    /// Adopted processes (workers' daemons) killed at their deadline while
+    /// stopping: they ignored `--stop-signal` as such a worker ignores
+    /// `shutdown`, and the operator hears of both.
+    pub(super) adopted_killed: u32,
+}
+
+fn processes(n: usize) -> &'static str {
+    if n == 1 {
+        "process"
+    } else {
+        "processes"
+    }
+}
+
+impl Stop {
+    /// How the stop went, for `hotswap stop` and the log; `None` when
+    /// nothing had to be killed.
+    pub(super) fn kills(&self) -> Option<String> {
+        use crate::types::plural;
+        let (w, a) = (self.killed as usize, self.adopted_killed as usize);
+        Some(match (w, a) {
+            (0, 0) => return None,
+            (w, 0) => format!("{w} {} had to be killed instead of exiting by itself", plural(w, "worker")),
+            (0, a) => format!(
+                "{a} adopted {} (left by workers) had to be killed instead of exiting on --stop-signal",
+                processes(a)
+            ),
+            (w, a) => format!(
+                "{} processes had to be killed instead of exiting by themselves: {w} {} (at --shutdown-timeout) \
+                 and {a} adopted {} (left by workers)",
+                w + a,
+                plural(w, "worker"),
+                processes(a)
+            ),
+        })
+    }
 }
 
 impl Supervisor {
@@ -42,7 +78,7 @@ impl Supervisor {
             let _ = w.send(Reply::Progress { message: what });
             waiters.push(w);
         }
-        self.stop = Some(Stop { waiters, forced: false, killed: 0 });
+        self.stop = Some(Stop { waiters, forced: false, killed: 0, adopted_killed: 0 });
         let ids: Vec<_> = self.workers.keys().copied().collect();
         for id in ids {
             self.shut_down(id);

@@ -310,15 +310,9 @@ impl Supervisor {
                 Timer::AcceptCheck(_) => {}
             }
         }
-        // Exits that happened during the exec.
+        // Exits that happened during the exec. What happened (upgraded, or
+        // rolled back) is logged by the caller once this image serves.
         self.reap();
-        tracing::info!(
-            "upgraded from hotswap {} to {}: pid {} kept, {} workers adopted",
-            state.from_version,
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            self.workers.len()
-        );
         if self.announced {
             self.systemd.ready(&self.status_line());
         }

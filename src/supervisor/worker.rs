@@ -388,7 +388,13 @@ impl Launcher<'_> {
                 let stream = std::os::unix::net::UnixStream::from(fd);
                 stream.set_nonblocking(true).context("IPC socket")?;
                 let stream = tokio::net::UnixStream::from_std(stream).context("IPC socket")?;
-                Some(Channel::start(stream, id, label(id, generation, pid.as_raw()), self.events.clone()))
+                Some(Channel::start(
+                    stream,
+                    id,
+                    label(id, generation, pid.as_raw()),
+                    self.is_node(),
+                    self.events.clone(),
+                ))
             }
             None => None,
         };

@@ -478,6 +478,24 @@ pub fn wait_until(timeout: Duration, what: impl std::fmt::Display, f: impl FnMut
     }
 }
 
+/// When the primary logged `line` (its UTC timestamp), in seconds: for
+/// comparing the times of two lines of one log, which is what the primary
+/// did, whatever the test's own thread was scheduled to see.
+pub fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let d: Vec<f64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (&[y, mo, day], &[h, mi, sec]) = (d.as_slice(), t.as_slice()) else { return None };
+    // Days counted roughly (a month as 31 days): exact within a month.
+    Some((((y * 12.0 + mo) * 31.0 + day) * 24.0 + h) * 3600.0 + mi * 60.0 + sec)
+}
+
+/// The times of the primary's log lines that contain `what`, in order.
+pub fn log_times(log: &str, what: &str) -> Vec<f64> {
+    log.lines().filter(|l| l.contains(what)).filter_map(log_time).collect()
+}
+
 /// Open fds of a process.
 pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()

@@ -347,3 +347,41 @@ fn self_upgrades_lose_no_line_of_output() {
     assert!(total > 1000, "only {total} numbers");
     assert!(wrong.is_empty() && other.is_empty(), "{total} numbers; (number, times) not twice: {wrong:?}; mangled: {:?}", &other[..other.len().min(10)]);
 }
+
+/// Cluster messages hotswap cannot use (malformed, unknown, or from a worker
+/// that is no Node cluster worker), sent in a loop, go through the same
+/// per-worker limit as the other warnings a worker causes.
+#[test]
+fn bad_cluster_messages_cannot_flood_the_log() {
+    let node = vec!["node".to_string(), fixture("cluster-garbage.js")];
+    let python = vec!["python3".to_string(), fixture("garbage.py")];
+    for (what, command, expect) in [
+        ("node", node, "sent a cluster message hotswap cannot use"),
+        ("python", python, "spoke Node's cluster protocol but is not run as a cluster worker"),
+    ] {
+        let dir = TempDir::new("cluster-garbage");
+        let done = dir.path("done");
+        let p = Primary::builder(command)
+            .workers(2)
+            .arg("--shutdown-timeout")
+            .arg("2s")
+            .env("GARBAGE_MODE", "cluster")
+            // Past the 5 s summary.
+            .env("GARBAGE_SECS", "6")
+            .env("GARBAGE_DONE", done.display().to_string())
+            .start();
+        let ids = p.worker_ids();
+        let finished = || ids.iter().all(|id| std::path::Path::new(&format!("{}.{id}", done.display())).exists());
+        wait_until(Duration::from_secs(30), format_args!("{what}: the workers' floods to end"), finished);
+        let _ = p.ctl(&["stop"]);
+        let mut p = p;
+        p.wait_exit(Duration::from_secs(20)).expect("the primary exits");
+        let log = p.log_text();
+        let (warnings, lines) = (count_lines(&log, "cluster"), log.lines().count());
+        eprintln!("{what}: {lines} log lines, {warnings} about cluster messages");
+        assert!(count_lines(&log, expect) >= 10, "{what}: the burst is logged\n{log}");
+        assert!(warnings <= 80, "{what}: {warnings} lines about cluster messages\n{log}");
+        assert!(lines <= 300, "{what}: {lines} log lines");
+        assert!(count_lines(&log, "more warnings like this suppressed in the last") >= 2, "{what}:\n{log}");
+    }
+}

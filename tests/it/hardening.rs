@@ -35,10 +35,19 @@ fn zombies_of(pid: i32) -> Vec<i32> {
     z
 }
 
+/// How long the primary takes to answer a status request, asked on its
+/// control socket from here: what the primary does, without the start of a
+/// `hotswap status` process (hundreds of ms on a loaded machine).
 fn status_latency(p: &Primary) -> Duration {
+    use std::io::{BufRead, Write};
     let t = Instant::now();
-    assert!(p.try_status().is_some(), "status did not answer");
-    t.elapsed()
+    let mut conn = std::os::unix::net::UnixStream::connect(&p.control).expect("connecting to the control socket");
+    conn.write_all(b"{\"command\":\"status\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(conn).read_line(&mut line).unwrap();
+    let took = t.elapsed();
+    assert!(line.contains("\"pid\""), "status did not answer: {line}");
+    took
 }
 
 #[test]
@@ -174,24 +183,31 @@ fn random_sigkills_during_reloads_never_stall_the_primary() {
 
 #[test]
 fn a_sighup_storm_gives_one_running_and_one_queued_reload() {
-    let p = Primary::builder(rust_worker()).workers(1).env("EXAMPLE_STARTUP_MS", "1500").start();
+    // Each reload takes at least 4 s (a 4 s start-up), so that the storm
+    // (50 signals 20 ms apart, some 1 s; longer when this thread is held
+    // back) fits in the first one; the log says whether it did.
+    let p = Primary::builder(rust_worker()).workers(1).env("EXAMPLE_STARTUP_MS", "4000").start();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
-    let t = Instant::now();
     for _ in 0..50 {
         p.signal(libc::SIGHUP);
         // Part of the scenario: a storm, not one coalesced signal.
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(t.elapsed() < Duration::from_millis(1400), "the storm outlasted the first reload");
-    let s = p.status();
-    assert_eq!((s["reloading"].as_bool(), s["reload_queued"].as_bool()), (Some(true), Some(true)), "{s}");
-    wait_until(Duration::from_secs(15), "the queued reload to finish at generation 3", || {
+    wait_until(Duration::from_secs(40), "the queued reload to finish at generation 3", || {
         let s = p.status();
         s["reloading"] == false && s["generation"] == 3
     });
     // Part of the scenario: nothing more happens in the next second.
     std::thread::sleep(Duration::from_millis(1000));
     let s = p.status();
+    let log = p.log_text();
+    // Every SIGHUP the primary handled came during the first reload (the
+    // precondition of the scenario, on the primary's clock).
+    let heard = log_times(&log, "SIGHUP: reload requested");
+    let first_done = log_times(&log, "reload finished in");
+    assert!(!heard.is_empty() && !first_done.is_empty(), "{log}");
+    assert!(heard.last() < first_done.first(), "the storm outlasted the first reload:\n{log}");
+    assert!(log.contains("reload queued behind the running one"), "{log}");
     assert_eq!(s["generation"], 3, "50 SIGHUPs: exactly one running and one queued reload");
     assert_eq!((s["reloading"].as_bool(), s["reload_queued"].as_bool()), (Some(false), Some(false)), "{s}");
     assert_no_failures(&load.finish(), "load across a SIGHUP storm");
@@ -263,8 +279,16 @@ fn an_abusive_ipc_channel_is_closed_and_a_flood_stays_bounded() {
     // (The worker then exits on its EOF, and its replacement starts over.)
     let log = p.log_text();
     let refused = log.lines().filter(|l| l.contains("[w1 g1 ") && l.contains("IPC: refused a message")).count();
-    // Rate-limited: a burst of 10, then 2 a second, the rest summed up.
-    assert!((10..=14).contains(&refused), "the burst of refusals is logged: {refused}");
+    // Rate-limited: a burst of 10, then 2 a second, the rest summed up. The
+    // rate's share is counted over the time the primary took to read the
+    // 150 lines (from its log: long on a loaded machine), not a fixed one.
+    let times = log_times(&log, "IPC: refused a message");
+    let span = times.last().zip(times.first()).map_or(0.0, |(l, f)| l - f);
+    let most = 10 + (2.0 * span).ceil() as usize + 1;
+    assert!(
+        (10..=most).contains(&refused),
+        "the burst of refusals is logged: {refused} in {span:.2} s (at most {most})"
+    );
     assert!(
         log.lines().any(|l| l.contains("[w1 g1 ") && l.contains("more warnings like this suppressed")),
         "the rest are summed up:\n{log}"

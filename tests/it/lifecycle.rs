@@ -124,16 +124,16 @@ fn a_crashed_worker_is_replaced_and_counted() {
 fn a_crash_loop_backs_off() {
     let out = TempDir::new("probe");
     let p = Primary::builder(probe()).workers(1).probe_dir(&out).env("PROBE_EXIT_AFTER_MS", "50").start();
-    // While it backs off, status says so.
-    wait_until(Duration::from_secs(3), "a backoff in status", || {
+    // While it backs off, status says so. (Generous deadlines: each start
+    // is a Python process, slow on a loaded machine.)
+    wait_until(Duration::from_secs(20), "a backoff in status", || {
         let s = p.status();
         s["backoff"].as_array().is_some_and(|b| !b.is_empty() && b[0]["crashes_in_a_row"].as_u64() >= Some(2))
     });
-    wait_until(Duration::from_secs(3), "the crash loop in the status table", || {
+    wait_until(Duration::from_secs(20), "the crash loop in the status table", || {
         String::from_utf8_lossy(&p.ctl(&["status"]).stdout).contains("crash loop: slot 0 crashed")
     });
-    // Part of the scenario: starts are counted over about 3 s.
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until(Duration::from_secs(30), "six starts", || p.log_text().matches("started (slot 0)").count() >= 6);
     // What status counts, as starts so far: a running worker's restarts
     // plus its first start, or (in backoff) the crashes in a row, as every
     // start crashed.
@@ -144,18 +144,37 @@ fn a_crash_loop_backs_off() {
         }
     };
     let mut s = p.status();
-    wait_until(Duration::from_secs(3), "a worker or a backoff in status", || {
+    wait_until(Duration::from_secs(10), "a worker or a backoff in status", || {
         s = p.status();
         starts_counted(&s).is_some()
     });
     let counted = starts_counted(&s).unwrap();
     // The primary logs synchronously: every start it counted is in the log.
-    let starts = p.log_text().matches("started (slot 0)").count() as u64;
-    // Without backoff this would be dozens of starts; with 0, 100, 200, 400,
-    // 800 ms... between them it is a handful.
-    assert!((3..=12).contains(&starts), "{starts} starts in 3s; status {s}");
-    assert!(counted >= 3 && counted <= starts, "status counts {counted} starts, the log {starts}: {s}");
-    assert!(p.log_text().contains("crashed 3 times in a row; restarting in 200 ms"), "{}", p.log_text());
+    let log = p.log_text();
+    let starts = log_times(&log, "started (slot 0)");
+    assert!(
+        counted >= 3 && counted <= starts.len() as u64,
+        "status counts {counted} starts, the log {}: {s}",
+        starts.len()
+    );
+    // The backoff, read from the primary's own clock (the log), so that a
+    // slow machine only makes the gaps longer: the first restart is
+    // immediate, then each waits 100 ms, 200 ms, 400 ms... after the crash.
+    // Without backoff the gaps would be the worker's 50 ms life alone.
+    let crashes = log_times(&log, "unexpectedly");
+    for (k, pair) in starts.windows(2).enumerate() {
+        let delay = if k == 0 { 0.0 } else { 0.1 * f64::from(1u32 << (k - 1).min(8)) };
+        // From the crash before this start (logged when it was reaped).
+        let crash = crashes.iter().copied().filter(|c| *c >= pair[0] && *c <= pair[1]).next_back();
+        let crash = crash.unwrap_or_else(|| panic!("no crash logged between starts {k} and {}:\n{log}", k + 1));
+        assert!(
+            pair[1] - crash >= delay - 0.002,
+            "start {} came {:.3} s after the crash, before its backoff of {delay} s:\n{log}",
+            k + 1,
+            pair[1] - crash
+        );
+    }
+    assert!(log.contains("crashed 3 times in a row; restarting in 200 ms"), "{log}");
 }
 
 #[test]

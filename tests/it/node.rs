@@ -206,7 +206,8 @@ fn an_https_app_reloads_under_load() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500)); // the load is flowing
+    // The load is flowing (a fixed wait was too short on a loaded machine).
+    wait_until(Duration::from_secs(30), "the HTTPS load to flow", || p.dir.path("reloads-done.flowing").exists());
     for i in 0..5 {
         let out = p.reload();
         assert!(out.contains(&format!("generation {} serves", i + 2)), "{out}");

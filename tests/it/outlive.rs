@@ -234,3 +234,43 @@ fn sigkill_of_the_primary_ends_a_running_build_and_its_children() {
     wait_until(Duration::from_secs(5), format_args!("the build's child {child} to go"), || process_gone(child));
     let _ = client.wait();
 }
+
+/// A stop that had to kill adopted processes (daemons that ignore the stop
+/// signal) says how many, with the workers, and `hotswap stop` fails, as it
+/// does for a worker that had to be killed.
+#[test]
+fn a_stop_counts_the_adopted_processes_it_had_to_kill() {
+    let dir = TempDir::new("daemon-stubborn");
+    let start = dir.path("start.sh");
+    // Each worker leaves a daemon (its own session, its parent gone) that
+    // ignores SIGTERM, then becomes the HTTP worker.
+    script(
+        &start,
+        &format!(
+            "( setsid sh -c 'trap \"\" TERM; echo $$ > {}/daemon.'$$'; exec sleep 600' & )\nexec {}",
+            dir.0.display(),
+            rust_worker()[0]
+        ),
+    );
+    let mut p = Primary::builder(vec![start.display().to_string()]).arg("--shutdown-timeout").arg("1s").start();
+    wait_until(Duration::from_secs(10), "2 daemons adopted", || p.status()["adopted"].as_array().unwrap().len() == 2);
+    let daemons = all_daemons(&dir);
+    assert_eq!(daemons.len(), 2, "{daemons:?}");
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    let stop = std::time::Instant::now();
+    let out = p.ctl(&["stop"]);
+    let records = load.finish();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}{err}\n{}", String::from_utf8_lossy(&out.stdout), p.log_text());
+    assert!(
+        err.contains("stopped, but 2 adopted processes (left by workers) had to be killed"),
+        "{err}\n{}",
+        p.log_text()
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "a graceful stop, if not a clean one");
+    assert!(p.log_text().contains("stopped, but 2 adopted processes"), "{}", p.log_text());
+    assert_all_gone(&daemons, "killed at the stop's deadline");
+    let before: Vec<_> = records.iter().filter(|r| r.sent < stop).cloned().collect();
+    assert_no_failures(&before, "requests sent before the stop");
+}

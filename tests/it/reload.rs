@@ -109,7 +109,9 @@ fn sighup_reloads_under_load() {
 
 #[test]
 fn reloads_asked_during_a_reload_are_queued_and_joined() {
-    let p = Primary::builder(rust_worker()).env("EXAMPLE_STARTUP_MS", "400").start();
+    // Each reload takes some 3 s (two workers, 1.5 s each to start): room
+    // for the next clients to start and be heard while the first runs.
+    let p = Primary::builder(rust_worker()).env("EXAMPLE_STARTUP_MS", "1500").start();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
     load.wait_for_requests(50);
     let reload = || {
@@ -118,17 +120,26 @@ fn reloads_asked_during_a_reload_are_queued_and_joined() {
             std::process::Command::new(HOTSWAP).arg("reload").arg("--control").arg(&control).output().unwrap()
         })
     };
-    // The first runs (two workers, 400 ms each to start), the second is
-    // queued behind it, the third joins the queued one.
+    // The first runs, the second is queued behind it, the third joins the
+    // queued one.
     let mut clients = vec![reload()];
-    wait_until(Duration::from_secs(5), "the first reload to run", || p.status()["reloading"] == true);
+    wait_until(Duration::from_secs(20), "the first reload to run", || p.status()["reloading"] == true);
     clients.push(reload());
-    wait_until(Duration::from_secs(5), "the second reload to be queued", || p.status()["reload_queued"] == true);
+    wait_until(Duration::from_secs(20), "the second reload to be queued", || p.status()["reload_queued"] == true);
     clients.push(reload());
+    // The third is heard while the second still waits (on the primary's
+    // clock: before the first reload finished).
+    wait_until(Duration::from_secs(20), "the third request", || {
+        p.log_text().matches("reload queued behind the running one").count() >= 2
+    });
     for c in clients {
         let out = c.join().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    let log = p.log_text();
+    let queued = log_times(&log, "reload queued behind the running one");
+    let finished = log_times(&log, "reload finished in");
+    assert!(queued.len() == 2 && queued[1] < finished[0], "the third came after the first reload:\n{log}");
     // One running reload, one queued that the third request joined.
     let s = p.status();
     assert_eq!(s["generation"], 3, "{s}");

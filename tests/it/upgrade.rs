@@ -150,9 +150,16 @@ fn a_new_image_that_cannot_take_over_hands_back_to_the_old_one() {
     wait_until(Duration::from_secs(5), "the rollback in the log", || {
         p.log_text().contains("upgrade failed and was rolled back")
     });
+    assert_no_success_line(&p.log_text());
     p.reload();
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a rolled-back upgrade");
+}
+
+/// A rolled-back upgrade says nowhere that it upgraded.
+fn assert_no_success_line(log: &str) {
+    let claims: Vec<&str> = log.lines().filter(|l| l.contains("upgraded") || l.contains("upgrade done")).collect();
+    assert!(claims.is_empty(), "a rolled-back upgrade logged success: {claims:#?}\n{log}");
 }
 
 #[test]
@@ -342,6 +349,7 @@ fn a_new_image_that_rejects_the_command_line_rolls_back() {
     wait_until(Duration::from_secs(5), "the rollback in the log", || {
         p.log_text().contains("upgrade failed and was rolled back")
     });
+    assert_no_success_line(&p.log_text());
     assert_untouched(&p, &workers, &sock);
     // And a good binary upgrades as usual afterwards.
     install(&bin);
@@ -374,8 +382,87 @@ fn a_new_image_that_fails_after_adopting_the_workers_rolls_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}\n{}", p.log_text());
     assert!(err.contains("HOTSWAP_TEST_FAIL_TAKEOVER=adopt") && err.contains("still running"), "{err}");
+    assert!(p.log_text().contains("upgrade failed and was rolled back"), "{}", p.log_text());
+    assert_no_success_line(&p.log_text());
     assert_untouched(&p, &workers, &sock);
     assert!(events.connected(), "the events client survived the rollback");
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a rollback after adoption");
+}
+
+/// `hotswap status` and `hotswap reload` asked while the primary execs
+/// itself are answered: a deploy script's reload never fails because an
+/// upgrade ran at the same moment (the client asks again when the old
+/// image's exec closed its connection before any answer).
+#[test]
+fn control_requests_during_upgrades_are_all_answered() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("upgrade");
+    let (p, bin) = primary_from_copy(&dir);
+    let load = Load::start(Target::Tcp(p.addr()), 3, 1);
+    load.wait_for_requests(50);
+    let done = AtomicBool::new(false);
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
+    let (statuses, reloads) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8)
+            .map(|i| {
+                let (p, done, failures) = (&p, &done, &failures);
+                s.spawn(move || {
+                    let mut answered = 0;
+                    while !done.load(Ordering::Relaxed) {
+                        // One client in eight reloads; the others ask for the status.
+                        let args: &[&str] = if i == 0 { &["reload"] } else { &["status", "--json"] };
+                        let out = p.ctl(args);
+                        let (stdout, stderr) =
+                            (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                        let ok = out.status.success()
+                            && if i == 0 {
+                                stdout.contains("generation")
+                            } else {
+                                serde_json::from_str::<serde_json::Value>(&stdout).is_ok_and(|v| v["pid"] == p.pid())
+                            };
+                        if ok {
+                            answered += 1;
+                            if i == 0 {
+                                // Room for the upgrades, which a running reload refuses.
+                                std::thread::sleep(Duration::from_millis(300));
+                            }
+                        } else {
+                            failures.lock().unwrap().push(format!("{}: {stdout}{stderr}", args[0]));
+                        }
+                    }
+                    answered
+                })
+            })
+            .collect();
+        // Three upgrades; one asked while a reload runs is refused (and asked again).
+        let mut upgrades = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while upgrades < 3 && std::time::Instant::now() < deadline {
+            install(&bin);
+            let out = p.ctl(&["upgrade"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                upgrades += 1;
+            } else {
+                assert!(err.contains("reload"), "an upgrade failed for another reason than a reload: {err}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        assert_eq!(upgrades, 3, "three upgrades within 90 s:\n{}", p.log_text());
+        let answered: Vec<usize> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (answered[1..].iter().sum::<usize>(), answered[0])
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} control requests failed during upgrades:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(statuses >= 10 && reloads >= 2, "too few requests to tell: {statuses} statuses, {reloads} reloads");
+    assert_eq!(p.status()["upgrades"], 3);
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load across upgrades with reloads and status requests");
 }

@@ -1,7 +1,8 @@
 // HTTPS load for the tests: keep-alive and new-connection request loops
 // against URL until the file `reloads-done` appears next to the primary's
 // log (the test writes it) or MAX_SECONDS pass; then prints a JSON report
-// {"ok": N, "failed": N, "errors": [...], "pids": [...]} and exits.
+// {"ok": N, "failed": N, "errors": [...], "pids": [...]} and exits. After
+// its 20th answer it writes DONE_FILE.flowing: the load is flowing.
 // Usage: node https-load.js URL MAX_SECONDS [DONE_FILE]
 'use strict';
 const https = require('https');
@@ -21,7 +22,12 @@ function once(agent) {
       res.on('data', (c) => { body += c; });
       res.on('end', () => {
         const m = /pid=(\d+)/.exec(body);
-        if (res.statusCode === 200 && m) { report.ok++; report.pids.add(m[1]); }
+        if (res.statusCode === 200 && m) {
+          report.ok++;
+          report.pids.add(m[1]);
+          // The test waits for this before it reloads.
+          if (report.ok === 20 && doneFile) fs.writeFileSync(`${doneFile}.flowing`, '');
+        }
         else { report.failed++; report.errors.push(`HTTP ${res.statusCode}`); }
         resolve();
       });
