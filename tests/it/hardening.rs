@@ -250,10 +250,16 @@ fn many_reloads_leak_no_fds_threads_memory_or_zombies() {
         p.reload();
     }
     // The last reload's client connection may still be open for a moment.
-    poll_until(Duration::from_secs(10), || counts(p.pid()) == (fds, threads));
+    // A thread of tokio's blocking pool (status reads /proc there) ends
+    // after 10 s idle, which a loaded machine's 50 reloads can outlast:
+    // fewer threads is no leak.
+    poll_until(Duration::from_secs(10), || {
+        let (f, t) = counts(p.pid());
+        f == fds && t <= threads
+    });
     let (fds2, threads2, rss2) = footprint(p.pid());
     assert_eq!(fds2, fds, "open fds");
-    assert_eq!(threads2, threads, "threads");
+    assert!(threads2 <= threads, "threads grew from {threads} to {threads2}");
     assert!(rss2 <= rss + 512, "RSS grew from {rss} KiB to {rss2} KiB over 50 reloads");
     assert!(zombies_of(p.pid()).is_empty(), "zombies: {:?}", zombies_of(p.pid()));
     assert_eq!(p.status()["generation"], 61);
