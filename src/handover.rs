@@ -92,6 +92,11 @@ pub struct State {
     pub upgrades: u32,
     pub settings: Settings,
     pub listeners: Vec<ListenerSnapshot>,
+    /// `--balance slots|sticky`: for each listener (in the order of
+    /// `listeners`), the sockets of slots 1, 2, ... in slot order (slot 0 is
+    /// the listener); empty for a shared one.
+    #[serde(default)]
+    pub slot_fds: Vec<Vec<RawFd>>,
     pub control_fd: RawFd,
     pub guardian_pid: i32,
     pub guardian_fd: RawFd,
@@ -214,6 +219,8 @@ pub struct Inherited {
     pub listeners: Vec<Listener>,
     /// Sockets bound on demand for Node workers, with the listen each serves.
     pub on_demand: Vec<(Target, Listener)>,
+    /// The slot sockets of each listener after slot 0 (`--balance`).
+    pub slot_sockets: Vec<Vec<OwnedFd>>,
     pub control: OwnedFd,
     pub metrics: Option<OwnedFd>,
     pub guardian: OwnedFd,
@@ -229,6 +236,7 @@ impl State {
     /// Every fd the state names.
     pub fn fds(&self) -> Vec<RawFd> {
         let mut v: Vec<RawFd> = self.listeners.iter().map(|l| l.fd).collect();
+        v.extend(self.slot_fds.iter().flatten());
         v.extend([self.control_fd, self.guardian_fd, self.exe_fd]);
         v.extend(self.metrics_fd);
         for w in &self.workers {
@@ -245,6 +253,9 @@ impl State {
     fn renumber(&mut self, map: impl Fn(RawFd) -> RawFd) {
         for l in &mut self.listeners {
             l.fd = map(l.fd);
+        }
+        for fd in self.slot_fds.iter_mut().flatten() {
+            *fd = map(*fd);
         }
         self.control_fd = map(self.control_fd);
         self.guardian_fd = map(self.guardian_fd);
@@ -281,6 +292,10 @@ impl State {
                 None => listeners.push(listener),
             }
         }
+        let mut slot_sockets = Vec::new();
+        for group in &self.slot_fds {
+            slot_sockets.push(group.iter().map(|fd| own(*fd)).collect::<Result<Vec<_>>>()?);
+        }
         let mut workers = Vec::new();
         for w in &self.workers {
             workers.push(WorkerFds {
@@ -294,6 +309,7 @@ impl State {
         Ok(Inherited {
             listeners,
             on_demand,
+            slot_sockets,
             control: own(self.control_fd)?,
             metrics: self.metrics_fd.map(own).transpose()?,
             guardian: own(self.guardian_fd)?,

@@ -133,7 +133,7 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
     let node = supervisor::runs_node(&settings, &env);
-    let listeners = match listeners::open_all(&settings.listen, settings.backlog, settings.socket_mode, node) {
+    let listeners = match listeners::open_all(&settings.listen, settings.backlog, settings.socket_mode, node, settings.balance.per_slot()) {
         Ok(l) => l,
         Err(e) if e.is::<listeners::NothingToListenOn>() => {
             eprintln!("hotswap: {e}");

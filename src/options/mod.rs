@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
+pub use crate::types::balance::Balance;
 pub use ready::ReadyMode;
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
@@ -165,6 +166,17 @@ pub struct Options {
     #[serde(default, with = "parse::socket_mode", skip_serializing_if = "Option::is_none")]
     pub socket_mode: Option<u32>,
 
+    /// How new TCP connections reach the workers: `shared` (one socket every
+    /// worker accepts on), `slots` (one `SO_REUSEPORT` socket per worker
+    /// slot, the kernel's hash of the connection picks one), `sticky` (one
+    /// socket per slot, and each client IP address always reaches the same
+    /// slot, across reloads: for session and Socket.IO apps). Linux only for
+    /// `slots` and `sticky`; Unix sockets stay shared. Fixed at start
+    /// [default: shared].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -242,6 +254,9 @@ pub struct Settings {
     /// `--python`: the same three modes as `--node`.
     #[serde(default)]
     pub python: NodeMode,
+    /// `--balance`: how connections reach the workers.
+    #[serde(default)]
+    pub balance: Balance,
 }
 
 /// `--metrics`: a TCP address; `:PORT` means every address.
@@ -333,13 +348,25 @@ impl Settings {
                  ready (default 30s; for workers that say nothing, use --ready none or delay:DUR)"
             );
         }
+        let balance = o.balance.unwrap_or_default();
+        let workers = o.workers.unwrap_or_else(parse::cpus);
+        if balance.per_slot() && workers as usize > crate::types::MAX_SLOTS {
+            {
+                let n = workers;
+                bail!(
+                    "--balance {balance} handles at most {} workers (a classic BPF program has at most 4096 \
+                     instructions); got -w {n}",
+                    crate::types::MAX_SLOTS
+                );
+            }
+        }
         for g in &o.watch_ignore {
             globset::Glob::new(g).map_err(|e| anyhow::anyhow!("--watch-ignore (watch-ignore) {g:?}: {e}"))?;
         }
         Ok(Settings {
             listen: o.listen,
             command: o.command,
-            workers: o.workers.unwrap_or_else(parse::cpus),
+            workers,
             control_path: o.control.unwrap_or_else(default_control_path),
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
@@ -357,6 +384,7 @@ impl Settings {
             max_memory: o.max_memory,
             metrics: o.metrics,
             python: o.python.unwrap_or_default(),
+            balance,
         })
     }
 
@@ -377,6 +405,9 @@ impl Settings {
         }
         if self.metrics != new.metrics {
             v.push("metrics");
+        }
+        if self.balance != new.balance {
+            v.push("balance");
         }
         if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
         {

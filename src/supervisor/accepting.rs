@@ -87,6 +87,22 @@ pub(super) fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::R
 }
 
 impl Supervisor {
+    /// The inodes of the sockets a worker in `slot` holds: the listeners,
+    /// or its slot's sockets under `--balance slots|sticky`.
+    fn inodes_of(&self, slot: usize) -> Vec<u64> {
+        #[cfg(target_os = "linux")]
+        if self.slot_sockets.per_slot() {
+            return self
+                .slot_sockets
+                .borrowed(&self.listeners, slot)
+                .into_iter()
+                .map(|fd| crate::sys::accepting::socket_inode(fd).unwrap_or(0))
+                .collect();
+        }
+        let _ = slot;
+        self.inodes.clone()
+    }
+
     /// Starts looking at a new worker's accepts, if its readiness mode does.
     pub(super) fn watch_accepts(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get(&id) else { return };
@@ -107,6 +123,8 @@ impl Supervisor {
     /// Looks whether a starting worker accepts; marks it ready, or looks
     /// again later.
     pub(super) fn on_accept_check(&mut self, id: WorkerId) {
+        let Some(slot) = self.workers.get(&id).map(|w| w.slot()) else { return };
+        let inodes = self.inodes_of(slot);
         let Some(w) = self.workers.get_mut(&id) else { return };
         let auto = w.settings().ready == ReadyMode::Auto;
         if w.state() != WorkerState::Starting || (auto && w.announces()) {
@@ -114,8 +132,8 @@ impl Supervisor {
         }
         let now = Instant::now();
         let mut next = (w.age() / 20).clamp(FIRST, LONGEST);
-        match look(w.pid().as_raw(), &self.inodes) {
-            Ok(report) if report.all_seen(&self.inodes) => {
+        match look(w.pid().as_raw(), &inodes) {
+            Ok(report) if report.all_seen(&inodes) => {
                 let since = *w.accept_watch_mut().seen_since.get_or_insert(now);
                 let waited = now - since;
                 if !auto || waited >= AUTO_SETTLE {
@@ -129,7 +147,7 @@ impl Supervisor {
                 next = AUTO_SETTLE - waited;
             }
             Ok(report) => {
-                let text = self.describe(&report);
+                let text = self.describe(&report, &inodes);
                 let w = self.workers.get_mut(&id).expect("looked up above");
                 w.accept_watch_mut().last = Some(text);
             }
@@ -146,14 +164,14 @@ impl Supervisor {
 
     /// A look that did not see every socket accepted on, in words: which
     /// socket, and what could not be seen.
-    fn describe(&self, report: &Report) -> String {
+    fn describe(&self, report: &Report, inodes: &[u64]) -> String {
         if report.processes == 0 {
             return "its process group is empty".into();
         }
         let missing: Vec<String> = self
             .listeners
             .iter()
-            .zip(&self.inodes)
+            .zip(inodes)
             .enumerate()
             .filter(|(_, (_, inode))| !report.is_seen(**inode))
             .map(|(i, (l, _))| format!("{} (fd {})", l.addr, 3 + i))

@@ -3,7 +3,8 @@
 //! Workers, slots, generations, listeners, the reload in progress and the
 //! stop in progress live in [`Supervisor`], whose fields are private: only
 //! the files of this folder touch them, each for one concern (workers,
-//! reloads, exits, adopted orphans, stop, status, subscribers, self-upgrade).
+//! reloads, exits, adopted orphans, stop, status, subscribers, self-upgrade
+//! and taking over from the previous image, the first `--build`).
 //! Everything else (signals, the control socket, IPC channels, notify
 //! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits
 //! arrive as SIGCHLD and are reaped in one place, by pid ([`exits`]), so no
@@ -12,14 +13,17 @@
 //! The decisions that need no process are pure and tested on their own: the
 //! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
 
-mod adopted;
 mod accepting;
+mod adopted;
+mod balance;
 pub mod backoff;
 mod exits;
+mod first_build;
 mod memory;
 mod metrics;
 mod node;
 pub mod reload;
+mod resume;
 mod status;
 mod stop;
 mod subscribers;
@@ -38,7 +42,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-use crate::handover::{Handback, Inherited, State};
 use crate::io::build::Build;
 use crate::io::control;
 use crate::io::file_watch::{self, BuildClock};
@@ -46,6 +49,7 @@ use crate::io::output::Output;
 use crate::options::{Options, Settings};
 use crate::sys::guardian::Guardian;
 use crate::sys::listeners::Listener;
+use crate::sys::slots::SlotSockets;
 use crate::sys::private_dir;
 use crate::sys::sd_notify::Systemd;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
@@ -57,6 +61,7 @@ use stop::Stop;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
 
+pub use resume::resume;
 pub use worker::{base_env, runs_node};
 
 /// How long an exiting primary waits for its events clients and its
@@ -69,6 +74,12 @@ pub struct Supervisor {
     /// The serving generation's settings.
     settings: Rc<Settings>,
     listeners: Vec<Listener>,
+    /// Each slot's sockets under `--balance slots|sticky` (shared listeners
+    /// otherwise), and what the kernel was told of the live slots.
+    slot_sockets: SlotSockets,
+    /// Workers whose slot was left out of the balance, waiting for its
+    /// queue to empty before they are told to go (since when).
+    leaving: std::collections::HashMap<WorkerId, Instant>,
     /// The listeners' socket inodes, in the same order: how `--ready
     /// accepting` recognises them in a worker's `/proc` entries.
     inodes: Vec<u64>,
@@ -172,138 +183,12 @@ pub async fn run(
     }
     let runtime_dir = private_dir::create_runtime(&base)?;
     let _cleanup = RemoveDir(runtime_dir.clone());
+    let workers = settings.workers as usize;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
     sup.metrics = metrics;
+    sup.slot_sockets.grow(workers)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
-    sup.end_orphans();
-    sup.guardian.dismiss();
-    result
-}
-
-/// Runs a primary that the previous image handed over (self-upgrade). Any
-/// failure before it serves gives everything back to the previous image
-/// ([`Handback::rollback`], an exec: nothing here is dropped, so no socket
-/// file is removed); it returns only if that too fails.
-pub async fn resume(
-    flags: Options,
-    origin: Origin,
-    state: State,
-    mut fds: Inherited,
-    rollback: Option<String>,
-    handback: Handback,
-) -> Result<(i32, String)> {
-    let give_back = |e: anyhow::Error| -> anyhow::Error { handback.rollback(&format!("{e:#}")) };
-    let (tx, mut rx) = mpsc::channel(1024);
-    if let Err(e) = crate::io::signals::start(tx.clone()) {
-        return Err(give_back(e));
-    }
-    // (Kept across execve; set again for an image started by an older one.)
-    if let Err(e) = crate::sys::reap::become_subreaper().context("becoming a child subreaper") {
-        return Err(give_back(e));
-    }
-    let systemd = match Systemd::from_env() {
-        Ok(s) => s,
-        Err(e) => return Err(give_back(e)),
-    };
-    let control = match control::Server::adopt(fds.control, &state.settings.control_path, tx.clone()) {
-        Ok(c) => c,
-        Err(e) => return Err(give_back(e)),
-    };
-    let metrics = match fds.metrics.take().map(|fd| crate::io::metrics::Server::adopt(fd, tx.clone())).transpose() {
-        Ok(m) => m,
-        Err(e) => return Err(give_back(e)),
-    };
-    let guardian = Guardian::adopt(
-        state.guardian_pid,
-        fds.guardian,
-        state.guardian_groups.clone(),
-        state.guardian_backlog.clone(),
-    );
-    // The previous image's directory: workers' NOTIFY_SOCKETs point into it.
-    let runtime_dir = match &state.runtime_dir {
-        Some(dir) => match private_dir::check_runtime(dir) {
-            Ok(()) => Ok(dir.clone()),
-            // Gone (a temp cleaner) or tampered with: a new one serves the
-            // next workers; running ones keep what they have.
-            Err(e) => {
-                tracing::warn!("{e:#}; using a new runtime directory");
-                private_dir::create_runtime(&private_dir::runtime_base())
-            }
-        },
-        // From an image that used TMPDIR/hotswap-PID: keep it when it is ours.
-        None => {
-            let legacy = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
-            match private_dir::check_runtime(&legacy) {
-                Ok(()) => Ok(legacy),
-                Err(_) => private_dir::create_runtime(&private_dir::runtime_base()),
-            }
-        }
-    };
-    let runtime_dir = match runtime_dir {
-        Ok(d) => d,
-        Err(e) => return Err(give_back(e)),
-    };
-    let listeners = std::mem::take(&mut fds.listeners);
-    let mut sup = match Supervisor::new(
-        flags,
-        origin,
-        state.settings.clone(),
-        listeners,
-        systemd,
-        control,
-        guardian,
-        tx,
-        runtime_dir,
-    ) {
-        Ok(s) => s,
-        Err(e) => return Err(give_back(e)),
-    };
-    sup.metrics = metrics;
-    sup.on_demand.sockets = std::mem::take(&mut fds.on_demand);
-    sup.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.events.clone());
-    let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
-    // Fault injection for the rollback test: a new image that fails after
-    // adopting the workers, the latest point before it serves.
-    if adopted.is_ok()
-        && rollback.is_none()
-        && std::env::var_os(crate::handover::FAIL_TAKEOVER_ENV).is_some_and(|v| v == "adopt")
-    {
-        adopted = Err(anyhow::anyhow!("{}=adopt is set", crate::handover::FAIL_TAKEOVER_ENV));
-    }
-    if let Err(e) = adopted {
-        return Err(give_back(e.context("adopting the workers")));
-    }
-    // Serving: this image is now in charge of the socket files, and the
-    // copies kept for a rollback go.
-    drop(handback);
-    sup.control.own_path();
-    for l in sup.listeners.iter_mut().chain(sup.on_demand.sockets.iter_mut().map(|(_, l)| l)) {
-        if let Some((_, path)) = fds.owned_paths.iter().find(|(fd, _)| *fd == l.raw_fd()) {
-            l.owned_path = Some(path.clone());
-        }
-    }
-    let _cleanup = RemoveDir(sup.runtime_dir.clone());
-    // Logged before the client hears it, so the log already says so.
-    if let Some(why) = &rollback {
-        tracing::error!("upgrade failed and was rolled back: {why}");
-    }
-    if let Some(conn) = fds.reply.take() {
-        let version = env!("CARGO_PKG_VERSION");
-        let reply = match &rollback {
-            None => Reply::Done {
-                message: format!(
-                    "upgraded hotswap {} to {version}: pid {} and {} workers kept",
-                    state.from_version,
-                    std::process::id(),
-                    sup.workers.len()
-                ),
-            },
-            Some(why) => Reply::Error { error: format!("upgrade failed: {why}; still running hotswap {version}") },
-        };
-        crate::handover::answer(conn, &reply);
-    }
-    let result = sup.event_loop(&mut rx).await;
     sup.end_orphans();
     sup.guardian.dismiss();
     result
@@ -354,7 +239,12 @@ impl Supervisor {
                  it is ready once a worker accepts on them"
             );
         }
+        // Slot 0 only: a new primary binds the others ([`run`]), a new image
+        // takes them over ([`resume`]).
+        let slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
         Ok(Supervisor {
+            slot_sockets,
+            leaving: Default::default(),
             inodes: accepting::inodes(&listeners)?,
             announcers: Default::default(),
             flags,
@@ -416,63 +306,6 @@ impl Supervisor {
         self.event_loop(rx).await
     }
 
-    /// `--build` before the first generation: on a fresh checkout there is
-    /// nothing to run yet. A build that fails starts nothing and ends the
-    /// primary with the reason; a stop during it ends the primary at once.
-    /// Status and events clients are served meanwhile; other requests are
-    /// refused.
-    async fn first_build(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<Option<(i32, String)>> {
-        use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
-        let Some(cmd) = self.settings.build.clone() else { return Ok(None) };
-        tracing::info!("building before the first start: {cmd}");
-        let build = Build::start(&cmd, &self.output)?;
-        self.guardian.protect(build.pid);
-        let stopped = loop {
-            let Some(event) = rx.recv().await else { break Some("the event channel closed".to_string()) };
-            match event {
-                Event::Signal(SIGCHLD) => {
-                    if let Some((_, how)) = crate::sys::reap::exited(&[build.pid]).pop() {
-                        let _ = nix::sys::signal::killpg(build.pid, nix::sys::signal::Signal::SIGKILL);
-                        self.guardian.release(build.pid);
-                        let took = format!("{:.1} s", build.started.elapsed().as_secs_f64());
-                        if how == crate::types::Exit::Code(0) {
-                            tracing::info!("build finished in {took}");
-                            return Ok(None);
-                        }
-                        // Let the output forwarders pass on the build's last
-                        // lines (the compiler's error) before the exit.
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        anyhow::bail!("the first build `{cmd}` {how} after {took}; no worker was started");
-                    }
-                    // (The guardian's exit waits for the event loop.)
-                    crate::sys::reap::orphans(&[build.pid, self.guardian.pid()], &self.foreign);
-                }
-                Event::Signal(sig @ (SIGTERM | SIGINT)) => {
-                    break Some(format!("{} during the first build", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }))
-                }
-                Event::Control { request: Request::Stop, reply, .. } => {
-                    let _ = reply.send(Reply::Done { message: "stopped during the first build".into() });
-                    break Some("stop requested during the first build".into());
-                }
-                Event::Control { request: Request::Status | Request::Events, .. } => self.handle(event),
-                Event::Control { reply, .. } => {
-                    let _ = reply.send(Reply::Error {
-                        error: "refused: the first build is running; no worker has started yet".into(),
-                    });
-                }
-                _ => {}
-            }
-        };
-        build.kill();
-        self.guardian.release(build.pid);
-        let why = stopped.unwrap_or_default();
-        tracing::info!("{why}: build stopped, no worker was started");
-        let message = format!("stopped ({why})");
-        self.subscribers.close(&message, EXIT_DRAIN).await;
-        let_replies_out().await;
-        Ok(Some((0, message)))
-    }
-
     /// Starts the file watcher and the watchdog, then handles events until
     /// the primary stops.
     async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
@@ -529,6 +362,7 @@ impl Supervisor {
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
         }
+        self.rebalance();
     }
 
     fn on_signal(&mut self, sig: i32) {
@@ -591,6 +425,7 @@ impl Supervisor {
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Respawn(slot) => self.respawn(slot),
+            Timer::SlotDrain(id) => self.on_slot_drain(id),
             Timer::Tick => self.on_tick(),
             Timer::MemoryCheck => self.on_memory_check(),
             Timer::Watchdog => {
@@ -631,6 +466,7 @@ impl Supervisor {
             base_env: &self.base_env,
             runtime_dir: &self.runtime_dir,
             listeners: &self.listeners,
+            slot_sockets: &self.slot_sockets,
             output: &self.output,
             events: &self.events,
             preload: &self.preload,
@@ -654,6 +490,7 @@ impl Supervisor {
             control_path: self.settings.control_path.clone(),
             backlog: self.settings.backlog,
             metrics: self.settings.metrics,
+            balance: self.settings.balance,
             ..new
         }))
     }

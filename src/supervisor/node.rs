@@ -10,7 +10,7 @@
 //! node app.js` needs no `--listen` at all.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -109,26 +109,29 @@ impl Supervisor {
     }
 
     /// A copy of the socket for `target`, and its name; or an errno and why.
+    /// Under `--balance slots|sticky` a `--listen` address gets the
+    /// worker's slot socket, as its fd 3 is; sockets bound on demand stay
+    /// shared.
     fn socket_for(&mut self, id: WorkerId, target: &Target) -> Result<(OwnedFd, String), (i32, String)> {
-        let dup = |l: &Listener| -> Result<(OwnedFd, String), (i32, String)> {
-            let fd = l
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| (e.raw_os_error().unwrap_or(libc::EMFILE), e.to_string()))?;
-            nonblocking(&fd).map_err(|e| (e as i32, format!("making {} non-blocking: {e}", l.addr)))?;
-            Ok((fd, l.addr.to_string()))
+        let dup_fd = |fd: BorrowedFd<'_>, addr: &ListenAddr| -> Result<(OwnedFd, String), (i32, String)> {
+            let fd = fd.try_clone_to_owned().map_err(|e| (e.raw_os_error().unwrap_or(libc::EMFILE), e.to_string()))?;
+            nonblocking(&fd).map_err(|e| (e as i32, format!("making {addr} non-blocking: {e}")))?;
+            Ok((fd, addr.to_string()))
         };
+        let dup = |l: &Listener| dup_fd(l.as_fd(), &l.addr);
+        let slot = self.workers.get(&id).map_or(0, |w| w.slot());
+        let of_slot = self.slot_sockets.borrowed(&self.listeners, slot);
         if let Target::Fd(n) = target {
-            return match usize::try_from(n - 3).ok().and_then(|i| self.listeners.get(i)) {
-                Some(l) => dup(l),
+            return match usize::try_from(n - 3).ok().and_then(|i| Some((of_slot.get(i)?, self.listeners.get(i)?))) {
+                Some((fd, l)) => dup_fd(*fd, &l.addr),
                 None => Err((
                     libc::EBADF,
                     format!("fd {n} is not one of the {} sockets it was given", self.listeners.len()),
                 )),
             };
         }
-        if let Some(l) = self.listeners.iter().find(|l| matches(target, &l.addr)) {
-            return dup(l);
+        if let Some(i) = self.listeners.iter().position(|l| matches(target, &l.addr)) {
+            return dup_fd(of_slot[i], &self.listeners[i].addr);
         }
         if let Some((_, l)) = self.on_demand.sockets.iter().find(|(t, _)| t == target) {
             return dup(l);

@@ -112,6 +112,7 @@ impl Supervisor {
             max_memory: self.settings.max_memory,
             replacing: self.memory.replacing.as_ref().map(|r| r.why.clone()),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
+            balance: self.settings.balance.to_string(),
         }
     }
 }

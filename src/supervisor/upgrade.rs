@@ -39,6 +39,7 @@ impl Supervisor {
                     bound_for,
                 })
                 .collect(),
+            slot_fds: self.slot_sockets.handover_fds(),
             control_fd: self.control.raw_fd(),
             guardian_pid: self.guardian.pid().as_raw(),
             guardian_fd: self.guardian.raw_fd(),
@@ -293,7 +294,8 @@ impl Supervisor {
                 | Timer::AssumeReady(id)
                 | Timer::Shutdown(id)
                 | Timer::StopSignal(id)
-                | Timer::ReadyHint(id) => self.worker_timer(id, left, t.timer),
+                | Timer::ReadyHint(id)
+                | Timer::SlotDrain(id) => self.worker_timer(id, left, t.timer),
                 Timer::Respawn(slot) => {
                     if let Some(s) = self.slots.get_mut(slot) {
                         s.waits_until(now + left);

@@ -214,6 +214,13 @@ impl Worker {
         self.respawn = false;
     }
 
+    /// It is leaving (its slot is given up): stopping, not to be replaced,
+    /// not yet told.
+    pub fn leave(&mut self) {
+        self.state = WorkerState::Stopping;
+        self.respawn = false;
+    }
+
     /// A deadline about this worker, cancelled when it goes.
     pub fn arm(&mut self, timer: tokio::task::AbortHandle) {
         self.timers.push(timer);
@@ -319,6 +326,8 @@ pub struct Launcher<'a> {
     /// Where per-worker notify sockets go (`--ready notify`).
     pub runtime_dir: &'a Path,
     pub listeners: &'a [Listener],
+    /// Each slot's sockets (`--balance`).
+    pub slot_sockets: &'a crate::sys::slots::SlotSockets,
     pub output: &'a Output,
     pub events: &'a mpsc::Sender<Event>,
     /// The Node.js preload, for cluster workers.
@@ -372,7 +381,7 @@ impl Launcher<'_> {
         let (err_r, err_w) = pipe()?;
         let devnull = std::fs::File::open("/dev/null").context("opening /dev/null")?;
 
-        let listener_fds: Vec<_> = self.listeners.iter().map(|l| l.raw_fd()).collect();
+        let listener_fds = self.slot_sockets.fds(self.listeners, slot);
         let ipc_fd = 3 + listener_fds.len();
         let mut env = self.base_env.to_vec();
         let mut set = |k: &str, v: String| {

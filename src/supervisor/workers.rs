@@ -46,10 +46,16 @@ impl Supervisor {
 
     /// Tells a worker to shut down and arms its kill deadline.
     pub(super) fn shut_down(&mut self, id: WorkerId) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        if w.state() == WorkerState::Stopping {
+        let Some(w) = self.workers.get(&id) else { return };
+        if w.state() == WorkerState::Stopping || self.defer_shutdown(id) {
             return;
         }
+        self.send_shutdown(id);
+    }
+
+    /// Tells a worker to shut down now, whatever its state.
+    pub(super) fn send_shutdown(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
         let via_ipc = w.shutdown();
         let how = match (via_ipc, w.node().is_some()) {
             (true, true) => "Node cluster disconnect sent".to_string(),

@@ -34,18 +34,23 @@ impl Listener {
     /// Binds `spec`; a Unix socket file gets the umask's mode (as a program
     /// that binds it itself would).
     pub fn bind(spec: &ListenSpec, backlog: i32) -> Result<Listener> {
-        Listener::bind_with_mode(spec, backlog, None)
+        Listener::bind_with_mode(spec, backlog, None, false)
     }
 
     /// Binds `spec`; a Unix socket file gets `unix_mode` when given. The
     /// mode is set between bind and listen: no one connects before it holds.
-    pub fn bind_with_mode(spec: &ListenSpec, backlog: i32, unix_mode: Option<u32>) -> Result<Listener> {
+    /// `reuse_port`: a TCP socket gets `SO_REUSEPORT`, to be slot 0 of a
+    /// group of per-slot sockets ([`super::slots`]).
+    pub fn bind_with_mode(spec: &ListenSpec, backlog: i32, unix_mode: Option<u32>, reuse_port: bool) -> Result<Listener> {
         let name = spec.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_string());
         match &spec.addr {
             ListenAddr::Tcp(sa) => {
                 let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)
                     .with_context(|| format!("creating a socket for {sa}"))?;
                 socket.set_reuse_address(true)?;
+                if reuse_port {
+                    socket.set_reuse_port(true).with_context(|| format!("SO_REUSEPORT on a socket for {sa}"))?;
+                }
                 socket.bind(&(*sa).into()).with_context(|| format!("binding {sa}"))?;
                 socket.listen(backlog).with_context(|| format!("listening on {sa}"))?;
                 let bound = socket.local_addr()?.as_socket().context("bound TCP socket has no IP address")?;
@@ -149,10 +154,17 @@ impl std::error::Error for NothingToListenOn {}
 /// `none_needed`: the workers bind what they need through the primary
 /// (Node.js cluster workers), so no listener at all is fine. `unix_mode`:
 /// the mode of the Unix socket files bound here (`--socket-mode`).
+/// `reuse_port`: TCP sockets bound here get `SO_REUSEPORT` (`--balance`).
 /// No listener at all, when one is needed, is a [`NothingToListenOn`] error.
-pub fn open_all(specs: &[ListenSpec], backlog: i32, unix_mode: u32, none_needed: bool) -> Result<Vec<Listener>> {
+pub fn open_all(
+    specs: &[ListenSpec],
+    backlog: i32,
+    unix_mode: u32,
+    none_needed: bool,
+    reuse_port: bool,
+) -> Result<Vec<Listener>> {
     let inherited = systemd_sockets()?;
-    let bind = |s: &ListenSpec| Listener::bind_with_mode(s, backlog, Some(unix_mode));
+    let bind = |s: &ListenSpec| Listener::bind_with_mode(s, backlog, Some(unix_mode), reuse_port);
     if inherited.is_empty() {
         if specs.is_empty() && !none_needed {
             return Err(NothingToListenOn.into());

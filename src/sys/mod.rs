@@ -2,6 +2,8 @@
 //! supervisor: they do one thing to the system and report back.
 //!
 //! - [`listeners`]: binding (or inheriting from systemd) the listening sockets.
+//! - [`slots`]: one `SO_REUSEPORT` socket per worker slot (`--balance`), and
+//!   [`reuseport`]: the BPF program that picks a slot for each connection.
 //! - [`spawn`]: fork and exec a worker with exactly its fds and `LISTEN_PID`.
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
@@ -22,6 +24,8 @@ pub mod listeners;
 pub mod private_dir;
 pub mod proc_stats;
 pub mod reap;
+pub mod reuseport;
 pub mod sd_notify;
 pub mod signal_mask;
+pub mod slots;
 pub mod spawn;

@@ -80,6 +80,8 @@ pub enum Timer {
     ReadyHint(WorkerId),
     /// Start a worker in this slot again after a crash.
     Respawn(usize),
+    /// A worker whose slot was left out of `--balance`: is its queue empty?
+    SlotDrain(WorkerId),
     /// Time for `WATCHDOG=1`.
     Watchdog,
     /// Every second: look for orphans to adopt, end those past their

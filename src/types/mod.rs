@@ -11,6 +11,7 @@
 //! - [`surge`]: how many extra workers a reload may start at once.
 //! - [`counters`]: what the primary counts over its life, for `/metrics`.
 
+pub mod balance;
 pub mod counters;
 pub mod event;
 pub mod listen;
@@ -20,6 +21,10 @@ pub mod wire;
 use serde::{Deserialize, Serialize};
 
 pub use event::{Event, Timer};
+
+/// The most worker slots `--balance slots|sticky` handles: its BPF program
+/// has two instructions per slot, and the kernel takes at most 4096.
+pub const MAX_SLOTS: usize = 1024;
 
 /// Unique for the primary's lifetime, never reused (like Node's
 /// `cluster.worker.id`).

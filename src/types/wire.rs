@@ -101,6 +101,9 @@ pub struct Status {
     /// Where `/metrics` is served (`--metrics`), as bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// `--balance`: `shared`, `slots` or `sticky`.
+    #[serde(default = "shared")]
+    pub balance: String,
     /// Processes that workers left behind (daemons), adopted by the primary
     /// and ended with their worker.
     #[serde(default)]
@@ -177,6 +180,10 @@ pub struct ReloadOutcome {
     pub finished_at: u64,
 }
 
+fn shared() -> String {
+    "shared".into()
+}
+
 impl Status {
     /// The human-readable table.
     pub fn render(&self) -> String {
@@ -199,6 +206,12 @@ impl Status {
             if self.stopping { ", stopping" } else { "" }
         );
         let _ = writeln!(s, "listeners:  {}", self.listeners.join(", "));
+        let balance = match self.balance.as_str() {
+            "slots" => "slots (a socket per slot; the kernel's hash picks the slot)",
+            "sticky" => "sticky (a socket per slot; each client address reaches one slot)",
+            _ => "shared (one socket for every worker)",
+        };
+        let _ = writeln!(s, "balance:    {balance}");
         if let Some(m) = &self.metrics {
             let _ = writeln!(s, "metrics:    http://{m}/metrics");
         }

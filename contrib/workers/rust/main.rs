@@ -17,11 +17,11 @@
 //!   more request with `Connection: close` and is closed; a connection idle for
 //!   1 s after the drain began is closed; exit 0 once no connection is left.
 //!
-//! Env: `HOTSWAP_GENERATION`, `HOTSWAP_WORKER_ID`, `EXAMPLE_STARTUP_MS` (delay
+//! Env: `HOTSWAP_GENERATION`, `HOTSWAP_WORKER_ID`, `HOTSWAP_WORKER_SLOT`, `EXAMPLE_STARTUP_MS` (delay
 //! before listening and reporting ready), `EXAMPLE_HANG_AFTER_DRAIN` (never
 //! exit after draining: for testing the shutdown timeout),
 //! `EXAMPLE_RESPONSE_DELAY_MS` (delay per
-//! response). Endpoints: any request answers `generation=G worker=ID pid=PID`;
+//! response). Endpoints: any request answers `generation=G worker=ID pid=PID slot=S`;
 //! `/broadcast?data=X` and `/send?to=ID&data=X` send IPC messages, `/inbox`
 //! lists the IPC messages received so far.
 
@@ -45,6 +45,8 @@ const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nCo
 struct App {
     generation: String,
     worker_id: String,
+    /// `HOTSWAP_WORKER_SLOT`: which of the N places it fills.
+    slot: String,
     response_delay: Duration,
     /// Messages to the primary, written by one task.
     ipc_tx: mpsc::UnboundedSender<Value>,
@@ -213,6 +215,7 @@ async fn run(listen_fds: Vec<RawFd>, ipc_fd: RawFd) -> ! {
     let app = Arc::new(App {
         generation: env_or("HOTSWAP_GENERATION", "0"),
         worker_id: env_or("HOTSWAP_WORKER_ID", "0"),
+        slot: env_or("HOTSWAP_WORKER_SLOT", "0"),
         response_delay: env_ms("EXAMPLE_RESPONSE_DELAY_MS"),
         ipc_tx,
         inbox: Mutex::new(Vec::new()),
@@ -432,7 +435,7 @@ fn route(app: &App, target: &str) -> (&'static str, String) {
         "/inbox" => ("application/json", Value::from(app.inbox.lock().unwrap().clone()).to_string()),
         _ => {
             let (g, w) = (&app.generation, &app.worker_id);
-            ("text/plain", format!("generation={g} worker={w} pid={}\n", std::process::id()))
+            ("text/plain", format!("generation={g} worker={w} pid={} slot={}\n", std::process::id(), app.slot))
         }
     }
 }

@@ -128,6 +128,9 @@ impl Supervisor {
         let Some(reload) = self.reload.as_mut() else { return };
         let target = reload.settings.workers as usize;
         if self.slots.len() < target {
+            if let Err(e) = self.slot_sockets.grow(target) {
+                return self.finish_reload(Some(format!("{e:#}")));
+            }
             self.slots.resize_with(target, Default::default);
         }
         let order = reload.begin_rolling(&pool);

@@ -1,0 +1,524 @@
+//! `--balance slots|sticky`: one `SO_REUSEPORT` socket per worker slot, and
+//! (sticky) a BPF program that sends each client address to one slot.
+//! Real primaries, real workers, real clients bound to loopback source
+//! addresses 127.0.0.2 ... 127.0.0.30 (all of 127/8 is loopback on Linux).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// What a worker answered: its slot, pid and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Served {
+    slot: u64,
+    pid: u64,
+    generation: u64,
+}
+
+fn field(body: &str, name: &str) -> Option<u64> {
+    body.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+/// One GET on a new connection from `src`, with `timeout` for connect and
+/// every read: the answer's slot, pid and generation.
+fn get_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<Served, String> {
+    let body = body_from(src, to, timeout)?;
+    match (field(&body, "slot"), field(&body, "pid"), field(&body, "generation")) {
+        (Some(slot), Some(pid), Some(generation)) => Ok(Served { slot, pid, generation }),
+        _ => Err(format!("unexpected body {body:?}")),
+    }
+}
+
+/// One GET on a new connection from `src`: the body of a 200 answer.
+fn body_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<String, String> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
+    s.bind(&SocketAddr::new(src, 0).into()).map_err(|e| format!("bind {src}: {e}"))?;
+    s.connect_timeout(&to.into(), timeout).map_err(|e| format!("connect: {e}"))?;
+    let mut c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(timeout)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer {:?}", text.lines().next().unwrap_or("")));
+    }
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Node answers in chunks: the chunk-size lines are no `key=value`.
+    Ok(body.to_string())
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    client: IpAddr,
+    sent: Instant,
+    result: Result<Served, String>,
+}
+
+/// One thread per client address, each making requests on new
+/// connections until stopped.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    records: Arc<Mutex<Vec<Rec>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(addrs: &[IpAddr], to: SocketAddr, timeout: Duration) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let threads = addrs
+            .iter()
+            .map(|&client| {
+                let (stop, made, records) = (stop.clone(), made.clone(), records.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = Instant::now();
+                        let result = get_from(client, to, timeout);
+                        let failed = result.is_err();
+                        records.lock().unwrap().push(Rec { client, sent, result });
+                        made.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(if failed { 20 } else { 5 }));
+                    }
+                })
+            })
+            .collect();
+        Clients { stop, made, records, threads }
+    }
+
+    #[track_caller]
+    fn wait_for(&self, n: usize) {
+        let target = self.made.load(Ordering::Relaxed) + n;
+        wait_until(Duration::from_secs(30), format_args!("{n} more client requests"), || {
+            self.made.load(Ordering::Relaxed) >= target
+        });
+    }
+
+    fn snapshot(&self) -> Vec<Rec> {
+        self.records.lock().unwrap().clone()
+    }
+
+    fn finish(self) -> Vec<Rec> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let mut r = std::mem::take(&mut *self.records.lock().unwrap());
+        r.sort_by_key(|r| r.sent);
+        r
+    }
+}
+
+fn loopback_clients() -> Vec<IpAddr> {
+    (2..=30).map(|i| IpAddr::from([127, 0, 0, i])).collect()
+}
+
+fn tcp_addr(p: &Primary) -> SocketAddr {
+    p.addr().parse().unwrap()
+}
+
+/// The slots each client reached (successful answers only).
+fn slots_per_client(records: &[Rec]) -> BTreeMap<IpAddr, BTreeSet<u64>> {
+    let mut m: BTreeMap<IpAddr, BTreeSet<u64>> = BTreeMap::new();
+    for r in records {
+        if let Ok(s) = &r.result {
+            m.entry(r.client).or_default().insert(s.slot);
+        }
+    }
+    m
+}
+
+#[track_caller]
+fn assert_all_served(records: &[Rec], what: &str) {
+    let failed: Vec<_> = records.iter().filter(|r| r.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} client requests failed, e.g. {:?}",
+        failed.len(),
+        records.len(),
+        failed.iter().take(5).map(|r| (r.client, r.result.clone())).collect::<Vec<_>>()
+    );
+}
+
+/// Each client reaches exactly one slot; returns that map.
+#[track_caller]
+fn assert_sticky(records: &[Rec], what: &str) -> HashMap<IpAddr, u64> {
+    let per = slots_per_client(records);
+    let moved: Vec<_> = per.iter().filter(|(_, s)| s.len() != 1).collect();
+    assert!(moved.is_empty(), "{what}: clients that reached more than one slot: {moved:?}");
+    per.into_iter().map(|(c, s)| (c, *s.iter().next().unwrap())).collect()
+}
+
+#[test]
+fn sticky_clients_keep_their_slot_through_three_reloads() {
+    let p = Primary::builder(rust_worker()).workers(3).arg("--balance").arg("sticky").start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(29 * 5);
+    let before = assert_sticky(&clients.snapshot(), "before any reload");
+    assert_eq!(before.len(), 29, "every client was served");
+    let used: BTreeSet<u64> = before.values().copied().collect();
+    assert_eq!(used, BTreeSet::from([0, 1, 2]), "29 addresses spread over the 3 slots: {before:?}");
+
+    for i in 0..3 {
+        let out = p.reload();
+        assert!(out.contains(&format!("generation {} serves", i + 2)), "{out}");
+        clients.wait_for(29 * 3);
+    }
+    clients.wait_for(29 * 3);
+    let records = clients.finish();
+    assert_all_served(&records, "sticky clients across 3 reloads");
+    assert_no_failures(&load.finish(), "load across 3 reloads");
+    let after = assert_sticky(&records, "before, during and after 3 reloads");
+    assert_eq!(before, after, "each client kept its slot");
+    // The last answers came from the newest generation: the slot is the
+    // same, the worker is new.
+    let last = records.iter().rev().find_map(|r| r.result.as_ref().ok()).unwrap();
+    assert_eq!(last.generation, 4);
+    let st = p.status();
+    assert_eq!(st["balance"], "sticky", "{st}");
+}
+
+#[test]
+fn shared_mode_sends_one_client_to_several_workers() {
+    // What sticky fixes: with the shared socket, one client address reaches
+    // whichever worker accepts first.
+    let p = Primary::builder(rust_worker()).workers(3).start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients()[..6], to, Duration::from_secs(10));
+    clients.wait_for(6 * 40);
+    let records = clients.finish();
+    assert_all_served(&records, "shared");
+    let per = slots_per_client(&records);
+    assert!(per.values().any(|s| s.len() > 1), "with a shared socket some client reaches several slots: {per:?}");
+    assert_eq!(p.status()["balance"], "shared");
+}
+
+/// The pid and slot of each ready worker.
+fn ready_slots(p: &Primary) -> BTreeMap<u64, i32> {
+    Primary::ready_workers(&p.status())
+        .iter()
+        .map(|w| (w["slot"].as_u64().unwrap(), w["pid"].as_i64().unwrap() as i32))
+        .collect()
+}
+
+#[test]
+fn a_crashed_slots_clients_are_served_elsewhere_until_it_is_back() {
+    // The replacement takes 1.5 s to get ready: that long, its slot is dead.
+    let p = Primary::builder(rust_worker())
+        .workers(3)
+        .arg("--balance")
+        .arg("sticky")
+        .env("EXAMPLE_STARTUP_MS", "1500")
+        .start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(5));
+    clients.wait_for(29 * 5);
+    let before = assert_sticky(&clients.snapshot(), "before the crash");
+    let pids = ready_slots(&p);
+    let victim = pids[&1];
+    let killed_at = Instant::now();
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    // While slot 1 is dead (its replacement starting), its clients' new
+    // connections are served at once by the other slots. (Those that its
+    // socket had queued before the primary left it out wait for the
+    // replacement: the load's clients, checked below, had one each.)
+    std::thread::sleep(Duration::from_millis(300));
+    let of_slot_1: BTreeSet<IpAddr> = before.iter().filter(|(_, s)| **s == 1).map(|(c, _)| *c).collect();
+    assert!(!of_slot_1.is_empty(), "{before:?}");
+    for c in &of_slot_1 {
+        let t = Instant::now();
+        let answer = get_from(*c, to, Duration::from_secs(1));
+        assert!(answer.as_ref().is_ok_and(|s| s.slot != 1), "{c} while slot 1 is dead: {answer:?}");
+        assert!(t.elapsed() < Duration::from_millis(500), "{c} waited {:?}", t.elapsed());
+    }
+    assert!(killed_at.elapsed() < Duration::from_millis(1400), "slot 1 was dead all along");
+    assert!(ready_slots(&p).get(&1).is_none(), "slot 1 is still starting");
+    wait_until(Duration::from_secs(15), "slot 1 ready again", || {
+        ready_slots(&p).get(&1).is_some_and(|pid| *pid != victim)
+    });
+    let back_at = Instant::now();
+    clients.wait_for(29 * 5);
+    let records = clients.finish();
+    let (others, theirs): (Vec<Rec>, Vec<Rec>) = records.iter().cloned().partition(|r| !of_slot_1.contains(&r.client));
+    assert_all_served(&others, "clients of the live slots");
+    assert_eq!(assert_sticky(&others, "clients of the live slots").len(), 29 - of_slot_1.len());
+    // The killed worker's own connections may fail (it died with them); no
+    // request sent after the kill does (each has a 5 s timeout): those
+    // queued on the dead slot's socket before the program left it out are
+    // accepted by its replacement.
+    let late: Vec<_> = theirs
+        .iter()
+        .filter(|r| r.sent > killed_at + Duration::from_millis(100) && r.result.is_err())
+        .map(|r| (r.client, r.result.clone()))
+        .collect();
+    assert!(late.is_empty(), "requests of slot 1's clients failed after the crash: {late:?}");
+    // ...and came back to it once it had a ready worker again.
+    let after: Vec<Rec> = theirs.iter().filter(|r| r.sent > back_at + Duration::from_millis(100)).cloned().collect();
+    assert_all_served(&after, "slot 1's clients after its restart");
+    assert!(after.iter().all(|r| r.result.as_ref().unwrap().slot == 1));
+}
+
+fn write_config(path: &std::path::Path, workers: u32) {
+    let worker = rust_worker()[0].clone();
+    std::fs::write(
+        path,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\nworkers = {workers}\nbalance = \"sticky\"\nready-timeout = \"10s\"\ncommand = [\"{worker}\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
+    let dir = TempDir::new("bal");
+    let cfg = dir.path("hotswap.toml");
+    write_config(&cfg, 3);
+    let p = Primary::bare(vec![]).config(&cfg).workers(3).start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(5));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(29 * 4);
+
+    write_config(&cfg, 2);
+    let out = p.reload();
+    assert!(out.contains("retired"), "{out}");
+    assert_eq!(p.status()["target_workers"], 2);
+    let shrunk = Instant::now();
+    clients.wait_for(29 * 4);
+
+    write_config(&cfg, 3);
+    let growing = Instant::now();
+    p.reload();
+    let grown = Instant::now();
+    assert_eq!(ready_slots(&p).len(), 3);
+    clients.wait_for(29 * 4);
+    let records = clients.finish();
+    assert_all_served(&records, "clients across 3 -> 2 -> 3 workers");
+    assert_no_failures(&load.finish(), "load across 3 -> 2 -> 3 workers");
+
+    let two: Vec<Rec> = records.iter().filter(|r| r.sent > shrunk && r.sent < growing).cloned().collect();
+    let on_two = assert_sticky(&two, "with 2 workers");
+    assert!(on_two.values().all(|s| *s < 2), "{on_two:?}");
+    assert_eq!(on_two.values().collect::<BTreeSet<_>>().len(), 2, "{on_two:?}");
+    let three: Vec<Rec> = records.iter().filter(|r| r.sent > grown).cloned().collect();
+    let on_three = assert_sticky(&three, "with 3 workers again");
+    assert_eq!(on_three.values().collect::<BTreeSet<_>>().len(), 3, "{on_three:?}");
+    assert!(
+        p.log_text().contains("slot 2 is left out of the balance"),
+        "the shrinking pool left slot 2 out first:\n{}",
+        p.log_text()
+    );
+}
+
+#[test]
+fn sticky_clients_keep_their_slot_through_three_self_upgrades_and_a_reload_after() {
+    let dir = TempDir::new("bal-up");
+    let bin = dir.path("hotswap");
+    copy_executable(std::path::Path::new(HOTSWAP), &bin);
+    let p = Primary::builder(rust_worker()).binary(&bin).workers(3).arg("--balance").arg("sticky").start();
+    let to = tcp_addr(&p);
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(29 * 4);
+    let before = assert_sticky(&clients.snapshot(), "before the upgrades");
+    let mut fds = 0;
+    for i in 1..=3 {
+        copy_executable(std::path::Path::new(HOTSWAP), &bin);
+        let out = p.ctl(&["upgrade"]);
+        assert!(out.status.success(), "upgrade {i}: {}\n{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+        clients.wait_for(29 * 3);
+        if i == 1 {
+            // (The first upgrade opens what every image keeps, e.g. the
+            // previous binary's handle.)
+            fds = settled("open fds", || fd_count(p.pid()));
+        }
+    }
+    poll_until(Duration::from_secs(10), || fd_count(p.pid()) == fds);
+    assert_eq!(fd_count(p.pid()), fds, "the slot sockets were handed over, not bound again");
+    // New workers of the new image get the same slot sockets.
+    p.reload();
+    clients.wait_for(29 * 4);
+    let records = clients.finish();
+    assert_all_served(&records, "sticky clients across 3 upgrades and a reload");
+    assert_no_failures(&load.finish(), "load across 3 upgrades and a reload");
+    assert_eq!(assert_sticky(&records, "across 3 upgrades and a reload"), before);
+    assert_eq!(records.last().unwrap().result.as_ref().unwrap().generation, 2);
+}
+
+#[test]
+fn node_cluster_workers_get_their_slot_socket_and_clients_stick() {
+    let _alone = exclusive();
+    let app = root().join("tests/apps/node/cluster-cjs.js").display().to_string();
+    let p = Primary::builder(vec!["node".into(), app]).workers(2).arg("--balance").arg("sticky").start();
+    let to = tcp_addr(&p);
+    let slot_of = |p: &Primary| -> HashMap<u64, u64> {
+        Primary::ready_workers(&p.status())
+            .iter()
+            .map(|w| (w["pid"].as_u64().unwrap(), w["slot"].as_u64().unwrap()))
+            .collect()
+    };
+    // Each client's requests reach one worker: per client address, the
+    // slot of the worker that answered, over 5 requests.
+    let rounds = |p: &Primary| -> BTreeMap<IpAddr, BTreeSet<u64>> {
+        let slots = slot_of(p);
+        let mut m: BTreeMap<IpAddr, BTreeSet<u64>> = BTreeMap::new();
+        for c in loopback_clients() {
+            for _ in 0..5 {
+                let body = body_from(c, to, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{c}: {e}"));
+                let pid = field(&body, "pid").unwrap_or_else(|| panic!("no pid in {body:?}"));
+                m.entry(c).or_default().insert(slots[&pid]);
+            }
+        }
+        m
+    };
+    let before = rounds(&p);
+    assert!(before.values().all(|s| s.len() == 1), "{before:?}");
+    let used: BTreeSet<u64> = before.values().flatten().copied().collect();
+    assert_eq!(used, BTreeSet::from([0, 1]), "both workers get clients: {before:?}");
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(50);
+    p.reload();
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load across a reload of Node cluster workers");
+    assert_eq!(rounds(&p), before, "each client reaches its slot's new worker");
+}
+
+#[test]
+fn an_ipv6_listener_is_sticky_too() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !v6 {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let p = Primary::bare(rust_worker()).arg("-l").arg("[::1]:0").workers(3).arg("--balance").arg("sticky").start();
+    let to: SocketAddr = p.addr().parse().unwrap();
+    assert!(to.is_ipv6());
+    // ::1 is the only IPv6 loopback address: one client address, so every
+    // connection of it reaches one slot, and the kernel's own hash of the
+    // connections (--balance slots) would spread them.
+    let clients = Clients::start(&[IpAddr::from(std::net::Ipv6Addr::LOCALHOST); 4], to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(100);
+    p.reload();
+    clients.wait_for(100);
+    let records = clients.finish();
+    assert_all_served(&records, "IPv6 clients across a reload");
+    assert_no_failures(&load.finish(), "IPv6 load across a reload");
+    assert_sticky(&records, "IPv6 clients");
+    let slots: BTreeSet<u64> = records.iter().map(|r| r.result.as_ref().unwrap().slot).collect();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+}
+
+#[test]
+fn ipv4_clients_of_a_dual_stack_listener_are_hashed_by_their_ipv4_address() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("skipped: no IPv6");
+        return;
+    }
+    let p = Primary::bare(rust_worker()).arg("-l").arg("[::]:0").workers(3).arg("--balance").arg("sticky").start();
+    let port = p.addr().parse::<SocketAddr>().unwrap().port();
+    // IPv4 clients of a dual-stack socket: their packets' network header is
+    // IPv4, which the program tells by the version nibble.
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    clients.wait_for(29 * 5);
+    let records = clients.finish();
+    assert_all_served(&records, "IPv4 clients of [::]");
+    let per = assert_sticky(&records, "IPv4 clients of [::]");
+    assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "{per:?}");
+}
+
+/// The inode of the socket at `fd` of process `pid` (`socket:[N]`).
+fn socket_inode(pid: i32, fd: i32) -> String {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    link.display().to_string()
+}
+
+#[test]
+fn slots_give_each_worker_its_own_socket_and_a_share_of_connections() {
+    let p = Primary::builder(rust_worker()).workers(3).arg("--balance").arg("slots").start();
+    let to = tcp_addr(&p);
+    let inodes = |p: &Primary| -> BTreeMap<u64, String> {
+        Primary::ready_workers(&p.status())
+            .iter()
+            .map(|w| (w["slot"].as_u64().unwrap(), socket_inode(w["pid"].as_i64().unwrap() as i32, 3)))
+            .collect()
+    };
+    let before = inodes(&p);
+    assert_eq!(before.len(), 3);
+    assert_eq!(before.values().collect::<BTreeSet<_>>().len(), 3, "a socket per slot: {before:?}");
+    // One client address, many connections: the kernel's hash of each
+    // connection spreads them over every slot.
+    let clients = Clients::start(&loopback_clients()[..3], to, Duration::from_secs(10));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    clients.wait_for(600);
+    p.reload();
+    clients.wait_for(300);
+    let records = clients.finish();
+    assert_all_served(&records, "slots clients across a reload");
+    assert_no_failures(&load.finish(), "load across a reload under --balance slots");
+    let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in &records {
+        *per_slot.entry(r.result.as_ref().unwrap().slot).or_default() += 1;
+    }
+    let (most, least) = (per_slot.values().max().unwrap(), per_slot.values().min().unwrap());
+    assert_eq!(per_slot.len(), 3, "{per_slot:?}");
+    assert!(*least * 3 >= *most, "every slot gets a share: {per_slot:?}");
+    // Slot k's new worker got slot k's socket: the same inode at its fd 3.
+    assert_eq!(inodes(&p), before, "after a reload each slot's worker has the same socket");
+    assert_eq!(p.status()["balance"], "slots");
+}
+
+#[test]
+fn socket_activation_without_reuseport_is_refused_with_what_to_change() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut p = Primary::bare(rust_worker())
+        .workers(2)
+        .arg("--balance")
+        .arg("sticky")
+        .inherit(listener.as_raw_fd(), "web")
+        .no_wait()
+        .start();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "{}", p.log_text());
+    let log = p.log_text();
+    assert!(
+        log.contains("--balance sticky needs SO_REUSEPORT")
+            && log.contains("ReusePort=yes")
+            && log.contains("or drop --balance"),
+        "{log}"
+    );
+}
+
+#[test]
+fn socket_activation_with_reuseport_joins_the_inherited_group() {
+    use std::os::fd::AsRawFd;
+    // What systemd makes of a .socket unit with ReusePort=yes.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.listen(128).unwrap();
+    let to = s.local_addr().unwrap().as_socket().unwrap();
+    let p =
+        Primary::bare(rust_worker()).workers(3).arg("--balance").arg("sticky").inherit(s.as_raw_fd(), "web").start();
+    assert_eq!(p.status()["listeners"], serde_json::json!([to.to_string()]));
+    let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
+    clients.wait_for(29 * 4);
+    p.reload();
+    clients.wait_for(29 * 4);
+    let records = clients.finish();
+    assert_all_served(&records, "clients of an inherited ReusePort socket");
+    let per = assert_sticky(&records, "clients of an inherited ReusePort socket");
+    assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "slots 1 and 2 joined the inherited group: {per:?}");
+}
