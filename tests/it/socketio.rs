@@ -202,9 +202,9 @@ fn a_socketio_app_completes_every_handshake_under_sticky() {
 ///   gets "Session ID unknown" and Socket.IO reconnects with a new
 ///   handshake, on the same slot's new worker. A message sent in that gap
 ///   may be lost (counted, not asserted: that is the app's to tolerate, as
-///   under any reload). Asserted: each of these clients reconnected at least
-///   once and then had its messages echoed again, the last one after the
-///   third reload included.
+///   under any reload). Asserted: each of these clients reconnected after
+///   each reload (4 handshakes at least) and then had its messages echoed
+///   again, the last one after the third reload included.
 ///
 /// `--shutdown-timeout 5s`: an old worker's `server.close()` waits for its
 /// open requests, and a held client's long-polling GET stays open on the old
@@ -229,7 +229,8 @@ fn a_socketio_app_under_sticky_keeps_its_handshakes_through_reloads() {
     assert_all_clean(&before, "before the reloads");
     let mut slots = slot_by_address(&p, &before);
 
-    let mut held = client_cmd(&p, 10, 60, &["--hold", "--reconnect", "--timeout", "30000"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut held =
+        client_cmd(&p, 10, 60, &["--hold", "--reconnect", "--timeout", "30000"]).stdin(Stdio::piped()).spawn().unwrap();
     let held_stdin: ChildStdin = held.stdin.take().unwrap();
     let mut held_out = BufReader::new(held.stdout.take().unwrap());
     let mut line = String::new();
@@ -242,7 +243,16 @@ fn a_socketio_app_under_sticky_keeps_its_handshakes_through_reloads() {
         let out = p.reload();
         assert!(out.contains(&format!("generation {} serves", i + 1)), "reload {i}: {out}");
         let during = summary(during);
-        assert_eq!(during["ok"], 10, "reload {i}: every client that connected during it got its messages echoed: {}", brief(&during));
+        assert_eq!(
+            during["ok"],
+            10,
+            "reload {i}: every client that connected during it got its messages echoed: {}",
+            brief(&during)
+        );
+        eprintln!(
+            "clients connecting during reload {i}: {} reconnects, {} \"Session ID unknown\"",
+            during["reconnects"], during["sessionUnknown"]
+        );
         assert!(p.worker_pids().iter().all(|pid| !pids_before.contains(pid)), "reload {i} replaced both workers");
 
         let after = run_clients(&p, 20, 2, &[]);
@@ -260,7 +270,9 @@ fn a_socketio_app_under_sticky_keeps_its_handshakes_through_reloads() {
     assert!(status.success(), "the held clients' run: {status}: {rest}");
     let s: Value = serde_json::from_str(rest.trim().lines().last().unwrap()).unwrap();
     for r in s["results"].as_array().unwrap() {
-        assert!(r["connects"].as_u64().unwrap() >= 2, "held client {} reconnected after a swap: {r}", r["address"]);
+        // Each reload replaces the worker holding the session: one new
+        // handshake per reload at least.
+        assert!(r["connects"].as_u64().unwrap() >= 4, "held client {} reconnected after each swap: {r}", r["address"]);
         assert_eq!(r["finalEcho"], true, "held client {} is served after the reloads: {r}", r["address"]);
         assert_eq!(r["ok"], true, "held client {}: {r}", r["address"]);
     }
