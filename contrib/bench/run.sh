@@ -119,6 +119,13 @@ log "running the benchmark (run id $BENCH_RUN_ID)"
 # to run.sh is handled at once.
 spent=$(python3 -c "import time; print(int(time.time() - $BENCH_T0))")
 export BENCH_BUDGET=${BENCH_BUDGET:-$(( ${BENCH_TOTAL_BUDGET:-810} - spent - 20 ))}
+# A build that took (nearly) the whole budget (a busy machine) would leave
+# the driver nothing, or a negative time that `timeout` refuses: say so.
+if [ "$BENCH_BUDGET" -lt 60 ]; then
+    log "the install and the build took ${spent} s of BENCH_TOTAL_BUDGET (${BENCH_TOTAL_BUDGET:-810} s):" \
+        "run again (the build is done) or raise BENCH_TOTAL_BUDGET"
+    exit 1
+fi
 log "measurement budget ${BENCH_BUDGET} s"
 timeout -s TERM "$(( BENCH_BUDGET + 30 ))" python3 "$HERE/bench.py" &
 wait $!
