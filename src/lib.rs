@@ -17,7 +17,8 @@
 //! - [`options`]: every `hotswap run` option, declared once for the command
 //!   line and the config file, resolved into [`options::Settings`].
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
-//!   binding listeners, fork and exec, the guardian process, `sd_notify`,
+//!   binding listeners (and, for `--balance`, a `SO_REUSEPORT` socket per
+//!   worker slot with the BPF program that picks one), fork and exec, the guardian process, `sd_notify`,
 //!   reaping, directories no other user can write, what a process group
 //!   uses (`/proc`).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
@@ -27,7 +28,8 @@
 //! - [`handover`]: the state and file descriptors handed from one image of
 //!   the primary to the next in a self-upgrade.
 //! - [`supervisor`]: the event loop, sole owner of all state: the worker
-//!   pool, reloads (their policy in [`supervisor::reload::policy`]), exits
+//!   pool, reloads (their policy in [`supervisor::reload::policy`]), which
+//!   slots are live for `--balance`, exits
 //!   and crash backoff, processes workers leave behind (adopted as
 //!   subreaper), stop, status (with what workers use), the `--max-memory`
 //!   check, event subscribers, self-upgrade.

@@ -353,7 +353,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__run)
-            opts="-l -w -c -h -V --listen --workers --config --control --ready-timeout --shutdown-timeout --surge --ready --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --help --version"
+            opts="-l -w -c -h -V --listen --workers --config --control --ready-timeout --shutdown-timeout --surge --ready --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,6 +444,10 @@ _hotswap() {
                     return 0
                     ;;
                 --socket-mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --balance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -205,8 +205,8 @@ pub fn render(s: &Snapshot) -> String {
     let family = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    family(&mut o, "hotswap_info", "gauge", "Always 1; the hotswap version as a label.");
-    let _ = writeln!(o, "hotswap_info{{version=\"{}\"}} 1", escape(&st.version));
+    family(&mut o, "hotswap_info", "gauge", "Always 1; the hotswap version and the --balance mode as labels.");
+    let _ = writeln!(o, "hotswap_info{{version=\"{}\",balance=\"{}\"}} 1", escape(&st.version), escape(&st.balance));
     family(
         &mut o,
         "hotswap_start_time_seconds",

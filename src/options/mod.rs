@@ -349,6 +349,10 @@ impl Settings {
             );
         }
         let balance = o.balance.unwrap_or_default();
+        #[cfg(not(target_os = "linux"))]
+        if balance.per_slot() {
+            bail!("--balance {balance} needs Linux (SO_REUSEPORT groups with a BPF program); use --balance shared");
+        }
         let workers = o.workers.unwrap_or_else(parse::cpus);
         if balance.per_slot() && workers as usize > crate::types::MAX_SLOTS {
             {
@@ -537,6 +541,27 @@ mod tests {
         without.remove("surge");
         let back: Settings = serde_json::from_value(serde_json::Value::Object(without)).unwrap();
         assert_eq!(back.surge, Surge::Count(1), "a state handed over by an older hotswap has no surge");
+    }
+
+    #[test]
+    fn balance_as_a_flag_or_a_key() {
+        assert_eq!(Options::from_toml("balance = \"sticky\"\n").unwrap().balance, Some(Balance::Sticky));
+        let err = Options::from_toml("workers = 2\nbalance = \"round-robin\"\n").unwrap_err();
+        assert!(err.contains("balance") && err.contains("line 2") && err.contains("shared, slots or sticky"), "{err}");
+        let merged = flags(&["--balance", "slots"]).merge(Options::from_toml("balance = \"sticky\"\n").unwrap()).unwrap();
+        assert_eq!(merged.balance, Some(Balance::Slots), "the flag wins");
+        let s = Settings::resolve(flags(&["--", "app"])).unwrap();
+        assert_eq!(s.balance, Balance::Shared, "shared by default");
+        let mut old_state = serde_json::to_value(&s).unwrap().as_object().unwrap().clone();
+        old_state.remove("balance");
+        let back: Settings = serde_json::from_value(serde_json::Value::Object(old_state)).unwrap();
+        assert_eq!(back.balance, Balance::Shared, "a state handed over by an older hotswap has no balance");
+        let err = Settings::resolve(flags(&["-w", "2000", "--balance", "sticky", "--", "app"])).unwrap_err();
+        assert!(err.to_string().contains("at most 1024 workers"), "{err}");
+        assert!(Settings::resolve(flags(&["-w", "2000", "--", "app"])).is_ok(), "shared has no such limit");
+        let mut new = s.clone();
+        new.balance = Balance::Sticky;
+        assert_eq!(s.needs_restart(&new), vec!["balance"]);
     }
 
     #[test]

@@ -135,7 +135,7 @@ fn hash(key: Key, v6: bool) -> Vec<Insn> {
 /// live slot at all every slot counts (the connection waits in its slot's
 /// queue, as it would in a shared socket's).
 pub fn program(key: Key, slots: usize, live: &[bool]) -> Vec<Insn> {
-    assert!(slots >= 1 && slots <= crate::types::MAX_SLOTS, "{slots} slots");
+    assert!((1..=crate::types::MAX_SLOTS).contains(&slots), "{slots} slots");
     let alive: Vec<u32> = (0..slots).filter(|&s| live.get(s).copied().unwrap_or(false)).map(|s| s as u32).collect();
     let dead: Vec<u32> =
         if alive.is_empty() { Vec::new() } else { (0..slots as u32).filter(|s| !alive.contains(s)).collect() };

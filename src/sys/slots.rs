@@ -179,6 +179,9 @@ impl SlotSockets {
         if self.applied.as_ref() == Some(&wanted) {
             return Ok(());
         }
+        // Recorded first: a failure is reported once per change, not on
+        // every event after it.
+        self.applied = Some(wanted.clone());
         for g in &self.groups {
             let Group::PerSlot { addr, socks } = g else { continue };
             let all_live = socks.len() == slots && wanted.1.len() == slots && wanted.1.iter().all(|l| *l);
@@ -193,7 +196,6 @@ impl SlotSockets {
         }
         let live_list: Vec<usize> = (0..slots).filter(|s| wanted.1.get(*s).copied().unwrap_or(false)).collect();
         tracing::debug!("--balance {}: {slots} slots, live {live_list:?}", self.balance);
-        self.applied = Some(wanted);
         Ok(())
     }
 

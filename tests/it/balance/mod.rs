@@ -3,163 +3,24 @@
 //! Real primaries, real workers, real clients bound to loopback source
 //! addresses 127.0.0.2 ... 127.0.0.30 (all of 127/8 is loopback on Linux).
 
+mod clients;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-/// What a worker answered: its slot, pid and generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Served {
-    slot: u64,
-    pid: u64,
-    generation: u64,
-}
-
-fn field(body: &str, name: &str) -> Option<u64> {
-    body.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-}
-
-/// One GET on a new connection from `src`, with `timeout` for connect and
-/// every read: the answer's slot, pid and generation.
-fn get_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<Served, String> {
-    let body = body_from(src, to, timeout)?;
-    match (field(&body, "slot"), field(&body, "pid"), field(&body, "generation")) {
-        (Some(slot), Some(pid), Some(generation)) => Ok(Served { slot, pid, generation }),
-        _ => Err(format!("unexpected body {body:?}")),
-    }
-}
-
-/// One GET on a new connection from `src`: the body of a 200 answer.
-fn body_from(src: IpAddr, to: SocketAddr, timeout: Duration) -> Result<String, String> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
-    s.bind(&SocketAddr::new(src, 0).into()).map_err(|e| format!("bind {src}: {e}"))?;
-    s.connect_timeout(&to.into(), timeout).map_err(|e| format!("connect: {e}"))?;
-    let mut c: std::net::TcpStream = s.into();
-    c.set_read_timeout(Some(timeout)).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut text = String::new();
-    c.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return Err(format!("answer {:?}", text.lines().next().unwrap_or("")));
-    }
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Node answers in chunks: the chunk-size lines are no `key=value`.
-    Ok(body.to_string())
-}
-
-#[derive(Debug, Clone)]
-struct Rec {
-    client: IpAddr,
-    sent: Instant,
-    result: Result<Served, String>,
-}
-
-/// One thread per client address, each making requests on new
-/// connections until stopped.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    made: Arc<AtomicUsize>,
-    records: Arc<Mutex<Vec<Rec>>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Clients {
-    fn start(addrs: &[IpAddr], to: SocketAddr, timeout: Duration) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let made = Arc::new(AtomicUsize::new(0));
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let threads = addrs
-            .iter()
-            .map(|&client| {
-                let (stop, made, records) = (stop.clone(), made.clone(), records.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let sent = Instant::now();
-                        let result = get_from(client, to, timeout);
-                        let failed = result.is_err();
-                        records.lock().unwrap().push(Rec { client, sent, result });
-                        made.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(if failed { 20 } else { 5 }));
-                    }
-                })
-            })
-            .collect();
-        Clients { stop, made, records, threads }
-    }
-
-    #[track_caller]
-    fn wait_for(&self, n: usize) {
-        let target = self.made.load(Ordering::Relaxed) + n;
-        wait_until(Duration::from_secs(30), format_args!("{n} more client requests"), || {
-            self.made.load(Ordering::Relaxed) >= target
-        });
-    }
-
-    fn snapshot(&self) -> Vec<Rec> {
-        self.records.lock().unwrap().clone()
-    }
-
-    fn finish(self) -> Vec<Rec> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let mut r = std::mem::take(&mut *self.records.lock().unwrap());
-        r.sort_by_key(|r| r.sent);
-        r
-    }
-}
-
-fn loopback_clients() -> Vec<IpAddr> {
-    (2..=30).map(|i| IpAddr::from([127, 0, 0, i])).collect()
-}
-
-fn tcp_addr(p: &Primary) -> SocketAddr {
-    p.addr().parse().unwrap()
-}
-
-/// The slots each client reached (successful answers only).
-fn slots_per_client(records: &[Rec]) -> BTreeMap<IpAddr, BTreeSet<u64>> {
-    let mut m: BTreeMap<IpAddr, BTreeSet<u64>> = BTreeMap::new();
-    for r in records {
-        if let Ok(s) = &r.result {
-            m.entry(r.client).or_default().insert(s.slot);
-        }
-    }
-    m
-}
-
-#[track_caller]
-fn assert_all_served(records: &[Rec], what: &str) {
-    let failed: Vec<_> = records.iter().filter(|r| r.result.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{what}: {} of {} client requests failed, e.g. {:?}",
-        failed.len(),
-        records.len(),
-        failed.iter().take(5).map(|r| (r.client, r.result.clone())).collect::<Vec<_>>()
-    );
-}
-
-/// Each client reaches exactly one slot; returns that map.
-#[track_caller]
-fn assert_sticky(records: &[Rec], what: &str) -> HashMap<IpAddr, u64> {
-    let per = slots_per_client(records);
-    let moved: Vec<_> = per.iter().filter(|(_, s)| s.len() != 1).collect();
-    assert!(moved.is_empty(), "{what}: clients that reached more than one slot: {moved:?}");
-    per.into_iter().map(|(c, s)| (c, *s.iter().next().unwrap())).collect()
-}
+use clients::*;
 
 #[test]
 fn sticky_clients_keep_their_slot_through_three_reloads() {
-    let p = Primary::builder(rust_worker()).workers(3).arg("--balance").arg("sticky").start();
+    let p = Primary::builder(rust_worker())
+        .workers(3)
+        .arg("--balance")
+        .arg("sticky")
+        .arg("--metrics")
+        .arg("127.0.0.1:0")
+        .start();
     let to = tcp_addr(&p);
     let clients = Clients::start(&loopback_clients(), to, Duration::from_secs(10));
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
@@ -186,6 +47,9 @@ fn sticky_clients_keep_their_slot_through_three_reloads() {
     assert_eq!(last.generation, 4);
     let st = p.status();
     assert_eq!(st["balance"], "sticky", "{st}");
+    assert!(String::from_utf8_lossy(&p.ctl(&["status"]).stdout).contains("balance:    sticky"));
+    let metrics = get(&Target::Tcp(st["metrics"].as_str().unwrap().to_string()), "/metrics").unwrap().body;
+    assert!(metrics.contains("balance=\"sticky\"} 1"), "{metrics}");
 }
 
 #[test]
@@ -200,6 +64,11 @@ fn shared_mode_sends_one_client_to_several_workers() {
     assert_all_served(&records, "shared");
     let per = slots_per_client(&records);
     assert!(per.values().any(|s| s.len() > 1), "with a shared socket some client reaches several slots: {per:?}");
+    let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in &records {
+        *per_slot.entry(r.result.as_ref().unwrap().slot).or_default() += 1;
+    }
+    eprintln!("--balance shared, 3 workers, {} connections: per slot {per_slot:?}", records.len());
     assert_eq!(p.status()["balance"], "shared");
 }
 
@@ -209,6 +78,18 @@ fn ready_slots(p: &Primary) -> BTreeMap<u64, i32> {
         .iter()
         .map(|w| (w["slot"].as_u64().unwrap(), w["pid"].as_i64().unwrap() as i32))
         .collect()
+}
+
+/// Waits until the primary has replaced slot `slot`'s worker `victim` (its
+/// replacement is starting): it has seen the crash.
+fn crash_seen(p: &Primary, slot: u64, victim: i32) {
+    wait_until(Duration::from_secs(10), "the crash seen by the primary", || {
+        p.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["slot"] == slot && w["pid"].as_i64().unwrap() as i32 != victim)
+    });
 }
 
 #[test]
@@ -232,7 +113,7 @@ fn a_crashed_slots_clients_are_served_elsewhere_until_it_is_back() {
     // connections are served at once by the other slots. (Those that its
     // socket had queued before the primary left it out wait for the
     // replacement: the load's clients, checked below, had one each.)
-    std::thread::sleep(Duration::from_millis(300));
+    crash_seen(&p, 1, victim);
     let of_slot_1: BTreeSet<IpAddr> = before.iter().filter(|(_, s)| **s == 1).map(|(c, _)| *c).collect();
     assert!(!of_slot_1.is_empty(), "{before:?}");
     for c in &of_slot_1 {
@@ -242,7 +123,7 @@ fn a_crashed_slots_clients_are_served_elsewhere_until_it_is_back() {
         assert!(t.elapsed() < Duration::from_millis(500), "{c} waited {:?}", t.elapsed());
     }
     assert!(killed_at.elapsed() < Duration::from_millis(1400), "slot 1 was dead all along");
-    assert!(ready_slots(&p).get(&1).is_none(), "slot 1 is still starting");
+    assert!(!ready_slots(&p).contains_key(&1), "slot 1 is still starting");
     wait_until(Duration::from_secs(15), "slot 1 ready again", || {
         ready_slots(&p).get(&1).is_some_and(|pid| *pid != victim)
     });
@@ -296,6 +177,8 @@ fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
     assert_eq!(p.status()["target_workers"], 2);
     let shrunk = Instant::now();
     clients.wait_for(29 * 4);
+    // Long enough for a connection stranded on slot 2's socket to show.
+    std::thread::sleep(Duration::from_secs(2));
 
     write_config(&cfg, 3);
     let growing = Instant::now();
@@ -305,6 +188,8 @@ fn sticky_pool_shrinks_and_grows_by_config_without_a_stranded_client() {
     clients.wait_for(29 * 4);
     let records = clients.finish();
     assert_all_served(&records, "clients across 3 -> 2 -> 3 workers");
+    let slowest = records.iter().max_by_key(|r| r.took).unwrap();
+    assert!(slowest.took < Duration::from_millis(1500), "no connection waits: {slowest:?}");
     assert_no_failures(&load.finish(), "load across 3 -> 2 -> 3 workers");
 
     let two: Vec<Rec> = records.iter().filter(|r| r.sent > shrunk && r.sent < growing).cloned().collect();
@@ -473,6 +358,7 @@ fn slots_give_each_worker_its_own_socket_and_a_share_of_connections() {
         *per_slot.entry(r.result.as_ref().unwrap().slot).or_default() += 1;
     }
     let (most, least) = (per_slot.values().max().unwrap(), per_slot.values().min().unwrap());
+    eprintln!("--balance slots, 3 workers, {} connections: per slot {per_slot:?}", records.len());
     assert_eq!(per_slot.len(), 3, "{per_slot:?}");
     assert!(*least * 3 >= *most, "every slot gets a share: {per_slot:?}");
     // Slot k's new worker got slot k's socket: the same inode at its fd 3.
@@ -521,4 +407,92 @@ fn socket_activation_with_reuseport_joins_the_inherited_group() {
     assert_all_served(&records, "clients of an inherited ReusePort socket");
     let per = assert_sticky(&records, "clients of an inherited ReusePort socket");
     assert_eq!(per.values().collect::<BTreeSet<_>>().len(), 3, "slots 1 and 2 joined the inherited group: {per:?}");
+}
+
+#[test]
+fn under_slots_no_new_connection_waits_on_a_dead_slot() {
+    // The replacement takes 1.5 s to get ready: that long, slot 1 is dead,
+    // and the kernel's own hash would send a third of the connections to
+    // its socket, where they would wait for it.
+    let p = Primary::builder(rust_worker())
+        .workers(3)
+        .arg("--balance")
+        .arg("slots")
+        .env("EXAMPLE_STARTUP_MS", "1500")
+        .start();
+    let to = tcp_addr(&p);
+    let victim = ready_slots(&p)[&1];
+    let killed_at = Instant::now();
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    crash_seen(&p, 1, victim);
+    let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for _ in 0..60 {
+        let t = Instant::now();
+        let answer = get_from(IpAddr::from([127, 0, 0, 2]), to, Duration::from_secs(3));
+        let slot = answer.as_ref().map(|s| s.slot).unwrap_or_else(|e| panic!("while slot 1 is dead: {e}"));
+        assert!(t.elapsed() < Duration::from_millis(500), "a connection waited {:?}", t.elapsed());
+        *per_slot.entry(slot).or_default() += 1;
+    }
+    assert!(killed_at.elapsed() < Duration::from_millis(1400), "slot 1 was dead all along");
+    assert!(!per_slot.contains_key(&1), "{per_slot:?}");
+    assert_eq!(per_slot.len(), 2, "the live slots share the connections: {per_slot:?}");
+    // Once slot 1 is back, the kernel's hash spreads over all three again.
+    wait_until(Duration::from_secs(15), "slot 1 ready again", || ready_slots(&p).contains_key(&1));
+    let mut after: BTreeSet<u64> = BTreeSet::new();
+    for _ in 0..60 {
+        after.insert(get_from(IpAddr::from([127, 0, 0, 2]), to, Duration::from_secs(3)).unwrap().slot);
+    }
+    assert_eq!(after, BTreeSet::from([0, 1, 2]));
+}
+
+#[test]
+fn a_unix_listener_stays_shared_under_sticky() {
+    let dir = TempDir::new("bal-unix");
+    let sock = dir.path("app.sock");
+    let p = Primary::builder(rust_worker())
+        .workers(2)
+        .arg("--balance")
+        .arg("sticky")
+        .arg("-l")
+        .arg(format!("admin=unix:{}", sock.display()))
+        .start();
+    assert!(
+        p.log_text().contains("stays shared by every worker (Unix sockets have no SO_REUSEPORT)"),
+        "{}",
+        p.log_text()
+    );
+    let unix = Load::start(Target::Unix(sock.clone()), 2, 2);
+    let clients = Clients::start(&loopback_clients()[..8], tcp_addr(&p), Duration::from_secs(10));
+    unix.wait_for_requests(100);
+    p.reload();
+    unix.wait_for_requests(100);
+    clients.wait_for(40);
+    assert_no_failures(&unix.finish(), "Unix listener under sticky across a reload");
+    let records = clients.finish();
+    assert_all_served(&records, "TCP clients next to a Unix listener");
+    assert_sticky(&records, "TCP clients next to a Unix listener");
+    // Both workers got both sockets: the TCP one of their slot, the Unix one shared.
+    for w in Primary::ready_workers(&p.status()) {
+        let pid = w["pid"].as_i64().unwrap() as i32;
+        assert!(socket_inode(pid, 3).starts_with("socket:"));
+        assert!(socket_inode(pid, 4).starts_with("socket:"));
+    }
+}
+
+#[test]
+fn a_config_reload_keeps_the_balance_mode_and_says_it_needs_a_restart() {
+    let dir = TempDir::new("bal-cfg");
+    let cfg = dir.path("hotswap.toml");
+    write_config(&cfg, 2);
+    let p = Primary::bare(vec![]).config(&cfg).workers(2).start();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("balance = \"sticky\"", "balance = \"shared\"");
+    std::fs::write(&cfg, text).unwrap();
+    p.reload();
+    assert!(p.log_text().contains("changes to balance take effect only after a restart"), "{}", p.log_text());
+    assert_eq!(p.status()["balance"], "sticky");
+    let clients = Clients::start(&loopback_clients()[..8], tcp_addr(&p), Duration::from_secs(5));
+    clients.wait_for(40);
+    let records = clients.finish();
+    assert_all_served(&records, "after the reload");
+    assert_sticky(&records, "after a reload that asked for shared");
 }
