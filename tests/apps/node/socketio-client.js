@@ -27,7 +27,7 @@ const http = require('http');
 const { io } = require('socket.io-client');
 
 function parseArgs(argv) {
-  const o = { url: null, clients: 10, messages: 5, firstAddress: 2, reconnect: false, hold: false, timeout: 20000 };
+  const o = { url: null, clients: 10, messages: 5, firstAddress: 2, reconnect: false, hold: false, timeout: 40000 };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -113,7 +113,9 @@ async function runClient(o, i, deadline) {
     reconnection: o.reconnect,
     reconnectionDelay: 100,
     reconnectionDelayMax: 500,
-    timeout: 5000,
+    // Generous: on a 2-core machine busy with other tests a handshake can
+    // take seconds; a client that reaches no worker still fails.
+    timeout: 20000,
   });
   let failed = null;
   let wake = null;
@@ -136,10 +138,10 @@ async function runClient(o, i, deadline) {
     if (!r.pids.includes(pid)) r.pids.push(pid);
     if (!r.seenAs.includes(seenAs)) r.seenAs.push(seenAs);
   };
-  // One message, acknowledged within 5 s or counted as lost.
+  // One message, acknowledged within 10 s or counted as lost.
   const echo = async (n) => {
     try {
-      const a = await socket.timeout(5000).emitWithAck('echo', { client: i, n });
+      const a = await socket.timeout(10000).emitWithAck('echo', { client: i, n });
       if (!a || !a.msg || a.msg.n !== n) throw new Error(`wrong answer ${JSON.stringify(a)}`);
       note(a.pid, a.address);
       r.echoed += 1;
@@ -154,9 +156,9 @@ async function runClient(o, i, deadline) {
   try {
     // Connected (or failed) before the first message, so that a failed
     // handshake is reported as one.
-    // Without reconnection, a handshake gets 8 s (Socket.IO's own connect
-    // timeout is 5 s).
-    const connectBy = o.reconnect ? deadline : Math.min(deadline, Date.now() + 8000);
+    // Without reconnection, a handshake gets 25 s (the connect timeout
+    // above is 20 s).
+    const connectBy = o.reconnect ? deadline : Math.min(deadline, Date.now() + 25000);
     while (!socket.connected && !failed && Date.now() < connectBy) {
       await new Promise((res) => {
         wake = res;
