@@ -25,6 +25,15 @@ app of the clustering guides: no fd 3, no process.send, no signal handler)
 under hotswap (cluster emulation), Node's cluster module (RR and NONE) and
 PM2 (`pm2 start app.js -i 2`, PM2's defaults), steady and, for hotswap and
 PM2, with a reload every 2 s. Its contender keys start with `u-`.
+
+A third part, only when asked for (BENCH_BALANCE=1, or BENCH_ONLY naming its
+keys or `balance`), compares hotswap's `--balance` modes: `shared` and
+`slots` (and `sticky`) with 2 and 8 workers of worker.js, keys
+`b-MODE-N`: throughput (wrk, BENCH_BALANCE_DURATION s), requests per worker
+(wrk with fairness.lua) and, because wrk connects from 127.0.0.1 only, the
+spread of clients from 127.0.0.2 .. 127.0.0.30 (spread_client.py,
+BENCH_SPREAD_DURATION s). A run of this part alone keeps the rest of an
+existing results.json and replaces only its balance rows.
 """
 import datetime
 import http.client
@@ -65,6 +74,14 @@ TS_CONCURRENCY = int(os.environ.get("BENCH_TS_CONCURRENCY", 8))
 PAIRS = int(os.environ.get("BENCH_PAIRS", 3))  # interleaved baseline/hotswap rounds per mode
 PAIR_DURATION = float(os.environ.get("BENCH_PAIR_DURATION", 5))
 ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
+BALANCE_MODES = ("shared", "slots", "sticky")
+BALANCE_WORKERS = (2, 8)
+BALANCE_KEYS = [f"b-{m}-{n}" for n in BALANCE_WORKERS for m in BALANCE_MODES]
+if "balance" in ONLY:
+    ONLY = [k for k in ONLY if k != "balance"] + BALANCE_KEYS
+BALANCE = os.environ.get("BENCH_BALANCE") == "1" or any(k in BALANCE_KEYS for k in ONLY)
+BALANCE_DURATION = float(os.environ.get("BENCH_BALANCE_DURATION", 5))
+SPREAD_DURATION = float(os.environ.get("BENCH_SPREAD_DURATION", 5))
 RUN_ID = os.environ.get("BENCH_RUN_ID") or uuid.uuid4().hex
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODES = [("keepalive", []), ("close", ["-H", "Connection: close"])]
@@ -278,7 +295,10 @@ class Contender:
     can_reload = False
     fairness = False
     timeseries = False
+    spread = False  # also measured with spread_client.py from many source addresses
     supervisor_label = ""
+    workers = WORKERS
+    duration = None  # of the steady wrk runs; None: DURATION
 
     def __init__(self):
         self.port = free_port()
@@ -289,8 +309,8 @@ class Contender:
 
     def wait_ready(self):
         wait_until(lambda: http_ok(self.port), 20, f"{self.name} to answer HTTP")
-        wait_until(lambda: count_listening(self.logpaths(), self.listening_marker) >= WORKERS, 20,
-                   f"{self.name}: {WORKERS} workers listening")
+        wait_until(lambda: count_listening(self.logpaths(), self.listening_marker) >= self.workers, 20,
+                   f"{self.name}: {self.workers} workers listening")
         time.sleep(0.3)
 
     def supervisor_pids(self):
@@ -513,6 +533,52 @@ class UnchangedPm2(Pm2):
             f.write(out)
         if rc != 0:
             raise RuntimeError(f"pm2 start failed ({rc}): {out[-500:]}")
+
+
+# ------------------------------------------------------------- balance modes
+# hotswap's --balance modes side by side: the same worker.js (its
+# X-Hotswap-Worker header names the worker that answered), 2 and 8 workers.
+
+class BalanceHotswap(Hotswap):
+    suite = "balance"
+    fairness = spread = True
+    can_reload = timeseries = False
+
+    def __init__(self, mode, workers):
+        super().__init__()
+        self.mode, self.workers = mode, workers
+        self.key = f"b-{mode}-{workers}"
+        self.name = f"--balance {mode}, {workers} workers"
+        self.duration = BALANCE_DURATION
+        self.control = os.path.join(TMP, f"{self.key}.sock")
+
+    def start(self):
+        self.proc = spawn([HOTSWAP, "run", "-l", f"{HOST}:{self.port}", "-w", str(self.workers),
+                           "--balance", self.mode, "--control", self.control, "--", "node", WORKER_JS],
+                          f"{self.key}.log")
+
+
+def spread_run(contender, mode):
+    """spread_client.py from 127.0.0.2 .. 127.0.0.30: requests per worker and
+    how many workers each source address reached."""
+    Plan.left -= SPREAD_DURATION + 1
+    wait_for_quiet(Plan.left)
+    it = Interference()
+    p = subprocess.run([sys.executable, os.path.join(HERE, "spread_client.py"), "--port", str(contender.port),
+                        "--first", "2", "--last", "30", "--duration", str(SPREAD_DURATION), "--mode", mode],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=SPREAD_DURATION + 30,
+                       env=BASE_ENV)
+    try:
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(f"spread_client.py gave no result: {p.stdout[-800:]}")
+    r["interference"] = it.share()
+    counts = sorted(r["per_worker"].values())
+    r["max_min"] = counts[-1] / counts[0] if len(counts) >= contender.workers and counts[0] else None
+    log(f"  {contender.key:15} {mode:9} 29 source addresses: per worker {r['per_worker']}  max/min "
+        f"{r['max_min'] if r['max_min'] is None else round(r['max_min'], 2)}  workers per address "
+        f"max {r['workers_per_address']['max']} mean {r['workers_per_address']['mean']}  errors {r['errors']}")
+    return r
 
 
 # --------------------------------------------------------------------------- load
@@ -760,13 +826,15 @@ class Plan:
 
     @staticmethod
     def estimate(c, paired=False):
-        t = 10 + (2 * PAIRS * (PAIR_DURATION + 1.5) if paired else 2 * (DURATION + 1.5))
+        t = 10 + (2 * PAIRS * (PAIR_DURATION + 1.5) if paired else 2 * ((c.duration or DURATION) + 1.5))
         if c.fairness:
             t += 2 * (FAIR_DURATION + 1)
         if c.can_reload:
             t += 2 * (DURATION + 1.5) + 8
         if c.timeseries:
             t += 2 * (TS_DURATION + 1.5)
+        if c.spread:
+            t += 2 * (SPREAD_DURATION + 1)
         return t
 
     @classmethod
@@ -866,7 +934,7 @@ def aggregate(runs):
 
 def bench(contender, steady=None, started=False):
     res = dict(key=contender.key, name=contender.name, supervisor_label=contender.supervisor_label,
-               suite=contender.suite,
+               suite=contender.suite, workers=contender.workers, balance=getattr(contender, "mode", None),
                steady={}, reload={}, fairness={}, timeseries={}, idle_reloads=[])
     if not started:
         log(f"{contender.name}: starting on {HOST}:{contender.port}")
@@ -876,19 +944,24 @@ def bench(contender, steady=None, started=False):
         res["steady"] = steady
     else:
         for mode, args in MODES:
-            res["steady"][mode] = measured(contender, mode, args, DURATION, False)
+            res["steady"][mode] = measured(contender, mode, args, contender.duration or DURATION, False)
     if contender.fairness:
         for mode, args in MODES:
+            if contender.suite == "balance":
+                wait_for_quiet(Plan.left)
             Plan.left -= FAIR_DURATION + 1
             it = Interference()
             r = wrk(contender.port, args, FAIR_DURATION, "fairness.lua")
             r["interference"] = it.share()
             r.pop("raw")
             counts = sorted(r["per_worker"].values())
-            r["max_min"] = counts[-1] / counts[0] if len(counts) >= WORKERS and counts[0] else None
+            r["max_min"] = counts[-1] / counts[0] if len(counts) >= contender.workers and counts[0] else None
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
             res["fairness"][mode] = r
             log(f"  {contender.key:15} {mode:9} per worker {r['per_worker']}  max/min "
                 f"{r['max_min'] if r['max_min'] is None else round(r['max_min'], 2)}")
+    if contender.spread:
+        res["spread"] = {mode: spread_run(contender, mode) for mode, _ in MODES}
     if contender.can_reload:
         for mode, args in MODES:
             res["reload"][mode] = measured(contender, mode, args, DURATION, True)
@@ -920,6 +993,29 @@ def start(contender):
     wrk(contender.port, [], 2)  # warm-up (JIT), not recorded
 
 
+def keep_other_parts(results, keys):
+    """A run of the balance part alone (BENCH_ONLY=balance) replaces only the
+    balance rows of an existing results.json: the other parts' figures, and
+    the facts of the run that measured them, stay."""
+    path = os.path.join(HERE, "results.json")
+    if not keys or any(not k.startswith("b-") for k in keys) or not os.path.exists(path):
+        return results
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return results
+    log("balance part only: keeping the other parts of results.json")
+    old["contenders"] = [c for c in old.get("contenders", []) if c.get("suite") != "balance"] + results["contenders"]
+    for k in ("balance_facts", "balance_config"):
+        old[k] = results[k]
+    old["errors"] = {k: v for k, v in old.get("errors", {}).items() if not k.startswith("b-")}
+    old["errors"].update(results["errors"])
+    old["balance_driver_seconds"] = results["driver_seconds"]
+    old["last_run"] = "balance"
+    return old
+
+
 def main():
     global DURATION, FAIR_DURATION, TS_DURATION
     t_start = time.time()
@@ -929,6 +1025,8 @@ def main():
     log(f"run id {RUN_ID}; tmp {TMP}; {facts['cores']} cores, kernel {facts['kernel']}, node {facts['node']}")
     contenders = [Baseline(), Hotswap(), Cluster("rr"), Cluster("none"), Pm2()]
     contenders += [UnchangedHotswap(), UnchangedCluster("rr"), UnchangedCluster("none"), UnchangedPm2()]
+    if BALANCE:
+        contenders += [BalanceHotswap(m, n) for n in BALANCE_WORKERS for m in BALANCE_MODES]
     skipped = {}
     if shutil.which("start_server"):
         contenders.append(ServerStarter())
@@ -1005,9 +1103,17 @@ def main():
     results["quiet_share"] = QUIET_SHARE
     if os.environ.get("BENCH_T0"):
         results["total_seconds_before_report"] = time.time() - float(os.environ["BENCH_T0"])
+    if any(c["suite"] == "balance" for c in results["contenders"]):
+        results["balance_facts"] = facts
+        results["balance_config"] = dict(duration=BALANCE_DURATION, fair_duration=FAIR_DURATION,
+                                         spread_duration=SPREAD_DURATION, threads=THREADS,
+                                         connections=CONNECTIONS, startup_ms=STARTUP_MS,
+                                         quiet_share=QUIET_SHARE)
+    driver_seconds = results["driver_seconds"]
+    results = keep_other_parts(results, keys)
     with open(os.path.join(HERE, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    log(f"driver done in {results['driver_seconds']:.0f} s; rendering the report")
+    log(f"driver done in {driver_seconds:.0f} s; rendering the report")
     subprocess.run([sys.executable, os.path.join(HERE, "report.py")], check=True)
 
 

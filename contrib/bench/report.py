@@ -68,7 +68,8 @@ def ratio(x, base):
 def render_md(res):
     facts, cfg = res["facts"], res["config"]
     unchanged = [c for c in res["contenders"] if c.get("suite") == "unchanged"]
-    res = dict(res, contenders=[c for c in res["contenders"] if c.get("suite") != "unchanged"])
+    balance = [c for c in res["contenders"] if c.get("suite") == "balance"]
+    res = dict(res, contenders=[c for c in res["contenders"] if c.get("suite") not in ("unchanged", "balance")])
     by = {c["key"]: c for c in res["contenders"]}
     base = by.get("baseline")
     startup2 = 2 * cfg["startup_ms"] if cfg["workers"] == 2 else cfg["workers"] * cfg["startup_ms"]
@@ -151,6 +152,8 @@ def render_md(res):
 
     if unchanged:
         render_unchanged(w, unchanged, cfg)
+    if balance:
+        render_balance(w, balance, res)
 
     # ---------------------------------------------------------------- throughput tables
     for mode, title in (("keepalive", "Keep-alive (wrk -t2 -c50)"),
@@ -428,6 +431,74 @@ def render_unchanged(w, cs, cfg):
     w("Steady failed requests: " + ", ".join(
         f"{c['name']} {sum(r['failed'] + r.get('discarded_attempts_failed', 0) for r in c['steady'].values())}"
         for c in cs) + ".")
+    w("")
+
+
+def spread_cell(r, workers):
+    """Requests per worker and max/min of one fairness or spread run; a
+    worker that served nothing makes max/min infinite."""
+    if not r:
+        return "-", "-"
+    per = ", ".join(f"w{k}: {fmt_int(v)}" for k, v in
+                    sorted(r["per_worker"].items(), key=lambda kv: (len(kv[0]), kv[0])))
+    mm = r.get("max_min")
+    served = len(r["per_worker"])
+    if mm is None and workers and served < workers:
+        return per, f"∞ ({workers - served} of {workers} workers got none)"
+    return per, "n/a" if mm is None else f"{mm:.2f}"
+
+
+def render_balance(w, cs, res):
+    """The third part: hotswap's --balance modes side by side."""
+    facts = res.get("balance_facts") or res["facts"]
+    bc = res.get("balance_config") or {}
+    w("## Balance modes: `--balance shared`, `slots` and `sticky`")
+    w("")
+    w(f"Measured on {facts['date']}, {facts['hotswap']} @ {facts['hotswap_commit']}"
+      + (" (a run of this part alone: `BENCH_ONLY=balance contrib/bench/run.sh`)" if res.get("last_run") == "balance"
+         else "") + ". "
+      "The same `contrib/workers/node/worker.js`, 2 and 8 workers, under `hotswap run --balance MODE`: `shared` is "
+      "one listening socket that every worker accepts from; `slots` one `SO_REUSEPORT` socket per worker slot, the "
+      "kernel's hash of each connection picks the socket; `sticky` the same sockets with a BPF program that picks the "
+      "slot from the client's IP address.")
+    w("")
+    w(f"* Throughput: `wrk -t{bc.get('threads', 2)} -c{bc.get('connections', 50)} -d{bc.get('duration', 5):.0f}s`, "
+      "keep-alive and `Connection: close`.")
+    w(f"* Requests per worker: separate {bc.get('fair_duration', 5):.0f} s wrk runs with `lua/fairness.lua` counting "
+      "the `X-Hotswap-Worker` header. With keep-alive, wrk's 50 connections are placed once and then reused, so this "
+      "is the spread of connections; with `Connection: close` every request is a new connection placed by the "
+      "kernel, where `SO_REUSEPORT` differs from one shared socket.")
+    w(f"* wrk connects from 127.0.0.1 only (it has no option for the source address), so under `sticky` all its "
+      "connections go to one slot. The spread of many clients is measured with `spread_client.py`: one closed-loop "
+      f"Python client per source address 127.0.0.2 .. 127.0.0.30 (29), {bc.get('spread_duration', 5):.0f} s, new "
+      "connection per request and keep-alive; \"workers per address\" is how many workers one address reached "
+      "(1 = every request of a client went to one worker). Its req/s is Python's, not the server's.")
+    w("")
+    w("| mode | workers | keep-alive req/s | p99 ms | new conn. req/s | p99 ms | failed requests |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for c in cs:
+        ka, cl = c["steady"].get("keepalive"), c["steady"].get("close")
+        failed = sum(r["failed"] + r.get("discarded_attempts_failed", 0) for r in c["steady"].values())
+        w(f"| {c.get('balance')} | {c.get('workers')} | {fmt_int(ka['rps']) if ka else '-'} | "
+          f"{ms(ka['latency_us']['p99']) if ka else '-'} | {fmt_int(cl['rps']) if cl else '-'} | "
+          f"{ms(cl['latency_us']['p99']) if cl else '-'} | {failed} |")
+    w("")
+    w("| mode | workers | client | connections | requests per worker | max/min | workers per address (max, mean) "
+      "| CPU used by other processes |")
+    w("|---|---:|---|---|---|---:|---|---:|")
+    for c in cs:
+        for mode in ("keepalive", "close"):
+            r = c["fairness"].get(mode)
+            per, mm = spread_cell(r, c.get("workers"))
+            w(f"| {c.get('balance')} | {c.get('workers')} | wrk, 127.0.0.1 | {mode} | {per} | {mm} | - | "
+              f"{other_load(r) if r else '-'} |")
+        for mode in ("keepalive", "close"):
+            r = c.get("spread", {}).get(mode)
+            per, mm = spread_cell(r, c.get("workers"))
+            wpa = r["workers_per_address"] if r else None
+            wpa = f"{wpa['max']}, {wpa['mean']}" if wpa else "-"
+            w(f"| {c.get('balance')} | {c.get('workers')} | 29 addresses | {mode} | {per} | {mm} | {wpa} | "
+              f"{other_load(r) if r else '-'} |")
     w("")
 
 

@@ -22,6 +22,7 @@ mod protocol;
 mod python;
 mod reload;
 mod signals;
+mod socketio;
 mod surge;
 mod systemd;
 mod upgrade;
