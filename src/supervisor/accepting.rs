@@ -45,6 +45,9 @@ pub struct Watch {
     warned: bool,
     /// Socket inodes of its own already looked up in the socket tables.
     looked_up: Vec<u64>,
+    /// When the socket tables were last read for it: at most once a second
+    /// (they can be megabytes on a busy host).
+    last_lookup: Option<Instant>,
     /// Listening sockets of its own found there, in words.
     own: Vec<String>,
     /// Whether looks go on (an [`Timer::AcceptCheck`] is armed).
@@ -278,9 +281,11 @@ impl Supervisor {
         let Some(w) = self.workers.get_mut(&id) else { return };
         let watch = w.accept_watch_mut();
         let new: Vec<(i32, u64)> = others.iter().filter(|o| !watch.looked_up.contains(&o.1)).copied().collect();
-        if new.is_empty() || watch.looked_up.len() >= 4 * crate::sys::accepting::MAX_OTHERS {
+        let recently = watch.last_lookup.is_some_and(|t| t.elapsed() < OWN_LISTENER_GRACE);
+        if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::sys::accepting::MAX_OTHERS {
             return;
         }
+        watch.last_lookup = Some(Instant::now());
         watch.looked_up.extend(new.iter().map(|o| o.1));
         let inodes: Vec<u64> = new.iter().map(|o| o.1).collect();
         let found = match crate::sys::accepting::own::listening(new[0].0, &inodes) {
