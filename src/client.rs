@@ -77,7 +77,9 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         None => {
-            eprintln!("hotswap: the connection to the primary was lost (it was killed or crashed); events may be missing");
+            eprintln!(
+                "hotswap: the connection to the primary was lost (it was killed or crashed); events may be missing"
+            );
             ExitCode::from(EVENTS_LOST)
         }
     })
@@ -146,7 +148,7 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// had accepted but not answered close (requests still waiting in the
 /// socket's backlog are taken by the new image, which keeps the listening
 /// socket). `status` and `reload` asked at that moment are sent again, up
-/// to [`RETRIES`] times, when the connection closed before any answer and
+/// to `RETRIES` times, when the connection closed before any answer and
 /// the socket still accepts: asking either twice is harmless (a reload the
 /// old image began holds the exec back until it is over and answered), so
 /// a deploy script's `hotswap reload` never fails because an upgrade ran

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use hotswap::cli::{Cli, Command};
+use hotswap::io::output::{LogSink, Output};
 use hotswap::options::{control_path, Options, Settings};
 use hotswap::supervisor::{self, Origin};
 use hotswap::sys::{guardian, listeners, sd_notify::Systemd, spawn};
-use hotswap::io::output::{LogSink, Output};
 use hotswap::{client, handover};
 
 /// How long an exiting primary waits for its output to be written (a
@@ -133,7 +133,13 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.
     let node = supervisor::runs_node(&settings, &env);
-    let listeners = match listeners::open_all(&settings.listen, settings.backlog, settings.socket_mode, node, settings.balance.per_slot()) {
+    let listeners = match listeners::open_all(
+        &settings.listen,
+        settings.backlog,
+        settings.socket_mode,
+        node,
+        settings.balance.per_slot(),
+    ) {
         Ok(l) => l,
         Err(e) if e.is::<listeners::NothingToListenOn>() => {
             eprintln!("hotswap: {e}");

@@ -22,6 +22,6 @@ pub mod lines;
 pub mod metrics;
 pub mod output;
 pub mod signals;
-pub mod warnings;
 pub mod usage;
+pub mod warnings;
 pub mod worker_notify;

@@ -44,7 +44,7 @@ use super::lines::{Frame, Lines, Long};
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
 /// Lines waiting for the writer, per channel: at most 64 lines of at most
-/// [`MAX_LINE`] bytes, 4 MiB, of worker output; as many of the primary's own.
+/// `MAX_LINE` bytes, 4 MiB, of worker output; as many of the primary's own.
 pub const QUEUE: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +306,11 @@ impl Writer {
             let _ = w.flush();
             let n = self.dropped.swap(0, Ordering::Relaxed);
             if n > 0 {
-                let _ = writeln!(w, "hotswap: {n} {} dropped: stderr was not being read", crate::types::plural(n as usize, "line"));
+                let _ = writeln!(
+                    w,
+                    "hotswap: {n} {} dropped: stderr was not being read",
+                    crate::types::plural(n as usize, "line")
+                );
                 let _ = w.flush();
             }
         }
@@ -324,8 +328,10 @@ fn stderr_is_a_file() -> bool {
     static FILE: OnceLock<bool> = OnceLock::new();
     *FILE.get_or_init(|| {
         use std::os::fd::AsFd;
-        nix::sys::stat::fstat(std::io::stderr().as_fd())
-            .is_ok_and(|st| nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT == nix::sys::stat::SFlag::S_IFREG)
+        nix::sys::stat::fstat(std::io::stderr().as_fd()).is_ok_and(|st| {
+            nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+                == nix::sys::stat::SFlag::S_IFREG
+        })
     })
 }
 

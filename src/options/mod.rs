@@ -23,10 +23,10 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
-pub use crate::types::balance::Balance;
 pub use ready::ReadyMode;
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
@@ -549,7 +549,8 @@ mod tests {
         assert_eq!(Options::from_toml("balance = \"sticky\"\n").unwrap().balance, Some(Balance::Sticky));
         let err = Options::from_toml("workers = 2\nbalance = \"round-robin\"\n").unwrap_err();
         assert!(err.contains("balance") && err.contains("line 2") && err.contains("shared, slots or sticky"), "{err}");
-        let merged = flags(&["--balance", "slots"]).merge(Options::from_toml("balance = \"sticky\"\n").unwrap()).unwrap();
+        let merged =
+            flags(&["--balance", "slots"]).merge(Options::from_toml("balance = \"sticky\"\n").unwrap()).unwrap();
         assert_eq!(merged.balance, Some(Balance::Slots), "the flag wins");
         let s = Settings::resolve(flags(&["--", "app"])).unwrap();
         assert_eq!(s.balance, Balance::Shared, "shared by default");

@@ -8,7 +8,7 @@
 //! and taking over from the previous image, the first `--build`).
 //! Everything else (signals, the control socket, IPC channels, notify
 //! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits
-//! arrive as SIGCHLD and are reaped in one place, by pid ([`exits`]), so no
+//! arrive as SIGCHLD and are reaped in one place, by pid (`exits`), so no
 //! status is ever lost or stolen.
 //!
 //! The decisions that need no process are pure and tested on their own: the
@@ -16,8 +16,8 @@
 
 mod accepting;
 mod adopted;
-mod balance;
 pub mod backoff;
+mod balance;
 mod exits;
 mod first_build;
 mod memory;
@@ -50,9 +50,9 @@ use crate::io::output::Output;
 use crate::options::{Options, Settings};
 use crate::sys::guardian::Guardian;
 use crate::sys::listeners::Listener;
-use crate::sys::slots::SlotSockets;
 use crate::sys::private_dir;
 use crate::sys::sd_notify::Systemd;
+use crate::sys::slots::SlotSockets;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
 use crate::types::{unix_now, Event, Timer, WorkerId};
 use backoff::Slot;

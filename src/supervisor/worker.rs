@@ -156,7 +156,6 @@ impl Worker {
         self.ready_via
     }
 
-
     pub fn accept_watch_mut(&mut self) -> &mut super::accepting::Watch {
         &mut self.accept
     }
@@ -188,15 +187,13 @@ impl Worker {
                  sd_notify is ready by READY=1 and accepting, not by accepting alone)"
                     .to_string()
             }
-            (None, ReadyMode::Auto) if !self.spoke => format!(
-                "it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}",
-                accepts()
-            ),
-            (None, _) if !self.spoke => format!(
-                "it said nothing on its IPC channel (the fd in HOTSWAP_IPC_FD): a worker says \
-                 {{\"type\":\"listening\"}} there when it serves; for an app that cannot, use --ready accepting \
+            (None, ReadyMode::Auto) if !self.spoke => {
+                format!("it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}", accepts())
+            }
+            (None, _) if !self.spoke => "it said nothing on its IPC channel (the fd in HOTSWAP_IPC_FD): a worker says \
+                 {\"type\":\"listening\"} there when it serves; for an app that cannot, use --ready accepting \
                  (any server), --ready notify (systemd-style apps), --ready delay:DUR or --ready none"
-            ),
+                .to_string(),
             (None, _) => "it spoke on its IPC channel but never sent {\"type\":\"listening\"} or \"ready\"".to_string(),
         }
     }

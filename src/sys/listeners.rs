@@ -41,7 +41,12 @@ impl Listener {
     /// mode is set between bind and listen: no one connects before it holds.
     /// `reuse_port`: a TCP socket gets `SO_REUSEPORT`, to be slot 0 of a
     /// group of per-slot sockets ([`super::slots`]).
-    pub fn bind_with_mode(spec: &ListenSpec, backlog: i32, unix_mode: Option<u32>, reuse_port: bool) -> Result<Listener> {
+    pub fn bind_with_mode(
+        spec: &ListenSpec,
+        backlog: i32,
+        unix_mode: Option<u32>,
+        reuse_port: bool,
+    ) -> Result<Listener> {
         let name = spec.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_string());
         match &spec.addr {
             ListenAddr::Tcp(sa) => {

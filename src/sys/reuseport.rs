@@ -95,7 +95,7 @@ fn mix(p: &mut Vec<Insn>) {
     xorshift(p, 16);
 }
 
-/// A ^= the value `load` leaves in A, then mix; M[0] is scratch.
+/// A ^= the value `load` leaves in A, then mix; `M[0]` is scratch.
 fn fold(p: &mut Vec<Insn>, load: Insn) {
     p.push(stmt(ST, 0));
     p.push(load);
@@ -416,7 +416,7 @@ mod tests {
     fn every_answer_is_a_live_slot_within_the_group() {
         for slots in [1, 2, 5, 8, 64] {
             for pattern in 0..8u32 {
-                let live: Vec<bool> = (0..slots).map(|s| (s as u32 * 7 + pattern) % 3 != 0).collect();
+                let live: Vec<bool> = (0..slots).map(|s| !(s as u32 * 7 + pattern).is_multiple_of(3)).collect();
                 let prog = program(Key::Connection, slots, &live);
                 assert!(prog.len() <= 4096);
                 for ip in random_v4(200) {

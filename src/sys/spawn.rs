@@ -9,7 +9,7 @@
 //!   end after them, with close-on-exec cleared on those and set on all else.
 //!
 //! Between `fork` and `execve` the child may only make async-signal-safe
-//! calls: no allocation, no locks. Everything is prepared in [`Prepared`].
+//! calls: no allocation, no locks. Everything is prepared in `Prepared`.
 //!
 //! The child also puts itself in its own process group (so a stop or kill
 //! reaches its whole tree) and asks for SIGKILL when its parent dies. That

@@ -3,8 +3,8 @@
 //!
 //! - [`WorkerId`], [`WorkerState`], [`ReadyVia`], [`Exit`]: what a worker is
 //!   and how it ended.
-//! - [`event`]: the [`Event`](event::Event)s that the outside world sends
-//!   the supervisor, and its [`Timer`](event::Timer)s.
+//! - [`event`]: the [`Event`]s that the outside world sends
+//!   the supervisor, and its [`Timer`]s.
 //! - [`wire`]: what goes over the control socket (requests, replies,
 //!   status, lifecycle events), shared by the server and the client.
 //! - [`listen`]: a `--listen` address as written.

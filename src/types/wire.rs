@@ -252,8 +252,8 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8} {:>6} {:>8}  {}",
-            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RSS", "CPU%", "PROCS", "RESTARTS", "READY VIA"
+            "\n{:>6} {:>4} {:>8} {:>5} {:<9} {:>9} {:>8} {:>8} {:>6} {:>8}  READY VIA",
+            "ID", "SLOT", "PID", "GEN", "STATE", "UPTIME", "RSS", "CPU%", "PROCS", "RESTARTS"
         );
         for w in &self.workers {
             let restarts = match w.memory_replacements {

@@ -29,7 +29,8 @@ pub fn reloads_cleanly(p: &Primary, reloads: u32, via: &str) {
     let records = load.finish();
     assert_no_failures(&records, "load across reloads");
     // For the record (--nocapture): what a reload costs against a start-up.
-    let started = p.log_text().lines().find_map(|l| Some(l.split(" ready in ").nth(1)?.split(" ms").next()?.to_string()));
+    let started =
+        p.log_text().lines().find_map(|l| Some(l.split(" ready in ").nth(1)?.split(" ms").next()?.to_string()));
     eprintln!(
         "{}: {} requests, none failed; reloads took {took:?} ms; the first worker was ready in {} ms",
         std::thread::current().name().unwrap_or("?"),
@@ -174,7 +175,7 @@ fn late_announcer(how: &str, via: &str) {
     let (p, _) = auto(plain("asyncio"), &[("ANNOUNCE", how), ("ANNOUNCE_AFTER", "1.5")]);
     let log_has = |s: &str| p.log_text().contains(s);
     wait_until(Duration::from_secs(10), "the first announcement", || {
-        log_has("announce their readiness") || log_has(&format!("ready in"))
+        log_has("announce their readiness") || log_has("ready in")
     });
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();

@@ -37,12 +37,8 @@ fn a_stalled_stderr_reader_blocks_nothing() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     // The reader: started first, so that the primary's open of the FIFO
     // does not wait.
-    let mut reader = Command::new("sh")
-        .args(["-c", "exec cat \"$1\" > \"$2\"", "sh"])
-        .arg(&fifo)
-        .arg(&captured)
-        .spawn()
-        .unwrap();
+    let mut reader =
+        Command::new("sh").args(["-c", "exec cat \"$1\" > \"$2\"", "sh"]).arg(&fifo).arg(&captured).spawn().unwrap();
     let wrapper = dir.path("hotswap-to-fifo");
     script(&wrapper, &format!("exec {HOTSWAP} \"$@\" > '{}' 2>&1", fifo.display()));
     let p = Primary::builder(rust_worker()).workers(1).binary(&wrapper).start();
@@ -251,7 +247,10 @@ fn a_killed_primary_is_not_a_clean_end() {
     let dir = TempDir::new("stubborn");
     let stubborn = dir.path("stubborn.sh");
     // Ready at once; ignores shutdown and SIGTERM, so a stop waits.
-    script(&stubborn, "trap '' TERM\nprintf '{\"type\":\"listening\"}\\n' >&$HOTSWAP_IPC_FD\nwhile :; do sleep 1; done");
+    script(
+        &stubborn,
+        "trap '' TERM\nprintf '{\"type\":\"listening\"}\\n' >&$HOTSWAP_IPC_FD\nwhile :; do sleep 1; done",
+    );
     let mut p = Primary::builder(vec![stubborn.display().to_string()]).workers(1).start();
     let client = events_client(&p);
     let stop = Command::new(HOTSWAP)
@@ -345,7 +344,11 @@ fn self_upgrades_lose_no_line_of_output() {
     }
     let wrong: Vec<_> = seen.iter().enumerate().filter(|(_, c)| **c != 2).take(10).collect();
     assert!(total > 1000, "only {total} numbers");
-    assert!(wrong.is_empty() && other.is_empty(), "{total} numbers; (number, times) not twice: {wrong:?}; mangled: {:?}", &other[..other.len().min(10)]);
+    assert!(
+        wrong.is_empty() && other.is_empty(),
+        "{total} numbers; (number, times) not twice: {wrong:?}; mangled: {:?}",
+        &other[..other.len().min(10)]
+    );
 }
 
 /// Cluster messages hotswap cannot use (malformed, unknown, or from a worker

@@ -165,7 +165,7 @@ fn a_crash_loop_backs_off() {
     for (k, pair) in starts.windows(2).enumerate() {
         let delay = if k == 0 { 0.0 } else { 0.1 * f64::from(1u32 << (k - 1).min(8)) };
         // From the crash before this start (logged when it was reaped).
-        let crash = crashes.iter().copied().filter(|c| *c >= pair[0] && *c <= pair[1]).next_back();
+        let crash = crashes.iter().copied().rfind(|c| *c >= pair[0] && *c <= pair[1]);
         let crash = crash.unwrap_or_else(|| panic!("no crash logged between starts {k} and {}:\n{log}", k + 1));
         assert!(
             pair[1] - crash >= delay - 0.002,

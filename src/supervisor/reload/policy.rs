@@ -13,7 +13,7 @@
 //! workers not yet replaced keep serving, and those already replaced stay
 //! replaced (their old worker was retired only once the new one was ready).
 //! A reload asked for while one runs is queued; further requests join the
-//! queued one ([`Queue`]).
+//! queued one (`Queue`).
 //!
 //! A new worker count (from the config file, re-read for every reload)
 //! grows or shrinks the pool within the same roll: new workers are added

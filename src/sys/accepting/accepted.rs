@@ -23,11 +23,14 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-
 /// Which of `listeners` (fd, inode: sockets the process holds) have a
 /// connection among `others` (its other socket fds, with their inodes)
 /// accepted from them: (listener inode, connection inode).
-pub(super) fn accepted_from(pid: i32, listeners: &[(RawFd, u64)], others: &[(RawFd, u64)]) -> io::Result<Vec<(u64, u64)>> {
+pub(super) fn accepted_from(
+    pid: i32,
+    listeners: &[(RawFd, u64)],
+    others: &[(RawFd, u64)],
+) -> io::Result<Vec<(u64, u64)>> {
     let mut found = Vec::new();
     if listeners.is_empty() || others.is_empty() {
         return Ok(found);

@@ -15,12 +15,12 @@
 //!
 //! How a process is seen accepting, cheapest first:
 //!
-//! 1. **epoll** ([`epoll`]): event loops (Node/libuv, Go, tokio/mio, Python
+//! 1. **epoll** (`epoll`): event loops (Node/libuv, Go, tokio/mio, Python
 //!    asyncio and uvicorn, Java NIO, nginx) register the socket for
 //!    `EPOLLIN`.
-//! 2. **a blocked thread** ([`syscalls`]): in `accept`/`accept4` on it, or in
+//! 2. **a blocked thread** (`syscalls`): in `accept`/`accept4` on it, or in
 //!    `poll`/`select` waiting for it to be readable.
-//! 3. **a connection accepted from it** ([`accepted`]): a busy accept loop,
+//! 3. **a connection accepted from it** (`accepted`): a busy accept loop,
 //!    never caught waiting, holds the connection it serves.
 //!
 //! Not visible, so not for `--ready accepting` (use `ipc`, `notify` or
@@ -177,7 +177,8 @@ impl Report {
 /// An `InvalidInput` error if `fd` is not a socket.
 pub fn socket_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
-    let st = nix::sys::stat::fstat(fd).map_err(|e| context(e.into(), format_args!("fstat of fd {}", fd.as_raw_fd())))?;
+    let st =
+        nix::sys::stat::fstat(fd).map_err(|e| context(e.into(), format_args!("fstat of fd {}", fd.as_raw_fd())))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {} is not a socket", fd.as_raw_fd())));
     }
@@ -234,7 +235,12 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
     let fds = match read_fds(pid, inodes) {
         Ok(fds) => fds,
         Err(e) if vanished(&e) => return Ok(()),
-        Err(e) if is_denied(&e) => return Ok(denied(report, Blind::Fds, &e)),
+        Err(e) if is_denied(&e) => {
+            return {
+                let _: () = denied(report, Blind::Fds, &e);
+                Ok(())
+            }
+        }
         Err(e) => return Err(e),
     };
     for &(_, inode) in &fds.others {
@@ -247,7 +253,12 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         match read_file(&path, buf) {
             Ok(()) => {}
             Err(e) if vanished(&e) => continue,
-            Err(e) if is_denied(&e) => return Ok(denied(report, Blind::Fds, &e)),
+            Err(e) if is_denied(&e) => {
+                return {
+                    let _: () = denied(report, Blind::Fds, &e);
+                    Ok(())
+                }
+            }
             Err(e) => return Err(e),
         }
         for t in epoll::parse_fdinfo(buf) {

@@ -127,7 +127,10 @@ mod tests {
             assert_eq!(tcp_listener(listen), Some((99, "127.0.0.1:8000".into())));
         }
         assert_eq!(unix_listener(b"0000: 00000002 00000000 00000000 0001 01 5 /tmp/x"), None);
-        assert_eq!(unix_listener(b"0000: 00000002 00000000 00010000 0001 01 5 /tmp/x"), Some((5, "unix:/tmp/x".into())));
+        assert_eq!(
+            unix_listener(b"0000: 00000002 00000000 00010000 0001 01 5 /tmp/x"),
+            Some((5, "unix:/tmp/x".into()))
+        );
         assert_eq!(unix_listener(b"garbage"), None);
     }
 }

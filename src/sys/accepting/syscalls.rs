@@ -34,11 +34,9 @@ struct Numbers {
 }
 
 #[cfg(target_arch = "x86_64")]
-const NR: Option<Numbers> =
-    Some(Numbers { accept: 43, accept4: 288, poll: 7, ppoll: 271, select: 23, pselect6: 270 });
+const NR: Option<Numbers> = Some(Numbers { accept: 43, accept4: 288, poll: 7, ppoll: 271, select: 23, pselect6: 270 });
 #[cfg(any(target_arch = "aarch64", target_arch = "riscv64", target_arch = "loongarch64"))]
-const NR: Option<Numbers> =
-    Some(Numbers { accept: 202, accept4: 242, poll: -1, ppoll: 73, select: -1, pselect6: 72 });
+const NR: Option<Numbers> = Some(Numbers { accept: 202, accept4: 242, poll: -1, ppoll: 73, select: -1, pselect6: 72 });
 /// Elsewhere only epoll sets are looked at.
 #[cfg(not(any(
     target_arch = "x86_64",
