@@ -141,8 +141,16 @@ pub struct State {
     /// it); absent from images that used `TMPDIR/hotswap-PID`.
     #[serde(default)]
     pub runtime_dir: Option<PathBuf>,
+    /// The runtime directory's lock, held (`flock`) for the primary's life;
+    /// absent from images that did not lock it.
+    #[serde(default)]
+    pub runtime_lock_fd: Option<RawFd>,
     /// The old image's executable, to go back to.
     pub exe_fd: RawFd,
+    /// The new image's own file, when it is a script: left open for its
+    /// interpreter, closed by the new image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_exe_fd: Option<RawFd>,
     pub exe: PathBuf,
     pub argv: Vec<OsString>,
     /// The image that wrote this state unblocks held signals once its
@@ -243,6 +251,8 @@ pub struct Inherited {
     pub workers: Vec<WorkerFds>,
     pub reply: Option<OwnedFd>,
     pub subscribers: Vec<OwnedFd>,
+    /// The runtime directory's lock.
+    pub runtime_lock: Option<OwnedFd>,
     /// The Unix socket files of listeners (by fd) that the new image removes
     /// at exit, once it serves: a rollback before that must find them.
     pub owned_paths: Vec<(RawFd, PathBuf)>,
@@ -255,6 +265,7 @@ impl State {
         v.extend(self.slot_fds.iter().flatten());
         v.extend([self.control_fd, self.guardian_fd, self.exe_fd]);
         v.extend(self.metrics_fd);
+        v.extend(self.runtime_lock_fd);
         for w in &self.workers {
             v.extend(w.ipc_fd);
             v.extend([w.stdout_fd, w.stderr_fd]);
@@ -275,6 +286,8 @@ impl State {
         }
         self.control_fd = map(self.control_fd);
         self.guardian_fd = map(self.guardian_fd);
+        self.metrics_fd = self.metrics_fd.map(&map);
+        self.runtime_lock_fd = self.runtime_lock_fd.map(&map);
         for w in &mut self.workers {
             w.ipc_fd = w.ipc_fd.map(&map);
             w.stdout_fd = map(w.stdout_fd);
@@ -322,6 +335,10 @@ impl State {
         }
         // The old executable's handle is only for a rollback.
         let _ = set_cloexec(self.exe_fd, true);
+        // This image's own script, left open for its interpreter.
+        if let Some(fd) = self.new_exe_fd.filter(|fd| *fd > 2 && !self.fds().contains(fd)) {
+            let _ = nix::unistd::close(fd);
+        }
         Ok(Inherited {
             listeners,
             on_demand,
@@ -332,6 +349,7 @@ impl State {
             workers,
             reply: self.reply_fd.map(own).transpose()?,
             subscribers: self.subscriber_fds.iter().map(|fd| own(*fd)).collect::<Result<_>>()?,
+            runtime_lock: self.runtime_lock_fd.map(own).transpose()?,
             owned_paths,
         })
     }
@@ -379,15 +397,17 @@ pub fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
     }
 }
 
-/// `execve(exe, argv, env + STATE_ENV)`; with `rollback`, execs the old
-/// executable by its fd instead. With `hold`, the signals of
-/// [`crate::sys::signal_mask`] stay blocked across the exec, for the next
-/// image to unblock. Returns only on failure.
+/// `fexecve(exe, argv, env + STATE_ENV)`: the executable by its open file
+/// (`exe.1` names it in errors), never its path looked up again. With
+/// `rollback` (why), it is the old executable, and the next image is told
+/// why. With `hold`, the signals of [`crate::sys::signal_mask`] stay
+/// blocked across the exec, for the next image to unblock. Returns only on
+/// failure.
 pub fn exec(
-    exe: &std::path::Path,
+    exe: (RawFd, &std::path::Path),
     argv: &[OsString],
     state_fd: RawFd,
-    rollback: Option<(RawFd, &str)>,
+    rollback: Option<&str>,
     hold: bool,
 ) -> anyhow::Error {
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| anyhow!("a NUL byte in an argument or variable"));
@@ -398,7 +418,7 @@ pub fn exec(
             .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
             .collect::<Result<_>>()?;
         env.push(cstr(format!("{STATE_ENV}={state_fd}").as_bytes())?);
-        if let Some((_, why)) = rollback {
+        if let Some(why) = rollback {
             env.push(cstr(format!("{ROLLBACK_ENV}={why}").as_bytes())?);
         }
         Ok((argv, env))
@@ -415,24 +435,16 @@ pub fn exec(
     if !hold {
         crate::sys::signal_mask::unblock();
     }
-    let err = match rollback {
-        Some((exe_fd, _)) if exe_fd < 0 => nix::errno::Errno::EBADF, // what fexecve says
+    let err = if exe.0 < 0 {
+        nix::errno::Errno::EBADF // what fexecve says
+    } else {
         // SAFETY: borrowed only for the fexecve call, which replaces this
-        // process or fails; exe_fd is the old executable's handle, which the
-        // previous image handed over and this one keeps open for a rollback.
-        Some((exe_fd, _)) => {
-            nix::unistd::fexecve(unsafe { std::os::fd::BorrowedFd::borrow_raw(exe_fd) }, &argv, &env).unwrap_err()
-        }
-        None => match cstr(exe.as_os_str().as_bytes()) {
-            Ok(path) => nix::unistd::execve(&path, &argv, &env).unwrap_err(),
-            Err(e) => {
-                crate::sys::signal_mask::restore(&mask);
-                return e;
-            }
-        },
+        // process or fails; the caller holds the fd open (the checked new
+        // binary, or the old executable's handle kept for a rollback).
+        nix::unistd::fexecve(unsafe { std::os::fd::BorrowedFd::borrow_raw(exe.0) }, &argv, &env).unwrap_err()
     };
     crate::sys::signal_mask::restore(&mask);
-    anyhow!("exec {}: {err}", exe.display())
+    anyhow!("exec {}: {err}", exe.1.display())
 }
 
 /// A handover taken: the state, its fds, what to give back if the new
@@ -497,6 +509,8 @@ impl Handback {
         let copies: std::collections::HashMap<RawFd, RawFd> =
             self.copies.iter().map(|(fd, copy)| (*fd, std::os::fd::AsRawFd::as_raw_fd(copy))).collect();
         state.renumber(|fd| copies.get(&fd).copied().unwrap_or(fd));
+        // Closed by this image already; nothing for the old one to close.
+        state.new_exe_fd = None;
         let memfd = match serde_json::to_vec(&state).map_err(anyhow::Error::from).and_then(|b| write_memfd(&b)) {
             Ok(m) => m,
             Err(e) => return e.context(format!("rolling back after: {why}")),
@@ -508,7 +522,7 @@ impl Handback {
             let _ = set_cloexec(*fd, false);
         }
         let memfd_raw = std::os::fd::AsRawFd::as_raw_fd(&memfd);
-        let err = exec(&state.exe, &state.argv, memfd_raw, Some((state.exe_fd, why)), state.holds_signals);
+        let err = exec((state.exe_fd, &state.exe), &state.argv, memfd_raw, Some(why), state.holds_signals);
         for fd in &pass {
             let _ = set_cloexec(*fd, true);
         }

@@ -94,11 +94,25 @@ pub fn runs_node(command: &[String], path: &OsString) -> bool {
     line.starts_with("#!") && line.lines().next().is_some_and(|l| l.split_whitespace().any(is_node))
 }
 
-/// `NODE_OPTIONS` with `--require PRELOAD` in front of what the user has.
+/// `NODE_OPTIONS` with `--require "PRELOAD"` in front of what the user has.
+///
+/// Node splits `NODE_OPTIONS` itself (`ParseNodeOptionsEnvVar` in
+/// `src/node_options.cc`): spaces separate, double quotes group, and inside
+/// them a backslash takes the next character as it is. So the path is
+/// always quoted, with `"` and `\` escaped: a runtime directory under a
+/// `TMPDIR` or `XDG_RUNTIME_DIR` holding spaces, quotes or backslashes
+/// still names the preload.
 pub fn node_options(existing: Option<&OsString>, preload: &Path) -> OsString {
-    let path = preload.display().to_string();
-    let quoted = if path.contains(' ') { format!("\"{path}\"") } else { path };
-    let mut v = OsString::from(format!("--require {quoted}"));
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut quoted = b"--require \"".to_vec();
+    for &b in preload.as_os_str().as_bytes() {
+        if b == b'"' || b == b'\\' {
+            quoted.push(b'\\');
+        }
+        quoted.push(b);
+    }
+    quoted.push(b'"');
+    let mut v = OsString::from_vec(quoted);
     if let Some(e) = existing.filter(|e| !e.is_empty()) {
         v.push(" ");
         v.push(e);
@@ -156,12 +170,17 @@ mod tests {
     #[test]
     fn the_preload_goes_in_front_of_the_users_node_options() {
         let p = Path::new("/run/h/preload.js");
-        assert_eq!(node_options(None, p), OsString::from("--require /run/h/preload.js"));
+        assert_eq!(node_options(None, p), OsString::from("--require \"/run/h/preload.js\""));
         let mine = OsString::from("--max-old-space-size=512");
         assert_eq!(
             node_options(Some(&mine), p),
-            OsString::from("--require /run/h/preload.js --max-old-space-size=512")
+            OsString::from("--require \"/run/h/preload.js\" --max-old-space-size=512")
         );
-        assert_eq!(node_options(None, Path::new("/a b/p.js")), OsString::from("--require \"/a b/p.js\""));
+        // Node's own splitting: inside quotes a backslash escapes the next
+        // character (a real Node worker under such paths: tests/it).
+        assert_eq!(
+            node_options(None, Path::new(r#"/a b/q"u\ü/p.js"#)),
+            OsString::from(r#"--require "/a b/q\"u\\ü/p.js""#)
+        );
     }
 }

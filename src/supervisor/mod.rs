@@ -50,7 +50,7 @@ use crate::io::output::Output;
 use crate::options::{Options, Settings};
 use crate::sys::guardian::Guardian;
 use crate::sys::listeners::Listener;
-use crate::sys::private_dir;
+use crate::sys::runtime_dir::{self, Preload, RuntimeDir};
 use crate::sys::sd_notify::Systemd;
 use crate::sys::slots::SlotSockets;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
@@ -89,14 +89,10 @@ pub struct Supervisor {
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
-    /// Private (0700, unpredictable name): per-worker notify sockets and the
-    /// Node preload; handed over on self-upgrade.
-    runtime_dir: PathBuf,
-    /// The Node.js preload, written into the runtime directory.
-    preload: PathBuf,
-    /// The directory of the Python preload (`sitecustomize.py`), in the
-    /// runtime directory.
-    python_dir: PathBuf,
+    /// Private (0700, unpredictable name, checked before each spawn):
+    /// per-worker notify sockets and the Node.js and Python preloads;
+    /// handed over on self-upgrade.
+    runtime: RuntimeDir,
     output: Output,
     events: mpsc::Sender<Event>,
     guardian: Guardian,
@@ -178,14 +174,14 @@ pub async fn run(
     let control = control::Server::bind(&settings.control_path, tx.clone())?;
     let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
-    let base = private_dir::runtime_base();
-    for dir in private_dir::remove_stale(&base) {
+    let base = runtime_dir::base();
+    for dir in runtime_dir::remove_stale(&base) {
         tracing::info!("removed {}, left by a primary that no longer runs", dir.display());
     }
-    let runtime_dir = private_dir::create_runtime(&base)?;
-    let _cleanup = RemoveDir(runtime_dir.clone());
+    // Removed when it is dropped, on any way out but the exec of an upgrade.
+    let runtime = RuntimeDir::create(&base, PRELOADS)?;
     let workers = settings.workers as usize;
-    let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime_dir)?;
+    let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime)?;
     sup.metrics = metrics;
     sup.slot_sockets.grow(workers)?;
     let result = sup.serve(&mut rx).await;
@@ -203,15 +199,13 @@ async fn let_replies_out() {
     }
 }
 
-/// Removes this primary's runtime directory when it exits (never on the
-/// exec of a self-upgrade, which runs no destructor).
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The files of the runtime directory's preloads' directory: the Node.js
+/// preload, and the Python one in a directory of its own (it goes first
+/// on `PYTHONPATH`).
+pub(crate) const PRELOADS: &[Preload] =
+    &[(NODE_PRELOAD, crate::node::PRELOAD), ("python/sitecustomize.py", crate::python::SITECUSTOMIZE)];
+const NODE_PRELOAD: &str = "node-preload.js";
+const PYTHON_DIR: &str = "python";
 
 impl Supervisor {
     #[allow(clippy::too_many_arguments)]
@@ -224,16 +218,9 @@ impl Supervisor {
         control: control::Server,
         guardian: Guardian,
         events: mpsc::Sender<Event>,
-        runtime_dir: PathBuf,
+        runtime: RuntimeDir,
     ) -> Result<Supervisor> {
         let sampler_events = events.clone();
-        let preload = runtime_dir.join("node-preload.js");
-        std::fs::write(&preload, crate::node::PRELOAD).with_context(|| format!("writing {}", preload.display()))?;
-        let python_dir = runtime_dir.join("python");
-        let sitecustomize = python_dir.join("sitecustomize.py");
-        std::fs::create_dir_all(&python_dir)
-            .and_then(|()| std::fs::write(&sitecustomize, crate::python::SITECUSTOMIZE))
-            .with_context(|| format!("writing {}", sitecustomize.display()))?;
         if settings.ready == crate::options::ReadyMode::Accepting && listeners.is_empty() {
             anyhow::bail!(
                 "--ready accepting needs a listening socket (--listen, or socket activation): \
@@ -255,9 +242,7 @@ impl Supervisor {
             listeners,
             control,
             base_env: base_env(),
-            runtime_dir,
-            preload,
-            python_dir,
+            runtime,
             output: Output::global().clone(),
             events,
             guardian,
@@ -465,13 +450,13 @@ impl Supervisor {
         Launcher {
             settings,
             base_env: &self.base_env,
-            runtime_dir: &self.runtime_dir,
+            runtime_dir: self.runtime.path(),
             listeners: &self.listeners,
             slot_sockets: &self.slot_sockets,
             output: &self.output,
             events: &self.events,
-            preload: &self.preload,
-            python_dir: &self.python_dir,
+            preload: self.runtime.preload(NODE_PRELOAD),
+            python_dir: self.runtime.preload(PYTHON_DIR),
         }
     }
 

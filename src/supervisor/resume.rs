@@ -6,12 +6,12 @@
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-use super::{Origin, RemoveDir, Supervisor};
+use super::{Origin, Supervisor, PRELOADS};
 use crate::handover::{Handback, Inherited, State};
 use crate::io::control;
 use crate::options::Options;
 use crate::sys::guardian::Guardian;
-use crate::sys::private_dir;
+use crate::sys::runtime_dir::{self, RuntimeDir};
 use crate::sys::sd_notify::Systemd;
 use crate::sys::slots::SlotSockets;
 use crate::types::wire::Reply;
@@ -56,26 +56,26 @@ pub async fn resume(
         state.guardian_backlog.clone(),
     );
     // The previous image's directory: workers' NOTIFY_SOCKETs point into it.
-    let runtime_dir = match &state.runtime_dir {
-        Some(dir) => match private_dir::check_runtime(dir) {
-            Ok(()) => Ok(dir.clone()),
+    let runtime = match &state.runtime_dir {
+        Some(dir) => match RuntimeDir::adopt(dir, fds.runtime_lock.take(), PRELOADS) {
+            Ok(d) => Ok(d),
             // Gone (a temp cleaner) or tampered with: a new one serves the
             // next workers; running ones keep what they have.
             Err(e) => {
                 tracing::warn!("{e:#}; using a new runtime directory");
-                private_dir::create_runtime(&private_dir::runtime_base())
+                RuntimeDir::create(&runtime_dir::base(), PRELOADS)
             }
         },
         // From an image that used TMPDIR/hotswap-PID: keep it when it is ours.
         None => {
             let legacy = std::env::temp_dir().join(format!("hotswap-{}", std::process::id()));
-            match private_dir::check_runtime(&legacy) {
-                Ok(()) => Ok(legacy),
-                Err(_) => private_dir::create_runtime(&private_dir::runtime_base()),
+            match RuntimeDir::adopt(&legacy, None, PRELOADS) {
+                Ok(d) => Ok(d),
+                Err(_) => RuntimeDir::create(&runtime_dir::base(), PRELOADS),
             }
         }
     };
-    let runtime_dir = match runtime_dir {
+    let runtime = match runtime {
         Ok(d) => d,
         Err(e) => return Err(give_back(e)),
     };
@@ -89,7 +89,7 @@ pub async fn resume(
         control,
         guardian,
         tx,
-        runtime_dir,
+        runtime,
     ) {
         Ok(s) => s,
         Err(e) => return Err(give_back(e)),
@@ -125,7 +125,7 @@ pub async fn resume(
             l.owned_path = Some(path.clone());
         }
     }
-    let _cleanup = RemoveDir(sup.runtime_dir.clone());
+    sup.runtime.own();
     // Logged only now that this image serves (a failure before this point
     // hands back: nothing may say it upgraded), and before the client hears
     // it, so the log already says so.

@@ -17,6 +17,9 @@ use crate::types::{Event, Timer, WorkerState};
 pub(super) struct Pending {
     reply: Option<ReplyTx>,
     conn: Option<OwnedFd>,
+    /// The new binary, opened once: the file checked is the file executed,
+    /// whatever happens to its path in between.
+    exe: std::fs::File,
 }
 
 impl Supervisor {
@@ -60,7 +63,9 @@ impl Supervisor {
             memory_replacements: self.memory.per_slot.clone(),
             reply_fd,
             subscriber_fds: self.subscribers.fds(),
-            runtime_dir: Some(self.runtime_dir.clone()),
+            runtime_dir: Some(self.runtime.path().to_path_buf()),
+            runtime_lock_fd: Some(self.runtime.lock_fd()),
+            new_exe_fd: None,
             exe_fd,
             exe: self.origin.exe.clone(),
             argv: self.origin.argv.clone(),
@@ -98,7 +103,25 @@ impl Supervisor {
             let _ = r.send(Reply::Progress { message: format!("checking {}", exe.display()) });
         }
         tracing::info!("upgrade: checking {}", exe.display());
-        let mut cmd = tokio::process::Command::new(&exe);
+        let file = match std::fs::File::open(&exe) {
+            Ok(f) => f,
+            Err(e) => return refuse(format!("cannot open {}: {e}", exe.display())),
+        };
+        // The check runs the very file opened: `/proc/self/fd/N`, resolved
+        // by the kernel to the open file (a script's interpreter opens it
+        // again by that name, so it must stay open across that exec).
+        let fd = file.as_raw_fd();
+        let mut cmd = tokio::process::Command::new(format!("/proc/self/fd/{fd}"));
+        cmd.arg0(&exe);
+        // SAFETY: one async-signal-safe fcntl on an fd this process holds.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd.arg("upgrade-check")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -111,7 +134,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0) as i32;
         // tokio waits for this child itself; the reaper leaves it alone.
         self.foreign.insert(pid);
-        self.upgrade = Some(Pending { reply, conn });
+        self.upgrade = Some(Pending { reply, conn, exe: file });
         let events = self.events.clone();
         tokio::spawn(async move {
             let run = async {
@@ -202,7 +225,7 @@ impl Supervisor {
         let result = if self.reload.is_some() || self.stop.is_some() || self.exit.is_some() {
             Err(anyhow::anyhow!("a reload or stop began during the handover"))
         } else {
-            self.exec_upgrade(pending.conn.as_ref().map(|c| c.as_raw_fd()), hold)
+            self.exec_upgrade(&pending.exe, pending.conn.as_ref().map(|c| c.as_raw_fd()), hold)
         };
         // Still here: the upgrade failed; held signals are delivered now.
         crate::sys::signal_mask::restore(&mask);
@@ -217,12 +240,22 @@ impl Supervisor {
         }
     }
 
-    /// Writes the state and execs; returns only on failure.
-    fn exec_upgrade(&mut self, reply_fd: Option<RawFd>, hold: bool) -> Result<()> {
+    /// Writes the state and execs `new` (the file that passed the check);
+    /// returns only on failure.
+    fn exec_upgrade(&mut self, new: &std::fs::File, reply_fd: Option<RawFd>, hold: bool) -> Result<()> {
         let exe_fd = OwnedFd::from(std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?);
-        let state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
+        let mut state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
+        // A script (`#!`) is executed by its interpreter, which opens it
+        // again as /dev/fd/N: that fd must stay open across the exec. The
+        // next image closes it (it is in the state).
+        let mut head = [0u8; 2];
+        let script = std::os::unix::fs::FileExt::read_exact_at(new, &mut head, 0).is_ok() && &head == b"#!";
+        if script {
+            state.new_exe_fd = Some(new.as_raw_fd());
+        }
         let memfd = handover::write_memfd(&serde_json::to_vec(&state)?)?;
         let mut pass = state.fds();
+        pass.extend(state.new_exe_fd);
         pass.push(memfd.as_raw_fd());
         let cleared: Vec<RawFd> = pass.iter().copied().filter(|fd| handover::set_cloexec(*fd, false).is_ok()).collect();
         if cleared.len() != pass.len() {
@@ -241,7 +274,7 @@ impl Supervisor {
                 handover::FLUSH_BEFORE_EXEC.as_secs()
             );
         }
-        let err = handover::exec(&state.exe, &state.argv, memfd.as_raw_fd(), None, hold);
+        let err = handover::exec((new.as_raw_fd(), &state.exe), &state.argv, memfd.as_raw_fd(), None, hold);
         // Still here: the exec failed; nothing was handed over.
         for fd in pass {
             let _ = handover::set_cloexec(fd, true);

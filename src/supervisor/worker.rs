@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -356,9 +356,9 @@ pub struct Launcher<'a> {
     pub output: &'a Output,
     pub events: &'a mpsc::Sender<Event>,
     /// The Node.js preload, for cluster workers.
-    pub preload: &'a Path,
+    pub preload: PathBuf,
     /// The Python preload's directory, for Python workers.
-    pub python_dir: &'a Path,
+    pub python_dir: PathBuf,
 }
 
 impl Launcher<'_> {
@@ -415,42 +415,42 @@ impl Launcher<'_> {
         let listener_fds = self.slot_sockets.fds(self.listeners, slot);
         let ipc_fd = 3 + listener_fds.len();
         let mut env = self.base_env.to_vec();
-        let mut set = |k: &str, v: String| {
+        fn set(env: &mut Vec<(OsString, OsString)>, k: &str, v: impl Into<OsString>) {
             env.retain(|(key, _)| key != k);
             env.push((k.into(), v.into()));
-        };
-        set("LISTEN_FDS", listener_fds.len().to_string());
-        set("LISTEN_FDNAMES", listeners::fd_names(self.listeners));
-        set("HOTSWAP_IPC_FD", ipc_fd.to_string());
-        set("NODE_CHANNEL_FD", ipc_fd.to_string());
-        set("NODE_CHANNEL_SERIALIZATION_MODE", "json".into());
-        set("HOTSWAP_WORKER_ID", id.to_string());
-        set("HOTSWAP_GENERATION", generation.to_string());
-        set("HOTSWAP_CONTROL", self.settings.control_path.display().to_string());
-        set("HOTSWAP_WORKER_SLOT", slot.to_string());
+        }
+        set(&mut env, "LISTEN_FDS", listener_fds.len().to_string());
+        set(&mut env, "LISTEN_FDNAMES", listeners::fd_names(self.listeners));
+        set(&mut env, "HOTSWAP_IPC_FD", ipc_fd.to_string());
+        set(&mut env, "NODE_CHANNEL_FD", ipc_fd.to_string());
+        set(&mut env, "NODE_CHANNEL_SERIALIZATION_MODE", "json");
+        set(&mut env, "HOTSWAP_WORKER_ID", id.to_string());
+        set(&mut env, "HOTSWAP_GENERATION", generation.to_string());
+        set(&mut env, "HOTSWAP_CONTROL", self.settings.control_path.as_os_str());
+        set(&mut env, "HOTSWAP_WORKER_SLOT", slot.to_string());
         let has = |k: &str| self.base_env.iter().any(|(key, _)| key == k);
         if !has("PORT") {
             if let Some(ListenAddr::Tcp(sa)) = self.listeners.first().map(|l| &l.addr) {
-                set("PORT", sa.port().to_string());
+                set(&mut env, "PORT", sa.port().to_string());
             }
         }
         let is_node = self.is_node();
         if is_node {
             // Node sets itself up as a cluster worker, and removes both.
-            set("NODE_UNIQUE_ID", id.to_string());
+            set(&mut env, "NODE_UNIQUE_ID", id.to_string());
             let existing = self.base_env.iter().find(|(k, _)| k == "NODE_OPTIONS").map(|(_, v)| v);
-            set("NODE_OPTIONS", node::node_options(existing, self.preload).to_string_lossy().into_owned());
+            set(&mut env, "NODE_OPTIONS", node::node_options(existing, &self.preload));
             if !has("NODE_APP_INSTANCE") {
-                set("NODE_APP_INSTANCE", slot.to_string());
+                set(&mut env, "NODE_APP_INSTANCE", slot.to_string());
             }
         }
         if self.is_python() {
             let existing = self.base_env.iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v);
-            set("PYTHONPATH", crate::python::pythonpath(existing, self.python_dir).to_string_lossy().into_owned());
+            set(&mut env, "PYTHONPATH", crate::python::pythonpath(existing, &self.python_dir));
         }
         let notify = self.notify_socket(id, generation)?;
         if let Some(n) = &notify {
-            set("NOTIFY_SOCKET", n.path().display().to_string());
+            set(&mut env, "NOTIFY_SOCKET", n.path().as_os_str());
         }
 
         let fds = Fds {

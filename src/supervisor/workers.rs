@@ -18,6 +18,11 @@ const HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 impl Supervisor {
     /// Starts a worker in `slot` with `settings` and arms its deadlines.
     pub(super) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
+        // Workers load code from it (the preloads): never from a directory
+        // that is not the one this primary made.
+        if let Some(what) = self.runtime.ensure()? {
+            tracing::warn!("{what}");
+        }
         let id = self.next_id;
         self.next_id += 1;
         let worker = self.launcher(settings).start(id, slot, generation)?;

@@ -10,7 +10,10 @@
 //! - [`reap`]: collecting exited children by pid, and orphans; becoming a
 //!   child subreaper and reading what /proc says of a child.
 //! - [`private_dir`]: directories no other user can write (control socket,
-//!   runtime directory), and the cleanup of a killed primary's.
+//!   runtime directory).
+//! - [`runtime_dir`]: the primary's runtime directory (notify sockets,
+//!   preloads), held open, checked before each spawn, locked for the
+//!   primary's life; and the cleanup of a killed primary's.
 //! - [`signal_mask`]: holding back signals while no handler is installed
 //!   (across the exec of a self-upgrade).
 //! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
@@ -25,6 +28,7 @@ pub mod private_dir;
 pub mod proc_stats;
 pub mod reap;
 pub mod reuseport;
+pub mod runtime_dir;
 pub mod sd_notify;
 pub mod signal_mask;
 pub mod slots;

@@ -9,32 +9,18 @@
 //! directory is used only when `lstat` shows a real directory (no symlink)
 //! that belongs to this user (or root) and that no one else can write
 //! (sticky directories such as `/tmp` excepted: there no one may replace
-//! another's file). Runtime directories get an unpredictable name
-//! (`mkdtemp`, mode 0700), record their primary's pid, and are removed by
-//! that primary on exit, or by the next primary of the same user when the
-//! first was killed.
+//! another's file). The runtime directory itself is
+//! [`super::runtime_dir`]'s.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-
-/// How a runtime directory's name starts (never `hotswap-UID`, the default
-/// control directory's name).
-const RUNTIME_PREFIX: &str = "hotswap-primary.";
-/// The file in a runtime directory naming its primary: `PID START_TIME`.
-const OWNER_FILE: &str = "primary";
-/// A runtime directory without [`OWNER_FILE`] younger than this may belong
-/// to a primary that is just starting; older, it is a leftover.
-const CREATION_GRACE: Duration = Duration::from_secs(60);
 
 /// What to do about an unsafe control socket directory.
 pub const CONTROL_REMEDY: &str =
     "remove it, or choose another place with --control PATH (or HOTSWAP_CONTROL, or XDG_RUNTIME_DIR)";
-/// What to do about an unsafe place for runtime directories.
-const RUNTIME_REMEDY: &str = "set XDG_RUNTIME_DIR (or TMPDIR) to a directory of your own";
 
 /// Creates `dir` (mode 0700) if it is missing, then checks that it is safe to
 /// hold a socket: see [`check`]. `what` names the directory in errors,
@@ -80,121 +66,11 @@ pub fn check(dir: &Path, what: &str, remedy: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where runtime directories go: `$XDG_RUNTIME_DIR` when set, else the temp
-/// dir.
-pub fn runtime_base() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => std::env::temp_dir(),
-    }
-}
-
-/// Creates this primary's runtime directory in `base`: an unpredictable name,
-/// mode 0700, with this process's pid recorded inside. `base` itself must be
-/// safe (see [`check`]): in a directory others may write, they could rename
-/// ours away and put theirs in its place.
-pub fn create_runtime(base: &Path) -> Result<PathBuf> {
-    check(base, "the place for runtime directories", RUNTIME_REMEDY)?;
-    let template = base.join(format!("{RUNTIME_PREFIX}XXXXXX"));
-    let dir = nix::unistd::mkdtemp(&template)
-        .with_context(|| format!("creating a runtime directory in {}", base.display()))?;
-    let pid = std::process::id() as i32;
-    let owner = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
-    // Written aside and renamed: another primary's cleanup never reads it
-    // half-written.
-    let aside = dir.join(format!(".{OWNER_FILE}"));
-    if let Err(e) = std::fs::write(&aside, owner).and_then(|()| std::fs::rename(&aside, dir.join(OWNER_FILE))) {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e).with_context(|| format!("writing {}", dir.join(OWNER_FILE).display()));
-    }
-    Ok(dir)
-}
-
-/// Checks a runtime directory handed over by the previous image of this
-/// primary (self-upgrade): still ours, still private.
-pub fn check_runtime(dir: &Path) -> Result<()> {
-    check(dir, "runtime directory", RUNTIME_REMEDY)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        bail!("runtime directory {} does not belong to this user", dir.display());
-    }
-    Ok(())
-}
-
-/// Removes the runtime directories in `base` that belong to this user and
-/// whose primary no longer runs (it was killed before it could clean up).
-/// Returns the directories removed.
-pub fn remove_stale(base: &Path) -> Vec<PathBuf> {
-    let me = nix::unistd::geteuid().as_raw();
-    let Ok(entries) = std::fs::read_dir(base) else { return Vec::new() };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(RUNTIME_PREFIX) {
-            continue;
-        }
-        let path = entry.path();
-        // lstat: a symlink or another user's directory is never touched.
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        if !meta.is_dir() || meta.uid() != me {
-            continue;
-        }
-        // No owner yet (or one being written: a primary starting this very
-        // moment): stale only once past the grace period.
-        let young = || meta.modified().ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age <= CREATION_GRACE);
-        let stale = match std::fs::read_to_string(path.join(OWNER_FILE)) {
-            Ok(text) if owner_pid(&text).is_some() => !owner_runs(&text),
-            _ => !young(),
-        };
-        if stale && std::fs::remove_dir_all(&path).is_ok() {
-            removed.push(path);
-        }
-    }
-    removed
-}
-
-/// The pid an owner file names, if it is complete.
-fn owner_pid(text: &str) -> Option<i32> {
-    text.split_whitespace().next().and_then(|p| p.parse().ok())
-}
-
-/// Whether the primary an owner file names (`PID START_TIME`) still runs:
-/// the same pid with the same start time (a reused pid is another process).
-fn owner_runs(text: &str) -> bool {
-    let Some(pid) = owner_pid(text) else { return false };
-    let mut parts = text.split_whitespace().skip(1);
-    let recorded: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    match start_time(pid) {
-        Some(now) => recorded == 0 || now == 0 || now == recorded,
-        None => false,
-    }
-}
-
-/// A live (not zombie) process's start time in clock ticks since boot; 0
-/// where that cannot be read; `None` when the process is gone.
-#[cfg(target_os = "linux")]
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces and parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return None;
-    }
-    // starttime is field 22 of the whole line, the 20th after the name.
-    Some(fields.get(19).and_then(|s| s.parse().ok()).unwrap_or(0))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_time(pid: i32) -> Option<u64> {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Err(nix::errno::Errno::ESRCH) => None,
-        _ => Some(0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     fn scratch(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hotswap-pd-{tag}-{}", std::process::id()));
@@ -219,37 +95,7 @@ mod tests {
         assert!(format!("{:#}", check(&link, "x", "").unwrap_err()).contains("symbolic link"));
         let fresh = base.join("a/b");
         ensure(&fresh, "x", "").unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let open_base = format!("{:#}", create_runtime(&open).unwrap_err());
-        assert!(open_base.contains("writable by other users") && open_base.contains("XDG_RUNTIME_DIR"), "{open_base}");
         assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
-        let _ = std::fs::remove_dir_all(&base);
-    }
-
-    #[test]
-    fn runtime_dirs_are_private_and_only_dead_primaries_lose_theirs() {
-        let base = scratch("rt");
-        let mine = create_runtime(&base).unwrap();
-        assert_eq!(std::fs::metadata(&mine).unwrap().permissions().mode() & 0o777, 0o700);
-        let other = create_runtime(&base).unwrap();
-        assert_ne!(mine, other, "names are unpredictable, not the pid");
-        // A primary that died: a pid that is not running.
-        let dead = base.join(format!("{RUNTIME_PREFIX}dead01"));
-        std::fs::create_dir(&dead).unwrap();
-        std::fs::write(dead.join(OWNER_FILE), "2147483000 5\n").unwrap();
-        // Our own pid with another start time: the pid was reused.
-        let reused = base.join(format!("{RUNTIME_PREFIX}reuse1"));
-        std::fs::create_dir(&reused).unwrap();
-        std::fs::write(reused.join(OWNER_FILE), format!("{} 1\n", std::process::id())).unwrap();
-        // Just created, no owner file yet: left alone.
-        let young = base.join(format!("{RUNTIME_PREFIX}young1"));
-        std::fs::create_dir(&young).unwrap();
-        let mut removed = remove_stale(&base);
-        removed.sort();
-        let mut expected = vec![dead, reused];
-        expected.sort();
-        assert_eq!(removed, expected);
-        assert!(mine.exists() && other.exists() && young.exists());
         let _ = std::fs::remove_dir_all(&base);
     }
 }

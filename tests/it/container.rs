@@ -332,3 +332,48 @@ fn a_swapped_current_symlink_is_followed() {
     assert_no_failures(&load.finish(), "load across a swap of the watched symlink");
     assert!(p.log_text().contains("now points to"), "{}", p.log_text());
 }
+
+/// The runtime directories in `base`.
+fn runtime_dirs(base: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(base)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("hotswap-primary."))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_primary_in_another_pid_namespace_leaves_a_live_runtime_directory_alone() {
+    if !pid_namespaces_work() {
+        return;
+    }
+    // Two containers sharing one /tmp: the same place for runtime
+    // directories, and pids that mean different processes in each.
+    let base = TempDir::new("shared-tmp");
+    let shared = base.0.display().to_string();
+    let a = Primary::builder(rust_worker()).env("TMPDIR", &shared).env("XDG_RUNTIME_DIR", "").start();
+    let before = runtime_dirs(&base.0);
+    assert_eq!(before.len(), 1, "{before:?}");
+    // B, in a PID namespace of its own, cleans up leftovers as it starts:
+    // A's pid names no process there (or another one).
+    let b = Primary::builder(rust_worker())
+        .wrap(&PID1)
+        .env("TMPDIR", &shared)
+        .env("XDG_RUNTIME_DIR", "")
+        .workers(1)
+        .start();
+    let both = runtime_dirs(&base.0);
+    assert!(both.contains(&before[0]), "B removed A's runtime directory: {both:?}\nB's log:\n{}", b.log_text());
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    let load = Load::start(Target::Tcp(a.addr()), 2, 1);
+    load.wait_for_requests(50);
+    a.reload();
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "A's load through a reload");
+    assert!(!a.log_text().contains("is not the directory this primary made"), "A kept its directory");
+    assert_eq!(runtime_dirs(&base.0), both);
+}

@@ -298,3 +298,80 @@ fn the_socket_mode_decides_who_may_connect_to_a_unix_listener() {
     assert_eq!(connect_as_nobody(&private).0, Some(13), "permission denied to another user");
     assert_eq!(get(&Target::Unix(private.clone()), "/").unwrap().status, 200, "the owner connects");
 }
+
+/// Where a worker looks for its preload: the file `NODE_OPTIONS --require`
+/// names, or `sitecustomize.py` in the first `PYTHONPATH` entry.
+fn preload_of(pid: i32) -> PathBuf {
+    if let Some(opts) = env_of(pid, "NODE_OPTIONS") {
+        // `--require "PATH"` (hotswap's quoting: no quote in this path).
+        let quoted = opts.strip_prefix("--require ").expect("the preload first");
+        return PathBuf::from(quoted.split('"').nth(1).unwrap_or(quoted));
+    }
+    let path = env_of(pid, "PYTHONPATH").expect("a Node or Python worker");
+    Path::new(path.split(':').next().unwrap()).join("sitecustomize.py")
+}
+
+/// The runtime directory a preload is in (`DIR/preload.SECRET/...`, or
+/// `DIR/...` before the secret directory).
+fn runtime_of(preload: &Path, base: &Path) -> PathBuf {
+    let mut dir = preload;
+    while dir.parent() != Some(base) {
+        dir = dir.parent().unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn a_runtime_directory_made_again_by_another_user_runs_none_of_their_code() {
+    if !can_switch_users("a_runtime_directory_made_again_by_another_user_runs_none_of_their_code") {
+        return;
+    }
+    // Runtime directories go in a place like /tmp: sticky, open to all.
+    let base = TempDir::new("rt-base");
+    std::fs::set_permissions(&base.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let marker_dir = TempDir::new("rt-marker");
+    let marker = marker_dir.path("hijacked");
+    let evil = [
+        ("NODE_OPTIONS", format!("require('fs').writeFileSync({:?}, 'node');\n", marker.display().to_string())),
+        ("PYTHONPATH", format!("open({:?}, 'w').write('python')\n", marker.display().to_string())),
+    ];
+    for (command, (var, code)) in [node_worker(), python_worker()].into_iter().zip(evil) {
+        let mut p = Primary::builder(command).env("XDG_RUNTIME_DIR", base.0.display().to_string()).start();
+        let preload = preload_of(p.worker_pids()[0]);
+        let runtime = runtime_of(&preload, &base.0);
+        assert!(preload.is_file(), "{var}: {}", preload.display());
+        // A temp cleaner removes it; nobody makes it again, open to all, with
+        // their own preload exactly where the workers looked (as if they
+        // knew every name).
+        std::fs::remove_dir_all(&runtime).unwrap();
+        let _cleanup = RemoveOnDrop(runtime.clone());
+        let plant = "umask 0; mkdir -m 0777 \"$1\" && mkdir -p \"$(dirname \"$2\")\" && printf '%s' \"$3\" > \"$2\"";
+        let out = as_user(NOBODY, Path::new("sh"), &["-c", plant, "sh"])
+            .arg(&runtime)
+            .arg(&preload)
+            .arg(&code)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(std::fs::symlink_metadata(&runtime).unwrap().uid(), NOBODY);
+
+        let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+        load.wait_for_requests(50);
+        p.reload();
+        load.wait_for_requests(50);
+        assert_no_failures(&load.finish(), &format!("{var}: load through a reload"));
+        assert!(!marker.exists(), "{var}: the other user's preload ran as the primary's user");
+        let now = preload_of(p.worker_pids()[0]);
+        let new_runtime = runtime_of(&now, &base.0);
+        assert_ne!(new_runtime, runtime, "{var}: the workers still point into the other user's directory");
+        let meta = std::fs::symlink_metadata(&new_runtime).unwrap();
+        assert!(meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o7777 == 0o700, "{meta:?}");
+        assert!(now.is_file());
+        assert!(p.log_text().contains("is not the directory this primary made"), "{var}: said why");
+        let out = p.ctl(&["stop"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+        assert!(!new_runtime.exists(), "{var}: its own directory is removed at exit");
+        assert!(preload.is_file(), "{var}: the other user's directory is left alone");
+    }
+}

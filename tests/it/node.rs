@@ -426,3 +426,24 @@ fn a_socket_bound_on_demand_survives_a_self_upgrade() {
     load.wait_for_requests(50);
     assert_no_failures(&load.finish(), "load across an upgrade and a reload");
 }
+
+/// A runtime directory under a `XDG_RUNTIME_DIR` (or `TMPDIR`) with a space,
+/// a double quote, a backslash and non-ASCII letters in its name: Node still
+/// finds the preload named in `NODE_OPTIONS` (quoted and escaped as Node
+/// splits it), which runs and takes itself out of `NODE_OPTIONS`, and the
+/// workers reload under load with no failed request.
+#[test]
+fn odd_characters_in_the_runtime_directorys_path_reach_node_intact() {
+    let dir = TempDir::new("odd");
+    let odd = dir.path("a b\"c\\d ünï 😀");
+    std::fs::create_dir(&odd).unwrap();
+    let p = node(Primary::builder(app("env-child.js"))).env("XDG_RUNTIME_DIR", odd.display().to_string()).start();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    p.reload();
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load through a reload");
+    // What a child of the app sees: the preload ran and removed itself.
+    let body = get(&Target::Tcp(p.addr()), "/").unwrap().body;
+    assert!(body.contains("NODE_APP_INSTANCE") && !body.contains("NODE_OPTIONS"), "{body}");
+}

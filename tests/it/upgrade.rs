@@ -466,3 +466,36 @@ fn control_requests_during_upgrades_are_all_answered() {
     load.wait_for_requests(50);
     assert_no_failures(&load.finish(), "load across upgrades with reloads and status requests");
 }
+
+/// The file that passed `upgrade-check` is the one executed: a release
+/// whose path is replaced between the check and the exec (here by its own
+/// check, before it answers, so always in that window) still upgrades to the
+/// file checked, and the primary goes on serving. (Looking the path up
+/// again executed the replacement, which exits: the primary was gone.)
+#[test]
+fn the_file_checked_is_the_file_executed() {
+    let dir = TempDir::new("swap");
+    let (p, bin) = primary_from_copy(&dir);
+    let broken = dir.path("broken");
+    script(&broken, "echo 'not the file that was checked' >&2; exit 7");
+    script(
+        &bin,
+        &format!(
+            "if [ \"$1\" = upgrade-check ]; then {HOTSWAP} upgrade-check; rc=$?; mv -f {} {}; exit $rc; fi\n\
+             exec {HOTSWAP} \"$@\"",
+            broken.display(),
+            bin.display()
+        ),
+    );
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&bin).unwrap().contains("not the file"), "the path was swapped");
+    let s = p.status();
+    assert_eq!((s["upgrades"].as_u64(), s["pid"].as_i64()), (Some(1), Some(p.pid() as i64)), "{s}");
+    p.reload();
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load through an upgrade whose file was swapped");
+    assert_eq!(fd_count(p.pid()), settled("the primary's fds", || fd_count(p.pid())));
+}
