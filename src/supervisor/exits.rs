@@ -49,8 +49,10 @@ impl Supervisor {
             return;
         }
         let Some(stop) = &mut self.stop else { return };
-        let code = if stop.forced { 1 } else { 0 };
         let kills = stop.kills();
+        // Not a clean stop when something had to be killed: `hotswap run`
+        // says so as `hotswap stop` does.
+        let code = if stop.forced || kills.is_some() { 1 } else { 0 };
         let message = match &kills {
             None => "stopped".to_string(),
             Some(k) => format!("stopped, but {k}"),
@@ -91,6 +93,11 @@ impl Supervisor {
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);
         self.guardian.release(worker.pid());
+        // Its channel, if still open, closes with it: `disconnect` comes
+        // first, as in Node's cluster (once per worker).
+        if worker.disconnect_news(true) {
+            self.subscribers.worker_event("disconnect", &worker);
+        }
         self.subscribers.exit_event(&worker, how);
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());

@@ -69,6 +69,8 @@ pub struct Worker {
     notified: bool,
     /// What the primary saw of its accepts while it starts.
     accept: super::accepting::Watch,
+    /// `disconnect` was sent to events clients (once per worker).
+    disconnect_told: bool,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until
@@ -215,6 +217,17 @@ impl Worker {
         }
         self.state = WorkerState::Ready;
         self.ready_via = Some(via);
+        true
+    }
+
+    /// Whether `disconnect` is news for events clients: true once, the
+    /// first time it is asked after the channel closed (or, with `gone`,
+    /// when the worker exited with it open: it closes with the worker).
+    pub fn disconnect_news(&mut self, gone: bool) -> bool {
+        if self.disconnect_told || (self.ipc.is_some() && !gone) {
+            return false;
+        }
+        self.disconnect_told = true;
         true
     }
 
@@ -484,6 +497,7 @@ impl Launcher<'_> {
             spoke: false,
             notified: false,
             accept: Default::default(),
+            disconnect_told: false,
         })
     }
 
@@ -507,6 +521,8 @@ impl Launcher<'_> {
         let pid = Pid::from_raw(w.pid);
         let carried = [&w.stdout_pending[..], &w.stderr_pending[..]];
         let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        // A channel closed before the upgrade was said closed then.
+        let disconnect_told = ipc.is_none();
         Ok(Worker {
             id: w.id,
             slot: w.slot,
@@ -527,6 +543,7 @@ impl Launcher<'_> {
             spoke: w.spoke.unwrap_or(true),
             notified: w.notified,
             accept: super::accepting::Watch::resumed(w.said_ready),
+            disconnect_told,
         })
     }
 }

@@ -62,6 +62,10 @@ impl Supervisor {
     pub(super) fn send_shutdown(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else { return };
         let via_ipc = w.shutdown();
+        // `disconnect` once, when its channel closes: here for a worker
+        // whose channel the shutdown closes; for a Node worker (which
+        // closes it itself once drained) when that is heard, or at its exit.
+        let closed = w.disconnect_news(false);
         let how = match (via_ipc, w.node().is_some()) {
             (true, true) => "Node cluster disconnect sent".to_string(),
             (true, false) => "shutdown sent".to_string(),
@@ -76,7 +80,9 @@ impl Supervisor {
         );
         let timeout = w.settings().shutdown_timeout;
         let node = w.node().is_some();
-        self.subscribers.worker_event("disconnect", &self.workers[&id]);
+        if closed {
+            self.subscribers.worker_event("disconnect", &self.workers[&id]);
+        }
         self.worker_timer(id, timeout, Timer::Shutdown(id));
         if node {
             // If its channel never closes (a connection that never ends),
@@ -168,7 +174,8 @@ impl Supervisor {
         let Some(w) = self.workers.get_mut(&id) else { return };
         tracing::debug!(worker = id, "{} IPC channel closed", w.label());
         // From now on it is asked to stop with --stop-signal.
-        if w.disconnected() {
+        w.disconnected();
+        if w.disconnect_news(false) {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
         }
         self.after_disconnect(id);

@@ -79,6 +79,31 @@ fn a_worker_that_ignores_shutdown_is_killed_and_the_reload_completes() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stopped, but 2 workers had to be killed"), "{err}");
+    // And so does the primary's own exit status.
+    let mut p = p;
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "{}", p.log_text());
+}
+
+/// SIGTERM (systemd's stop, `docker stop`) that ends with workers killed at
+/// `--shutdown-timeout` is no clean stop: `hotswap run` exits 1, as
+/// `hotswap stop` does for the same stop; a clean one exits 0.
+#[test]
+fn a_sigterm_stop_that_kills_workers_exits_1() {
+    for (hang, code) in [(true, 1), (false, 0)] {
+        let mut b = Primary::builder(rust_worker()).workers(1).arg("--shutdown-timeout").arg("1s");
+        if hang {
+            b = b.env("EXAMPLE_HANG_AFTER_DRAIN", "1");
+        }
+        let mut p = b.start();
+        let load = Load::start(Target::Tcp(p.addr()), 1, 1);
+        load.wait_for_requests(50);
+        let stop = Instant::now();
+        p.signal(libc::SIGTERM);
+        assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(code), "hang={hang}: {}", p.log_text());
+        let before: Vec<_> = load.finish().into_iter().filter(|r| r.sent < stop).collect();
+        assert_no_failures(&before, "requests sent before the stop");
+        assert_eq!(p.log_text().contains("stopped, but 1 worker had to be killed"), hang, "{}", p.log_text());
+    }
 }
 
 #[test]

@@ -447,3 +447,25 @@ fn odd_characters_in_the_runtime_directorys_path_reach_node_intact() {
     let body = get(&Target::Tcp(p.addr()), "/").unwrap().body;
     assert!(body.contains("NODE_APP_INSTANCE") && !body.contains("NODE_OPTIONS"), "{body}");
 }
+
+/// `disconnect` once per worker, as Node's cluster says it: when the
+/// worker's channel closes (after the cluster `disconnect` drained it),
+/// before its `exit`.
+#[test]
+fn events_say_disconnect_once_per_node_worker() {
+    let p = node(Primary::builder(app("cluster-cjs.js"))).workers(1).start();
+    let events = EventStream::start(&p);
+    let load = Load::start(Target::Tcp(p.addr()), 1, 1);
+    load.wait_for_requests(30);
+    p.reload();
+    load.wait_for_requests(30);
+    assert_no_failures(&load.finish(), "load through a reload");
+    let seen = events.until("reload-finished", Duration::from_secs(10));
+    let kinds: Vec<&str> = seen.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["reload-started", "fork", "online", "listening", "disconnect", "exit", "reload-finished"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[4]["worker"], seen[5]["worker"]);
+}

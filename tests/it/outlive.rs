@@ -268,7 +268,7 @@ fn a_stop_counts_the_adopted_processes_it_had_to_kill() {
         "{err}\n{}",
         p.log_text()
     );
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "a graceful stop, if not a clean one");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "a graceful stop, but not a clean one");
     assert!(p.log_text().contains("stopped, but 2 adopted processes"), "{}", p.log_text());
     assert_all_gone(&daemons, "killed at the stop's deadline");
     let before: Vec<_> = records.iter().filter(|r| r.sent < stop).cloned().collect();
