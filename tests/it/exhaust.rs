@@ -69,13 +69,19 @@ fn a_worker_command_that_is_gone_is_retried_with_backoff_and_comes_back() {
 
     // The command is back: the slot fills by itself, with the next id.
     copy_executable(std::path::Path::new(&rust_worker()[0]), &exe);
-    wait_until(Duration::from_secs(40), "the slot to be ready again", || Primary::ready_workers(&p.status()).len() == 2);
+    wait_until(Duration::from_secs(40), "the slot to be ready again", || {
+        Primary::ready_workers(&p.status()).len() == 2
+    });
     let seen = events.until("listening", Duration::from_secs(10));
     let attempts = seen.iter().filter(|e| e["event"] == "start-failed").count() as u64;
     assert!(attempts >= failed, "every failed start is an event: {seen:?}");
     let now = p.worker_ids();
     let newest = *now.iter().max().unwrap();
-    assert_eq!(newest, ids.iter().max().unwrap() + 1, "no worker id is used up by a failed start: {ids:?} then {now:?}");
+    assert_eq!(
+        newest,
+        ids.iter().max().unwrap() + 1,
+        "no worker id is used up by a failed start: {ids:?} then {now:?}"
+    );
     assert_eq!(sample(&scrape(&metrics), "hotswap_worker_restarts_total{reason=\"crash\"}"), 1);
     assert!(p.log_text().contains("started again after"), "{}", p.log_text());
 
@@ -84,4 +90,80 @@ fn a_worker_command_that_is_gone_is_retried_with_backoff_and_comes_back() {
     p.reload();
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "a reload after the command came back");
+}
+
+// ----------------------------------------------------- file descriptors ----
+
+/// The primary started under `ulimit -Hn hard; ulimit -Sn soft`, as a shell
+/// would leave it (`None` when this machine's hard limit is below `hard`).
+fn under_nofile(b: PrimaryBuilder, soft: u64, hard: u64) -> Option<PrimaryBuilder> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_max < hard {
+        assert!(std::env::var_os("CI").is_none(), "the hard RLIMIT_NOFILE is {} here, below {hard}", lim.rlim_max);
+        eprintln!("skipped: the hard RLIMIT_NOFILE is {}, below {hard}", lim.rlim_max);
+        return None;
+    }
+    let script = format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$@\"");
+    Some(b.wrap(&["sh", "-c", &script, "sh"]))
+}
+
+/// A tiny worker: it writes the soft fd limit it got, then sleeps (ready at
+/// once, stopped by SIGTERM).
+fn sleeper(dir: &TempDir) -> Vec<String> {
+    let body = format!("ulimit -Sn > {}/limit-$HOTSWAP_WORKER_ID; exec sleep 1000", dir.0.display());
+    vec!["sh".into(), "-c".into(), body]
+}
+
+/// Under the common soft limit of 1024 (hard 4096), `-w 200` needs some
+/// 1,200 fds: the primary raises its soft limit, starts all 200, replaces
+/// them all at once (`--surge 100%`, 400 workers for a moment), and stops;
+/// each worker gets the soft limit of 1024 it would have had without
+/// hotswap.
+#[test]
+fn two_hundred_workers_and_a_full_surge_under_a_soft_limit_of_1024() {
+    let out = TempDir::new("nofile");
+    let b = Primary::builder(sleeper(&out)).workers(200).arg("--ready").arg("none").no_wait();
+    let Some(b) = under_nofile(b, 1024, 4096) else { return };
+    let mut p = b.start();
+    p.wait_ready(200, Duration::from_secs(120));
+    assert!(p.log_text().contains("raised the soft file-descriptor limit from 1024 to 4096"));
+    let pid = p.status()["pid"].as_i64().unwrap() as i32;
+    let fds = fd_count(pid);
+    assert!(fds > 1024, "the primary holds {fds} fds for 200 workers: more than the soft limit it was given");
+    wait_until(Duration::from_secs(20), "worker 1 to write its limit", || out.path("limit-1").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.path("limit-1")).unwrap().trim(),
+        "1024",
+        "a worker gets the original limit"
+    );
+    let r = p.ctl(&["reload", "--surge", "100%"]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success() && text.contains("generation 2 serves (200 workers replaced)"), "{text}{r:?}");
+    let stop = p.ctl(&["stop"]);
+    assert!(stop.status.success(), "{stop:?}");
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0), "{}", p.log_text());
+}
+
+/// When fds run low anyway (soft = hard = 256), a reload that would need
+/// more is refused with a clear error, and the reserve keeps `status` and
+/// `hotswap stop` working.
+#[test]
+fn when_fds_run_low_new_workers_are_refused_and_stop_still_works() {
+    let out = TempDir::new("nofile-low");
+    let b = Primary::builder(sleeper(&out)).workers(20).arg("--ready").arg("none").no_wait();
+    let Some(b) = under_nofile(b, 256, 256) else { return };
+    let mut p = b.start();
+    p.wait_ready(20, Duration::from_secs(60));
+    let r = p.ctl(&["reload", "--surge", "100%"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+    assert!(!r.status.success(), "{text}");
+    assert!(text.contains("too few file descriptors left"), "{text}");
+    // Every control connection still gets through.
+    for _ in 0..20 {
+        assert_eq!(Primary::ready_workers(&p.status()).len(), 20);
+    }
+    let stop = p.ctl(&["stop"]);
+    assert!(stop.status.success(), "{stop:?}\n{}", p.log_text());
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
 }
