@@ -65,7 +65,7 @@ pub enum Command {
     UpgradeCheck,
     /// Stream the primary's lifecycle events (fork, online, listening,
     /// disconnect, exit, reload-started/finished/failed, max-memory,
-    /// max-memory-replaced/failed) as they happen.
+    /// max-memory-replaced/failed, start-failed) as they happen.
     ///
     /// Exit status: 0 when the primary stopped (every event, the last exits
     /// included, was printed); 1 when no primary answers; 3 when the stream

@@ -126,6 +126,10 @@ pub struct State {
     /// The `--metrics` socket.
     #[serde(default)]
     pub metrics_fd: Option<RawFd>,
+    /// The soft `RLIMIT_NOFILE` the first image was started with, which
+    /// workers get (every image runs with the raised one).
+    #[serde(default)]
+    pub worker_nofile: Option<u64>,
     /// What `/metrics` counts, so that counters do not reset.
     #[serde(default)]
     pub counters: crate::types::counters::Counters,
@@ -180,6 +184,23 @@ pub struct ListenerSnapshot {
     /// listen it serves (it is no `--listen` socket, and no worker's fd 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_for: Option<Target>,
+    /// For a socket bound on demand for `listen(0)`: the listen's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_index: Option<u64>,
+    /// For a socket bound on demand: the workers holding it, with the key
+    /// of each one's listen (`None` from an image that did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<(WorkerId, String)>>,
+}
+
+/// A socket bound on demand for Node workers, as handed over.
+#[derive(Debug)]
+pub struct OnDemandSocket {
+    pub target: Target,
+    pub index: Option<u64>,
+    /// `None`: the previous image did not say (every Node worker holds it).
+    pub users: Option<Vec<(WorkerId, String)>>,
+    pub listener: Listener,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -242,7 +263,7 @@ pub struct Inherited {
     /// [`Inherited::owned_paths`]).
     pub listeners: Vec<Listener>,
     /// Sockets bound on demand for Node workers, with the listen each serves.
-    pub on_demand: Vec<(Target, Listener)>,
+    pub on_demand: Vec<OnDemandSocket>,
     /// The slot sockets of each listener after slot 0 (`--balance`).
     pub slot_sockets: Vec<Vec<OwnedFd>>,
     pub control: OwnedFd,
@@ -317,7 +338,12 @@ impl State {
             let listener = Listener::adopt(own(l.fd)?, l.name.clone(), None)?;
             owned_paths.extend(l.owned_path.clone().map(|p| (l.fd, p)));
             match &l.bound_for {
-                Some(target) => on_demand.push((target.clone(), listener)),
+                Some(target) => on_demand.push(OnDemandSocket {
+                    target: target.clone(),
+                    index: l.bound_index,
+                    users: l.users.clone(),
+                    listener,
+                }),
                 None => listeners.push(listener),
             }
         }

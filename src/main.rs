@@ -9,7 +9,7 @@ use hotswap::cli::{Cli, Command};
 use hotswap::io::output::{LogSink, Output};
 use hotswap::options::{control_path, Options, Settings};
 use hotswap::supervisor::{self, Origin};
-use hotswap::sys::{guardian, listeners, sd_notify::Systemd, spawn};
+use hotswap::sys::{fd_limit, guardian, listeners, sd_notify::Systemd, spawn};
 use hotswap::{client, handover};
 
 /// How long an exiting primary waits for its output to be written (a
@@ -97,9 +97,15 @@ fn init_logging() {
 }
 
 fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
+    // Room for hundreds of workers under the common soft limit of 1024;
+    // the workers get the limit hotswap was given.
+    let raised = fd_limit::raise();
     // A previous image of this primary handed over (self-upgrade)?
     match handover::take_over() {
         Some(Ok(t)) => {
+            if let Some(soft) = t.state.worker_nofile {
+                fd_limit::set_worker_soft(soft);
+            }
             // What the primary was first started as, not this image's own
             // path (after a rollback, that of a file replaced on disk).
             let origin = Origin { exe: t.state.exe.clone(), argv: t.state.argv.clone() };
@@ -117,6 +123,13 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
             return Err(handover::rollback(refused));
         }
         None => {}
+    }
+    match raised {
+        Ok(r) if r.now > r.was => {
+            tracing::info!("raised the soft file-descriptor limit from {} to {} (workers get {})", r.was, r.now, r.was)
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the file-descriptor limit: {e}"),
     }
     let settings = match Settings::load(&flags) {
         Ok(s) => s,

@@ -94,6 +94,12 @@ pub mod to_worker {
 pub const ABUSE_LIMIT: u32 = 100;
 /// Messages queued for a worker that does not read; more are dropped.
 pub const OUTGOING_QUEUE: usize = 1024;
+/// Sockets queued for a worker (each an open fd in the primary until the
+/// worker acknowledges the one before); more are refused, so a worker that
+/// asks again and again without reading cannot fill the primary's fd table.
+/// Node asks for all its servers' sockets at once: room for every one a
+/// worker may hold (`MAX_PER_WORKER` on-demand ones, and `--listen` ones).
+pub const MAX_QUEUED_HANDLES: usize = 64;
 
 /// Turns the bytes a worker writes into messages: one JSON value per line,
 /// at most [`MAX_LINE`] bytes each (the bound is [`Lines`]'s to enforce).
@@ -161,6 +167,8 @@ pub struct Channel {
     /// Messages dropped because the worker did not read (the first is
     /// logged; the count when the channel closes).
     dropped: Arc<AtomicU64>,
+    /// Handles queued and not yet sent and acknowledged.
+    handles: Arc<std::sync::atomic::AtomicUsize>,
     label: Arc<str>,
 }
 
@@ -187,8 +195,9 @@ impl Channel {
     ) -> Channel {
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(stream, worker, label.clone(), node, events, rx, dropped.clone()));
-        Channel { tx, dropped, label: label.into() }
+        let handles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(run(stream, worker, label.clone(), node, events, rx, dropped.clone(), handles.clone()));
+        Channel { tx, dropped, handles, label: label.into() }
     }
 
     /// Queues a message; false if the channel is closed or the worker has
@@ -212,9 +221,23 @@ impl Channel {
 
     /// Queues a message that carries `fd` (sent as `SCM_RIGHTS`). Nothing
     /// else is written until the worker acknowledges it (`NODE_HANDLE_ACK`),
-    /// as Node requires: one handle at a time.
+    /// as Node requires: one handle at a time. False (and `fd` closed)
+    /// when [`MAX_QUEUED_HANDLES`] already wait, or the channel is closed.
     pub fn send_handle(&self, message: Value, fd: OwnedFd) -> bool {
-        self.tx.try_send(Outgoing::Handle(message, fd)).is_ok()
+        if self.handles_queued() >= MAX_QUEUED_HANDLES {
+            return false;
+        }
+        self.handles.fetch_add(1, Ordering::Relaxed);
+        let queued = self.tx.try_send(Outgoing::Handle(message, fd)).is_ok();
+        if !queued {
+            self.handles.fetch_sub(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Handles queued for the worker, not yet acknowledged.
+    pub fn handles_queued(&self) -> usize {
+        self.handles.load(Ordering::Relaxed)
     }
 
     /// Flushes what is queued, then closes the primary's end.
@@ -230,6 +253,7 @@ impl Channel {
 /// Reading and writing are separate tasks, so that a worker that does not
 /// read (its socket buffer full) never stops the primary from reading what
 /// it writes, and the reverse.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     stream: UnixStream,
     worker: WorkerId,
@@ -238,6 +262,7 @@ async fn run(
     events: mpsc::Sender<Event>,
     mut rx: mpsc::Receiver<Outgoing>,
     dropped: Arc<AtomicU64>,
+    handles: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let (read_half, mut write_half) = stream.into_split();
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
@@ -246,6 +271,8 @@ async fn run(
     // unwritten (and unlogged), while the reader reads what it left.
     let mut broken = false;
     while let Some(out) = rx.recv().await {
+        // Counted down once taken off the queue (sent or dropped below).
+        let _taken = matches!(out, Outgoing::Handle(..)).then(|| HandleTaken(&handles));
         match out {
             Outgoing::Message(_) | Outgoing::Handle(..) if broken => {}
             Outgoing::Message(v) => {
@@ -290,6 +317,15 @@ async fn run(
     }
     reader.abort();
     let _ = write_half.shutdown().await;
+}
+
+/// Counts a queued handle down when it has been dealt with.
+struct HandleTaken<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for HandleTaken<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Writes `bytes` with `fd` attached to the first of them.

@@ -247,6 +247,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(o, "hotswap_worker_restarts_total{{reason=\"crash\"}} {}", c.restarts_crash);
     let _ = writeln!(o, "hotswap_worker_restarts_total{{reason=\"max-memory\"}} {}", c.restarts_max_memory);
+    family(
+        &mut o,
+        "hotswap_worker_start_failures_total",
+        "counter",
+        "Worker starts that failed (the command could not be executed, fork failed); retried with the crash backoff.",
+    );
+    let _ = writeln!(o, "hotswap_worker_start_failures_total {}", c.start_failures);
     if let Some(max) = st.max_memory {
         family(&mut o, "hotswap_max_memory_bytes", "gauge", "--max-memory: the resident memory a worker may keep.");
         let _ = writeln!(o, "hotswap_max_memory_bytes {max}");

@@ -30,6 +30,9 @@ pub struct Query {
     pub data: Value,
     /// The key Node uses for this server (address, port, type, fd, index).
     pub key: String,
+    /// Which of the worker's listens on the same address this is (Node's
+    /// `index`: 0, 1, ... for two `listen(0)` calls).
+    pub index: u64,
 }
 
 /// Where the app wants to listen.
@@ -64,8 +67,8 @@ pub enum FromNode {
     QueryServer(Query),
     /// A server is up, at the port it really got.
     Listening { key: Option<String>, port: Option<u16> },
-    /// A server closed.
-    Close,
+    /// A server closed: the key of its listen (as the reply gave it).
+    Close { key: Option<String> },
     /// Anything else (`act` names it).
     Other(String),
 }
@@ -80,7 +83,7 @@ pub fn parse(v: &Value) -> Result<FromNode, String> {
             key: key_of(v),
             port: v.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()),
         },
-        "close" => FromNode::Close,
+        "close" => FromNode::Close { key: v.get("key").and_then(Value::as_str).map(str::to_string) },
         other => FromNode::Other(other.to_string()),
     })
 }
@@ -117,7 +120,13 @@ fn parse_query(v: &Value) -> Result<Query, String> {
             Target::Tcp { host, port }
         }
     };
-    Ok(Query { seq, target, data: v.get("data").cloned().unwrap_or(Value::Null), key: key_of(v).unwrap_or_default() })
+    Ok(Query {
+        seq,
+        target,
+        data: v.get("data").cloned().unwrap_or(Value::Null),
+        key: key_of(v).unwrap_or_default(),
+        index: v.get("index").and_then(Value::as_u64).unwrap_or(0),
+    })
 }
 
 /// The answer to a `queryServer` that carries a socket: sent with the fd as
@@ -167,7 +176,13 @@ mod tests {
         assert_eq!(query.target, Target::Fd(3));
         let listening = json!({"cmd":"NODE_CLUSTER","act":"listening","address":null,"port":3000,"addressType":4,"index":0,"seq":2});
         assert!(matches!(parse(&listening).unwrap(), FromNode::Listening { port: Some(3000), .. }));
-        assert_eq!(parse(&json!({"cmd":"NODE_CLUSTER","act":"close","key":"x"})).unwrap(), FromNode::Close);
+        assert_eq!(
+            parse(&json!({"cmd":"NODE_CLUSTER","act":"close","key":"x"})).unwrap(),
+            FromNode::Close { key: Some("x".into()) }
+        );
+        let second = json!({"cmd":"NODE_CLUSTER","act":"queryServer","index":1,"data":null,"address":null,"port":0,"addressType":4,"seq":5});
+        let FromNode::QueryServer(query) = parse(&second).unwrap() else { panic!() };
+        assert_eq!((query.index, query.key.as_str()), (1, ":0:4::1"));
     }
 
     #[test]
@@ -184,7 +199,7 @@ mod tests {
 
     #[test]
     fn replies_acknowledge_the_query() {
-        let q = Query { seq: 7, target: Target::Fd(3), data: Value::Null, key: "k".into() };
+        let q = Query { seq: 7, target: Target::Fd(3), data: Value::Null, key: "k".into(), index: 0 };
         let h = handle_reply(&q, &json!({"ticketKeys":"ab"}), 2);
         assert_eq!(h["cmd"], "NODE_HANDLE");
         assert_eq!(h["msg"]["ack"], 7);

@@ -90,6 +90,7 @@ impl Supervisor {
         };
         let Some(mut worker) = self.workers.remove(&id) else { return };
         worker.disarm();
+        self.on_demand.forget(id, None);
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);
         self.guardian.release(worker.pid());

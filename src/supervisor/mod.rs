@@ -349,6 +349,7 @@ impl Supervisor {
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
         }
         self.rebalance();
+        self.release_unused_sockets();
     }
 
     fn on_signal(&mut self, sig: i32) {

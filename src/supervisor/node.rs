@@ -5,9 +5,15 @@
 //! A listen is answered with the `--listen` socket it matches (same port,
 //! or same Unix path, or the inherited fd it names). A listen that no
 //! `--listen` entry gives is bound on demand, as Node's own primary does,
-//! and kept for every later generation (Node's primary would close it with
-//! its last worker; a rolling reload must not), so `hotswap run -w 2 --
-//! node app.js` needs no `--listen` at all.
+//! so `hotswap run -w 2 -- node app.js` needs no `--listen` at all. Like
+//! Node's primary, sockets for `listen(0)` are told apart by the listen's
+//! index (a worker's second `listen(0)` gets a port of its own, and the
+//! same one as every other worker's second). A socket is kept while any
+//! worker holds it and released once none does and the pool is settled
+//! (every slot ready, no reload running: a crash restart or a reload gets
+//! the same socket back). At most [`MAX_PER_WORKER`] on-demand listens per
+//! worker and [`MAX_ON_DEMAND`] sockets in all; more are refused with
+//! `EMFILE`, as is any while file descriptors run low.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -25,16 +31,94 @@ use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
 /// by itself, short for an app whose timers keep it alive.
 pub const AFTER_DISCONNECT: Duration = Duration::from_millis(200);
 
+/// On-demand listens one worker may hold at once.
+pub const MAX_PER_WORKER: usize = 32;
+/// Sockets bound on demand at once, for all workers.
+pub const MAX_ON_DEMAND: usize = 128;
+
+/// A socket bound for Node workers' listens that no `--listen` gave.
+#[derive(Debug)]
+pub struct Bound {
+    pub target: Target,
+    /// For `listen(0)`: which of a worker's listens on port 0 it serves
+    /// ([`index_of`]).
+    pub index: Option<u64>,
+    pub listener: Listener,
+    /// The workers it was given to, each with the key of its listen (a
+    /// `close` names it).
+    pub users: Vec<(WorkerId, String)>,
+}
+
 /// Sockets bound for Node workers' listens that no `--listen` gave.
 #[derive(Debug, Default)]
 pub struct OnDemand {
-    pub sockets: Vec<(Target, Listener)>,
+    pub sockets: Vec<Bound>,
     /// TLS servers' data (session-ticket keys) per socket: the first
     /// worker's, echoed to every later one, as Node's primary does.
     data: Vec<(String, Value)>,
 }
 
+/// Which on-demand socket a listen gets besides its target: for port 0
+/// the listen's index (Node keys its handles by address, port, type, fd
+/// and index, so two `listen(0)` calls get two sockets); for anything else
+/// none, as one address can be bound once (a worker that closes its
+/// server and listens again, with a new index, gets the same socket).
+pub fn index_of(target: &Target, index: u64) -> Option<u64> {
+    matches!(target, Target::Tcp { port: 0, .. }).then_some(index)
+}
+
 impl OnDemand {
+    fn find(&self, target: &Target, index: Option<u64>) -> Option<usize> {
+        self.sockets.iter().position(|b| b.target == *target && b.index == index)
+    }
+
+    /// On-demand listens `id` holds.
+    fn held_by(&self, id: WorkerId) -> usize {
+        self.sockets.iter().map(|b| b.users.iter().filter(|(w, _)| *w == id).count()).sum()
+    }
+
+    /// Whether `id` may get one more socket: `Err` says why not.
+    fn admit(&self, id: WorkerId, new: bool) -> Result<(), String> {
+        if self.held_by(id) >= MAX_PER_WORKER {
+            return Err(format!("it already holds {MAX_PER_WORKER} sockets bound on demand (the most one worker may)"));
+        }
+        if new && self.sockets.len() >= MAX_ON_DEMAND {
+            return Err(format!("{MAX_ON_DEMAND} sockets are bound on demand already (the most hotswap keeps)"));
+        }
+        Ok(())
+    }
+
+    /// A worker closed the server of `key`, or (`None`) is gone.
+    pub fn forget(&mut self, id: WorkerId, key: Option<&str>) {
+        for b in &mut self.sockets {
+            b.users.retain(|(w, k)| !(*w == id && key.is_none_or(|key| key == k)));
+        }
+    }
+
+    /// The last listen of `id` on `key` was not served after all.
+    fn forget_last(&mut self, id: WorkerId, key: &str) {
+        if let Some(b) = self.sockets.iter_mut().find(|b| b.users.iter().any(|(w, k)| *w == id && k == key)) {
+            if let Some(i) = b.users.iter().rposition(|(w, k)| *w == id && k == key) {
+                b.users.remove(i);
+            }
+        }
+    }
+
+    /// Closes the sockets no worker holds; returns their addresses.
+    pub fn release_unused(&mut self) -> Vec<String> {
+        let (gone, kept): (Vec<Bound>, Vec<Bound>) =
+            std::mem::take(&mut self.sockets).into_iter().partition(|b| b.users.is_empty());
+        self.sockets = kept;
+        let names: Vec<String> = gone.iter().map(|b| b.listener.addr.to_string()).collect();
+        self.data.retain(|(k, _)| !names.contains(k));
+        names
+    }
+
+    /// Whether some socket has no worker left.
+    pub fn has_unused(&self) -> bool {
+        self.sockets.iter().any(|b| b.users.is_empty())
+    }
+
     fn data_for(&mut self, socket: &str, offered: &Value) -> Value {
         if let Some((_, d)) = self.data.iter().find(|(k, _)| k == socket) {
             return d.clone();
@@ -74,7 +158,12 @@ impl Supervisor {
                     self.mark_ready(id, ReadyVia::Cluster);
                 }
             }
-            Ok(FromNode::Close) => tracing::debug!(worker = id, "{label} closed a server"),
+            Ok(FromNode::Close { key }) => {
+                tracing::debug!(worker = id, "{label} closed a server");
+                if let Some(key) = key {
+                    self.on_demand.forget(id, Some(&key));
+                }
+            }
             Ok(FromNode::Other(act)) => tracing::debug!(worker = id, "{label} cluster message {act:?} ignored"),
         }
     }
@@ -82,7 +171,7 @@ impl Supervisor {
     /// Answers a worker's `server.listen()` with a socket, or with an error
     /// the app's server emits.
     fn serve_listen(&mut self, id: WorkerId, q: Query) {
-        let found = self.socket_for(id, &q.target);
+        let found = self.socket_for(id, &q);
         let Some(w) = self.workers.get_mut(&id) else { return };
         let label = w.label();
         let Some(node) = w.node_mut() else { return };
@@ -95,7 +184,15 @@ impl Supervisor {
                 let reply = cluster::handle_reply(&q, &data, seq);
                 tracing::debug!(worker = id, "{label} listen on {} gets {name}", q.target);
                 if let Some(ch) = self.workers.get(&id).and_then(|w| w.ipc()) {
-                    ch.send_handle(reply, fd);
+                    if !ch.send_handle(reply, fd) {
+                        let why = format!(
+                            "{} sockets already wait for it to acknowledge (it does not read its channel)",
+                            crate::io::ipc::MAX_QUEUED_HANDLES
+                        );
+                        tracing::warn!(worker = id, "{label} cannot listen on {}: {why}", q.target);
+                        self.on_demand.forget_last(id, &q.key);
+                        ch.send(cluster::refusal(&q, libc::EMFILE, seq));
+                    }
                 }
             }
             Err((errno, why)) => {
@@ -111,8 +208,10 @@ impl Supervisor {
     /// Under `--balance slots|sticky` a `--listen` address gets the
     /// worker's slot socket, as its fd 3 is; sockets bound on demand stay
     /// shared.
-    fn socket_for(&mut self, id: WorkerId, target: &Target) -> Result<(OwnedFd, String), (i32, String)> {
+    fn socket_for(&mut self, id: WorkerId, q: &Query) -> Result<(OwnedFd, String), (i32, String)> {
+        let target = &q.target;
         let dup_fd = |fd: BorrowedFd<'_>, addr: &ListenAddr| -> Result<(OwnedFd, String), (i32, String)> {
+            crate::sys::fd_limit::room(1).map_err(|why| (libc::EMFILE, why))?;
             let fd = fd.try_clone_to_owned().map_err(|e| (e.raw_os_error().unwrap_or(libc::EMFILE), e.to_string()))?;
             nonblocking(&fd).map_err(|e| (e as i32, format!("making {addr} non-blocking: {e}")))?;
             Ok((fd, addr.to_string()))
@@ -132,8 +231,16 @@ impl Supervisor {
         if let Some(i) = self.listeners.iter().position(|l| matches(target, &l.addr)) {
             return dup_fd(of_slot[i], &self.listeners[i].addr);
         }
-        if let Some((_, l)) = self.on_demand.sockets.iter().find(|(t, _)| t == target) {
-            return dup(l);
+        let index = index_of(target, q.index);
+        let existing = self.on_demand.find(target, index);
+        self.on_demand.admit(id, existing.is_none()).map_err(|why| (libc::EMFILE, why))?;
+        if existing.is_none() {
+            crate::sys::fd_limit::room(2).map_err(|why| (libc::EMFILE, why))?;
+        }
+        if let Some(i) = existing {
+            let found = dup(&self.on_demand.sockets[i].listener)?;
+            self.on_demand.sockets[i].users.push((id, q.key.clone()));
+            return Ok(found);
         }
         let label = self.workers.get(&id).map(|w| w.label()).unwrap_or_default();
         let listener = bind(target, self.settings.backlog).map_err(|e| {
@@ -142,12 +249,35 @@ impl Supervisor {
         })?;
         tracing::info!(
             worker = id,
-            "{label} listens on {target}, which no --listen gives: hotswap bound {} for it, and keeps it for every later generation",
+            "{label} listens on {target}, which no --listen gives: hotswap bound {} for it, and keeps it while a worker holds it",
             listener.addr
         );
-        let found = dup(&listener);
-        self.on_demand.sockets.push((target.clone(), listener));
-        found
+        let found = dup(&listener)?;
+        self.on_demand.sockets.push(Bound {
+            target: target.clone(),
+            index,
+            listener,
+            users: vec![(id, q.key.clone())],
+        });
+        Ok(found)
+    }
+
+    /// Closes the on-demand sockets no worker holds, once the pool is
+    /// settled: every slot has a ready worker, none starts, no reload
+    /// runs. (Until then a replacement may still ask for one: a crash
+    /// restart, or a reload's new worker, gets the same socket back.)
+    pub(super) fn release_unused_sockets(&mut self) {
+        if !self.on_demand.has_unused()
+            || self.reload.is_some()
+            || self.stop.is_some()
+            || self.workers.values().any(|w| w.state() == WorkerState::Starting)
+            || self.ready_count() < self.settings.workers as usize
+        {
+            return;
+        }
+        for addr in self.on_demand.release_unused() {
+            tracing::info!("closed {addr}, bound on demand for a Node listen: no worker holds it any more");
+        }
     }
 
     /// A stopping worker closed its channel: a Node worker has drained its
@@ -239,6 +369,15 @@ mod tests {
         assert!(!matches(&any(0), &tcp("127.0.0.1:0")), "listen(0) gets a port of its own");
         assert!(matches(&Target::Unix("/a".into()), &ListenAddr::Unix("/a".into())));
         assert!(!matches(&Target::Unix("/a".into()), &tcp("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn listens_on_port_0_are_told_apart_by_index() {
+        let zero = Target::Tcp { host: None, port: 0 };
+        assert_eq!(index_of(&zero, 1), Some(1));
+        assert_ne!(index_of(&zero, 0), index_of(&zero, 1));
+        assert_eq!(index_of(&Target::Tcp { host: None, port: 3000 }, 1), None, "one address, one socket");
+        assert_eq!(index_of(&Target::Unix("/a".into()), 2), None);
     }
 
     #[test]

@@ -102,7 +102,17 @@ pub async fn resume(
         Ok(s) => sup.slot_sockets = s,
         Err(e) => return Err(give_back(e.context("taking over the slot sockets"))),
     }
-    sup.on_demand.sockets = std::mem::take(&mut fds.on_demand);
+    let node_workers: Vec<_> =
+        state.workers.iter().filter(|w| w.node.is_some()).map(|w| (w.id, String::new())).collect();
+    sup.on_demand.sockets = std::mem::take(&mut fds.on_demand)
+        .into_iter()
+        .map(|s| super::node::Bound {
+            target: s.target,
+            index: s.index,
+            users: s.users.unwrap_or_else(|| node_workers.clone()),
+            listener: s.listener,
+        })
+        .collect();
     sup.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.events.clone());
     let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
     // Fault injection for the rollback test: a new image that fails after
@@ -120,7 +130,7 @@ pub async fn resume(
     // copies kept for a rollback go.
     drop(handback);
     sup.control.own_path();
-    for l in sup.listeners.iter_mut().chain(sup.on_demand.sockets.iter_mut().map(|(_, l)| l)) {
+    for l in sup.listeners.iter_mut().chain(sup.on_demand.sockets.iter_mut().map(|b| &mut b.listener)) {
         if let Some((_, path)) = fds.owned_paths.iter().find(|(fd, _)| *fd == l.raw_fd()) {
             l.owned_path = Some(path.clone());
         }

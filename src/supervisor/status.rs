@@ -66,7 +66,7 @@ impl Supervisor {
                     self.on_demand
                         .sockets
                         .iter()
-                        .map(|(t, l)| format!("{} (bound on demand for a listen on {t})", l.addr)),
+                        .map(|b| format!("{} (bound on demand for a listen on {})", b.listener.addr, b.target)),
                 )
                 .collect(),
             target_workers: self.settings.workers,

@@ -34,12 +34,14 @@ impl Supervisor {
                 .listeners
                 .iter()
                 .map(|l| (l, None))
-                .chain(self.on_demand.sockets.iter().map(|(t, l)| (l, Some(t.clone()))))
-                .map(|(l, bound_for)| ListenerSnapshot {
+                .chain(self.on_demand.sockets.iter().map(|b| (&b.listener, Some(b))))
+                .map(|(l, bound)| ListenerSnapshot {
                     fd: l.raw_fd(),
                     name: l.name.clone(),
                     owned_path: l.owned_path.clone(),
-                    bound_for,
+                    bound_for: bound.map(|b| b.target.clone()),
+                    bound_index: bound.and_then(|b| b.index),
+                    users: bound.map(|b| b.users.clone()),
                 })
                 .collect(),
             slot_fds: self.slot_sockets.handover_fds(),
@@ -59,6 +61,7 @@ impl Supervisor {
             announced: self.announced,
             announcers: self.announcers.snapshot(),
             metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
+            worker_nofile: Some(crate::sys::fd_limit::worker_soft()).filter(|n| *n > 0),
             counters: self.counters.clone(),
             memory_replacements: self.memory.per_slot.clone(),
             reply_fd,

@@ -356,6 +356,9 @@ impl Worker {
     }
 }
 
+/// The fds starting a worker takes, at most (some only for a moment).
+const FDS_PER_START: u64 = 12;
+
 /// What every worker is started with: its generation's settings and the
 /// primary's sockets.
 pub struct Launcher<'a> {
@@ -419,6 +422,9 @@ impl Launcher<'_> {
     }
 
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
+        // Its IPC pair, output pipes, the copies kept for an upgrade, a
+        // notify socket, and the fork's own: refused while fds run low.
+        crate::sys::fd_limit::room(FDS_PER_START).map_err(|e| anyhow::anyhow!("cannot start a worker: {e}"))?;
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
             .context("creating the IPC socketpair")?;
         let (out_r, out_w) = pipe()?;

@@ -23,9 +23,10 @@ impl Supervisor {
         if let Some(what) = self.runtime.ensure()? {
             tracing::warn!("{what}");
         }
+        // An id is used up only by a worker that started.
         let id = self.next_id;
-        self.next_id += 1;
         let worker = self.launcher(settings).start(id, slot, generation)?;
+        self.next_id += 1;
         tracing::info!(
             worker = id,
             pid = worker.pid().as_raw(),
@@ -240,7 +241,11 @@ impl Supervisor {
         }
     }
 
-    /// A slot's crash backoff is over: start a worker in it again.
+    /// A slot's crash backoff is over: start a worker in it again. A start
+    /// that fails counts as a crash (the backoff doubles, so a command that
+    /// is gone costs a few attempts a minute, not a busy loop) and each
+    /// distinct error is logged once; the slot fills by itself once the
+    /// command can start again, and that line says how many attempts failed.
     pub(super) fn respawn(&mut self, slot: usize) {
         if self.stop.is_some()
             || slot >= self.settings.workers as usize
@@ -248,16 +253,44 @@ impl Supervisor {
         {
             return;
         }
-        self.slots[slot].restarted();
-        self.counters.restarts_crash += 1;
         let settings = self.settings.clone();
         match self.spawn(slot, self.serving_generation, &settings) {
-            // A reload in progress replaces it too.
-            Ok(id) => self.reload_enqueue(id),
+            Ok(id) => {
+                self.counters.restarts_crash += 1;
+                if let Some(failed) = self.slots[slot].restarted() {
+                    tracing::info!(
+                        worker = id,
+                        "slot {slot} started again after {} failed attempt{} ({})",
+                        failed.times,
+                        if failed.times == 1 { "" } else { "s" },
+                        failed.error
+                    );
+                }
+                // A reload in progress replaces it too.
+                self.reload_enqueue(id)
+            }
             Err(e) => {
-                tracing::error!("restarting slot {slot}: {e:#}");
-                let delay = self.slots[slot].retry_in(std::time::Instant::now());
-                let _ = self.after(delay, Timer::Respawn(slot));
+                let error = format!("{e:#}");
+                self.counters.start_failures += 1;
+                let retry = self.slots[slot].start_failed(&error, std::time::Instant::now());
+                if let Some(ended) = retry.ended {
+                    tracing::warn!("slot {slot}: {} attempts failed with: {}", ended.times, ended.error);
+                }
+                if retry.new_error {
+                    tracing::error!(
+                        "cannot restart slot {slot}: {error}; retrying in {} ms, then ever later (up to {} s); \
+                         the same error again is counted, not logged",
+                        retry.delay.as_millis(),
+                        super::backoff::BACKOFF_MAX.as_secs()
+                    );
+                } else {
+                    tracing::debug!("cannot restart slot {slot} (again): {error}");
+                }
+                let mut ev = crate::types::wire::LifecycleEvent::new("start-failed");
+                ev.generation = Some(self.serving_generation);
+                ev.message = Some(format!("slot {slot}: {error}"));
+                self.subscribers.emit(ev);
+                let _ = self.after(retry.delay, Timer::Respawn(slot));
             }
         }
     }

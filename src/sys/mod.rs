@@ -5,6 +5,8 @@
 //! - [`slots`]: one `SO_REUSEPORT` socket per worker slot (`--balance`), and
 //!   [`reuseport`]: the BPF program that picks a slot for each connection.
 //! - [`spawn`]: fork and exec a worker with exactly its fds and `LISTEN_PID`.
+//! - [`fd_limit`]: the file-descriptor budget: the soft limit raised at
+//!   start (workers get the original back), and a reserve kept for control.
 //! - [`guardian`]: the helper process that kills worker trees if the primary dies.
 //! - [`sd_notify`]: telling systemd what the primary does.
 //! - [`reap`]: collecting exited children by pid, and orphans; becoming a
@@ -22,6 +24,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod accepting;
+pub mod fd_limit;
 pub mod guardian;
 pub mod listeners;
 pub mod private_dir;

@@ -48,6 +48,8 @@ struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     /// Where the pid digits go: inside one of the `_env` buffers.
     pid_slot: *mut u8,
+    /// The soft `RLIMIT_NOFILE` the worker gets (hotswap's own was raised).
+    nofile: u64,
 }
 
 /// Forks and execs `argv` with exactly `env` (plus `LISTEN_PID`) and `fds`.
@@ -177,6 +179,7 @@ unsafe fn child(
         libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
     }
 
+    super::fd_limit::restore_in_child(prep.nofile);
     write_pid(prep.pid_slot, libc::getpid() as u32);
     libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr());
     fail(err_write)
@@ -233,7 +236,8 @@ fn prepare(path: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result
     let pid_slot = unsafe { envs[last].as_mut_ptr().add("LISTEN_PID=".len()) };
     let mut envp_ptrs: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr().cast()).collect();
     envp_ptrs.push(std::ptr::null());
-    Ok(Prepared { path, _argv: argv, argv_ptrs, _env: envs, envp_ptrs, pid_slot })
+    let nofile = super::fd_limit::worker_soft();
+    Ok(Prepared { path, _argv: argv, argv_ptrs, _env: envs, envp_ptrs, pid_slot, nofile })
 }
 
 /// Finds `program` the way a shell would: as a path if it has a `/`, else on

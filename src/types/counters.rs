@@ -20,6 +20,8 @@ pub struct Counters {
     pub reload_seconds: Histogram,
     /// Workers restarted after a crash.
     pub restarts_crash: u64,
+    /// Worker starts that failed (the command could not run).
+    pub start_failures: u64,
     /// Workers replaced for staying above `--max-memory`.
     pub restarts_max_memory: u64,
     /// How long each worker took from its start to ready.

@@ -275,15 +275,28 @@ impl Primary {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Read while it runs: a status of 200 workers is more than a pipe holds.
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().unwrap()));
+        let err = drain(Box::new(child.stderr.take().unwrap()));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!("`hotswap {}` hung for 60 s; log:\n{}", args.join(" "), self.log_text());
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().unwrap()
+        };
+        Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
     }
 
     /// `hotswap status --json`; `None` while the primary does not answer

@@ -9,6 +9,7 @@ mod balance;
 mod config;
 mod container;
 mod control;
+mod exhaust;
 mod flow;
 mod hardening;
 mod layout;

@@ -469,3 +469,74 @@ fn events_say_disconnect_once_per_node_worker() {
     );
     assert_eq!(seen[4]["worker"], seen[5]["worker"]);
 }
+
+/// The ports of every "(bound on demand for a listen on TARGET)" socket.
+fn on_demand_ports(p: &Primary, target: &str) -> Vec<u16> {
+    let s = p.status();
+    s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .filter(|l| l.ends_with(&format!("(bound on demand for a listen on {target})")))
+        .map(|l| l.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Two `listen(0)` in one worker get two ports, as in plain Node (keyed by
+/// the listen's index, as Node's primary does): each server answers on
+/// its own, in every worker, and after a reload (same two ports).
+#[test]
+fn two_listens_on_port_0_get_two_sockets() {
+    let p = node(Primary::bare(app("listen-variants.js")).env("APP_LISTEN", "zero-twice")).start();
+    let ports = on_demand_ports(&p, ":0");
+    assert_eq!(ports.len(), 2, "two sockets for two listen(0): {}", p.status()["listeners"]);
+    assert_ne!(ports[0], ports[1]);
+    let answers = |port: u16| -> HashSet<String> {
+        let target = Target::Tcp(format!("127.0.0.1:{port}"));
+        (0..10)
+            .map(|_| {
+                let body = get(&target, "/").unwrap().body;
+                assert!(body.contains(&format!("port={port}")), "port {port} answered by another server: {body}");
+                body.split_whitespace().next().unwrap().to_string()
+            })
+            .collect()
+    };
+    let (a, b) = (answers(ports[0]), answers(ports[1]));
+    assert_eq!(a.len(), 1, "one server answers each port: {a:?}");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_ne!(a, b, "the two ports are two servers");
+    p.reload();
+    let mut after = on_demand_ports(&p, ":0");
+    let mut before = ports.clone();
+    after.sort();
+    before.sort();
+    assert_eq!(after, before, "a reload's workers get the same two sockets");
+    assert_eq!(answers(ports[0]), a);
+    assert_eq!(answers(ports[1]), b);
+}
+
+/// A worker that asks for more addresses than it may hold gets `EMFILE`
+/// for the rest (and says so), and the sockets are closed once no worker
+/// holds them; the app's main server keeps serving.
+#[test]
+fn on_demand_sockets_are_bounded_per_worker_and_released_when_closed() {
+    let p = node(Primary::builder(app("listen-variants.js")).env("APP_LISTEN", "many").env("APP_EXTRA", "40")).start();
+    let body = get(&Target::Tcp(p.addr()), "/").unwrap().body;
+    assert!(body.contains("extra_ok=32 extra_failed=8 errors=EMFILE"), "{body}");
+    let log = p.log_text();
+    assert!(log.contains("already holds 32 sockets bound on demand"), "{log}");
+    // Every worker closed its extra servers: no worker holds the sockets.
+    wait_until(Duration::from_secs(20), "the on-demand sockets to be closed", || on_demand_ports(&p, ":0").is_empty());
+    assert!(p.log_text().contains("no worker holds it any more"));
+    let pid = p.pid();
+    assert!(fd_count(pid) < 60, "the primary holds {} fds", fd_count(pid));
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    p.reload();
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "a reload of a worker that asked for too many sockets");
+    wait_until(Duration::from_secs(20), "the on-demand sockets to be closed after the reload", || {
+        on_demand_ports(&p, ":0").is_empty()
+    });
+}
