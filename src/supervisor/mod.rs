@@ -373,7 +373,7 @@ impl Supervisor {
             SIGHUP if self.stop.is_some() => tracing::warn!("SIGHUP ignored: the primary is stopping"),
             SIGHUP => {
                 tracing::info!("SIGHUP: reload requested");
-                self.request_reload(None, false, None);
+                self.request_reload(None, false, reload::Ask::default());
             }
             SIGUSR2 => {
                 tracing::info!("SIGUSR2: self-upgrade requested");
@@ -390,11 +390,12 @@ impl Supervisor {
     fn on_control(&mut self, request: Request, reply: ReplyTx, conn: Option<OwnedFd>) {
         match request {
             Request::Status => self.status_with_usage(reply),
-            Request::Reload { no_build, surge } => {
+            Request::Reload { no_build, surge, canary_ms } => {
                 if self.stop.is_some() {
                     let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
                 } else {
-                    self.request_reload(Some(reply), no_build, surge);
+                    let canary = canary_ms.map(Duration::from_millis);
+                    self.request_reload(Some(reply), no_build, reload::Ask { surge, canary });
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
@@ -414,7 +415,7 @@ impl Supervisor {
             return;
         }
         tracing::info!("changed: {what}");
-        self.request_reload(None, false, None);
+        self.request_reload(None, false, reload::Ask::default());
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -425,6 +426,7 @@ impl Supervisor {
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
+            Timer::Proven(id) => self.reload_on_proven(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::SlotDrain(id) => self.on_slot_drain(id),
             Timer::Tick => self.on_tick(),

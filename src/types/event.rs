@@ -78,6 +78,9 @@ pub enum Timer {
     StopSignal(WorkerId),
     /// A starting worker has waited long: say what it is waiting for.
     ReadyHint(WorkerId),
+    /// A new worker of a reload has been ready for its `--min-ready`
+    /// window (or its canary trial).
+    Proven(WorkerId),
     /// Start a worker in this slot again after a crash.
     Respawn(usize),
     /// A worker whose slot was left out of `--balance`: is its queue empty?
