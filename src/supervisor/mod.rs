@@ -20,6 +20,7 @@ pub mod backoff;
 mod balance;
 mod exits;
 mod first_build;
+mod health;
 mod memory;
 mod metrics;
 mod node;
@@ -362,6 +363,7 @@ impl Supervisor {
             Event::Timer(t) => self.on_timer(t),
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
+            Event::HealthChecked { worker, result } => self.on_health_checked(worker, result),
         }
         self.rebalance();
     }

@@ -69,6 +69,19 @@ pub struct Worker {
     notified: bool,
     /// What the primary saw of its accepts while it starts.
     accept: super::accepting::Watch,
+    /// Its `--health-check`: not yet asked, running (with how it said it
+    /// was ready), or passed.
+    health: Health,
+}
+
+/// Where a worker's `--health-check` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    #[default]
+    Unchecked,
+    /// Running; it said it was ready this way.
+    Checking(ReadyVia),
+    Passed,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until
@@ -160,10 +173,21 @@ impl Worker {
         &mut self.accept
     }
 
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    pub fn set_health(&mut self, h: Health) {
+        self.health = h;
+    }
+
     /// Why it is not ready yet, as far as the primary can tell, and what
     /// would help: for the log while it waits and for the failure message.
     pub fn diagnosis(&self) -> String {
         let accepts = || self.accept.describe();
+        if let (Health::Checking(via), Some(path)) = (self.health, &self.settings.health_check) {
+            return format!("it said it was ready ({via}) but has not passed its health check GET {path} yet");
+        }
         match (&self.node, self.settings.ready) {
             (_, ReadyMode::Accepting) => format!(
                 "{}; if it accepts through io_uring or runs as another user, use --ready ipc, notify or delay:DUR",
@@ -297,6 +321,11 @@ impl Worker {
             None => {}
         }
         kill(self.pid, self.settings.stop_signal).is_ok()
+    }
+
+    /// Why it never got ready, when it is stopped another way.
+    pub fn set_not_ready(&mut self, why: String) {
+        self.not_ready = Some(why);
     }
 
     /// SIGKILL to the worker's whole process group, because it was not
@@ -484,6 +513,7 @@ impl Launcher<'_> {
             spoke: false,
             notified: false,
             accept: Default::default(),
+            health: Health::Unchecked,
         })
     }
 
@@ -527,6 +557,9 @@ impl Launcher<'_> {
             spoke: w.spoke.unwrap_or(true),
             notified: w.notified,
             accept: super::accepting::Watch::resumed(w.said_ready),
+            // A check running in the previous image is lost: a worker still
+            // starting is checked again when it says ready again, or not.
+            health: Health::Unchecked,
         })
     }
 }

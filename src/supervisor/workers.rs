@@ -86,6 +86,10 @@ impl Supervisor {
         if matches!(via, ReadyVia::Ipc | ReadyVia::Notify | ReadyVia::Cluster) {
             self.announcers.learn(&worker.settings().command, via);
         }
+        if self.check_health_first(id, via) {
+            return;
+        }
+        let Some(worker) = self.workers.get_mut(&id) else { return };
         if !worker.mark_ready(via) {
             return;
         }

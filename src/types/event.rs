@@ -55,6 +55,11 @@ pub enum Event {
     MemorySampled {
         rss: std::collections::HashMap<WorkerId, u64>,
     },
+    /// A worker's `--health-check` ended: what it answered, or why it failed.
+    HealthChecked {
+        worker: WorkerId,
+        result: Result<String, String>,
+    },
     /// A `/metrics` scrape asks for a snapshot.
     Metrics {
         reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,

@@ -251,9 +251,14 @@ impl Supervisor {
         }
         for new in &done.abandon {
             // Its slot is still served by the old worker: no replacement.
-            if let Some(w) = self.workers.get_mut(new) {
-                w.retire();
-                w.kill();
+            let Some(w) = self.workers.get_mut(new) else { continue };
+            w.retire();
+            match w.state() {
+                // Proving itself: it serves, so it drains like any worker.
+                WorkerState::Ready => self.shut_down(*new),
+                WorkerState::Starting => w.kill(),
+                // Already told to go (a failed health check drains).
+                WorkerState::Stopping => {}
             }
         }
         if let Some(r) = self.memory.replacing.take() {

@@ -350,6 +350,11 @@ impl Reload {
         }
     }
 
+    /// Whether `id` is one of the reload's new workers, not ready yet.
+    pub fn is_starting(&self, id: WorkerId) -> bool {
+        self.starting.iter().any(|s| s.new == id)
+    }
+
     /// A new worker missed its ready deadline (and was killed): fatal to the
     /// reload if it is one of the reload's.
     pub fn on_not_ready(&mut self, id: WorkerId, why: String) -> Order {
