@@ -31,6 +31,7 @@ mod stop;
 mod subscribers;
 mod timers;
 mod upgrade;
+mod warmup;
 mod worker;
 mod workers;
 
@@ -476,6 +477,7 @@ impl Supervisor {
             events: &self.events,
             preload: &self.preload,
             python_dir: &self.python_dir,
+            warm: None,
         }
     }
 

@@ -72,6 +72,9 @@ pub struct Worker {
     /// Its `--health-check`: not yet asked, running (with how it said it
     /// was ready), or passed.
     health: Health,
+    /// `--warmup-nice`: the nice value it started at and the one to give
+    /// back once ready.
+    warm: Option<(i32, i32)>,
 }
 
 /// Where a worker's `--health-check` is.
@@ -171,6 +174,11 @@ impl Worker {
 
     pub fn accept_watch_mut(&mut self) -> &mut super::accepting::Watch {
         &mut self.accept
+    }
+
+    /// The nice value it started at and the primary's, until given back.
+    pub fn take_warm(&mut self) -> Option<(i32, i32)> {
+        self.warm.take()
     }
 
     pub fn health(&self) -> Health {
@@ -388,6 +396,8 @@ pub struct Launcher<'a> {
     pub preload: &'a Path,
     /// The Python preload's directory, for Python workers.
     pub python_dir: &'a Path,
+    /// Start at this nice value (`--warmup-nice`), and the primary's own.
+    pub warm: Option<(i32, i32)>,
 }
 
 impl Launcher<'_> {
@@ -488,6 +498,7 @@ impl Launcher<'_> {
             stderr: err_w.as_raw_fd(),
             listeners: &listener_fds,
             ipc: theirs.as_raw_fd(),
+            nice: self.warm.map(|(w, _)| w),
         };
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
@@ -514,6 +525,7 @@ impl Launcher<'_> {
             notified: false,
             accept: Default::default(),
             health: Health::Unchecked,
+            warm: self.warm,
         })
     }
 
@@ -560,6 +572,7 @@ impl Launcher<'_> {
             // A check running in the previous image is lost: a worker still
             // starting is checked again when it says ready again, or not.
             health: Health::Unchecked,
+            warm: None,
         })
     }
 }

@@ -20,7 +20,8 @@ impl Supervisor {
     pub(super) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
         let id = self.next_id;
         self.next_id += 1;
-        let worker = self.launcher(settings).start(id, slot, generation)?;
+        let warm = self.warmup_nice(settings);
+        let worker = super::worker::Launcher { warm, ..self.launcher(settings) }.start(id, slot, generation)?;
         tracing::info!(
             worker = id,
             pid = worker.pid().as_raw(),
@@ -95,6 +96,11 @@ impl Supervisor {
         }
         self.ever_ready = true;
         self.counters.startup_seconds.observe(worker.age().as_secs_f64());
+        let warm = worker.take_warm();
+        if let Some((warm, original)) = warm {
+            self.end_warmup(id, warm, original);
+        }
+        let Some(worker) = self.workers.get(&id) else { return };
         tracing::info!(
             worker = id,
             pid = worker.pid().as_raw(),

@@ -27,4 +27,5 @@ mod socketio;
 mod surge;
 mod systemd;
 mod upgrade;
+mod warmup;
 mod watch;
