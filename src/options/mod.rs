@@ -271,7 +271,8 @@ pub struct Settings {
     pub ready: ReadyMode,
     #[serde(with = "parse::signal_name")]
     pub stop_signal: Signal,
-    /// `--min-ready`.
+    /// `--min-ready` (a state handed over by an older hotswap gets this
+    /// one's defaults, as a fresh start with the same command line would).
     #[serde(default = "default_min_ready")]
     pub min_ready: Duration,
     /// `--health-check`.
@@ -280,8 +281,8 @@ pub struct Settings {
     /// `--health-timeout`.
     #[serde(default = "default_health_timeout")]
     pub health_timeout: Duration,
-    /// `--warmup-nice` (a state handed over by an older hotswap: off, as it ran).
-    #[serde(default = "warmup_off")]
+    /// `--warmup-nice`.
+    #[serde(default)]
     pub warmup_nice: WarmupNice,
 
     pub config: Option<PathBuf>,
@@ -492,10 +493,6 @@ pub fn default_min_ready() -> Duration {
 
 fn default_health_timeout() -> Duration {
     Duration::from_secs(10)
-}
-
-fn warmup_off() -> WarmupNice {
-    WarmupNice::Off
 }
 
 /// Unix listening sockets are reachable by every local user unless

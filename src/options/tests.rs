@@ -130,3 +130,40 @@ fn values_that_cannot_work_are_refused_naming_the_option() {
     let err = Options::from_toml("socket-mode = \"0999\"").unwrap_err();
     assert!(err.contains("socket-mode") && err.contains("octal"), "{err}");
 }
+
+#[test]
+fn min_ready_health_check_and_warmup_nice_as_flags_or_keys() {
+    let file = Options::from_toml(
+        "min-ready = \"2s\"\nhealth-check = \"/healthz\"\nhealth-timeout = 3\nwarmup-nice = \"off\"\n",
+    )
+    .unwrap();
+    assert_eq!(file.min_ready, Some(Duration::from_secs(2)));
+    assert_eq!(file.health_check.as_ref().map(|h| h.as_str()), Some("/healthz"));
+    assert_eq!(file.warmup_nice, Some(WarmupNice::Off));
+    let merged = flags(&["--min-ready", "0", "--warmup-nice", "15", "--", "app"]).merge(file).unwrap();
+    let s = Settings::resolve(merged).unwrap();
+    assert_eq!(s.min_ready, Duration::ZERO, "the flag wins");
+    assert_eq!(s.warmup_nice, WarmupNice::Nice(15));
+    assert_eq!(s.health_timeout, Duration::from_secs(3));
+    let d = Settings::resolve(flags(&["--", "app"])).unwrap();
+    assert_eq!(
+        (d.min_ready, d.health_check.clone(), d.health_timeout),
+        (Duration::from_secs(1), None, Duration::from_secs(10))
+    );
+    assert_eq!(d.warmup_nice, WarmupNice::Nice(10));
+    let err = Options::from_toml("workers = 1\nhealth-check = \"healthz\"\n").unwrap_err();
+    assert!(err.contains("health-check") && err.contains("line 2") && err.contains("starting with /"), "{err}");
+    let err = Options::from_toml("warmup-nice = 20\n").unwrap_err();
+    assert!(err.contains("warmup-nice") && err.contains("1 to 19"), "{err}");
+    let err = Settings::resolve(flags(&["--health-timeout", "0", "--", "app"])).unwrap_err();
+    assert!(err.to_string().contains("--health-timeout"), "{err}");
+    // A state handed over by an older hotswap: this one's defaults, as a
+    // fresh start with the same command line would have.
+    let mut old = serde_json::to_value(&d).unwrap().as_object().unwrap().clone();
+    for k in ["min_ready", "health_check", "health_timeout", "warmup_nice"] {
+        old.remove(k);
+    }
+    let back: Settings = serde_json::from_value(serde_json::Value::Object(old)).unwrap();
+    assert_eq!((back.min_ready, back.warmup_nice), (Duration::from_secs(1), WarmupNice::Nice(10)));
+    assert_eq!(back.health_check, None);
+}
