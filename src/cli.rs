@@ -114,6 +114,13 @@ pub struct ReloadArgs {
     /// `--surge`: a count, or a percentage of the pool (`100%`: all at once).
     #[arg(long, value_name = "N|P%")]
     pub surge: Option<crate::types::surge::Surge>,
+    /// A canary reload: start one new worker, let it serve real traffic
+    /// beside the whole old generation for DUR (one worker more than N, no
+    /// old worker retired), and go on only if it did not exit, stayed ready
+    /// (and passed `--health-check`); otherwise the reload fails and the old
+    /// generation is left exactly as it was.
+    #[arg(long, value_name = "DUR", value_parser = crate::options::parse_duration)]
+    pub canary: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -35,8 +35,14 @@ fn until_done(path: &Path, request: &Request, what: &str) -> anyhow::Result<Exit
     Ok(code)
 }
 
-pub fn reload(path: &Path, no_build: bool, surge: Option<Surge>) -> anyhow::Result<ExitCode> {
-    until_done(path, &Request::Reload { no_build, surge }, "reload")
+pub fn reload(
+    path: &Path,
+    no_build: bool,
+    surge: Option<Surge>,
+    canary: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    let canary_ms = canary.map(|d| d.as_millis() as u64);
+    until_done(path, &Request::Reload { no_build, surge, canary_ms }, "reload")
 }
 
 pub fn upgrade(path: &Path) -> anyhow::Result<ExitCode> {

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         Command::Run(flags) => run(flags, origin),
         Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
         Command::UpgradeCheck => return handover::check_main(check_argv),
-        Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build, r.surge),
+        Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build, r.surge, r.canary),
         Command::Status(s) => client::status(&control_path(s.control.control), s.json),
         Command::Stop(c) => client::stop(&control_path(c.control)),
         Command::Events(s) => client::events(&control_path(s.control.control), s.json),

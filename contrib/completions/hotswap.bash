@@ -331,7 +331,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__reload)
-            opts="-h -V --control --no-build --surge --help --version"
+            opts="-h -V --control --no-build --surge --canary --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -345,6 +345,10 @@ _hotswap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --canary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -353,7 +357,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__run)
-            opts="-l -w -c -h -V --listen --workers --config --control --ready-timeout --shutdown-timeout --surge --ready --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --help --version"
+            opts="-l -w -c -h -V --listen --workers --config --control --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,6 +404,22 @@ _hotswap() {
                     return 0
                     ;;
                 --ready)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-ready)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-check)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup-nice)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -324,14 +324,17 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(parse_request(r#"{"command":"reload"}"#).unwrap(), Request::Reload { no_build: false, surge: None });
+        assert_eq!(
+            parse_request(r#"{"command":"reload"}"#).unwrap(),
+            Request::Reload { no_build: false, surge: None, canary_ms: None }
+        );
         assert_eq!(
             parse_request(r#"{"command":"reload","no_build":true}"#).unwrap(),
-            Request::Reload { no_build: true, surge: None }
+            Request::Reload { no_build: true, surge: None, canary_ms: None }
         );
         assert_eq!(
             parse_request(r#"{"command":"reload","surge":"50%"}"#).unwrap(),
-            Request::Reload { no_build: false, surge: Some(crate::types::surge::Surge::Percent(50)) }
+            Request::Reload { no_build: false, surge: Some(crate::types::surge::Surge::Percent(50)), canary_ms: None }
         );
         let zero = parse_request(r#"{"command":"reload","surge":0}"#).unwrap_err();
         assert!(zero.contains("at least 1"), "{zero}");

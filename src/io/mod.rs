@@ -17,6 +17,7 @@
 pub mod build;
 pub mod control;
 pub mod file_watch;
+pub mod health;
 pub mod ipc;
 pub mod lines;
 pub mod metrics;

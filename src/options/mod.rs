@@ -15,6 +15,7 @@
 
 mod parse;
 mod ready;
+mod rollout;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
 pub use ready::ReadyMode;
+pub use rollout::{HealthPath, WarmupNice};
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
 /// kebab-case), declared once. `None` or empty means "not given".
@@ -90,6 +92,38 @@ pub struct Options {
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyMode>,
+
+    /// How long each new worker of a reload must stay ready before the old
+    /// worker it replaces is retired (Kubernetes' `minReadySeconds`): a new
+    /// worker that exits or stops being ready within it fails the reload,
+    /// and no further old worker is retired. Costs this much per worker
+    /// replaced (per `--surge` batch); `0` retires at once [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
+    pub min_ready: Option<Duration>,
+
+    /// Before a new worker counts as ready, `GET PATH` sent to that worker
+    /// (over a connection it accepted itself) must answer 2xx or 3xx; it is
+    /// retried until `--health-timeout`. A failure fails the reload with
+    /// the answer (`GET /healthz answered 503 from w7`) [default: none].
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthPath>,
+
+    /// How long a new worker has, once it says it is ready, to pass
+    /// `--health-check` [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(default, with = "parse::duration", skip_serializing_if = "Option::is_none")]
+    pub health_timeout: Option<Duration>,
+
+    /// The nice value a new worker starts at (1 to 19), so that its
+    /// warm-up takes CPU from the workers serving only when they leave
+    /// some; once ready, its processes and threads get the primary's
+    /// priority back (those that changed their own nice keep theirs).
+    /// `off`: start at the primary's priority [default: 10].
+    #[arg(long, value_name = "N|off")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub warmup_nice: Option<WarmupNice>,
 
     /// Signal that stops a worker that did not become ready over IPC (and
     /// so may not read it) [default: SIGTERM].
@@ -237,6 +271,20 @@ pub struct Settings {
     pub ready: ReadyMode,
     #[serde(with = "parse::signal_name")]
     pub stop_signal: Signal,
+    /// `--min-ready` (a state handed over by an older hotswap gets this
+    /// one's defaults, as a fresh start with the same command line would).
+    #[serde(default = "default_min_ready")]
+    pub min_ready: Duration,
+    /// `--health-check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthPath>,
+    /// `--health-timeout`.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: Duration,
+    /// `--warmup-nice`.
+    #[serde(default)]
+    pub warmup_nice: WarmupNice,
+
     pub config: Option<PathBuf>,
     /// Run through the shell before each reload (`--build`).
     pub build: Option<String>,
@@ -343,6 +391,9 @@ impl Settings {
         if o.command.is_empty() {
             bail!("no worker command: give one after `--`, or `command` in a config file");
         }
+        if o.health_timeout == Some(Duration::ZERO) {
+            bail!("--health-timeout (health-timeout) must be more than 0: it is how long a new worker has to pass --health-check");
+        }
         if o.ready_timeout == Some(Duration::ZERO) {
             bail!(
                 "--ready-timeout (ready-timeout) must be more than 0: it is how long a new worker may take to get \
@@ -379,6 +430,11 @@ impl Settings {
             backlog: o.backlog.unwrap_or(1024),
             socket_mode: o.socket_mode.unwrap_or_else(default_socket_mode),
             ready: o.ready.unwrap_or(ReadyMode::Auto),
+            min_ready: o.min_ready.unwrap_or_else(default_min_ready),
+            health_check: o.health_check,
+            health_timeout: o.health_timeout.unwrap_or_else(default_health_timeout),
+            warmup_nice: o.warmup_nice.unwrap_or_default(),
+
             stop_signal: o.stop_signal.unwrap_or(Signal::SIGTERM),
             config: o.config,
             build: o.build.filter(|b| !b.trim().is_empty()),
@@ -429,6 +485,16 @@ impl Settings {
     }
 }
 
+/// `--min-ready`'s default: a second is cheap next to a broken release
+/// that the old generation would no longer cover (see docs/guarantees.md).
+pub fn default_min_ready() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
 /// Unix listening sockets are reachable by every local user unless
 /// `--socket-mode` says otherwise, as under systemd (`SocketMode=0666`) and
 /// as a TCP port on 127.0.0.1 is: the directory is where to restrict access.
@@ -457,138 +523,4 @@ pub fn control_path(given: Option<PathBuf>) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flags(argv: &[&str]) -> Options {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            run: Options,
-        }
-        Wrap::parse_from(std::iter::once("hotswap").chain(argv.iter().copied())).run
-    }
-
-    #[test]
-    fn the_shipped_example_config_parses() {
-        let cfg = Options::from_toml(include_str!("../../contrib/systemd/example.toml")).unwrap();
-        assert_eq!(cfg.workers, Some(4));
-        assert_eq!(cfg.ready, Some(ReadyMode::Ipc));
-    }
-
-    #[test]
-    fn flags_override_the_file_option_by_option() {
-        let file = Options::from_toml(
-            "workers = 4\nready-timeout = \"5s\"\ncommand = \"node app.js\"\nlisten = [\"127.0.0.1:1\"]\n",
-        )
-        .unwrap();
-        let merged = flags(&["-w", "2", "--stop-signal", "INT", "-c", "x.toml"]).merge(file).unwrap();
-        assert_eq!(merged.workers, Some(2), "the flag wins");
-        assert_eq!(merged.ready_timeout, Some(Duration::from_secs(5)), "the file fills in");
-        assert_eq!(merged.stop_signal, Some(Signal::SIGINT));
-        assert_eq!(merged.command, vec!["/bin/sh", "-c", "exec node app.js"]);
-        assert_eq!(merged.listen.len(), 1);
-        assert_eq!(merged.config, Some(PathBuf::from("x.toml")));
-        let s = Settings::resolve(merged).unwrap();
-        assert_eq!(s.shutdown_timeout, Duration::from_secs(30), "the default");
-        let with_cmd = flags(&["--", "a", "b"]).merge(Options::from_toml("command = [\"c\"]").unwrap()).unwrap();
-        assert_eq!(with_cmd.command, vec!["a", "b"]);
-    }
-
-    #[test]
-    fn settings_round_trip_through_json() {
-        let toml = "listen = [\"web=127.0.0.1:0\", \"unix:/tmp/x.sock\"]\ncommand = [\"a\", \"b\"]\nready = \"delay:1500ms\"\nstop-signal = \"INT\"\n";
-        let s = Settings::resolve(Options::from_toml(toml).unwrap()).unwrap();
-        let back: Settings = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
-        assert_eq!(back.listen, s.listen);
-        assert_eq!(back.ready, ReadyMode::Delay(Duration::from_millis(1500)));
-        assert_eq!(back.stop_signal, Signal::SIGINT);
-        assert_eq!(back.command, vec!["a", "b"]);
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_name_the_key_and_line() {
-        let err = Options::from_toml("workers = 2\nwrokers = 3\n").unwrap_err();
-        assert!(err.contains("wrokers") && err.contains("line 2"), "{err}");
-        let err = Options::from_toml("workers = \"two\"\n").unwrap_err();
-        assert!(err.contains("workers") && err.contains("line 1"), "{err}");
-        let err = Options::from_toml("workers = 1\nready-timeout = \"soon\"\n").unwrap_err();
-        assert!(err.contains("ready-timeout") && err.contains("line 2") && err.contains("soon"), "{err}");
-        let err = Options::from_toml("listen = [\"nowhere\"]\n").unwrap_err();
-        assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
-        let err = Options::from_toml("workers = 0\n").unwrap_err();
-        assert!(err.contains("at least 1"), "{err}");
-        let err = Options::from_toml("command = \" \"\n").unwrap_err();
-        assert!(err.contains("command") && err.contains("empty"), "{err}");
-        let ok =
-            Options::from_toml("command = \"node app.js\"\nready = \"delay:1s\"\nstop-signal = \"INT\"\n").unwrap();
-        assert_eq!(ok.ready, Some(ReadyMode::Delay(Duration::from_secs(1))));
-        assert_eq!(ok.stop_signal, Some(Signal::SIGINT));
-    }
-
-    #[test]
-    fn surge_as_a_flag_or_a_key_count_or_percentage() {
-        assert_eq!(Options::from_toml("surge = 3\n").unwrap().surge, Some(Surge::Count(3)));
-        assert_eq!(Options::from_toml("surge = \"50%\"\n").unwrap().surge, Some(Surge::Percent(50)));
-        let err = Options::from_toml("workers = 2\nsurge = 0\n").unwrap_err();
-        assert!(err.contains("surge") && err.contains("line 2") && err.contains("at least 1"), "{err}");
-        let merged = flags(&["--surge", "100%"]).merge(Options::from_toml("surge = 2\n").unwrap()).unwrap();
-        assert_eq!(merged.surge, Some(Surge::Percent(100)), "the flag wins");
-        let s = Settings::resolve(flags(&["--", "app"])).unwrap();
-        assert_eq!(s.surge, Surge::Count(1), "one at a time by default");
-        let old_state = serde_json::to_value(&s).unwrap().as_object().unwrap().clone();
-        let mut without = old_state.clone();
-        without.remove("surge");
-        let back: Settings = serde_json::from_value(serde_json::Value::Object(without)).unwrap();
-        assert_eq!(back.surge, Surge::Count(1), "a state handed over by an older hotswap has no surge");
-    }
-
-    #[test]
-    fn balance_as_a_flag_or_a_key() {
-        assert_eq!(Options::from_toml("balance = \"sticky\"\n").unwrap().balance, Some(Balance::Sticky));
-        let err = Options::from_toml("workers = 2\nbalance = \"round-robin\"\n").unwrap_err();
-        assert!(err.contains("balance") && err.contains("line 2") && err.contains("shared, slots or sticky"), "{err}");
-        let merged =
-            flags(&["--balance", "slots"]).merge(Options::from_toml("balance = \"sticky\"\n").unwrap()).unwrap();
-        assert_eq!(merged.balance, Some(Balance::Slots), "the flag wins");
-        let s = Settings::resolve(flags(&["--", "app"])).unwrap();
-        assert_eq!(s.balance, Balance::Shared, "shared by default");
-        let mut old_state = serde_json::to_value(&s).unwrap().as_object().unwrap().clone();
-        old_state.remove("balance");
-        let back: Settings = serde_json::from_value(serde_json::Value::Object(old_state)).unwrap();
-        assert_eq!(back.balance, Balance::Shared, "a state handed over by an older hotswap has no balance");
-        let err = Settings::resolve(flags(&["-w", "2000", "--balance", "sticky", "--", "app"])).unwrap_err();
-        assert!(err.to_string().contains("at most 1024 workers"), "{err}");
-        assert!(Settings::resolve(flags(&["-w", "2000", "--", "app"])).is_ok(), "shared has no such limit");
-        let mut new = s.clone();
-        new.balance = Balance::Sticky;
-        assert_eq!(s.needs_restart(&new), vec!["balance"]);
-    }
-
-    #[test]
-    fn a_bare_number_in_the_file_is_seconds() {
-        let ok = Options::from_toml("ready-timeout = 7\nshutdown-timeout = \"2\"\nwatch-debounce = 0.25\n").unwrap();
-        assert_eq!(ok.ready_timeout, Some(Duration::from_secs(7)));
-        assert_eq!(ok.shutdown_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(ok.watch_debounce, Some(Duration::from_millis(250)));
-    }
-
-    #[test]
-    fn values_that_cannot_work_are_refused_naming_the_option() {
-        let resolve = |toml: &str| {
-            Settings::resolve(Options::from_toml(&format!("command = [\"a\"]\n{toml}")).unwrap())
-                .map_err(|e| e.to_string())
-        };
-        let err = resolve("ready-timeout = 0").unwrap_err();
-        assert!(err.contains("--ready-timeout") && err.contains("more than 0"), "{err}");
-        let err = resolve("watch-ignore = [\"src/[\"]").unwrap_err();
-        assert!(err.contains("--watch-ignore") && err.contains("src/["), "{err}");
-        assert_eq!(resolve("").unwrap().socket_mode, 0o666);
-        assert_eq!(resolve("socket-mode = \"0660\"").unwrap().socket_mode, 0o660);
-        let err = Options::from_toml("socket-mode = 660").unwrap_err();
-        assert!(err.contains("socket-mode") && err.contains("\"0660\""), "{err}");
-        let err = Options::from_toml("socket-mode = \"0999\"").unwrap_err();
-        assert!(err.contains("socket-mode") && err.contains("octal"), "{err}");
-    }
-}
+mod tests;

@@ -20,6 +20,7 @@ pub mod backoff;
 mod balance;
 mod exits;
 mod first_build;
+mod health;
 mod memory;
 mod metrics;
 mod node;
@@ -30,6 +31,7 @@ mod stop;
 mod subscribers;
 mod timers;
 mod upgrade;
+mod warmup;
 mod worker;
 mod workers;
 
@@ -347,6 +349,7 @@ impl Supervisor {
             Event::Timer(t) => self.on_timer(t),
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
+            Event::HealthChecked { worker, result } => self.on_health_checked(worker, result),
         }
         self.rebalance();
         self.release_unused_sockets();
@@ -359,7 +362,7 @@ impl Supervisor {
             SIGHUP if self.stop.is_some() => tracing::warn!("SIGHUP ignored: the primary is stopping"),
             SIGHUP => {
                 tracing::info!("SIGHUP: reload requested");
-                self.request_reload(None, false, None);
+                self.request_reload(None, false, reload::Ask::default());
             }
             SIGUSR2 => {
                 tracing::info!("SIGUSR2: self-upgrade requested");
@@ -376,11 +379,12 @@ impl Supervisor {
     fn on_control(&mut self, request: Request, reply: ReplyTx, conn: Option<OwnedFd>) {
         match request {
             Request::Status => self.status_with_usage(reply),
-            Request::Reload { no_build, surge } => {
+            Request::Reload { no_build, surge, canary_ms } => {
                 if self.stop.is_some() {
                     let _ = reply.send(Reply::Error { error: "refused: the primary is stopping".into() });
                 } else {
-                    self.request_reload(Some(reply), no_build, surge);
+                    let canary = canary_ms.map(Duration::from_millis);
+                    self.request_reload(Some(reply), no_build, reload::Ask { surge, canary });
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
@@ -400,7 +404,7 @@ impl Supervisor {
             return;
         }
         tracing::info!("changed: {what}");
-        self.request_reload(None, false, None);
+        self.request_reload(None, false, reload::Ask::default());
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -411,6 +415,7 @@ impl Supervisor {
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
+            Timer::Proven(id) => self.reload_on_proven(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::SlotDrain(id) => self.on_slot_drain(id),
             Timer::Tick => self.on_tick(),
@@ -458,6 +463,7 @@ impl Supervisor {
             events: &self.events,
             preload: self.runtime.preload(NODE_PRELOAD),
             python_dir: self.runtime.preload(PYTHON_DIR),
+            warm: None,
         }
     }
 

@@ -344,6 +344,8 @@ impl Supervisor {
                 Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
                 // Re-armed above for every worker that is still starting.
                 Timer::AcceptCheck(_) => {}
+                // Only while a reload runs, and no upgrade starts then.
+                Timer::Proven(_) => {}
             }
         }
         // Exits that happened during the exec. What happened (upgraded, or

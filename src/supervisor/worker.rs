@@ -71,6 +71,22 @@ pub struct Worker {
     accept: super::accepting::Watch,
     /// `disconnect` was sent to events clients (once per worker).
     disconnect_told: bool,
+    /// Its `--health-check`: not yet asked, running (with how it said it
+    /// was ready), or passed.
+    health: Health,
+    /// `--warmup-nice`: the nice value it started at and the one to give
+    /// back once ready.
+    warm: Option<(i32, i32)>,
+}
+
+/// Where a worker's `--health-check` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    #[default]
+    Unchecked,
+    /// Running; it said it was ready this way.
+    Checking(ReadyVia),
+    Passed,
 }
 
 /// The fds of a worker that a self-upgrade hands over (close-on-exec until
@@ -162,10 +178,26 @@ impl Worker {
         &mut self.accept
     }
 
+    /// The nice value it started at and the primary's, until given back.
+    pub fn take_warm(&mut self) -> Option<(i32, i32)> {
+        self.warm.take()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    pub fn set_health(&mut self, h: Health) {
+        self.health = h;
+    }
+
     /// Why it is not ready yet, as far as the primary can tell, and what
     /// would help: for the log while it waits and for the failure message.
     pub fn diagnosis(&self) -> String {
         let accepts = || self.accept.describe();
+        if let (Health::Checking(via), Some(path)) = (self.health, &self.settings.health_check) {
+            return format!("it said it was ready ({via}) but has not passed its health check GET {path} yet");
+        }
         match (&self.node, self.settings.ready) {
             (_, ReadyMode::Accepting) => format!(
                 "{}; if it accepts through io_uring or runs as another user, use --ready ipc, notify or delay:DUR",
@@ -312,6 +344,11 @@ impl Worker {
         kill(self.pid, self.settings.stop_signal).is_ok()
     }
 
+    /// Why it never got ready, when it is stopped another way.
+    pub fn set_not_ready(&mut self, why: String) {
+        self.not_ready = Some(why);
+    }
+
     /// SIGKILL to the worker's whole process group, because it was not
     /// ready in time (`why`).
     pub fn kill_not_ready(&mut self, why: String) {
@@ -375,6 +412,8 @@ pub struct Launcher<'a> {
     pub preload: PathBuf,
     /// The Python preload's directory, for Python workers.
     pub python_dir: PathBuf,
+    /// Start at this nice value (`--warmup-nice`), and the primary's own.
+    pub warm: Option<(i32, i32)>,
 }
 
 impl Launcher<'_> {
@@ -478,6 +517,7 @@ impl Launcher<'_> {
             stderr: err_w.as_raw_fd(),
             listeners: &listener_fds,
             ipc: theirs.as_raw_fd(),
+            nice: self.warm.map(|(w, _)| w),
         };
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
@@ -504,6 +544,8 @@ impl Launcher<'_> {
             notified: false,
             accept: Default::default(),
             disconnect_told: false,
+            health: Health::Unchecked,
+            warm: self.warm,
         })
     }
 
@@ -550,6 +592,10 @@ impl Launcher<'_> {
             notified: w.notified,
             accept: super::accepting::Watch::resumed(w.said_ready),
             disconnect_told,
+            // A check running in the previous image is lost: a worker still
+            // starting is checked again when it says ready again, or not.
+            health: Health::Unchecked,
+            warm: None,
         })
     }
 }

@@ -25,7 +25,8 @@ impl Supervisor {
         }
         // An id is used up only by a worker that started.
         let id = self.next_id;
-        let worker = self.launcher(settings).start(id, slot, generation)?;
+        let warm = self.warmup_nice(settings);
+        let worker = super::worker::Launcher { warm, ..self.launcher(settings) }.start(id, slot, generation)?;
         self.next_id += 1;
         tracing::info!(
             worker = id,
@@ -98,11 +99,20 @@ impl Supervisor {
         if matches!(via, ReadyVia::Ipc | ReadyVia::Notify | ReadyVia::Cluster) {
             self.announcers.learn(&worker.settings().command, via);
         }
+        if self.check_health_first(id, via) {
+            return;
+        }
+        let Some(worker) = self.workers.get_mut(&id) else { return };
         if !worker.mark_ready(via) {
             return;
         }
         self.ever_ready = true;
         self.counters.startup_seconds.observe(worker.age().as_secs_f64());
+        let warm = worker.take_warm();
+        if let Some((warm, original)) = warm {
+            self.end_warmup(id, warm, original);
+        }
+        let Some(worker) = self.workers.get(&id) else { return };
         tracing::info!(
             worker = id,
             pid = worker.pid().as_raw(),

@@ -18,6 +18,7 @@
 //!   primary's life; and the cleanup of a killed primary's.
 //! - [`signal_mask`]: holding back signals while no handler is installed
 //!   (across the exec of a self-upgrade).
+//! - [`priority`]: nice values, for workers that warm up at a lower priority.
 //! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
 //! - [`accepting`]: whether a worker's processes accept on the listening
 //!   sockets, as seen in `/proc` (Linux).
@@ -27,6 +28,7 @@ pub mod accepting;
 pub mod fd_limit;
 pub mod guardian;
 pub mod listeners;
+pub mod priority;
 pub mod private_dir;
 pub mod proc_stats;
 pub mod reap;

@@ -34,6 +34,8 @@ pub struct Fds<'a> {
     pub listeners: &'a [RawFd],
     /// Placed right after the listeners.
     pub ipc: RawFd,
+    /// The nice value the worker starts at (`--warmup-nice`), if any.
+    pub nice: Option<i32>,
 }
 
 /// Width reserved for the pid digits; pid_max is at most 2^22 on Linux.
@@ -80,7 +82,16 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     if pid == 0 {
         // SAFETY: in the child of the fork above; `child` only makes
         // async-signal-safe calls and never returns.
-        unsafe { child(&mut prep, &sources, &mut scratch, above, parent, std::os::fd::AsRawFd::as_raw_fd(&err_write)) }
+        unsafe {
+            child(
+                &mut prep,
+                &sources,
+                &mut scratch,
+                above,
+                (parent, fds.nice),
+                std::os::fd::AsRawFd::as_raw_fd(&err_write),
+            )
+        }
     }
 
     // Parent. Also set the group here: whichever of the two runs first wins.
@@ -108,7 +119,7 @@ unsafe fn child(
     sources: &[RawFd],
     scratch: &mut [RawFd],
     above: RawFd,
-    parent: libc::pid_t,
+    (parent, nice): (libc::pid_t, Option<i32>),
     err_write: RawFd,
 ) -> ! {
     let fail = |err_fd: RawFd| -> ! {
@@ -120,6 +131,11 @@ unsafe fn child(
     };
 
     libc::setpgid(0, 0);
+    if let Some(n) = nice {
+        // This thread only, which becomes the program's first: all it
+        // starts inherits it. A failure leaves it at the primary's.
+        libc::setpriority(libc::PRIO_PROCESS, 0, n);
+    }
     #[cfg(target_os = "linux")]
     {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -55,6 +55,11 @@ pub enum Event {
     MemorySampled {
         rss: std::collections::HashMap<WorkerId, u64>,
     },
+    /// A worker's `--health-check` ended: what it answered, or why it failed.
+    HealthChecked {
+        worker: WorkerId,
+        result: Result<String, String>,
+    },
     /// A `/metrics` scrape asks for a snapshot.
     Metrics {
         reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,
@@ -78,6 +83,9 @@ pub enum Timer {
     StopSignal(WorkerId),
     /// A starting worker has waited long: say what it is waiting for.
     ReadyHint(WorkerId),
+    /// A new worker of a reload has been ready for its `--min-ready`
+    /// window (or its canary trial).
+    Proven(WorkerId),
     /// Start a worker in this slot again after a crash.
     Respawn(usize),
     /// A worker whose slot was left out of `--balance`: is its queue empty?

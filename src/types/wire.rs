@@ -27,6 +27,10 @@ pub enum Request {
         /// This reload's surge instead of the primary's `--surge`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         surge: Option<Surge>,
+        /// A canary reload: one new worker serves beside the old
+        /// generation for this many milliseconds before the roll goes on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_ms: Option<u64>,
     },
     Stop,
     /// Stream lifecycle events until the client leaves.

@@ -112,9 +112,19 @@ pub struct PrimaryBuilder {
     inherit: Option<(RawFd, String)>,
     log: Option<PathBuf>,
     wrapper: Vec<String>,
+    /// `--min-ready` unless the test gives its own: `0` by default.
+    min_ready: Option<String>,
 }
 
 impl PrimaryBuilder {
+    /// Keeps `--min-ready` at hotswap's default (1 s per replaced worker)
+    /// or sets it. Every other test runs with `--min-ready 0`: the window
+    /// would add a second per worker to some 300 reloads of the suite, and
+    /// it has tests of its own (`proven`).
+    pub fn min_ready(mut self, value: Option<&str>) -> Self {
+        self.min_ready = value.map(str::to_string);
+        self
+    }
     /// Sends the primary's stdout and stderr to this file instead of one in
     /// its own directory.
     pub fn log_to(mut self, path: &Path) -> Self {
@@ -200,6 +210,9 @@ impl PrimaryBuilder {
             cmd.arg("-w").arg(self.workers.to_string());
         }
         cmd.args(&self.args);
+        if let Some(m) = &self.min_ready {
+            cmd.arg("--min-ready").arg(m);
+        }
         if !self.command.is_empty() {
             cmd.arg("--").args(&self.command);
         }
@@ -253,6 +266,7 @@ impl Primary {
             inherit: None,
             log: None,
             wrapper: vec![],
+            min_ready: Some("0".into()),
         }
     }
 

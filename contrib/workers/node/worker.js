@@ -24,7 +24,9 @@
 //     with process.exit(0) (the IPC channel might otherwise keep it alive).
 //
 // Env: HOTSWAP_GENERATION, HOTSWAP_WORKER_ID, EXAMPLE_STARTUP_MS (delay before
-// listening and reporting ready), EXAMPLE_RESPONSE_DELAY_MS (delay per response).
+// listening and reporting ready), EXAMPLE_STARTUP_CPU_MS (then this long of
+// busy CPU work, as loading modules or filling caches would be),
+// EXAMPLE_RESPONSE_DELAY_MS (delay per response).
 // Extra endpoints for IPC tests: GET /broadcast?data=X, GET /send?to=ID&data=X,
 // GET /inbox (JSON array of the IPC messages received so far).
 'use strict';
@@ -35,6 +37,7 @@ const net = require('node:net');
 const GENERATION = process.env.HOTSWAP_GENERATION || '0';
 const WORKER_ID = process.env.HOTSWAP_WORKER_ID || '0';
 const STARTUP_MS = Number(process.env.EXAMPLE_STARTUP_MS || 0);
+const STARTUP_CPU_MS = Number(process.env.EXAMPLE_STARTUP_CPU_MS || 0);
 const RESPONSE_DELAY_MS = Number(process.env.EXAMPLE_RESPONSE_DELAY_MS || 0);
 const DRAIN_IDLE_MS = 1000;
 const KEEPALIVE_TIMEOUT_MS = 10000;
@@ -167,6 +170,8 @@ process.on('SIGTERM', () => drain('SIGTERM'));
 
 setTimeout(() => {
   if (draining) return maybeExit();
+  let work = 0;
+  for (const until = Date.now() + STARTUP_CPU_MS; Date.now() < until; ) work += Math.sqrt(work + 1);
   server.listen({ fd: 3 }, () => {
     log(`listening on fd 3 (generation ${GENERATION}, worker ${WORKER_ID})`);
     ipcSend({ type: 'listening' });

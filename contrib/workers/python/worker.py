@@ -17,7 +17,10 @@ closes the channel):
 * the process exits 0 once no connection is left.
 
 Env: HOTSWAP_GENERATION, HOTSWAP_WORKER_ID, EXAMPLE_STARTUP_MS (delay before
-listening and reporting ready), EXAMPLE_RESPONSE_DELAY_MS (delay per response).
+listening and reporting ready), EXAMPLE_RESPONSE_DELAY_MS (delay per response),
+EXAMPLE_HEALTH_STATUS (the status /healthz answers, default 200),
+EXAMPLE_EXIT_AFTER_READY_MS (a broken release: that long after it is ready, it
+drains and exits 1).
 Endpoints: any request answers `generation=G worker=ID pid=PID`;
 /broadcast?data=X and /send?to=ID&data=X send IPC messages, /inbox lists the
 IPC messages received so far.
@@ -36,6 +39,8 @@ GENERATION = os.environ.get("HOTSWAP_GENERATION", "0")
 WORKER_ID = os.environ.get("HOTSWAP_WORKER_ID", "0")
 STARTUP = int(os.environ.get("EXAMPLE_STARTUP_MS", "0")) / 1000
 RESPONSE_DELAY = int(os.environ.get("EXAMPLE_RESPONSE_DELAY_MS", "0")) / 1000
+HEALTH_STATUS = int(os.environ.get("EXAMPLE_HEALTH_STATUS", "200"))
+EXIT_AFTER_READY = os.environ.get("EXAMPLE_EXIT_AFTER_READY_MS")
 DRAIN_IDLE = 1.0       # close connections idle this long once draining
 KEEPALIVE_IDLE = 10.0  # ... and this long otherwise
 TICK = 0.05            # how often blocked threads look at the drain state
@@ -96,6 +101,10 @@ class Worker:
                 listening = True
                 log(f"listening on fd 3 (generation {GENERATION}, worker {WORKER_ID})")
                 self.send({"type": "listening"})
+                if EXIT_AFTER_READY is not None:
+                    timer = threading.Timer(int(EXIT_AFTER_READY) / 1000, self.start_drain, ("a broken release",))
+                    timer.daemon = True
+                    timer.start()
             for key, _ in sel.select(timeout=TICK):
                 key.data()
         log(f"draining ({self.drain_reason}), {self.conns} connection(s) open")
@@ -104,8 +113,9 @@ class Worker:
         self.listener.close()  # close(), never shutdown(): the socket is shared
         with self.conns_changed:
             self.conns_changed.wait_for(lambda: self.conns == 0)
-        log("drained, exiting")
-        sys.exit(0)
+        code = 1 if self.drain_reason == "a broken release" else 0
+        log(f"drained, exiting {code}")
+        sys.exit(code)
 
     def on_ipc(self):
         try:
@@ -179,10 +189,10 @@ class Worker:
                 buf = buf[length:]
 
                 time.sleep(RESPONSE_DELAY)
-                ctype, body = self.route(target)
+                status, ctype, body = self.route(target)
                 # After the drain began, this is the connection's last answer.
                 close = not keep_alive or self.drain_started is not None
-                out = (f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                out = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                        f"X-Hotswap-Generation: {GENERATION}\r\nX-Hotswap-Worker: {WORKER_ID}\r\n"
                        f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n").encode()
                 conn.settimeout(KEEPALIVE_IDLE)
@@ -205,14 +215,17 @@ class Worker:
         params = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         if url.path == "/broadcast":
             self.send({"type": "broadcast", "data": params.get("data")})
-            return "text/plain", b"ok\n"
+            return "200 OK", "text/plain", b"ok\n"
         if url.path == "/send":
             to = params.get("to", "")
             self.send({"type": "send", "to": int(to) if to.isdigit() else None, "data": params.get("data")})
-            return "text/plain", b"ok\n"
+            return "200 OK", "text/plain", b"ok\n"
         if url.path == "/inbox":
-            return "application/json", json.dumps(self.inbox).encode()
-        return "text/plain", f"generation={GENERATION} worker={WORKER_ID} pid={os.getpid()}\n".encode()
+            return "200 OK", "application/json", json.dumps(self.inbox).encode()
+        if url.path == "/healthz":
+            return f"{HEALTH_STATUS} Health", "text/plain", f"health {HEALTH_STATUS}\n".encode()
+        body = f"generation={GENERATION} worker={WORKER_ID} pid={os.getpid()}\n".encode()
+        return "200 OK", "text/plain", body
 
 
 def parse_head(head):

@@ -12,38 +12,38 @@ pub mod queue;
 use std::time::{Duration, Instant};
 
 use policy::{ExitVerdict, Gone, Member, Order, Reload};
+pub use queue::Ask;
 
 use super::Supervisor;
 use crate::io::build::Build;
 use crate::io::file_watch::BuildClock;
-use crate::types::surge::Surge;
 use crate::types::wire::{LifecycleEvent, ReloadOutcome, ReplyTx};
 use crate::types::{unix_now, Exit, WorkerId, WorkerState};
 
 impl Supervisor {
     /// A reload request from SIGHUP or a watched change (`None`) or a
-    /// control client; `no_build` skips the `--build` command, `surge`
-    /// overrides `--surge` for this reload.
-    pub(super) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool, surge: Option<Surge>) {
+    /// control client; `no_build` skips the `--build` command, `ask` says
+    /// the request's own surge and canary.
+    pub(super) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool, ask: Ask) {
         // Every trigger gets its RELOADING=1, even one that joins a queue:
         // `systemctl reload` waits for it.
         self.systemd.reloading(&format!("reload requested; {}", self.status_line()));
         if self.reload.is_some() {
-            self.queued.push(subscriber, no_build, surge);
+            self.queued.push(subscriber, no_build, ask);
             tracing::info!("reload queued behind the running one");
             return;
         }
-        self.start_reload(subscriber.into_iter().collect(), no_build, surge);
+        self.start_reload(subscriber.into_iter().collect(), no_build, ask);
     }
 
-    fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool, surge: Option<Surge>) {
+    fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool, ask: Ask) {
         let generation = self.newest_generation + 1;
         self.newest_generation = generation;
         let mut ev = LifecycleEvent::new("reload-started");
         ev.generation = Some(generation);
         self.subscribers.emit(ev);
         let settings = self.reload_settings();
-        let mut reload = Reload::new(generation, self.settings.clone(), subscribers, surge);
+        let mut reload = Reload::new(generation, self.settings.clone(), subscribers, ask.surge).with_canary(ask.canary);
         match settings {
             Ok(s) => reload.settings = s,
             Err(e) => {
@@ -142,7 +142,12 @@ impl Supervisor {
         loop {
             let Some(reload) = self.reload.as_mut() else { return };
             order = match order {
-                Order::Wait => return,
+                Order::Wait => return self.send_reload_events(),
+                Order::Watch { worker, window } => {
+                    self.worker_timer(worker, window, crate::types::Timer::Proven(worker));
+                    let pool = self.members();
+                    reload_mut(&mut self.reload).next(&pool)
+                }
                 Order::Done => return self.finish_reload(None),
                 Order::Fail => {
                     let why = reload.failure().unwrap_or("failed").to_string();
@@ -174,6 +179,22 @@ impl Supervisor {
                     }
                 }
             };
+        }
+    }
+
+    /// The canary's events, as the policy made them.
+    fn send_reload_events(&mut self) {
+        for ev in self.reload.as_mut().map(|r| r.take_events()).unwrap_or_default() {
+            self.subscribers.emit(ev);
+        }
+    }
+
+    /// A new worker's window is over: the reload may go on.
+    pub(super) fn reload_on_proven(&mut self, id: WorkerId) {
+        let pool = self.members();
+        if let Some(reload) = self.reload.as_mut() {
+            let order = reload.on_proven(id, &pool);
+            self.obey(order);
         }
     }
 
@@ -218,8 +239,11 @@ impl Supervisor {
     /// Ends the running reload (`failure` says why it failed), then starts
     /// the queued one, if any.
     fn finish_reload(&mut self, failure: Option<String>) {
-        let Some(reload) = self.reload.take() else { return };
+        let Some(mut reload) = self.reload.take() else { return };
         let done = reload.finish(failure);
+        for ev in reload.take_events() {
+            self.subscribers.emit(ev);
+        }
         if let Some(b) = self.build.take() {
             b.kill();
             self.guardian.release(b.pid);
@@ -227,9 +251,14 @@ impl Supervisor {
         }
         for new in &done.abandon {
             // Its slot is still served by the old worker: no replacement.
-            if let Some(w) = self.workers.get_mut(new) {
-                w.retire();
-                w.kill();
+            let Some(w) = self.workers.get_mut(new) else { continue };
+            w.retire();
+            match w.state() {
+                // Proving itself: it serves, so it drains like any worker.
+                WorkerState::Ready => self.shut_down(*new),
+                WorkerState::Starting => w.kill(),
+                // Already told to go (a failed health check drains).
+                WorkerState::Stopping => {}
             }
         }
         if let Some(r) = self.memory.replacing.take() {
@@ -237,7 +266,7 @@ impl Supervisor {
             // one, generation and settings unchanged).
             self.replaced_for_memory(r, done.ok, &done.message);
             if let Some(q) = self.queued.take() {
-                self.start_reload(q.subscribers, q.no_build, q.surge);
+                self.start_reload(q.subscribers, q.no_build, q.ask);
             }
             return;
         }
@@ -269,7 +298,7 @@ impl Supervisor {
             finished_at: unix_now(),
         });
         match self.queued.take() {
-            Some(q) => self.start_reload(q.subscribers, q.no_build, q.surge),
+            Some(q) => self.start_reload(q.subscribers, q.no_build, q.ask),
             None => {
                 // Finished, failed or not: systemd waits for READY=1.
                 self.announced = true;

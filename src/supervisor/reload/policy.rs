@@ -12,6 +12,14 @@
 //! there: every new worker still starting is abandoned (killed), the old
 //! workers not yet replaced keep serving, and those already replaced stay
 //! replaced (their old worker was retired only once the new one was ready).
+//! A new worker is taken for proven only once it has stayed ready for
+//! `--min-ready` (its window): until then the old worker it replaces keeps
+//! serving and no other new worker starts in its place of the surge, so a
+//! release that crashes soon after it says ready fails the reload with no
+//! old worker retired. A canary reload (`hotswap reload --canary DUR`)
+//! starts one new worker beside the whole old generation, watches it for
+//! DUR, and only then goes on (see [`window`]).
+//!
 //! A reload asked for while one runs is queued; further requests join the
 //! queued one (`Queue`).
 //!
@@ -26,11 +34,11 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::options::Settings;
 use crate::types::surge::Surge;
-use crate::types::wire::{Reply, ReplyTx};
+use crate::types::wire::{LifecycleEvent, Reply, ReplyTx};
 use crate::types::{plural, Exit, WorkerId, WorkerState};
 
 /// What the reload needs to know of one worker.
@@ -49,6 +57,10 @@ pub enum Order {
     Start { slot: usize },
     /// Tell this worker to drain and exit, then ask [`Reload::next`].
     Retire(WorkerId),
+    /// Call [`Reload::on_proven`] for this new worker once it has been
+    /// ready for `window` (unless it is gone by then), then ask
+    /// [`Reload::next`].
+    Watch { worker: WorkerId, window: Duration },
     /// Nothing until a worker gets ready or exits.
     Wait,
     /// Every worker is replaced: finish the reload.
@@ -114,7 +126,15 @@ pub struct Reload {
     /// [`Reload::started`] names the new worker.
     spawning: Option<Option<WorkerId>>,
     starting: Vec<Starting>,
+    /// Ready new workers inside their window, old worker still serving.
+    proving: Vec<window::Proving>,
     draining: Vec<Draining>,
+    /// `--min-ready` of the new generation.
+    min_ready: Duration,
+    /// The canary of a canary reload.
+    canary: window::Canary,
+    /// Events for the supervisor to send (the canary's).
+    events: Vec<LifecycleEvent>,
     replaced: u32,
     /// Old workers that had to be killed instead of draining.
     killed: u32,
@@ -143,6 +163,10 @@ impl Reload {
     /// `surge` overrides the settings' `--surge` for this reload.
     pub fn new(generation: u64, settings: Rc<Settings>, subscribers: Vec<ReplyTx>, surge: Option<Surge>) -> Reload {
         Reload {
+            min_ready: settings.min_ready,
+            proving: Vec::new(),
+            canary: window::Canary::None,
+            events: Vec::new(),
             generation,
             settings,
             surge,
@@ -168,6 +192,7 @@ impl Reload {
 
     /// Starts replacing the workers there are now.
     pub fn begin_rolling(&mut self, pool: &[Member]) -> Order {
+        self.min_ready = self.settings.min_ready;
         let target = self.target();
         self.queue = pool.iter().filter(|m| m.state != WorkerState::Stopping).map(|m| m.id).collect();
         let surge = self.surge.unwrap_or(self.settings.surge);
@@ -184,7 +209,18 @@ impl Reload {
             Surge::Percent(_) => format!("surge {surge} of {target}"),
             Surge::Count(_) => format!("surge {surge}"),
         };
-        self.tell(format!("started: replacing {n} {}{change}, {pace} ({surge})", plural(n, "worker")));
+        let window = match self.min_ready {
+            d if d.is_zero() => String::new(),
+            d => format!(", each new worker ready for {} before its old one is retired", window::secs(d)),
+        };
+        self.tell(format!("started: replacing {n} {}{change}, {pace} ({surge}){window}", plural(n, "worker")));
+        if let window::Canary::Asked(d) = self.canary {
+            self.tell(format!(
+                "canary: one new worker serves beside the {n} old {} for {} before any is retired",
+                plural(n, "one"),
+                window::secs(d)
+            ));
+        }
         self.next(pool)
     }
 
@@ -205,7 +241,10 @@ impl Reload {
     /// the old worker they replace drains. (A surplus worker retired without
     /// a replacement takes none: the pool only shrinks by it.)
     fn in_flight(&self) -> usize {
-        self.spawning.iter().count() + self.starting.len() + self.draining.iter().filter(|d| d.new.is_some()).count()
+        self.spawning.iter().count()
+            + self.starting.len()
+            + self.proving.len()
+            + self.draining.iter().filter(|d| d.new.is_some()).count()
     }
 
     /// The next step: replace, retire or add a worker while the surge
@@ -233,7 +272,7 @@ impl Reload {
                 self.draining.push(Draining { new: None, old: old.id, since: Instant::now() });
                 return Order::Retire(old.id);
             }
-            if self.in_flight() >= self.width {
+            if self.in_flight() >= self.width() {
                 return Order::Wait;
             }
             self.queue.pop_front();
@@ -241,14 +280,14 @@ impl Reload {
             return Order::Start { slot: old.slot };
         }
         // The pool grows, or a slot emptied by a crash is filled.
-        if self.in_flight() < self.width {
+        if self.in_flight() < self.width() {
             let taken = |s: usize| pool.iter().any(|m| m.slot == s && m.state != WorkerState::Stopping);
             if let Some(slot) = (0..self.target()).find(|s| !taken(*s)) {
                 self.spawning = Some(None);
                 return Order::Start { slot };
             }
         }
-        if self.starting.is_empty() && self.draining.is_empty() {
+        if self.starting.is_empty() && self.draining.is_empty() && self.proving.is_empty() {
             Order::Done
         } else {
             Order::Wait
@@ -259,6 +298,7 @@ impl Reload {
     pub fn started(&mut self, new: WorkerId) {
         if let Some(old) = self.spawning.take() {
             self.starting.push(Starting { new, old, since: Instant::now() });
+            self.canary_started(new, old);
         }
     }
 
@@ -269,6 +309,9 @@ impl Reload {
     }
 
     fn fail(&mut self, why: String) -> Order {
+        if self.failure.is_none() {
+            self.canary_failed(&why);
+        }
         self.failure.get_or_insert(why);
         Order::Fail
     }
@@ -286,6 +329,15 @@ impl Reload {
         let Starting { new, old, since } = self.starting.swap_remove(i);
         // The old worker may have died meanwhile: then nothing is to drain.
         let old = old.filter(|o| pool.iter().any(|m| m.id == *o && m.state != WorkerState::Stopping));
+        if let Some(order) = self.begin_window(new, old, since, pool) {
+            return order;
+        }
+        self.replace(new, old, since, pool)
+    }
+
+    /// `new` has proven itself: retire the old worker it replaces (or, if
+    /// there is none, go on).
+    fn replace(&mut self, new: WorkerId, old: Option<WorkerId>, since: Instant, pool: &[Member]) -> Order {
         match old {
             Some(old) => {
                 self.draining.push(Draining { new: Some(new), old, since });
@@ -296,6 +348,11 @@ impl Reload {
                 self.next(pool)
             }
         }
+    }
+
+    /// Whether `id` is one of the reload's new workers, not ready yet.
+    pub fn is_starting(&self, id: WorkerId) -> bool {
+        self.starting.iter().any(|s| s.new == id)
     }
 
     /// A new worker missed its ready deadline (and was killed): fatal to the
@@ -315,7 +372,11 @@ impl Reload {
             // Gone already: nothing to abandon.
             self.starting.swap_remove(i);
             let hint = gone.hint.map(|h| format!(": {h}")).unwrap_or_default();
-            return ExitVerdict::Handled(self.fail(format!("new worker {label} {how} before it was ready{hint}")));
+            let who = self.who(id);
+            return ExitVerdict::Handled(self.fail(format!("{who} {label} {how} before it was ready{hint}")));
+        }
+        if let Some(order) = self.exit_in_window(id, gone) {
+            return ExitVerdict::Handled(order);
         }
         if let Some(i) = self.draining.iter().position(|d| d.old == id) {
             let Draining { new, since, .. } = self.draining.swap_remove(i);
@@ -340,6 +401,11 @@ impl Reload {
             s.old = None;
             return ExitVerdict::Handled(self.next(pool));
         }
+        if let Some(p) = self.proving.iter_mut().find(|p| p.old == Some(id)) {
+            // Likewise, with its replacement ready and in its window.
+            p.old = None;
+            return ExitVerdict::Handled(self.next(pool));
+        }
         // An old worker that died while waiting its turn is restarted like
         // any crash (and that restart is queued).
         self.queue.retain(|q| *q != id);
@@ -354,9 +420,15 @@ impl Reload {
 
     /// Ends the reload (`failure` overrides a recorded failure's absence)
     /// and answers every waiting client.
-    pub fn finish(mut self, failure: Option<String>) -> Finished {
+    pub fn finish(&mut self, failure: Option<String>) -> Finished {
         let failure = failure.or(self.failure.take());
-        let abandon = self.starting.iter().map(|s| s.new).collect();
+        if let Some(why) = &failure {
+            self.canary_failed(why);
+        }
+        // New workers in their window whose old worker still serves go too:
+        // a failed reload leaves those slots as they were.
+        let proving = self.proving.iter().filter(|p| p.old.is_some()).map(|p| p.new);
+        let abandon = self.starting.iter().map(|s| s.new).chain(proving).collect();
         // Old workers still draining count as replaced: their new workers
         // serve, whatever happens to the rest of the reload.
         let n = self.replaced as usize + self.draining.len();
@@ -367,9 +439,15 @@ impl Reload {
             String::new()
         };
         let (ok, message) = match failure {
-            None => {
-                (true, format!("generation {} serves ({n} {} replaced{killed})", self.generation, plural(n, "worker")))
-            }
+            None => (
+                true,
+                format!(
+                    "generation {} serves ({}{n} {} replaced{killed})",
+                    self.generation,
+                    self.canary.verdict(),
+                    plural(n, "worker")
+                ),
+            ),
             Some(why) => {
                 let stopped = match self.starting.len() {
                     0 | 1 => String::new(),
@@ -403,3 +481,4 @@ impl Reload {
 
 #[cfg(test)]
 mod tests;
+pub mod window;

@@ -21,7 +21,7 @@
 //! listener not otherwise seen, and has other sockets.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Which of `listeners` (fd, inode: sockets the process holds) have a
 /// connection among `others` (its other socket fds, with their inodes)
@@ -57,6 +57,44 @@ pub(super) fn accepted_from(
         }
     }
     Ok(found)
+}
+
+/// Whether process `pid` holds, among `others` (its socket fds), the
+/// accepted end of the caller's connection `client`: how a health check
+/// knows which worker took the connection it made. TCP: the accepted
+/// socket's peer is `client`'s local address. Unix: an unnamed client has
+/// no address to match, so the accepted end is the one whose local path is
+/// the listener's and whose peer is the caller's own process.
+pub(super) fn holds_peer_of(pid: i32, others: &[(RawFd, u64)], client: BorrowedFd<'_>) -> io::Result<bool> {
+    let me = socket2::SockRef::from(&client);
+    let mine = me.local_addr()?.as_socket();
+    let listener = match mine {
+        Some(_) => None,
+        None => Some(me.peer_addr()?.as_pathname().map(|p| p.to_path_buf())),
+    };
+    let process = pidfd_open(pid)?;
+    let own = std::process::id() as i32;
+    // The newest connection is likely the last fd.
+    for &(fd, _) in others.iter().rev() {
+        let Ok(c) = copy_fd(&process, fd) else { continue }; // closed meanwhile
+        let s = socket2::SockRef::from(&c);
+        let found = match &listener {
+            None => s.peer_addr().ok().and_then(|a| a.as_socket()) == mine,
+            Some(path) => {
+                let local = s.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf()));
+                local.is_some() && local == *path && peer_pid(&c) == Some(own)
+            }
+        };
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The pid of a Unix socket's peer (`SO_PEERCRED`).
+fn peer_pid(socket: &OwnedFd) -> Option<i32> {
+    nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials).ok().map(|c| c.pid())
 }
 
 /// A socket's local address, as text (IP and port, or a Unix path; None
@@ -118,5 +156,32 @@ mod tests {
         let (conn, _) = l.accept().unwrap();
         let a = (conn.as_raw_fd(), inode(conn.as_fd()));
         assert_eq!(accepted_from(me, &listener, &[c, a]).unwrap(), vec![(listener[0].1, a.1)]);
+    }
+
+    /// The health check's question: did this process accept *my* connection?
+    #[test]
+    fn the_accepted_end_of_a_connection_is_found_by_its_client() {
+        let inode = |f: std::os::fd::BorrowedFd<'_>| super::super::socket_inode(f).unwrap();
+        let me = std::process::id() as i32;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let other = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        let held = [(conn.as_raw_fd(), inode(conn.as_fd()))];
+        match holds_peer_of(me, &held, client.as_fd()) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return, // kernel before 5.6
+            r => assert!(r.unwrap(), "the first connection was accepted"),
+        }
+        assert!(!holds_peer_of(me, &held, other.as_fd()).unwrap(), "the second is still queued");
+        let dir = std::env::temp_dir().join(format!("hotswap-peer-{me}"));
+        let _ = std::fs::create_dir(&dir);
+        let path = dir.join("s");
+        let _ = std::fs::remove_file(&path);
+        let ul = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let uc = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert!(!holds_peer_of(me, &[], uc.as_fd()).unwrap());
+        let (ua, _) = ul.accept().unwrap();
+        assert!(holds_peer_of(me, &[(ua.as_raw_fd(), inode(ua.as_fd()))], uc.as_fd()).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -216,6 +216,31 @@ pub fn accepting(pgid: i32, inodes: &[u64]) -> io::Result<Report> {
     Ok(report)
 }
 
+/// Whether a process of group `pgid` has accepted the caller's connection
+/// `client` (a TCP or Unix stream socket connected to a listener the group
+/// shares): how a health check sent to one worker through a shared
+/// listener knows which worker it reached. Needs `pidfd_getfd` (Linux 5.6;
+/// `ENOSYS` before).
+pub fn accepted_by(pgid: i32, client: BorrowedFd<'_>) -> io::Result<bool> {
+    if pgid <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid process group {pgid}")));
+    }
+    for pid in group::group_members(pgid)? {
+        let fds = match read_fds(pid, &[]) {
+            Ok(fds) => fds,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        match accepted::holds_peer_of(pid, &fds.others, client) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(e) => return Err(context(e, format_args!("the sockets of pid {pid}"))),
+        }
+    }
+    Ok(false)
+}
+
 /// What one process's fd table says about the sockets asked about.
 #[derive(Default)]
 struct Fds {

@@ -2,6 +2,7 @@
 //! hand, and [`run`], which plays the supervisor.
 
 use super::*;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A pool the tests change by hand, as the supervisor would.
@@ -12,13 +13,16 @@ struct Pool {
     peak: usize,
     /// The fewest ready workers seen by [`run`] (`usize::MAX` before it ran).
     low: usize,
+    /// Workers whose window was asked for ([`Order::Watch`]) and has not
+    /// passed yet.
+    watched: Vec<WorkerId>,
 }
 
 impl Pool {
     /// `n` ready workers w1..wn in slots 0..n.
     fn ready(n: usize) -> Pool {
         let members = (0..n).map(|i| Member { id: i as WorkerId + 1, slot: i, state: WorkerState::Ready }).collect();
-        Pool { members, next_id: n as WorkerId + 1, peak: n, low: usize::MAX }
+        Pool { members, next_id: n as WorkerId + 1, peak: n, low: usize::MAX, watched: Vec::new() }
     }
     fn start(&mut self, slot: usize) -> WorkerId {
         let id = self.next_id;
@@ -51,9 +55,15 @@ fn gone(label: &str, how: Exit) -> Gone<'_> {
     Gone { label, how, killed: false, hint: None }
 }
 
+/// Settings without a `--min-ready` window: the tests of windows set one.
 fn settings(workers: u32) -> Rc<Settings> {
+    windowed(workers, Duration::ZERO)
+}
+
+fn windowed(workers: u32, min_ready: Duration) -> Rc<Settings> {
     let mut s = Settings::for_tests();
     s.workers = workers;
+    s.min_ready = min_ready;
     Rc::new(s)
 }
 
@@ -85,6 +95,10 @@ fn obey(r: &mut Reload, pool: &mut Pool, mut order: Order) -> Order {
             }
             Order::Retire(old) => {
                 pool.set(old, WorkerState::Stopping);
+                r.next(&pool.members)
+            }
+            Order::Watch { worker, .. } => {
+                pool.watched.push(worker);
                 r.next(&pool.members)
             }
             Order::Wait | Order::Done | Order::Fail => return order,
@@ -127,7 +141,16 @@ fn run(r: &mut Reload, pool: &mut Pool, mut order: Order, min: usize) -> Order {
                 pool.set(old, WorkerState::Stopping);
                 r.next(&pool.members)
             }
+            Order::Watch { worker, .. } => {
+                pool.watched.push(worker);
+                r.next(&pool.members)
+            }
             Order::Wait => match pool.members.iter().find(|m| m.state != WorkerState::Ready).copied() {
+                // Nothing else to happen: a window passes.
+                None if !pool.watched.is_empty() => {
+                    let id = pool.watched.remove(0);
+                    r.on_proven(id, &pool.members)
+                }
                 None => return Order::Wait,
                 Some(m) if m.state == WorkerState::Starting => {
                     pool.set(m.id, WorkerState::Ready);
@@ -571,4 +594,235 @@ fn a_replacement_replaces_only_its_worker_in_its_slot() {
     assert_eq!(ids, vec![1, 3, 4], "w2 replaced by w4, the others untouched");
     assert_eq!(pool.members[2].slot, 1);
     assert!(r.finish(None).message.contains("1 worker replaced"));
+}
+
+// ------------------------------------------------------ min-ready window ----
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn with_window(workers: u32, min_ready: Duration, surge: Option<Surge>) -> (Reload, mpsc::UnboundedReceiver<Reply>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Reload::new(2, windowed(workers, min_ready), vec![tx], surge), rx)
+}
+
+/// Starts the first replacement and makes it ready: (new id, the order).
+fn first_ready(r: &mut Reload, pool: &mut Pool) -> (WorkerId, Order) {
+    let first = r.begin_rolling(&pool.members);
+    assert_eq!(obey(r, pool, first), Order::Wait);
+    let new = pool.starting()[0];
+    pool.set(new, WorkerState::Ready);
+    (new, r.on_ready(new, &pool.members))
+}
+
+#[test]
+fn a_new_worker_stays_ready_for_its_window_before_its_old_worker_is_retired() {
+    let mut pool = Pool::ready(2);
+    let (mut r, _rx) = with_window(2, 2 * SECOND, None);
+    let (new, order) = first_ready(&mut r, &mut pool);
+    assert_eq!(order, Order::Watch { worker: new, window: 2 * SECOND }, "its window, not a retirement");
+    assert_eq!(obey(&mut r, &mut pool, order), Order::Wait, "nothing else starts meanwhile (surge 1)");
+    assert!(pool.members.iter().all(|m| m.state == WorkerState::Ready), "no old worker told to go: {:?}", pool.members);
+    assert_eq!(pool.members.len(), 3);
+    assert_eq!(r.on_proven(new, &pool.members), Order::Retire(1), "proven: its old worker goes");
+    assert_eq!(r.on_proven(new, &pool.members), Order::Wait, "a window ends once");
+}
+
+#[test]
+fn a_windowed_roll_replaces_every_worker_and_keeps_capacity() {
+    for surge in [1, 2, 4] {
+        let mut pool = Pool::ready(4);
+        let (mut r, _rx) = with_window(4, SECOND, Some(Surge::Count(surge)));
+        let order = r.begin_rolling(&pool.members);
+        assert_eq!(run(&mut r, &mut pool, order, 4), Order::Done, "surge {surge}");
+        all_new(&pool, 4, 5);
+        assert!(pool.peak <= 4 + surge as usize, "surge {surge}: peak {}", pool.peak);
+        assert!(r.finish(None).ok);
+    }
+}
+
+#[test]
+fn a_new_worker_that_exits_in_its_window_fails_the_reload_and_no_old_worker_is_retired() {
+    let mut pool = Pool::ready(3);
+    let (mut r, mut rx) = with_window(3, 2 * SECOND, None);
+    let (new, order) = first_ready(&mut r, &mut pool);
+    assert_eq!(obey(&mut r, &mut pool, order), Order::Wait);
+    pool.remove(new);
+    let verdict = r.on_exit(new, &gone("[w4 g2 100]", Exit::Code(1)), &pool.members);
+    assert_eq!(verdict, ExitVerdict::Handled(Order::Fail), "an exit in the window is the reload's, not a crash");
+    let why = r.failure().unwrap().to_string();
+    assert!(
+        why.contains("new worker [w4 g2 100] exited with code 1") && why.contains("within --min-ready 2s"),
+        "{why}"
+    );
+    let done = r.finish(None);
+    assert!(!done.ok && done.message.contains("failed after replacing 0 workers"), "{}", done.message);
+    assert!(done.abandon.is_empty(), "it is gone already");
+    assert_eq!(pool.serving(), 3, "every old worker serves on: {:?}", pool.members);
+    assert!(matches!(replies(&mut rx).last(), Some(Reply::Error { .. })));
+}
+
+#[test]
+fn a_later_new_worker_that_exits_in_its_window_stops_the_roll_there() {
+    let mut pool = Pool::ready(3);
+    let (mut r, _rx) = with_window(3, SECOND, None);
+    let (a, order) = first_ready(&mut r, &mut pool);
+    obey(&mut r, &mut pool, order);
+    let order = r.on_proven(a, &pool.members);
+    assert_eq!(obey(&mut r, &mut pool, order), Order::Wait);
+    assert_eq!(exit(&mut r, &mut pool, 1), Order::Wait, "w1 drained; the next replacement starts");
+    let b = pool.starting()[0];
+    assert_eq!(ready(&mut r, &mut pool, b), Order::Wait, "in its window");
+    pool.remove(b);
+    assert_eq!(
+        r.on_exit(b, &gone("w5", Exit::Signal(nix::sys::signal::Signal::SIGKILL)), &pool.members),
+        ExitVerdict::Handled(Order::Fail)
+    );
+    let done = r.finish(None);
+    assert!(done.message.contains("failed after replacing 1 worker:"), "{}", done.message);
+    assert!(pool.has(2) && pool.has(3) && pool.state(2) == WorkerState::Ready, "{:?}", pool.members);
+}
+
+#[test]
+fn a_new_worker_no_longer_ready_when_its_window_ends_fails_the_reload() {
+    let mut pool = Pool::ready(2);
+    let (mut r, _rx) = with_window(2, SECOND, None);
+    let (new, order) = first_ready(&mut r, &mut pool);
+    obey(&mut r, &mut pool, order);
+    pool.set(new, WorkerState::Stopping); // killed, not reaped yet
+    assert_eq!(r.on_proven(new, &pool.members), Order::Fail);
+    assert!(r.failure().unwrap().contains("stopped being ready"), "{:?}", r.failure());
+    assert_eq!(pool.state(1), WorkerState::Ready);
+}
+
+#[test]
+fn a_failed_reload_abandons_new_workers_in_their_window_whose_old_worker_serves() {
+    let mut pool = Pool::ready(2);
+    let (mut r, _rx) = with_window(2, SECOND, Some(Surge::Count(2)));
+    let first = r.begin_rolling(&pool.members);
+    assert_eq!(obey(&mut r, &mut pool, first), Order::Wait);
+    let [a, b] = pool.starting()[..] else { panic!("two start at once: {:?}", pool.members) };
+    assert!(matches!(ready(&mut r, &mut pool, a), Order::Wait));
+    assert_eq!(r.on_not_ready(b, "w4 was not ready within 1s".into()), Order::Fail);
+    let done = r.finish(None);
+    let mut abandoned = done.abandon.clone();
+    abandoned.sort();
+    assert_eq!(abandoned, vec![a, b], "the slots stay as they were");
+    assert!(done.message.contains("failed after replacing 0 workers"), "{}", done.message);
+}
+
+#[test]
+fn an_old_worker_that_dies_during_its_replacements_window_is_not_retired_twice() {
+    let mut pool = Pool::ready(2);
+    let (mut r, _rx) = with_window(2, SECOND, None);
+    let (new, order) = first_ready(&mut r, &mut pool);
+    obey(&mut r, &mut pool, order);
+    pool.remove(1);
+    assert_eq!(r.on_exit(1, &gone("w1", Exit::Code(137)), &pool.members), ExitVerdict::Handled(Order::Wait));
+    assert_eq!(r.on_proven(new, &pool.members), Order::Start { slot: 1 }, "nothing to retire; the roll goes on");
+    let done = r.finish(None);
+    assert!(done.abandon.is_empty(), "the new worker is its slot's only one: {:?}", done.abandon);
+}
+
+// ----------------------------------------------------------------- canary ----
+
+fn canary(workers: u32, trial: Duration, surge: Option<Surge>) -> (Reload, mpsc::UnboundedReceiver<Reply>) {
+    let (r, rx) = with_window(workers, Duration::ZERO, surge);
+    (r.with_canary(Some(trial)), rx)
+}
+
+fn event_names(r: &mut Reload) -> Vec<String> {
+    r.take_events().into_iter().map(|e| e.event).collect()
+}
+
+#[test]
+fn a_canary_serves_beside_the_whole_old_generation_then_the_roll_goes_on() {
+    let mut pool = Pool::ready(4);
+    let (mut r, mut rx) = canary(4, 3 * SECOND, Some(Surge::Percent(100)));
+    let first = r.begin_rolling(&pool.members);
+    assert_eq!(first, Order::Start { slot: 0 });
+    assert_eq!(obey(&mut r, &mut pool, first), Order::Wait, "one canary, whatever the surge");
+    let c = pool.starting()[0];
+    assert_eq!(pool.members.len(), 5, "capacity + 1");
+    assert_eq!(event_names(&mut r), ["canary-started"]);
+    pool.set(c, WorkerState::Ready);
+    assert_eq!(r.on_ready(c, &pool.members), Order::Watch { worker: c, window: 3 * SECOND });
+    assert_eq!(r.next(&pool.members), Order::Wait, "nothing more during the trial");
+    assert_eq!(event_names(&mut r), ["canary-ready"]);
+    assert!(pool.members.iter().all(|m| m.state == WorkerState::Ready), "no old worker retired");
+    // The verdict: it passed, and the rest go at the surge asked for.
+    let order = r.on_proven(c, &pool.members);
+    assert_eq!(order, Order::Retire(1));
+    assert_eq!(event_names(&mut r), ["canary-passed"]);
+    assert_eq!(obey(&mut r, &mut pool, order), Order::Wait);
+    assert_eq!(pool.starting().len(), 3, "the other three start at once: {:?}", pool.members);
+    assert_eq!(run(&mut r, &mut pool, Order::Wait, 4), Order::Done);
+    all_new(&pool, 4, 5);
+    let done = r.finish(None);
+    assert!(done.ok && done.message.contains("canary w5 passed 3s; 4 workers replaced"), "{}", done.message);
+    let lines: Vec<String> = replies(&mut rx)
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Progress { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("canary w5 is ready") && l.contains("beside 4 old workers")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("canary w5 passed")), "{lines:?}");
+}
+
+#[test]
+fn a_canary_that_exits_on_trial_fails_the_reload_and_leaves_the_old_generation_as_it_was() {
+    let mut pool = Pool::ready(3);
+    let (mut r, mut rx) = canary(3, 3 * SECOND, None);
+    let first = r.begin_rolling(&pool.members);
+    obey(&mut r, &mut pool, first);
+    let c = pool.starting()[0];
+    assert!(matches!(ready(&mut r, &mut pool, c), Order::Wait));
+    pool.remove(c);
+    assert_eq!(r.on_exit(c, &gone("[w4 g2 100]", Exit::Code(1)), &pool.members), ExitVerdict::Handled(Order::Fail));
+    assert_eq!(event_names(&mut r), ["canary-started", "canary-ready", "canary-failed"]);
+    let done = r.finish(None);
+    assert!(!done.ok);
+    assert!(done.message.contains("canary [w4 g2 100] exited with code 1"), "{}", done.message);
+    assert!(done.message.contains("within --canary 3s"), "{}", done.message);
+    assert!(r.take_events().is_empty(), "one verdict");
+    assert_eq!(
+        pool.members.iter().map(|m| (m.id, m.state)).collect::<Vec<_>>(),
+        Pool::ready(3).members.iter().map(|m| (m.id, m.state)).collect::<Vec<_>>()
+    );
+    let progress: Vec<Reply> = replies(&mut rx);
+    assert!(progress.iter().any(|p| matches!(p, Reply::Progress { message } if message.starts_with("canary failed"))));
+}
+
+#[test]
+fn a_canary_that_never_gets_ready_fails_as_the_canary() {
+    let mut pool = Pool::ready(2);
+    let (mut r, _rx) = canary(2, SECOND, None);
+    let first = r.begin_rolling(&pool.members);
+    obey(&mut r, &mut pool, first);
+    let c = pool.starting()[0];
+    assert_eq!(r.on_not_ready(c, format!("w{c} was not ready within 1s")), Order::Fail);
+    assert_eq!(event_names(&mut r), ["canary-started", "canary-failed"]);
+    let done = r.finish(None);
+    assert_eq!(done.abandon, vec![c]);
+}
+
+#[test]
+fn a_canary_is_on_trial_for_the_longer_of_its_time_and_min_ready() {
+    let mut pool = Pool::ready(2);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut r = Reload::new(2, windowed(2, 5 * SECOND), vec![tx], None).with_canary(Some(SECOND));
+    let (c, order) = first_ready(&mut r, &mut pool);
+    assert_eq!(order, Order::Watch { worker: c, window: 5 * SECOND });
+}
+
+#[test]
+fn a_canary_reload_that_fails_in_its_build_has_no_canary_verdict_but_says_so() {
+    let (mut r, _rx) = canary(2, SECOND, None);
+    let done = r.finish(Some("build `make` exited with code 2".into()));
+    assert!(!done.ok);
+    let events = r.take_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event, "canary-failed");
+    assert_eq!(events[0].worker, None, "no canary was started");
 }
