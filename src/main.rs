@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
+        Command::Check(flags) => return hotswap::check::run(&flags),
         Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
         Command::UpgradeCheck => return handover::check_main(check_argv),
         Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build, r.surge),

@@ -194,8 +194,11 @@ impl Options {
         Options::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }
 
+    /// Parses a config file's text; an error is one line that names the
+    /// line, the column and the line's text (`line 2, column 1 (wrokers =
+    /// 3): unknown field ...`).
     pub fn from_toml(text: &str) -> Result<Options, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        toml::from_str(text).map_err(|e| parse::one_line_error(text, e.span(), e.message()))
     }
 
     /// `self` (the flags) laid over `file`: every option given as a flag
@@ -511,6 +514,7 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_key_and_line() {
         let err = Options::from_toml("workers = 2\nwrokers = 3\n").unwrap_err();
         assert!(err.contains("wrokers") && err.contains("line 2"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
         let err = Options::from_toml("workers = \"two\"\n").unwrap_err();
         assert!(err.contains("workers") && err.contains("line 1"), "{err}");
         let err = Options::from_toml("workers = 1\nready-timeout = \"soon\"\n").unwrap_err();
