@@ -13,6 +13,7 @@
 //! restart. Listeners and the control socket are bound once: changing them
 //! in the file is reported as needing a restart.
 
+mod log;
 mod parse;
 mod ready;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
+pub use log::LogFormat;
 pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
 pub use ready::ReadyMode;
 
@@ -178,6 +180,21 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub balance: Option<Balance>,
 
+    /// How the primary writes its log and its workers' lines: `text`,
+    /// `json` (one object per line: time, level, message, worker, pid,
+    /// generation, stream), `journald` (syslog `<N>` priorities, so
+    /// `journalctl -p err` finds errors) [default: journald when stderr is
+    /// the journal (`JOURNAL_STREAM`), else text]. Fixed at start.
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+
+    /// Start each worker line with the time, in the text format (json has
+    /// it always, the journal keeps its own).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timestamps: bool,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -261,6 +278,12 @@ pub struct Settings {
     /// `--balance`: how connections reach the workers.
     #[serde(default)]
     pub balance: Balance,
+    /// `--log-format`, resolved (`journald` detected).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `--timestamps` on worker lines.
+    #[serde(default)]
+    pub timestamps: bool,
 }
 
 /// `--metrics`: a TCP address; `:PORT` means every address.
@@ -393,6 +416,8 @@ impl Settings {
             metrics: o.metrics,
             python: o.python.unwrap_or_default(),
             balance,
+            log_format: o.log_format.unwrap_or_else(LogFormat::detect),
+            timestamps: o.timestamps,
         })
     }
 
@@ -416,6 +441,9 @@ impl Settings {
         }
         if self.balance != new.balance {
             v.push("balance");
+        }
+        if self.log_format != new.log_format || self.timestamps != new.timestamps {
+            v.push("log-format");
         }
         if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
         {
