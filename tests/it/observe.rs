@@ -267,6 +267,23 @@ fn metrics_count_reloads_crashes_and_upgrades_and_pass_promtool() {
         let series = format!("hotswap_worker_memory_bytes{{slot=\"{}\",worker=\"{}\"}}", w["slot"], w["id"]);
         assert!(sample(&m, &series) > 1e5, "{series}");
     }
+    // The primary's own figures, as client libraries name them.
+    assert!(sample(&m, "process_resident_memory_bytes") > 1e5);
+    assert!(sample(&m, "process_open_fds") >= 3.0);
+    assert!(sample(&m, "process_max_fds") >= sample(&m, "process_open_fds"));
+    assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    let started = sample(&m, "process_start_time_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - started).abs() < 600.0, "started {started}, now {now}");
+    assert!(!m.contains("hotswap_last_reload_success"), "no reload yet, no last reload");
+    // Per-slot series, whose names a reload does not change.
+    assert_eq!(sample(&m, "hotswap_slot_ready{slot=\"1\"}"), 1.0);
+    assert!(sample(&m, "hotswap_slot_memory_bytes{slot=\"0\"}") > 1e5);
+    let slot_series = |m: &str| -> Vec<String> {
+        m.lines().filter(|l| l.starts_with("hotswap_slot_")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
+    };
+    let before = slot_series(&m);
+    assert_eq!(before.len(), 8, "4 families, 2 slots: {before:?}");
 
     // Two reloads under load, scraped while they run.
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
@@ -290,9 +307,17 @@ fn metrics_count_reloads_crashes_and_upgrades_and_pass_promtool() {
     }
     load.wait_for_requests(50);
     assert_no_failures(&load.finish(), "load across reloads with scrapes");
+    let m = scrape(&addr);
+    assert_eq!(slot_series(&m), before, "the same per-slot series after two reloads");
+    assert_eq!(sample(&m, "hotswap_last_reload_success"), 1.0);
+    let first = sample(&m, "hotswap_last_reload_timestamp_seconds");
+    assert!((now - first).abs() < 600.0, "{first}");
     // A failed reload (its build fails).
     std::fs::write(&fail, "").unwrap();
     assert!(!p.ctl(&["reload"]).status.success());
+    let m = scrape(&addr);
+    assert_eq!(sample(&m, "hotswap_last_reload_success"), 0.0);
+    assert!(sample(&m, "hotswap_last_reload_timestamp_seconds") >= first);
     // A crash.
     let victim = p.worker_pids()[0];
     unsafe { libc::kill(victim, libc::SIGKILL) };
@@ -322,6 +347,8 @@ fn metrics_count_reloads_crashes_and_upgrades_and_pass_promtool() {
     let m = scrape(&addr);
     promtool_check(&m);
     check(&m, 1.0);
+    assert_eq!(sample(&m, "process_start_time_seconds"), started, "the same process after a self-upgrade");
+    assert_eq!(sample(&m, "hotswap_last_reload_success"), 0.0, "carried over the upgrade");
     assert_eq!(p.status()["metrics"], addr.as_str());
 }
 
