@@ -388,3 +388,80 @@ fn metrics_refuse_bad_requests_and_a_silent_scraper_delays_nothing() {
         http(&addr, "GET /metrics HTTP/1.1\r\n\r\n").0 == 200
     });
 }
+
+/// `promtool ARGS` in `dir`; false when promtool is missing (not under CI).
+fn promtool(dir: &std::path::Path, args: &[&str]) -> bool {
+    match Command::new("promtool").args(args).current_dir(dir).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(e) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "promtool is missing under CI: {e}");
+            eprintln!("SKIPPED promtool {args:?}: promtool not found ({e}); install the Debian package prometheus");
+            false
+        }
+    }
+}
+
+/// Every `hotswap_*` and `process_*` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    for prefix in ["hotswap_", "process_"] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(prefix).map(|i| i + from) {
+            let end = bytes[i..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                .map_or(text.len(), |n| i + n);
+            let starts_a_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if starts_a_word {
+                out.insert(text[i..end].to_string());
+            }
+            from = end;
+        }
+    }
+    out
+}
+
+/// The alert rules and the Grafana dashboard in contrib/ pass promtool and
+/// name only metrics a real primary exports.
+#[test]
+fn the_shipped_alert_rules_and_dashboard_name_only_exported_metrics() {
+    let rules_dir = root().join("contrib/prometheus");
+    promtool(&rules_dir, &["check", "rules", "hotswap-rules.yml"]);
+    promtool(&rules_dir, &["test", "rules", "hotswap-rules.test.yml"]);
+    let rules = std::fs::read_to_string(rules_dir.join("hotswap-rules.yml")).unwrap();
+    let dashboard_text = std::fs::read_to_string(root().join("contrib/grafana/hotswap-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).expect("the dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 10), "panels");
+    let mut named = metric_names(&rules);
+    named.extend(metric_names(&dashboard_text));
+    assert!(named.len() >= 15, "the scan sees the names: {named:?}");
+
+    // What a primary exports, every conditional family included: with
+    // --max-memory, after a reload.
+    let p = Primary::builder(rust_worker()).arg("--metrics").arg("127.0.0.1:0").arg("--max-memory").arg("1G").start();
+    p.reload();
+    let addr = p.status()["metrics"].as_str().unwrap().to_string();
+    let mut exported = std::collections::BTreeSet::new();
+    for l in scrape(&addr).lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            exported.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let unknown: Vec<_> = named.difference(&exported).collect();
+    assert!(unknown.is_empty(), "named in contrib/ but not exported: {unknown:?} (exported: {exported:?})");
+}
