@@ -61,7 +61,7 @@ fn now() -> String {
 pub fn error_line(why: &str) -> String {
     match style().format {
         LogFormat::Text => format!("hotswap: {why}"),
-        LogFormat::Journald => format!("<3>hotswap: {why}"),
+        LogFormat::Journald => format!("<3>hotswap: {}", why.replace('\n', "\n<3>")),
         LogFormat::Json => serde_json::json!({
             "time": now(), "level": "error", "source": "hotswap", "message": why,
         })
@@ -206,9 +206,16 @@ where
             LogFormat::Journald => {
                 let mut fields = Fields::default();
                 event.record(&mut fields);
-                write!(writer, "<{}>{}", priority_of(level), fields.message)?;
+                let priority = priority_of(level);
+                // Each line of a message that spans several gets the
+                // priority: journald reads it per line.
+                let mut lines = fields.message.split('\n');
+                write!(writer, "<{priority}>{}", lines.next().unwrap_or(""))?;
                 for (k, v) in &fields.rest {
                     write!(writer, " {k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))?;
+                }
+                for more in lines {
+                    write!(writer, "\n<{priority}>{more}")?;
                 }
                 writeln!(writer)
             }
