@@ -42,6 +42,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the primary in the foreground, supervising COMMAND as N workers.
     Run(Options),
+    /// Check a configuration as `hotswap run` would start it, and start
+    /// nothing (as `nginx -t`): the config file parses and every key is
+    /// known, every value and flag is valid, the addresses parse, the
+    /// command is found on PATH and executable. Takes the same flags as
+    /// `run`.
+    ///
+    /// Exit status: 0 with a short summary; 2 for a bad flag or config
+    /// value, printed on one line with the key and the line of the file; 1
+    /// for a command that cannot run. It binds nothing, so it can check a
+    /// new config beside the primary that runs the old one.
+    Check(Options),
     /// Start a rolling reload and wait until the new generation serves.
     Reload(ReloadArgs),
     /// Show listeners, generation and workers of a running primary, with each

@@ -34,11 +34,13 @@
 //!   subreaper), stop, status (with what workers use), the `--max-memory`
 //!   check, event subscribers, self-upgrade.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk
-//!   to a running primary.
+//!   to a running primary; [`check`]: `hotswap check`, a configuration
+//!   validated as `run` would start it.
 //!
 //! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
 //! hotswap promises.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod handover;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use hotswap::cli::{Cli, Command};
+use hotswap::io::log_format::set_style;
 use hotswap::io::output::{LogSink, Output};
 use hotswap::options::{control_path, Options, Settings};
 use hotswap::supervisor::{self, Origin};
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
+        Command::Check(flags) => return hotswap::check::run(&flags),
         Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
         Command::UpgradeCheck => return handover::check_main(check_argv),
         Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build, r.surge, r.canary),
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             Output::flush_if_running(EXIT_FLUSH);
-            eprintln!("hotswap: {e:#}");
+            eprintln!("{}", hotswap::io::log_format::error_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -93,6 +95,7 @@ fn init_logging() {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(LogSink)
+        .event_format(hotswap::io::log_format::PrimaryFormat::default())
         .init();
 }
 
@@ -109,6 +112,7 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
             // What the primary was first started as, not this image's own
             // path (after a rollback, that of a file replaced on disk).
             let origin = Origin { exe: t.state.exe.clone(), argv: t.state.argv.clone() };
+            set_style(t.state.settings.log_format, t.state.settings.timestamps);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return Err(t.handback.rollback(&format!("starting the runtime: {e}"))),
@@ -138,6 +142,7 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    set_style(settings.log_format, settings.timestamps);
     let env = supervisor::base_env();
     // (With --build, the build may be what creates the program.)
     if settings.build.is_none() {
@@ -190,7 +195,7 @@ fn finish(code: i32, why: String) -> ExitCode {
     }
     Output::flush_if_running(EXIT_FLUSH);
     if code != 0 {
-        eprintln!("hotswap: {why}");
+        eprintln!("{}", hotswap::io::log_format::error_line(&why));
     }
     ExitCode::from(code as u8)
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 
+use super::log_format::LineLabel;
 use super::output::{Output, Stream};
 
 #[derive(Debug)]
@@ -45,10 +46,10 @@ impl Build {
         let mut child = cmd.spawn().with_context(|| format!("starting the build `{command}`"))?;
         let pid = Pid::from_raw(child.id() as i32);
         if let Some(out) = child.stdout.take() {
-            output.forward(OwnedFd::from(out), Stream::Stdout, "[build] ".into(), &[]);
+            output.forward(OwnedFd::from(out), Stream::Stdout, LineLabel::Build, &[]);
         }
         if let Some(err) = child.stderr.take() {
-            output.forward(OwnedFd::from(err), Stream::Stderr, "[build] ".into(), &[]);
+            output.forward(OwnedFd::from(err), Stream::Stderr, LineLabel::Build, &[]);
         }
         // The supervisor reaps it by pid; the handle is not needed.
         drop(child);

@@ -227,6 +227,22 @@ pub fn render(s: &Snapshot) -> String {
     }
     family(&mut o, "hotswap_reload_in_progress", "gauge", "1 while a rolling reload runs.");
     let _ = writeln!(o, "hotswap_reload_in_progress {}", u8::from(st.reloading));
+    if let Some(last) = &st.last_reload {
+        family(
+            &mut o,
+            "hotswap_last_reload_success",
+            "gauge",
+            "1 if the last rolling reload succeeded, 0 if it failed.",
+        );
+        let _ = writeln!(o, "hotswap_last_reload_success {}", u8::from(last.ok));
+        family(
+            &mut o,
+            "hotswap_last_reload_timestamp_seconds",
+            "gauge",
+            "When the last rolling reload ended (Unix time).",
+        );
+        let _ = writeln!(o, "hotswap_last_reload_timestamp_seconds {}", last.finished_at);
+    }
     family(&mut o, "hotswap_reloads_total", "counter", "Rolling reloads by outcome.");
     let _ = writeln!(o, "hotswap_reloads_total{{result=\"ok\"}} {}", c.reloads_ok);
     let _ = writeln!(o, "hotswap_reloads_total{{result=\"failed\"}} {}", c.reloads_failed);
@@ -274,7 +290,72 @@ pub fn render(s: &Snapshot) -> String {
     for w in &st.workers {
         let _ = writeln!(o, "hotswap_worker_processes{{slot=\"{}\",worker=\"{}\"}} {}", w.slot, w.id, w.processes);
     }
+    slots(&mut o, s);
+    if let Some(p) = &s.primary {
+        process(&mut o, p);
+    }
     o
+}
+
+/// Per-slot series: the same names and labels across reloads (a slot's
+/// worker changes, the slot does not), for dashboards and alerts. A slot
+/// is summed over its workers (two during a reload: old and new).
+fn slots(o: &mut String, s: &Snapshot) {
+    let st = &s.status;
+    let n = st.workers.iter().map(|w| w.slot + 1).max().unwrap_or(0).max(st.target_workers as usize);
+    let sum = |slot: usize, f: &dyn Fn(&crate::types::wire::WorkerStatus) -> f64| -> f64 {
+        st.workers.iter().filter(|w| w.slot == slot).map(f).sum()
+    };
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(o, "hotswap_slot_ready", "gauge", "1 while a ready worker serves the slot.");
+    for slot in 0..n {
+        let ready = st.workers.iter().any(|w| w.slot == slot && w.state == WorkerState::Ready);
+        let _ = writeln!(o, "hotswap_slot_ready{{slot=\"{slot}\"}} {}", u8::from(ready));
+    }
+    family(o, "hotswap_slot_memory_bytes", "gauge", "Resident memory of the slot's workers' process groups.");
+    for slot in 0..n {
+        let _ = writeln!(o, "hotswap_slot_memory_bytes{{slot=\"{slot}\"}} {}", sum(slot, &|w| w.rss_bytes as f64));
+    }
+    family(
+        o,
+        "hotswap_slot_cpu_seconds_total",
+        "counter",
+        "CPU time of the slot's workers' process groups; starts again when its worker is replaced (a counter reset).",
+    );
+    for slot in 0..n {
+        let _ = writeln!(o, "hotswap_slot_cpu_seconds_total{{slot=\"{slot}\"}} {}", sum(slot, &|w| w.cpu_seconds));
+    }
+    family(o, "hotswap_slot_processes", "gauge", "Live processes in the slot's workers' process groups.");
+    for slot in 0..n {
+        let _ = writeln!(o, "hotswap_slot_processes{{slot=\"{slot}\"}} {}", sum(slot, &|w| f64::from(w.processes)));
+    }
+}
+
+/// The primary's own figures, named as Prometheus client libraries name
+/// them for the process they run in.
+fn process(o: &mut String, p: &crate::types::counters::ProcessUsage) {
+    let rows: [(&str, &str, &str, f64); 5] = [
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the primary (not its workers).",
+            p.rss_bytes as f64,
+        ),
+        ("process_cpu_seconds_total", "counter", "CPU time of the primary (not its workers).", p.cpu_seconds),
+        ("process_open_fds", "gauge", "Open file descriptors of the primary.", p.open_fds as f64),
+        ("process_max_fds", "gauge", "The primary's limit on open file descriptors.", p.max_fds as f64),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "When the primary process started (Unix time; kept by self-upgrades).",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
 }
 
 fn histogram(o: &mut String, name: &str, h: &Histogram) {

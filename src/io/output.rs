@@ -40,18 +40,14 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::lines::{Frame, Lines, Long};
+use super::log_format::LineLabel;
+pub use super::log_format::Stream;
 
 /// Longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
 /// Lines waiting for the writer, per channel: at most 64 lines of at most
 /// `MAX_LINE` bytes, 4 MiB, of worker output; as many of the primary's own.
 pub const QUEUE: usize = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
 
 struct Line {
     stream: Stream,
@@ -190,9 +186,9 @@ impl Output {
     }
 
     /// Forwards everything read from `fd` (the read end of a worker's pipe)
-    /// until end of file, each line behind `prefix`; `carried` first (what
-    /// the previous image had read and not written).
-    pub fn forward(&self, fd: OwnedFd, stream: Stream, prefix: String, carried: &[u8]) -> Pending {
+    /// until end of file, each line framed for `label` (`--log-format`);
+    /// `carried` first (what the previous image had read and not written).
+    pub fn forward(&self, fd: OwnedFd, stream: Stream, label: LineLabel, carried: &[u8]) -> Pending {
         let tx = self.tx.clone();
         let reading = Reading::new(&self.readers);
         let mut lines = Lines::new(MAX_LINE, Long::Split);
@@ -204,7 +200,7 @@ impl Output {
             let mut rx = match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => rx,
                 Err(e) => {
-                    tracing::error!("cannot read worker output ({prefix}): {e}");
+                    tracing::error!("cannot read worker output ({label:?}): {e}");
                     return;
                 }
             };
@@ -217,10 +213,7 @@ impl Output {
                 loop {
                     let Ok(permit) = tx.reserve().await else { return };
                     let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
-                    let mut bytes = Vec::with_capacity(prefix.len() + line.len() + 1);
-                    bytes.extend_from_slice(prefix.as_bytes());
-                    bytes.extend_from_slice(&line);
-                    bytes.push(b'\n');
+                    let bytes = label.frame(stream, &line);
                     permit.send(ToWriter::Line(Line { stream, bytes }));
                 }
                 if eof {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sys::proc_stats::{self, GroupUsage};
-use crate::types::counters::{Counters, Snapshot};
+use crate::types::counters::{Counters, ProcessUsage, Snapshot};
 use crate::types::wire::{Reply, ReplyTx, Status};
 use crate::types::{Event, WorkerId};
 
@@ -82,18 +82,28 @@ pub fn start(events: mpsc::Sender<Event>) -> mpsc::UnboundedSender<Ask> {
             }
             let pgids: Vec<i32> = workers.iter().map(|w| w.pid).collect();
             let started = Instant::now();
-            let groups = tokio::task::spawn_blocking(move || proc_stats::scan(&pgids)).await.unwrap_or_default();
+            let own = batch.iter().any(|a| matches!(a.want, Want::Metrics { .. }));
+            let (groups, primary) = tokio::task::spawn_blocking(move || {
+                (proc_stats::scan(&pgids), if own { proc_stats::own_usage() } else { None })
+            })
+            .await
+            .unwrap_or_default();
             tracing::debug!("read /proc for {} workers in {} µs", workers.len(), started.elapsed().as_micros());
             let figures = history.figures(&workers, &groups, Instant::now());
             for ask in batch {
-                answer(ask.want, &figures, &events).await;
+                answer(ask.want, &figures, primary, &events).await;
             }
         }
     });
     tx
 }
 
-async fn answer(want: Want, figures: &HashMap<WorkerId, Figures>, events: &mpsc::Sender<Event>) {
+async fn answer(
+    want: Want,
+    figures: &HashMap<WorkerId, Figures>,
+    primary: Option<ProcessUsage>,
+    events: &mpsc::Sender<Event>,
+) {
     match want {
         Want::Status { mut status, reply } => {
             fill(&mut status, figures);
@@ -101,7 +111,7 @@ async fn answer(want: Want, figures: &HashMap<WorkerId, Figures>, events: &mpsc:
         }
         Want::Metrics { mut status, counters, reply } => {
             fill(&mut status, figures);
-            let _ = reply.send(Box::new(Snapshot { status: *status, counters }));
+            let _ = reply.send(Box::new(Snapshot { status: *status, counters, primary }));
         }
         Want::MemoryCheck => {
             let rss = figures.iter().map(|(id, f)| (*id, f.group.rss_bytes)).collect();

@@ -13,6 +13,7 @@
 //! restart. Listeners and the control socket are bound once: changing them
 //! in the file is reported as needing a restart.
 
+mod log;
 mod parse;
 mod ready;
 mod rollout;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
+pub use log::LogFormat;
 pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
 pub use ready::ReadyMode;
 pub use rollout::{HealthPath, WarmupNice};
@@ -212,6 +214,21 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub balance: Option<Balance>,
 
+    /// How the primary writes its log and its workers' lines: `text`,
+    /// `json` (one object per line: time, level, message, worker, pid,
+    /// generation, stream), `journald` (syslog `<N>` priorities, so
+    /// `journalctl -p err` finds errors) [default: journald when stderr is
+    /// the journal (`JOURNAL_STREAM`), else text]. Fixed at start.
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+
+    /// Start each worker line with the time, in the text format (json has
+    /// it always, the journal keeps its own).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timestamps: bool,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -228,8 +245,11 @@ impl Options {
         Options::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }
 
+    /// Parses a config file's text; an error is one line that names the
+    /// line, the column and the line's text (`line 2, column 1 (wrokers =
+    /// 3): unknown field ...`).
     pub fn from_toml(text: &str) -> Result<Options, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        toml::from_str(text).map_err(|e| parse::one_line_error(text, e.span(), e.message()))
     }
 
     /// `self` (the flags) laid over `file`: every option given as a flag
@@ -306,6 +326,12 @@ pub struct Settings {
     /// `--balance`: how connections reach the workers.
     #[serde(default)]
     pub balance: Balance,
+    /// `--log-format`, resolved (`journald` detected).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `--timestamps` on worker lines.
+    #[serde(default)]
+    pub timestamps: bool,
 }
 
 /// `--metrics`: a TCP address; `:PORT` means every address.
@@ -446,6 +472,8 @@ impl Settings {
             metrics: o.metrics,
             python: o.python.unwrap_or_default(),
             balance,
+            log_format: o.log_format.unwrap_or_else(LogFormat::detect),
+            timestamps: o.timestamps,
         })
     }
 
@@ -469,6 +497,9 @@ impl Settings {
         }
         if self.balance != new.balance {
             v.push("balance");
+        }
+        if self.log_format != new.log_format || self.timestamps != new.timestamps {
+            v.push("log-format");
         }
         if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
         {

@@ -22,6 +22,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 10s, 2m)"))
 }
 
+/// A config file error on one line: where (line and column, counted from
+/// 1, and the text of that line) and what. toml's own message spans
+/// several lines, which a journal or a deploy tool's output cuts apart.
+pub fn one_line_error(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let what = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let Some(at) = span.map(|s| s.start.min(text.len())) else { return what };
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[start..at].chars().count() + 1;
+    let source = text[start..].lines().next().unwrap_or("").trim();
+    let source: String = if source.chars().count() > 80 {
+        source.chars().take(77).chain("...".chars()).collect()
+    } else {
+        source.to_string()
+    };
+    format!("line {line}, column {column} ({source}): {what}")
+}
+
 /// Parses `SIGTERM`, `TERM`, `term` or `15`.
 pub fn parse_signal(s: &str) -> Result<Signal, String> {
     if let Ok(n) = s.parse::<i32>() {

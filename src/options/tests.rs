@@ -53,6 +53,7 @@ fn settings_round_trip_through_json() {
 fn unknown_keys_and_bad_values_name_the_key_and_line() {
     let err = Options::from_toml("workers = 2\nwrokers = 3\n").unwrap_err();
     assert!(err.contains("wrokers") && err.contains("line 2"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
     let err = Options::from_toml("workers = \"two\"\n").unwrap_err();
     assert!(err.contains("workers") && err.contains("line 1"), "{err}");
     let err = Options::from_toml("workers = 1\nready-timeout = \"soon\"\n").unwrap_err();

@@ -5,6 +5,11 @@
 use super::Supervisor;
 use crate::types::wire::{LifecycleEvent, Reply, ReplyTx};
 
+/// What a stop may take beyond the workers' `--shutdown-timeout`, asked of
+/// systemd with `STOPPING=1` (adopted processes get `--stop-signal` then
+/// SIGKILL within the same deadline; the rest is the primary's own exit).
+pub(super) const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A stop in progress.
 pub(super) struct Stop {
     pub(super) waiters: Vec<ReplyTx>,
@@ -68,7 +73,9 @@ impl Supervisor {
         let n = self.workers.len();
         let what = format!("stopping {n} {}", crate::types::plural(n, "worker"));
         tracing::info!("{why}: {what}");
-        self.systemd.stopping(&what);
+        // Every worker drains at once; SIGKILL at its --shutdown-timeout.
+        let drain = self.workers.values().map(|w| w.settings().shutdown_timeout).max().unwrap_or_default();
+        self.systemd.stopping(&what, drain.max(self.settings.shutdown_timeout) + STOP_MARGIN);
         let mut ev = LifecycleEvent::new("stopping");
         ev.message = Some(why.to_string());
         self.subscribers.emit(ev);

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
+use crate::io::log_format::LineLabel;
 use crate::io::output::{Output, Pending, Stream};
 use crate::io::worker_notify::NotifySocket;
 use crate::node;
@@ -429,10 +430,10 @@ impl Launcher<'_> {
     ) -> Result<(Option<Channel>, Handover)> {
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
         let (ipc_copy, stdout, stderr) = (ipc.as_ref().map(copy).transpose()?, copy(&out_r)?, copy(&err_r)?);
-        let prefix = format!("{} ", label(id, generation, pid.as_raw()));
+        let line_label = LineLabel::Worker { id, generation, pid: pid.as_raw() };
         let pending = [
-            self.output.forward(out_r, Stream::Stdout, prefix.clone(), carried[0]),
-            self.output.forward(err_r, Stream::Stderr, prefix, carried[1]),
+            self.output.forward(out_r, Stream::Stdout, line_label.clone(), carried[0]),
+            self.output.forward(err_r, Stream::Stderr, line_label, carried[1]),
         ];
         let handover = Handover { ipc: ipc_copy, stdout, stderr, pending };
         let channel = match ipc {

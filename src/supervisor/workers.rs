@@ -223,14 +223,17 @@ impl Supervisor {
     pub(super) fn on_ready_hint(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get(&id) else { return };
         if w.state() == WorkerState::Starting {
-            tracing::warn!(
-                worker = id,
+            let hint = format!(
                 "{} not ready after {} s: {} (it is killed at --ready-timeout {})",
                 w.label(),
                 HINT_AFTER.as_secs(),
                 w.diagnosis(),
                 humantime::format_duration(w.settings().ready_timeout)
             );
+            tracing::warn!(worker = id, "{hint}");
+            if let Some(reload) = self.reload.as_mut() {
+                reload.note_about(id, format!("waiting: {hint}"));
+            }
         }
     }
 

@@ -107,6 +107,32 @@ pub fn scan(pgids: &[i32]) -> HashMap<i32, GroupUsage> {
     sum_by_group(stats, pgids, page, hz)
 }
 
+/// What the calling process itself uses, from `/proc/self` (the
+/// primary's `process_*` metrics).
+pub fn own_usage() -> Option<crate::types::counters::ProcessUsage> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+    let (page, hz) = (sysconf(libc::_SC_PAGESIZE, 4096), sysconf(libc::_SC_CLK_TCK, 100).max(1) as f64);
+    // Boot time, to turn the start (ticks since boot) into Unix time.
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+    let max_fds =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+    Some(crate::types::counters::ProcessUsage {
+        rss_bytes: field(24)? * page,
+        cpu_seconds: (field(14)? + field(15)?) as f64 / hz,
+        // (The listing itself holds one fd open while it counts.)
+        open_fds: open_fds.saturating_sub(1),
+        max_fds,
+        start_time_seconds: btime as f64 + field(22)? as f64 / hz,
+    })
+}
+
 /// Bounds the walk, whatever the process tree looks like.
 const MAX_DESCENDANTS: usize = 65_536;
 

@@ -1,9 +1,23 @@
 //! Telling systemd what the primary is doing (`sd_notify`), when
 //! `NOTIFY_SOCKET` is set: `READY=1` once the first generation serves,
-//! `RELOADING=1` with `MONOTONIC_USEC` on every reload request (what
-//! `Type=notify-reload` waits for), `STATUS=` lines for `systemctl status`,
-//! `STOPPING=1`, `EXTEND_TIMEOUT_USEC` while a long reload runs, and
-//! `WATCHDOG=1` pings when the unit sets `WatchdogSec=`.
+//! `RELOADING=1` with `MONOTONIC_USEC` on every reload request, `READY=1`
+//! again when the reload ends (failed or not), `STATUS=` lines for
+//! `systemctl status`, `STOPPING=1` with the time the stop may take,
+//! `EXTEND_TIMEOUT_USEC` while a long reload runs, and `WATCHDOG=1` pings
+//! when the unit sets `WatchdogSec=`.
+//!
+//! The shipped unit is `Type=notify` with `ExecReload=hotswap reload`
+//! (systemd 252 and later). There `READY=1` reaches systemd before the
+//! reply that ends `hotswap reload` is written (replies go through a
+//! channel that the control task writes once the event loop's turn is
+//! over), so the ExecReload process exits after systemd has seen the reload
+//! end, and systemd takes the reload's outcome from its exit code: every
+//! systemd from 252 on then leaves the reload state at that exit, with the
+//! job failed if the reload failed. A reload nobody asked systemd for
+//! (SIGHUP, `hotswap reload` by hand, a watched change) puts the unit in
+//! the reloading state through `RELOADING=1` until `READY=1`. The same
+//! messages serve `Type=notify-reload` units (253+; `MONOTONIC_USEC` is
+//! what it checks), though there systemd cannot see a failed reload.
 //!
 //! The socket is connected once at start (an abstract `@name` works too) and
 //! the variables are kept from the workers, which get their own.
@@ -76,17 +90,25 @@ impl Systemd {
         self.send(&[NotifyState::Status(status)]);
     }
 
-    pub fn stopping(&self, status: &str) {
-        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    /// `STOPPING=1`, asking systemd to wait `may_take` before it kills
+    /// (the workers' `--shutdown-timeout` and a margin): a unit's
+    /// `TimeoutStopSec=` shorter than that would cut their drain short.
+    pub fn stopping(&self, status: &str, may_take: Duration) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status), extend(may_take)]);
     }
 
     pub fn extend_timeout(&self, by: Duration) {
-        self.send(&[NotifyState::ExtendTimeoutUsec(by.as_micros().min(u32::MAX as u128) as u32)]);
+        self.send(&[extend(by)]);
     }
 
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
     }
+}
+
+/// `EXTEND_TIMEOUT_USEC=` (at most `u32::MAX` microseconds, 71 minutes).
+fn extend(by: Duration) -> NotifyState<'static> {
+    NotifyState::ExtendTimeoutUsec(by.as_micros().min(u32::MAX as u128) as u32)
 }
 
 fn connect(target: &str) -> std::io::Result<UnixDatagram> {

@@ -80,11 +80,28 @@ impl Histogram {
 }
 
 /// What a `/metrics` scrape is rendered from: the status (workers with
-/// their memory and CPU) and the counters.
+/// their memory and CPU), the counters and the primary's own use.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub status: Status,
     pub counters: Counters,
+    /// The primary process itself (`process_*`), when `/proc` could tell.
+    pub primary: Option<ProcessUsage>,
+}
+
+/// What one process uses, as Prometheus client libraries export it for
+/// the process they run in (`process_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessUsage {
+    pub rss_bytes: u64,
+    /// User and system time of the process itself (not of the children it
+    /// reaped: those are the workers, counted apart).
+    pub cpu_seconds: f64,
+    pub open_fds: u64,
+    /// Its limit on open fds (`RLIMIT_NOFILE`, soft).
+    pub max_fds: u64,
+    /// When it started, Unix seconds (a self-upgrade keeps the process).
+    pub start_time_seconds: f64,
 }
 
 #[cfg(test)]

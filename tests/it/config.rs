@@ -138,3 +138,85 @@ fn completions_are_generated() {
     let out = Command::new(HOTSWAP).args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `hotswap check`: the config as `run` would take it, nothing started.
+fn check(dir: &TempDir, toml: &str, flags: &[&str]) -> (Option<i32>, String, String) {
+    let cfg = dir.path("check.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = Command::new(HOTSWAP).args(["check", "--config"]).arg(&cfg).args(flags).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_a_good_config_and_says_what_it_would_run() {
+    let dir = TempDir::new("check");
+    let worker = rust_worker()[0].clone();
+    let (code, out, err) = check(
+        &dir,
+        &format!(
+            "listen = [\"web=127.0.0.1:8080\"]\nworkers = 3\ncommand = \"exec {worker} --x\"\nmetrics = \":9100\"\n"
+        ),
+        &["--surge", "2"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("check.toml: ok"), "{out}");
+    assert!(out.contains("workers: 3, surge 2"), "flags are laid over the file: {out}");
+    assert!(out.contains("web=127.0.0.1:8080") && out.contains(&worker), "{out}");
+    // The shipped example names /usr/bin/node: parsed as well.
+    let out = Command::new(HOTSWAP)
+        .args(["check", "--config"])
+        .arg(root().join("contrib/systemd/example.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() || err.contains("command not found: node"), "{err}");
+}
+
+#[test]
+fn check_names_the_key_and_line_of_a_config_error_on_one_line() {
+    let dir = TempDir::new("check");
+    let (code, _, err) = check(&dir, "workers = 2\n\nwrokers = 3\ncommand = [\"true\"]\n", &[]);
+    assert_eq!(code, Some(2));
+    let first = err.lines().next().unwrap();
+    assert!(first.contains("line 3") && first.contains("wrokers") && first.contains("unknown field"), "{err}");
+
+    let (code, _, err) = check(&dir, "command = [\"true\"]\nready-timeout = \"soon\"\n", &[]);
+    assert_eq!(code, Some(2));
+    let first = err.lines().next().unwrap();
+    assert!(first.contains("line 2") && first.contains("ready-timeout") && first.contains("soon"), "{err}");
+
+    let (code, _, err) = check(&dir, "command = [\"true\"]\nlisten = [\"127.0.0.1:99999\"]\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("line 2") && err.contains("listen") && err.contains("127.0.0.1:99999"), "{err}");
+
+    let (code, _, err) = check(&dir, "command = [\"true\"]\nmetrics = \"localhost\"\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("line 2") && err.contains("metrics address"), "{err}");
+
+    // A flag as `run` takes it: a bad value is a usage error.
+    let (code, _, err) = check(&dir, "command = [\"true\"]\n", &["--ready", "eventually"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn check_fails_for_a_command_that_cannot_run() {
+    let dir = TempDir::new("check");
+    let (code, _, err) = check(&dir, "command = \"no-such-program-here --port 1\"\n", &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("command not found: no-such-program-here"), "{err}");
+
+    let plain = dir.path("not-executable.sh");
+    std::fs::write(&plain, "echo hi\n").unwrap();
+    let (code, _, err) = check(&dir, &format!("command = [\"{}\"]\n", plain.display()), &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not executable"), "{err}");
+
+    // With --build, the build may create it: not an error.
+    let (code, out, _) = check(&dir, "command = [\"./target/app\"]\nbuild = \"make\"\n", &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("--build may create it"), "{out}");
+}

@@ -15,6 +15,7 @@ mod hardening;
 mod layout;
 mod lifecycle;
 mod local_users;
+mod log_format;
 mod node;
 mod observe;
 mod outlive;

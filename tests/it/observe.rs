@@ -267,6 +267,23 @@ fn metrics_count_reloads_crashes_and_upgrades_and_pass_promtool() {
         let series = format!("hotswap_worker_memory_bytes{{slot=\"{}\",worker=\"{}\"}}", w["slot"], w["id"]);
         assert!(sample(&m, &series) > 1e5, "{series}");
     }
+    // The primary's own figures, as client libraries name them.
+    assert!(sample(&m, "process_resident_memory_bytes") > 1e5);
+    assert!(sample(&m, "process_open_fds") >= 3.0);
+    assert!(sample(&m, "process_max_fds") >= sample(&m, "process_open_fds"));
+    assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    let started = sample(&m, "process_start_time_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - started).abs() < 600.0, "started {started}, now {now}");
+    assert!(!m.contains("hotswap_last_reload_success"), "no reload yet, no last reload");
+    // Per-slot series, whose names a reload does not change.
+    assert_eq!(sample(&m, "hotswap_slot_ready{slot=\"1\"}"), 1.0);
+    assert!(sample(&m, "hotswap_slot_memory_bytes{slot=\"0\"}") > 1e5);
+    let slot_series = |m: &str| -> Vec<String> {
+        m.lines().filter(|l| l.starts_with("hotswap_slot_")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
+    };
+    let before = slot_series(&m);
+    assert_eq!(before.len(), 8, "4 families, 2 slots: {before:?}");
 
     // Two reloads under load, scraped while they run.
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
@@ -290,9 +307,17 @@ fn metrics_count_reloads_crashes_and_upgrades_and_pass_promtool() {
     }
     load.wait_for_requests(50);
     assert_no_failures(&load.finish(), "load across reloads with scrapes");
+    let m = scrape(&addr);
+    assert_eq!(slot_series(&m), before, "the same per-slot series after two reloads");
+    assert_eq!(sample(&m, "hotswap_last_reload_success"), 1.0);
+    let first = sample(&m, "hotswap_last_reload_timestamp_seconds");
+    assert!((now - first).abs() < 600.0, "{first}");
     // A failed reload (its build fails).
     std::fs::write(&fail, "").unwrap();
     assert!(!p.ctl(&["reload"]).status.success());
+    let m = scrape(&addr);
+    assert_eq!(sample(&m, "hotswap_last_reload_success"), 0.0);
+    assert!(sample(&m, "hotswap_last_reload_timestamp_seconds") >= first);
     // A crash.
     let victim = p.worker_pids()[0];
     unsafe { libc::kill(victim, libc::SIGKILL) };
@@ -322,6 +347,8 @@ fn metrics_count_reloads_crashes_and_upgrades_and_pass_promtool() {
     let m = scrape(&addr);
     promtool_check(&m);
     check(&m, 1.0);
+    assert_eq!(sample(&m, "process_start_time_seconds"), started, "the same process after a self-upgrade");
+    assert_eq!(sample(&m, "hotswap_last_reload_success"), 0.0, "carried over the upgrade");
     assert_eq!(p.status()["metrics"], addr.as_str());
 }
 
@@ -360,4 +387,81 @@ fn metrics_refuse_bad_requests_and_a_silent_scraper_delays_nothing() {
     wait_until(Duration::from_secs(15), "scrapes served again", || {
         http(&addr, "GET /metrics HTTP/1.1\r\n\r\n").0 == 200
     });
+}
+
+/// `promtool ARGS` in `dir`; false when promtool is missing (not under CI).
+fn promtool(dir: &std::path::Path, args: &[&str]) -> bool {
+    match Command::new("promtool").args(args).current_dir(dir).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(e) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "promtool is missing under CI: {e}");
+            eprintln!("SKIPPED promtool {args:?}: promtool not found ({e}); install the Debian package prometheus");
+            false
+        }
+    }
+}
+
+/// Every `hotswap_*` and `process_*` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    for prefix in ["hotswap_", "process_"] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(prefix).map(|i| i + from) {
+            let end = bytes[i..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                .map_or(text.len(), |n| i + n);
+            let starts_a_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if starts_a_word {
+                out.insert(text[i..end].to_string());
+            }
+            from = end;
+        }
+    }
+    out
+}
+
+/// The alert rules and the Grafana dashboard in contrib/ pass promtool and
+/// name only metrics a real primary exports.
+#[test]
+fn the_shipped_alert_rules_and_dashboard_name_only_exported_metrics() {
+    let rules_dir = root().join("contrib/prometheus");
+    promtool(&rules_dir, &["check", "rules", "hotswap-rules.yml"]);
+    promtool(&rules_dir, &["test", "rules", "hotswap-rules.test.yml"]);
+    let rules = std::fs::read_to_string(rules_dir.join("hotswap-rules.yml")).unwrap();
+    let dashboard_text = std::fs::read_to_string(root().join("contrib/grafana/hotswap-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).expect("the dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 10), "panels");
+    let mut named = metric_names(&rules);
+    named.extend(metric_names(&dashboard_text));
+    assert!(named.len() >= 15, "the scan sees the names: {named:?}");
+
+    // What a primary exports, every conditional family included: with
+    // --max-memory, after a reload.
+    let p = Primary::builder(rust_worker()).arg("--metrics").arg("127.0.0.1:0").arg("--max-memory").arg("1G").start();
+    p.reload();
+    let addr = p.status()["metrics"].as_str().unwrap().to_string();
+    let mut exported = std::collections::BTreeSet::new();
+    for l in scrape(&addr).lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            exported.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let unknown: Vec<_> = named.difference(&exported).collect();
+    assert!(unknown.is_empty(), "named in contrib/ but not exported: {unknown:?} (exported: {exported:?})");
 }

@@ -218,3 +218,25 @@ fn broken_deploy_that_never_gets_ready_fails_at_the_timeout() {
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a deploy that never got ready");
 }
+
+/// A reload that waits on a slow worker says why to the `hotswap reload`
+/// that waits, not only in the primary's log; traffic goes on meanwhile.
+#[test]
+fn a_reload_waiting_on_a_slow_worker_tells_the_client_why() {
+    let dir = TempDir::new("slow");
+    let start = dir.path("start.sh");
+    let delay = dir.path("delay");
+    std::fs::write(&delay, "0").unwrap();
+    script(&start, &format!("sleep \"$(cat {})\"\nexec {}", delay.display(), rust_worker()[0]));
+    let p = Primary::builder(vec![start.display().to_string()]).workers(1).start();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    load.wait_for_requests(50);
+    // Not ready for 7 s: the 5 s hint comes first.
+    std::fs::write(&delay, "7").unwrap();
+    let out = p.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("waiting: [w2 g2 ") && said.contains("not ready after 5 s"), "{said}");
+    load.wait_for_requests(50);
+    assert_no_failures(&load.finish(), "load through a slow reload");
+}

@@ -26,7 +26,7 @@ impl Supervisor {
     /// the request's own surge and canary.
     pub(super) fn request_reload(&mut self, subscriber: Option<ReplyTx>, no_build: bool, ask: Ask) {
         // Every trigger gets its RELOADING=1, even one that joins a queue:
-        // `systemctl reload` waits for it.
+        // systemd shows the unit reloading until the READY=1 after the last.
         self.systemd.reloading(&format!("reload requested; {}", self.status_line()));
         if self.reload.is_some() {
             self.queued.push(subscriber, no_build, ask);
@@ -300,7 +300,10 @@ impl Supervisor {
         match self.queued.take() {
             Some(q) => self.start_reload(q.subscribers, q.no_build, q.ask),
             None => {
-                // Finished, failed or not: systemd waits for READY=1.
+                // Finished, failed or not: systemd waits for READY=1. Sent
+                // now, before the replies above reach their clients (the
+                // control task writes them after this turn of the loop), so
+                // an ExecReload=`hotswap reload` exits after systemd saw it.
                 self.announced = true;
                 self.systemd.ready(&self.status_line());
             }

@@ -190,6 +190,16 @@ impl Reload {
         self.subscribers.retain(|s| s.send(Reply::Progress { message: message.clone() }).is_ok());
     }
 
+    /// A note about one of this reload's new workers (the supervisor has
+    /// logged it already) for every waiting client, so that a `hotswap
+    /// reload` that waits says why; a worker not of this reload is none of
+    /// its clients' business.
+    pub fn note_about(&mut self, id: WorkerId, message: String) {
+        if self.starting.iter().any(|s| s.new == id) {
+            self.subscribers.retain(|s| s.send(Reply::Progress { message: message.clone() }).is_ok());
+        }
+    }
+
     /// Starts replacing the workers there are now.
     pub fn begin_rolling(&mut self, pool: &[Member]) -> Order {
         self.min_ready = self.settings.min_ready;
