@@ -28,7 +28,6 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::output::Stream;
 use crate::options::LogFormat;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,8 +76,9 @@ pub enum LineLabel {
 }
 
 impl LineLabel {
-    /// One line as it is written (with its newline).
-    pub fn frame(&self, stream: Stream, line: &[u8]) -> Vec<u8> {
+    /// One line as it is written (with its newline); `stderr` says which
+    /// of the worker's streams it came from.
+    pub fn frame(&self, stderr: bool, line: &[u8]) -> Vec<u8> {
         let style = style();
         let original = line;
         let (own, line) = syslog_prefix(line);
@@ -99,18 +99,12 @@ impl LineLabel {
                 out.extend_from_slice(original);
             }
             LogFormat::Journald => {
-                let priority = own.unwrap_or(match stream {
-                    Stream::Stdout => 6,
-                    Stream::Stderr => 4,
-                });
+                let priority = own.unwrap_or(if stderr { 4 } else { 6 });
                 let _ = write!(LossyWriter(&mut out), "<{priority}>{prefix} ");
                 out.extend_from_slice(line);
             }
             LogFormat::Json => {
-                let priority = own.unwrap_or(match stream {
-                    Stream::Stdout => 6,
-                    Stream::Stderr => 4,
-                });
+                let priority = own.unwrap_or(if stderr { 4 } else { 6 });
                 let mut o = serde_json::Map::new();
                 o.insert("time".into(), now().into());
                 o.insert("level".into(), level_of(priority).into());
@@ -125,11 +119,7 @@ impl LineLabel {
                         o.insert("source".into(), "build".into());
                     }
                 }
-                let stream = match stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                };
-                o.insert("stream".into(), stream.into());
+                o.insert("stream".into(), if stderr { "stderr" } else { "stdout" }.into());
                 o.insert("message".into(), String::from_utf8_lossy(line).into_owned().into());
                 out = serde_json::to_vec(&o).unwrap_or_default();
             }
