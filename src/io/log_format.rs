@@ -68,24 +68,38 @@ pub fn error_line(why: &str) -> String {
     }
 }
 
-/// Who wrote a line the primary passes on.
+/// Who wrote a line the primary passes on, with its text prefix made once
+/// (not per line).
 #[derive(Debug, Clone)]
-pub enum LineLabel {
+pub struct LineLabel {
+    source: Source,
+    /// `[w3 g2 4242]` or `[build]`.
+    prefix: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
     Worker { id: u64, generation: u64, pid: i32 },
     Build,
 }
 
 impl LineLabel {
+    pub fn worker(id: u64, generation: u64, pid: i32) -> LineLabel {
+        LineLabel { source: Source::Worker { id, generation, pid }, prefix: crate::types::label(id, generation, pid) }
+    }
+
+    /// The `--build` command's output.
+    pub fn build() -> LineLabel {
+        LineLabel { source: Source::Build, prefix: "[build]".into() }
+    }
+
     /// One line as it is written (with its newline); `stderr` says which
     /// of the worker's streams it came from.
     pub fn frame(&self, stderr: bool, line: &[u8]) -> Vec<u8> {
         let style = style();
         let original = line;
         let (own, line) = syslog_prefix(line);
-        let prefix = match self {
-            LineLabel::Worker { id, generation, pid } => crate::types::label(*id, *generation, *pid),
-            LineLabel::Build => "[build]".to_string(),
-        };
+        let prefix = &self.prefix;
         let mut out = Vec::with_capacity(line.len() + prefix.len() + 48);
         match style.format {
             LogFormat::Text => {
@@ -108,14 +122,14 @@ impl LineLabel {
                 let mut o = serde_json::Map::new();
                 o.insert("time".into(), now().into());
                 o.insert("level".into(), level_of(priority).into());
-                match self {
-                    LineLabel::Worker { id, generation, pid } => {
+                match self.source {
+                    Source::Worker { id, generation, pid } => {
                         o.insert("source".into(), "worker".into());
-                        o.insert("worker".into(), (*id).into());
-                        o.insert("pid".into(), (*pid).into());
-                        o.insert("generation".into(), (*generation).into());
+                        o.insert("worker".into(), id.into());
+                        o.insert("pid".into(), pid.into());
+                        o.insert("generation".into(), generation.into());
                     }
-                    LineLabel::Build => {
+                    Source::Build => {
                         o.insert("source".into(), "build".into());
                     }
                 }
