@@ -75,23 +75,38 @@ pub fn error_line(why: &str) -> String {
     }
 }
 
-/// Who wrote a line the primary passes on.
+/// Who wrote a line the primary passes on, with its text prefix made once
+/// (not per line).
 #[derive(Debug, Clone)]
-pub enum LineLabel {
+pub struct LineLabel {
+    source: Source,
+    /// `[w3 g2 4242]` or `[build]`.
+    prefix: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
     Worker { id: u64, generation: u64, pid: i32 },
     Build,
 }
 
 impl LineLabel {
-    /// One line as it is written (with its newline).
-    pub fn frame(&self, stream: Stream, line: &[u8]) -> Vec<u8> {
+    pub fn worker(id: u64, generation: u64, pid: i32) -> LineLabel {
+        LineLabel { source: Source::Worker { id, generation, pid }, prefix: crate::types::label(id, generation, pid) }
+    }
+
+    /// The `--build` command's output.
+    pub fn build() -> LineLabel {
+        LineLabel { source: Source::Build, prefix: "[build]".into() }
+    }
+
+    /// One line as it is written (with its newline); `stderr` says which
+    /// of the worker's streams it came from.
+    pub fn frame(&self, stderr: bool, line: &[u8]) -> Vec<u8> {
         let style = style();
         let original = line;
         let (own, line) = syslog_prefix(line);
-        let prefix = match self {
-            LineLabel::Worker { id, generation, pid } => crate::types::label(*id, *generation, *pid),
-            LineLabel::Build => "[build]".to_string(),
-        };
+        let prefix = &self.prefix;
         let mut out = Vec::with_capacity(line.len() + prefix.len() + 48);
         match style.format {
             LogFormat::Text => {
@@ -105,37 +120,27 @@ impl LineLabel {
                 out.extend_from_slice(original);
             }
             LogFormat::Journald => {
-                let priority = own.unwrap_or(match stream {
-                    Stream::Stdout => 6,
-                    Stream::Stderr => 4,
-                });
+                let priority = own.unwrap_or(if stderr { 4 } else { 6 });
                 let _ = write!(LossyWriter(&mut out), "<{priority}>{prefix} ");
                 out.extend_from_slice(line);
             }
             LogFormat::Json => {
-                let priority = own.unwrap_or(match stream {
-                    Stream::Stdout => 6,
-                    Stream::Stderr => 4,
-                });
+                let priority = own.unwrap_or(if stderr { 4 } else { 6 });
                 let mut o = serde_json::Map::new();
                 o.insert("time".into(), now().into());
                 o.insert("level".into(), level_of(priority).into());
-                match self {
-                    LineLabel::Worker { id, generation, pid } => {
+                match self.source {
+                    Source::Worker { id, generation, pid } => {
                         o.insert("source".into(), "worker".into());
-                        o.insert("worker".into(), (*id).into());
-                        o.insert("pid".into(), (*pid).into());
-                        o.insert("generation".into(), (*generation).into());
+                        o.insert("worker".into(), id.into());
+                        o.insert("pid".into(), pid.into());
+                        o.insert("generation".into(), generation.into());
                     }
-                    LineLabel::Build => {
+                    Source::Build => {
                         o.insert("source".into(), "build".into());
                     }
                 }
-                let stream = match stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                };
-                o.insert("stream".into(), stream.into());
+                o.insert("stream".into(), if stderr { "stderr" } else { "stdout" }.into());
                 o.insert("message".into(), String::from_utf8_lossy(line).into_owned().into());
                 out = serde_json::to_vec(&o).unwrap_or_default();
             }

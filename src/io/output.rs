@@ -213,7 +213,7 @@ impl Output {
                 loop {
                     let Ok(permit) = tx.reserve().await else { return };
                     let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
-                    let bytes = label.frame(stream, &line);
+                    let bytes = label.frame(stream == Stream::Stderr, &line);
                     permit.send(ToWriter::Line(Line { stream, bytes }));
                 }
                 if eof {

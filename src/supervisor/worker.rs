@@ -430,7 +430,7 @@ impl Launcher<'_> {
     ) -> Result<(Option<Channel>, Handover)> {
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
         let (ipc_copy, stdout, stderr) = (ipc.as_ref().map(copy).transpose()?, copy(&out_r)?, copy(&err_r)?);
-        let line_label = LineLabel::Worker { id, generation, pid: pid.as_raw() };
+        let line_label = LineLabel::worker(id, generation, pid.as_raw());
         let pending = [
             self.output.forward(out_r, Stream::Stdout, line_label.clone(), carried[0]),
             self.output.forward(err_r, Stream::Stderr, line_label, carried[1]),

@@ -46,7 +46,7 @@ fn run_through(flags: &[&str], env: &[(&str, String)], log: Option<&std::path::P
     std::fs::write(dir.path("fail"), "").unwrap();
     assert!(!p.ctl(&["reload"]).status.success());
     assert!(p.ctl(&["stop"]).status.success());
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
     (p.log_text(), pid)
 }
 

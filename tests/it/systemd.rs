@@ -65,26 +65,26 @@ fn the_primary_speaks_sd_notify() {
     let dir = TempDir::new("notify");
     let (mut sink, path) = NotifySink::bind(&dir);
     let p = Primary::builder(rust_worker()).env("NOTIFY_SOCKET", path).env("WATCHDOG_USEC", "200000").start();
-    let ready = sink.expect(&["READY=1"], Duration::from_secs(5));
+    let ready = sink.expect(&["READY=1"], Duration::from_secs(30));
     assert!(ready.contains(&format!("MAINPID={}", p.pid())), "{ready}");
     assert!(ready.contains("STATUS=generation 1, 2/2 workers ready"), "{ready}");
-    sink.expect(&["WATCHDOG=1"], Duration::from_secs(2));
+    sink.expect(&["WATCHDOG=1"], Duration::from_secs(30));
 
     // SIGHUP and `hotswap reload` alike: RELOADING=1 with a fresh
     // MONOTONIC_USEC, then READY=1 when done.
     p.signal(libc::SIGHUP);
-    let r = sink.expect(&["RELOADING=1"], Duration::from_secs(5));
+    let r = sink.expect(&["RELOADING=1"], Duration::from_secs(30));
     assert!(r.contains("MONOTONIC_USEC="), "{r}");
-    sink.expect(&["EXTEND_TIMEOUT_USEC="], Duration::from_secs(5));
-    let done = sink.expect(&["READY=1"], Duration::from_secs(10));
+    sink.expect(&["EXTEND_TIMEOUT_USEC="], Duration::from_secs(30));
+    let done = sink.expect(&["READY=1"], Duration::from_secs(30));
     assert!(done.contains("STATUS=generation 2, 2/2 workers ready; last reload ok"), "{done}");
     p.reload();
-    sink.expect(&["RELOADING=1", "MONOTONIC_USEC="], Duration::from_secs(5));
-    sink.expect(&["READY=1", "generation 3"], Duration::from_secs(5));
+    sink.expect(&["RELOADING=1", "MONOTONIC_USEC="], Duration::from_secs(30));
+    sink.expect(&["READY=1", "generation 3"], Duration::from_secs(30));
     assert!(p.ctl(&["stop"]).status.success());
     // systemd is asked to wait for the drain: --shutdown-timeout (30 s by
     // default) plus 10 s, whatever the unit's TimeoutStopSec=.
-    sink.expect(&["STOPPING=1", "EXTEND_TIMEOUT_USEC=40000000"], Duration::from_secs(5));
+    sink.expect(&["STOPPING=1", "EXTEND_TIMEOUT_USEC=40000000"], Duration::from_secs(30));
 }
 
 /// What systemd sees of a reload asked by the shipped unit's
@@ -99,7 +99,7 @@ fn a_reload_asked_over_the_control_socket_ends_with_ready_before_the_client_exit
     let start = dir.path("start.sh");
     script(&start, &format!("exec {}", rust_worker()[0]));
     let p = Primary::builder(vec![start.display().to_string()]).env("NOTIFY_SOCKET", path).start();
-    sink.expect(&["READY=1"], Duration::from_secs(5));
+    sink.expect(&["READY=1"], Duration::from_secs(30));
     sink.queued_now();
 
     let sequence = |sink: &mut NotifySink| -> Vec<String> {
