@@ -323,7 +323,8 @@ fn fmt_secs(secs: f64) -> String {
 pub struct LifecycleEvent {
     /// `fork`, `online`, `listening`, `disconnect`, `exit`,
     /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`,
-    /// `max-memory`, `max-memory-replaced`, `max-memory-failed`.
+    /// `max-memory`, `max-memory-replaced`, `max-memory-failed`,
+    /// `upgrade-started`, `upgrade-finished`, `upgrade-failed`.
     pub event: String,
     /// Seconds since the Unix epoch, with fractions.
     pub time: f64,
