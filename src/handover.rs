@@ -343,9 +343,11 @@ impl State {
         }
         // The old executable's handle is only for a rollback.
         let _ = set_cloexec(self.exe_fd, true);
-        // This image's own script, left open for its interpreter.
+        // This image's own script, left open for its interpreter, and the
+        // interpreter's own handle on it if it let that through (dash does,
+        // above fd 9).
         if let Some(fd) = self.new_exe_fd.filter(|fd| *fd > 2 && !self.fds().contains(fd)) {
-            let _ = nix::unistd::close(fd);
+            close_copies_of(fd, &self.fds());
         }
         Ok(Inherited {
             listeners,
@@ -360,6 +362,26 @@ impl State {
             runtime_lock: self.runtime_lock_fd.map(own).transpose()?,
             owned_paths,
         })
+    }
+}
+
+/// Closes `fd` and every other fd of this process open on the same file,
+/// except those in `keep`.
+fn close_copies_of(fd: RawFd, keep: &[RawFd]) {
+    let id = |fd: RawFd| {
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+    };
+    let Some(file) = id(fd) else { return };
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for other in open {
+        if other > 2 && !keep.contains(&other) && id(other) == Some(file) {
+            let _ = nix::unistd::close(other);
+        }
     }
 }
 
