@@ -223,7 +223,11 @@ impl Output {
 
     /// The next image, first thing: ends the lines the previous one could
     /// only write in part, so that none is glued to this image's first line.
-    pub fn end_cut_lines(&self, cut: [bool; 2]) {
+    pub fn end_cut_lines(&self, mut cut: [bool; 2]) {
+        // One pipe for both (`2>&1`): one line to end, before the log's.
+        if same_file(1, 2) && cut[0] {
+            cut = [false, true];
+        }
         if cut[0] {
             let _ = self.tx.try_send(ToWriter::Line(Line { stream: Stream::Stdout, bytes: b"\n".to_vec() }));
         }
@@ -326,6 +330,13 @@ impl Output {
         });
         pending
     }
+}
+
+/// Whether two fds of this process are open on the same file (pipe).
+fn same_file(a: std::os::fd::RawFd, b: std::os::fd::RawFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).ok().map(|m| (m.dev(), m.ino()));
+    id(a).is_some_and(|x| Some(x) == id(b))
 }
 
 /// What a pipe reader has read and not passed on (a partial line, or lines
