@@ -17,7 +17,7 @@ Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in pla
 Environment: HOTSWAP_CONTROL (control socket path), HOTSWAP_CONFIG (config file), HOTSWAP_LOG (log level, e.g. debug). \
 Under systemd: NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID (socket activation).
 
-Exit status: 0 on a graceful stop or success; 1 on failure (a failed reload, no primary to talk to, a first generation that cannot start, an unsafe control socket directory); 2 on a usage or config error (including nothing to listen on and --ready-timeout 0).
+Exit status: 0 on a graceful stop or success; 1 on failure (a failed reload, no primary to talk to, a first generation that cannot start, an unsafe control socket directory; for `run`, also a stop that had to kill a worker at --shutdown-timeout or an adopted process, or a forced stop); 2 on a usage or config error (including nothing to listen on and --ready-timeout 0).
 
 Access: only the primary's own user and root can control it (the primary checks its clients' credentials, and clients check the primary's); the control socket's directory must belong to that user or root and be writable by no one else. Workers get HOTSWAP_CONTROL, so a worker can reload, stop or upgrade its primary.
 
@@ -76,7 +76,8 @@ pub enum Command {
     UpgradeCheck,
     /// Stream the primary's lifecycle events (fork, online, listening,
     /// disconnect, exit, reload-started/finished/failed, max-memory,
-    /// max-memory-replaced/failed, start-failed) as they happen.
+    /// max-memory-replaced/failed, start-failed, upgrade-started/finished/failed)
+    /// as they happen; the stream goes on across self-upgrades.
     ///
     /// Exit status: 0 when the primary stopped (every event, the last exits
     /// included, was printed); 1 when no primary answers; 3 when the stream

@@ -57,10 +57,19 @@ pub const EVENTS_LOST: u8 = 3;
 /// Prints each event until the primary stops. Exits 0 once the primary said
 /// it stopped (every event was delivered), [`EVENTS_LOST`] when the stream
 /// ended early, 1 when no primary answers (or it refused the request).
+///
+/// A connection that closes before any line came is asked again (up to
+/// `RETRIES` times, as `status` is): the primary re-executing itself (a
+/// self-upgrade, or its rollback) closes a connection it had accepted but
+/// not yet subscribed, and the new image takes the next one, so a client
+/// that connects during an upgrade follows the new image. Asking again
+/// repeats no event (none came). Once subscribed, a client goes over to the
+/// new image with the primary's other clients, and hears
+/// `upgrade-started` and `upgrade-finished` (or `upgrade-failed`).
 pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let mut end: Option<Result<(), String>> = None;
-    call(path, &Request::Events, |reply| match reply {
+    let mut on_reply = |reply| match reply {
         Reply::Event(ev) => {
             let line = if json { serde_json::to_string(&ev).expect("event serializes") } else { ev.render() };
             let mut out = std::io::stdout().lock();
@@ -70,7 +79,20 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         Reply::Done { .. } => end = Some(Ok(())),
         Reply::Error { error } => end = Some(Err(error)),
         Reply::Progress { .. } | Reply::Status(_) => {}
-    })?;
+    };
+    let mut attempt = 0;
+    loop {
+        match call_once(path, &Request::Events, &mut on_reply, attempt > 0) {
+            Ok(Answer::Closed) if attempt < RETRIES => {
+                attempt += 1;
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            Ok(_) => break,
+            // Subscribed once, then no primary to ask again: it is gone.
+            Err(_) if attempt > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
     Ok(match end {
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(error)) => {
@@ -158,7 +180,8 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// the socket still accepts: asking either twice is harmless (a reload the
 /// old image began holds the exec back until it is over and answered), so
 /// a deploy script's `hotswap reload` never fails because an upgrade ran
-/// at the same moment. `stop`, `upgrade` and `events` are never sent twice.
+/// at the same moment. `stop` and `upgrade` are never sent twice; `events`
+/// asks again in the same case, by its own loop ([`events`]).
 pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> Result<()> {
     let again = matches!(request, Request::Status | Request::Reload { .. });
     let mut attempt = 0;

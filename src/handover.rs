@@ -9,7 +9,8 @@
 //! The pid must stay: systemd's `MAINPID` and every worker's parent (and
 //! parent-death signal) hang on it, so fork-and-exec schemes are out. The
 //! handover is checked before the old image lets go:
-//! 1. `NEW upgrade-check` runs first with the state on its stdin: the new
+//! 1. `NEW upgrade-check` runs first (the file opened once, run as
+//!    `/proc/self/fd/N`) with the state on its stdin: the new
 //!    binary must start, parse the state and agree on [`STATE_FORMAT`],
 //!    within [`CHECK_TIMEOUT`]. Any failure ends the upgrade there; nothing
 //!    changed.
@@ -19,8 +20,10 @@
 //!    listeners, the control socket, the `--metrics` socket, the guardian's
 //!    pipe, every worker's IPC
 //!    end and output pipes, the memfd, the waiting client's connection, the
-//!    `hotswap events` clients' connections and a handle on the old
-//!    executable; then `execve` in place.
+//!    `hotswap events` clients' connections, the runtime directory's lock
+//!    and a handle on the old executable; then `fexecve` in place of the
+//!    new binary's file as opened for the check (never its path looked up
+//!    again: a deploy that swaps the path in between changes nothing).
 //!    The check also parses the primary's command line (the argv the exec
 //!    will pass) with the new binary's parser: a release that dropped or
 //!    renamed an option in use is refused here.
@@ -155,6 +158,11 @@ pub struct State {
     /// interpreter, closed by the new image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_exe_fd: Option<RawFd>,
+    /// Per stream (stdout, stderr): the previous image's output may end
+    /// inside a line (written in part to a reader that stalled), which the
+    /// next image ends before writing anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_cut: Vec<bool>,
     pub exe: PathBuf,
     pub argv: Vec<OsString>,
     /// The image that wrote this state unblocks held signals once its
@@ -361,9 +369,11 @@ impl State {
         }
         // The old executable's handle is only for a rollback.
         let _ = set_cloexec(self.exe_fd, true);
-        // This image's own script, left open for its interpreter.
+        // This image's own script, left open for its interpreter, and the
+        // interpreter's own handle on it if it let that through (dash does,
+        // above fd 9).
         if let Some(fd) = self.new_exe_fd.filter(|fd| *fd > 2 && !self.fds().contains(fd)) {
-            let _ = nix::unistd::close(fd);
+            close_copies_of(fd, &self.fds());
         }
         Ok(Inherited {
             listeners,
@@ -378,6 +388,26 @@ impl State {
             runtime_lock: self.runtime_lock_fd.map(own).transpose()?,
             owned_paths,
         })
+    }
+}
+
+/// Closes `fd` and every other fd of this process open on the same file,
+/// except those in `keep`.
+fn close_copies_of(fd: RawFd, keep: &[RawFd]) {
+    let id = |fd: RawFd| {
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+    };
+    let Some(file) = id(fd) else { return };
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for other in open {
+        if other > 2 && !keep.contains(&other) && id(other) == Some(file) {
+            let _ = nix::unistd::close(other);
+        }
     }
 }
 

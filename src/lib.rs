@@ -19,7 +19,8 @@
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
 //!   binding listeners (and, for `--balance`, a `SO_REUSEPORT` socket per
 //!   worker slot with the BPF program that picks one), fork and exec, the guardian process, `sd_notify`,
-//!   reaping, directories no other user can write, what a process group
+//!   reaping, directories no other user can write, the runtime directory
+//!   (held open, checked before each spawn, locked), what a process group
 //!   uses (`/proc`).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker

@@ -117,7 +117,9 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
                 Ok(rt) => rt,
                 Err(e) => return Err(t.handback.rollback(&format!("starting the runtime: {e}"))),
             };
-            Output::global();
+            // Lines the previous image wrote in part end here, first.
+            let cut = |i: usize| t.state.output_cut.get(i).copied().unwrap_or(false);
+            Output::global().end_cut_lines([cut(0), cut(1)]);
             let (code, why) =
                 rt.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, t.handback))?;
             return Ok(finish(code, why));

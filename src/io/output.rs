@@ -28,6 +28,10 @@
 //! so at any moment what it read and did not pass on is in its buffer
 //! ([`Pending`]), which the supervisor reads just before the exec and hands
 //! to the next image with the pipe itself; that image writes it first.
+//! What the writer could write only in part before the exec (a stalled
+//! reader) is cut there: the old image freezes the writer and tells the
+//! next one which streams end inside a line ([`Output::freeze`]), and the
+//! next image ends those lines before anything else.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -69,6 +73,57 @@ pub struct Output {
     dropped: Arc<AtomicU64>,
     /// Pipe readers that have not reached end of file.
     readers: Arc<AtomicUsize>,
+    /// Where the writer is in each stream's lines, and whether it may write.
+    ends: Arc<LineEnds>,
+}
+
+/// Whether what fds 1 and 2 got so far ends with a whole line, for a
+/// self-upgrade: a line the writer could write only in part (stdout or
+/// stderr not read) must not have the next image's first line glued to it.
+/// The writer says which stream it is writing before each write and
+/// checks that it may; [`Output::freeze`] stops it from starting another.
+#[derive(Default)]
+struct LineEnds {
+    /// Per stream (stdout, stderr): the last byte written was a newline
+    /// (or nothing was written). False while a write is under way.
+    cut: [std::sync::atomic::AtomicBool; 2],
+    /// The stream being written: 0 none, 1 stdout, 2 stderr.
+    writing: std::sync::atomic::AtomicU8,
+    frozen: std::sync::atomic::AtomicBool,
+}
+
+/// One of the writer's handles on fd 1 or 2, keeping [`LineEnds`] true.
+struct Tracked {
+    file: std::fs::File,
+    stream: usize,
+    ends: Arc<LineEnds>,
+}
+
+impl Write for Tracked {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let ends = &self.ends;
+        loop {
+            ends.writing.store(self.stream as u8 + 1, Ordering::SeqCst);
+            if !ends.frozen.load(Ordering::SeqCst) {
+                break;
+            }
+            // The primary is about to re-execute itself: nothing more.
+            ends.writing.store(0, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let was = ends.cut[self.stream].swap(false, Ordering::SeqCst);
+        let result = self.file.write(buf);
+        let now = match &result {
+            Ok(n) if *n > 0 => buf[n - 1] == b'\n',
+            _ => was,
+        };
+        ends.cut[self.stream].store(now, Ordering::SeqCst);
+        ends.writing.store(0, Ordering::SeqCst);
+        result
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 static OUTPUT: OnceLock<Output> = OnceLock::new();
@@ -87,13 +142,18 @@ impl Output {
         let (log, mut log_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let counter = dropped.clone();
+        let ends = Arc::new(LineEnds::default());
+        for cut in &ends.cut {
+            cut.store(true, Ordering::SeqCst);
+        }
+        let writer_ends = ends.clone();
         std::thread::Builder::new()
             .name("hotswap-output".into())
             .spawn(move || {
                 // A runtime of its own, only to wait on both channels at once;
                 // the writes themselves are blocking, on this thread alone.
                 let rt = tokio::runtime::Builder::new_current_thread().build().expect("the output thread's runtime");
-                let mut w = Writer::open(counter);
+                let mut w = Writer::open(counter, writer_ends);
                 rt.block_on(async {
                     loop {
                         let first = tokio::select! {
@@ -134,7 +194,44 @@ impl Output {
                 });
             })
             .expect("starting the output thread");
-        Output { tx, log, dropped, readers: Default::default() }
+        Output { tx, log, dropped, readers: Default::default(), ends }
+    }
+
+    /// Before the exec of a self-upgrade: the writer starts no more writes
+    /// (one under way may go on). Returns, per stream (stdout, stderr),
+    /// whether what was written may end inside a line, for the next image
+    /// to end it ([`Output::end_cut_lines`]).
+    pub fn freeze(&self) -> [bool; 2] {
+        let ends = &self.ends;
+        ends.frozen.store(true, Ordering::SeqCst);
+        let writing = ends.writing.load(Ordering::SeqCst) as usize;
+        let mut cut = [!ends.cut[0].load(Ordering::SeqCst), !ends.cut[1].load(Ordering::SeqCst)];
+        if writing > 0 {
+            cut[writing - 1] = true;
+        }
+        cut
+    }
+
+    /// The exec did not happen: writing goes on.
+    pub fn thaw(&self) {
+        self.ends.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// The next image, first thing: ends the lines the previous one could
+    /// only write in part, so that none is glued to this image's first line.
+    pub fn end_cut_lines(&self, mut cut: [bool; 2]) {
+        // One pipe for both (`2>&1`): one line to end, before the log's.
+        if same_file(1, 2) && cut[0] {
+            cut = [false, true];
+        }
+        if cut[0] {
+            let _ = self.tx.try_send(ToWriter::Line(Line { stream: Stream::Stdout, bytes: b"\n".to_vec() }));
+        }
+        // On the log's channel, which the writer serves first: before any
+        // log line of this image, and before any worker line (queued later).
+        if cut[1] {
+            let _ = self.log.try_send(b"\n".to_vec());
+        }
     }
 
     /// Waits until every pipe reader has reached end of file (every worker
@@ -228,6 +325,13 @@ impl Output {
     }
 }
 
+/// Whether two fds of this process are open on the same file (pipe).
+fn same_file(a: std::os::fd::RawFd, b: std::os::fd::RawFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).ok().map(|m| (m.dev(), m.ino()));
+    id(a).is_some_and(|x| Some(x) == id(b))
+}
+
 /// What a pipe reader has read and not passed on (a partial line, or lines
 /// waiting for room in the writer's queue), for a self-upgrade to carry.
 #[derive(Debug, Clone)]
@@ -263,20 +367,21 @@ impl Drop for Reading {
 
 /// The writer thread's buffered handles on fds 1 and 2.
 struct Writer {
-    out: Option<std::io::BufWriter<std::fs::File>>,
-    err: Option<std::io::BufWriter<std::fs::File>>,
+    out: Option<std::io::BufWriter<Tracked>>,
+    err: Option<std::io::BufWriter<Tracked>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn open(dropped: Arc<AtomicU64>) -> Writer {
+    fn open(dropped: Arc<AtomicU64>, ends: Arc<LineEnds>) -> Writer {
         use std::os::fd::AsFd;
         // Own handles on fds 1 and 2 (dups, close-on-exec).
-        let open = |fd: std::os::fd::BorrowedFd<'_>| -> Option<std::io::BufWriter<std::fs::File>> {
+        let open = |fd: std::os::fd::BorrowedFd<'_>, stream: usize| -> Option<std::io::BufWriter<Tracked>> {
             let dup = fd.try_clone_to_owned().ok()?;
-            Some(std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::from(dup)))
+            let file = Tracked { file: std::fs::File::from(dup), stream, ends: ends.clone() };
+            Some(std::io::BufWriter::with_capacity(64 * 1024, file))
         };
-        Writer { out: open(std::io::stdout().as_fd()), err: open(std::io::stderr().as_fd()), dropped }
+        Writer { out: open(std::io::stdout().as_fd(), 0), err: open(std::io::stderr().as_fd(), 1), dropped }
     }
 
     fn write(&mut self, stream: Stream, bytes: &[u8]) {

@@ -153,6 +153,20 @@ pub async fn resume(
             sup.workers.len()
         ),
     }
+    match &rollback {
+        None => sup.subscribers.say(
+            "upgrade-finished",
+            format!(
+                "upgraded hotswap {} to {version}: pid {} and {} workers kept",
+                state.from_version,
+                std::process::id(),
+                sup.workers.len()
+            ),
+        ),
+        Some(why) => {
+            sup.subscribers.say("upgrade-failed", format!("{why}; rolled back: still running hotswap {version}"))
+        }
+    }
     if let Some(conn) = fds.reply.take() {
         let reply = match &rollback {
             None => Reply::Done {

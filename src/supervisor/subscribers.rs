@@ -73,6 +73,14 @@ impl Subscribers {
         .await;
     }
 
+    /// An event about the primary itself (`upgrade-started`, ...) with a
+    /// message.
+    pub fn say(&mut self, event: &str, message: String) {
+        let mut ev = LifecycleEvent::new(event);
+        ev.message = Some(message);
+        self.emit(ev);
+    }
+
     /// A lifecycle event about one worker.
     pub fn worker_event(&mut self, event: &str, w: &Worker) {
         self.emit(about(event, w));

@@ -69,6 +69,7 @@ impl Supervisor {
             runtime_dir: Some(self.runtime.path().to_path_buf()),
             runtime_lock_fd: Some(self.runtime.lock_fd()),
             new_exe_fd: None,
+            output_cut: Vec::new(),
             exe_fd,
             exe: self.origin.exe.clone(),
             argv: self.origin.argv.clone(),
@@ -106,6 +107,7 @@ impl Supervisor {
             let _ = r.send(Reply::Progress { message: format!("checking {}", exe.display()) });
         }
         tracing::info!("upgrade: checking {}", exe.display());
+        self.subscribers.say("upgrade-started", format!("checking {}", exe.display()));
         let file = match std::fs::File::open(&exe) {
             Ok(f) => f,
             Err(e) => return refuse(format!("cannot open {}: {e}", exe.display())),
@@ -165,21 +167,24 @@ impl Supervisor {
     pub(super) fn on_upgrade_checked(&mut self, pid: i32, result: std::result::Result<String, String>) {
         self.foreign.remove(&pid);
         let Some(pending) = self.upgrade.take() else { return };
-        let fail = |why: String| {
-            tracing::error!("upgrade failed: {why}; still running {}", env!("CARGO_PKG_VERSION"));
-            if let Some(r) = &pending.reply {
-                let _ = r.send(Reply::Error {
-                    error: format!("upgrade failed: {why}; still running hotswap {}", env!("CARGO_PKG_VERSION")),
-                });
+        let new_version = match result {
+            Ok(_) if self.reload.is_some() || self.stop.is_some() => {
+                Err("a reload or stop began during the check".to_string())
+            }
+            other => other,
+        };
+        let new_version = match new_version {
+            Ok(v) => v,
+            Err(why) => {
+                let still = format!("still running hotswap {}", env!("CARGO_PKG_VERSION"));
+                tracing::error!("upgrade failed: {why}; {still}");
+                self.subscribers.say("upgrade-failed", format!("{why}; {still}"));
+                if let Some(r) = &pending.reply {
+                    let _ = r.send(Reply::Error { error: format!("upgrade failed: {why}; {still}") });
+                }
+                return;
             }
         };
-        let new_version = match result {
-            Ok(v) => v,
-            Err(why) => return fail(why),
-        };
-        if self.reload.is_some() || self.stop.is_some() {
-            return fail("a reload or stop began during the check".into());
-        }
         tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
         // The event loop execs once nothing is left in flight.
         self.handing_over = Some((pending, new_version.contains(handover::HOLDS_SIGNALS)));
@@ -235,6 +240,8 @@ impl Supervisor {
         if let Err(e) = result {
             let why = format!("{e:#}");
             tracing::error!("upgrade failed: {why}; still running {}", env!("CARGO_PKG_VERSION"));
+            self.subscribers
+                .say("upgrade-failed", format!("{why}; still running hotswap {}", env!("CARGO_PKG_VERSION")));
             if let Some(r) = &pending.reply {
                 let _ = r.send(Reply::Error {
                     error: format!("upgrade failed: {why}; still running hotswap {}", env!("CARGO_PKG_VERSION")),
@@ -246,8 +253,25 @@ impl Supervisor {
     /// Writes the state and execs `new` (the file that passed the check);
     /// returns only on failure.
     fn exec_upgrade(&mut self, new: &std::fs::File, reply_fd: Option<RawFd>, hold: bool) -> Result<()> {
+        // First: everything queued for stdout and stderr is written (what
+        // the pipe readers hold goes in the state). Nothing runs on this
+        // thread from here to the exec, so no reader takes more from a pipe.
+        if !self.output.flush(handover::FLUSH_BEFORE_EXEC) {
+            tracing::warn!(
+                "upgrade: output was not written out within {} s (stdout or stderr is not read); queued lines may be lost",
+                handover::FLUSH_BEFORE_EXEC.as_secs()
+            );
+        }
+        let cut = self.output.freeze();
+        let result = self.exec_frozen(new, reply_fd, hold, cut);
+        self.output.thaw();
+        result
+    }
+
+    fn exec_frozen(&mut self, new: &std::fs::File, reply_fd: Option<RawFd>, hold: bool, cut: [bool; 2]) -> Result<()> {
         let exe_fd = OwnedFd::from(std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?);
         let mut state = self.snapshot(reply_fd, exe_fd.as_raw_fd());
+        state.output_cut = cut.to_vec();
         // A script (`#!`) is executed by its interpreter, which opens it
         // again as /dev/fd/N: that fd must stay open across the exec. The
         // next image closes it (it is in the state).
@@ -268,15 +292,6 @@ impl Supervisor {
             bail!("could not prepare the fds to hand over");
         }
         self.systemd.reloading("upgrading hotswap in place");
-        // Last: everything queued for stdout and stderr is written (what the
-        // pipe readers hold is in the state). Nothing runs on this thread
-        // from here to the exec, so no reader takes more from a pipe.
-        if !self.output.flush(handover::FLUSH_BEFORE_EXEC) {
-            tracing::warn!(
-                "upgrade: output was not written out within {} s (stdout or stderr is not read); queued lines may be lost",
-                handover::FLUSH_BEFORE_EXEC.as_secs()
-            );
-        }
         let err = handover::exec((new.as_raw_fd(), &state.exe), &state.argv, memfd.as_raw_fd(), None, hold);
         // Still here: the exec failed; nothing was handed over.
         for fd in pass {

@@ -328,7 +328,8 @@ pub struct LifecycleEvent {
     /// `fork`, `online`, `listening`, `disconnect`, `exit`,
     /// `reload-started`, `reload-finished`, `reload-failed`, `stopping`,
     /// `max-memory`, `max-memory-replaced`, `max-memory-failed`,
-    /// `start-failed` (a slot's restart could not start its worker).
+    /// `start-failed` (a slot's restart could not start its worker),
+    /// `upgrade-started`, `upgrade-finished`, `upgrade-failed`.
     pub event: String,
     /// Seconds since the Unix epoch, with fractions.
     pub time: f64,

@@ -223,3 +223,64 @@ fn events_stream_the_lifecycle_as_it_happens() {
     assert_eq!(worker["id"], 2);
     assert_eq!(ppid(worker["pid"].as_i64().unwrap() as i32), p.pid());
 }
+
+/// `hotswap events` connecting while the primary re-executes itself (a
+/// self-upgrade): the old image had accepted the connection and not yet
+/// subscribed it, so it closes with no line. The client asks again and
+/// follows the new image (exit 0 once it stops); if nothing answers any
+/// more, the primary is gone (exit 3), as for a stream cut short.
+#[test]
+fn an_events_client_caught_in_an_exec_asks_the_next_image() {
+    use std::os::unix::net::UnixListener;
+    for next_image in [true, false] {
+        let dir = TempDir::new("events-exec");
+        let sock = dir.path("control.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let path = sock.clone();
+        let server = std::thread::spawn(move || {
+            // The old image: accepted, read, and gone with the exec.
+            let (mut first, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&mut first).read_line(&mut request).unwrap();
+            drop(first);
+            if !next_image {
+                drop(listener);
+                std::fs::remove_file(&path).unwrap();
+                return request;
+            }
+            // The new image subscribes it (if it asks again: a client that
+            // gave up must fail the test, not hang it).
+            listener.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut second = loop {
+                match listener.accept() {
+                    Ok((c, _)) => break c,
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) => return format!("not asked again: {e}"),
+                }
+            };
+            second.set_nonblocking(false).unwrap();
+            let mut again = String::new();
+            BufReader::new(&mut second).read_line(&mut again).unwrap();
+            assert_eq!(again, request, "the same request");
+            second
+                .write_all(
+                    b"{\"type\":\"event\",\"event\":\"upgrade-finished\",\"time\":1.0,\"message\":\"upgraded\"}\n\
+                      {\"type\":\"done\",\"message\":\"stopped\"}\n",
+                )
+                .unwrap();
+            request
+        });
+        let out = Command::new(HOTSWAP).args(["events", "--json", "--control"]).arg(&sock).output().unwrap();
+        let request = server.join().unwrap();
+        assert!(request.contains("events"), "{request}");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if next_image {
+            assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+            assert!(stdout.contains("\"event\":\"upgrade-finished\""), "{stdout}");
+        } else {
+            assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+            assert!(stderr.contains("killed or crashed"), "{stderr}");
+        }
+    }
+}

@@ -388,3 +388,64 @@ fn bad_cluster_messages_cannot_flood_the_log() {
         assert!(count_lines(&log, "more warnings like this suppressed in the last") >= 2, "{what}:\n{log}");
     }
 }
+
+/// A worker's line that the primary could write only in part before a
+/// self-upgrade (its output a FIFO whose reader is stopped) is ended there:
+/// the next image's first line starts on a line of its own, never glued to
+/// it. Both with stderr alone on the FIFO, and with stdout and stderr on it
+/// (`2>&1`) and the line on stdout.
+#[test]
+fn a_line_cut_by_an_upgrade_is_ended_before_the_next_images_output() {
+    for (redirect, to) in [(">/dev/null 2>'{}'", ">&2"), (">'{}' 2>&1", "")] {
+        let dir = TempDir::new("cut");
+        let fifo = dir.path("out.fifo");
+        let captured = dir.path("captured.log");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let mut reader = Command::new("sh")
+            .args(["-c", "exec cat \"$1\" > \"$2\"", "sh"])
+            .arg(&fifo)
+            .arg(&captured)
+            .spawn()
+            .unwrap();
+        let wrapper = dir.path("hotswap-to-fifo");
+        script(&wrapper, &format!("exec {HOTSWAP} \"$@\" {}", redirect.replace("{}", &fifo.display().to_string())));
+        // The worker writes a 200 kB line when told to, more than the FIFO
+        // holds.
+        let worker = dir.path("worker.sh");
+        let (go, written) = (dir.path("go"), dir.path("written"));
+        script(
+            &worker,
+            &format!(
+                "(while [ ! -e {go} ]; do sleep 0.05; done\n\
+                 head -c 200000 /dev/zero | tr '\\0' x {to}; echo {to}; touch {written}) &\nexec {w}",
+                w = rust_worker()[0],
+                go = go.display(),
+                written = written.display()
+            ),
+        );
+        let p = Primary::builder(vec![worker.display().to_string()]).workers(1).binary(&wrapper).start();
+        unsafe { libc::kill(reader.id() as i32, libc::SIGSTOP) };
+        std::fs::write(&go, "").unwrap();
+        wait_until(Duration::from_secs(10), "the worker's long line", || written.exists());
+        // The writer blocks inside that line; the upgrade's flush gives up
+        // on it after 2 s and the primary re-executes.
+        let out = p.ctl(&["upgrade"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        unsafe { libc::kill(reader.id() as i32, libc::SIGCONT) };
+        wait_until(Duration::from_secs(10), "the next image's log", || {
+            std::fs::read_to_string(&captured).unwrap_or_default().contains("upgraded from hotswap")
+        });
+        let text = std::fs::read_to_string(&captured).unwrap();
+        let whole =
+            |l: &str| l.starts_with("[w1 g1 ") && l.split_once("] ").is_some_and(|(_, x)| x.bytes().all(|b| b == b'x'));
+        let cut: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("xxxxxxxxxxxxxxxx") && !whole(l))
+            .map(|l| l.replace("xxxx", ""))
+            .collect();
+        assert!(cut.is_empty(), "{redirect}: lines glued to the worker's: {cut:?}");
+        drop(p);
+        let _ = reader.kill();
+        let _ = reader.wait();
+    }
+}

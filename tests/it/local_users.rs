@@ -1,8 +1,9 @@
 //! Local users who should not get in: another user's directory is never used
 //! for the control socket, a server of another user is never obeyed, the
-//! per-primary runtime directory cannot be predicted or pre-created, a
-//! killed primary's one is cleaned up, and `--socket-mode` decides who may
-//! connect to a Unix listener.
+//! per-primary runtime directory cannot be predicted or pre-created, nor
+//! removed and made again to run code as the primary's user, a killed
+//! primary's one is cleaned up, and `--socket-mode` decides who may connect
+//! to a Unix listener.
 //!
 //! These act as other users: the tests run as root (as CI does) and use
 //! `nobody` as the hostile user and an unused uid as the victim.
