@@ -21,15 +21,17 @@
 //!   worker slot with the BPF program that picks one), fork and exec, the guardian process, `sd_notify`,
 //!   reaping, directories no other user can write, the runtime directory
 //!   (held open, checked before each spawn, locked), what a process group
-//!   uses (`/proc`).
+//!   uses (`/proc`), nice values (`--warmup-nice`).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker
-//!   output, file watching, the `--build` command, `/metrics`, and reading
-//!   what workers use (memory, CPU) off the event loop.
+//!   output, file watching, the `--build` command, `/metrics`, reading
+//!   what workers use (memory, CPU) off the event loop, and `--health-check`
+//!   requests to one worker.
 //! - [`handover`]: the state and file descriptors handed from one image of
 //!   the primary to the next in a self-upgrade.
 //! - [`supervisor`]: the event loop, sole owner of all state: the worker
-//!   pool, reloads (their policy in [`supervisor::reload::policy`]), which
+//!   pool, reloads (their policy in [`supervisor::reload::policy`], with the
+//!   `--min-ready` window and canaries), health checks, warm-up priority, which
 //!   slots are live for `--balance`, exits
 //!   and crash backoff, processes workers leave behind (adopted as
 //!   subreaper), stop, status (with what workers use), the `--max-memory`

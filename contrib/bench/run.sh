@@ -110,6 +110,15 @@ else
 fi
 [ -x "$BENCH_HOTSWAP_BIN" ] || { log "$BENCH_HOTSWAP_BIN missing after the build"; exit 1; }
 
+# The warm-up priority part (BENCH_ONLY=warmup) is a script of its own,
+# with its own results file.
+if [ "${BENCH_ONLY:-}" = warmup ]; then
+    log "warm-up priority: p99 during reloads with and without --warmup-nice"
+    python3 "$HERE/warmup.py" --rounds "${BENCH_WARMUP_ROUNDS:-2}" --modes "${BENCH_WARMUP_MODES:-off,10}" \
+        --out "$HERE/warmup.md"
+    exit 0
+fi
+
 # ------------------------------------------------------------------ run
 log "running the benchmark (run id $BENCH_RUN_ID)"
 # The whole run stays under 14 minutes: the driver gets what is left of

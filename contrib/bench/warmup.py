@@ -3,12 +3,12 @@
 `--warmup-nice`; and the reload time of each.
 
     python3 contrib/bench/warmup.py [--workers 2] [--startup-cpu-ms 500]
-        [--duration 10] [--reload-every 2] [--rounds 2] [--out contrib/bench/warmup.md]
+        [--duration 10] [--reload-every 2] [--rounds 2] [--modes off,10] [--out contrib/bench/warmup.md]
 
 Runs `target/release/hotswap run -w N --min-ready 0 --warmup-nice MODE` with
 the Node.js example worker, whose start-up burns `--startup-cpu-ms` of CPU
 (`EXAMPLE_STARTUP_CPU_MS`: what loading modules and filling caches cost a
-real app), for MODE `off` and `10`, in alternating rounds. Each round: wrk
+real app), for each MODE of `--modes` (default `off,10`), in alternating rounds. Each round: wrk
 (`-t2 -c50`, keep-alive) for `--duration` s without reloads, then the same
 with `hotswap reload` every `--reload-every` s. `--min-ready 0` keeps the
 stability window out of the reload time (it would add the same second to
@@ -122,12 +122,13 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--reload-every", type=float, default=2.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--modes", default="off,10", help="--warmup-nice values, comma-separated")
     ap.add_argument("--out")
     a = ap.parse_args()
     hotswap = os.path.join(ROOT, "target/release/hotswap")
     if not os.path.exists(hotswap):
         sys.exit("build it first: cargo build --release")
-    modes = ["off", "10"]
+    modes = a.modes.split(",")
     runs = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="hotswap-warmup-") as tmp:
         for rnd in range(a.rounds):
@@ -164,7 +165,7 @@ def main():
         with open(a.out, "w") as f:
             f.write("# Warm-up priority: keep-alive latency during reloads\n\n")
             f.write(f"`python3 contrib/bench/warmup.py --workers {a.workers} --startup-cpu-ms {a.startup_cpu_ms} "
-                    f"--duration {a.duration} --reload-every {a.reload_every} --rounds {a.rounds}`\n\n")
+                    f"--duration {a.duration} --reload-every {a.reload_every} --rounds {a.rounds} --modes {a.modes}`\n\n")
             f.write(f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, "
                     f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
                     f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n")

@@ -122,7 +122,9 @@ pub struct Options {
     /// warm-up takes CPU from the workers serving only when they leave
     /// some; once ready, its processes and threads get the primary's
     /// priority back (those that changed their own nice keep theirs).
-    /// `off`: start at the primary's priority [default: 10].
+    /// Can slow a reload a lot on a machine whose other processes keep
+    /// every core busy; `off`: start at the primary's priority
+    /// [default: off].
     #[arg(long, value_name = "N|off")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub warmup_nice: Option<WarmupNice>,

@@ -45,8 +45,14 @@ pub enum WarmupNice {
     Nice(i32),
 }
 
-/// Measured in contrib/bench (`BENCH_ONLY=warmup`): see its README.
-pub const DEFAULT_WARMUP_NICE: WarmupNice = WarmupNice::Nice(10);
+/// Off by default: measured on a saturated machine (other processes at nice
+/// 0 using every core), a worker warming up at nice 10 took 21 to 30 s to
+/// start where the same worker at nice 0 took 8 s (hypercorn), so reloads
+/// slowed 3x and came near `--ready-timeout`; the latency gain did not show
+/// above that machine's noise (contrib/bench/warmup.md). Where the
+/// machine's CPU is the workers' own, `--warmup-nice 10` is the setting to
+/// try.
+pub const DEFAULT_WARMUP_NICE: WarmupNice = WarmupNice::Off;
 
 impl Default for WarmupNice {
     fn default() -> Self {

@@ -151,7 +151,7 @@ fn min_ready_health_check_and_warmup_nice_as_flags_or_keys() {
         (d.min_ready, d.health_check.clone(), d.health_timeout),
         (Duration::from_secs(1), None, Duration::from_secs(10))
     );
-    assert_eq!(d.warmup_nice, WarmupNice::Nice(10));
+    assert_eq!(d.warmup_nice, WarmupNice::Off);
     let err = Options::from_toml("workers = 1\nhealth-check = \"healthz\"\n").unwrap_err();
     assert!(err.contains("health-check") && err.contains("line 2") && err.contains("starting with /"), "{err}");
     let err = Options::from_toml("warmup-nice = 20\n").unwrap_err();
@@ -165,6 +165,6 @@ fn min_ready_health_check_and_warmup_nice_as_flags_or_keys() {
         old.remove(k);
     }
     let back: Settings = serde_json::from_value(serde_json::Value::Object(old)).unwrap();
-    assert_eq!((back.min_ready, back.warmup_nice), (Duration::from_secs(1), WarmupNice::Nice(10)));
+    assert_eq!((back.min_ready, back.warmup_nice), (Duration::from_secs(1), WarmupNice::Off));
     assert_eq!(back.health_check, None);
 }

@@ -4,7 +4,7 @@
 //! stop in progress live in [`Supervisor`], whose fields are private: only
 //! the files of this folder touch them, each for one concern (workers,
 //! reloads, exits, adopted orphans, stop, status, subscribers, the live
-//! slots of `--balance`, self-upgrade
+//! slots of `--balance`, health checks, warm-up priority, self-upgrade
 //! and taking over from the previous image, the first `--build`).
 //! Everything else (signals, the control socket, IPC channels, notify
 //! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits

@@ -5,7 +5,9 @@
 //! Why: on a machine with few cores, a new worker's start-up (Node loading
 //! its modules, a JIT warming up) competes with the workers serving, and
 //! their latency shows it. At nice 10 it gets about a tenth of a core's
-//! share against a busy worker at 0, and all of an idle core.
+//! share against a busy worker at 0, and all of an idle core; and a tenth
+//! against *any* busy process at 0, which is why it is off by default
+//! (see [`crate::options::WarmupNice`]).
 //!
 //! Not for the first generation (nothing serves yet: a lower priority would
 //! only slow the start), and not when the primary could not give the

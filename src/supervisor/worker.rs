@@ -296,6 +296,7 @@ impl Worker {
     /// channel is closed) when it speaks IPC, else `--stop-signal` to its
     /// main process, as systemd would. Returns whether IPC was used.
     pub fn shutdown(&mut self) -> bool {
+        self.end_warmup();
         self.state = WorkerState::Stopping;
         self.respawn = false;
         if let (Some(node), Some(ch)) = (self.node.as_mut(), self.ipc.as_ref()) {
@@ -357,8 +358,18 @@ impl Worker {
         self.kill();
     }
 
+    /// A worker told to go before it was ready gets the primary's priority
+    /// back first: at a low one, on a busy machine, even dying (which runs
+    /// in its own threads) or draining takes long.
+    fn end_warmup(&mut self) {
+        if let Some((warm, original)) = self.warm.take() {
+            let _ = crate::sys::priority::restore_group(self.pid.as_raw(), warm, original);
+        }
+    }
+
     /// SIGKILL to the worker's whole process group.
     pub fn kill(&mut self) {
+        self.end_warmup();
         self.state = WorkerState::Stopping;
         self.ipc = None;
         self.handover.ipc = None;

@@ -35,7 +35,12 @@ fn a_new_worker_warms_up_at_a_lower_priority_and_serves_at_the_primarys() {
     if base >= 10 {
         return; // the test itself runs niced: nothing to see
     }
-    let p = Primary::builder(rust_worker()).workers(2).env("EXAMPLE_STARTUP_MS", "1500").start();
+    let p = Primary::builder(rust_worker())
+        .workers(2)
+        .env("EXAMPLE_STARTUP_MS", "1500")
+        .arg("--warmup-nice")
+        .arg("10")
+        .start();
     for pid in p.worker_pids() {
         assert_eq!(nice(pid), Some(base), "the first generation starts at the primary's priority");
     }
@@ -59,14 +64,9 @@ fn a_new_worker_warms_up_at_a_lower_priority_and_serves_at_the_primarys() {
 }
 
 #[test]
-fn warmup_nice_off_starts_new_workers_at_the_primarys_priority() {
+fn by_default_new_workers_start_at_the_primarys_priority() {
     let base = own_nice();
-    let p = Primary::builder(rust_worker())
-        .workers(1)
-        .env("EXAMPLE_STARTUP_MS", "1500")
-        .arg("--warmup-nice")
-        .arg("off")
-        .start();
+    let p = Primary::builder(rust_worker()).workers(1).env("EXAMPLE_STARTUP_MS", "1500").start();
     std::thread::scope(|s| {
         let r = s.spawn(|| p.reload());
         assert_eq!(nice(starting_pid(&p)), Some(base));
