@@ -167,3 +167,31 @@ fn when_fds_run_low_new_workers_are_refused_and_stop_still_works() {
     assert!(stop.status.success(), "{stop:?}\n{}", p.log_text());
     assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
 }
+
+// ------------------------------------------------------- metrics slowloris ----
+
+/// Idle connections (16 of them, twice the connections served at once)
+/// lock no scraper out: 20 of 20 scrapes answer 200 while they are held
+/// open, and the ones held long enough are closed by the primary. And
+/// `--metrics :PORT` is loopback only.
+#[test]
+fn idle_metrics_connections_do_not_lock_scrapers_out() {
+    let p = Primary::builder(rust_worker()).workers(1).arg("--metrics").arg(":0").start();
+    let addr = p.status()["metrics"].as_str().unwrap().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "`:PORT` binds loopback only: {addr}");
+    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..20 {
+        let (code, body) = http(&addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+        assert_eq!(code, 200, "scrape {i} with 16 idle connections open: {body}");
+    }
+    // Each idle connection is closed: dropped for a newer one, or at the
+    // read deadline (408).
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+}
