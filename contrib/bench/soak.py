@@ -128,8 +128,10 @@ def main():
         return r
 
     def ready_pids():
-        s = json.loads(ctl_run("status", "--json").stdout)
-        return [w["pid"] for w in s["workers"] if w["state"] == "ready"]
+        r = ctl_run("status", "--json", ok=False)
+        if r.returncode != 0:
+            return []  # not up yet
+        return [w["pid"] for w in json.loads(r.stdout)["workers"] if w["state"] == "ready"]
 
     def wait_ready(n, within):
         deadline = time.time() + within
