@@ -7,30 +7,119 @@
 //! cannot stall the primary: the request must arrive within
 //! [`READ_TIMEOUT`] and fit in [`MAX_REQUEST`] bytes, the answer must be
 //! taken within [`WRITE_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are
-//! served at once (more are closed at once). One request per connection.
+//! open at once, [`MAX_PER_CLIENT`] from one address. Idle connections
+//! cannot lock scrapers out ([`Table`]): when the table is full, a new
+//! connection takes the place of the oldest one still waiting for its
+//! request (of its own address first), so a scraper that sends its request
+//! at once is served however many idle connections others hold open. One
+//! request per connection.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::types::counters::{Histogram, Snapshot};
 use crate::types::{Event, WorkerState};
 
 /// Largest request head accepted, in bytes.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its request.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send its request (a scraper sends it at
+/// once).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client may take to read the answer.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once.
+/// Connections open at once.
 pub const MAX_CONNECTIONS: usize = 8;
+/// Connections open at once from one client address.
+pub const MAX_PER_CLIENT: usize = 4;
+
+/// The open connections, and which to drop for a new one.
+#[derive(Debug, Default)]
+pub struct Table {
+    next: u64,
+    conns: Vec<Conn>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    ip: IpAddr,
+    since: Instant,
+    /// Still waiting for its request (may be dropped for a newer one).
+    waiting: bool,
+    evict: Arc<Notify>,
+}
+
+/// Whether a new connection is taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Taken as `id`, after dropping the connections listed (oldest idle).
+    Take { id: u64, evicted: Vec<u64> },
+    /// Every place is taken by a connection being answered.
+    Refuse,
+}
+
+impl Table {
+    /// A connection from `ip` arrived: take it, if need be in the place of
+    /// the oldest connection still waiting for its request (of `ip` when it
+    /// has [`MAX_PER_CLIENT`] open, else of anyone).
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> (Admit, Vec<Arc<Notify>>) {
+        let mut evicted = Vec::new();
+        let mut notify = Vec::new();
+        let mut drop_oldest = |conns: &mut Vec<Conn>, of: Option<IpAddr>| -> bool {
+            let oldest = conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.waiting && of.is_none_or(|ip| c.ip == ip))
+                .min_by_key(|(_, c)| c.since)
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => {
+                    let c = conns.remove(i);
+                    evicted.push(c.id);
+                    notify.push(c.evict);
+                    true
+                }
+                None => false,
+            }
+        };
+        if self.conns.iter().filter(|c| c.ip == ip).count() >= MAX_PER_CLIENT && !drop_oldest(&mut self.conns, Some(ip))
+        {
+            return (Admit::Refuse, notify);
+        }
+        if self.conns.len() >= MAX_CONNECTIONS && !drop_oldest(&mut self.conns, None) {
+            return (Admit::Refuse, notify);
+        }
+        self.next += 1;
+        let id = self.next;
+        self.conns.push(Conn { id, ip, since: now, waiting: true, evict: Arc::new(Notify::new()) });
+        (Admit::Take { id, evicted }, notify)
+    }
+
+    /// What tells connection `id` to give up its place.
+    fn evict_signal(&self, id: u64) -> Option<Arc<Notify>> {
+        self.conns.iter().find(|c| c.id == id).map(|c| c.evict.clone())
+    }
+
+    /// Connection `id` has sent its request: it keeps its place.
+    pub fn answering(&mut self, id: u64) {
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == id) {
+            c.waiting = false;
+        }
+    }
+
+    /// Connection `id` is closed.
+    pub fn remove(&mut self, id: u64) {
+        self.conns.retain(|c| c.id != id);
+    }
+}
 
 /// The primary's side: the bound socket (a copy, handed over on
 /// self-upgrade so that the address, even a port 0 one, stays) and the task
@@ -68,35 +157,71 @@ impl Server {
 }
 
 async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = Arc::new(Mutex::new(Table::default()));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!("metrics: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Busy: say so if the socket takes it at once, never wait.
-            let _ = stream.try_write(response(503, "too many metrics connections\n", false).as_bytes());
-            tracing::debug!("metrics: {MAX_CONNECTIONS} connections open; one refused");
-            continue;
+        let (admit, evict, signal) = {
+            let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+            let (admit, evict) = t.admit(peer.ip(), Instant::now());
+            let signal = match &admit {
+                Admit::Take { id, .. } => t.evict_signal(*id),
+                Admit::Refuse => None,
+            };
+            (admit, evict, signal)
         };
-        let events = events.clone();
+        for n in evict {
+            n.notify_one();
+        }
+        let id = match admit {
+            Admit::Take { id, evicted } => {
+                if !evicted.is_empty() {
+                    tracing::debug!("metrics: dropped an idle connection for one from {}", peer.ip());
+                }
+                id
+            }
+            Admit::Refuse => {
+                // Busy answering: say so if the socket takes it at once, never wait.
+                let _ = stream.try_write(response(503, "too many metrics connections\n", false).as_bytes());
+                tracing::debug!("metrics: {MAX_CONNECTIONS} connections being answered; one refused");
+                continue;
+            }
+        };
+        let (events, table) = (events.clone(), table.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, events).await {
+            let evict = signal.unwrap_or_default();
+            if let Err(e) = handle(stream, events, id, evict, &table).await {
                 tracing::debug!("metrics connection: {e:#}");
             }
-            drop(permit);
+            table.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, events: mpsc::Sender<Event>) -> Result<()> {
-    let (code, body, head_only) = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Err(_) => (408, "no request within 5 s\n".to_string(), false),
+async fn handle(
+    mut stream: TcpStream,
+    events: mpsc::Sender<Event>,
+    id: u64,
+    evict: Arc<Notify>,
+    table: &Mutex<Table>,
+) -> Result<()> {
+    let head = tokio::select! {
+        head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)) => head,
+        // A newer connection took its place while it sent nothing.
+        () = evict.notified() => {
+            let _ = stream.try_write(response(408, "no request yet; closed for a newer connection\n", false).as_bytes());
+            return Ok(());
+        }
+    };
+    table.lock().unwrap_or_else(|e| e.into_inner()).answering(id);
+    let (code, body, head_only) = match head {
+        Err(_) => (408, format!("no request within {} s\n", READ_TIMEOUT.as_secs()), false),
         Ok(Err(Bad::TooLarge)) => (431, format!("request head over {MAX_REQUEST} bytes\n"), false),
         Ok(Err(Bad::Malformed(why))) => (400, format!("{why}\n"), false),
         Ok(Ok(head)) => match route(&head) {
@@ -385,6 +510,38 @@ mod tests {
         assert_eq!(route("garbage").unwrap_err().0, 400);
         assert_eq!(route("GET /metrics SPDY/3").unwrap_err().0, 400);
         assert_eq!(route("").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn idle_connections_make_room_for_new_ones() {
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut t = Table::default();
+        let take = |t: &mut Table, ip, now| match t.admit(ip, now).0 {
+            Admit::Take { id, evicted } => (id, evicted),
+            Admit::Refuse => panic!("refused"),
+        };
+        // One client: its fifth connection replaces its own oldest idle one.
+        for i in 0..4 {
+            assert_eq!(take(&mut t, a, at(i)).1, Vec::<u64>::new());
+        }
+        assert_eq!(take(&mut t, a, at(10)).1, vec![1]);
+        // Others fill the rest; then a newcomer replaces the oldest idle.
+        for i in 0..4 {
+            assert!(take(&mut t, b, at(20 + i)).1.is_empty());
+        }
+        assert_eq!(t.conns.len(), MAX_CONNECTIONS);
+        let (_, evicted) = take(&mut t, "10.0.0.3".parse().unwrap(), at(30));
+        assert_eq!(evicted, vec![2], "the oldest idle connection, whoever it is from");
+        // Connections being answered keep their place.
+        let ids: Vec<u64> = t.conns.iter().map(|c| c.id).collect();
+        for id in &ids {
+            t.answering(*id);
+        }
+        assert_eq!(t.admit(a, at(40)).0, Admit::Refuse);
+        t.remove(ids[0]);
+        assert!(matches!(t.admit(a, at(50)).0, Admit::Take { .. }));
     }
 
     #[test]

@@ -178,8 +178,9 @@ pub struct Options {
     #[serde(default, with = "parse::size", skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<u64>,
 
-    /// Serve Prometheus metrics at `http://ADDR/metrics` (`127.0.0.1:9100`,
-    /// `:9100` for every address). Bound once, at start.
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (`127.0.0.1:9100`;
+    /// `:9100` is loopback only, `0.0.0.0:9100` every address). Bound once,
+    /// at start.
     #[arg(long, value_name = "ADDR")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsAddr>,
@@ -336,7 +337,8 @@ pub struct Settings {
     pub timestamps: bool,
 }
 
-/// `--metrics`: a TCP address; `:PORT` means every address.
+/// `--metrics`: a TCP address; `:PORT` means loopback (127.0.0.1): the
+/// counters are nobody else's business unless an address says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsAddr(pub std::net::SocketAddr);
 
@@ -344,10 +346,10 @@ impl std::str::FromStr for MetricsAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let full = if t.starts_with(':') { format!("0.0.0.0{t}") } else { t.to_string() };
-        full.parse()
-            .map(MetricsAddr)
-            .map_err(|_| format!("invalid metrics address {s:?} (expected IP:PORT, e.g. 127.0.0.1:9100, or :9100)"))
+        let full = if t.starts_with(':') { format!("127.0.0.1{t}") } else { t.to_string() };
+        full.parse().map(MetricsAddr).map_err(|_| {
+            format!("invalid metrics address {s:?} (expected IP:PORT, e.g. 127.0.0.1:9100, 0.0.0.0:9100, or :9100 for loopback)")
+        })
     }
 }
 

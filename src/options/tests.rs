@@ -168,3 +168,12 @@ fn min_ready_health_check_and_warmup_nice_as_flags_or_keys() {
     assert_eq!((back.min_ready, back.warmup_nice), (Duration::from_secs(1), WarmupNice::Off));
     assert_eq!(back.health_check, None);
 }
+
+#[test]
+fn a_metrics_port_alone_is_loopback() {
+    let addr = |s: &str| s.parse::<MetricsAddr>().map(|a| a.0.to_string());
+    assert_eq!(addr(":9100").unwrap(), "127.0.0.1:9100");
+    assert_eq!(addr("0.0.0.0:9100").unwrap(), "0.0.0.0:9100");
+    assert_eq!(addr("[::1]:9100").unwrap(), "[::1]:9100");
+    assert!(addr("nowhere").unwrap_err().contains("loopback"));
+}

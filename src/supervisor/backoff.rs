@@ -105,6 +105,15 @@ impl Slot {
         self.retry_at = Some(at);
     }
 
+    /// The slot's worker exited because it was told to (a reload replaced
+    /// it, or `--max-memory`): it did not crash, so the crashes before it
+    /// were not in a row with any after it. (Without this, a slot whose
+    /// workers a frequent reload replaces, none living 10 s, would keep a
+    /// crash from an hour ago in its streak and wait 30 s after the next.)
+    pub fn retired(&mut self) {
+        self.streak = 0;
+    }
+
     /// A worker started again in this slot after a crash; returns the run
     /// of failed starts this ends, if any (to log its count).
     pub fn restarted(&mut self) -> Option<Failing> {
@@ -184,6 +193,22 @@ mod tests {
         assert_eq!(slot.restarted(), Some(Failing { error: fork.into(), times: 1 }));
         assert_eq!(slot.restarted(), None);
         assert_eq!(slot.waiting(now), None);
+    }
+
+    #[test]
+    fn a_worker_replaced_as_told_ends_the_streak() {
+        let now = Instant::now();
+        let mut slot = Slot::default();
+        let quick = Duration::from_millis(50);
+        slot.crashed(quick, now);
+        slot.crashed(quick, now);
+        assert_eq!(slot.crashed(quick, now), Duration::from_millis(200));
+        slot.retired();
+        assert_eq!(
+            slot.crashed(quick, now),
+            Duration::ZERO,
+            "a crash after a worker that was replaced starts a new streak"
+        );
     }
 
     #[test]

@@ -103,6 +103,9 @@ impl Supervisor {
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());
         if worker.state() == WorkerState::Stopping {
+            if let Some(slot) = self.slots.get_mut(worker.slot()) {
+                slot.retired();
+            }
             tracing::info!(
                 worker = id,
                 pid = pid_raw,
