@@ -23,6 +23,7 @@ mod first_build;
 mod memory;
 mod metrics;
 mod node;
+mod readiness;
 pub mod reload;
 mod resume;
 mod status;
@@ -86,6 +87,11 @@ pub struct Supervisor {
     inodes: Vec<u64>,
     /// Commands whose workers announce their readiness (`--ready auto`).
     announcers: accepting::Announcers,
+    /// Where looks at starting workers' accepts are asked (a thread of
+    /// their own: [`crate::io::accepts`]).
+    accepts: std::sync::mpsc::Sender<crate::io::accepts::Look>,
+    /// The listeners' addresses, where probe connections go.
+    probe_targets: Vec<Option<socket2::SockAddr>>,
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
@@ -247,6 +253,8 @@ impl Supervisor {
             slot_sockets,
             leaving: Default::default(),
             inodes: accepting::inodes(&listeners)?,
+            probe_targets: accepting::addresses(&listeners),
+            accepts: crate::io::accepts::start(events.clone()).context("starting the accepts scanner")?,
             announcers: Default::default(),
             flags,
             origin,
@@ -362,6 +370,7 @@ impl Supervisor {
             Event::Timer(t) => self.on_timer(t),
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
+            Event::Looked { worker, report, cost } => self.on_looked(worker, *report, cost),
         }
         self.rebalance();
     }
@@ -422,6 +431,7 @@ impl Supervisor {
             Timer::Ready(id) => self.on_ready_deadline(id),
             Timer::AssumeReady(id) => self.mark_ready(id, crate::types::ReadyVia::Assumed),
             Timer::AcceptCheck(id) => self.on_accept_check(id),
+            Timer::AcceptSettled(id) => self.on_accept_settled(id),
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
@@ -472,6 +482,13 @@ impl Supervisor {
             events: &self.events,
             preload: &self.preload,
             python_dir: &self.python_dir,
+            wait_ready: match settings.ready {
+                crate::options::ReadyMode::Ipc | crate::options::ReadyMode::IpcOrNotify => true,
+                crate::options::ReadyMode::Auto => {
+                    self.announcers.how(&settings.command) == Some(crate::types::ReadyVia::Ipc)
+                }
+                _ => false,
+            },
         }
     }
 

@@ -307,7 +307,7 @@ impl Supervisor {
                 // Re-armed by the event loop itself when it starts.
                 Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
                 // Re-armed above for every worker that is still starting.
-                Timer::AcceptCheck(_) => {}
+                Timer::AcceptCheck(_) | Timer::AcceptSettled(_) => {}
             }
         }
         // Exits that happened during the exec. What happened (upgraded, or

@@ -19,6 +19,7 @@ mod observe;
 mod outlive;
 mod package;
 mod protocol;
+mod proven;
 mod python;
 mod reload;
 mod signals;
