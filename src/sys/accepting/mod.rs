@@ -39,17 +39,22 @@
 //!
 //! What "seen" means: in epoll, "the event loop owns the listener", not "the
 //! accept loop has run". Go and tokio register when the listener object is
-//! created, maybe before the app is done starting; Node/libuv on the loop
-//! iteration after `listen()`'s callback; asyncio inside `start_server()`.
-//! Connections arriving meanwhile wait in the shared backlog, which is what
-//! readiness has to guarantee.
+//! created, maybe long before the app is done starting; Node/libuv on the
+//! loop iteration after `listen()`'s callback; asyncio inside
+//! `start_server()`. So a sighting in epoll, `poll` or `select` is a *wait*;
+//! only a thread blocked in `accept`, or a connection the process holds that
+//! it accepted (a client's, or the primary's probe: [`probe`]), *proves*
+//! that it takes connections ([`How::proves`]). The supervisor decides what
+//! to do with either.
 //!
 //! Cost: per member, a readdir of `/proc/PID/fd` and a `readlink` per fd
 //! (about 5 µs each), the fdinfo of its epoll fds, and only for a member
-//! holding one of the sockets and not yet seen through epoll, one `syscall`
-//! file per thread: 0.1 to 0.3 ms for a typical worker on a small VM.
-//! Meant to be polled every few tens of milliseconds while a worker starts,
-//! not forever.
+//! holding one of the sockets and not yet proven, one `syscall` file per
+//! thread and a `pidfd_getfd` per socket it holds: 0.1 to 0.3 ms for a
+//! typical worker. A worker with tens of thousands of fds would make that
+//! a third of a second, so a look is bounded ([`Limits`]) and runs on a
+//! thread of its own (`crate::io::accepts`). Meant to be polled every few
+//! tens of milliseconds while a worker starts, not forever.
 
 mod accepted;
 mod epoll;
@@ -93,9 +98,16 @@ pub struct Limits {
     /// Sockets of one process copied (`pidfd_getfd`) to find a connection
     /// it accepted, per look.
     pub copies: usize,
-    /// How long one look may take; it stops there, and says so.
+    /// How long one process's fd table may be read, past its first
+    /// [`ALWAYS_READ`] entries; the look goes on with what it read, and
+    /// says so. (Everything else a look does is bounded by the counts
+    /// above: a deadline on all of it would, on a loaded machine, stop
+    /// every look before the thread blocked in `accept`.)
     pub time: Duration,
 }
+
+/// Entries of an fd table every look reads, whatever the time.
+pub const ALWAYS_READ: usize = 256;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -113,8 +125,8 @@ impl Default for Limits {
 /// lacking permission on a process is not an error (see [`Report::denied`]).
 /// `processes == 0` in the report: the group is gone.
 ///
-/// Blocking: 0.1-0.3 ms for a typical worker, up to `limits` for one with
-/// very many fds. Run off the event loop ([`crate::io::accepts`]).
+/// Blocking: 0.1-0.3 ms for a typical worker, bounded by `limits` for one
+/// with very many fds. Run off the event loop (`crate::io::accepts`).
 pub fn accepting(pgid: i32, inodes: &[u64], probes: &[socket2::SockAddr], limits: Limits) -> io::Result<Report> {
     if pgid <= 0 {
         // 0 would be every kernel thread's group.
@@ -124,16 +136,11 @@ pub fn accepting(pgid: i32, inodes: &[u64], probes: &[socket2::SockAddr], limits
     if inodes.is_empty() {
         return Ok(report);
     }
-    let deadline = Instant::now() + limits.time;
     let members = group::group_members(pgid)?;
     report.processes = members.len();
     let mut buf = Vec::with_capacity(4096);
-    let look = Look { inodes, probes, limits, deadline };
+    let look = Look { inodes, probes, limits };
     for pid in members {
-        if Instant::now() >= deadline {
-            report.truncated = true;
-            break;
-        }
         inspect(pid, &look, &mut report, &mut buf)?;
         if report.all_proven(inodes) {
             break;
@@ -147,7 +154,6 @@ struct Look<'a> {
     inodes: &'a [u64],
     probes: &'a [socket2::SockAddr],
     limits: Limits,
-    deadline: Instant,
 }
 
 /// What one process's fd table says about the sockets asked about.
@@ -223,7 +229,7 @@ fn inspect(pid: i32, look: &Look<'_>, report: &mut Report, buf: &mut Vec<u8>) ->
             &fds.sockets,
             buf,
             &mut |fd, inode, how| found.push(Sighting { inode, pid, fd, how }),
-            &|| Instant::now() >= look.deadline,
+            &|| false,
         );
         for s in found {
             report.see(s);
@@ -253,8 +259,9 @@ fn read_fds(pid: i32, inodes: &[u64], look: &Look<'_>) -> io::Result<Fds> {
     let dir_path = format!("/proc/{pid}/fd");
     let dir = fs::read_dir(&dir_path).map_err(|e| context(e, &dir_path))?;
     let mut fds = Fds::default();
+    let deadline = Instant::now() + look.limits.time;
     for (n, entry) in dir.enumerate() {
-        if n >= look.limits.fds || (n % 256 == 255 && Instant::now() >= look.deadline) {
+        if n >= look.limits.fds || (n >= ALWAYS_READ && n % 256 == 0 && Instant::now() >= deadline) {
             fds.truncated = true;
             break;
         }
