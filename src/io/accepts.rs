@@ -69,7 +69,7 @@ pub struct Probe(socket2::SockAddr);
 
 #[cfg(not(target_os = "linux"))]
 impl Probe {
-    pub fn connect(_: &socket2::SockAddr) -> std::io::Result<Probe> {
+    pub fn connect(_: &socket2::SockAddr, _: Option<std::net::SocketAddr>) -> std::io::Result<Probe> {
         Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "probes work on Linux only"))
     }
     pub fn local(&self) -> &socket2::SockAddr {

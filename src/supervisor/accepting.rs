@@ -466,7 +466,8 @@ impl Supervisor {
     /// [`readiness::probe_now`] says so. True if one was opened.
     fn probe(&mut self, id: WorkerId) -> bool {
         let Some(w) = self.workers.get(&id) else { return false };
-        let inodes = self.inodes_of(w.slot());
+        let slot = w.slot();
+        let inodes = self.inodes_of(slot);
         let age = w.age();
         let w = self.workers.get_mut(&id).expect("looked up above");
         let label = w.label();
@@ -485,9 +486,13 @@ impl Supervisor {
         // The first socket not proven yet.
         let Some(i) = inodes.iter().position(|i| !watch.proven.iter().any(|p| p.0 == *i)) else { return false };
         let Some(Some(target)) = self.probe_targets.get(i) else { return false };
+        // Under --balance slots|sticky, to the worker's own slot socket.
+        let from = self.slot_sockets.probe_source(i, slot);
+        let w = self.workers.get_mut(&id).expect("looked up above");
+        let watch = w.accept_watch_mut();
         watch.last_probe = Some(Instant::now());
         watch.probes_made += 1;
-        match Probe::connect(target) {
+        match Probe::connect(target, from) {
             Ok(probe) => {
                 watch.probes.push(OpenProbe { probe, made: Instant::now(), looks: 0, asked: false });
                 true

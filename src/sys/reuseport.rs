@@ -235,77 +235,79 @@ pub fn detach(_socket: BorrowedFd<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Runs `prog` as the kernel would on a packet whose network header is
+/// `net`: which slot it picks for a connection (the primary's probe
+/// connections choose their source address by it; the tests check the
+/// programs with it) (only what the program uses: absolute loads past SKF_NET_OFF,
+/// scratch memory, ALU, jumps). A load past the end returns 0, as the
+/// kernel's does.
+pub fn run(prog: &[Insn], net: &[u8]) -> u32 {
+    let (mut a, mut x, mut m) = (0u32, 0u32, [0u32; 16]);
+    let mut pc = 0usize;
+    let load = |k: u32, n: usize| -> Option<u32> {
+        let off = k.wrapping_sub(NET) as usize;
+        let b = net.get(off..off + n)?;
+        Some(b.iter().fold(0u32, |acc, &v| (acc << 8) | v as u32))
+    };
+    while pc < prog.len() {
+        let i = prog[pc];
+        pc += 1;
+        match i.code {
+            c if c == LD | W | ABS => match load(i.k, 4) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == LD | H | ABS => match load(i.k, 2) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == LD | B | ABS => match load(i.k, 1) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == LD | MEM => a = m[i.k as usize],
+            c if c == ST => m[i.k as usize] = a,
+            c if c == MISC | TAX => x = a,
+            c if c == ALU | RSH | K => a >>= i.k,
+            c if c == ALU | XOR | X => a ^= x,
+            c if c == ALU | XOR | K => a ^= i.k,
+            c if c == ALU | MUL | K => a = a.wrapping_mul(i.k),
+            c if c == ALU | MOD | K => a %= i.k,
+            c if c == JMP | JA => pc += i.k as usize,
+            c if c == JMP | JEQ | K => pc += if a == i.k { i.jt } else { i.jf } as usize,
+            c if c == RET | A => return a,
+            c if c == RET | K => return i.k,
+            _ => return u32::MAX, // not one this module emits
+        }
+    }
+    u32::MAX // programs of this module always return
+}
+
+/// The network header (and TCP source port) of a SYN from `ip`:`port`.
+pub fn packet(ip: std::net::IpAddr, port: u16) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut p = vec![0u8; 40];
+            p[0] = 0x45;
+            p[12..16].copy_from_slice(&v4.octets());
+            p[20..22].copy_from_slice(&port.to_be_bytes());
+            p
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut p = vec![0u8; 60];
+            p[0] = 0x60;
+            p[8..24].copy_from_slice(&v6.octets());
+            p[40..42].copy_from_slice(&port.to_be_bytes());
+            p
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::net::IpAddr;
-
-    /// Runs `prog` as the kernel would on a packet whose network header is
-    /// `net` (only what the program uses: absolute loads past SKF_NET_OFF,
-    /// scratch memory, ALU, jumps). A load past the end returns 0, as the
-    /// kernel's does.
-    fn run(prog: &[Insn], net: &[u8]) -> u32 {
-        let (mut a, mut x, mut m) = (0u32, 0u32, [0u32; 16]);
-        let mut pc = 0usize;
-        let load = |k: u32, n: usize| -> Option<u32> {
-            let off = k.wrapping_sub(NET) as usize;
-            let b = net.get(off..off + n)?;
-            Some(b.iter().fold(0u32, |acc, &v| (acc << 8) | v as u32))
-        };
-        while pc < prog.len() {
-            let i = prog[pc];
-            pc += 1;
-            match i.code {
-                c if c == LD | W | ABS => match load(i.k, 4) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == LD | H | ABS => match load(i.k, 2) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == LD | B | ABS => match load(i.k, 1) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == LD | MEM => a = m[i.k as usize],
-                c if c == ST => m[i.k as usize] = a,
-                c if c == MISC | TAX => x = a,
-                c if c == ALU | RSH | K => a >>= i.k,
-                c if c == ALU | XOR | X => a ^= x,
-                c if c == ALU | XOR | K => a ^= i.k,
-                c if c == ALU | MUL | K => a = a.wrapping_mul(i.k),
-                c if c == ALU | MOD | K => a %= i.k,
-                c if c == JMP | JA => pc += i.k as usize,
-                c if c == JMP | JEQ | K => pc += if a == i.k { i.jt } else { i.jf } as usize,
-                c if c == RET | A => return a,
-                c if c == RET | K => return i.k,
-                c => panic!("instruction {c:#x} at {} not interpreted", pc - 1),
-            }
-        }
-        panic!("fell off the end of the program");
-    }
-
-    /// The network header (and TCP source port) of a SYN from `ip`:`port`.
-    fn packet(ip: IpAddr, port: u16) -> Vec<u8> {
-        match ip {
-            IpAddr::V4(v4) => {
-                let mut p = vec![0u8; 40];
-                p[0] = 0x45;
-                p[12..16].copy_from_slice(&v4.octets());
-                p[20..22].copy_from_slice(&port.to_be_bytes());
-                p
-            }
-            IpAddr::V6(v6) => {
-                let mut p = vec![0u8; 60];
-                p[0] = 0x60;
-                p[8..24].copy_from_slice(&v6.octets());
-                p[40..42].copy_from_slice(&port.to_be_bytes());
-                p
-            }
-        }
-    }
 
     fn spread(prog: &[Insn], clients: &[IpAddr]) -> HashMap<u32, usize> {
         let mut count = HashMap::new();

@@ -199,6 +199,50 @@ impl SlotSockets {
         Ok(())
     }
 
+    /// A source address for a connection to listener `listener` that the
+    /// group's program sends to `slot`'s socket (the primary's probe of a
+    /// worker in that slot). None when no program decides (`--balance
+    /// shared`, a Unix socket, `slots` with every slot live: the kernel's
+    /// own hash picks) or no loopback address found does. Under `sticky` the
+    /// address is one of 127.0.0.1-254 (any port); under `slots`, a port of
+    /// 127.0.0.1 or `[::1]`.
+    pub fn probe_source(&self, listener: usize, slot: usize) -> Option<SocketAddr> {
+        let Some(Group::PerSlot { addr, socks }) = self.groups.get(listener) else { return None };
+        let (slots, live) = self.applied.as_ref()?;
+        let all_live = socks.len() == *slots && live.len() == *slots && live.iter().all(|l| *l);
+        let key = match self.balance {
+            Balance::Slots if all_live => return None,
+            Balance::Slots => Key::Connection,
+            _ => Key::Address,
+        };
+        let prog = reuseport::program(key, *slots, live);
+        let picks =
+            |ip: std::net::IpAddr, port: u16| reuseport::run(&prog, &reuseport::packet(ip, port)) as usize == slot;
+        let v6 = addr.is_ipv6() && !addr.ip().is_unspecified();
+        match (key, v6) {
+            (Key::Address, false) => (1..=254u8)
+                .map(|k| std::net::IpAddr::from([127, 0, 0, k]))
+                .find(|ip| picks(*ip, 0))
+                .map(|ip| SocketAddr::new(ip, 0)),
+            (Key::Address, true) => {
+                let ip = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+                picks(ip, 0).then(|| SocketAddr::new(ip, 0))
+            }
+            (Key::Connection, v6) => {
+                let ip = if v6 {
+                    std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+                } else {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                };
+                // Ports from a pseudo-random start, so that a port just
+                // left in TIME_WAIT is not tried again at once.
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let start = 20_000 + (NEXT.fetch_add(97, std::sync::atomic::Ordering::Relaxed) % 30_000) as u16;
+                (0..2000u16).map(|i| start + i).find(|p| picks(ip, *p)).map(|p| SocketAddr::new(ip, p))
+            }
+        }
+    }
+
     /// Connections waiting in `slot`'s accept queues (every listener's),
     /// for a slot about to lose its worker. 0 for shared listeners.
     pub fn queued(&self, slot: usize) -> u32 {

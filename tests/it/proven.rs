@@ -164,3 +164,27 @@ fn a_release_that_never_announces_fails_the_reload() {
     assert_no_failures(&records, "load across a reload to a release that never announces");
     assert_eq!(records.last().unwrap().result, Ok(1));
 }
+
+/// Under `--balance sticky` each worker has its own slot's socket, and one
+/// client address always reaches the same slot: the probes come from a
+/// loopback address the balance sends to the new worker's slot, so every
+/// new worker is proven by a probe (without that, a probe from 127.0.0.1
+/// would reach one slot only, and the other slot's worker would never be
+/// ready without traffic).
+#[test]
+fn under_sticky_balance_the_probe_reaches_the_new_workers_slot() {
+    let p = Primary::builder(vec!["python3".into(), warmup_server()])
+        .workers(2)
+        .arg("--balance")
+        .arg("sticky")
+        .env("WARMUP", "1")
+        .start();
+    let t = Instant::now();
+    p.reload();
+    assert!(t.elapsed() >= Duration::from_secs(2), "reloaded in {:?}", t.elapsed());
+    let status = p.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert_eq!(w["ready_proof"], "probe", "no traffic: a probe proved it: {status}");
+        assert!(w["ready_ms"].as_u64().unwrap() >= 1000, "{status}");
+    }
+}

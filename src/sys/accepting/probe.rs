@@ -31,18 +31,25 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl Probe {
     /// Connects to a listener bound at `listener` (a wildcard address is
-    /// reached through loopback). Non-blocking: a connect in progress is
-    /// fine, the kernel completes it.
-    pub fn connect(listener: &SockAddr) -> io::Result<Probe> {
+    /// reached through loopback), from `from` if given (so that a
+    /// `SO_REUSEPORT` group's program picks a given socket). Non-blocking:
+    /// a connect in progress is fine, the kernel completes it.
+    pub fn connect(listener: &SockAddr, from: Option<SocketAddr>) -> io::Result<Probe> {
         let (socket, target) = match listener.as_socket() {
             Some(sa) => {
-                let ip = match sa.ip() {
-                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                    ip => ip,
+                let ip = match (sa.ip(), from) {
+                    // A dual-stack [::] socket takes IPv4 connections too.
+                    (ip, Some(SocketAddr::V4(_))) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    (IpAddr::V4(ip), _) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    (IpAddr::V6(ip), _) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    (ip, _) => ip,
                 };
                 let target = SocketAddr::new(ip, sa.port());
-                (Socket::new(Domain::for_address(target), Type::STREAM.nonblocking().cloexec(), None)?, target.into())
+                let s = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking().cloexec(), None)?;
+                if let Some(from) = from {
+                    s.bind(&from.into())?;
+                }
+                (s, target.into())
             }
             None => {
                 let s = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
@@ -107,7 +114,7 @@ mod tests {
     #[test]
     fn a_probe_reaches_a_wildcard_listener_and_is_known_by_its_address() {
         let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-        let p = Probe::connect(&listener_address(l.as_fd()).unwrap()).unwrap();
+        let p = Probe::connect(&listener_address(l.as_fd()).unwrap(), None).unwrap();
         assert_eq!(queued(l.as_fd()), Some(1), "it waits in the accept queue");
         let (conn, peer) = l.accept().unwrap();
         assert_eq!(queued(l.as_fd()), Some(0));
@@ -124,7 +131,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let l = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
-        let p = Probe::connect(&listener_address(l.as_fd()).unwrap()).unwrap();
+        let p = Probe::connect(&listener_address(l.as_fd()).unwrap(), None).unwrap();
         assert_eq!(queued(l.as_fd()), None, "a Unix socket does not say");
         let (conn, _) = l.accept().unwrap();
         let peer = socket2::SockRef::from(&conn).peer_addr().unwrap();
@@ -134,10 +141,19 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_comes_from_the_address_asked() {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let from: SocketAddr = "127.0.0.9:0".parse().unwrap();
+        let _p = Probe::connect(&listener_address(l.as_fd()).unwrap(), Some(from)).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip(), from.ip());
+    }
+
+    #[test]
     fn a_refused_probe_says_so() {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         // Nothing listens there any more.
-        match Probe::connect(&addr.into()) {
+        match Probe::connect(&addr.into(), None) {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
             Ok(p) => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
