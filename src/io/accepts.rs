@@ -33,6 +33,10 @@ pub struct Look {
     pub inodes: Vec<u64>,
     /// The local addresses of the primary's probe connections to it.
     pub probes: Vec<socket2::SockAddr>,
+    /// Sockets of its own to look up in the socket tables for a listening
+    /// one (a pid of the group, their inodes): a server that binds its own
+    /// address instead of serving fd 3.
+    pub own: Option<(i32, Vec<u64>)>,
 }
 
 /// Starts the thread; looks go to the returned sender.
@@ -54,7 +58,14 @@ pub fn start(events: mpsc::Sender<Event>) -> std::io::Result<std::sync::mpsc::Se
 
 #[cfg(target_os = "linux")]
 fn scan(look: &Look) -> std::io::Result<Report> {
-    crate::sys::accepting::accepting(look.pgid, &look.inodes, &look.probes, Limits::default())
+    let mut report = crate::sys::accepting::accepting(look.pgid, &look.inodes, &look.probes, Limits::default())?;
+    if let Some((pid, inodes)) = &look.own {
+        match crate::sys::accepting::own::listening(*pid, inodes) {
+            Ok(found) => report.own = found.into_iter().map(|l| (*pid, l.addr)).collect(),
+            Err(e) => tracing::debug!(worker = look.worker, "looking for listeners of its own: {e}"),
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -88,6 +88,9 @@ pub struct Watch {
     last_probe: Option<Instant>,
     /// What the last look cost (the next is spaced by it).
     cost: Duration,
+    /// Sockets of its own to look up in the socket tables at the next look
+    /// (a pid of the group, their inodes).
+    own_ask: Option<(i32, Vec<u64>)>,
 }
 
 impl Watch {
@@ -292,7 +295,8 @@ impl Supervisor {
             probes.push(p.probe.local().clone());
         }
         watch.in_flight = true;
-        if self.accepts.send(Look { worker: id, pgid, inodes, probes }).is_err() {
+        let own = watch.own_ask.take();
+        if self.accepts.send(Look { worker: id, pgid, inodes, probes, own }).is_err() {
             // The scanner thread is gone (it never is): look again later.
             tracing::error!(worker = id, "the accepts scanner is gone");
             w.accept_watch_mut().in_flight = false;
@@ -341,6 +345,10 @@ impl Supervisor {
         let now = Instant::now();
         match report {
             Ok(report) => {
+                if !report.own.is_empty() {
+                    self.on_own_listeners(id, &report.own);
+                }
+                let w = self.workers.get_mut(&id).expect("still watched");
                 let watch = w.accept_watch_mut();
                 for &inode in &inodes {
                     if let (Some(how), false) = (report.proof(inode), watch.proven.iter().any(|p| p.0 == inode)) {
@@ -512,31 +520,33 @@ impl Supervisor {
         let watch = w.accept_watch_mut();
         let new: Vec<(i32, u64)> = others.iter().filter(|o| !watch.looked_up.contains(&o.1)).copied().collect();
         let recently = watch.last_lookup.is_some_and(|t| t.elapsed() < OWN_LISTENER_GRACE);
-        if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::sys::accepting::MAX_OTHERS {
+        if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::types::accepts::MAX_OTHERS {
             return;
         }
         watch.last_lookup = Some(Instant::now());
         watch.looked_up.extend(new.iter().map(|o| o.1));
-        let inodes: Vec<u64> = new.iter().map(|o| o.1).collect();
-        let found = match crate::sys::accepting::own::listening(new[0].0, &inodes) {
-            Ok(found) => found,
-            Err(e) => return tracing::debug!(worker = id, "looking for listeners of its own: {e}"),
-        };
+        // The next look reads the socket tables, on the scanner's thread
+        // (they can be megabytes: every socket of the network namespace).
+        watch.own_ask = Some((new[0].0, new.iter().map(|o| o.1).collect()));
+    }
+
+    /// What the scanner found in the socket tables: each listening socket
+    /// of its own is said once.
+    fn on_own_listeners(&mut self, id: WorkerId, found: &[(i32, String)]) {
         let ours: Vec<String> =
             self.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
-        for l in found {
-            let pid = new.iter().find(|o| o.1 == l.inode).map_or(0, |o| o.0);
-            let label = w.label();
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        let label = w.label();
+        for (pid, addr) in found {
             tracing::warn!(
                 worker = id,
-                "{label} listens on {} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
+                "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
                  that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
                  instead of binding its own: for example `uvicorn --fd 3`, `hypercorn --bind fd://3`; gunicorn \
                  and systemd-aware servers do it by themselves; see the README's worker guide",
-                l.addr,
                 ours.join(" and "),
             );
-            w.accept_watch_mut().own.push(format!("{} (pid {pid})", l.addr));
+            w.accept_watch_mut().own.push(format!("{addr} (pid {pid})"));
         }
     }
 

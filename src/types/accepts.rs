@@ -123,6 +123,9 @@ pub struct Report {
     pub truncated: bool,
     /// Processes whose fd table was longer than a look reads.
     pub fds_skipped: usize,
+    /// Listening sockets of the worker's own (not hotswap's), looked up
+    /// when asked: (pid, address).
+    pub own: Vec<(i32, String)>,
 }
 
 /// How many other sockets a [`Report`] keeps: enough for a server's own
