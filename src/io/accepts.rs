@@ -103,7 +103,19 @@ pub fn listener_address(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<sock
 
 /// How long to wait before a worker's next look, at least: ten times what
 /// the last one cost, so that looking at a worker with very many fds takes
-/// at most a tenth of a core.
+/// at most a tenth of a core; but never more than 2 s, so that such a
+/// worker is still seen within 2 s of taking connections.
 pub fn spacing(cost: Duration) -> Duration {
-    cost * 10
+    (cost * 10).min(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn costly_looks_are_spaced_out_but_not_forever() {
+        use std::time::Duration;
+        assert_eq!(super::spacing(Duration::from_micros(300)), Duration::from_millis(3));
+        assert_eq!(super::spacing(Duration::from_millis(30)), Duration::from_millis(300));
+        assert_eq!(super::spacing(Duration::from_millis(600)), Duration::from_secs(2));
+    }
 }
