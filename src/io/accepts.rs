@@ -11,7 +11,7 @@
 //! thread for all workers: looks queue behind each other rather than run
 //! on every core at once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -44,9 +44,9 @@ pub fn start(events: mpsc::Sender<Event>) -> std::io::Result<std::sync::mpsc::Se
     let (tx, rx) = std::sync::mpsc::channel::<Look>();
     std::thread::Builder::new().name("hotswap-accepts".into()).spawn(move || {
         while let Ok(look) = rx.recv() {
-            let started = Instant::now();
+            let started = thread_cpu();
             let report = scan(&look).map_err(|e| e.to_string());
-            let cost = started.elapsed();
+            let cost = thread_cpu().saturating_sub(started);
             let event = Event::Looked { worker: look.worker, report: Box::new(report), cost };
             if events.blocking_send(event).is_err() {
                 return; // the supervisor is gone
@@ -54,6 +54,18 @@ pub fn start(events: mpsc::Sender<Event>) -> std::io::Result<std::sync::mpsc::Se
         }
     })?;
     Ok(tx)
+}
+
+/// The CPU time this thread used so far: what a look costs, whatever the
+/// machine's load (wall time on a busy machine would space looks out for
+/// no work of theirs).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is valid for writes.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[cfg(target_os = "linux")]
@@ -101,8 +113,8 @@ pub fn listener_address(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<sock
     socket2::SockRef::from(&fd).local_addr()
 }
 
-/// How long to wait before a worker's next look, at least: ten times what
-/// the last one cost, so that looking at a worker with very many fds takes
+/// How long to wait before a worker's next look, at least: ten times the
+/// CPU time the last one cost, so that looking at a worker with very many fds takes
 /// at most a tenth of a core; but never more than 2 s, so that such a
 /// worker is still seen within 2 s of taking connections.
 pub fn spacing(cost: Duration) -> Duration {

@@ -200,12 +200,12 @@ impl SlotSockets {
     }
 
     /// A source address for a connection to listener `listener` that the
-    /// group's program sends to `slot`'s socket (the primary's probe of a
-    /// worker in that slot). None when no program decides (`--balance
-    /// shared`, a Unix socket, `slots` with every slot live: the kernel's
-    /// own hash picks) or no loopback address found does. Under `sticky` the
-    /// address is one of 127.0.0.1-254 (any port); under `slots`, a port of
-    /// 127.0.0.1 or `[::1]`.
+    /// group's program sends to `slot`'s socket, live or not (the primary's
+    /// probe of a worker in that slot): 127.254.X.Y for IPv4 and dual-stack
+    /// listeners ([`reuseport::PROBE_NET`]). None when no program decides
+    /// (`--balance shared`, a Unix socket, `slots` with every slot live: the
+    /// kernel's own hash picks), and for an IPv6-only listener, where only
+    /// `[::1]` is tried, on a live slot.
     pub fn probe_source(&self, listener: usize, slot: usize) -> Option<SocketAddr> {
         let Some(Group::PerSlot { addr, socks }) = self.groups.get(listener) else { return None };
         let (slots, live) = self.applied.as_ref()?;
@@ -215,30 +215,18 @@ impl SlotSockets {
             Balance::Slots => Key::Connection,
             _ => Key::Address,
         };
+        if !(addr.is_ipv6() && !addr.ip().is_unspecified()) {
+            return Some(SocketAddr::new(reuseport::probe_source(slot).into(), 0));
+        }
         let prog = reuseport::program(key, *slots, live);
-        let picks =
-            |ip: std::net::IpAddr, port: u16| reuseport::run(&prog, &reuseport::packet(ip, port)) as usize == slot;
-        let v6 = addr.is_ipv6() && !addr.ip().is_unspecified();
-        match (key, v6) {
-            (Key::Address, false) => (1..=254u8)
-                .map(|k| std::net::IpAddr::from([127, 0, 0, k]))
-                .find(|ip| picks(*ip, 0))
-                .map(|ip| SocketAddr::new(ip, 0)),
-            (Key::Address, true) => {
-                let ip = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
-                picks(ip, 0).then(|| SocketAddr::new(ip, 0))
-            }
-            (Key::Connection, v6) => {
-                let ip = if v6 {
-                    std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-                } else {
-                    std::net::IpAddr::from([127, 0, 0, 1])
-                };
-                // Ports from a pseudo-random start, so that a port just
-                // left in TIME_WAIT is not tried again at once.
+        let ip = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let picks = |port: u16| reuseport::run(&prog, &reuseport::packet(ip, port)) as usize == slot;
+        match key {
+            Key::Address => picks(0).then(|| SocketAddr::new(ip, 0)),
+            Key::Connection => {
                 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let start = 20_000 + (NEXT.fetch_add(97, std::sync::atomic::Ordering::Relaxed) % 30_000) as u16;
-                (0..2000u16).map(|i| start + i).find(|p| picks(ip, *p)).map(|p| SocketAddr::new(ip, p))
+                (0..2000u16).map(|i| start + i).find(|p| picks(*p)).map(|p| SocketAddr::new(ip, p))
             }
         }
     }

@@ -187,4 +187,14 @@ fn under_sticky_balance_the_probe_reaches_the_new_workers_slot() {
         assert_eq!(w["ready_proof"], "probe", "no traffic: a probe proved it: {status}");
         assert!(w["ready_ms"].as_u64().unwrap() >= 1000, "{status}");
     }
+    // A crashed worker's slot is not live (no client reaches it) until its
+    // replacement is ready: the probe reaches it all the same.
+    let victim = p.worker_pids()[0];
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_until(Duration::from_secs(30), "the crashed worker's replacement", || {
+        let s = p.status();
+        Primary::ready_workers(&s).len() == 2 && !p.worker_pids().contains(&victim)
+    });
+    let status = p.status();
+    assert!(status["workers"].as_array().unwrap().iter().all(|w| w["ready_proof"] == "probe"), "{status}");
 }
