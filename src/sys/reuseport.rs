@@ -159,20 +159,21 @@ pub fn program(key: Key, slots: usize, live: &[bool]) -> Vec<Insn> {
         if alive.is_empty() { Vec::new() } else { (0..slots as u32).filter(|s| !alive.contains(s)).collect() };
 
     let (v4, v6) = (hash(key, false), hash(key, true));
-    let mut p = Vec::new();
     // The primary's probe connections (`PROBE_NET`): an IPv4 source
     // 127.254.X.Y goes to slot X * 256 + Y, live or not, so that a starting
     // worker is probed on its own slot's socket.
-    p.push(stmt(LD | B | ABS, NET));
-    p.push(stmt(ALU | RSH | K, 4));
-    p.push(jump(JMP | JEQ | K, 4, 0, 7));
-    p.push(stmt(LD | W | ABS, NET + 12));
-    p.push(stmt(ALU | RSH | K, 16));
-    p.push(jump(JMP | JEQ | K, PROBE_NET, 0, 4));
-    p.push(stmt(LD | W | ABS, NET + 12));
-    p.push(stmt(ALU | AND | K, 0xffff));
-    p.push(jump(JMP | JGE | K, slots as u32, 1, 0));
-    p.push(stmt(RET | A, 0));
+    let mut p = vec![
+        stmt(LD | B | ABS, NET),
+        stmt(ALU | RSH | K, 4),
+        jump(JMP | JEQ | K, 4, 0, 7),
+        stmt(LD | W | ABS, NET + 12),
+        stmt(ALU | RSH | K, 16),
+        jump(JMP | JEQ | K, PROBE_NET, 0, 4),
+        stmt(LD | W | ABS, NET + 12),
+        stmt(ALU | AND | K, 0xffff),
+        jump(JMP | JGE | K, slots as u32, 1, 0),
+        stmt(RET | A, 0),
+    ];
     // The IP version: the top nibble of the first byte.
     p.push(stmt(LD | B | ABS, NET));
     p.push(stmt(ALU | RSH | K, 4));

@@ -215,7 +215,7 @@ impl SlotSockets {
             Balance::Slots => Key::Connection,
             _ => Key::Address,
         };
-        if !(addr.is_ipv6() && !addr.ip().is_unspecified()) {
+        if !addr.is_ipv6() || addr.ip().is_unspecified() {
             return Some(SocketAddr::new(reuseport::probe_source(slot).into(), 0));
         }
         let prog = reuseport::program(key, *slots, live);
