@@ -42,17 +42,23 @@ pub struct Look {
 /// Starts the thread; looks go to the returned sender.
 pub fn start(events: mpsc::Sender<Event>) -> std::io::Result<std::sync::mpsc::Sender<Look>> {
     let (tx, rx) = std::sync::mpsc::channel::<Look>();
-    std::thread::Builder::new().name("hotswap-accepts".into()).spawn(move || {
-        while let Ok(look) = rx.recv() {
-            let started = thread_cpu();
-            let report = scan(&look).map_err(|e| e.to_string());
-            let cost = thread_cpu().saturating_sub(started);
-            let event = Event::Looked { worker: look.worker, report: Box::new(report), cost };
-            if events.blocking_send(event).is_err() {
-                return; // the supervisor is gone
+    // With the primary's signals blocked: a signal sent during the exec of
+    // a self-upgrade must wait for the new image, not be taken by this
+    // thread, which the exec ends (`crate::sys::signal_mask`).
+    let spawn = || {
+        std::thread::Builder::new().name("hotswap-accepts".into()).spawn(move || {
+            while let Ok(look) = rx.recv() {
+                let started = thread_cpu();
+                let report = scan(&look).map_err(|e| e.to_string());
+                let cost = thread_cpu().saturating_sub(started);
+                let event = Event::Looked { worker: look.worker, report: Box::new(report), cost };
+                if events.blocking_send(event).is_err() {
+                    return; // the supervisor is gone
+                }
             }
-        }
-    })?;
+        })
+    };
+    crate::sys::signal_mask::blocked_while(spawn)?;
     Ok(tx)
 }
 
