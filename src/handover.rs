@@ -245,6 +245,9 @@ pub struct WorkerSnapshot {
     /// to be seen accepting.
     #[serde(default)]
     pub said_ready: bool,
+    /// How long it took to get ready, in milliseconds.
+    #[serde(default)]
+    pub ready_ms: Option<u64>,
 }
 
 /// A process a worker left behind, adopted by the primary.

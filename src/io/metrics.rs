@@ -415,6 +415,25 @@ pub fn render(s: &Snapshot) -> String {
     for w in &st.workers {
         let _ = writeln!(o, "hotswap_worker_processes{{slot=\"{}\",worker=\"{}\"}} {}", w.slot, w.id, w.processes);
     }
+    family(
+        &mut o,
+        "hotswap_worker_ready_seconds",
+        "gauge",
+        "How long each ready worker took from start to ready; via: how it became ready (ipc, cluster, notify, \
+         accepting, assumed), proof: what proved it takes connections (probe, accept, connection), when its \
+         accepts counted.",
+    );
+    for w in &st.workers {
+        let (Some(via), Some(ms)) = (&w.ready_via, w.ready_ms) else { continue };
+        let _ = writeln!(
+            o,
+            "hotswap_worker_ready_seconds{{slot=\"{}\",worker=\"{}\",via=\"{via}\",proof=\"{}\"}} {}",
+            w.slot,
+            w.id,
+            w.ready_proof.as_deref().unwrap_or(""),
+            ms as f64 / 1000.0
+        );
+    }
     slots(&mut o, s);
     if let Some(p) = &s.primary {
         process(&mut o, p);

@@ -11,10 +11,12 @@
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
 //! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
+//! - [`accepts`]: the looks at starting workers' accepts in `/proc`, on a thread of their own.
 //! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
 //! - [`lines`]: newline framing, shared by every stream above.
 //! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
+pub mod accepts;
 pub mod build;
 pub mod control;
 pub mod file_watch;

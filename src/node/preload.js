@@ -16,6 +16,13 @@
 //    process.disconnect() on a closed channel, which cluster itself calls when the
 //    drain ends after the channel was closed. Both become silent no-ops.
 //
+// 3. With HOTSWAP_WAIT_READY=1 (a worker of an app that says 'ready' itself, PM2's
+//    wait_ready, or under --ready ipc), a server's socket from the primary starts
+//    accepting only once the app says process.send('ready') or
+//    {type: 'listening'}: until then connections wait in the shared queue, where
+//    the old workers take them, and the app sees no request before it is ready.
+//    listen() still succeeds at once and emits 'listening'.
+//
 // Dependency-free CommonJS for Node 18, 20 and 22.
 'use strict';
 
@@ -26,7 +33,45 @@ if ((env.HOTSWAP_IPC_FD !== undefined || env.HOTSWAP_NODE_PRELOAD === '1') && !p
   process[kLoaded] = true;
   removeSelfFromNodeOptions();
   patchHttpServers();
-  patchIpc();
+  const waitReady = env.HOTSWAP_WAIT_READY === '1';
+  delete env.HOTSWAP_WAIT_READY;
+  const ready = waitReady ? deferAcceptsUntilReady() : () => {};
+  patchIpc(ready);
+}
+
+// Item 3 above: holds back the listen() of every handle the primary gives (a
+// cluster worker's server gets its socket from queryServer and then calls
+// server._listen2, which calls handle.listen) until the app says it is ready.
+// Returns what to call when it does.
+function deferAcceptsUntilReady() {
+  const net = require('net');
+  const proto = net.Server.prototype;
+  const listen2 = proto._listen2;
+  let said = false;
+  const held = [];
+  if (typeof listen2 !== 'function') return () => {};
+  proto._listen2 = function hotswapListen2(...args) {
+    const handle = this._handle;
+    if (!said && handle && typeof handle.listen === 'function') {
+      const listen = handle.listen;
+      handle.listen = function hotswapHeldListen(backlog) {
+        handle.listen = listen;
+        held.push(() => {
+          const err = listen.call(handle, backlog);
+          if (err) debug(`listen after 'ready' failed: ${err}`);
+        });
+        debug('a server listens; it accepts once the app says it is ready');
+        return 0;
+      };
+    }
+    return listen2.apply(this, args);
+  };
+  return () => {
+    if (said) return;
+    said = true;
+    debug(`the app says it is ready: ${held.length} server(s) start accepting`);
+    held.splice(0).forEach((start) => start());
+  };
 }
 
 function debug(msg) {
@@ -171,12 +216,17 @@ function patchHttpServers() {
   };
 }
 
-function patchIpc() {
+function patchIpc(ready) {
   if (typeof process.send !== 'function') return;
   const { send, disconnect } = process;
   let dropped = 0;
 
   process.send = function hotswapSend(message, handle, options, callback) {
+    // Accepting starts before the primary hears it, which then retires an
+    // old worker.
+    if (message === 'ready' || (message !== null && typeof message === 'object' && message.type === 'listening')) {
+      ready();
+    }
     if (typeof handle === 'function') { callback = handle; handle = undefined; options = undefined; }
     else if (typeof options === 'function') { callback = options; options = undefined; }
     const hasCallback = typeof callback === 'function';

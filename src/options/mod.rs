@@ -87,10 +87,12 @@ pub struct Options {
     pub surge: Option<Surge>,
 
     /// How a worker says it is ready: `accepting` (a process of the worker
-    /// accepts on every listening socket, seen in /proc: any server, no
-    /// code), `ipc` (the `listening` message), `notify` (`READY=1` on its
+    /// is seen taking connections on every listening socket, in /proc: a
+    /// thread blocked in accept, a connection it accepted, or the primary's
+    /// probe connection taken; any server, no code), `ipc` (the worker's own
+    /// `listening` message or `'ready'`), `notify` (`READY=1` on its
     /// `NOTIFY_SOCKET`), `ipc-or-notify`, `delay:DUR` (ready after DUR),
-    /// `none` (ready at once), `auto` (IPC or Node's `listening`; `READY=1` once it also accepts; accepting for a worker that says nothing; see docs/protocol.md) [default: auto].
+    /// `none` (ready at once), `auto` (its own IPC `listening`/`'ready'`, or Node's `listening` unless the app says `'ready'`; `READY=1` once it also takes connections; taking connections for a worker that says nothing; see docs/protocol.md) [default: auto].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyMode>,

@@ -1,20 +1,27 @@
 //! `--ready accepting` (and the accepting part of `auto`): a starting
-//! worker is looked at in `/proc` until one of its processes accepts on
-//! every listening socket, then never again.
+//! worker is looked at in `/proc` until one of its processes is seen
+//! *taking* connections on every listening socket, then never again.
 //!
-//! Looks come as [`Timer::AcceptCheck`]s on the event loop: each is a short
-//! synchronous walk of `/proc` (0.1-0.3 ms, see [`crate::sys::accepting`]),
-//! every 20 ms at first, backing off to every 50 ms for a worker that takes
-//! long to start. Under `auto`:
+//! Looks are asked of the scanner's thread ([`crate::io::accepts`]) on
+//! each [`Timer::AcceptCheck`], and judged when their [`Event::Looked`]
+//! comes back: every 20 ms at first, backing off to every 50 ms for a
+//! worker that takes long to start, and never more often than ten times
+//! what the last look cost. The rules are in [`super::readiness`]:
 //!
-//! * a worker that speaks IPC or Node's cluster protocol is judged by it
-//!   and no longer looked at;
-//! * a worker that speaks sd_notify is ready once it sent `READY=1` *and*
-//!   is seen accepting, whichever comes last: a pre-fork master (gunicorn)
-//!   says `READY=1` when it has bound, before the workers it forks accept;
-//! * a worker that says nothing is ready once it has been seen accepting
-//!   for [`AUTO_SETTLE`]: an app that accepts first and announces readiness
-//!   a moment later is ready by its announcement.
+//! * a thread blocked in `accept`, or a connection the worker holds that
+//!   it accepted (a client's, or the primary's probe), proves it takes
+//!   connections;
+//! * a socket merely in an epoll set, or waited on in `poll`/`select`,
+//!   proves nothing (Go, tokio, asyncio and Java NIO register it when the
+//!   app takes fd 3, maybe before seconds of warm-up): the primary then
+//!   connects to the listener itself ([`crate::io::accepts::Probe`]),
+//!   bounded in rate and count, until the worker is seen holding one of
+//!   its probe connections, and closes each probe once seen (or given up);
+//! * under `auto`, a worker that speaks IPC or Node's cluster protocol is
+//!   judged by it and no longer looked at; one that speaks sd_notify is
+//!   ready once it sent `READY=1` *and* is proven, whichever comes last;
+//!   one that says nothing is ready once proven and silent for
+//!   [`AUTO_SETTLE`].
 //!
 //! One that announces much later is learned ([`Announcers`]): once a worker
 //! of a command announced, every later worker of the same command waits for
@@ -22,23 +29,40 @@
 
 use std::time::{Duration, Instant};
 
+use socket2::SockAddr;
+
+use super::readiness::{self, Seen, Verdict, AUTO_SETTLE};
 use super::Supervisor;
+use crate::io::accepts::{Look, Probe};
 use crate::options::ReadyMode;
+use crate::types::accepts::{How, Report};
 use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
 
 /// The first look, and the shortest interval between looks.
 const FIRST: Duration = Duration::from_millis(20);
 /// The longest interval between looks, reached after a second of start-up.
 const LONGEST: Duration = Duration::from_millis(50);
-/// Under `--ready auto`: how long a worker must be seen accepting, saying
-/// nothing on IPC or notify, before accepting makes it ready.
-pub const AUTO_SETTLE: Duration = Duration::from_millis(100);
+
+/// One of the primary's probe connections to a starting worker.
+#[derive(Debug)]
+struct OpenProbe {
+    probe: Probe,
+    made: Instant,
+    /// Looks that searched the worker for it.
+    looks: u32,
+    /// Whether the look in flight searches for it.
+    asked: bool,
+}
 
 /// What the primary saw of one starting worker's accepts.
 #[derive(Debug, Default)]
 pub struct Watch {
-    /// When it was first seen accepting on every socket.
-    seen_since: Option<Instant>,
+    /// Its listening sockets proven taken from, and how (kept across looks).
+    proven: Vec<(u64, How)>,
+    /// When the last of them was proven.
+    proven_since: Option<Instant>,
+    /// Whether the last look saw every socket at least waited on.
+    waiting: bool,
     /// What the last look found, in words, for the diagnosis.
     last: Option<String>,
     /// Whether a failure to look was logged (once per worker).
@@ -50,10 +74,23 @@ pub struct Watch {
     last_lookup: Option<Instant>,
     /// Listening sockets of its own found there, in words.
     own: Vec<String>,
-    /// Whether looks go on (an [`Timer::AcceptCheck`] is armed).
+    /// Whether looks go on (an [`Timer::AcceptCheck`] is armed or a look
+    /// is in flight).
     looking: bool,
-    /// Under `auto`: it sent `READY=1` and is ready once seen accepting.
+    /// A look was asked and has not come back.
+    in_flight: bool,
+    /// An [`Timer::AcceptSettled`] is armed.
+    settling: bool,
+    /// Under `auto`: it sent `READY=1` and is ready once proven.
     said_ready: bool,
+    probes: Vec<OpenProbe>,
+    probes_made: u32,
+    last_probe: Option<Instant>,
+    /// What the last look cost (the next is spaced by it).
+    cost: Duration,
+    /// Sockets of its own to look up in the socket tables at the next look
+    /// (a pid of the group, their inodes).
+    own_ask: Option<(i32, Vec<u64>)>,
 }
 
 impl Watch {
@@ -76,6 +113,25 @@ impl Watch {
     pub fn resumed(said_ready: bool) -> Watch {
         Watch { said_ready, ..Default::default() }
     }
+
+    /// How it was proven to take connections (the first socket's proof):
+    /// `probe`, `accept` or `connection`.
+    pub fn proof(&self) -> Option<How> {
+        self.proven.first().map(|p| p.1)
+    }
+
+    fn seen(&self) -> Seen {
+        match (self.proven_since, self.waiting) {
+            (Some(t), _) => Seen::Proven(t),
+            (None, true) => Seen::Waiting,
+            (None, false) => Seen::Nothing,
+        }
+    }
+
+    /// Closes every probe (it is proven, ready, or gone).
+    fn end_probes(&mut self) {
+        self.probes.clear();
+    }
 }
 
 /// How long a starting worker may hold a listening socket of its own (an
@@ -85,15 +141,21 @@ const OWN_LISTENER_GRACE: Duration = Duration::from_secs(1);
 /// The commands whose workers announced their readiness (IPC, notify, Node
 /// cluster), for `--ready auto`: their later workers are judged by that
 /// alone, never by their accepts, since the app may accept before it is
-/// done starting (PM2's `wait_ready`, `READY=1` after a warm-up).
+/// done starting (PM2's `wait_ready`, `READY=1` after a warm-up). A
+/// worker's own `"ready"`/`listening` overrides Node's cluster `listening`
+/// ([`readiness::learned`]).
 #[derive(Debug, Default)]
 pub struct Announcers(Vec<(Vec<String>, ReadyVia)>);
 
 impl Announcers {
     pub fn learn(&mut self, command: &[String], via: ReadyVia) {
-        if self.how(command).is_none() {
-            tracing::debug!("workers of {command:?} announce their readiness ({via}): accepting no longer counts");
-            self.0.push((command.to_vec(), via));
+        let known = self.how(command);
+        let new = readiness::learned(known, via);
+        if new != known {
+            let Some(new) = new else { return };
+            tracing::debug!("workers of {command:?} announce their readiness ({new}): later ones wait for it");
+            self.0.retain(|(c, _)| c != command);
+            self.0.push((command.to_vec(), new));
         }
     }
 
@@ -130,6 +192,12 @@ pub(super) fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::R
     }
 }
 
+/// The addresses the listening sockets are bound to: where probes go.
+pub(super) fn addresses(listeners: &[crate::sys::listeners::Listener]) -> Vec<Option<SockAddr>> {
+    use std::os::fd::AsFd;
+    listeners.iter().map(|l| crate::io::accepts::listener_address(l.as_fd()).ok()).collect()
+}
+
 impl Supervisor {
     /// The inodes of the sockets a worker in `slot` holds: the listeners,
     /// or its slot's sockets under `--balance slots|sticky`.
@@ -145,6 +213,25 @@ impl Supervisor {
         }
         let _ = slot;
         self.inodes.clone()
+    }
+
+    /// Whether every accept queue of the listening sockets is empty (None:
+    /// they do not say, as Unix sockets).
+    fn queues_empty(&self) -> Option<bool> {
+        let mut total = 0;
+        if self.slot_sockets.per_slot() {
+            for slot in 0..self.slots.len() {
+                for fd in self.slot_sockets.borrowed(&self.listeners, slot) {
+                    total += crate::io::accepts::queued(fd)?;
+                }
+            }
+        } else {
+            use std::os::fd::AsFd;
+            for l in &self.listeners {
+                total += crate::io::accepts::queued(l.as_fd())?;
+            }
+        }
+        Some(total == 0)
     }
 
     /// Starts looking at a new worker's accepts, if its readiness mode does.
@@ -175,103 +262,254 @@ impl Supervisor {
         }
     }
 
-    /// Looks whether a starting worker accepts; marks it ready, or looks
-    /// again later.
+    /// Whether a worker's accepts still matter; if not, its looks end.
+    fn still_watched(&mut self, id: WorkerId) -> bool {
+        let Some(w) = self.workers.get_mut(&id) else { return false };
+        let auto = w.settings().ready == ReadyMode::Auto;
+        if w.state() != WorkerState::Starting || (auto && w.speaks_ipc()) || !w.accept_watch_mut().looking {
+            let watch = w.accept_watch_mut();
+            watch.looking = false;
+            watch.end_probes();
+            return false;
+        }
+        true
+    }
+
+    /// Time to look at a starting worker: asks the scanner, with the
+    /// probes it should search for.
     pub(super) fn on_accept_check(&mut self, id: WorkerId) {
-        if let Some(next) = self.judge_accepts(id) {
-            self.worker_timer(id, next, Timer::AcceptCheck(id));
+        if !self.still_watched(id) {
+            return;
+        }
+        let Some(w) = self.workers.get(&id) else { return };
+        let (pgid, slot) = (w.pid().as_raw(), w.slot());
+        let inodes = self.inodes_of(slot);
+        let w = self.workers.get_mut(&id).expect("looked up above");
+        let watch = w.accept_watch_mut();
+        if watch.in_flight {
+            return; // its result arms the next look
+        }
+        let mut probes = Vec::new();
+        for p in watch.probes.iter_mut() {
+            p.asked = true;
+            probes.push(p.probe.local().clone());
+        }
+        watch.in_flight = true;
+        let own = watch.own_ask.take();
+        if self.accepts.send(Look { worker: id, pgid, inodes, probes, own }).is_err() {
+            // The scanner thread is gone (it never is): look again later.
+            tracing::error!(worker = id, "the accepts scanner is gone");
+            w.accept_watch_mut().in_flight = false;
+            self.worker_timer(id, LONGEST, Timer::AcceptCheck(id));
         }
     }
 
     /// `READY=1` from a worker. Under `auto`, while its accepts are looked
-    /// at, it is ready only once it is also seen accepting (now, or at a
+    /// at, it is ready only once it is also proven to accept (now, or at a
     /// later look); otherwise at once.
     pub(super) fn on_ready_1(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else { return };
-        if w.settings().ready != ReadyMode::Auto || !w.accept_watch_mut().looking {
-            return self.mark_ready(id, ReadyVia::Notify);
+        let auto = w.settings().ready == ReadyMode::Auto;
+        let watch = w.accept_watch_mut();
+        watch.said_ready = true;
+        // Otherwise the armed look stays armed: at most one chain of looks.
+        if !auto || !watch.looking || watch.proven_since.is_some() {
+            self.ready_by(id, ReadyVia::Notify);
         }
-        w.accept_watch_mut().said_ready = true;
-        // The armed look stays armed: at most one chain of looks.
-        let _ = self.judge_accepts(id);
     }
 
-    /// One look at a starting worker: marks it ready if it is, and returns
-    /// when to look again (None: no more looks).
-    fn judge_accepts(&mut self, id: WorkerId) -> Option<Duration> {
-        let inodes = self.inodes_of(self.workers.get(&id)?.slot());
-        let learned = self.workers.get(&id).and_then(|w| self.announcers.how(&w.settings().command));
-        let w = self.workers.get_mut(&id)?;
-        let auto = w.settings().ready == ReadyMode::Auto;
-        if w.state() != WorkerState::Starting || (auto && w.speaks_ipc()) {
-            w.accept_watch_mut().looking = false;
-            return None;
+    /// `--ready auto`'s settling time after the proof has passed.
+    pub(super) fn on_accept_settled(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.accept_watch_mut().settling = false;
         }
-        // Under auto, a worker that speaks sd_notify (or whose command's
-        // workers did) needs READY=1 and accepting both.
-        let notify = auto && (w.notifies() || learned == Some(ReadyVia::Notify));
+        self.judge(id);
+    }
+
+    /// What a look found: judged by [`readiness::judge`].
+    pub(super) fn on_looked(&mut self, id: WorkerId, report: Result<Report, String>, cost: Duration) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            let watch = w.accept_watch_mut();
+            watch.in_flight = false;
+            watch.cost = cost;
+        }
+        if !self.still_watched(id) {
+            return;
+        }
+        let inodes = self.inodes_of(self.workers[&id].slot());
+        let queues_empty = self.queues_empty();
+        let w = self.workers.get_mut(&id).expect("still watched");
+        let label = w.label();
+        let age = w.age();
         let said_ready = w.accept_watch_mut().said_ready;
         let now = Instant::now();
-        let mut next = (w.age() / 20).clamp(FIRST, LONGEST);
-        match look(w.pid().as_raw(), &inodes) {
-            Ok(report) if report.all_seen(&inodes) => {
-                let since = *w.accept_watch_mut().seen_since.get_or_insert(now);
-                let waited = now - since;
-                let via = match (notify, said_ready) {
-                    (true, true) => Some(ReadyVia::Notify),
-                    (true, false) => None,
-                    (false, _) if !auto || waited >= AUTO_SETTLE => Some(ReadyVia::Accepting),
-                    (false, _) => None,
-                };
-                if let Some(via) = via {
-                    let how: Vec<String> = report.seen.iter().map(|s| format!("pid {} by {}", s.pid, s.how)).collect();
-                    tracing::debug!(worker = id, "{} accepts ({})", w.label(), how.join(", "));
-                    w.accept_watch_mut().looking = false;
-                    self.mark_ready(id, via);
-                    return None;
-                }
-                if notify {
-                    w.accept_watch_mut().last = Some("it accepts, but has not sent READY=1 yet".into());
-                } else {
-                    w.accept_watch_mut().last =
-                        Some(format!("it accepts (for {} ms), and says nothing on IPC or notify", waited.as_millis()));
-                    next = AUTO_SETTLE - waited;
-                }
-            }
-            Ok(report) if said_ready && !report.denied.is_empty() => {
-                // Some of its processes cannot be looked at (another user):
-                // READY=1 is all there is to go by.
-                w.accept_watch_mut().looking = false;
-                self.mark_ready(id, ReadyVia::Notify);
-                return None;
-            }
+        match report {
             Ok(report) => {
-                let mut text = self.describe(&report, &inodes);
-                if said_ready {
-                    text = format!("it sent READY=1, but {text}");
+                if !report.own.is_empty() {
+                    self.on_own_listeners(id, &report.own);
                 }
-                let w = self.workers.get_mut(&id).expect("looked up above");
-                w.accept_watch_mut().last = Some(text);
-                if w.age() >= OWN_LISTENER_GRACE {
-                    self.look_for_own_listeners(id, &report.others);
+                let w = self.workers.get_mut(&id).expect("still watched");
+                let watch = w.accept_watch_mut();
+                for &inode in &inodes {
+                    if let (Some(how), false) = (report.proof(inode), watch.proven.iter().any(|p| p.0 == inode)) {
+                        watch.proven.push((inode, how));
+                    }
+                }
+                let all_proven = inodes.iter().all(|i| watch.proven.iter().any(|p| p.0 == *i));
+                if all_proven && watch.proven_since.is_none() {
+                    watch.proven_since = Some(now);
+                    watch.end_probes();
+                    let how: Vec<String> = report.seen.iter().map(|s| format!("pid {} by {}", s.pid, s.how)).collect();
+                    tracing::debug!(worker = id, "{label} takes connections ({})", how.join(", "));
+                }
+                watch.waiting = inodes.iter().all(|i| report.is_seen(*i) || watch.proven.iter().any(|p| p.0 == *i));
+                if report.truncated {
+                    tracing::debug!(worker = id, "{label}: the look stopped at its bound ({} ms)", cost.as_millis());
+                }
+                // Probes searched for and not found: given up when another
+                // worker took them, or when old.
+                watch.probes.retain_mut(|p| {
+                    if std::mem::take(&mut p.asked) {
+                        p.looks += 1;
+                    }
+                    !readiness::probe_given_up(now - p.made, p.looks, queues_empty) && !p.probe.failed()
+                });
+                let (proven, waiting, made) = (watch.proven_since.is_some(), watch.waiting, watch.probes_made);
+                if said_ready && !proven && !report.denied.is_empty() {
+                    // Some of its processes cannot be looked at (another
+                    // user): READY=1 is all there is to go by.
+                    return self.ready_by(id, ReadyVia::Notify);
+                }
+                if !proven {
+                    let text = if waiting {
+                        waiting_text(&report, &inodes, made)
+                    } else if said_ready {
+                        format!("it sent READY=1, but {}", self.describe(&report, &inodes))
+                    } else {
+                        self.describe(&report, &inodes)
+                    };
+                    if let Some(w) = self.workers.get_mut(&id) {
+                        w.accept_watch_mut().last = Some(text);
+                    }
+                    if !waiting && age >= OWN_LISTENER_GRACE {
+                        self.look_for_own_listeners(id, &report.others);
+                    }
                 }
             }
             Err(e) => {
                 if said_ready {
                     // Nothing can be seen: READY=1 is all there is to go by.
-                    tracing::debug!(worker = id, "{}: READY=1 taken alone: {e}", w.label());
-                    w.accept_watch_mut().looking = false;
-                    self.mark_ready(id, ReadyVia::Notify);
-                    return None;
+                    tracing::debug!(worker = id, "{label}: READY=1 taken alone: {e}");
+                    return self.ready_by(id, ReadyVia::Notify);
                 }
                 let watch = w.accept_watch_mut();
                 watch.last = Some(format!("its processes could not be looked at in /proc: {e}"));
                 if !std::mem::replace(&mut watch.warned, true) {
-                    tracing::warn!(worker = id, "{}: cannot see whether it accepts: {e}", w.label());
+                    tracing::warn!(worker = id, "{label}: cannot see whether it accepts: {e}");
                 }
             }
         }
-        Some(next)
+        if self.judge(id) {
+            return;
+        }
+        let probed = self.probe(id);
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        let watch = w.accept_watch_mut();
+        if watch.proven_since.is_some() {
+            return; // waits for READY=1 or its settling time: no more looks
+        }
+        let next = if probed { FIRST } else { (age / 20).clamp(FIRST, LONGEST) };
+        let next = next.max(crate::io::accepts::spacing(watch.cost));
+        self.worker_timer(id, next, Timer::AcceptCheck(id));
+    }
+
+    /// Applies the rule to what is known of a worker; true if it is done
+    /// (ready, or waiting for a settling time or `READY=1` with no more
+    /// looks).
+    fn judge(&mut self, id: WorkerId) -> bool {
+        if !self.still_watched(id) {
+            return true;
+        }
+        let learned = self.workers.get(&id).and_then(|w| self.announcers.how(&w.settings().command));
+        let w = self.workers.get_mut(&id).expect("still watched");
+        let mode = w.settings().ready;
+        let notify = mode == ReadyMode::Auto && (w.notifies() || learned == Some(ReadyVia::Notify));
+        let watch = w.accept_watch_mut();
+        let facts =
+            readiness::Facts { mode, notify, said_ready: watch.said_ready, seen: watch.seen(), now: Instant::now() };
+        match readiness::judge(&facts) {
+            Verdict::Ready(via) => {
+                self.ready_by(id, via);
+                true
+            }
+            Verdict::Settle(left) => {
+                watch.last = Some(format!(
+                    "it takes connections (for {} ms), and says nothing on IPC or notify",
+                    (AUTO_SETTLE - left).as_millis()
+                ));
+                if !std::mem::replace(&mut watch.settling, true) {
+                    self.worker_timer(id, left, Timer::AcceptSettled(id));
+                }
+                true
+            }
+            Verdict::AwaitReady1 => {
+                watch.last = Some("it takes connections, but has not sent READY=1 yet".into());
+                true
+            }
+            Verdict::Look => false,
+        }
+    }
+
+    /// Marks a watched worker ready, its looks and probes ended.
+    fn ready_by(&mut self, id: WorkerId, via: ReadyVia) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            let watch = w.accept_watch_mut();
+            watch.looking = false;
+            watch.end_probes();
+        }
+        self.mark_ready(id, via);
+    }
+
+    /// Opens a probe connection to a worker that waits on its sockets, if
+    /// [`readiness::probe_now`] says so. True if one was opened.
+    fn probe(&mut self, id: WorkerId) -> bool {
+        let Some(w) = self.workers.get(&id) else { return false };
+        let slot = w.slot();
+        let inodes = self.inodes_of(slot);
+        let age = w.age();
+        let w = self.workers.get_mut(&id).expect("looked up above");
+        let label = w.label();
+        let watch = w.accept_watch_mut();
+        let facts = readiness::ProbeFacts {
+            seen: watch.seen(),
+            open: watch.probes.len(),
+            made: watch.probes_made,
+            last: watch.last_probe,
+            age,
+            now: Instant::now(),
+        };
+        if !readiness::probe_now(&facts) {
+            return false;
+        }
+        // The first socket not proven yet.
+        let Some(i) = inodes.iter().position(|i| !watch.proven.iter().any(|p| p.0 == *i)) else { return false };
+        let Some(Some(target)) = self.probe_targets.get(i) else { return false };
+        // Under --balance slots|sticky, to the worker's own slot socket.
+        let from = self.slot_sockets.probe_source(i, slot);
+        let w = self.workers.get_mut(&id).expect("looked up above");
+        let watch = w.accept_watch_mut();
+        watch.last_probe = Some(Instant::now());
+        watch.probes_made += 1;
+        match Probe::connect(target, from) {
+            Ok(probe) => {
+                watch.probes.push(OpenProbe { probe, made: Instant::now(), looks: 0, asked: false });
+                true
+            }
+            Err(e) => {
+                tracing::debug!(worker = id, "{label}: probe connection to {target:?} failed: {e}");
+                false
+            }
+        }
     }
 
     /// Says once, for each listening socket of its own that a worker not
@@ -282,31 +520,33 @@ impl Supervisor {
         let watch = w.accept_watch_mut();
         let new: Vec<(i32, u64)> = others.iter().filter(|o| !watch.looked_up.contains(&o.1)).copied().collect();
         let recently = watch.last_lookup.is_some_and(|t| t.elapsed() < OWN_LISTENER_GRACE);
-        if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::sys::accepting::MAX_OTHERS {
+        if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::types::accepts::MAX_OTHERS {
             return;
         }
         watch.last_lookup = Some(Instant::now());
         watch.looked_up.extend(new.iter().map(|o| o.1));
-        let inodes: Vec<u64> = new.iter().map(|o| o.1).collect();
-        let found = match crate::sys::accepting::own::listening(new[0].0, &inodes) {
-            Ok(found) => found,
-            Err(e) => return tracing::debug!(worker = id, "looking for listeners of its own: {e}"),
-        };
+        // The next look reads the socket tables, on the scanner's thread
+        // (they can be megabytes: every socket of the network namespace).
+        watch.own_ask = Some((new[0].0, new.iter().map(|o| o.1).collect()));
+    }
+
+    /// What the scanner found in the socket tables: each listening socket
+    /// of its own is said once.
+    fn on_own_listeners(&mut self, id: WorkerId, found: &[(i32, String)]) {
         let ours: Vec<String> =
             self.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
-        for l in found {
-            let pid = new.iter().find(|o| o.1 == l.inode).map_or(0, |o| o.0);
-            let label = w.label();
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        let label = w.label();
+        for (pid, addr) in found {
             tracing::warn!(
                 worker = id,
-                "{label} listens on {} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
+                "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
                  that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
                  instead of binding its own: for example `uvicorn --fd 3`, `hypercorn --bind fd://3`; gunicorn \
                  and systemd-aware servers do it by themselves; see the README's worker guide",
-                l.addr,
                 ours.join(" and "),
             );
-            w.accept_watch_mut().own.push(format!("{} (pid {pid})", l.addr));
+            w.accept_watch_mut().own.push(format!("{addr} (pid {pid})"));
         }
     }
 
@@ -340,35 +580,18 @@ impl Supervisor {
     }
 }
 
-#[cfg(target_os = "linux")]
-use crate::sys::accepting::Report;
-
-#[cfg(target_os = "linux")]
-fn look(pgid: i32, inodes: &[u64]) -> std::io::Result<Report> {
-    crate::sys::accepting::accepting(pgid, inodes)
-}
-
-/// Elsewhere nothing is seen: the worker fails at `--ready-timeout` with
-/// this reason.
-#[cfg(not(target_os = "linux"))]
-#[derive(Default)]
-struct Report {
-    processes: usize,
-    denied: Vec<String>,
-    others: Vec<(i32, u64)>,
-}
-
-#[cfg(not(target_os = "linux"))]
-impl Report {
-    fn all_seen(&self, _: &[u64]) -> bool {
-        false
-    }
-    fn is_seen(&self, _: u64) -> bool {
-        false
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn look(_: i32, _: &[u64]) -> std::io::Result<Report> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "--ready accepting works on Linux only"))
+/// A worker that waits on its sockets but was not seen taking from them,
+/// in words.
+fn waiting_text(report: &Report, inodes: &[u64], probes: u32) -> String {
+    let how: Vec<String> = inodes
+        .iter()
+        .filter_map(|i| report.seen.iter().find(|s| s.inode == *i))
+        .map(|s| format!("{} (pid {})", s.how, s.pid))
+        .collect();
+    format!(
+        "its sockets are waited on ({}), but it was not seen taking a connection: it took none of the {probes} \
+         probe connections the primary made, and holds no connection accepted from them (an event loop \
+         registers the socket when the app takes fd 3, before a warm-up; the worker is ready once it accepts)",
+        how.join(", ")
+    )
 }

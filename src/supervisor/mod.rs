@@ -24,6 +24,7 @@ mod health;
 mod memory;
 mod metrics;
 mod node;
+mod readiness;
 pub mod reload;
 mod resume;
 mod status;
@@ -88,6 +89,11 @@ pub struct Supervisor {
     inodes: Vec<u64>,
     /// Commands whose workers announce their readiness (`--ready auto`).
     announcers: accepting::Announcers,
+    /// Where looks at starting workers' accepts are asked (a thread of
+    /// their own: [`crate::io::accepts`]).
+    accepts: std::sync::mpsc::Sender<crate::io::accepts::Look>,
+    /// The listeners' addresses, where probe connections go.
+    probe_targets: Vec<Option<socket2::SockAddr>>,
     control: control::Server,
     origin: Origin,
     base_env: Vec<(OsString, OsString)>,
@@ -236,6 +242,8 @@ impl Supervisor {
             slot_sockets,
             leaving: Default::default(),
             inodes: accepting::inodes(&listeners)?,
+            probe_targets: accepting::addresses(&listeners),
+            accepts: crate::io::accepts::start(events.clone()).context("starting the accepts scanner")?,
             announcers: Default::default(),
             flags,
             origin,
@@ -350,6 +358,7 @@ impl Supervisor {
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
             Event::HealthChecked { worker, result } => self.on_health_checked(worker, result),
+            Event::Looked { worker, report, cost } => self.on_looked(worker, *report, cost),
         }
         self.rebalance();
         self.release_unused_sockets();
@@ -412,6 +421,7 @@ impl Supervisor {
             Timer::Ready(id) => self.on_ready_deadline(id),
             Timer::AssumeReady(id) => self.mark_ready(id, crate::types::ReadyVia::Assumed),
             Timer::AcceptCheck(id) => self.on_accept_check(id),
+            Timer::AcceptSettled(id) => self.on_accept_settled(id),
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
@@ -464,6 +474,13 @@ impl Supervisor {
             preload: self.runtime.preload(NODE_PRELOAD),
             python_dir: self.runtime.preload(PYTHON_DIR),
             warm: None,
+            wait_ready: match settings.ready {
+                crate::options::ReadyMode::Ipc | crate::options::ReadyMode::IpcOrNotify => true,
+                crate::options::ReadyMode::Auto => {
+                    self.announcers.how(&settings.command) == Some(crate::types::ReadyVia::Ipc)
+                }
+                _ => false,
+            },
         }
     }
 

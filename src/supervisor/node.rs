@@ -145,6 +145,7 @@ impl Supervisor {
             Ok(FromNode::Online) => tracing::debug!(worker = id, "{label} is a Node.js cluster worker"),
             Ok(FromNode::QueryServer(q)) => self.serve_listen(id, q),
             Ok(FromNode::Listening { port, .. }) => {
+                let learned = self.announcers.how(&w.settings().command);
                 let Some(w) = self.workers.get_mut(&id) else { return };
                 let Some(node) = w.node_mut() else { return };
                 node.listening += 1;
@@ -154,8 +155,23 @@ impl Supervisor {
                     "{label} listening{}",
                     port.map(|p| format!(" on port {p}")).unwrap_or_default()
                 );
-                if all && w.settings().ready.uses_ipc() {
+                if !all {
+                    return;
+                }
+                if super::readiness::cluster_listening_counts(w.settings().ready, learned) {
                     self.mark_ready(id, ReadyVia::Cluster);
+                } else if w.state() == WorkerState::Starting {
+                    let why = match learned {
+                        Some(ReadyVia::Ipc) => "earlier workers of this command said 'ready' themselves (PM2's \
+                            wait_ready), so it waits for its own"
+                            .to_string(),
+                        _ => format!(
+                            "--ready {} waits for its own 'ready' or {{\"type\":\"listening\"}}",
+                            w.settings().ready
+                        ),
+                    };
+                    tracing::debug!(worker = id, "{label}: every server listens; {why}");
+                    w.node_mut().expect("a cluster worker").awaiting_own = true;
                 }
             }
             Ok(FromNode::Close { key }) => {

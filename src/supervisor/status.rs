@@ -87,6 +87,8 @@ impl Supervisor {
                     cpu_seconds: 0.0,
                     processes: 0,
                     ready_via: w.ready_via().map(|v| v.name().to_string()),
+                    ready_proof: w.ready_proof().map(str::to_string),
+                    ready_ms: w.ready_in().map(|d| d.as_millis() as u64),
                 })
                 .collect(),
             // A memory replacement is not a reload.

@@ -124,6 +124,8 @@ fn about(event: &str, w: &Worker) -> LifecycleEvent {
     ev.generation = Some(w.generation());
     if event == "listening" {
         ev.via = w.ready_via().map(|v| v.name().to_string());
+        ev.proof = w.ready_proof().map(str::to_string);
+        ev.ready_ms = w.ready_in().map(|d| d.as_millis() as u64);
     }
     ev
 }

@@ -358,7 +358,7 @@ impl Supervisor {
                 // Re-armed by the event loop itself when it starts.
                 Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
                 // Re-armed above for every worker that is still starting.
-                Timer::AcceptCheck(_) => {}
+                Timer::AcceptCheck(_) | Timer::AcceptSettled(_) => {}
                 // Only while a reload runs, and no upgrade starts then.
                 Timer::Proven(_) => {}
             }

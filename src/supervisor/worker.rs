@@ -48,6 +48,8 @@ pub struct Worker {
     /// The settings it was started with (its generation's).
     settings: Rc<Settings>,
     ready_via: Option<ReadyVia>,
+    /// How long it took to get ready (from its start).
+    ready_in: Option<Duration>,
     /// Set when SIGKILL was sent, so it is sent once.
     killed: bool,
     /// Why it was killed before it was ready (`--ready-timeout`), for the
@@ -175,6 +177,20 @@ impl Worker {
         self.ready_via
     }
 
+    /// How long it took to get ready.
+    pub fn ready_in(&self) -> Option<Duration> {
+        self.ready_in
+    }
+
+    /// What proved it takes connections, if its accepts counted:
+    /// `probe`, `accept` or `connection`.
+    pub fn ready_proof(&self) -> Option<&'static str> {
+        match self.ready_via? {
+            ReadyVia::Accepting | ReadyVia::Notify => self.accept.proof().map(|h| h.name()),
+            _ => None,
+        }
+    }
+
     pub fn accept_watch_mut(&mut self) -> &mut super::accepting::Watch {
         &mut self.accept
     }
@@ -204,6 +220,12 @@ impl Worker {
                 "{}; if it accepts through io_uring or runs as another user, use --ready ipc, notify or delay:DUR",
                 accepts()
             ),
+            (Some(n), _) if n.awaiting_own => {
+                "its servers listen, but it has not said 'ready' (process.send('ready')) \
+                or {\"type\":\"listening\"} itself: earlier workers of this command said it (PM2's wait_ready), or \
+                --ready ipc asks for it, so Node's cluster `listening` does not count"
+                    .to_string()
+            }
             (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet \
                 (a listen with `exclusive: true` binds by itself and bypasses hotswap: drop that option)"
                 .to_string(),
@@ -250,6 +272,7 @@ impl Worker {
         }
         self.state = WorkerState::Ready;
         self.ready_via = Some(via);
+        self.ready_in = Some(self.started.elapsed());
         true
     }
 
@@ -401,6 +424,7 @@ impl Worker {
             spoke: Some(self.spoke),
             notified: self.notified,
             said_ready: self.accept.said_ready(),
+            ready_ms: self.ready_in.map(|d| d.as_millis() as u64),
         }
     }
 }
@@ -426,6 +450,11 @@ pub struct Launcher<'a> {
     pub python_dir: PathBuf,
     /// Start at this nice value (`--warmup-nice`), and the primary's own.
     pub warm: Option<(i32, i32)>,
+    /// Whether its workers are ready by their own `"ready"`/`listening`
+    /// (`--ready ipc`, or PM2's `wait_ready` learned under `auto`): a Node
+    /// worker's servers then accept only once it says so
+    /// (`HOTSWAP_WAIT_READY`, read by the preload).
+    pub wait_ready: bool,
 }
 
 impl Launcher<'_> {
@@ -513,6 +542,9 @@ impl Launcher<'_> {
             if !has("NODE_APP_INSTANCE") {
                 set(&mut env, "NODE_APP_INSTANCE", slot.to_string());
             }
+            if self.wait_ready {
+                set(&mut env, "HOTSWAP_WAIT_READY", "1");
+            }
         }
         if self.is_python() {
             let existing = self.base_env.iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v);
@@ -546,6 +578,7 @@ impl Launcher<'_> {
             _notify: notify,
             settings: self.settings.clone(),
             ready_via: None,
+            ready_in: None,
             killed: false,
             not_ready: None,
             respawn: true,
@@ -594,6 +627,7 @@ impl Launcher<'_> {
             _notify: self.notify_socket(w.id, w.generation)?,
             settings: self.settings.clone(),
             ready_via: w.ready_via,
+            ready_in: w.ready_ms.map(Duration::from_millis),
             killed: w.killed,
             not_ready: None,
             respawn: w.respawn,

@@ -19,6 +19,12 @@
 //! MurmurHash3's 32-bit finaliser, in cBPF's 32-bit ALU, so neighbouring
 //! addresses (127.0.0.2, .3, ...) spread like random ones.
 //!
+//! One exception comes first: an IPv4 source in 127.254.0.0/16
+//! ([`PROBE_NET`]) goes to the slot its lower 16 bits name, live or not:
+//! the primary's probe connections to a starting worker, which must reach
+//! its slot before the slot is live (only local processes can use those
+//! addresses).
+//!
 //! Slots without a live worker (crash backoff, a pool shrinking) are left
 //! out: the address hashes to slot `h mod n`; if that slot is dead, a second
 //! hash picks one of the live slots. Only a dead slot's clients move, and
@@ -51,11 +57,13 @@ const B: u16 = 0x10;
 const ABS: u16 = 0x20;
 const MEM: u16 = 0x60;
 const MUL: u16 = 0x20;
+const AND: u16 = 0x50;
 const XOR: u16 = 0xa0;
 const RSH: u16 = 0x70;
 const MOD: u16 = 0x90;
 const JA: u16 = 0x00;
 const JEQ: u16 = 0x10;
+const JGE: u16 = 0x30;
 const K: u16 = 0x00;
 const X: u16 = 0x08;
 const A: u16 = 0x10;
@@ -69,6 +77,16 @@ const fn stmt(code: u16, k: u32) -> Insn {
 
 const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
     Insn { code, jt, jf, k }
+}
+
+/// The upper half of the IPv4 source addresses (127.254.0.0/16) that the
+/// program sends to the slot their lower half names: the primary's probes.
+pub const PROBE_NET: u32 = 0x7ffe;
+
+/// The source address of a probe for `slot` (see [`PROBE_NET`]).
+pub fn probe_source(slot: usize) -> std::net::Ipv4Addr {
+    let s = (slot as u32) & 0xffff;
+    std::net::Ipv4Addr::from((PROBE_NET << 16) | s)
 }
 
 /// What the program hashes.
@@ -141,7 +159,21 @@ pub fn program(key: Key, slots: usize, live: &[bool]) -> Vec<Insn> {
         if alive.is_empty() { Vec::new() } else { (0..slots as u32).filter(|s| !alive.contains(s)).collect() };
 
     let (v4, v6) = (hash(key, false), hash(key, true));
-    let mut p = Vec::new();
+    // The primary's probe connections (`PROBE_NET`): an IPv4 source
+    // 127.254.X.Y goes to slot X * 256 + Y, live or not, so that a starting
+    // worker is probed on its own slot's socket.
+    let mut p = vec![
+        stmt(LD | B | ABS, NET),
+        stmt(ALU | RSH | K, 4),
+        jump(JMP | JEQ | K, 4, 0, 7),
+        stmt(LD | W | ABS, NET + 12),
+        stmt(ALU | RSH | K, 16),
+        jump(JMP | JEQ | K, PROBE_NET, 0, 4),
+        stmt(LD | W | ABS, NET + 12),
+        stmt(ALU | AND | K, 0xffff),
+        jump(JMP | JGE | K, slots as u32, 1, 0),
+        stmt(RET | A, 0),
+    ];
     // The IP version: the top nibble of the first byte.
     p.push(stmt(LD | B | ABS, NET));
     p.push(stmt(ALU | RSH | K, 4));
@@ -235,75 +267,95 @@ pub fn detach(_socket: BorrowedFd<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Runs `prog` as the kernel would on a packet whose network header is
+/// `net`: which slot it picks for a connection (the primary's probe
+/// connections choose their source address by it; the tests check the
+/// programs with it) (only what the program uses: absolute loads past SKF_NET_OFF,
+/// scratch memory, ALU, jumps). A load past the end returns 0, as the
+/// kernel's does.
+pub fn run(prog: &[Insn], net: &[u8]) -> u32 {
+    let (mut a, mut x, mut m) = (0u32, 0u32, [0u32; 16]);
+    let mut pc = 0usize;
+    let load = |k: u32, n: usize| -> Option<u32> {
+        let off = k.wrapping_sub(NET) as usize;
+        let b = net.get(off..off + n)?;
+        Some(b.iter().fold(0u32, |acc, &v| (acc << 8) | v as u32))
+    };
+    while pc < prog.len() {
+        let i = prog[pc];
+        pc += 1;
+        match i.code {
+            c if c == LD | W | ABS => match load(i.k, 4) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == LD | H | ABS => match load(i.k, 2) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == LD | B | ABS => match load(i.k, 1) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == LD | MEM => a = m[i.k as usize],
+            c if c == ST => m[i.k as usize] = a,
+            c if c == MISC | TAX => x = a,
+            c if c == ALU | RSH | K => a >>= i.k,
+            c if c == ALU | XOR | X => a ^= x,
+            c if c == ALU | XOR | K => a ^= i.k,
+            c if c == ALU | MUL | K => a = a.wrapping_mul(i.k),
+            c if c == ALU | AND | K => a &= i.k,
+            c if c == ALU | MOD | K => a %= i.k,
+            c if c == JMP | JA => pc += i.k as usize,
+            c if c == JMP | JEQ | K => pc += if a == i.k { i.jt } else { i.jf } as usize,
+            c if c == JMP | JGE | K => pc += if a >= i.k { i.jt } else { i.jf } as usize,
+            c if c == RET | A => return a,
+            c if c == RET | K => return i.k,
+            _ => return u32::MAX, // not one this module emits
+        }
+    }
+    u32::MAX // programs of this module always return
+}
+
+/// The network header (and TCP source port) of a SYN from `ip`:`port`.
+pub fn packet(ip: std::net::IpAddr, port: u16) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut p = vec![0u8; 40];
+            p[0] = 0x45;
+            p[12..16].copy_from_slice(&v4.octets());
+            p[20..22].copy_from_slice(&port.to_be_bytes());
+            p
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut p = vec![0u8; 60];
+            p[0] = 0x60;
+            p[8..24].copy_from_slice(&v6.octets());
+            p[40..42].copy_from_slice(&port.to_be_bytes());
+            p
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::net::IpAddr;
 
-    /// Runs `prog` as the kernel would on a packet whose network header is
-    /// `net` (only what the program uses: absolute loads past SKF_NET_OFF,
-    /// scratch memory, ALU, jumps). A load past the end returns 0, as the
-    /// kernel's does.
-    fn run(prog: &[Insn], net: &[u8]) -> u32 {
-        let (mut a, mut x, mut m) = (0u32, 0u32, [0u32; 16]);
-        let mut pc = 0usize;
-        let load = |k: u32, n: usize| -> Option<u32> {
-            let off = k.wrapping_sub(NET) as usize;
-            let b = net.get(off..off + n)?;
-            Some(b.iter().fold(0u32, |acc, &v| (acc << 8) | v as u32))
-        };
-        while pc < prog.len() {
-            let i = prog[pc];
-            pc += 1;
-            match i.code {
-                c if c == LD | W | ABS => match load(i.k, 4) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == LD | H | ABS => match load(i.k, 2) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == LD | B | ABS => match load(i.k, 1) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == LD | MEM => a = m[i.k as usize],
-                c if c == ST => m[i.k as usize] = a,
-                c if c == MISC | TAX => x = a,
-                c if c == ALU | RSH | K => a >>= i.k,
-                c if c == ALU | XOR | X => a ^= x,
-                c if c == ALU | XOR | K => a ^= i.k,
-                c if c == ALU | MUL | K => a = a.wrapping_mul(i.k),
-                c if c == ALU | MOD | K => a %= i.k,
-                c if c == JMP | JA => pc += i.k as usize,
-                c if c == JMP | JEQ | K => pc += if a == i.k { i.jt } else { i.jf } as usize,
-                c if c == RET | A => return a,
-                c if c == RET | K => return i.k,
-                c => panic!("instruction {c:#x} at {} not interpreted", pc - 1),
+    #[test]
+    fn a_probe_reaches_the_slot_its_address_names_live_or_not() {
+        for key in [Key::Address, Key::Connection] {
+            let prog = program(key, 4, &[true, false, true, true]);
+            for slot in 0..4 {
+                let ip = IpAddr::V4(probe_source(slot));
+                assert_eq!(run(&prog, &packet(ip, 40000)), slot as u32, "{key:?} slot {slot}");
             }
-        }
-        panic!("fell off the end of the program");
-    }
-
-    /// The network header (and TCP source port) of a SYN from `ip`:`port`.
-    fn packet(ip: IpAddr, port: u16) -> Vec<u8> {
-        match ip {
-            IpAddr::V4(v4) => {
-                let mut p = vec![0u8; 40];
-                p[0] = 0x45;
-                p[12..16].copy_from_slice(&v4.octets());
-                p[20..22].copy_from_slice(&port.to_be_bytes());
-                p
-            }
-            IpAddr::V6(v6) => {
-                let mut p = vec![0u8; 60];
-                p[0] = 0x60;
-                p[8..24].copy_from_slice(&v6.octets());
-                p[40..42].copy_from_slice(&port.to_be_bytes());
-                p
-            }
+            // Past the slots: hashed as any client, to a live slot.
+            let beyond = run(&prog, &packet(IpAddr::V4(probe_source(9)), 40000));
+            assert!(beyond < 4 && beyond != 1, "{beyond}");
+            // Any other client never reaches the dead slot.
+            assert!(spread(&prog, &loopback_clients()).keys().all(|s| *s != 1));
         }
     }
 

@@ -199,6 +199,38 @@ impl SlotSockets {
         Ok(())
     }
 
+    /// A source address for a connection to listener `listener` that the
+    /// group's program sends to `slot`'s socket, live or not (the primary's
+    /// probe of a worker in that slot): 127.254.X.Y for IPv4 and dual-stack
+    /// listeners ([`reuseport::PROBE_NET`]). None when no program decides
+    /// (`--balance shared`, a Unix socket, `slots` with every slot live: the
+    /// kernel's own hash picks), and for an IPv6-only listener, where only
+    /// `[::1]` is tried, on a live slot.
+    pub fn probe_source(&self, listener: usize, slot: usize) -> Option<SocketAddr> {
+        let Some(Group::PerSlot { addr, socks }) = self.groups.get(listener) else { return None };
+        let (slots, live) = self.applied.as_ref()?;
+        let all_live = socks.len() == *slots && live.len() == *slots && live.iter().all(|l| *l);
+        let key = match self.balance {
+            Balance::Slots if all_live => return None,
+            Balance::Slots => Key::Connection,
+            _ => Key::Address,
+        };
+        if !addr.is_ipv6() || addr.ip().is_unspecified() {
+            return Some(SocketAddr::new(reuseport::probe_source(slot).into(), 0));
+        }
+        let prog = reuseport::program(key, *slots, live);
+        let ip = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let picks = |port: u16| reuseport::run(&prog, &reuseport::packet(ip, port)) as usize == slot;
+        match key {
+            Key::Address => picks(0).then(|| SocketAddr::new(ip, 0)),
+            Key::Connection => {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let start = 20_000 + (NEXT.fetch_add(97, std::sync::atomic::Ordering::Relaxed) % 30_000) as u16;
+                (0..2000u16).map(|i| start + i).find(|p| picks(*p)).map(|p| SocketAddr::new(ip, p))
+            }
+        }
+    }
+
     /// Connections waiting in `slot`'s accept queues (every listener's),
     /// for a slot about to lose its worker. 0 for shared listeners.
     pub fn queued(&self, slot: usize) -> u32 {

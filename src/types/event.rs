@@ -60,6 +60,13 @@ pub enum Event {
         worker: WorkerId,
         result: Result<String, String>,
     },
+    /// What a look at a starting worker's accepts found (or why it could
+    /// not look), and what it cost.
+    Looked {
+        worker: WorkerId,
+        report: Box<Result<super::accepts::Report, String>>,
+        cost: std::time::Duration,
+    },
     /// A `/metrics` scrape asks for a snapshot.
     Metrics {
         reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,
@@ -77,6 +84,9 @@ pub enum Timer {
     AssumeReady(WorkerId),
     /// Time to look whether a starting worker accepts yet.
     AcceptCheck(WorkerId),
+    /// A worker proven to accept has said nothing for `--ready auto`'s
+    /// settling time: it is ready by its accepts.
+    AcceptSettled(WorkerId),
     /// A stopping worker must have exited by now.
     Shutdown(WorkerId),
     /// A stopping worker that is still alive gets the stop signal.

@@ -10,7 +10,9 @@
 //! - [`listen`]: a `--listen` address as written.
 //! - [`surge`]: how many extra workers a reload may start at once.
 //! - [`counters`]: what the primary counts over its life, for `/metrics`.
+//! - [`accepts`]: what a look at a starting worker's accepts found.
 
+pub mod accepts;
 pub mod balance;
 pub mod counters;
 pub mod event;
@@ -101,6 +103,10 @@ pub struct NodeState {
     pub seq: u64,
     /// Whether the stop signal went out (it is sent once).
     pub signalled: bool,
+    /// Every server listens, but that does not make it ready: it waits
+    /// for its own `"ready"`/`listening` (PM2's `wait_ready`, `--ready ipc`).
+    #[serde(default)]
+    pub awaiting_own: bool,
 }
 
 /// How a process ended.

@@ -167,6 +167,15 @@ pub struct WorkerStatus {
     /// `assumed`; absent while it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_via: Option<String>,
+    /// What proved it takes connections, when its accepts counted
+    /// (`accepting`, or `notify` under `--ready auto`): `probe` (it took
+    /// the primary's probe connection), `accept` (a thread blocked in
+    /// accept), `connection` (it held a client connection it accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_proof: Option<String>,
+    /// How long it took from its start to ready, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -277,7 +286,7 @@ impl Status {
                 w.cpu_percent,
                 w.processes,
                 restarts,
-                w.ready_via.as_deref().unwrap_or("-")
+                ready_text(w)
             );
         }
         if !self.adopted.is_empty() {
@@ -293,6 +302,19 @@ impl Status {
         }
         s
     }
+}
+
+/// `accepting (probe) in 2,104 ms`, `ipc in 83 ms`, `-`.
+fn ready_text(w: &WorkerStatus) -> String {
+    let Some(via) = &w.ready_via else { return "-".into() };
+    let mut s = via.clone();
+    if let Some(p) = &w.ready_proof {
+        s += &format!(" ({p})");
+    }
+    if let Some(ms) = w.ready_ms {
+        s += &format!(" in {ms} ms");
+    }
+    s
 }
 
 /// `812K`, `212.4M`, `1.5G`: binary units (K = 1024 bytes), as `ps` and
@@ -350,6 +372,13 @@ pub struct LifecycleEvent {
     /// `listening`: how the worker became ready (as in status' `ready_via`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// `listening`: what proved it takes connections (as in status'
+    /// `ready_proof`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    /// `listening`: milliseconds from its start to ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
 }
 
 impl LifecycleEvent {
@@ -375,6 +404,15 @@ impl LifecycleEvent {
         }
         if let Some(sig) = &self.signal {
             s += &format!(" signal={sig}");
+        }
+        if let Some(v) = &self.via {
+            s += &format!(" via={v}");
+        }
+        if let Some(p) = &self.proof {
+            s += &format!(" proof={p}");
+        }
+        if let Some(ms) = self.ready_ms {
+            s += &format!(" ready_ms={ms}");
         }
         if let Some(m) = &self.message {
             s += &format!(" {m}");

@@ -100,7 +100,10 @@ fn accepting_waits_for_a_slow_server_and_sees_it_at_once() {
     let accepted: f64 = std::fs::read_to_string(&stamp).unwrap().parse().unwrap();
     let after = ready["time"].as_f64().unwrap() - accepted;
     assert!(after >= 0.0, "ready {:.3} s before it accepted", -after);
-    assert!(after < 0.1, "ready {:.3} s after it accepted", after);
+    // Its socket in asyncio's epoll set is not enough: it is ready once it
+    // took the primary's probe, one look and one probe after it registered
+    // (some 70 ms; seconds on a machine with a load average of 40).
+    assert!(after < 3.0, "ready {:.3} s after it accepted", after);
     p.wait_ready(1, Duration::from_secs(5));
 }
 
@@ -218,7 +221,7 @@ fn auto_takes_ready_1_only_once_the_worker_accepts() {
     let accepted: f64 = std::fs::read_to_string(&stamp).expect("it accepts before it is ready").parse().unwrap();
     let after = ready["time"].as_f64().unwrap() - accepted;
     assert!(after >= 0.0, "ready {:.3} s before it accepted", -after);
-    assert!(after < 0.1, "ready {:.3} s after it accepted", after);
+    assert!(after < 3.0, "ready {:.3} s after it accepted (one look and one probe)", after);
     p.wait_ready(1, Duration::from_secs(5));
     // Its next workers too (the command is known to say READY=1), under load.
     reloads_cleanly(&p, 2, "notify");

@@ -24,6 +24,7 @@ mod protocol;
 mod proven;
 mod python;
 mod reload;
+mod rollout;
 mod signals;
 mod socketio;
 mod surge;

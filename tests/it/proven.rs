@@ -1,136 +1,200 @@
-//! A new release replaces the working one only once it has proven that it
-//! serves: `--min-ready` (each new worker stays ready for a window before
-//! its old worker is retired), canary reloads (`hotswap reload --canary`)
-//! and `--health-check`. Each broken release is deployed under keep-alive
-//! and new-connection load, which must see no failed request, and the old
-//! generation must serve on untouched; the release is the Python example
-//! worker told to misbehave (`EXAMPLE_HEALTH_STATUS`,
-//! `EXAMPLE_EXIT_AFTER_READY_MS`) through the config file, which every
-//! reload reads again.
+//! A new worker replaces an old one only once it has proven that it
+//! serves: a socket in an event loop's epoll set is not enough (the app
+//! may warm up for seconds after taking fd 3), and an app that says
+//! `'ready'` itself (PM2's `wait_ready`) is ready then, not when its
+//! server listens.
 
-use std::path::Path;
-use std::time::Duration;
-
-use serde_json::Value;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// Writes the config: two Python workers, with `env` set for the release.
-fn release(path: &Path, env: &[&str]) {
-    let worker = root().join("contrib/workers/python/worker.py").display().to_string();
-    let mut cmd: Vec<String> = vec!["env".into()];
-    cmd.extend(env.iter().map(|e| e.to_string()));
-    cmd.extend(["python3".into(), worker]);
-    let quoted: Vec<String> = cmd.iter().map(|a| format!("{a:?}")).collect();
-    std::fs::write(
-        path,
-        format!(
-            "listen = [\"127.0.0.1:0\"]\nworkers = 2\nready-timeout = \"20s\"\ncommand = [{}]\n",
-            quoted.join(", ")
-        ),
-    )
-    .unwrap();
+fn warmup_server() -> String {
+    root().join("tests/apps/python/warmup_server.py").display().to_string()
 }
 
-/// A primary running the good release from a config file, with `args`.
-fn primary(dir: &TempDir, args: &[&str]) -> Primary {
-    let cfg = dir.path("hotswap.toml");
-    release(&cfg, &[]);
-    let mut b = Primary::bare(vec![]).config(&cfg).workers(2);
-    for a in args {
-        b = b.arg(*a);
-    }
-    if args.contains(&"--min-ready") {
-        b = b.min_ready(None);
-    }
-    b.start()
-}
-
-/// `hotswap reload ARGS`: (success, stdout, stderr).
-fn reload(p: &Primary, args: &[&str]) -> (bool, String, String) {
-    let mut all = vec!["reload"];
-    all.extend_from_slice(args);
-    let out = p.ctl(&all);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-/// The pids of the ready workers.
-fn ready_pids(p: &Primary) -> Vec<i32> {
-    Primary::ready_workers(&p.status()).iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect()
-}
-
-/// The events about these workers named `kind`.
-fn about<'a>(events: &'a [Value], workers: &[u64], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind && e["worker"].as_u64().is_some_and(|w| workers.contains(&w))).collect()
-}
-
-/// The release that drains and exits 1 a second after it is ready fails
-/// the reload within `--min-ready 2s` with no old worker retired; the same
-/// with `--canary 3s`, the old generation untouched; a good release then
-/// passes a canary.
+/// A stock asyncio server that puts fd 3 in its epoll set, then warms up
+/// 2 s: under the default `--ready auto`, every reload waits for each new
+/// worker's warm-up, under load, with no failed request; each worker was
+/// proven by a connection it took.
 #[test]
-fn a_release_that_exits_soon_after_it_is_ready_fails_the_reload_and_retires_no_old_worker() {
-    let dir = TempDir::new("minready");
-    let p = primary(&dir, &["--min-ready", "2s"]);
-    let old = p.worker_ids();
-    let old_pids = p.worker_pids();
-    let load = Load::start(Target::Tcp(p.addr()), 3, 2);
-    load.wait_for_requests(100);
+fn a_stock_asyncio_server_is_ready_only_once_it_takes_connections() {
+    let p =
+        Primary::builder(vec!["python3".into(), warmup_server()]).workers(2).arg("--ready-timeout").arg("30s").start();
     let events = EventStream::start(&p);
-    release(&dir.path("hotswap.toml"), &["EXAMPLE_EXIT_AFTER_READY_MS=1000"]);
-    let (ok, out, err) = reload(&p, &[]);
-    assert!(!ok, "the reload fails: {out}{err}");
-    assert!(err.contains("exited with code 1") && err.contains("after it was ready (within --min-ready 2s)"), "{err}");
-    assert!(err.contains("failed after replacing 0 workers"), "{err}");
-    let seen = events.until("reload-failed", Duration::from_secs(30));
-    assert!(about(&seen, &old, "disconnect").is_empty(), "no old worker was told to go: {seen:?}");
-    assert_eq!(p.worker_pids(), old_pids, "the old workers serve on");
-
-    // A canary of the same release: one new worker beside both old ones.
-    let (ok, out, err) = reload(&p, &["--canary", "3s"]);
-    assert!(!ok, "the canary fails: {out}{err}");
-    assert!(out.contains("canary w") && out.contains("serves beside 2 old workers"), "progress: {out}");
-    assert!(err.contains("canary [w") && err.contains("within --canary 3s"), "{err}");
-    let seen = events.until("reload-failed", Duration::from_secs(30));
-    let kinds: Vec<&str> =
-        seen.iter().filter_map(|e| e["event"].as_str()).filter(|k| k.starts_with("canary")).collect();
-    assert_eq!(kinds, ["canary-started", "canary-ready", "canary-failed"], "{seen:?}");
-    assert!(about(&seen, &old, "disconnect").is_empty(), "no old worker was told to go: {seen:?}");
-    let forked = seen.iter().filter(|e| e["event"] == "fork").count();
-    assert_eq!(forked, 1, "one canary, nothing else started: {seen:?}");
-    assert_eq!(p.worker_pids(), old_pids, "the old generation exactly as it was");
-
-    // The fixed release passes its canary and replaces both.
-    release(&dir.path("hotswap.toml"), &[]);
-    let (ok, out, err) = reload(&p, &["--canary", "1s"]);
-    assert!(ok, "{out}{err}\n{}", p.log_text());
-    assert!(out.contains("passed 1s; 2 workers replaced"), "{out}");
-    let seen = events.until("reload-finished", Duration::from_secs(30));
-    assert!(seen.iter().any(|e| e["event"] == "canary-passed"), "{seen:?}");
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(50);
-    assert_no_failures(&load.finish(), "load across broken and good releases");
-    assert!(p.worker_ids().iter().all(|w| !old.contains(w)));
+    for _ in 0..2 {
+        let t = Instant::now();
+        let out = p.reload();
+        // Two workers, one at a time, each warming up 2 s.
+        assert!(t.elapsed() >= Duration::from_secs(4), "reloaded in {:?}: {out}", t.elapsed());
+        load.wait_for_requests(50);
+    }
+    let records = load.finish();
+    assert_no_failures(&records, "load across reloads of a server that warms up");
+    let status = p.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert_eq!(w["ready_via"], "accepting", "{status}");
+        assert!(["probe", "connection"].contains(&w["ready_proof"].as_str().unwrap_or("")), "{status}");
+        assert!(w["ready_ms"].as_u64().unwrap() >= 2000, "{status}");
+    }
+    let ready: Vec<_> = events.until("never", Duration::from_millis(200));
+    let ready: Vec<_> = ready.iter().filter(|e| e["event"] == "listening").collect();
+    assert_eq!(ready.len(), 4, "{ready:?}");
+    for e in ready {
+        assert_eq!(e["via"], "accepting", "{e}");
+        assert!(e["ready_ms"].as_u64().unwrap() >= 2000, "{e}");
+    }
+    let log = p.log_text();
+    assert!(!log.contains("Traceback") && !log.contains("Unhandled exception"), "probes made the app complain:\n{log}");
 }
 
-/// `--health-check /healthz`: a release answering 503 fails the reload
-/// with that answer, the old generation serving on; a healthy one passes.
+/// A release of it that exits 1 at the end of its warm-up fails the reload
+/// with a non-zero exit; every old worker still serves, and no request
+/// fails.
 #[test]
-fn a_release_whose_health_check_fails_is_not_taken_for_ready() {
-    let dir = TempDir::new("health");
-    let p = primary(&dir, &["--health-check", "/healthz", "--health-timeout", "2s"]);
-    let old_pids = p.worker_pids();
-    let load = Load::start(Target::Tcp(p.addr()), 3, 2);
-    load.wait_for_requests(100);
-    release(&dir.path("hotswap.toml"), &["EXAMPLE_HEALTH_STATUS=503"]);
-    let (ok, out, err) = reload(&p, &[]);
-    assert!(!ok, "{out}{err}");
-    assert!(err.contains("GET /healthz answered 503") && err.contains(" from w"), "{err}");
-    assert_eq!(ready_pids(&p), old_pids, "the old workers serve on");
-    assert!(p.log_text().contains("GET /healthz answered 503"), "the reason is logged too");
-    release(&dir.path("hotswap.toml"), &[]);
-    let (ok, out, err) = reload(&p, &["--canary", "1s"]);
-    assert!(ok, "{out}{err}\n{}", p.log_text());
-    assert!(p.log_text().contains("GET /healthz answered 200"), "{}", p.log_text());
+fn a_release_that_dies_after_its_warm_up_fails_the_reload() {
+    let dir = TempDir::new("warmup");
+    let start = dir.path("start.sh");
+    script(&start, &format!("exec python3 {}", warmup_server()));
+    let p = Primary::builder(vec![start.display().to_string()]).workers(2).start();
+    let old = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(50);
-    assert_no_failures(&load.finish(), "load across a failed health check");
+    script(&start, &format!("FAIL_AFTER_WARMUP=1 exec python3 {}", warmup_server()));
+    let out = p.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the reload must fail: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("exited with code 1 before it was ready"), "{err}");
+    assert_eq!(p.worker_pids(), old, "every old worker still serves");
+    load.wait_for_requests(50);
+    let records = load.finish();
+    assert_no_failures(&records, "load across a reload to a release that dies after its warm-up");
+    assert_eq!(records.last().unwrap().result, Ok(1), "the old generation answers");
+}
+
+fn node_app(name: &str) -> Vec<String> {
+    vec!["node".into(), root().join("tests/apps/node").join(name).display().to_string()]
+}
+
+/// Waits until every worker answers 200 (a PM2 app answers 503 until it
+/// said 'ready'), then a moment more for the 'ready' to reach the primary.
+fn until_all_answer(p: &Primary) {
+    let target = Target::Tcp(p.addr());
+    wait_until(Duration::from_secs(20), "every worker answering 200", || {
+        (0..10).all(|_| get(&target, "/").is_ok_and(|a| a.status == 200))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// PM2's `wait_ready`: an app that listens at once but answers 503 until it
+/// says `'ready'` 1.5 s later. Once its workers have said it, every later
+/// worker waits for it: 3 reloads under keep-alive and new-connection load
+/// see no answer but 200.
+#[test]
+fn a_pm2_wait_ready_app_gets_no_traffic_it_answers_503_to() {
+    let _alone = exclusive();
+    let p = Primary::builder(node_app("pm2-wait-ready.js")).workers(2).start();
+    until_all_answer(&p);
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(100);
+    for _ in 0..3 {
+        let t = Instant::now();
+        p.reload();
+        assert!(t.elapsed() >= Duration::from_millis(2 * 1500), "reloaded in {:?}", t.elapsed());
+        load.wait_for_requests(100);
+    }
+    let records = load.finish();
+    assert_no_failures(&records, "load across reloads of a PM2 wait_ready app (a 503 is a failure)");
+    assert_eq!(records.last().unwrap().result, Ok(4));
+    let status = p.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert_eq!(w["ready_via"], "ipc", "ready by its own 'ready': {status}");
+        assert!(w["ready_ms"].as_u64().unwrap() >= 1500, "{status}");
+    }
+}
+
+/// `--ready ipc` means the worker's own message from the first worker on:
+/// Node's cluster `listening` never counts.
+#[test]
+fn ready_ipc_waits_for_a_node_workers_own_message_from_the_start() {
+    let mut p = Primary::builder(node_app("pm2-wait-ready.js"))
+        .workers(1)
+        .arg("--ready")
+        .arg("ipc")
+        .env("CONNECT_MS", "1000")
+        .no_wait()
+        .start();
+    wait_until(Duration::from_secs(10), "the control socket", || p.try_status().is_some());
+    p.wait_ready(1, Duration::from_secs(20));
+    let status = p.status();
+    let w = &status["workers"][0];
+    assert_eq!(w["ready_via"], "ipc", "{status}");
+    assert!(w["ready_ms"].as_u64().unwrap() >= 1000, "{status}");
+    assert_eq!(get(&Target::Tcp(p.addr()), "/").unwrap().status, 200, "ready means it answers");
+}
+
+/// A Node worker that said `{"type":"listening"}` in its first version and
+/// whose next version never says it (it hangs before its announcement) is
+/// not taken ready by Node's cluster `listening`: the reload fails, the old
+/// workers serve on, no request fails.
+#[test]
+fn a_release_that_never_announces_fails_the_reload() {
+    let dir = TempDir::new("announcer");
+    let file = dir.path("announce");
+    std::fs::write(&file, "yes").unwrap();
+    let p = Primary::builder(node_app("announcer.js"))
+        .workers(2)
+        .arg("--ready-timeout")
+        .arg("4s")
+        .env("ANNOUNCE_FILE", file.display().to_string())
+        .start();
+    assert_eq!(Primary::ready_workers(&p.status())[0]["ready_via"], "ipc");
+    let old = p.worker_pids();
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(100);
+    std::fs::write(&file, "no").unwrap();
+    let out = p.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the reload must fail: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("was not ready within 4s") && err.contains("has not said 'ready'"), "{err}");
+    assert_eq!(p.worker_pids(), old, "the old workers were not touched");
+    load.wait_for_requests(100);
+    let records = load.finish();
+    assert_no_failures(&records, "load across a reload to a release that never announces");
+    assert_eq!(records.last().unwrap().result, Ok(1));
+}
+
+/// Under `--balance sticky` each worker has its own slot's socket, and one
+/// client address always reaches the same slot: the probes come from a
+/// loopback address the balance sends to the new worker's slot, so every
+/// new worker is proven by a probe (without that, a probe from 127.0.0.1
+/// would reach one slot only, and the other slot's worker would never be
+/// ready without traffic).
+#[test]
+fn under_sticky_balance_the_probe_reaches_the_new_workers_slot() {
+    let p = Primary::builder(vec!["python3".into(), warmup_server()])
+        .workers(2)
+        .arg("--balance")
+        .arg("sticky")
+        .env("WARMUP", "1")
+        .start();
+    let t = Instant::now();
+    p.reload();
+    assert!(t.elapsed() >= Duration::from_secs(2), "reloaded in {:?}", t.elapsed());
+    let status = p.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert_eq!(w["ready_proof"], "probe", "no traffic: a probe proved it: {status}");
+        assert!(w["ready_ms"].as_u64().unwrap() >= 1000, "{status}");
+    }
+    // A crashed worker's slot is not live (no client reaches it) until its
+    // replacement is ready: the probe reaches it all the same.
+    let victim = p.worker_pids()[0];
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_until(Duration::from_secs(30), "the crashed worker's replacement", || {
+        let s = p.status();
+        Primary::ready_workers(&s).len() == 2 && !p.worker_pids().contains(&victim)
+    });
+    let status = p.status();
+    assert!(status["workers"].as_array().unwrap().iter().all(|w| w["ready_proof"] == "probe"), "{status}");
 }

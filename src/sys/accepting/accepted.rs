@@ -23,15 +23,19 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use socket2::SockAddr;
+
 /// Which of `listeners` (fd, inode: sockets the process holds) have a
 /// connection among `others` (its other socket fds, with their inodes)
-/// accepted from them: (listener inode, connection inode).
+/// accepted from them: (listener inode, connection inode, whether it is
+/// one of the primary's `probes`, recognised by its peer address).
 pub(super) fn accepted_from(
     pid: i32,
     listeners: &[(RawFd, u64)],
     others: &[(RawFd, u64)],
-) -> io::Result<Vec<(u64, u64)>> {
-    let mut found = Vec::new();
+    probes: &[SockAddr],
+) -> io::Result<Vec<(u64, u64, bool)>> {
+    let mut found: Vec<(u64, u64, bool)> = Vec::new();
     if listeners.is_empty() || others.is_empty() {
         return Ok(found);
     }
@@ -39,20 +43,24 @@ pub(super) fn accepted_from(
     let mut bound = Vec::new();
     for &(fd, inode) in listeners {
         match copy_fd(&process, fd) {
-            Ok(l) => bound.extend(address(&l).map(|a| (a, inode))),
+            Ok(l) => bound.extend(local(&l).map(|a| (a, inode))),
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => continue, // closed meanwhile
             Err(e) => return Err(e),
         }
     }
-    for &(fd, conn) in others {
+    // Newest first: a probe was accepted last.
+    for &(fd, conn) in others.iter().rev() {
         let Ok(c) = copy_fd(&process, fd) else { continue }; // closed meanwhile, or not ours to see
-        let Some(local) = address(&c) else { continue };
-        if let Some((_, listener)) = bound.iter().find(|(a, _)| *a == local) {
-            if connected(&c) && !found.iter().any(|(l, _)| l == listener) {
-                found.push((*listener, conn));
-            }
+        let Some(here) = local(&c) else { continue };
+        let Some((_, listener)) = bound.iter().find(|(a, _)| accepted_on(a, &here)) else { continue };
+        let Some(peer) = socket2::SockRef::from(&c).peer_addr().ok() else { continue }; // a second listener
+        let probe = probes.iter().any(|p| same(p, &peer));
+        match found.iter_mut().find(|(l, _, _)| l == listener) {
+            None => found.push((*listener, conn, probe)),
+            Some(f) if probe && !f.2 => *f = (*listener, conn, true),
+            Some(_) => {}
         }
-        if found.len() == bound.len() {
+        if found.len() == bound.len() && (probes.is_empty() || found.iter().all(|f| f.2)) {
             break;
         }
     }
@@ -97,20 +105,37 @@ fn peer_pid(socket: &OwnedFd) -> Option<i32> {
     nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials).ok().map(|c| c.pid())
 }
 
-/// A socket's local address, as text (IP and port, or a Unix path; None
-/// for an unnamed Unix socket).
-fn address(socket: &OwnedFd) -> Option<String> {
-    let a = socket2::SockRef::from(socket).local_addr().ok()?;
-    match a.as_socket() {
-        Some(ip) => Some(ip.to_string()),
-        None => Some(a.as_pathname()?.display().to_string()),
+/// A socket's local address.
+fn local(socket: &OwnedFd) -> Option<SockAddr> {
+    socket2::SockRef::from(socket).local_addr().ok()
+}
+
+/// Whether a connection whose local address is `conn` was accepted from a
+/// listener bound to `listener`: the same port on the same address, or any
+/// address for a wildcard listener (`0.0.0.0`, `[::]`, IPv4 mapped); the
+/// same path for a Unix socket.
+pub(super) fn accepted_on(listener: &SockAddr, conn: &SockAddr) -> bool {
+    match (listener.as_socket(), conn.as_socket()) {
+        (Some(l), Some(c)) => {
+            let canonical = |ip: std::net::IpAddr| ip.to_canonical();
+            l.port() == c.port() && (l.ip().is_unspecified() || canonical(l.ip()) == canonical(c.ip()))
+        }
+        (None, None) => listener.as_pathname().is_some() && listener.as_pathname() == conn.as_pathname(),
+        _ => false,
     }
 }
 
-/// Whether a socket is connected (a second listener on the same address
-/// is not).
-fn connected(socket: &OwnedFd) -> bool {
-    socket2::SockRef::from(socket).peer_addr().is_ok()
+/// Whether two addresses are the same: IP and port (IPv4 mapped or not),
+/// or a Unix path or abstract name.
+pub(super) fn same(a: &SockAddr, b: &SockAddr) -> bool {
+    match (a.as_socket(), b.as_socket()) {
+        (Some(x), Some(y)) => x.port() == y.port() && x.ip().to_canonical() == y.ip().to_canonical(),
+        (None, None) => {
+            (a.as_pathname().is_some() && a.as_pathname() == b.as_pathname())
+                || (a.as_abstract_namespace().is_some() && a.as_abstract_namespace() == b.as_abstract_namespace())
+        }
+        _ => false,
+    }
 }
 
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
@@ -149,18 +174,53 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let c = (client.as_raw_fd(), inode(client.as_fd()));
         let me = std::process::id() as i32;
-        match accepted_from(me, &listener, &[c]) {
+        match accepted_from(me, &listener, &[c], &[]) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => return, // kernel before 5.6
             r => assert_eq!(r.unwrap(), vec![]),
         }
         let (conn, _) = l.accept().unwrap();
         let a = (conn.as_raw_fd(), inode(conn.as_fd()));
-        assert_eq!(accepted_from(me, &listener, &[c, a]).unwrap(), vec![(listener[0].1, a.1)]);
+        assert_eq!(accepted_from(me, &listener, &[c, a], &[]).unwrap(), vec![(listener[0].1, a.1, false)]);
+        // The client's own address makes it the probe.
+        let probe = socket2::SockRef::from(&client).local_addr().unwrap();
+        assert_eq!(accepted_from(me, &listener, &[c, a], &[probe]).unwrap(), vec![(listener[0].1, a.1, true)]);
+    }
+}
+
+#[cfg(test)]
+mod addresses {
+    use super::*;
+
+    fn ip(s: &str) -> SockAddr {
+        s.parse::<std::net::SocketAddr>().unwrap().into()
+    }
+
+    #[test]
+    fn a_wildcard_listener_owns_connections_to_any_of_its_addresses() {
+        assert!(accepted_on(&ip("0.0.0.0:80"), &ip("127.0.0.1:80")));
+        assert!(accepted_on(&ip("[::]:80"), &ip("[::ffff:127.0.0.1]:80")));
+        assert!(accepted_on(&ip("127.0.0.1:80"), &ip("[::ffff:127.0.0.1]:80")));
+        assert!(!accepted_on(&ip("127.0.0.1:80"), &ip("127.0.0.2:80")));
+        assert!(!accepted_on(&ip("0.0.0.0:80"), &ip("127.0.0.1:81")));
+        let unix = SockAddr::unix("/tmp/a.sock").unwrap();
+        assert!(accepted_on(&unix, &SockAddr::unix("/tmp/a.sock").unwrap()));
+        assert!(!accepted_on(&unix, &SockAddr::unix("/tmp/b.sock").unwrap()));
+        assert!(!accepted_on(&unix, &ip("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn probes_are_known_by_their_address() {
+        assert!(same(&ip("127.0.0.1:5000"), &ip("[::ffff:127.0.0.1]:5000")));
+        assert!(!same(&ip("127.0.0.1:5000"), &ip("127.0.0.1:5001")));
+        let a = SockAddr::unix("\0hotswap-probe-1").unwrap();
+        assert!(same(&a, &SockAddr::unix("\0hotswap-probe-1").unwrap()));
+        assert!(!same(&a, &SockAddr::unix("\0hotswap-probe-2").unwrap()));
     }
 
     /// The health check's question: did this process accept *my* connection?
     #[test]
     fn the_accepted_end_of_a_connection_is_found_by_its_client() {
+        use std::os::fd::AsFd;
         let inode = |f: std::os::fd::BorrowedFd<'_>| super::super::socket_inode(f).unwrap();
         let me = std::process::id() as i32;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -39,139 +39,40 @@
 //!
 //! What "seen" means: in epoll, "the event loop owns the listener", not "the
 //! accept loop has run". Go and tokio register when the listener object is
-//! created, maybe before the app is done starting; Node/libuv on the loop
-//! iteration after `listen()`'s callback; asyncio inside `start_server()`.
-//! Connections arriving meanwhile wait in the shared backlog, which is what
-//! readiness has to guarantee.
+//! created, maybe long before the app is done starting; Node/libuv on the
+//! loop iteration after `listen()`'s callback; asyncio inside
+//! `start_server()`. So a sighting in epoll, `poll` or `select` is a *wait*;
+//! only a thread blocked in `accept`, or a connection the process holds that
+//! it accepted (a client's, or the primary's probe: [`probe`]), *proves*
+//! that it takes connections ([`How::proves`]). The supervisor decides what
+//! to do with either.
 //!
 //! Cost: per member, a readdir of `/proc/PID/fd` and a `readlink` per fd
 //! (about 5 µs each), the fdinfo of its epoll fds, and only for a member
-//! holding one of the sockets and not yet seen through epoll, one `syscall`
-//! file per thread: 0.1 to 0.3 ms for a typical worker on a small VM.
-//! Meant to be polled every few tens of milliseconds while a worker starts,
-//! not forever.
+//! holding one of the sockets and not yet proven, one `syscall` file per
+//! thread and a `pidfd_getfd` per socket it holds: 0.1 to 0.3 ms for a
+//! typical worker. A worker with tens of thousands of fds would make that
+//! a third of a second, so a look is bounded ([`Limits`]) and runs on a
+//! thread of its own (`crate::io::accepts`). Meant to be polled every few
+//! tens of milliseconds while a worker starts, not forever.
 
 mod accepted;
 mod epoll;
 pub mod group;
 pub mod own;
+pub mod probe;
 mod procfs;
 mod syscalls;
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
 
 use procfs::{context, errno, is_denied, parse_int, read_file, vanished};
 
-/// How a listening socket was seen being accepted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum How {
-    /// In the epoll set `epfd` of the process, with `EPOLLIN`.
-    Epoll { epfd: i32 },
-    /// Thread `tid` blocked in `accept`/`accept4` on it.
-    Accept { tid: i32 },
-    /// Thread `tid` blocked in `poll`/`ppoll` waiting for `POLLIN` on it.
-    Poll { tid: i32 },
-    /// Thread `tid` blocked in `select`/`pselect6` with it in the read set.
-    Select { tid: i32 },
-    /// The process holds `conn`, a TCP connection accepted from it (a busy
-    /// accept loop, seen serving rather than waiting).
-    Serving { conn: u64 },
-}
-
-impl fmt::Display for How {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            How::Epoll { .. } => f.write_str("epoll"),
-            How::Accept { .. } => f.write_str("accept"),
-            How::Poll { .. } => f.write_str("poll"),
-            How::Select { .. } => f.write_str("select"),
-            How::Serving { .. } => f.write_str("a connection it accepted"),
-        }
-    }
-}
-
-/// One listening socket seen accepted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sighting {
-    /// The socket's inode, one of those asked about.
-    pub inode: u64,
-    /// The process that accepts on it.
-    pub pid: i32,
-    /// The socket's fd number in that process (for epoll: the number it was
-    /// registered under, which the process may have closed since).
-    pub fd: i32,
-    pub how: How,
-}
-
-/// What of a process could not be read for lack of permission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blind {
-    /// `/proc/PID/fd` or `fdinfo`: nothing of this process can be seen.
-    Fds,
-    /// `/proc/PID/task/TID/syscall` or `/proc/PID/mem`: blocking `accept`,
-    /// `poll` and `select` cannot be seen, epoll can.
-    Syscalls,
-}
-
-/// A process of the group that could not be fully inspected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Denied {
-    pub pid: i32,
-    pub what: Blind,
-    /// The errno (`EACCES` or `EPERM`).
-    pub errno: i32,
-}
-
-impl fmt::Display for Denied {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.what {
-            Blind::Fds => "its file descriptors (nothing of it is visible)",
-            Blind::Syscalls => "its threads' system calls (blocking accept/poll/select are not visible)",
-        };
-        write!(f, "pid {}: cannot read {what}: {}", self.pid, io::Error::from_raw_os_error(self.errno))
-    }
-}
-
-/// The result of one look at a process group.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// At most one per inode: the first way it was seen.
-    pub seen: Vec<Sighting>,
-    /// How many processes the group had.
-    pub processes: usize,
-    /// Processes that could not be fully inspected (another uid,
-    /// non-dumpable, Yama).
-    pub denied: Vec<Denied>,
-    /// The group's other sockets, (pid, inode), at most [`MAX_OTHERS`]:
-    /// where to look for a listener of its own ([`own`]).
-    pub others: Vec<(i32, u64)>,
-}
-
-/// How many other sockets a [`Report`] keeps: enough for a server's own
-/// listeners, bounded for one with thousands of connections.
-pub const MAX_OTHERS: usize = 64;
-
-impl Report {
-    /// Whether `inode` is accepted on.
-    pub fn is_seen(&self, inode: u64) -> bool {
-        self.seen.iter().any(|s| s.inode == inode)
-    }
-
-    /// Whether every one of `inodes` is accepted on.
-    pub fn all_seen(&self, inodes: &[u64]) -> bool {
-        inodes.iter().all(|&i| self.is_seen(i))
-    }
-
-    fn see(&mut self, s: Sighting) {
-        if !self.is_seen(s.inode) {
-            self.seen.push(s);
-        }
-    }
-}
+pub use crate::types::accepts::{Blind, Denied, How, Report, Sighting, MAX_OTHERS};
 
 /// The inode of the socket `fd`: how workers' copies of it are recognised.
 /// An `InvalidInput` error if `fd` is not a socket.
@@ -185,17 +86,48 @@ pub fn socket_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(st.st_ino as u64)
 }
 
-/// Which of `inodes` some process of process group `pgid` accepts on, and how.
+/// How much one look may read: a worker with tens of thousands of fds
+/// (connections, files) must not make a look cost more than a few
+/// milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Entries of one process's fd table read per look. The kernel lists
+    /// them by number, lowest first, and listeners and event loops' epoll
+    /// fds are among the first a program opens.
+    pub fds: usize,
+    /// Sockets of one process copied (`pidfd_getfd`) to find a connection
+    /// it accepted, per look.
+    pub copies: usize,
+    /// How long one process's fd table may be read, past its first
+    /// [`ALWAYS_READ`] entries; the look goes on with what it read, and
+    /// says so. (Everything else a look does is bounded by the counts
+    /// above: a deadline on all of it would, on a loaded machine, stop
+    /// every look before the thread blocked in `accept`.)
+    pub time: Duration,
+}
+
+/// Entries of an fd table every look reads, whatever the time.
+pub const ALWAYS_READ: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { fds: 4096, copies: 256, time: Duration::from_millis(20) }
+    }
+}
+
+/// Which of `inodes` some process of process group `pgid` accepts on, and
+/// how; `probes` are the local addresses of the primary's probe
+/// connections to them, recognised as the peer of a connection a process
+/// holds.
 ///
 /// Processes that vanish during the look are skipped. An error means `/proc`
 /// itself could not be read or a `/proc` file failed in an unexpected way;
 /// lacking permission on a process is not an error (see [`Report::denied`]).
 /// `processes == 0` in the report: the group is gone.
 ///
-/// Blocking, but short (0.1-0.3 ms CPU for a typical worker): fine inline on
-/// the primary's event loop every few tens of milliseconds while a worker
-/// starts.
-pub fn accepting(pgid: i32, inodes: &[u64]) -> io::Result<Report> {
+/// Blocking: 0.1-0.3 ms for a typical worker, bounded by `limits` for one
+/// with very many fds. Run off the event loop (`crate::io::accepts`).
+pub fn accepting(pgid: i32, inodes: &[u64], probes: &[socket2::SockAddr], limits: Limits) -> io::Result<Report> {
     if pgid <= 0 {
         // 0 would be every kernel thread's group.
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid process group {pgid}")));
@@ -207,9 +139,10 @@ pub fn accepting(pgid: i32, inodes: &[u64]) -> io::Result<Report> {
     let members = group::group_members(pgid)?;
     report.processes = members.len();
     let mut buf = Vec::with_capacity(4096);
+    let look = Look { inodes, probes, limits };
     for pid in members {
-        inspect(pid, inodes, &mut report, &mut buf)?;
-        if report.all_seen(inodes) {
+        inspect(pid, &look, &mut report, &mut buf)?;
+        if report.all_proven(inodes) {
             break;
         }
     }
@@ -225,8 +158,9 @@ pub fn accepted_by(pgid: i32, client: BorrowedFd<'_>) -> io::Result<bool> {
     if pgid <= 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid process group {pgid}")));
     }
+    let look = Look { inodes: &[], probes: &[], limits: Limits::default() };
     for pid in group::group_members(pgid)? {
-        let fds = match read_fds(pid, &[]) {
+        let fds = match read_fds(pid, &[], &look) {
             Ok(fds) => fds,
             Err(e) if vanished(&e) => continue,
             Err(e) => return Err(e),
@@ -241,6 +175,13 @@ pub fn accepted_by(pgid: i32, client: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(false)
 }
 
+/// What one look asks, and its bounds.
+struct Look<'a> {
+    inodes: &'a [u64],
+    probes: &'a [socket2::SockAddr],
+    limits: Limits,
+}
+
 /// What one process's fd table says about the sockets asked about.
 #[derive(Default)]
 struct Fds {
@@ -250,14 +191,17 @@ struct Fds {
     sockets: Vec<(i32, u64)>,
     /// Its other sockets (connections it may have accepted), with the inode.
     others: Vec<(i32, u64)>,
+    /// It has more fds than the look read.
+    truncated: bool,
 }
 
 /// Looks at one process; adds what it finds to `report`.
-fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> io::Result<()> {
+fn inspect(pid: i32, look: &Look<'_>, report: &mut Report, buf: &mut Vec<u8>) -> io::Result<()> {
+    let inodes = look.inodes;
     let denied = |report: &mut Report, what, e: &io::Error| {
         report.denied.push(Denied { pid, what, errno: errno(e).unwrap_or(0) });
     };
-    let fds = match read_fds(pid, inodes) {
+    let fds = match read_fds(pid, inodes, look) {
         Ok(fds) => fds,
         Err(e) if vanished(&e) => return Ok(()),
         Err(e) if is_denied(&e) => {
@@ -268,6 +212,10 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         }
         Err(e) => return Err(e),
     };
+    if fds.truncated {
+        report.fds_skipped += 1;
+        report.truncated = true;
+    }
     for &(_, inode) in &fds.others {
         if report.others.len() < MAX_OTHERS && !report.others.iter().any(|o| o.1 == inode) {
             report.others.push((pid, inode));
@@ -297,7 +245,7 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
         }
     }
     // Blocking accept/poll/select need an fd of the socket in this very process.
-    if fds.sockets.iter().all(|s| report.is_seen(s.1)) {
+    if fds.sockets.iter().all(|s| report.is_proven(s.1)) {
         return Ok(());
     }
     if syscalls::SUPPORTED {
@@ -319,22 +267,30 @@ fn inspect(pid: i32, inodes: &[u64], report: &mut Report, buf: &mut Vec<u8>) -> 
             Err(e) => return Err(e),
         }
     }
-    // Last, a busy accept loop: the connections it accepted.
-    let unseen: Vec<(i32, u64)> = fds.sockets.iter().copied().filter(|s| !report.is_seen(s.1)).collect();
+    // Last, the connections it took: a busy accept loop's, or the probe.
+    let unproven: Vec<(i32, u64)> = fds.sockets.iter().copied().filter(|s| !report.is_proven(s.1)).collect();
+    let others = &fds.others[fds.others.len().saturating_sub(look.limits.copies)..];
     // Best effort: gone, denied, or a kernel before 5.6 (ENOSYS) is "not seen".
-    for (inode, conn) in accepted::accepted_from(pid, &unseen, &fds.others).unwrap_or_default() {
+    for (inode, conn, probe) in accepted::accepted_from(pid, &unproven, others, look.probes).unwrap_or_default() {
         let fd = fds.sockets.iter().find(|s| s.1 == inode).map_or(-1, |s| s.0);
-        report.see(Sighting { inode, pid, fd, how: How::Serving { conn } });
+        let how = if probe { How::Probe { conn } } else { How::Serving { conn } };
+        report.see(Sighting { inode, pid, fd, how });
     }
     Ok(())
 }
 
-/// Walks `/proc/PID/fd`. Errors keep their kind (ENOENT: gone; EACCES: denied).
-fn read_fds(pid: i32, inodes: &[u64]) -> io::Result<Fds> {
+/// Walks `/proc/PID/fd`, at most `look.limits.fds` entries. Errors keep
+/// their kind (ENOENT: gone; EACCES: denied).
+fn read_fds(pid: i32, inodes: &[u64], look: &Look<'_>) -> io::Result<Fds> {
     let dir_path = format!("/proc/{pid}/fd");
     let dir = fs::read_dir(&dir_path).map_err(|e| context(e, &dir_path))?;
     let mut fds = Fds::default();
-    for entry in dir {
+    let deadline = Instant::now() + look.limits.time;
+    for (n, entry) in dir.enumerate() {
+        if n >= look.limits.fds || (n >= ALWAYS_READ && n % 256 == 0 && Instant::now() >= deadline) {
+            fds.truncated = true;
+            break;
+        }
         let entry = entry.map_err(|e| context(e, &dir_path))?;
         let Some(fd) = parse_int(entry.file_name().as_bytes()) else { continue };
         let link = match fs::read_link(entry.path()) {
@@ -369,8 +325,8 @@ mod tests {
 
     #[test]
     fn bad_group() {
-        assert_eq!(accepting(0, &[1]).unwrap_err().kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(accepting(-5, &[1]).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(accepting(0, &[1], &[], Limits::default()).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(accepting(-5, &[1], &[], Limits::default()).unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 
     /// A thread of this very process blocked in accept is seen; before it
@@ -380,12 +336,12 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ino = socket_inode(std::os::fd::AsFd::as_fd(&l)).unwrap();
         let me = nix::unistd::getpgrp().as_raw();
-        assert!(!accepting(me, &[ino]).unwrap().is_seen(ino));
+        assert!(!accepting(me, &[ino], &[], Limits::default()).unwrap().is_seen(ino));
         let addr = l.local_addr().unwrap();
         let t = std::thread::spawn(move || drop(l.accept()));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let seen = loop {
-            let r = accepting(me, &[ino]).unwrap();
+            let r = accepting(me, &[ino], &[], Limits::default()).unwrap();
             if r.is_seen(ino) || std::time::Instant::now() > deadline {
                 break r;
             }
