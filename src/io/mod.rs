@@ -11,6 +11,8 @@
 //! - [`build`]: the `--build` command run before a reload.
 //! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
 //! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
+//! - [`rescue`]: requests a retiring worker's graceful stop would lose on
+//!   its idle keep-alive connections, passed to the serving generation (Linux).
 //! - [`lines`]: newline framing, shared by every stream above.
 //! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
@@ -21,6 +23,8 @@ pub mod ipc;
 pub mod lines;
 pub mod metrics;
 pub mod output;
+#[cfg(target_os = "linux")]
+pub mod rescue;
 pub mod signals;
 pub mod usage;
 pub mod warnings;

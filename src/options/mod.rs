@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
-pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
+pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
 pub use ready::ReadyMode;
 
 /// Every `hotswap run` option: a flag (clap) and a config-file key (serde,
@@ -178,6 +178,15 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub balance: Option<Balance>,
 
+    /// Rescue the requests a retiring worker's graceful stop would lose on
+    /// idle keep-alive connections (TCP listeners, Linux): the primary holds
+    /// copies of its connections while it stops, and a request caught on
+    /// one it closed goes to the serving generation with `Connection:
+    /// close` (docs/guarantees.md, "Rescue"): `on`, `off` [default: on].
+    #[arg(long, value_name = "on|off")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub rescue: Option<OnOff>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -258,6 +267,13 @@ pub struct Settings {
     /// `--balance`: how connections reach the workers.
     #[serde(default)]
     pub balance: Balance,
+    /// `--rescue`: whether retiring workers' connections are held.
+    #[serde(default = "yes")]
+    pub rescue: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `--metrics`: a TCP address; `:PORT` means every address.
@@ -390,6 +406,7 @@ impl Settings {
             metrics: o.metrics,
             python: o.python.unwrap_or_default(),
             balance,
+            rescue: o.rescue.is_none_or(|r| r.0),
         })
     }
 

@@ -24,6 +24,7 @@ mod memory;
 mod metrics;
 mod node;
 pub mod reload;
+mod rescue;
 mod resume;
 mod status;
 mod stop;
@@ -152,6 +153,12 @@ pub struct Supervisor {
     timers: timers::Timers,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
+    /// Holds retiring workers' connections (`--rescue`; TCP listeners).
+    rescue: Option<crate::io::rescue::Rescue>,
+    /// Workers told to stop once the rescue has looked at them.
+    rescue_looking: HashSet<WorkerId>,
+    /// The rescued requests counted when the running reload began.
+    rescued_before_reload: u64,
 }
 
 /// Where this primary came from: what a self-upgrade re-executes.
@@ -243,7 +250,7 @@ impl Supervisor {
         // Slot 0 only: a new primary binds the others ([`run`]), a new image
         // takes them over ([`resume`]).
         let slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
-        Ok(Supervisor {
+        let mut sup = Supervisor {
             slot_sockets,
             leaving: Default::default(),
             inodes: accepting::inodes(&listeners)?,
@@ -290,7 +297,13 @@ impl Supervisor {
             memory: Default::default(),
             metrics: None,
             exit: None,
-        })
+            rescue: None,
+            rescue_looking: Default::default(),
+            rescued_before_reload: 0,
+        };
+        #[cfg(target_os = "linux")]
+        sup.start_rescue();
+        Ok(sup)
     }
 
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
@@ -362,6 +375,7 @@ impl Supervisor {
             Event::Timer(t) => self.on_timer(t),
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
+            Event::Rescue(note) => self.on_rescue(note),
         }
         self.rebalance();
     }

@@ -21,6 +21,7 @@ mod package;
 mod protocol;
 mod python;
 mod reload;
+mod rescue;
 mod signals;
 mod socketio;
 mod surge;

@@ -39,6 +39,7 @@ impl Supervisor {
     fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool, surge: Option<Surge>) {
         let generation = self.newest_generation + 1;
         self.newest_generation = generation;
+        self.rescued_before_reload = self.rescued();
         let mut ev = LifecycleEvent::new("reload-started");
         ev.generation = Some(generation);
         self.subscribers.emit(ev);
@@ -219,7 +220,13 @@ impl Supervisor {
     /// the queued one, if any.
     fn finish_reload(&mut self, failure: Option<String>) {
         let Some(reload) = self.reload.take() else { return };
-        let done = reload.finish(failure);
+        let mut done = reload.finish(failure);
+        match self.rescued() - self.rescued_before_reload {
+            0 => {}
+            n => {
+                done.message = format!("{}; rescued {n} {}", done.message, crate::types::plural(n as usize, "request"))
+            }
+        }
         if let Some(b) = self.build.take() {
             b.kill();
             self.guardian.release(b.pid);

@@ -1,0 +1,432 @@
+//! Rescue: requests that a retiring worker's graceful stop would lose on its
+//! idle keep-alive connections are answered by the serving generation.
+//!
+//! A graceful stop closes idle keep-alive connections at once; a client
+//! that wrote its next request in that instant gets a closed connection
+//! and no answer (a POST is not retried). Just before a retiring worker is
+//! told to stop, this task copies its accepted connections
+//! ([`crate::sys::rescue`]) and keeps looking every [`TICK`] for those it
+//! accepts later, until it exits. A connection it still holds is its own:
+//! the copy is never read, only peeked at (to let go of one the client
+//! closed). Once the worker has let go of one (its processes hold no fd of
+//! it any more), the primary holds its only copy:
+//!
+//! * the client closes it: closed;
+//! * the client sends a request (an HTTP/1.x request line from the first
+//!   byte): the request head goes to the serving generation on a fresh
+//!   connection to the listener with `Connection: close`, the body and the
+//!   answer are streamed through, and the connection is closed;
+//! * anything else (TLS, HTTP/2, `Upgrade`, bytes that start no request),
+//!   or nothing within [`GRACE`]: closed, as the worker would have.
+//!
+//! A worker that dies by a signal (killed, crashed, or ended by its stop
+//! signal's default action) may have been mid-answer on the connections it
+//! still held: those are closed at once, never passed on. Only connections
+//! the worker closed itself while alive, or still held at a clean exit, are
+//! rescued.
+//!
+//! Bounded: at most [`MAX_HELD`] connections held (fewer if the fd limit is
+//! low), a request head of at most [`http::MAX_HEAD`] buffered, the body and
+//! the answer streamed through fixed buffers. All the `/proc` reading and
+//! copying runs on the blocking pool; the event loop only hears
+//! [`RescueNote`]s.
+
+pub mod http;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::sys::rescue::{self as socks, Peek};
+use crate::types::event::RescueNote;
+use crate::types::{Event, WorkerId};
+
+/// How often a retiring worker's connections are looked at.
+pub const TICK: Duration = Duration::from_millis(50);
+/// How long a connection the worker let go of is kept open for the
+/// client's next request: about the keep-alive idle time of common servers
+/// and clients (Node 5 s, uvicorn 5 s, Apache 5 s; nginx 75 s). A client
+/// that waits longer sees the connection close, as an idle close.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send the rest of a request it started.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one rescued exchange may take, body and answer included.
+const EXCHANGE_MAX: Duration = Duration::from_secs(300);
+/// The most connections held at once.
+pub const MAX_HELD: usize = 4096;
+/// The first look at a worker is waited for at most this long before it is
+/// told to stop anyway.
+const FIRST_LOOK_MAX: Duration = Duration::from_secs(1);
+
+/// The handle the supervisor keeps.
+pub struct Rescue {
+    tx: mpsc::UnboundedSender<Ask>,
+}
+
+enum Ask {
+    /// A worker is about to be told to stop: look, answer `Looked`, and
+    /// keep looking until it exits.
+    Watch { worker: WorkerId, pgid: i32, label: String },
+    /// The worker exited; `died` when by a signal.
+    Exited { worker: WorkerId, died: bool },
+    /// The primary stops or re-executes: hold nothing more, close what
+    /// waits for a request; answer once the exchanges under way are done.
+    Close { done: Option<oneshot::Sender<()>> },
+    /// Hold again (a self-upgrade failed before its exec).
+    Reopen,
+}
+
+impl Rescue {
+    /// Starts the task for connections accepted from `listeners` (TCP).
+    pub fn start(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>) -> Rescue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(listeners, events, rx));
+        Rescue { tx }
+    }
+
+    /// Looks at `worker`'s connections before it is told to stop; the
+    /// answer is [`RescueNote::Looked`].
+    pub fn watch(&self, worker: WorkerId, pgid: i32, label: String) {
+        let _ = self.tx.send(Ask::Watch { worker, pgid, label });
+    }
+
+    /// The worker exited (`died`: by a signal).
+    pub fn exited(&self, worker: WorkerId, died: bool) {
+        let _ = self.tx.send(Ask::Exited { worker, died });
+    }
+
+    /// Holds again after [`close`](Self::close).
+    pub fn reopen(&self) {
+        let _ = self.tx.send(Ask::Reopen);
+    }
+
+    /// Holds nothing more; `done` is answered when the exchanges under way
+    /// have ended.
+    pub fn close(&self, done: Option<oneshot::Sender<()>>) {
+        let _ = self.tx.send(Ask::Close { done });
+    }
+}
+
+/// One retiring worker.
+struct Watched {
+    worker: WorkerId,
+    pgid: i32,
+    label: String,
+    /// Copies of its connections, by inode, while it may still hold them.
+    held: HashMap<u64, OwnedFd>,
+    /// Its sockets that are no connection of ours.
+    other: HashSet<u64>,
+    /// Copies were refused: it is not looked at again.
+    denied: bool,
+}
+
+/// What the connection tasks share with the loop.
+struct Shared {
+    events: mpsc::Sender<Event>,
+    /// Connections let go of by their worker, being served or waited on.
+    serving: AtomicUsize,
+    /// Set when the primary stops or re-executes.
+    closing: watch::Sender<bool>,
+    /// Each "rescue cannot work here" reason is logged once.
+    said: [AtomicBool; 6],
+}
+
+impl Shared {
+    /// Logs `what` once per `reason` for the life of this image.
+    fn once(&self, reason: usize, what: impl FnOnce() -> String) {
+        if !self.said[reason].swap(true, Ordering::Relaxed) {
+            tracing::warn!("rescue: {}", what());
+        }
+    }
+
+    async fn note(&self, n: RescueNote) {
+        let _ = self.events.send(Event::Rescue(n)).await;
+    }
+}
+
+const SAID_DENIED: usize = 0;
+const SAID_CAP: usize = 1;
+
+fn said_index(r: http::Refusal) -> usize {
+    match r {
+        http::Refusal::Tls => 2,
+        http::Refusal::Http2 => 3,
+        http::Refusal::Upgrade => 4,
+        http::Refusal::NotHttp | http::Refusal::TooLarge => 5,
+    }
+}
+
+/// The most connections to hold: [`MAX_HELD`], or a quarter of the fd
+/// limit if that is lower (the primary needs fds for workers and clients).
+fn cap() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    // SAFETY: getrlimit fills the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (limit.rlim_cur as usize / 4).min(MAX_HELD)
+}
+
+async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mpsc::UnboundedReceiver<Ask>) {
+    let shared = Arc::new(Shared {
+        events,
+        serving: AtomicUsize::new(0),
+        closing: watch::Sender::new(false),
+        said: Default::default(),
+    });
+    let listeners = Arc::new(listeners);
+    let cap = cap();
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_held = 0;
+    loop {
+        tokio::select! {
+            ask = rx.recv() => match ask {
+                None => return,
+                Some(Ask::Watch { worker, pgid, label }) => {
+                    let mut w = Watched { worker, pgid, label, held: HashMap::new(), other: HashSet::new(), denied: false };
+                    if !*shared.closing.borrow() {
+                        let room = cap.saturating_sub(held(&watched, &shared));
+                        look(&mut w, &listeners, room, &shared, Some(FIRST_LOOK_MAX)).await;
+                    }
+                    shared.note(RescueNote::Looked(worker)).await;
+                    if !*shared.closing.borrow() {
+                        watched.push(w);
+                    }
+                }
+                Some(Ask::Exited { worker, died }) => {
+                    if let Some(i) = watched.iter().position(|w| w.worker == worker) {
+                        let w = watched.swap_remove(i);
+                        if died {
+                            if !w.held.is_empty() {
+                                tracing::info!("rescue: {} died by a signal: its {} connections are closed, not passed on", w.label, w.held.len());
+                            }
+                        } else {
+                            for fd in w.held.into_values() {
+                                release(fd, &shared);
+                            }
+                        }
+                    }
+                }
+                Some(Ask::Reopen) => {
+                    shared.closing.send_replace(false);
+                }
+                Some(Ask::Close { done }) => {
+                    shared.closing.send_replace(true);
+                    watched.clear();
+                    if let Some(done) = done {
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            while shared.serving.load(Ordering::Relaxed) > 0 {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            let _ = done.send(());
+                        });
+                    }
+                }
+            },
+            _ = tick.tick(), if !watched.is_empty() => {
+                for i in 0..watched.len() {
+                    let room = cap.saturating_sub(held(&watched, &shared));
+                    look(&mut watched[i], &listeners, room, &shared, None).await;
+                }
+            }
+        }
+        let now = held(&watched, &shared);
+        if now != last_held {
+            last_held = now;
+            shared.note(RescueNote::Held(now)).await;
+        }
+    }
+}
+
+/// Connections held now: copies of those the workers may still hold, and
+/// those let go of that are being served.
+fn held(watched: &[Watched], shared: &Shared) -> usize {
+    watched.iter().map(|w| w.held.len()).sum::<usize>() + shared.serving.load(Ordering::Relaxed)
+}
+
+/// One look at a worker, on the blocking pool: copies of its new
+/// connections (at most `room`), copies dropped whose client closed, and
+/// those it let go of passed to [`serve`].
+async fn look(
+    w: &mut Watched,
+    listeners: &Arc<Vec<SocketAddr>>,
+    room: usize,
+    shared: &Arc<Shared>,
+    limit: Option<Duration>,
+) {
+    if w.denied {
+        return;
+    }
+    let (pgid, listeners2) = (w.pgid, listeners.clone());
+    let mut held = std::mem::take(&mut w.held);
+    let other = std::mem::take(&mut w.other);
+    let job = tokio::task::spawn_blocking(move || {
+        // The client closed it or it failed: the worker sees that too.
+        held.retain(|_, fd| !matches!(socks::peek(&*fd, 1), Peek::Eof | Peek::Failed));
+        let known = |i: u64| held.contains_key(&i) || other.contains(&i);
+        let look = socks::look(pgid, &listeners2, &known, room);
+        (held, other, look)
+    });
+    let result = match limit {
+        Some(l) => match tokio::time::timeout(l, job).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    "rescue: the first look at {} took over {} ms; it is not watched",
+                    w.label,
+                    l.as_millis()
+                );
+                w.denied = true;
+                return;
+            }
+        },
+        None => job.await,
+    };
+    let Ok((held, other, look)) = result else {
+        w.denied = true;
+        return;
+    };
+    w.held = held;
+    w.other = other;
+    let look = match look {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!("rescue: looking at {}: {e}", w.label);
+            return;
+        }
+    };
+    if let Some(e) = &look.denied {
+        let label = w.label.clone();
+        shared.once(SAID_DENIED, || {
+            format!(
+                "off for {label}: copying its connections was refused ({e}: the primary lacks the ptrace right \
+                 over it, e.g. another user, Yama ptrace_scope 2+, a seccomp profile); its requests caught in \
+                 the instant of its stop are lost, as without rescue"
+            )
+        });
+        w.denied = true;
+    }
+    w.other.extend(look.other);
+    for c in look.caught {
+        w.held.insert(c.inode, c.socket);
+    }
+    if look.over > 0 {
+        shared.once(SAID_CAP, || {
+            format!("holding the most connections it may ({}): more are left to their worker's own close", cap())
+        });
+        for _ in 0..look.over {
+            shared.note(RescueNote::GaveUp).await;
+        }
+    }
+    if look.processes > 0 {
+        let gone: Vec<u64> = w.held.keys().copied().filter(|i| !look.inodes.contains(i)).collect();
+        for inode in gone {
+            if let Some(fd) = w.held.remove(&inode) {
+                release(fd, shared);
+            }
+        }
+    }
+}
+
+/// The worker let go of this connection: the primary's copy is the only one.
+fn release(fd: OwnedFd, shared: &Arc<Shared>) {
+    if *shared.closing.borrow() {
+        return;
+    }
+    let std = std::net::TcpStream::from(fd);
+    if std.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(stream) = TcpStream::from_std(std) else { return };
+    shared.serving.fetch_add(1, Ordering::Relaxed);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        serve(stream, &shared).await;
+        shared.serving.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Waits for the client's next request and passes it on, or closes.
+async fn serve(mut client: TcpStream, shared: &Arc<Shared>) {
+    let mut closing = shared.closing.subscribe();
+    // Its first byte, or its close, within the grace.
+    let first = tokio::select! {
+        r = tokio::time::timeout(GRACE, client.readable()) => r,
+        _ = closing.wait_for(|c| *c) => return,
+    };
+    if !matches!(first, Ok(Ok(()))) {
+        return; // idle until the grace ended: closed, as an idle close
+    }
+    let mut buf = Vec::with_capacity(4096);
+    let head = loop {
+        match http::parse(&buf) {
+            http::Head::Incomplete => {}
+            http::Head::Request { head, len } => break (head, len),
+            http::Head::Refused(r) => {
+                shared.once(said_index(r), || format!("a connection whose worker closed it sent {r}: closed, not passed on (as the worker would have)"));
+                shared.note(RescueNote::GaveUp).await;
+                return;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(HEAD_TIMEOUT, client.read(&mut chunk)).await {
+            Ok(Ok(0)) => {
+                if !buf.is_empty() {
+                    shared.note(RescueNote::GaveUp).await;
+                }
+                return; // the client closed
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            _ => {
+                shared.note(RescueNote::GaveUp).await;
+                return;
+            }
+        }
+    };
+    let (head, len) = head;
+    let Ok(local) = client.local_addr() else { return };
+    let mut upstream = match TcpStream::connect(local).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!("rescue: connecting to {local} for a caught request: {e}; the request is lost");
+            shared.note(RescueNote::GaveUp).await;
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if upstream.write_all(&head).await.is_err() || upstream.write_all(&buf[len..]).await.is_err() {
+        shared.note(RescueNote::GaveUp).await;
+        return;
+    }
+    drop(buf);
+    shared.note(RescueNote::Rescued).await;
+    let _ = tokio::time::timeout(EXCHANGE_MAX, relay(client, upstream)).await;
+}
+
+/// The rest of the request body up, the answer down; ends when the answer
+/// has ended (the serving generation closes after it: `Connection: close`).
+async fn relay(client: TcpStream, upstream: TcpStream) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+        let _ = uw.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
