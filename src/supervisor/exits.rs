@@ -92,7 +92,7 @@ impl Supervisor {
         let _ = killpg(worker.pid(), Signal::SIGKILL);
         self.guardian.release(worker.pid());
         self.subscribers.exit_event(&worker, how);
-        self.rescue_exited(id, how, worker.killed());
+        self.rescue_exited(id, how, worker.killed(), worker.settings().stop_signal);
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());
         if worker.state() == WorkerState::Stopping {

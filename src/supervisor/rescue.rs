@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use super::Supervisor;
 use crate::types::event::RescueNote;
 use crate::types::{Exit, WorkerId, WorkerState};
@@ -66,12 +68,14 @@ impl Supervisor {
         }
     }
 
-    /// A worker exited: the rescue closes (died by a signal) or keeps what
-    /// it held of it.
-    pub(super) fn rescue_exited(&mut self, id: WorkerId, how: Exit, killed: bool) {
+    /// A worker exited: the rescue closes what it held of it (killed, or
+    /// died by a signal other than its stop signal: it may have been
+    /// mid-answer) or passes on what comes on them (it exited, or its stop
+    /// signal ended it, which is how many servers stop).
+    pub(super) fn rescue_exited(&mut self, id: WorkerId, how: Exit, killed: bool, stop_signal: Signal) {
         self.rescue_looking.remove(&id);
         if let Some(r) = &self.rescue {
-            r.exited(id, killed || matches!(how, Exit::Signal(_)));
+            r.exited(id, killed || matches!(how, Exit::Signal(s) if s != stop_signal));
         }
     }
 

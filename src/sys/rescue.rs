@@ -161,6 +161,43 @@ pub fn peek(socket: impl AsFd, max: usize) -> Peek {
     }
 }
 
+/// Where a connection the worker let go of stands, as far as the kernel
+/// tells (`TCP_INFO` gives the time of the last data each way, in
+/// jiffies: 4 ms at `HZ=250`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Bytes wait to be read, or the server's data came last: idle between
+    /// requests, or a request waiting.
+    Open,
+    /// Nothing waits, and the client's data came after the server's: the
+    /// worker read something the client sent (a request) and closed without
+    /// answering. The client waits for an answer no one will send.
+    Unanswered,
+    /// Nothing waits, and both came within the same tick: cannot tell.
+    Unsure,
+}
+
+/// Where `socket` stands (see [`Turn`]).
+pub fn turn(socket: impl AsFd) -> Turn {
+    let fd = socket.as_fd().as_raw_fd();
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes an int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 || queued > 0 {
+        return Turn::Open;
+    }
+    // SAFETY: an all-zero tcp_info is a valid value to be filled.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt fills at most `len` bytes of `info`.
+    let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len) };
+    // Both are "milliseconds ago": smaller is more recent.
+    match (r, info.tcpi_last_data_recv.cmp(&info.tcpi_last_data_sent)) {
+        (0, std::cmp::Ordering::Less) => Turn::Unanswered,
+        (0, std::cmp::Ordering::Equal) => Turn::Unsure,
+        _ => Turn::Open,
+    }
+}
+
 /// The inode of a socket fd.
 pub fn inode(socket: impl AsFd) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(socket.as_fd())?.st_ino as u64)
@@ -221,5 +258,29 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(peek(&copy, 16), Peek::Eof);
+    }
+
+    /// A request read and not answered is told from one answered.
+    #[test]
+    fn a_request_taken_and_not_answered_is_told() {
+        use std::io::Read;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut conn, _) = l.accept().unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(turn(&conn), Turn::Open, "the request waits");
+        let mut buf = [0u8; 64];
+        let _ = conn.read(&mut buf).unwrap();
+        assert_ne!(turn(&conn), Turn::Open, "taken, not answered");
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let _ = client.read(&mut buf).unwrap();
+        assert_eq!(turn(&conn), Turn::Open, "answered");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let _ = conn.read(&mut buf).unwrap();
+        assert_eq!(turn(&conn), Turn::Unanswered, "the next one taken, 30 ms after the answer");
     }
 }

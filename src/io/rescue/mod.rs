@@ -19,11 +19,13 @@
 //! * anything else (TLS, HTTP/2, `Upgrade`, bytes that start no request),
 //!   or nothing within [`GRACE`]: closed, as the worker would have.
 //!
-//! A worker that dies by a signal (killed, crashed, or ended by its stop
-//! signal's default action) may have been mid-answer on the connections it
-//! still held: those are closed at once, never passed on. Only connections
-//! the worker closed itself while alive, or still held at a clean exit, are
-//! rescued.
+//! A worker that is killed (`--shutdown-timeout`, SIGKILL) or dies by a
+//! signal other than its stop signal (a crash) may have been mid-answer on
+//! the connections it still held: those are closed at once, never passed
+//! on. Connections it closed itself while alive, or still held when it
+//! exited or its stop signal ended it (many servers stop that way), are
+//! rescued. A connection whose worker read a request and closed it without
+//! answering ([`socks::Turn`]) has nothing to pass on: it is closed at once.
 //!
 //! Bounded: at most [`MAX_HELD`] connections held (fewer if the fd limit is
 //! low), a request head of at most [`http::MAX_HEAD`] buffered, the body and
@@ -55,6 +57,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// and clients (Node 5 s, uvicorn 5 s, Apache 5 s; nginx 75 s). A client
 /// that waits longer sees the connection close, as an idle close.
 pub const GRACE: Duration = Duration::from_secs(10);
+/// The grace of a connection whose worker may have read a request it did
+/// not answer ([`socks::Turn::Unsure`]): short, as its client may be
+/// waiting for an answer that never comes.
+const UNSURE_GRACE: Duration = Duration::from_secs(1);
 /// How long a client may take to send the rest of a request it started.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one rescued exchange may take, body and answer included.
@@ -356,13 +362,30 @@ fn release(fd: OwnedFd, shared: &Arc<Shared>) {
 
 /// Waits for the client's next request and passes it on, or closes.
 async fn serve(mut client: TcpStream, shared: &Arc<Shared>) {
+    let grace = match socks::turn(&client) {
+        socks::Turn::Open => GRACE,
+        socks::Turn::Unsure => UNSURE_GRACE,
+        socks::Turn::Unanswered => {
+            // The worker read a request and dropped it: the client would
+            // wait the whole grace for nothing. Closed now, as the worker did.
+            tracing::debug!("rescue: its worker took a request on a connection and closed it unanswered: closed");
+            shared.note(RescueNote::GaveUp).await;
+            return;
+        }
+    };
     let mut closing = shared.closing.subscribe();
     // Its first byte, or its close, within the grace.
     let first = tokio::select! {
-        r = tokio::time::timeout(GRACE, client.readable()) => r,
+        r = tokio::time::timeout(grace, client.readable()) => r,
         _ = closing.wait_for(|c| *c) => return,
     };
     if !matches!(first, Ok(Ok(()))) {
+        if grace == UNSURE_GRACE {
+            tracing::debug!(
+                "rescue: closed after {} ms: its worker may have read a request it did not answer",
+                grace.as_millis()
+            );
+        }
         return; // idle until the grace ended: closed, as an idle close
     }
     let mut buf = Vec::with_capacity(4096);
@@ -407,6 +430,8 @@ async fn serve(mut client: TcpStream, shared: &Arc<Shared>) {
         return;
     }
     drop(buf);
+    let peer = client.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::debug!("rescue: passed on a request from {peer} caught on a connection its worker closed");
     shared.note(RescueNote::Rescued).await;
     let _ = tokio::time::timeout(EXCHANGE_MAX, relay(client, upstream)).await;
 }
