@@ -159,6 +159,8 @@ pub struct Supervisor {
     rescue_looking: HashSet<WorkerId>,
     /// The rescued requests counted when the running reload began.
     rescued_before_reload: u64,
+    /// The running reload is done and waits for the rescue's count.
+    rescue_settling: bool,
 }
 
 /// Where this primary came from: what a self-upgrade re-executes.
@@ -300,6 +302,7 @@ impl Supervisor {
             rescue: None,
             rescue_looking: Default::default(),
             rescued_before_reload: 0,
+            rescue_settling: false,
         };
         #[cfg(target_os = "linux")]
         sup.start_rescue();

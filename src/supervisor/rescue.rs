@@ -65,7 +65,34 @@ impl Supervisor {
             RescueNote::Rescued => self.counters.rescued_requests += 1,
             RescueNote::GaveUp => self.counters.rescue_given_up += 1,
             RescueNote::Held(n) => self.counters.rescue_held = n as u64,
+            RescueNote::Settled => {
+                if std::mem::take(&mut self.rescue_settling) {
+                    self.finish_reload(None);
+                }
+            }
         }
+    }
+
+    /// A reload is done: it answers once the rescue has counted what its
+    /// last worker's exit left waiting (at most half a second). True when
+    /// the caller must not finish it now.
+    pub(super) fn rescue_settle(&mut self) -> bool {
+        if self.rescue_settling {
+            return true;
+        }
+        let Some(r) = &self.rescue else { return false };
+        if !self.settings.rescue {
+            return false;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        r.settle(tx);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let _ = rx.await;
+            let _ = events.send(crate::types::Event::Rescue(RescueNote::Settled)).await;
+        });
+        self.rescue_settling = true;
+        true
     }
 
     /// A worker exited: the rescue closes what it held of it (killed, or

@@ -78,6 +78,9 @@ pub enum RescueNote {
     GaveUp,
     /// How many connections it holds now.
     Held(usize),
+    /// The requests waiting when the last worker exited are counted: the
+    /// reload may answer.
+    Settled,
 }
 
 /// Deadlines; each checks on arrival whether it still applies. Serialized

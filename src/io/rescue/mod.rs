@@ -65,6 +65,8 @@ const UNSURE_GRACE: Duration = Duration::from_secs(1);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one rescued exchange may take, body and answer included.
 const EXCHANGE_MAX: Duration = Duration::from_secs(300);
+/// The longest a reload's answer waits for the rescue to count.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 /// The most connections held at once.
 pub const MAX_HELD: usize = 4096;
 /// The first look at a worker is waited for at most this long before it is
@@ -87,6 +89,9 @@ enum Ask {
     Close { done: Option<oneshot::Sender<()>> },
     /// Hold again (a self-upgrade failed before its exec).
     Reopen,
+    /// Answer once the requests waiting on connections let go of so far
+    /// have been passed on or refused (at most [`SETTLE_MAX`]).
+    Settle { done: oneshot::Sender<()> },
 }
 
 impl Rescue {
@@ -106,6 +111,13 @@ impl Rescue {
     /// The worker exited (`died`: by a signal).
     pub fn exited(&self, worker: WorkerId, died: bool) {
         let _ = self.tx.send(Ask::Exited { worker, died });
+    }
+
+    /// `done` is answered once the requests already waiting on connections
+    /// let go of have been passed on (or refused): what a reload's answer
+    /// counts.
+    pub fn settle(&self, done: oneshot::Sender<()>) {
+        let _ = self.tx.send(Ask::Settle { done });
     }
 
     /// Holds again after [`close`](Self::close).
@@ -138,6 +150,9 @@ struct Shared {
     events: mpsc::Sender<Event>,
     /// Connections let go of by their worker, being served or waited on.
     serving: AtomicUsize,
+    /// Of those, the ones that had bytes waiting when let go of and are not
+    /// passed on or refused yet.
+    deciding: AtomicUsize,
     /// Set when the primary stops or re-executes.
     closing: watch::Sender<bool>,
     /// Each "rescue cannot work here" reason is logged once.
@@ -182,6 +197,7 @@ async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mp
     let shared = Arc::new(Shared {
         events,
         serving: AtomicUsize::new(0),
+        deciding: AtomicUsize::new(0),
         closing: watch::Sender::new(false),
         said: Default::default(),
     });
@@ -219,6 +235,18 @@ async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mp
                             }
                         }
                     }
+                }
+                Some(Ask::Settle { done }) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(SETTLE_MAX, async {
+                            while shared.deciding.load(Ordering::Relaxed) > 0 {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        })
+                        .await;
+                        let _ = done.send(());
+                    });
                 }
                 Some(Ask::Reopen) => {
                     shared.closing.send_replace(false);
@@ -353,15 +381,38 @@ fn release(fd: OwnedFd, shared: &Arc<Shared>) {
     }
     let Ok(stream) = TcpStream::from_std(std) else { return };
     shared.serving.fetch_add(1, Ordering::Relaxed);
+    let waiting = matches!(socks::peek(&stream, 1), Peek::Bytes(_));
+    if waiting {
+        shared.deciding.fetch_add(1, Ordering::Relaxed);
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
-        serve(stream, &shared).await;
+        let decided = Decided(waiting.then_some(&shared.deciding));
+        serve(stream, &shared, decided).await;
         shared.serving.fetch_sub(1, Ordering::Relaxed);
     });
 }
 
+/// Counts a connection out of [`Shared::deciding`] once it is decided (or
+/// dropped).
+struct Decided<'a>(Option<&'a AtomicUsize>);
+
+impl Decided<'_> {
+    fn now(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Decided<'_> {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
 /// Waits for the client's next request and passes it on, or closes.
-async fn serve(mut client: TcpStream, shared: &Arc<Shared>) {
+async fn serve(mut client: TcpStream, shared: &Arc<Shared>, mut decided: Decided<'_>) {
     let grace = match socks::turn(&client) {
         socks::Turn::Open => GRACE,
         socks::Turn::Unsure => UNSURE_GRACE,
@@ -433,6 +484,7 @@ async fn serve(mut client: TcpStream, shared: &Arc<Shared>) {
     let peer = client.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::debug!("rescue: passed on a request from {peer} caught on a connection its worker closed");
     shared.note(RescueNote::Rescued).await;
+    decided.now();
     let _ = tokio::time::timeout(EXCHANGE_MAX, relay(client, upstream)).await;
 }
 

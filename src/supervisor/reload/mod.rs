@@ -144,7 +144,12 @@ impl Supervisor {
             let Some(reload) = self.reload.as_mut() else { return };
             order = match order {
                 Order::Wait => return,
-                Order::Done => return self.finish_reload(None),
+                Order::Done => {
+                    if !self.rescue_settle() {
+                        self.finish_reload(None);
+                    }
+                    return;
+                }
                 Order::Fail => {
                     let why = reload.failure().unwrap_or("failed").to_string();
                     return self.finish_reload(Some(why));
@@ -218,15 +223,11 @@ impl Supervisor {
 
     /// Ends the running reload (`failure` says why it failed), then starts
     /// the queued one, if any.
-    fn finish_reload(&mut self, failure: Option<String>) {
-        let Some(reload) = self.reload.take() else { return };
-        let mut done = reload.finish(failure);
-        match self.rescued() - self.rescued_before_reload {
-            0 => {}
-            n => {
-                done.message = format!("{}; rescued {n} {}", done.message, crate::types::plural(n as usize, "request"))
-            }
-        }
+    pub(super) fn finish_reload(&mut self, failure: Option<String>) {
+        let Some(mut reload) = self.reload.take() else { return };
+        self.rescue_settling = false;
+        reload.rescued = self.rescued() - self.rescued_before_reload;
+        let done = reload.finish(failure);
         if let Some(b) = self.build.take() {
             b.kill();
             self.guardian.release(b.pid);

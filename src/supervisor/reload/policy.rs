@@ -98,6 +98,8 @@ struct Draining {
 #[derive(Debug)]
 pub struct Reload {
     pub generation: u64,
+    /// Requests the rescue passed on during this reload, for its answer.
+    pub rescued: u64,
     /// The new generation's settings.
     pub settings: Rc<Settings>,
     /// The request's surge, instead of the settings' one.
@@ -143,6 +145,7 @@ impl Reload {
     /// `surge` overrides the settings' `--surge` for this reload.
     pub fn new(generation: u64, settings: Rc<Settings>, subscribers: Vec<ReplyTx>, surge: Option<Surge>) -> Reload {
         Reload {
+            rescued: 0,
             generation,
             settings,
             surge,
@@ -368,7 +371,12 @@ impl Reload {
         };
         let (ok, message) = match failure {
             None => {
-                (true, format!("generation {} serves ({n} {} replaced{killed})", self.generation, plural(n, "worker")))
+                let rescued = match self.rescued as usize {
+                    0 => String::new(),
+                    r => format!("; rescued {r} {}", plural(r, "request")),
+                };
+                let g = self.generation;
+                (true, format!("generation {g} serves ({n} {} replaced{killed}){rescued}", plural(n, "worker")))
             }
             Some(why) => {
                 let stopped = match self.starting.len() {
