@@ -70,7 +70,7 @@ const SETTLE_MAX: Duration = Duration::from_millis(500);
 /// The most connections held at once.
 pub const MAX_HELD: usize = 4096;
 /// The first look at a worker is waited for at most this long before it is
-/// told to stop anyway.
+/// told to stop anyway (the look goes on).
 const FIRST_LOOK_MAX: Duration = Duration::from_secs(1);
 
 /// The handle the supervisor keeps.
@@ -207,6 +207,7 @@ async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mp
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_held = 0;
+    let mut next_look = std::time::Instant::now();
     loop {
         tokio::select! {
             ask = rx.recv() => match ask {
@@ -214,8 +215,19 @@ async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mp
                 Some(Ask::Watch { worker, pgid, label }) => {
                     let mut w = Watched { worker, pgid, label, held: HashMap::new(), other: HashSet::new(), denied: false };
                     if !*shared.closing.borrow() {
+                        // A long look (thousands of connections) does not
+                        // hold the stop back for long: the worker is told
+                        // after FIRST_LOOK_MAX, and the look goes on.
+                        let early = tokio::spawn({
+                            let shared = shared.clone();
+                            async move {
+                                tokio::time::sleep(FIRST_LOOK_MAX).await;
+                                shared.note(RescueNote::Looked(worker)).await;
+                            }
+                        });
                         let room = cap.saturating_sub(held(&watched, &shared));
-                        look(&mut w, &listeners, room, &shared, Some(FIRST_LOOK_MAX)).await;
+                        look(&mut w, &listeners, room, &shared).await;
+                        early.abort();
                     }
                     shared.note(RescueNote::Looked(worker)).await;
                     if !*shared.closing.borrow() {
@@ -266,10 +278,17 @@ async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mp
                 }
             },
             _ = tick.tick(), if !watched.is_empty() => {
+                if std::time::Instant::now() < next_look {
+                    continue;
+                }
+                let began = std::time::Instant::now();
                 for i in 0..watched.len() {
                     let room = cap.saturating_sub(held(&watched, &shared));
-                    look(&mut watched[i], &listeners, room, &shared, None).await;
+                    look(&mut watched[i], &listeners, room, &shared).await;
                 }
+                // A worker with thousands of connections takes long to
+                // look at: the looks then take at most a quarter of the time.
+                next_look = began + began.elapsed() * 4;
             }
         }
         let now = held(&watched, &shared);
@@ -289,13 +308,7 @@ fn held(watched: &[Watched], shared: &Shared) -> usize {
 /// One look at a worker, on the blocking pool: copies of its new
 /// connections (at most `room`), copies dropped whose client closed, and
 /// those it let go of passed to [`serve`].
-async fn look(
-    w: &mut Watched,
-    listeners: &Arc<Vec<SocketAddr>>,
-    room: usize,
-    shared: &Arc<Shared>,
-    limit: Option<Duration>,
-) {
+async fn look(w: &mut Watched, listeners: &Arc<Vec<SocketAddr>>, room: usize, shared: &Arc<Shared>) {
     if w.denied {
         return;
     }
@@ -309,22 +322,7 @@ async fn look(
         let look = socks::look(pgid, &listeners2, &known, room);
         (held, other, look)
     });
-    let result = match limit {
-        Some(l) => match tokio::time::timeout(l, job).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(
-                    "rescue: the first look at {} took over {} ms; it is not watched",
-                    w.label,
-                    l.as_millis()
-                );
-                w.denied = true;
-                return;
-            }
-        },
-        None => job.await,
-    };
-    let Ok((held, other, look)) = result else {
+    let Ok((held, other, look)) = job.await else {
         w.denied = true;
         return;
     };
