@@ -6,9 +6,9 @@
 //! Not during a stop of the primary: there is no serving generation to
 //! pass a request to, and connections held from earlier reloads are closed
 //! (as their worker would have). Not across a self-upgrade: the exec waits
-//! (at most [`CLOSE_MAX`]) for the exchanges under way, and closes the
-//! connections that wait for a request; the new image watches the workers
-//! still stopping again.
+//! (at most [`CLOSE_MAX`]) for the exchanges under way and, for 1.5 s of
+//! that, for the requests of connections waiting for one, then closes those
+//! still waiting; the new image watches the workers still stopping again.
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use crate::types::event::RescueNote;
 use crate::types::{Exit, WorkerId, WorkerState};
 
 /// How long a self-upgrade waits for rescued exchanges under way.
-pub(super) const CLOSE_MAX: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_MAX: Duration = Duration::from_millis(2500);
 
 impl Supervisor {
     /// Starts the rescue task if the primary has a TCP listener.

@@ -150,9 +150,15 @@ fn aiohttp_loses_only_what_it_read_itself() {
 fn a_caught_post_is_answered_once() {
     let dir = TempDir::new("post");
     let count = dir.path("count");
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
     let p = Primary::builder(stock_asyncio())
         .arg("--ready")
         .arg("accepting")
+        .arg("--metrics")
+        .arg(&metrics)
         .env("COUNT_FILE", count.display().to_string())
         .start();
     let addr = p.addr();
@@ -188,6 +194,15 @@ fn a_caught_post_is_answered_once() {
     eprintln!("POSTs: {answered} answered, {failed} failed, {} served, {rescued} rescued", seen.len());
     assert_eq!(failed, 0, "failed: {:?}", results.iter().flat_map(|r| r.1.iter()).take(5).collect::<Vec<_>>());
     assert!(rescued > 0, "some POSTs were caught in the close and rescued; log:\n{log}");
+    // /metrics counts them, and holds nothing once the exchanges are over.
+    let metric = |name: &str| -> u64 {
+        let body = get(&Target::Tcp(metrics.clone()), "/metrics").unwrap().body;
+        let line =
+            body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {body}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(metric("hotswap_rescued_requests_total"), rescued as u64);
+    wait_until(Duration::from_secs(30), "no connection held", || metric("hotswap_rescue_held_connections") == 0);
 }
 
 /// POSTs `c-N` on one keep-alive connection, 2 ms apart, until `stop`:
@@ -483,6 +498,7 @@ fn measure_preloads_off_with_rescue() {
         for rescue in ["on", "off"] {
             for gap in [2, 20] {
                 let mut b = Primary::builder(command.clone())
+                    .workers(1)
                     .arg("--rescue")
                     .arg(rescue)
                     .arg("--ready")

@@ -65,6 +65,9 @@ const UNSURE_GRACE: Duration = Duration::from_secs(1);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one rescued exchange may take, body and answer included.
 const EXCHANGE_MAX: Duration = Duration::from_secs(300);
+/// How long a self-upgrade lets held connections wait for their client's
+/// next request before the rest are closed for the exec.
+const EXEC_WAIT: Duration = Duration::from_millis(1500);
 /// The longest a reload's answer waits for the rescue to count.
 const SETTLE_MAX: Duration = Duration::from_millis(500);
 /// The most connections held at once.
@@ -263,32 +266,43 @@ async fn run(listeners: Vec<SocketAddr>, events: mpsc::Sender<Event>, mut rx: mp
                 Some(Ask::Reopen) => {
                     shared.closing.send_replace(false);
                 }
-                Some(Ask::Close { done }) => {
+                Some(Ask::Close { done: None }) => {
                     shared.closing.send_replace(true);
                     watched.clear();
-                    if let Some(done) = done {
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
+                }
+                Some(Ask::Close { done: Some(done) }) => {
+                    // A self-upgrade: connections waiting for their
+                    // client's next request get a moment to receive it
+                    // (a client that paces its requests sends it within
+                    // milliseconds), then the rest are closed.
+                    watched.clear();
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let empty = || async {
                             while shared.serving.load(Ordering::Relaxed) > 0 {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
-                            let _ = done.send(());
-                        });
-                    }
+                        };
+                        let _ = tokio::time::timeout(EXEC_WAIT, empty()).await;
+                        shared.closing.send_replace(true);
+                        empty().await;
+                        let _ = done.send(());
+                    });
                 }
             },
-            _ = tick.tick(), if !watched.is_empty() => {
-                if std::time::Instant::now() < next_look {
-                    continue;
+            // Also while connections let go of are served: the held count
+            // goes down as they end.
+            _ = tick.tick(), if !watched.is_empty() || last_held > 0 => {
+                if !watched.is_empty() && std::time::Instant::now() >= next_look {
+                    let began = std::time::Instant::now();
+                    for i in 0..watched.len() {
+                        let room = cap.saturating_sub(held(&watched, &shared));
+                        look(&mut watched[i], &listeners, room, &shared).await;
+                    }
+                    // A worker with thousands of connections takes long to
+                    // look at: the looks then take at most a quarter of the time.
+                    next_look = began + began.elapsed() * 4;
                 }
-                let began = std::time::Instant::now();
-                for i in 0..watched.len() {
-                    let room = cap.saturating_sub(held(&watched, &shared));
-                    look(&mut watched[i], &listeners, room, &shared).await;
-                }
-                // A worker with thousands of connections takes long to
-                // look at: the looks then take at most a quarter of the time.
-                next_look = began + began.elapsed() * 4;
             }
         }
         let now = held(&watched, &shared);
