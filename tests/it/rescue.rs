@@ -494,7 +494,8 @@ fn measure_preloads_off_with_rescue() {
         ),
         ("node http, server.close()", vec!["node".into(), "-e".into(), node.into()], vec!["--node", "off"]),
     ];
-    for (name, command, extra) in cases {
+    let only = std::env::var("MEASURE_ONLY").unwrap_or_default();
+    for (name, command, extra) in cases.into_iter().filter(|c| c.0.contains(&only)) {
         for rescue in ["on", "off"] {
             for gap in [2, 20] {
                 let mut b = Primary::builder(command.clone())
@@ -509,7 +510,8 @@ fn measure_preloads_off_with_rescue() {
                 for a in &extra {
                     b = b.arg(*a);
                 }
-                let p = b.start();
+                let mut p = b.no_wait().start();
+                p.wait_ready(1, Duration::from_secs(120));
                 let run = reloads_under_paced_load(&p, 3, Duration::from_millis(gap));
                 let read = run.log.matches("closed it unanswered").count()
                     + run.log.matches("may have read a request").count();
