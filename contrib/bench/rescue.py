@@ -12,6 +12,7 @@ CPU (utime+stime) during that run.
     BENCH_ONLY=rescue contrib/bench/run.sh     # builds, then runs this
 
 Writes contrib/bench/rescue.md and rescue.json. Only 127.0.0.1.
+BENCH_RESCUE_ONLY=nginx runs the servers whose name contains it.
 """
 
 import json
@@ -143,7 +144,12 @@ def run(name, command, extra, rescue):
         w.start()
         rescued = 0
         while time.time() - t0 < DURATION - EVERY / 2:
-            out = subprocess.run([BIN, "reload", "--control", control], capture_output=True, text=True).stdout
+            try:
+                out = subprocess.run([BIN, "reload", "--control", control], capture_output=True, text=True,
+                                     timeout=60).stdout
+            except subprocess.TimeoutExpired:
+                log("%s: a reload took over 60 s" % name)
+                out = ""
             if "rescued " in out:
                 rescued += int(out.split("rescued ")[1].split()[0])
             time.sleep(max(0.0, EVERY - (time.time() - t0) % EVERY))
@@ -157,13 +163,18 @@ def run(name, command, extra, rescue):
                 "wrk_failed": wrk_failed, "paced_requests": result[0], "paced_failed": result[1],
                 "rescued": rescued, "primary_cpu_pct": cpu_pct}
     finally:
-        subprocess.run([BIN, "stop", "--control", control], capture_output=True, timeout=60)
-        p.wait(timeout=60)
+        try:
+            subprocess.run([BIN, "stop", "--control", control], capture_output=True, timeout=60)
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def main():
     rows = []
-    for name, command, extra in SERVERS:
+    only = os.environ.get("BENCH_RESCUE_ONLY", "")
+    for name, command, extra in [s for s in SERVERS if only in s[0]]:
         try:
             cmd = command()
         except (OSError, subprocess.CalledProcessError) as e:
