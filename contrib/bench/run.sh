@@ -120,6 +120,12 @@ if [ "${BENCH_ONLY:-}" = warmup ]; then
 fi
 
 # ------------------------------------------------------------------ run
+# The rescue part runs alone: stock servers (tests/fixtures), rescue on and off.
+if [ "${BENCH_ONLY:-}" = rescue ]; then
+    log "running the rescue benchmark (contrib/bench/rescue.py)"
+    python3 "$HERE/rescue.py"
+    exit 0
+fi
 log "running the benchmark (run id $BENCH_RUN_ID)"
 # The whole run stays under 14 minutes: the driver gets what is left of
 # BENCH_TOTAL_BUDGET (810 s) after the install and the build as its budget for

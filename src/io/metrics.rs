@@ -395,6 +395,27 @@ pub fn render(s: &Snapshot) -> String {
         "Worker starts that failed (the command could not be executed, fork failed); retried with the crash backoff.",
     );
     let _ = writeln!(o, "hotswap_worker_start_failures_total {}", c.start_failures);
+    family(
+        &mut o,
+        "hotswap_rescued_requests_total",
+        "counter",
+        "Requests caught on keep-alive connections a retiring worker closed, answered by the serving generation.",
+    );
+    let _ = writeln!(o, "hotswap_rescued_requests_total {}", c.rescued_requests);
+    family(
+        &mut o,
+        "hotswap_rescue_held_connections",
+        "gauge",
+        "Connections of retiring workers the primary holds (rescue).",
+    );
+    let _ = writeln!(o, "hotswap_rescue_held_connections {}", c.rescue_held);
+    family(
+        &mut o,
+        "hotswap_rescue_given_up_total",
+        "counter",
+        "Held connections closed unrescued: over the cap, not an HTTP/1 request, TLS, HTTP/2, Upgrade, too large.",
+    );
+    let _ = writeln!(o, "hotswap_rescue_given_up_total {}", c.rescue_given_up);
     if let Some(max) = st.max_memory {
         family(&mut o, "hotswap_max_memory_bytes", "gauge", "--max-memory: the resident memory a worker may keep.");
         let _ = writeln!(o, "hotswap_max_memory_bytes {max}");

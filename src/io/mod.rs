@@ -13,6 +13,8 @@
 //! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
 //! - [`accepts`]: the looks at starting workers' accepts in `/proc`, on a thread of their own.
 //! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
+//! - [`rescue`]: requests a retiring worker's graceful stop would lose on
+//!   its idle keep-alive connections, passed to the serving generation (Linux).
 //! - [`lines`]: newline framing, shared by every stream above.
 //! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
@@ -26,6 +28,8 @@ pub mod lines;
 pub mod log_format;
 pub mod metrics;
 pub mod output;
+#[cfg(target_os = "linux")]
+pub mod rescue;
 pub mod signals;
 pub mod usage;
 pub mod warnings;

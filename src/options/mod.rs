@@ -29,7 +29,7 @@ pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use log::LogFormat;
-pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers};
+pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
 pub use ready::ReadyMode;
 pub use rollout::{HealthPath, WarmupNice};
 
@@ -234,6 +234,15 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timestamps: bool,
 
+    /// Rescue the requests a retiring worker's graceful stop would lose on
+    /// idle keep-alive connections (TCP listeners, Linux): the primary holds
+    /// copies of its connections while it stops, and a request caught on
+    /// one it closed goes to the serving generation with `Connection:
+    /// close` (docs/guarantees.md, "Rescue"): `on`, `off` [default: on].
+    #[arg(long, value_name = "on|off")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub rescue: Option<OnOff>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -337,6 +346,13 @@ pub struct Settings {
     /// `--timestamps` on worker lines.
     #[serde(default)]
     pub timestamps: bool,
+    /// `--rescue`: whether retiring workers' connections are held.
+    #[serde(default = "yes")]
+    pub rescue: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `--metrics`: a TCP address; `:PORT` means loopback (127.0.0.1): the
@@ -480,6 +496,7 @@ impl Settings {
             balance,
             log_format: o.log_format.unwrap_or_else(LogFormat::detect),
             timestamps: o.timestamps,
+            rescue: o.rescue.is_none_or(|r| r.0),
         })
     }
 

@@ -122,6 +122,27 @@ impl Text {
     }
 }
 
+/// A switch: `on` or `off` (`--rescue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnOff(pub bool);
+
+impl std::str::FromStr for OnOff {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on" => Ok(OnOff(true)),
+            "off" => Ok(OnOff(false)),
+            _ => Err(format!("{s:?} is neither on nor off")),
+        }
+    }
+}
+
+impl std::fmt::Display for OnOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0 { "on" } else { "off" })
+    }
+}
+
 /// `Option<T>` through `Display` and `FromStr` (a number is read as text).
 pub mod text {
     use super::*;

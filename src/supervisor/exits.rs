@@ -100,6 +100,7 @@ impl Supervisor {
             self.subscribers.worker_event("disconnect", &worker);
         }
         self.subscribers.exit_event(&worker, how);
+        self.rescue_exited(id, how, worker.killed(), worker.settings().stop_signal);
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());
         if worker.state() == WorkerState::Stopping {

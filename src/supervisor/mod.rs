@@ -26,6 +26,7 @@ mod metrics;
 mod node;
 mod readiness;
 pub mod reload;
+mod rescue;
 mod resume;
 mod status;
 mod stop;
@@ -156,6 +157,14 @@ pub struct Supervisor {
     timers: timers::Timers,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
+    /// Holds retiring workers' connections (`--rescue`; TCP listeners).
+    rescue: Option<crate::io::rescue::Rescue>,
+    /// Workers told to stop once the rescue has looked at them.
+    rescue_looking: HashSet<WorkerId>,
+    /// The rescued requests counted when the running reload began.
+    rescued_before_reload: u64,
+    /// The running reload is done and waits for the rescue's count.
+    rescue_settling: bool,
 }
 
 /// Where this primary came from: what a self-upgrade re-executes.
@@ -238,7 +247,7 @@ impl Supervisor {
         // Slot 0 only: a new primary binds the others ([`run`]), a new image
         // takes them over ([`resume`]).
         let slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
-        Ok(Supervisor {
+        let mut sup = Supervisor {
             slot_sockets,
             leaving: Default::default(),
             inodes: accepting::inodes(&listeners)?,
@@ -285,7 +294,14 @@ impl Supervisor {
             memory: Default::default(),
             metrics: None,
             exit: None,
-        })
+            rescue: None,
+            rescue_looking: Default::default(),
+            rescued_before_reload: 0,
+            rescue_settling: false,
+        };
+        #[cfg(target_os = "linux")]
+        sup.start_rescue();
+        Ok(sup)
     }
 
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
@@ -359,6 +375,7 @@ impl Supervisor {
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
             Event::HealthChecked { worker, result } => self.on_health_checked(worker, result),
             Event::Looked { worker, report, cost } => self.on_looked(worker, *report, cost),
+            Event::Rescue(note) => self.on_rescue(note),
         }
         self.rebalance();
         self.release_unused_sockets();

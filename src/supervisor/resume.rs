@@ -130,6 +130,8 @@ pub async fn resume(
     // copies kept for a rollback go.
     drop(handback);
     sup.control.own_path();
+    #[cfg(target_os = "linux")]
+    sup.rescue_resume();
     for l in sup.listeners.iter_mut().chain(sup.on_demand.sockets.iter_mut().map(|b| &mut b.listener)) {
         if let Some((_, path)) = fds.owned_paths.iter().find(|(fd, _)| *fd == l.raw_fd()) {
             l.owned_path = Some(path.clone());

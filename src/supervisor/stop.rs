@@ -80,6 +80,7 @@ impl Supervisor {
         ev.message = Some(why.to_string());
         self.subscribers.emit(ev);
         self.cancel_reloads("the primary is stopping");
+        self.rescue_stop();
         let mut waiters = Vec::new();
         if let Some(w) = waiter {
             let _ = w.send(Reply::Progress { message: what });

@@ -233,7 +233,10 @@ impl Supervisor {
         let result = if self.reload.is_some() || self.stop.is_some() || self.exit.is_some() {
             Err(anyhow::anyhow!("a reload or stop began during the handover"))
         } else {
-            self.exec_upgrade(&pending.exe, pending.conn.as_ref().map(|c| c.as_raw_fd()), hold)
+            self.rescue_close_for_exec().await;
+            let r = self.exec_upgrade(&pending.exe, pending.conn.as_ref().map(|c| c.as_raw_fd()), hold);
+            self.rescue_reopen();
+            r
         };
         // Still here: the upgrade failed; held signals are delivered now.
         crate::sys::signal_mask::restore(&mask);

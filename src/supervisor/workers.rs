@@ -60,8 +60,17 @@ impl Supervisor {
         self.send_shutdown(id);
     }
 
-    /// Tells a worker to shut down now, whatever its state.
+    /// Tells a worker to shut down now, whatever its state (once the rescue
+    /// has copied its connections: [`super::rescue`]).
     pub(super) fn send_shutdown(&mut self, id: WorkerId) {
+        if self.rescue_first(id) {
+            return;
+        }
+        self.tell_shutdown(id);
+    }
+
+    /// Tells a worker to shut down, now.
+    pub(super) fn tell_shutdown(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else { return };
         let via_ipc = w.shutdown();
         // `disconnect` once, when its channel closes: here for a worker

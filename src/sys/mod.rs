@@ -22,16 +22,23 @@
 //! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
 //! - [`accepting`]: whether a worker's processes accept on the listening
 //!   sockets, as seen in `/proc` (Linux).
+//! - [`pidfd`]: copies of another process's fds (Linux).
+//! - [`rescue`]: copies of a retiring worker's connections, and whether it
+//!   still holds them (Linux).
 
 #[cfg(target_os = "linux")]
 pub mod accepting;
 pub mod fd_limit;
 pub mod guardian;
 pub mod listeners;
+#[cfg(target_os = "linux")]
+pub mod pidfd;
 pub mod priority;
 pub mod private_dir;
 pub mod proc_stats;
 pub mod reap;
+#[cfg(target_os = "linux")]
+pub mod rescue;
 pub mod reuseport;
 pub mod runtime_dir;
 pub mod sd_notify;

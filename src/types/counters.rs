@@ -26,6 +26,15 @@ pub struct Counters {
     pub restarts_max_memory: u64,
     /// How long each worker took from its start to ready.
     pub startup_seconds: Histogram,
+    /// Requests caught on connections a retiring worker closed, passed to
+    /// the serving generation (rescue).
+    pub rescued_requests: u64,
+    /// Connections the rescue closed unrescued for a limit.
+    pub rescue_given_up: u64,
+    /// Connections of retiring workers the primary holds now (a gauge; an
+    /// image starts with none).
+    #[serde(skip)]
+    pub rescue_held: u64,
 }
 
 /// The upper bounds of the histograms' buckets, in seconds (`+Inf` is

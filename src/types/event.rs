@@ -71,6 +71,28 @@ pub enum Event {
     Metrics {
         reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,
     },
+    /// What the rescue of retiring workers' connections did.
+    Rescue(RescueNote),
+}
+
+/// What the rescue task tells the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RescueNote {
+    /// It has taken its first look at this worker's connections: the worker
+    /// may be told to stop.
+    Looked(WorkerId),
+    /// A request caught on a connection the worker closed went to the
+    /// serving generation.
+    Rescued,
+    /// A connection it held was closed unrescued for a limit (the cap,
+    /// bytes that are no HTTP/1 request, TLS, HTTP/2, `Upgrade`, a request
+    /// too large, no answer from the serving generation).
+    GaveUp,
+    /// How many connections it holds now.
+    Held(usize),
+    /// The requests waiting when the last worker exited are counted: the
+    /// reload may answer.
+    Settled,
 }
 
 /// Deadlines; each checks on arrival whether it still applies. Serialized

@@ -716,6 +716,14 @@ pub struct Load {
 
 impl Load {
     pub fn start(target: Target, keep_alive: usize, fresh: usize) -> Load {
+        Load::paced(target, keep_alive, fresh, Duration::ZERO)
+    }
+
+    /// As [`start`](Self::start), each client pausing `gap` after every
+    /// answer: a keep-alive connection then sits idle for `gap` between
+    /// requests, as a real client's does (and a server's graceful stop
+    /// closes it in one of those pauses).
+    pub fn paced(target: Target, keep_alive: usize, fresh: usize, gap: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(Mutex::new(Vec::new()));
         let made = Arc::new(AtomicUsize::new(0));
@@ -759,6 +767,9 @@ impl Load {
                     };
                     local.push(Record { sent, result });
                     made.fetch_add(1, Ordering::Relaxed);
+                    if !gap.is_zero() {
+                        std::thread::sleep(gap);
+                    }
                     if local.len() >= 256 {
                         records.lock().unwrap().append(&mut local);
                     }

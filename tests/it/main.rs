@@ -24,6 +24,7 @@ mod protocol;
 mod proven;
 mod python;
 mod reload;
+mod rescue;
 mod rollout;
 mod signals;
 mod socketio;

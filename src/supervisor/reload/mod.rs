@@ -39,6 +39,7 @@ impl Supervisor {
     fn start_reload(&mut self, subscribers: Vec<ReplyTx>, no_build: bool, ask: Ask) {
         let generation = self.newest_generation + 1;
         self.newest_generation = generation;
+        self.rescued_before_reload = self.rescued();
         let mut ev = LifecycleEvent::new("reload-started");
         ev.generation = Some(generation);
         self.subscribers.emit(ev);
@@ -148,7 +149,12 @@ impl Supervisor {
                     let pool = self.members();
                     reload_mut(&mut self.reload).next(&pool)
                 }
-                Order::Done => return self.finish_reload(None),
+                Order::Done => {
+                    if !self.rescue_settle() {
+                        self.finish_reload(None);
+                    }
+                    return;
+                }
                 Order::Fail => {
                     let why = reload.failure().unwrap_or("failed").to_string();
                     return self.finish_reload(Some(why));
@@ -238,8 +244,10 @@ impl Supervisor {
 
     /// Ends the running reload (`failure` says why it failed), then starts
     /// the queued one, if any.
-    fn finish_reload(&mut self, failure: Option<String>) {
+    pub(super) fn finish_reload(&mut self, failure: Option<String>) {
         let Some(mut reload) = self.reload.take() else { return };
+        self.rescue_settling = false;
+        reload.rescued = self.rescued() - self.rescued_before_reload;
         let done = reload.finish(failure);
         for ev in reload.take_events() {
             self.subscribers.emit(ev);

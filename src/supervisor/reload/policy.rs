@@ -110,6 +110,8 @@ struct Draining {
 #[derive(Debug)]
 pub struct Reload {
     pub generation: u64,
+    /// Requests the rescue passed on during this reload, for its answer.
+    pub rescued: u64,
     /// The new generation's settings.
     pub settings: Rc<Settings>,
     /// The request's surge, instead of the settings' one.
@@ -167,6 +169,7 @@ impl Reload {
             proving: Vec::new(),
             canary: window::Canary::None,
             events: Vec::new(),
+            rescued: 0,
             generation,
             settings,
             surge,
@@ -449,15 +452,14 @@ impl Reload {
             String::new()
         };
         let (ok, message) = match failure {
-            None => (
-                true,
-                format!(
-                    "generation {} serves ({}{n} {} replaced{killed})",
-                    self.generation,
-                    self.canary.verdict(),
-                    plural(n, "worker")
-                ),
-            ),
+            None => {
+                let rescued = match self.rescued as usize {
+                    0 => String::new(),
+                    r => format!("; rescued {r} {}", plural(r, "request")),
+                };
+                let (g, canary) = (self.generation, self.canary.verdict());
+                (true, format!("generation {g} serves ({canary}{n} {} replaced{killed}){rescued}", plural(n, "worker")))
+            }
             Some(why) => {
                 let stopped = match self.starting.len() {
                     0 | 1 => String::new(),

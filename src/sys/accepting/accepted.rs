@@ -21,9 +21,13 @@
 //! listener not otherwise seen, and has other sockets.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(test)]
+use std::os::fd::AsRawFd;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 use socket2::SockAddr;
+
+use crate::sys::pidfd::{copy_fd, open as pidfd_open};
 
 /// Which of `listeners` (fd, inode: sockets the process holds) have a
 /// connection among `others` (its other socket fds, with their inodes)
@@ -138,32 +142,10 @@ pub(super) fn same(a: &SockAddr, b: &SockAddr) -> bool {
     }
 }
 
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// A copy of the process's fd `fd` (close-on-exec, as pidfd_getfd makes it).
-fn copy_fd(process: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags and returns
-    // a new fd or -1.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, process.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     /// This very process accepts a connection: seen; the client's end is not.
     #[test]

@@ -189,8 +189,10 @@ fn a_successful_reload_replaces_every_worker_one_by_one() {
     assert!(pool.members.iter().all(|m| m.id > 3), "only new workers remain: {:?}", pool.members);
     let slots: Vec<usize> = pool.members.iter().map(|m| m.slot).collect();
     assert_eq!(slots, vec![0, 1, 2]);
+    r.rescued = 6;
     let done = r.finish(None);
     assert!(done.ok && done.message.contains("3 workers replaced"), "{}", done.message);
+    assert!(done.message.ends_with("; rescued 6 requests"), "the rescue's count: {}", done.message);
     assert!(done.abandon.is_empty());
     let replies = replies(&mut rx);
     let progress = replies.iter().filter(|r| matches!(r, Reply::Progress { .. })).count();
