@@ -83,6 +83,10 @@ pub enum Blind {
     /// `/proc/PID/task/TID/syscall` or `/proc/PID/mem`: blocking `accept`,
     /// `poll` and `select` cannot be seen, epoll can.
     Syscalls,
+    /// `pidfd_getfd` (a container's seccomp profile, no ptrace right, a
+    /// kernel before 5.6): no connection it took can be seen, neither a
+    /// client's nor a probe.
+    Copies,
 }
 
 /// A process of the group that could not be fully inspected.
@@ -99,6 +103,7 @@ impl fmt::Display for Denied {
         let what = match self.what {
             Blind::Fds => "its file descriptors (nothing of it is visible)",
             Blind::Syscalls => "its threads' system calls (blocking accept/poll/select are not visible)",
+            Blind::Copies => "the connections it took (pidfd_getfd refused: waiting on a socket is taken as ready)",
         };
         write!(f, "pid {}: cannot read {what}: {}", self.pid, io::Error::from_raw_os_error(self.errno))
     }
@@ -163,8 +168,15 @@ impl Report {
     }
 
     /// The proof for `inode`, if there is one.
+    ///
+    /// Where the connections a process took cannot be seen at all
+    /// ([`Blind::Copies`]), its waiting on the socket (epoll, poll, select)
+    /// is all there is to go by, and counts, as it did before probes: a
+    /// worker is never left unready only because the primary may not look.
     pub fn proof(&self, inode: u64) -> Option<How> {
-        self.seen.iter().find(|s| s.inode == inode && s.how.proves()).map(|s| s.how)
+        let blind = |pid: i32| self.denied.iter().any(|d| d.pid == pid && d.what == Blind::Copies);
+        let found = self.seen.iter().find(|s| s.inode == inode && s.how.proves());
+        found.or_else(|| self.seen.iter().find(|s| s.inode == inode && blind(s.pid))).map(|s| s.how)
     }
 }
 
@@ -185,5 +197,18 @@ mod tests {
         assert_eq!(r.seen.len(), 1);
         assert_eq!(r.proof(7), Some(How::Probe { conn: 9 }), "the first proof stays");
         assert!(!r.is_proven(8) && !r.all_proven(&[7, 8]));
+    }
+
+    #[test]
+    fn waiting_counts_where_connections_cannot_be_copied() {
+        let mut r = Report::default();
+        r.see(Sighting { inode: 7, pid: 1, fd: 3, how: How::Epoll { epfd: 4 } });
+        r.see(Sighting { inode: 8, pid: 2, fd: 3, how: How::Epoll { epfd: 4 } });
+        assert_eq!(r.proof(7), None, "an epoll registration alone proves nothing");
+        r.denied.push(Denied { pid: 1, what: Blind::Syscalls, errno: libc::EPERM });
+        assert_eq!(r.proof(7), None, "blind to system calls only: a probe can still be seen");
+        r.denied.push(Denied { pid: 1, what: Blind::Copies, errno: libc::EPERM });
+        assert_eq!(r.proof(7), Some(How::Epoll { epfd: 4 }), "pidfd_getfd refused: waiting is all there is");
+        assert_eq!(r.proof(8), None, "only for the process that could not be looked at");
     }
 }

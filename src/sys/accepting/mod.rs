@@ -270,8 +270,17 @@ fn inspect(pid: i32, look: &Look<'_>, report: &mut Report, buf: &mut Vec<u8>) ->
     // Last, the connections it took: a busy accept loop's, or the probe.
     let unproven: Vec<(i32, u64)> = fds.sockets.iter().copied().filter(|s| !report.is_proven(s.1)).collect();
     let others = &fds.others[fds.others.len().saturating_sub(look.limits.copies)..];
-    // Best effort: gone, denied, or a kernel before 5.6 (ENOSYS) is "not seen".
-    for (inode, conn, probe) in accepted::accepted_from(pid, &unproven, others, look.probes).unwrap_or_default() {
+    // Best effort: gone is "not seen"; refused, or a kernel before 5.6
+    // (ENOSYS), is said, so that waiting counts instead (Report::proof).
+    let taken = match accepted::accepted_from(pid, &unproven, others, look.probes) {
+        Ok(taken) => taken,
+        Err(e) if is_denied(&e) || e.raw_os_error() == Some(libc::ENOSYS) => {
+            denied(report, Blind::Copies, &e);
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    for (inode, conn, probe) in taken {
         let fd = fds.sockets.iter().find(|s| s.1 == inode).map_or(-1, |s| s.0);
         let how = if probe { How::Probe { conn } } else { How::Serving { conn } };
         report.see(Sighting { inode, pid, fd, how });
