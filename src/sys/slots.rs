@@ -260,27 +260,11 @@ fn bind(addr: SocketAddr, v6_only: Option<bool>, backlog: i32) -> std::io::Resul
     Ok(s.into())
 }
 
-/// The length of a listening socket's accept queue: `tcpi_unacked` of
-/// `TCP_INFO` for a socket in the LISTEN state (`tcp_get_info`).
+/// The length of a listening socket's accept queue (`TCP_INFO`'s
+/// `tcpi_unacked` in the LISTEN state; 0 where it does not say).
 #[cfg(target_os = "linux")]
 fn accept_queue(fd: BorrowedFd<'_>) -> u32 {
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` and `len` are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        info.tcpi_unacked
-    } else {
-        0
-    }
+    super::accepting::probe::queued(fd).unwrap_or(0)
 }
 
 #[cfg(not(target_os = "linux"))]

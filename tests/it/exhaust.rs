@@ -2,23 +2,12 @@
 //! disappears, file-descriptor limits, on-demand sockets, idle `/metrics`
 //! connections. Real primaries, real workers, real limits.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::*;
 
-/// One HTTP request on a new connection: (status code, body).
-fn http(addr: &str, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
-}
 
 /// The value of one sample (`name{labels}` exactly as written).
 fn sample(body: &str, series: &str) -> u64 {

@@ -191,17 +191,6 @@ fn a_bad_max_memory_or_metrics_is_a_usage_error() {
 
 // ------------------------------------------------------------- metrics ----
 
-/// One HTTP request on a new connection: (status code, body).
-fn http(addr: &str, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (code, body)
-}
 
 fn scrape(addr: &str) -> String {
     let (code, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
