@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-
 /// The value of one sample (`name{labels}` exactly as written).
 fn sample(body: &str, series: &str) -> u64 {
     body.lines()

@@ -191,7 +191,6 @@ fn a_bad_max_memory_or_metrics_is_a_usage_error() {
 
 // ------------------------------------------------------------- metrics ----
 
-
 fn scrape(addr: &str) -> String {
     let (code, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_eq!(code, 200, "{body}");
