@@ -138,6 +138,16 @@ pub async fn resume(
         }
     }
     sup.runtime.own();
+    if rollback.is_none() {
+        // The guardian adopted from the previous image runs the previous
+        // binary, which a package upgrade has deleted (and whose pages it
+        // keeps): this image starts its own, told every group, and the old
+        // one goes.
+        match sup.guardian.restart() {
+            Ok(()) => tracing::debug!("guardian process {} started from this image", sup.guardian.pid()),
+            Err(e) => tracing::warn!("the previous image's guardian stays: starting one from this image: {e:#}"),
+        }
+    }
     // Logged only now that this image serves (a failure before this point
     // hands back: nothing may say it upgraded), and before the client hears
     // it, so the log already says so.

@@ -138,7 +138,7 @@ fn sigkill_of_the_primary_takes_the_workers_daemons_along() {
 }
 
 /// The guardian process of a primary.
-fn guardian_of(primary: i32) -> Option<i32> {
+pub(crate) fn guardian_of(primary: i32) -> Option<i32> {
     let children = std::fs::read_to_string(format!("/proc/{primary}/task/{primary}/children")).ok()?;
     children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).find(|c| {
         std::fs::read(format!("/proc/{c}/cmdline"))

@@ -48,6 +48,37 @@ fn five_upgrades_under_load_keep_every_worker_and_connection() {
     assert!(String::from_utf8_lossy(&p.ctl(&["status"]).stdout).contains("upgraded 5 times"));
 }
 
+/// A package upgrade replaces the binary on disk; after `hotswap upgrade`
+/// no process of the primary's runs the deleted old file, the guardian
+/// included, and the guardian still protects the workers.
+#[test]
+fn after_an_upgrade_the_guardian_runs_the_new_binary() {
+    let dir = TempDir::new("upgrade-guardian");
+    let (mut p, bin) = primary_from_copy(&dir);
+    let exe = |pid: i32| std::fs::read_link(format!("/proc/{pid}/exe")).unwrap().display().to_string();
+    let old = crate::outlive::guardian_of(p.pid()).expect("a guardian");
+    install(&bin);
+    assert!(exe(old).ends_with("(deleted)"), "the old guardian runs the replaced file: {}", exe(old));
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{out:?}\n{}", p.log_text());
+    let mut new = None;
+    wait_until(Duration::from_secs(5), "a guardian other than the old one", || {
+        new = crate::outlive::guardian_of(p.pid()).filter(|g| *g != old);
+        new.is_some()
+    });
+    let new = new.unwrap();
+    assert_eq!(exe(new), bin.display().to_string(), "the guardian runs the installed file");
+    assert!(!exe(p.pid()).ends_with("(deleted)"), "{}", exe(p.pid()));
+    wait_until(Duration::from_secs(5), "the old guardian to go", || process_gone(old));
+    // It protects the workers: a SIGKILLed primary's workers go.
+    let workers = p.worker_pids();
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5)).expect("the primary ends on SIGKILL");
+    for w in workers {
+        wait_until(Duration::from_secs(5), format_args!("worker {w} to go"), || process_gone(w));
+    }
+}
+
 #[test]
 fn sigusr2_upgrades_too() {
     let p = Primary::builder(rust_worker()).workers(1).start();
