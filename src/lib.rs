@@ -38,7 +38,9 @@
 //!   check, event subscribers, self-upgrade.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk
 //!   to a running primary; [`check`]: `hotswap check`, a configuration
-//!   validated as `run` would start it.
+//!   validated as `run` would start it; [`manual`]: the man pages, the
+//!   config file's `hotswap.toml(5)` among them, generated from the same
+//!   definitions.
 //!
 //! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
 //! hotswap promises.
@@ -48,6 +50,7 @@ pub mod cli;
 pub mod client;
 pub mod handover;
 pub mod io;
+pub mod manual;
 pub mod node;
 pub mod options;
 pub mod python;

@@ -202,20 +202,9 @@ fn finish(code: i32, why: String) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-/// Writes `hotswap.1` and one page per subcommand (`hotswap-run.1`, ...).
+/// Writes the man pages: `hotswap.1`, one per subcommand, `hotswap.toml.5`.
 fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(dir)?;
-    let cmd = Cli::command();
-    let mut pages = vec![("hotswap".to_string(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("hotswap-{}", sub.get_name());
-        pages.push((name.clone(), sub.clone().name(name).version(env!("CARGO_PKG_VERSION"))));
-    }
-    for (name, page) in pages {
-        let mut buf = Vec::new();
-        clap_mangen::Man::new(page).render(&mut buf)?;
-        std::fs::write(dir.join(format!("{name}.1")), buf)?;
-    }
+    hotswap::manual::write_all(dir)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -127,6 +127,30 @@ fn committed_man_pages_are_up_to_date() {
     }
 }
 
+/// Every page a page names (`hotswap\-run(1)`, `hotswap.toml(5)`) ships.
+#[test]
+fn the_man_pages_name_only_pages_that_ship() {
+    let man = root().join("man");
+    for e in std::fs::read_dir(&man).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap().replace("\\fB", "").replace("\\fR", "");
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("hotswap") {
+            rest = &rest[i..];
+            let name: String =
+                rest.chars().take_while(|c| c.is_alphanumeric() || matches!(c, '\\' | '-' | '.')).collect();
+            let after = &rest[name.len()..];
+            rest = &rest["hotswap".len()..];
+            let Some(section) = after.strip_prefix('(').and_then(|a| a.chars().next()) else { continue };
+            if !matches!(section, '1' | '5') || !after[2..].starts_with(')') {
+                continue;
+            }
+            let file = format!("{}.{section}", name.replace("\\-", "-"));
+            assert!(man.join(&file).exists(), "{} names {file}, which does not ship", path.display());
+        }
+    }
+}
+
 #[test]
 fn completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
