@@ -41,7 +41,8 @@ pub fn write_all(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The config file's keys: `run`'s long flags, but for [`NOT_KEYS`].
+/// The config file's keys: `run`'s long flags, but for `--config` (the
+/// file itself) and the command (documented apart).
 pub fn config_keys() -> Vec<(String, clap::Arg)> {
     let cmd = Cli::command();
     let run = cmd.find_subcommand("run").expect("the run subcommand");
