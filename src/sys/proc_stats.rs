@@ -9,6 +9,13 @@
 //! for all workers. Nothing here runs unless someone asks (a status, a
 //! metrics scrape, the `--max-memory` check).
 //!
+//! A process that left its worker's group (a daemon that called `setsid`,
+//! a child a server put in a group of its own) still counts for the worker
+//! it descends from: the walk down the primary's process tree carries each
+//! worker's group to every process under it. (Workers share the unit's
+//! cgroup under systemd, so a cgroup would not tell them apart.) An orphan
+//! that the primary adopted as subreaper counts by its group.
+//!
 //! CPU time is `utime + stime` of each live process plus `cutime + cstime`
 //! (what its children that it reaped used), so a child that exits and is
 //! reaped by its parent in the group does not make the total go down.
@@ -89,21 +96,22 @@ pub fn scan(pgids: &[i32]) -> HashMap<i32, GroupUsage> {
     if pgids.is_empty() {
         return HashMap::new();
     }
-    let pids: Vec<String> = if std::path::Path::new("/proc/thread-self/children").exists() {
-        descendants(std::process::id() as i32).iter().map(|p| p.to_string()).collect()
+    let pids: Vec<(i32, Option<i32>)> = if std::path::Path::new("/proc/thread-self/children").exists() {
+        descendants(std::process::id() as i32, pgids)
     } else {
         std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.as_bytes().first().is_some_and(u8::is_ascii_digit))
+            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+            .map(|pid| (pid, None))
             .collect()
     };
-    let stats = pids
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|line| parse_stat(&line));
+    let stats = pids.iter().filter_map(|&(pid, worker)| {
+        let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+        // Under a worker's tree: that worker's, whatever its own group.
+        Some(ProcStat { pgid: worker.unwrap_or(stat.pgid), ..stat })
+    });
     sum_by_group(stats, pgids, page, hz)
 }
 
@@ -137,18 +145,21 @@ pub fn own_usage() -> Option<crate::types::counters::ProcessUsage> {
 const MAX_DESCENDANTS: usize = 65_536;
 
 /// Every process under `root` (children of each of its threads, then
-/// theirs), as the kernel lists them now.
-fn descendants(root: i32) -> Vec<i32> {
+/// theirs), as the kernel lists them now, each with the worker it descends
+/// from: the nearest ancestor (or itself) that leads one of `workers`'
+/// groups.
+fn descendants(root: i32, workers: &[i32]) -> Vec<(i32, Option<i32>)> {
     let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(pid) = todo.pop() {
+    let mut todo = vec![(root, None)];
+    while let Some((pid, worker)) = todo.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for task in tasks.flatten() {
             let Ok(list) = std::fs::read_to_string(task.path().join("children")) else { continue };
             for child in list.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
                 if out.len() < MAX_DESCENDANTS {
-                    out.push(child);
-                    todo.push(child);
+                    let worker = worker.or(workers.contains(&child).then_some(child));
+                    out.push((child, worker));
+                    todo.push((child, worker));
                 }
             }
         }
@@ -228,7 +239,7 @@ mod tests {
     fn a_child_in_its_own_group_is_found_among_the_descendants() {
         let mut child = std::process::Command::new("sleep").arg("5").process_group(0).spawn().unwrap();
         let pgid = child.id() as i32;
-        assert!(descendants(std::process::id() as i32).contains(&pgid));
+        assert!(descendants(std::process::id() as i32, &[]).contains(&(pgid, None)));
         // Until it has exec'ed, its RSS may read as zero.
         let mut m = scan(&[pgid]);
         for _ in 0..100 {
@@ -241,5 +252,38 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(m[&pgid].processes == 1 && m[&pgid].rss_bytes > 0, "{:?}", m[&pgid]);
+    }
+
+    #[test]
+    fn a_process_that_left_the_workers_group_still_counts_for_the_worker() {
+        // A "worker" whose child calls setsid (a daemon): a new session and
+        // group, still under the worker in the process tree.
+        let mut worker =
+            std::process::Command::new("sh").args(["-c", "setsid sleep 5 & wait"]).process_group(0).spawn().unwrap();
+        let pgid = worker.id() as i32;
+        let stat = |p: i32| parse_stat(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?);
+        // The child, once it has its own group (after setsid).
+        let daemon = || {
+            descendants(std::process::id() as i32, &[pgid])
+                .into_iter()
+                .filter(|(p, w)| *p != pgid && *w == Some(pgid))
+                .find_map(|(p, _)| stat(p).filter(|s| s.pgid != pgid))
+        };
+        let mut found = daemon();
+        for _ in 0..250 {
+            if found.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            found = daemon();
+        }
+        let m = scan(&[pgid]);
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        if let Some(d) = found {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(d.pgid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = worker.wait();
+        found.expect("the setsid child under the worker, in a group of its own");
+        assert_eq!(m[&pgid].processes, 2, "the worker and its setsid child: {:?}", m[&pgid]);
     }
 }

@@ -92,6 +92,37 @@ fn status_counts_the_cpu_of_a_child_in_the_workers_group() {
     }
 }
 
+/// A daemon the worker started with `setsid` (a group and session of its
+/// own) still counts for the worker: its 100 MiB and its process.
+#[test]
+fn status_counts_a_process_that_left_the_workers_group() {
+    let dir = TempDir::new("setsid-child");
+    let start = dir.path("start.sh");
+    let pidfile = dir.path("daemon.pid");
+    script(
+        &start,
+        &format!(
+            "setsid python3 -c 'import os,time; b=b\"x\"*(100<<20); open(\"{pid}\",\"w\").write(str(os.getpid())); time.sleep(60)' &\nexec {worker}",
+            pid = pidfile.display(),
+            worker = rust_worker()[0]
+        ),
+    );
+    let p = Primary::builder(vec![start.display().to_string()]).workers(1).start();
+    let pid = p.worker_pids()[0];
+    let mut daemon = 0;
+    wait_until(Duration::from_secs(10), "the daemon to start", || {
+        daemon = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        daemon > 0
+    });
+    let (_, in_group) = group_rss(pid);
+    let st = p.status();
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    let w = worker(&st, 0);
+    assert_eq!(in_group, 1, "the daemon is not in the worker's group");
+    assert_eq!(w["processes"], 2, "{w}");
+    assert!(w["rss_bytes"].as_u64().unwrap() >= 100 << 20, "{w}");
+}
+
 /// CPU seconds of one process (utime + stime).
 fn cpu_seconds_of(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
