@@ -49,6 +49,24 @@ fn the_deb_assets_exist() {
     }
 }
 
+/// The package's changelog is at the crate's version (lintian reads it,
+/// and `apt changelog` shows it), and the postinst is a shell script that
+/// `sh -n` accepts.
+#[test]
+fn the_deb_changelog_follows_the_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let changelog = std::fs::read_to_string(root().join("contrib/debian/changelog")).unwrap();
+    let first = changelog.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("hotswap ({version}-")),
+        "contrib/debian/changelog starts with {first:?}, the crate is {version}"
+    );
+    let sig = changelog.lines().find(|l| l.starts_with(" -- ")).expect("a signature line");
+    assert!(sig.contains("  ") && sig.ends_with("+0000"), "{sig}");
+    let out = Command::new("sh").arg("-n").arg(root().join("contrib/debian/postinst")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The completion scripts the package ships are those the binary prints.
 #[test]
 fn committed_completions_are_up_to_date() {
