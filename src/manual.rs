@@ -20,7 +20,7 @@ use crate::cli::Cli;
 const NOT_KEYS: [&str; 2] = ["config", "command"];
 
 /// Writes `hotswap.1`, `hotswap-SUB.1` for each visible subcommand, and
-/// `hotswap.toml.5` into `dir`.
+/// `hotswap.toml.5` into `dir` (into `../man5` when `dir` is a `man1`).
 pub fn write_all(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = Cli::command();
@@ -36,7 +36,14 @@ pub fn write_all(dir: &Path) -> Result<()> {
         let path = dir.join(&file);
         std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
     }
-    let path = dir.join("hotswap.toml.5");
+    // Into a man hierarchy (`.../man/man1`), the file format's page goes to
+    // its section's folder, where `man hotswap.toml` looks.
+    let five = match (dir.file_name(), dir.parent()) {
+        (Some(name), Some(parent)) if name == "man1" => parent.join("man5"),
+        _ => dir.to_path_buf(),
+    };
+    std::fs::create_dir_all(&five).with_context(|| format!("creating {}", five.display()))?;
+    let path = five.join("hotswap.toml.5");
     std::fs::write(&path, config_page()).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

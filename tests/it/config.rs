@@ -127,6 +127,18 @@ fn committed_man_pages_are_up_to_date() {
     }
 }
 
+/// `hotswap manpages .../man/man1`, as the README says after `cargo
+/// install`: the file format's page goes to `man5`, where man looks.
+#[test]
+fn manpages_into_a_man_hierarchy_put_section_5_in_man5() {
+    let dir = TempDir::new("man-tree");
+    let out = Command::new(HOTSWAP).arg("manpages").arg(dir.path("man/man1")).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path("man/man1/hotswap-run.1").exists());
+    assert!(dir.path("man/man5/hotswap.toml.5").exists());
+    assert!(!dir.path("man/man1/hotswap.toml.5").exists());
+}
+
 /// Every page a page names (`hotswap\-run(1)`, `hotswap.toml(5)`) ships.
 #[test]
 fn the_man_pages_name_only_pages_that_ship() {
