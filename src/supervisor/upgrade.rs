@@ -185,9 +185,13 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
+        tracing::info!(
+            "upgrade: {} answered: {}; handing over",
+            self.origin.exe.display(),
+            handover::answer_summary(&new_version)
+        );
         // The event loop execs once nothing is left in flight.
-        self.handing_over = Some((pending, new_version.contains(handover::HOLDS_SIGNALS)));
+        self.handing_over = Some((pending, handover::capabilities(&new_version).holds_signals));
     }
 
     /// Execs the new image from a quiet loop. With `hold` (a new binary that
@@ -205,8 +209,9 @@ impl Supervisor {
         use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
         if !hold {
             tracing::warn!(
-                "upgrade: the new binary does not say it {}; signals sent during the exec may end the primary",
-                handover::HOLDS_SIGNALS
+                "upgrade: the new binary does not declare that it unblocks held signals (handover level {}); \
+                 signals sent during the exec may end the primary",
+                handover::HOLDS_SIGNALS_SINCE
             );
         }
         let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
