@@ -150,9 +150,9 @@ pub struct Supervisor {
     /// `--metrics`: the socket `/metrics` is served on.
     metrics: Option<crate::io::metrics::Server>,
     /// A self-upgrade waiting for its check of the new binary.
-    upgrade: Option<upgrade::Pending>,
+    upgrade: Option<upgrade::InFlight>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
-    handing_over: Option<(upgrade::Pending, bool)>,
+    handing_over: Option<(upgrade::InFlight, bool)>,
     /// Every pending deadline, for a self-upgrade to carry over.
     timers: timers::Timers,
     /// Set when the loop should end, with the process exit code.

@@ -12,9 +12,10 @@ use crate::handover::{self, ListenerSnapshot, State, WorkerFds, CHECK_TIMEOUT, S
 use crate::types::wire::{Reply, ReplyTx};
 use crate::types::{Event, Timer, WorkerState};
 
-/// An upgrade waiting for the check of the new binary.
+/// An upgrade under way: who asked, and the new binary (checked, then
+/// executed).
 #[derive(Debug)]
-pub(super) struct Pending {
+pub(super) struct InFlight {
     reply: Option<ReplyTx>,
     conn: Option<OwnedFd>,
     /// The new binary, opened once: the file checked is the file executed,
@@ -139,7 +140,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0) as i32;
         // tokio waits for this child itself; the reaper leaves it alone.
         self.foreign.insert(pid);
-        self.upgrade = Some(Pending { reply, conn, exe: file });
+        self.upgrade = Some(InFlight { reply, conn, exe: file });
         let events = self.events.clone();
         tokio::spawn(async move {
             let run = async {
@@ -203,7 +204,7 @@ impl Supervisor {
     /// fired, an exit to reap).
     pub(super) async fn hand_over(
         &mut self,
-        (pending, hold): (Pending, bool),
+        (pending, hold): (InFlight, bool),
         rx: &mut tokio::sync::mpsc::Receiver<Event>,
     ) {
         use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
