@@ -337,7 +337,7 @@ impl Supervisor {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             let _ = self.after(every, Timer::Watchdog);
         }
-        let _ = self.after(adopted::TICK, Timer::Tick);
+        let _ = self.after(adopted::CHECK_EVERY, Timer::OrphanAndGuardianCheck);
         self.arm_memory_check();
         while let Some(event) = rx.recv().await {
             self.handle(event);
@@ -445,7 +445,7 @@ impl Supervisor {
             Timer::Proven(id) => self.reload_on_proven(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::SlotDrain(id) => self.on_slot_drain(id),
-            Timer::Tick => self.on_tick(),
+            Timer::OrphanAndGuardianCheck => self.check_orphans_and_guardian(),
             Timer::MemoryCheck => self.on_memory_check(),
             Timer::Watchdog => {
                 self.systemd.watchdog();

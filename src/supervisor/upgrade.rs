@@ -365,7 +365,7 @@ impl Supervisor {
                     let _ = self.after(left, t.timer);
                 }
                 // Re-armed by the event loop itself when it starts.
-                Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
+                Timer::Watchdog | Timer::OrphanAndGuardianCheck | Timer::MemoryCheck => {}
                 // Re-armed above for every worker that is still starting.
                 Timer::AcceptCheck(_) | Timer::AcceptSettled(_) => {}
                 // Only while a reload runs, and no upgrade starts then.
