@@ -134,7 +134,10 @@ pub struct State {
     pub serving_generation: u64,
     pub last_reload: Option<ReloadOutcome>,
     pub ever_ready: bool,
-    pub announced: bool,
+    /// `READY=1` went to systemd for the first generation. (`announced` in
+    /// the state, as images before the rename wrote it.)
+    #[serde(rename = "announced")]
+    pub systemd_told_ready: bool,
     /// The commands whose workers announced their readiness, and how
     /// (`--ready auto`): without it, the first worker of such a command
     /// after an upgrade would be taken by its accepts again.

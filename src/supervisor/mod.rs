@@ -134,7 +134,7 @@ pub struct Supervisor {
     /// means the command cannot start at all, and the primary gives up.
     ever_ready: bool,
     /// Whether `READY=1` went to systemd for the first generation.
-    announced: bool,
+    systemd_told_ready: bool,
     started: Instant,
     /// When the primary first started (Unix seconds), across upgrades.
     started_at: u64,
@@ -284,7 +284,7 @@ impl Supervisor {
             handing_over: None,
             timers: Default::default(),
             ever_ready: false,
-            announced: false,
+            systemd_told_ready: false,
             started: Instant::now(),
             started_at: unix_now(),
             image_started_at: unix_now(),

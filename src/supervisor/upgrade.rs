@@ -59,7 +59,7 @@ impl Supervisor {
             serving_generation: self.serving_generation,
             last_reload: self.last_reload.clone(),
             ever_ready: self.ever_ready,
-            announced: self.announced,
+            systemd_told_ready: self.systemd_told_ready,
             announcers: self.announcers.snapshot(),
             metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
             worker_nofile: Some(crate::sys::fd_limit::worker_soft()).filter(|n| *n > 0),
@@ -321,7 +321,7 @@ impl Supervisor {
         self.serving_generation = state.serving_generation;
         self.last_reload = state.last_reload.clone();
         self.ever_ready = state.ever_ready;
-        self.announced = state.announced;
+        self.systemd_told_ready = state.systemd_told_ready;
         self.announcers = super::accepting::Announcers::restore(&state.announcers);
         self.adopted = super::adopted::Adopted::restore(&state.adopted);
         self.counters = state.counters.clone();
@@ -375,7 +375,7 @@ impl Supervisor {
         // Exits that happened during the exec. What happened (upgraded, or
         // rolled back) is logged by the caller once this image serves.
         self.reap();
-        if self.announced {
+        if self.systemd_told_ready {
             self.systemd.ready(&self.status_line());
         }
         Ok(())

@@ -132,8 +132,8 @@ impl Supervisor {
         );
         self.subscribers.worker_event("listening", &self.workers[&id]);
         self.reload_on_ready(id);
-        if !self.announced && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
-            self.announced = true;
+        if !self.systemd_told_ready && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
+            self.systemd_told_ready = true;
             self.systemd.ready(&self.status_line());
         } else {
             self.notify_status();

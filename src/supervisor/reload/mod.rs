@@ -312,7 +312,7 @@ impl Supervisor {
                 // now, before the replies above reach their clients (the
                 // control task writes them after this turn of the loop), so
                 // an ExecReload=`hotswap reload` exits after systemd saw it.
-                self.announced = true;
+                self.systemd_told_ready = true;
                 self.systemd.ready(&self.status_line());
             }
         }
