@@ -127,8 +127,10 @@ pub struct State {
     #[serde(default)]
     pub adopted: Vec<AdoptedSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
-    /// `(restarts, crash streak)` of each slot.
-    pub slots: Vec<(u32, u32)>,
+    /// `(restarts, crash streak)` of each slot. (`slots` in the state, as
+    /// images before the rename wrote it.)
+    #[serde(rename = "slots")]
+    pub crash_history: Vec<(u32, u32)>,
     pub next_id: WorkerId,
     pub newest_generation: u64,
     pub serving_generation: u64,

@@ -59,7 +59,7 @@ use crate::sys::sd_notify::Systemd;
 use crate::sys::slots::SlotSockets;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
 use crate::types::{unix_now, Event, Timer, WorkerId};
-use backoff::Slot;
+use backoff::CrashHistory;
 use reload::policy::Reload;
 use reload::queue::Queue;
 use stop::Stop;
@@ -108,7 +108,8 @@ pub struct Supervisor {
     systemd: Systemd,
     subscribers: Subscribers,
     workers: BTreeMap<WorkerId, Worker>,
-    slots: Vec<Slot>,
+    /// Each slot's crash history (restarts, backoff), indexed by slot.
+    crash_history: Vec<CrashHistory>,
     next_id: WorkerId,
     /// The newest generation number handed out.
     newest_generation: u64,
@@ -256,7 +257,7 @@ impl Supervisor {
             announcers: Default::default(),
             flags,
             origin,
-            slots: (0..settings.workers).map(|_| Slot::default()).collect(),
+            crash_history: (0..settings.workers).map(|_| CrashHistory::default()).collect(),
             settings: Rc::new(settings),
             listeners,
             control,
@@ -309,7 +310,7 @@ impl Supervisor {
             return Ok(exit);
         }
         let settings = self.settings.clone();
-        for slot in 0..self.slots.len() {
+        for slot in 0..self.crash_history.len() {
             if let Err(e) = self.spawn(slot, 1, &settings) {
                 self.kill_all();
                 return Err(e.context("starting the first generation"));

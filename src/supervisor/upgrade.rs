@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context, Result};
 
-use super::backoff::Slot;
+use super::backoff::CrashHistory;
 use super::Supervisor;
 use crate::handover::{self, ListenerSnapshot, State, WorkerFds, CHECK_TIMEOUT, STATE_FORMAT};
 use crate::types::wire::{Reply, ReplyTx};
@@ -53,7 +53,7 @@ impl Supervisor {
             guardian_backlog: self.guardian.snapshot().1,
             adopted: self.adopted.snapshot(),
             workers: self.workers.values().map(|w| w.snapshot()).collect(),
-            slots: self.slots.iter().map(|s| (s.restarts(), s.streak())).collect(),
+            crash_history: self.crash_history.iter().map(|s| (s.restarts(), s.streak())).collect(),
             next_id: self.next_id,
             newest_generation: self.newest_generation,
             serving_generation: self.serving_generation,
@@ -315,7 +315,8 @@ impl Supervisor {
         let state_timers = &state.timers;
         self.started_at = state.started_at;
         self.upgrades = state.upgrades + u32::from(upgraded);
-        self.slots = state.slots.iter().map(|(restarts, streak)| Slot::restore(*restarts, *streak)).collect();
+        self.crash_history =
+            state.crash_history.iter().map(|(restarts, streak)| CrashHistory::restore(*restarts, *streak)).collect();
         self.next_id = state.next_id;
         self.newest_generation = state.newest_generation;
         self.serving_generation = state.serving_generation;
@@ -359,7 +360,7 @@ impl Supervisor {
                 | Timer::ReadyHint(id)
                 | Timer::SlotDrain(id) => self.worker_timer(id, left, t.timer),
                 Timer::Respawn(slot) => {
-                    if let Some(s) = self.slots.get_mut(slot) {
+                    if let Some(s) = self.crash_history.get_mut(slot) {
                         s.waits_until(now + left);
                     }
                     let _ = self.after(left, t.timer);
