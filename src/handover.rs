@@ -13,7 +13,9 @@
 //!    `/proc/self/fd/N`) with the state on its stdin: the new
 //!    binary must start, parse the state and agree on [`STATE_FORMAT`],
 //!    within [`CHECK_TIMEOUT`]. Any failure ends the upgrade there; nothing
-//!    changed.
+//!    changed. Its answer declares what its side of the handover can do
+//!    ([`CheckAnswer`], [`HANDOVER_LEVEL`]); the old image relies on
+//!    nothing more ([`capabilities`]).
 //! 2. The state (settings, workers, generations, restart counters, last
 //!    reload, adopted orphans of workers, the guardian's groups) is written
 //!    to a memfd; close-on-exec is cleared on exactly the
@@ -76,9 +78,21 @@ pub const STATE_ENV: &str = "HOTSWAP_UPGRADE_STATE";
 /// Set when a new image gave the state back: why.
 pub const ROLLBACK_ENV: &str = "HOTSWAP_UPGRADE_ROLLBACK";
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Said by `upgrade-check` of a binary that unblocks the signals held across
-/// the exec once its handlers are installed. The old image holds them only
-/// for such a binary: an older one would never unblock them.
+/// What this binary's side of the handover can do, as a level that only
+/// grows (each level includes the ones below), answered by `upgrade-check`
+/// in its [`CheckAnswer`] line. The old image reads it from the new binary
+/// with [`capabilities`] and relies on nothing the new one did not declare.
+/// - 1: unblocks the signals held across the exec once its handlers are
+///   installed ([`HOLDS_SIGNALS_SINCE`]).
+pub const HANDOVER_LEVEL: u32 = 1;
+/// The level from which a new image unblocks held signals: the old image
+/// holds them only for such a binary, as an older one would never unblock
+/// them.
+pub const HOLDS_SIGNALS_SINCE: u32 = 1;
+/// How images before the [`CheckAnswer`] line said level 1, in their one
+/// human line. Still said by this one, for those older images upgrading to
+/// it (they search for it), and searched for, as a fallback, in the answer
+/// of a binary that has no [`CheckAnswer`] line.
 pub const HOLDS_SIGNALS: &str = "unblocks held signals";
 /// How long the output writer may take to write out its queue before exec.
 pub const FLUSH_BEFORE_EXEC: Duration = Duration::from_secs(2);
@@ -113,14 +127,19 @@ pub struct State {
     #[serde(default)]
     pub adopted: Vec<AdoptedSnapshot>,
     pub workers: Vec<WorkerSnapshot>,
-    /// `(restarts, crash streak)` of each slot.
-    pub slots: Vec<(u32, u32)>,
+    /// `(restarts, crash streak)` of each slot. (`slots` in the state, as
+    /// images before the rename wrote it.)
+    #[serde(rename = "slots")]
+    pub crash_history: Vec<(u32, u32)>,
     pub next_id: WorkerId,
     pub newest_generation: u64,
     pub serving_generation: u64,
     pub last_reload: Option<ReloadOutcome>,
     pub ever_ready: bool,
-    pub announced: bool,
+    /// `READY=1` went to systemd for the first generation. (`announced` in
+    /// the state, as images before the rename wrote it.)
+    #[serde(rename = "announced")]
+    pub systemd_told_ready: bool,
     /// The commands whose workers announced their readiness, and how
     /// (`--ready auto`): without it, the first worker of such a command
     /// after an upgrade would be taken by its accepts again.
@@ -657,6 +676,55 @@ pub fn rollback(r: Refused) -> anyhow::Error {
     }
 }
 
+/// The last line of `upgrade-check`'s answer: what the new binary is and
+/// can do, for the old image to read (the first line is for people).
+/// Fields may be added; an image ignores those it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    /// The package version.
+    pub hotswap: String,
+    /// Its [`STATE_FORMAT`].
+    pub state_format: u32,
+    /// Its [`HANDOVER_LEVEL`].
+    pub handover: u32,
+}
+
+impl CheckAnswer {
+    /// This binary's answer.
+    pub fn this() -> Self {
+        CheckAnswer {
+            hotswap: env!("CARGO_PKG_VERSION").to_string(),
+            state_format: STATE_FORMAT,
+            handover: HANDOVER_LEVEL,
+        }
+    }
+}
+
+/// What a new image's side of the handover can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It unblocks the signals held across the exec.
+    pub holds_signals: bool,
+}
+
+/// Reads a new binary's `upgrade-check` answer: its [`CheckAnswer`] line's
+/// level, or, from an image that has none, the [`HOLDS_SIGNALS`] phrase
+/// (level 1) or nothing (level 0).
+pub fn capabilities(answer: &str) -> Capabilities {
+    let declared = answer.lines().rev().find_map(|l| serde_json::from_str::<CheckAnswer>(l.trim()).ok());
+    let level = match declared {
+        Some(a) => a.handover,
+        None if answer.contains(HOLDS_SIGNALS) => 1,
+        None => 0,
+    };
+    Capabilities { holds_signals: level >= HOLDS_SIGNALS_SINCE }
+}
+
+/// The human line of an `upgrade-check` answer, for the log.
+pub fn answer_summary(answer: &str) -> &str {
+    answer.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('{')).unwrap_or(answer.trim())
+}
+
 /// Parses a state, refusing another format version.
 pub fn check_state(text: &str) -> std::result::Result<State, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("unreadable state: {e}"))?;
@@ -679,6 +747,10 @@ pub fn check_main(parse_argv: impl Fn(&[OsString]) -> std::result::Result<(), St
     match check_state(&text).and_then(|state| parse_argv(&state.argv)) {
         Ok(()) => {
             println!("hotswap {} (state format {STATE_FORMAT}, {HOLDS_SIGNALS})", env!("CARGO_PKG_VERSION"));
+            match serde_json::to_string(&CheckAnswer::this()) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("writing the answer: {e}"),
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -691,6 +763,37 @@ pub fn check_main(parse_argv: impl Fn(&[OsString]) -> std::result::Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_binarys_answer_declares_that_it_holds_signals() {
+        let line = serde_json::to_string(&CheckAnswer::this()).unwrap();
+        let answer = format!("hotswap 9.9.9 (state format 1, {HOLDS_SIGNALS})\n{line}\n");
+        assert_eq!(capabilities(&answer), Capabilities { holds_signals: true });
+        assert_eq!(answer_summary(&answer), "hotswap 9.9.9 (state format 1, unblocks held signals)");
+    }
+
+    #[test]
+    fn the_declared_level_decides_not_the_phrase() {
+        // A future image that says the phrase in passing but declares level 0.
+        let answer = format!("{HOLDS_SIGNALS}?\n{{\"hotswap\":\"2.0.0\",\"state_format\":1,\"handover\":0}}");
+        assert!(!capabilities(&answer).holds_signals);
+        // A later level, with fields this image does not know.
+        let answer = "hotswap 3.0.0\n{\"hotswap\":\"3.0.0\",\"state_format\":1,\"handover\":7,\"new\":true}";
+        assert!(capabilities(answer).holds_signals);
+        // The declaration alone, without any human line.
+        let answer = serde_json::to_string(&CheckAnswer::this()).unwrap();
+        assert!(capabilities(&answer).holds_signals);
+    }
+
+    #[test]
+    fn older_images_are_read_by_their_phrase() {
+        // Images before the CheckAnswer line: level 1 by the phrase ...
+        assert!(capabilities("hotswap 0.1.0 (state format 1, unblocks held signals)").holds_signals);
+        // ... and level 0 without it.
+        assert!(!capabilities("hotswap 0.1.0 (state format 1)").holds_signals);
+        assert!(!capabilities("").holds_signals);
+        assert_eq!(answer_summary("hotswap 0.1.0 (state format 1)\n"), "hotswap 0.1.0 (state format 1)");
+    }
 
     #[test]
     fn other_state_formats_are_refused() {

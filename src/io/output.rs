@@ -26,7 +26,7 @@
 //! Self-upgrade: a pipe reader never holds a line across a wait. It takes a
 //! line out of its buffer only with a place in the writer's queue in hand,
 //! so at any moment what it read and did not pass on is in its buffer
-//! ([`Pending`]), which the supervisor reads just before the exec and hands
+//! ([`Unforwarded`]), which the supervisor reads just before the exec and hands
 //! to the next image with the pipe itself; that image writes it first.
 //! What the writer could write only in part before the exec (a stalled
 //! reader) is cut there: the old image freezes the writer and tells the
@@ -285,12 +285,12 @@ impl Output {
     /// Forwards everything read from `fd` (the read end of a worker's pipe)
     /// until end of file, each line framed for `label` (`--log-format`);
     /// `carried` first (what the previous image had read and not written).
-    pub fn forward(&self, fd: OwnedFd, stream: Stream, label: LineLabel, carried: &[u8]) -> Pending {
+    pub fn forward(&self, fd: OwnedFd, stream: Stream, label: LineLabel, carried: &[u8]) -> Unforwarded {
         let tx = self.tx.clone();
         let reading = Reading::new(&self.readers);
         let mut lines = Lines::new(MAX_LINE, Long::Split);
         lines.buffer().extend_from_slice(carried);
-        let pending = Pending(Arc::new(Mutex::new(lines)));
+        let pending = Unforwarded(Arc::new(Mutex::new(lines)));
         let buffer = pending.0.clone();
         tokio::spawn(async move {
             let _reading = reading;
@@ -335,9 +335,9 @@ fn same_file(a: std::os::fd::RawFd, b: std::os::fd::RawFd) -> bool {
 /// What a pipe reader has read and not passed on (a partial line, or lines
 /// waiting for room in the writer's queue), for a self-upgrade to carry.
 #[derive(Debug, Clone)]
-pub struct Pending(Arc<Mutex<Lines>>);
+pub struct Unforwarded(Arc<Mutex<Lines>>);
 
-impl Pending {
+impl Unforwarded {
     /// The bytes, as they came from the pipe. Read on the event loop's
     /// thread, between two steps of the reader (its only other user).
     pub fn bytes(&self) -> Vec<u8> {

@@ -220,7 +220,7 @@ impl Supervisor {
     fn queues_empty(&self) -> Option<bool> {
         let mut total = 0;
         if self.slot_sockets.per_slot() {
-            for slot in 0..self.slots.len() {
+            for slot in 0..self.crash_history.len() {
                 for fd in self.slot_sockets.borrowed(&self.listeners, slot) {
                     total += crate::io::accepts::queued(fd)?;
                 }

@@ -43,7 +43,7 @@ use crate::types::WorkerId;
 
 /// How often the primary looks for orphans, enforces their deadlines and
 /// checks the guardian.
-pub(super) const TICK: Duration = Duration::from_secs(1);
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// One adopted process.
 #[derive(Debug, Clone)]
@@ -214,7 +214,7 @@ impl Supervisor {
     }
 
     /// The once-a-second look: new orphans, their deadlines, the guardian.
-    pub(super) fn on_tick(&mut self) {
+    pub(super) fn check_orphans_and_guardian(&mut self) {
         self.scan_orphans();
         let killed = self.kill_orphans(false);
         if let Some(stop) = self.stop.as_mut() {
@@ -224,7 +224,7 @@ impl Supervisor {
             tracing::error!("the guardian process {} {why}; replacing it", self.guardian.pid());
             self.restart_guardian();
         }
-        let _ = self.after(TICK, crate::types::Timer::Tick);
+        let _ = self.after(CHECK_EVERY, crate::types::Timer::OrphanAndGuardianCheck);
     }
 
     /// Starts a new guardian with every group the primary protects (the old

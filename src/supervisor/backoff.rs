@@ -3,7 +3,7 @@
 //! (100 ms, 200 ms, ... up to 30 s), so a crash loop never burns a core.
 //! A start that fails (the command is gone, `fork` fails, the runtime
 //! directory is gone) counts as a crash too, and the same failure again is
-//! counted rather than logged again ([`Slot::start_failed`]).
+//! counted rather than logged again ([`CrashHistory::start_failed`]).
 //! Pure policy, tested without processes.
 
 use std::time::{Duration, Instant};
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// One of the N places a worker fills, with its crash history.
+/// The crash history of one of the N slots a worker fills.
 #[derive(Debug, Default, Clone)]
-pub struct Slot {
+pub struct CrashHistory {
     restarts: u32,
     /// Crashes in a row (a worker that lived long resets it).
     streak: u32,
@@ -47,10 +47,11 @@ pub struct Retry {
 /// start that fails at once must never be retried at once.
 pub const START_FAILED_MIN: Duration = Duration::from_millis(100);
 
-impl Slot {
-    /// A slot as a previous image of the primary left it (self-upgrade).
-    pub fn restore(restarts: u32, streak: u32) -> Slot {
-        Slot { restarts, streak, retry_at: None, failing: None }
+impl CrashHistory {
+    /// A slot's history as a previous image of the primary left it
+    /// (self-upgrade).
+    pub fn restore(restarts: u32, streak: u32) -> CrashHistory {
+        CrashHistory { restarts, streak, retry_at: None, failing: None }
     }
 
     pub fn restarts(&self) -> u32 {
@@ -151,7 +152,7 @@ mod tests {
     #[test]
     fn a_worker_that_lived_long_resets_the_streak() {
         let now = Instant::now();
-        let mut slot = Slot::default();
+        let mut slot = CrashHistory::default();
         let quick = Duration::from_millis(50);
         assert_eq!(slot.crashed(quick, now), Duration::ZERO);
         assert_eq!(slot.crashed(quick, now), Duration::from_millis(100));
@@ -167,7 +168,7 @@ mod tests {
     #[test]
     fn failed_starts_count_as_crashes_and_each_error_is_logged_once() {
         let now = Instant::now();
-        let mut slot = Slot::default();
+        let mut slot = CrashHistory::default();
         // A stable worker crashed: restarted at once, and that start fails.
         assert_eq!(slot.crashed(STABLE_AFTER, now), Duration::ZERO);
         let gone = "cannot execute /srv/app: No such file or directory";
@@ -198,7 +199,7 @@ mod tests {
     #[test]
     fn a_worker_replaced_as_told_ends_the_streak() {
         let now = Instant::now();
-        let mut slot = Slot::default();
+        let mut slot = CrashHistory::default();
         let quick = Duration::from_millis(50);
         slot.crashed(quick, now);
         slot.crashed(quick, now);
@@ -214,7 +215,7 @@ mod tests {
     #[test]
     fn a_first_start_that_fails_is_not_retried_at_once() {
         let now = Instant::now();
-        let mut slot = Slot::default();
+        let mut slot = CrashHistory::default();
         assert_eq!(slot.start_failed("x", now).delay, START_FAILED_MIN);
         assert_eq!(slot.streak(), 1);
     }

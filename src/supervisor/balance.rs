@@ -35,7 +35,7 @@ impl Supervisor {
         // a client moves when the count changes, so it changes once).
         let ready = self.workers.values().filter(|w| w.state() == WorkerState::Ready);
         let top = ready.map(|w| w.slot() + 1).max().unwrap_or(0);
-        let n = (self.settings.workers as usize).max(top).min(self.slots.len()).max(1);
+        let n = (self.settings.workers as usize).max(top).min(self.crash_history.len()).max(1);
         let mut live = vec![false; n];
         for w in self.workers.values() {
             if w.state() == WorkerState::Ready && w.slot() < n {

@@ -104,7 +104,7 @@ impl Supervisor {
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());
         if worker.state() == WorkerState::Stopping {
-            if let Some(slot) = self.slots.get_mut(worker.slot()) {
+            if let Some(slot) = self.crash_history.get_mut(worker.slot()) {
                 slot.retired();
             }
             tracing::info!(
@@ -154,11 +154,11 @@ impl Supervisor {
             return;
         }
         let slot = worker.slot();
-        let delay = self.slots[slot].crashed(lived, Instant::now());
+        let delay = self.crash_history[slot].crashed(lived, Instant::now());
         if !delay.is_zero() {
             tracing::warn!(
                 "slot {slot} crashed {} times in a row; restarting in {} ms",
-                self.slots[slot].streak(),
+                self.crash_history[slot].streak(),
                 delay.as_millis()
             );
         }

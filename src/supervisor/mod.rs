@@ -59,7 +59,7 @@ use crate::sys::sd_notify::Systemd;
 use crate::sys::slots::SlotSockets;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
 use crate::types::{unix_now, Event, Timer, WorkerId};
-use backoff::Slot;
+use backoff::CrashHistory;
 use reload::policy::Reload;
 use reload::queue::Queue;
 use stop::Stop;
@@ -108,7 +108,8 @@ pub struct Supervisor {
     systemd: Systemd,
     subscribers: Subscribers,
     workers: BTreeMap<WorkerId, Worker>,
-    slots: Vec<Slot>,
+    /// Each slot's crash history (restarts, backoff), indexed by slot.
+    crash_history: Vec<CrashHistory>,
     next_id: WorkerId,
     /// The newest generation number handed out.
     newest_generation: u64,
@@ -134,7 +135,7 @@ pub struct Supervisor {
     /// means the command cannot start at all, and the primary gives up.
     ever_ready: bool,
     /// Whether `READY=1` went to systemd for the first generation.
-    announced: bool,
+    systemd_told_ready: bool,
     started: Instant,
     /// When the primary first started (Unix seconds), across upgrades.
     started_at: u64,
@@ -150,9 +151,9 @@ pub struct Supervisor {
     /// `--metrics`: the socket `/metrics` is served on.
     metrics: Option<crate::io::metrics::Server>,
     /// A self-upgrade waiting for its check of the new binary.
-    upgrade: Option<upgrade::Pending>,
+    upgrade: Option<upgrade::InFlight>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
-    handing_over: Option<(upgrade::Pending, bool)>,
+    handing_over: Option<(upgrade::InFlight, bool)>,
     /// Every pending deadline, for a self-upgrade to carry over.
     timers: timers::Timers,
     /// Set when the loop should end, with the process exit code.
@@ -256,7 +257,7 @@ impl Supervisor {
             announcers: Default::default(),
             flags,
             origin,
-            slots: (0..settings.workers).map(|_| Slot::default()).collect(),
+            crash_history: (0..settings.workers).map(|_| CrashHistory::default()).collect(),
             settings: Rc::new(settings),
             listeners,
             control,
@@ -284,7 +285,7 @@ impl Supervisor {
             handing_over: None,
             timers: Default::default(),
             ever_ready: false,
-            announced: false,
+            systemd_told_ready: false,
             started: Instant::now(),
             started_at: unix_now(),
             image_started_at: unix_now(),
@@ -309,7 +310,7 @@ impl Supervisor {
             return Ok(exit);
         }
         let settings = self.settings.clone();
-        for slot in 0..self.slots.len() {
+        for slot in 0..self.crash_history.len() {
             if let Err(e) = self.spawn(slot, 1, &settings) {
                 self.kill_all();
                 return Err(e.context("starting the first generation"));
@@ -337,7 +338,7 @@ impl Supervisor {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             let _ = self.after(every, Timer::Watchdog);
         }
-        let _ = self.after(adopted::TICK, Timer::Tick);
+        let _ = self.after(adopted::CHECK_EVERY, Timer::OrphanAndGuardianCheck);
         self.arm_memory_check();
         while let Some(event) = rx.recv().await {
             self.handle(event);
@@ -445,7 +446,7 @@ impl Supervisor {
             Timer::Proven(id) => self.reload_on_proven(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::SlotDrain(id) => self.on_slot_drain(id),
-            Timer::Tick => self.on_tick(),
+            Timer::OrphanAndGuardianCheck => self.check_orphans_and_guardian(),
             Timer::MemoryCheck => self.on_memory_check(),
             Timer::Watchdog => {
                 self.systemd.watchdog();

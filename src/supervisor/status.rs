@@ -80,7 +80,7 @@ impl Supervisor {
                     generation: w.generation(),
                     state: w.state(),
                     uptime_secs: w.age().as_secs_f64(),
-                    restarts: self.slots.get(w.slot()).map_or(0, |s| s.restarts()),
+                    restarts: self.crash_history.get(w.slot()).map_or(0, |s| s.restarts()),
                     memory_replacements: self.memory.per_slot.get(&w.slot()).copied().unwrap_or(0),
                     rss_bytes: 0,
                     cpu_percent: 0.0,
@@ -97,7 +97,7 @@ impl Supervisor {
             last_reload: self.last_reload.clone(),
             stopping: self.stop.is_some(),
             backoff: self
-                .slots
+                .crash_history
                 .iter()
                 .enumerate()
                 .filter_map(|(slot, s)| {

@@ -6,15 +6,16 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context, Result};
 
-use super::backoff::Slot;
+use super::backoff::CrashHistory;
 use super::Supervisor;
 use crate::handover::{self, ListenerSnapshot, State, WorkerFds, CHECK_TIMEOUT, STATE_FORMAT};
 use crate::types::wire::{Reply, ReplyTx};
 use crate::types::{Event, Timer, WorkerState};
 
-/// An upgrade waiting for the check of the new binary.
+/// An upgrade under way: who asked, and the new binary (checked, then
+/// executed).
 #[derive(Debug)]
-pub(super) struct Pending {
+pub(super) struct InFlight {
     reply: Option<ReplyTx>,
     conn: Option<OwnedFd>,
     /// The new binary, opened once: the file checked is the file executed,
@@ -52,13 +53,13 @@ impl Supervisor {
             guardian_backlog: self.guardian.snapshot().1,
             adopted: self.adopted.snapshot(),
             workers: self.workers.values().map(|w| w.snapshot()).collect(),
-            slots: self.slots.iter().map(|s| (s.restarts(), s.streak())).collect(),
+            crash_history: self.crash_history.iter().map(|s| (s.restarts(), s.streak())).collect(),
             next_id: self.next_id,
             newest_generation: self.newest_generation,
             serving_generation: self.serving_generation,
             last_reload: self.last_reload.clone(),
             ever_ready: self.ever_ready,
-            announced: self.announced,
+            systemd_told_ready: self.systemd_told_ready,
             announcers: self.announcers.snapshot(),
             metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
             worker_nofile: Some(crate::sys::fd_limit::worker_soft()).filter(|n| *n > 0),
@@ -139,7 +140,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0) as i32;
         // tokio waits for this child itself; the reaper leaves it alone.
         self.foreign.insert(pid);
-        self.upgrade = Some(Pending { reply, conn, exe: file });
+        self.upgrade = Some(InFlight { reply, conn, exe: file });
         let events = self.events.clone();
         tokio::spawn(async move {
             let run = async {
@@ -185,9 +186,13 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::info!("upgrade: {} answered: {new_version}; handing over", self.origin.exe.display());
+        tracing::info!(
+            "upgrade: {} answered: {}; handing over",
+            self.origin.exe.display(),
+            handover::answer_summary(&new_version)
+        );
         // The event loop execs once nothing is left in flight.
-        self.handing_over = Some((pending, new_version.contains(handover::HOLDS_SIGNALS)));
+        self.handing_over = Some((pending, handover::capabilities(&new_version).holds_signals));
     }
 
     /// Execs the new image from a quiet loop. With `hold` (a new binary that
@@ -199,14 +204,15 @@ impl Supervisor {
     /// fired, an exit to reap).
     pub(super) async fn hand_over(
         &mut self,
-        (pending, hold): (Pending, bool),
+        (pending, hold): (InFlight, bool),
         rx: &mut tokio::sync::mpsc::Receiver<Event>,
     ) {
         use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
         if !hold {
             tracing::warn!(
-                "upgrade: the new binary does not say it {}; signals sent during the exec may end the primary",
-                handover::HOLDS_SIGNALS
+                "upgrade: the new binary does not declare that it unblocks held signals (handover level {}); \
+                 signals sent during the exec may end the primary",
+                handover::HOLDS_SIGNALS_SINCE
             );
         }
         let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
@@ -309,13 +315,14 @@ impl Supervisor {
         let state_timers = &state.timers;
         self.started_at = state.started_at;
         self.upgrades = state.upgrades + u32::from(upgraded);
-        self.slots = state.slots.iter().map(|(restarts, streak)| Slot::restore(*restarts, *streak)).collect();
+        self.crash_history =
+            state.crash_history.iter().map(|(restarts, streak)| CrashHistory::restore(*restarts, *streak)).collect();
         self.next_id = state.next_id;
         self.newest_generation = state.newest_generation;
         self.serving_generation = state.serving_generation;
         self.last_reload = state.last_reload.clone();
         self.ever_ready = state.ever_ready;
-        self.announced = state.announced;
+        self.systemd_told_ready = state.systemd_told_ready;
         self.announcers = super::accepting::Announcers::restore(&state.announcers);
         self.adopted = super::adopted::Adopted::restore(&state.adopted);
         self.counters = state.counters.clone();
@@ -353,13 +360,13 @@ impl Supervisor {
                 | Timer::ReadyHint(id)
                 | Timer::SlotDrain(id) => self.worker_timer(id, left, t.timer),
                 Timer::Respawn(slot) => {
-                    if let Some(s) = self.slots.get_mut(slot) {
+                    if let Some(s) = self.crash_history.get_mut(slot) {
                         s.waits_until(now + left);
                     }
                     let _ = self.after(left, t.timer);
                 }
                 // Re-armed by the event loop itself when it starts.
-                Timer::Watchdog | Timer::Tick | Timer::MemoryCheck => {}
+                Timer::Watchdog | Timer::OrphanAndGuardianCheck | Timer::MemoryCheck => {}
                 // Re-armed above for every worker that is still starting.
                 Timer::AcceptCheck(_) | Timer::AcceptSettled(_) => {}
                 // Only while a reload runs, and no upgrade starts then.
@@ -369,7 +376,7 @@ impl Supervisor {
         // Exits that happened during the exec. What happened (upgraded, or
         // rolled back) is logged by the caller once this image serves.
         self.reap();
-        if self.announced {
+        if self.systemd_told_ready {
             self.systemd.ready(&self.status_line());
         }
         Ok(())

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
 use crate::io::log_format::LineLabel;
-use crate::io::output::{Output, Pending, Stream};
+use crate::io::output::{Output, Stream, Unforwarded};
 use crate::io::worker_notify::NotifySocket;
 use crate::node;
 use crate::options::ReadyMode;
@@ -101,7 +101,7 @@ struct Handover {
     stdout: OwnedFd,
     stderr: OwnedFd,
     /// What the output readers hold, carried with the pipes.
-    pending: [Pending; 2],
+    pending: [Unforwarded; 2],
 }
 
 impl Worker {

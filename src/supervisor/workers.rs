@@ -132,8 +132,8 @@ impl Supervisor {
         );
         self.subscribers.worker_event("listening", &self.workers[&id]);
         self.reload_on_ready(id);
-        if !self.announced && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
-            self.announced = true;
+        if !self.systemd_told_ready && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
+            self.systemd_told_ready = true;
             self.systemd.ready(&self.status_line());
         } else {
             self.notify_status();
@@ -279,7 +279,7 @@ impl Supervisor {
         match self.spawn(slot, self.serving_generation, &settings) {
             Ok(id) => {
                 self.counters.restarts_crash += 1;
-                if let Some(failed) = self.slots[slot].restarted() {
+                if let Some(failed) = self.crash_history[slot].restarted() {
                     tracing::info!(
                         worker = id,
                         "slot {slot} started again after {} failed attempt{} ({})",
@@ -294,7 +294,7 @@ impl Supervisor {
             Err(e) => {
                 let error = format!("{e:#}");
                 self.counters.start_failures += 1;
-                let retry = self.slots[slot].start_failed(&error, std::time::Instant::now());
+                let retry = self.crash_history[slot].start_failed(&error, std::time::Instant::now());
                 if let Some(ended) = retry.ended {
                     tracing::warn!("slot {slot}: {} attempts failed with: {}", ended.times, ended.error);
                 }

@@ -39,6 +39,7 @@ pub mod proc_stats;
 pub mod reap;
 #[cfg(target_os = "linux")]
 pub mod rescue;
+#[cfg(target_os = "linux")]
 pub mod reuseport;
 pub mod runtime_dir;
 pub mod sd_notify;

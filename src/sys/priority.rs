@@ -49,6 +49,7 @@ fn rlimit_allows(_: i32) -> bool {
 
 #[cfg(target_os = "linux")]
 fn has_cap_sys_nice() -> bool {
+    // linux/capability.h; libc has no capability numbers.
     const CAP_SYS_NICE: u32 = 23;
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
     status

@@ -32,6 +32,10 @@
 //!
 //! The builder is a pure function of (slots, live set) and is tested by
 //! running its output through the interpreter in the tests below.
+//!
+//! Linux only (`sys/mod.rs`): the group programs are, and libc has the
+//! opcodes only there; elsewhere `--balance slots|sticky` is refused when
+//! the options are read.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -44,39 +48,27 @@ pub struct Insn {
     pub k: u32,
 }
 
-// linux/filter.h and linux/bpf_common.h.
-const LD: u16 = 0x00;
-const ST: u16 = 0x02;
-const ALU: u16 = 0x04;
-const JMP: u16 = 0x05;
-const RET: u16 = 0x06;
-const MISC: u16 = 0x07;
-const W: u16 = 0x00;
-const H: u16 = 0x08;
-const B: u16 = 0x10;
-const ABS: u16 = 0x20;
-const MEM: u16 = 0x60;
-const MUL: u16 = 0x20;
-const AND: u16 = 0x50;
-const XOR: u16 = 0xa0;
-const RSH: u16 = 0x70;
-const MOD: u16 = 0x90;
-const JA: u16 = 0x00;
-const JEQ: u16 = 0x10;
-const JGE: u16 = 0x30;
-const K: u16 = 0x00;
-const X: u16 = 0x08;
-const A: u16 = 0x10;
-const TAX: u16 = 0x00;
+// Classic BPF's opcodes and `SKF_NET_OFF`, from libc (linux/filter.h,
+// linux/bpf_common.h). libc declares the opcodes `u32`; `sock_filter.code`
+// is a `u16`, which `stmt` and `jump` narrow to (every opcode fits a byte).
+use libc::{
+    BPF_A as A, BPF_ABS as ABS, BPF_ALU as ALU, BPF_AND as AND, BPF_B as B, BPF_H as H, BPF_JA as JA, BPF_JEQ as JEQ,
+    BPF_JGE as JGE, BPF_JMP as JMP, BPF_K as K, BPF_LD as LD, BPF_MEM as MEM, BPF_MISC as MISC, BPF_MOD as MOD,
+    BPF_MUL as MUL, BPF_RET as RET, BPF_RSH as RSH, BPF_ST as ST, BPF_TAX as TAX, BPF_W as W, BPF_X as X,
+    BPF_XOR as XOR,
+};
 /// `SKF_NET_OFF`: offsets from here read the network (IP) header.
-const NET: u32 = (-0x100000i32) as u32;
+const NET: u32 = libc::SKF_NET_OFF as u32;
 
-const fn stmt(code: u16, k: u32) -> Insn {
-    Insn { code, jt: 0, jf: 0, k }
+// libc's `BPF_STMT` and `BPF_JUMP` are not `const` and build a
+// `sock_filter`, which has no `PartialEq` or `Debug` without libc's
+// `extra_traits`: these two build an [`Insn`], which the tests compare.
+const fn stmt(code: u32, k: u32) -> Insn {
+    Insn { code: code as u16, jt: 0, jf: 0, k }
 }
 
-const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
-    Insn { code, jt, jf, k }
+const fn jump(code: u32, k: u32, jt: u8, jf: u8) -> Insn {
+    Insn { code: code as u16, jt, jf, k }
 }
 
 /// The upper half of the IPv4 source addresses (127.254.0.0/16) that the
@@ -211,7 +203,6 @@ pub fn program(key: Key, slots: usize, live: &[bool]) -> Vec<Insn> {
 /// Attaches `prog` to the reuseport group of `socket` (it belongs to the
 /// group, not to the socket: every socket of the group is chosen by it, and
 /// it stays when this fd is closed). Replaces the group's program, if any.
-#[cfg(target_os = "linux")]
 pub fn attach(socket: BorrowedFd<'_>, prog: &[Insn]) -> std::io::Result<()> {
     let mut filter: Vec<libc::sock_filter> =
         prog.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
@@ -235,7 +226,6 @@ pub fn attach(socket: BorrowedFd<'_>, prog: &[Insn]) -> std::io::Result<()> {
 
 /// Removes the group's program: the kernel's own hash of the connection
 /// picks the socket again. No program is not an error.
-#[cfg(target_os = "linux")]
 pub fn detach(socket: BorrowedFd<'_>) -> std::io::Result<()> {
     let zero: libc::c_int = 0;
     // SAFETY: a plain int option, read by the kernel during the call.
@@ -257,16 +247,6 @@ pub fn detach(socket: BorrowedFd<'_>) -> std::io::Result<()> {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn attach(_socket: BorrowedFd<'_>, _prog: &[Insn]) -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "SO_ATTACH_REUSEPORT_CBPF is Linux-only"))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn detach(_socket: BorrowedFd<'_>) -> std::io::Result<()> {
-    Ok(())
-}
-
 /// Runs `prog` as the kernel would on a packet whose network header is
 /// `net`: which slot it picks for a connection (the primary's probe
 /// connections choose their source address by it; the tests check the
@@ -284,7 +264,7 @@ pub fn run(prog: &[Insn], net: &[u8]) -> u32 {
     while pc < prog.len() {
         let i = prog[pc];
         pc += 1;
-        match i.code {
+        match u32::from(i.code) {
             c if c == LD | W | ABS => match load(i.k, 4) {
                 Some(v) => a = v,
                 None => return 0,

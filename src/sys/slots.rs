@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use socket2::{Domain, Socket, Type};
 
 use super::listeners::{ListenAddr, Listener};
+#[cfg(target_os = "linux")]
 use super::reuseport::{self, Key};
 use crate::types::balance::Balance;
 
@@ -185,12 +186,19 @@ impl SlotSockets {
         for g in &self.groups {
             let Group::PerSlot { addr, socks } = g else { continue };
             let all_live = socks.len() == slots && wanted.1.len() == slots && wanted.1.iter().all(|l| *l);
+            #[cfg(target_os = "linux")]
             let result = match self.balance {
                 Balance::Slots if all_live => reuseport::detach(socks[0].as_fd()),
                 Balance::Slots => {
                     reuseport::attach(socks[0].as_fd(), &reuseport::program(Key::Connection, slots, &wanted.1))
                 }
                 _ => reuseport::attach(socks[0].as_fd(), &reuseport::program(Key::Address, slots, &wanted.1)),
+            };
+            // Never reached: per-slot groups need Linux (refused with the options).
+            #[cfg(not(target_os = "linux"))]
+            let result: std::io::Result<()> = {
+                let _ = all_live;
+                Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "SO_ATTACH_REUSEPORT_CBPF is Linux-only"))
             };
             result.with_context(|| format!("attaching the --balance {} program to {addr}", self.balance))?;
         }
@@ -206,6 +214,7 @@ impl SlotSockets {
     /// (`--balance shared`, a Unix socket, `slots` with every slot live: the
     /// kernel's own hash picks), and for an IPv6-only listener, where only
     /// `[::1]` is tried, on a live slot.
+    #[cfg(target_os = "linux")]
     pub fn probe_source(&self, listener: usize, slot: usize) -> Option<SocketAddr> {
         let Some(Group::PerSlot { addr, socks }) = self.groups.get(listener) else { return None };
         let (slots, live) = self.applied.as_ref()?;
@@ -242,6 +251,12 @@ impl SlotSockets {
             })
             .map(|s| accept_queue(s.as_fd()))
             .sum()
+    }
+
+    /// Never a program elsewhere: per-slot groups need Linux.
+    #[cfg(not(target_os = "linux"))]
+    pub fn probe_source(&self, _listener: usize, _slot: usize) -> Option<SocketAddr> {
+        None // per-slot groups need Linux
     }
 }
 

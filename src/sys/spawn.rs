@@ -190,10 +190,7 @@ unsafe fn child(
     // Whatever else is open (fds the primary inherited without
     // close-on-exec) must not reach the worker.
     #[cfg(target_os = "linux")]
-    {
-        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-        libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
-    }
+    libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
 
     super::fd_limit::restore_in_child(prep.nofile);
     write_pid(prep.pid_slot, libc::getpid() as u32);

@@ -125,8 +125,10 @@ pub enum Timer {
     /// Time for `WATCHDOG=1`.
     Watchdog,
     /// Every second: look for orphans to adopt, end those past their
-    /// deadline, check that the guardian is alive and reading.
-    Tick,
+    /// deadline, check that the guardian is alive and reading. (`tick` in
+    /// a handed-over state, as images before the rename wrote it.)
+    #[serde(rename = "tick")]
+    OrphanAndGuardianCheck,
     /// Time to check the workers' memory against `--max-memory`.
     MemoryCheck,
 }
@@ -156,4 +158,17 @@ pub enum Notification {
     Ready,
     Status(String),
     Stopping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renamed timers keep the name a handed-over state gives them, so
+    /// that older and newer images read each other's deadlines.
+    #[test]
+    fn renamed_timers_keep_their_handover_names() {
+        assert_eq!(serde_json::to_string(&Timer::OrphanAndGuardianCheck).unwrap(), "\"tick\"");
+        assert_eq!(serde_json::from_str::<Timer>("\"tick\"").unwrap(), Timer::OrphanAndGuardianCheck);
+    }
 }

@@ -128,11 +128,11 @@ impl Supervisor {
         let pool = self.members();
         let Some(reload) = self.reload.as_mut() else { return };
         let target = reload.settings.workers as usize;
-        if self.slots.len() < target {
+        if self.crash_history.len() < target {
             if let Err(e) = self.slot_sockets.grow(target) {
                 return self.finish_reload(Some(format!("{e:#}")));
             }
-            self.slots.resize_with(target, Default::default);
+            self.crash_history.resize_with(target, Default::default);
         }
         let order = reload.begin_rolling(&pool);
         self.obey(order);
@@ -282,7 +282,7 @@ impl Supervisor {
         if done.ok {
             self.serving_generation = done.generation;
             self.settings = done.settings.clone();
-            self.slots.truncate(self.settings.workers as usize);
+            self.crash_history.truncate(self.settings.workers as usize);
             self.arm_memory_check();
             tracing::info!(
                 generation = done.generation,
@@ -312,7 +312,7 @@ impl Supervisor {
                 // now, before the replies above reach their clients (the
                 // control task writes them after this turn of the loop), so
                 // an ExecReload=`hotswap reload` exits after systemd saw it.
-                self.announced = true;
+                self.systemd_told_ready = true;
                 self.systemd.ready(&self.status_line());
             }
         }
