@@ -25,6 +25,7 @@ mod proven;
 mod python;
 mod reload;
 mod rescue;
+mod rescue_measure;
 mod rollout;
 mod signals;
 mod socketio;
