@@ -267,6 +267,9 @@ pub struct WorkerSnapshot {
     /// How long it took to get ready, in milliseconds.
     #[serde(default)]
     pub ready_ms: Option<u64>,
+    /// What the preload told it patched.
+    #[serde(default)]
+    pub preload: Vec<crate::types::wire::PreloadPatch>,
 }
 
 /// A process a worker left behind, adopted by the primary.

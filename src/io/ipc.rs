@@ -61,6 +61,11 @@ pub fn parse(line: &str) -> Result<FromWorker, String> {
                 .ok_or_else(|| "a \"send\" message needs a numeric \"to\"".to_string())?;
             FromWorker::Send { to, data: value.get("data").cloned().unwrap_or(Value::Null) }
         }
+        Some("hotswap:preload") => FromWorker::Preload(crate::types::wire::PreloadPatch {
+            patch: value.get("patch").and_then(Value::as_str).unwrap_or("?").chars().take(200).collect(),
+            ok: value.get("ok").and_then(Value::as_bool).unwrap_or(false),
+            error: value.get("error").and_then(Value::as_str).map(|e| e.chars().take(300).collect()),
+        }),
         _ => FromWorker::Other(value),
     })
 }
@@ -516,6 +521,14 @@ mod tests {
         assert!(parse(r#"{"type":"send","data":"x"}"#).is_err());
         assert_eq!(parse(r#"{"cmd":"NODE_HANDLE","type":"net.Socket"}"#).unwrap(), FromWorker::NodeHandle);
         assert!(matches!(parse(r#"{"hello":1}"#).unwrap(), FromWorker::Other(_)));
+        assert_eq!(
+            parse(r#"{"type":"hotswap:preload","patch":"m.C","ok":false,"error":"no shutdown"}"#).unwrap(),
+            FromWorker::Preload(crate::types::wire::PreloadPatch {
+                patch: "m.C".into(),
+                ok: false,
+                error: Some("no shutdown".into())
+            })
+        );
         assert!(parse("{not json").is_err());
     }
 }

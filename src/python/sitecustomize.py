@@ -15,10 +15,17 @@ asyncio bug of Python 3.11 that drops connections accepted just before a
 server closes (see _patch_asyncio). Then it imports the sitecustomize module it hides, if there
 is one. PYTHON_HOTSWAP_PRELOAD_DEBUG=1 logs what it does
 (hotswap passes no HOTSWAP_* variable of its own environment to workers).
+
+Each patch that took, and each that did not (a version whose code it does
+not know), is told to hotswap on the worker's IPC channel as
+{"type":"hotswap:preload","patch":NAME,"ok":BOOL,"error":TEXT}: `hotswap
+status` shows them and the log says which did not apply.
 """
 import importlib.abc
 import importlib.util
+import json
 import os
+import stat
 import sys
 
 GRACE = 1.0
@@ -39,6 +46,47 @@ _TARGETS = (
 def _debug(msg):
     if os.environ.get("PYTHON_HOTSWAP_PRELOAD_DEBUG"):
         print("hotswap preload: " + msg, file=sys.stderr, flush=True)
+
+
+def _channel():
+    """The IPC channel's fd and its inode, if this process has it: the fd
+    number alone is not enough, as an app that closed it may have reused
+    the number for a file of its own."""
+    try:
+        fd = int(os.environ.get("HOTSWAP_IPC_FD", ""))
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode):
+            return None
+        import socket
+
+        probe = socket.socket(fileno=os.dup(fd))
+        try:
+            if probe.family != socket.AF_UNIX or probe.type != socket.SOCK_STREAM:
+                return None
+        finally:
+            probe.close()
+    except (ValueError, OSError):
+        return None
+    return (fd, st.st_ino)
+
+
+_CHANNEL = _channel()
+
+
+def _report(patch, ok, error=None):
+    """Tells hotswap whether `patch` took (one short line: written whole)."""
+    _debug(("patched " if ok else "could not patch ") + patch + ("" if ok else ": " + str(error)))
+    if _CHANNEL is None:
+        return
+    fd, inode = _CHANNEL
+    msg = {"type": "hotswap:preload", "patch": patch, "ok": ok}
+    if error is not None:
+        msg["error"] = str(error)[:300]
+    try:
+        if os.fstat(fd).st_ino == inode:
+            os.write(fd, (json.dumps(msg) + "\n").encode())
+    except OSError:
+        pass
 
 
 def _patch_protocol(cls):
@@ -99,7 +147,7 @@ def _patch_protocol(cls):
     cls.data_received = data_received
     cls.on_response_complete = on_response_complete
     cls._hotswap_patched = True
-    _debug("patched " + cls.__module__ + "." + cls.__name__)
+    _report(cls.__module__ + "." + cls.__name__, True)
 
 
 def _patch_h11_cycle(cls):
@@ -119,6 +167,7 @@ def _patch_h11_cycle(cls):
 
     cls.send = send
     cls._hotswap_patched = True
+    _report(cls.__module__ + "." + cls.__name__, True)
 
 
 def _patch_hypercorn_h11(module):
@@ -162,7 +211,7 @@ def _patch_hypercorn_h11(module):
     cls._send_h11_event = _send_h11_event
     cls._maybe_recycle = _maybe_recycle
     cls._hotswap_patched = True
-    _debug("patched hypercorn.protocol.h11.H11Protocol")
+    _report("hypercorn.protocol.h11.H11Protocol", True)
 
 
 def _patch_hypercorn_tcp(module):
@@ -193,7 +242,7 @@ def _patch_hypercorn_tcp(module):
 
     cls._idle_timeout = _idle_timeout
     cls._hotswap_patched = True
-    _debug("patched hypercorn.asyncio.tcp_server.TCPServer")
+    _report("hypercorn.asyncio.tcp_server.TCPServer", True)
 
 
 def _patch_asyncio(module):
@@ -217,7 +266,7 @@ def _patch_asyncio(module):
 
     cls._attach = _attach
     cls._hotswap_patched = True
-    _debug("patched asyncio.base_events.Server._attach")
+    _debug("patched asyncio.base_events.Server._attach")  # a Python fix, not a server's: not reported
 
 
 def _patch(module):
@@ -229,14 +278,19 @@ def _patch(module):
         elif module.__name__ == "hypercorn.asyncio.tcp_server":
             _patch_hypercorn_tcp(module)
         else:
-            for name in ("HttpToolsProtocol", "H11Protocol"):
-                cls = getattr(module, name, None)
-                if cls is not None and hasattr(cls, "shutdown") and hasattr(cls, "data_received"):
-                    _patch_protocol(cls)
+            name = "HttpToolsProtocol" if module.__name__.endswith("httptools_impl") else "H11Protocol"
+            cls = getattr(module, name, None)
+            wanted = ("shutdown", "data_received", "on_response_complete")
+            missing = [m for m in wanted if not hasattr(cls, m)] if cls is not None else []
+            if cls is None or missing:
+                what = "no %s" % name if cls is None else "%s has no %s" % (name, ", ".join(missing))
+                _report(module.__name__ + "." + name, False, "this uvicorn version's code is not the one patched: " + what)
+            else:
+                _patch_protocol(cls)
             if module.__name__.endswith("h11_impl"):
                 _patch_h11_cycle(module.RequestResponseCycle)
     except Exception as e:  # a version it does not know: never break the app
-        _debug("could not patch %s: %r" % (module.__name__, e))
+        _report(module.__name__, False, "%s: %s" % (type(e).__name__, e))
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -89,6 +89,7 @@ impl Supervisor {
                     ready_via: w.ready_via().map(|v| v.name().to_string()),
                     ready_proof: w.ready_proof().map(str::to_string),
                     ready_ms: w.ready_in().map(|d| d.as_millis() as u64),
+                    preload: w.preload().to_vec(),
                 })
                 .collect(),
             // A memory replacement is not a reload.

@@ -68,6 +68,8 @@ pub struct Worker {
     /// Whether it said anything on its IPC channel: for the diagnosis of a
     /// worker that never gets ready, and `--ready auto`.
     spoke: bool,
+    /// What hotswap's preload told it patched (or could not).
+    preload: Vec<crate::types::wire::PreloadPatch>,
     /// Whether it sent anything on its own `NOTIFY_SOCKET` (`--ready auto`).
     notified: bool,
     /// What the primary saw of its accepts while it starts.
@@ -151,6 +153,26 @@ impl Worker {
     }
 
     /// It said something on its IPC channel.
+    /// A patch the preload reports; true when it is news (a pre-fork
+    /// server's processes each report the same patches).
+    pub fn preload_patch(&mut self, p: crate::types::wire::PreloadPatch) -> bool {
+        match self.preload.iter_mut().find(|q| q.patch == p.patch) {
+            Some(q) if *q == p => false,
+            Some(q) => {
+                *q = p;
+                true
+            }
+            None => {
+                self.preload.push(p);
+                true
+            }
+        }
+    }
+
+    pub fn preload(&self) -> &[crate::types::wire::PreloadPatch] {
+        &self.preload
+    }
+
     pub fn spoke(&mut self) {
         self.spoke = true;
     }
@@ -422,6 +444,7 @@ impl Worker {
             stderr_pending: self.handover.pending[1].bytes(),
             node: self.node,
             spoke: Some(self.spoke),
+            preload: self.preload.clone(),
             notified: self.notified,
             said_ready: self.accept.said_ready(),
             ready_ms: self.ready_in.map(|d| d.as_millis() as u64),
@@ -586,6 +609,7 @@ impl Launcher<'_> {
             handover,
             node: is_node.then(NodeState::default),
             spoke: false,
+            preload: Vec::new(),
             notified: false,
             accept: Default::default(),
             disconnect_told: false,
@@ -635,6 +659,7 @@ impl Launcher<'_> {
             handover,
             node: w.node,
             spoke: w.spoke.unwrap_or(true),
+            preload: w.preload.clone(),
             notified: w.notified,
             accept: super::accepting::Watch::resumed(w.said_ready),
             disconnect_told,

@@ -142,6 +142,24 @@ impl Supervisor {
 
     pub(super) fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
         let Some(worker) = self.workers.get_mut(&id) else { return };
+        if let FromWorker::Preload(patch) = msg {
+            // hotswap's preload, not the app: the worker has not spoken.
+            if worker.preload_patch(patch.clone()) {
+                if patch.ok {
+                    tracing::debug!(worker = id, "{}: the preload patched {}", worker.label(), patch.patch);
+                } else {
+                    tracing::warn!(
+                        worker = id,
+                        "{}: the preload could not patch {} ({}): its server's own stop may lose requests caught \
+                         on keep-alive connections (rescue, on by default, answers those)",
+                        worker.label(),
+                        patch.patch,
+                        patch.error.as_deref().unwrap_or("did not apply")
+                    );
+                }
+            }
+            return;
+        }
         worker.spoke();
         let worker = &self.workers[&id];
         match msg {
@@ -182,6 +200,7 @@ impl Supervisor {
                     ch.send(to_worker::node_handle_ack());
                 }
             }
+            FromWorker::Preload(_) => {}
             FromWorker::Other(v) => {
                 let mut text = v.to_string();
                 text.truncate(200);

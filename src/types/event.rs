@@ -148,6 +148,10 @@ pub enum FromWorker {
     HandleAck { ok: bool },
     /// A message of Node's cluster protocol (`{"cmd":"NODE_CLUSTER",...}`).
     Cluster(Value),
+    /// hotswap's own preload telling what it patched:
+    /// `{"type":"hotswap:preload","patch":NAME,"ok":BOOL,"error":TEXT}`. Not
+    /// the app speaking: it does not count as the worker having spoken.
+    Preload(crate::types::wire::PreloadPatch),
     /// Valid JSON that means nothing to hotswap.
     Other(Value),
 }

@@ -176,6 +176,20 @@ pub struct WorkerStatus {
     /// How long it took from its start to ready, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_ms: Option<u64>,
+    /// What hotswap's Python preload patched in it, or failed to (a server
+    /// version whose code it does not know), as the preload told it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preload: Vec<PreloadPatch>,
+}
+
+/// One patch of a preload in a worker: `uvicorn.protocols.http.h11_impl.H11Protocol`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PreloadPatch {
+    pub patch: String,
+    pub ok: bool,
+    /// Why it did not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -288,6 +302,21 @@ impl Status {
                 restarts,
                 ready_text(w)
             );
+        }
+        let patched: Vec<&WorkerStatus> = self.workers.iter().filter(|w| !w.preload.is_empty()).collect();
+        if !patched.is_empty() {
+            let _ = writeln!(s, "\npreload patches:");
+            for w in patched {
+                let list: Vec<String> = w
+                    .preload
+                    .iter()
+                    .map(|p| match (&p.ok, &p.error) {
+                        (true, _) => p.patch.clone(),
+                        (false, e) => format!("NOT {} ({})", p.patch, e.as_deref().unwrap_or("did not apply")),
+                    })
+                    .collect();
+                let _ = writeln!(s, "{:>6}  {}", w.id, list.join(", "));
+            }
         }
         if !self.adopted.is_empty() {
             let list: Vec<String> = self

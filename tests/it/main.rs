@@ -26,6 +26,7 @@ mod proven;
 mod python;
 mod reload;
 mod rescue;
+mod rescue_measure;
 mod rollout;
 mod signals;
 mod socketio;

@@ -3,6 +3,8 @@
 //! under keep-alive and new-connection load with zero failed requests, with
 //! no readiness flag (`--ready auto` sees them accept) and no delay guess.
 
+use std::time::Duration;
+
 use crate::accepting::reloads_cleanly;
 use crate::common::*;
 
@@ -87,4 +89,74 @@ fn hypercorn_reloads_without_a_failed_request() {
         let p = Primary::builder(cmd).env("PYTHONPATH", app_dir()).arg("--ready-timeout").arg("60s").start();
         reloads_cleanly(&p, 5, "accepting");
     }
+}
+
+/// The patches the preload told the primary it made in each worker
+/// (`status --json`): `(patch, ok)`.
+fn preload_patches(p: &Primary) -> Vec<Vec<(String, bool)>> {
+    p.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w["preload"]
+                .as_array()
+                .map(|a| a.iter().map(|x| (x["patch"].as_str().unwrap().to_string(), x["ok"] == true)).collect())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// uvicorn's protocols, patched in every worker, as `status` shows; the
+/// reports are not the app speaking (the workers stay ready by their
+/// accepts, `reloads_cleanly` checks that).
+#[test]
+fn status_shows_the_preload_patches_of_each_worker() {
+    if !have("uvicorn") {
+        return;
+    }
+    let p = start(uvicorn("h11"));
+    reloads_cleanly(&p, 1, "accepting");
+    let want = ["uvicorn.protocols.http.h11_impl.H11Protocol", "uvicorn.protocols.http.h11_impl.RequestResponseCycle"];
+    wait_until(Duration::from_secs(20), "every worker's patches reported", || {
+        preload_patches(&p).iter().all(|w| want.iter().all(|n| w.contains(&(n.to_string(), true))))
+    });
+    let text = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).into_owned();
+    assert!(text.contains("preload patches:") && text.contains(want[0]), "{text}");
+}
+
+/// A server version whose code the preload does not know (here a uvicorn
+/// module whose protocol has no `shutdown`): the log says the patch did not
+/// apply, `status` shows it, and the worker serves and reloads as before.
+#[test]
+fn a_patch_that_does_not_apply_is_logged_and_shown() {
+    let dir = TempDir::new("preload-miss");
+    let pkg = dir.path("uvicorn/protocols/http");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for init in ["uvicorn", "uvicorn/protocols", "uvicorn/protocols/http"] {
+        std::fs::write(dir.path(init).join("__init__.py"), "").unwrap();
+    }
+    std::fs::write(
+        pkg.join("httptools_impl.py"),
+        "class HttpToolsProtocol:\n    def data_received(self, data): pass\n",
+    )
+    .unwrap();
+    let script = format!(
+        "import runpy, uvicorn.protocols.http.httptools_impl; runpy.run_path({:?}, run_name='__main__')",
+        fixture("stock_asyncio.py")
+    );
+    let p = Primary::builder(vec!["python3".into(), "-c".into(), script])
+        .workers(1)
+        .env("PYTHONPATH", dir.path("").display().to_string())
+        .start();
+    let name = "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol";
+    wait_until(Duration::from_secs(20), "the failed patch reported", || {
+        preload_patches(&p).first().is_some_and(|w| w.contains(&(name.to_string(), false)))
+    });
+    let log = p.log_text();
+    assert!(log.contains(&format!("the preload could not patch {name}")) && log.contains("has no shutdown"), "{log}");
+    let text = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).into_owned();
+    assert!(text.contains(&format!("NOT {name}")), "{text}");
+    assert!(p.reload().contains("serves"), "{}", p.log_text());
+    assert_eq!(p.status()["workers"][0]["ready_via"], "accepting", "the report is not the app speaking");
 }
