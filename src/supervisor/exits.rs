@@ -89,7 +89,7 @@ impl Supervisor {
             return;
         };
         let Some(mut worker) = self.workers.remove(&id) else { return };
-        worker.disarm();
+        self.timers.cancel_worker(id);
         self.on_demand.forget(id, None);
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);
@@ -162,6 +162,6 @@ impl Supervisor {
                 delay.as_millis()
             );
         }
-        let _ = self.after(delay, Timer::Respawn(slot));
+        self.after(delay, Timer::Respawn(slot));
     }
 }

@@ -51,7 +51,7 @@ impl Supervisor {
     pub(super) fn arm_memory_check(&mut self) {
         if self.settings.max_memory.is_some() && !self.memory.armed && self.stop.is_none() {
             self.memory.armed = true;
-            let _ = self.after(CHECK_EVERY, Timer::MemoryCheck);
+            self.after(CHECK_EVERY, Timer::MemoryCheck);
         }
     }
 

@@ -18,6 +18,7 @@ mod accepting;
 mod adopted;
 pub mod backoff;
 mod balance;
+mod core;
 mod exits;
 mod first_build;
 mod health;
@@ -31,7 +32,6 @@ mod resume;
 mod status;
 mod stop;
 mod subscribers;
-mod timers;
 mod upgrade;
 mod warmup;
 mod worker;
@@ -153,8 +153,9 @@ pub struct Supervisor {
     upgrade: Option<upgrade::Pending>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
     handing_over: Option<(upgrade::Pending, bool)>,
-    /// Every pending deadline, for a self-upgrade to carry over.
-    timers: timers::Timers,
+    /// Every pending deadline and every task a worker owns: cancelled with
+    /// their worker, carried over by a self-upgrade.
+    timers: core::timers::Timers<tokio::task::AbortHandle>,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
     /// Holds retiring workers' connections (`--rescue`; TCP listeners).
@@ -165,6 +166,15 @@ pub struct Supervisor {
     rescued_before_reload: u64,
     /// The running reload is done and waits for the rescue's count.
     rescue_settling: bool,
+}
+
+impl core::timers::Task for tokio::task::AbortHandle {
+    fn is_finished(&self) -> bool {
+        tokio::task::AbortHandle::is_finished(self)
+    }
+    fn abort(&self) {
+        tokio::task::AbortHandle::abort(self)
+    }
 }
 
 /// Where this primary came from: what a self-upgrade re-executes.
@@ -335,9 +345,9 @@ impl Supervisor {
         }
         if let Some(every) = self.systemd.watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
-            let _ = self.after(every, Timer::Watchdog);
+            self.after(every, Timer::Watchdog);
         }
-        let _ = self.after(adopted::TICK, Timer::Tick);
+        self.after(adopted::TICK, Timer::Tick);
         self.arm_memory_check();
         while let Some(event) = rx.recv().await {
             self.handle(event);
@@ -450,32 +460,36 @@ impl Supervisor {
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {
-                    let _ = self.after(every, Timer::Watchdog);
+                    self.after(every, Timer::Watchdog);
                 }
             }
         }
     }
 
     /// Sends `timer` after `delay`.
-    fn after(&mut self, delay: Duration, timer: Timer) -> tokio::task::AbortHandle {
+    fn after(&mut self, delay: Duration, timer: Timer) {
+        self.arm(delay, timer, None);
+    }
+
+    /// A deadline about one worker: cancelled when the worker goes, so that
+    /// thousands of reloads leave no sleeping timers behind. None for a
+    /// worker that is already gone.
+    fn worker_timer(&mut self, id: WorkerId, delay: Duration, timer: Timer) {
+        if self.workers.contains_key(&id) {
+            self.arm(delay, timer, Some(id));
+        }
+    }
+
+    /// Sends `timer` after `delay`, recorded in the one place that knows
+    /// every pending deadline ([`core::timers`]).
+    fn arm(&mut self, delay: Duration, timer: Timer, owner: Option<WorkerId>) {
         let events = self.events.clone();
         let handle = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Timer(timer)).await;
         })
         .abort_handle();
-        self.timers.add(timer, Instant::now() + delay, handle.clone());
-        handle
-    }
-
-    /// A deadline about one worker: cancelled when the worker goes, so that
-    /// thousands of reloads leave no sleeping timers behind.
-    fn worker_timer(&mut self, id: WorkerId, delay: Duration, timer: Timer) {
-        let handle = self.after(delay, timer);
-        match self.workers.get_mut(&id) {
-            Some(w) => w.arm(handle),
-            None => handle.abort(),
-        }
+        self.timers.add(timer, owner, Instant::now() + delay, handle);
     }
 
     /// What starts (or adopts) workers of a generation with `settings`.

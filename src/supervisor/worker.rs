@@ -58,8 +58,6 @@ pub struct Worker {
     /// Whether its exit should be made good by starting another worker in
     /// its slot: true until it is retired on purpose.
     respawn: bool,
-    /// Its pending deadlines, cancelled when it goes.
-    timers: Vec<tokio::task::AbortHandle>,
     /// Copies of the primary's ends of its IPC channel and output pipes,
     /// to hand over to the next image on self-upgrade.
     handover: Handover,
@@ -303,16 +301,6 @@ impl Worker {
     pub fn leave(&mut self) {
         self.state = WorkerState::Stopping;
         self.respawn = false;
-    }
-
-    /// A deadline about this worker, cancelled when it goes.
-    pub fn arm(&mut self, timer: tokio::task::AbortHandle) {
-        self.timers.push(timer);
-    }
-
-    /// Cancels its pending deadlines (it is gone).
-    pub fn disarm(&mut self) {
-        self.timers.drain(..).for_each(|t| t.abort());
     }
 
     /// Asks the worker to drain and exit: `shutdown` over IPC (then the
@@ -582,7 +570,6 @@ impl Launcher<'_> {
             killed: false,
             not_ready: None,
             respawn: true,
-            timers: Vec::new(),
             handover,
             node: is_node.then(NodeState::default),
             spoke: false,
@@ -631,7 +618,6 @@ impl Launcher<'_> {
             killed: w.killed,
             not_ready: None,
             respawn: w.respawn,
-            timers: Vec::new(),
             handover,
             node: w.node,
             spoke: w.spoke.unwrap_or(true),

@@ -312,7 +312,7 @@ impl Supervisor {
                 ev.generation = Some(self.serving_generation);
                 ev.message = Some(format!("slot {slot}: {error}"));
                 self.subscribers.emit(ev);
-                let _ = self.after(retry.delay, Timer::Respawn(slot));
+                self.after(retry.delay, Timer::Respawn(slot));
             }
         }
     }

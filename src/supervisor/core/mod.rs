@@ -1,0 +1,17 @@
+//! The supervisor's functional core: its decisions as functions of state,
+//! event and time that return what to do, with no process, socket, signal
+//! or `/proc` in sight (the layout test checks that no file here names
+//! one). The shell, the rest of [`super`], gathers the facts (a worker's
+//! state, a reading of `/proc`, the clock), asks the core, and carries the
+//! answer out: it spawns, signals, writes replies and arms timers.
+//!
+//! Each file is one concern, with its unit tests (fake workers, injected
+//! time):
+//! - [`timers`]: every pending deadline and every task a worker owns, in
+//!   one place: cancelled with their worker, handed over on self-upgrade.
+//!
+//! The reload ([`super::reload::policy`]) and the crash backoff
+//! ([`super::backoff`]) were pure before this folder existed and keep
+//! their places; the core uses them.
+
+pub mod timers;
