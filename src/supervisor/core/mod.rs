@@ -7,6 +7,9 @@
 //!
 //! Each file is one concern, with its unit tests (fake workers, injected
 //! time):
+//! - [`exits`]: what a worker's exit means (a crash to restart after the
+//!   backoff, the reload's business, the end of a stop, a first
+//!   generation that cannot start).
 //! - [`timers`]: every pending deadline and every task a worker owns, in
 //!   one place: cancelled with their worker, handed over on self-upgrade.
 //!
@@ -14,4 +17,5 @@
 //! ([`super::backoff`]) were pure before this folder existed and keep
 //! their places; the core uses them.
 
+pub mod exits;
 pub mod timers;
