@@ -12,7 +12,6 @@ use super::core::exits::{self, Around, Exited, Then};
 use super::reload::policy::Gone;
 use super::Supervisor;
 use crate::sys::reap;
-use crate::types::wire::Reply;
 use crate::types::{Exit, Timer, WorkerState};
 
 impl Supervisor {
@@ -51,22 +50,13 @@ impl Supervisor {
             return;
         }
         let Some(stop) = &mut self.stop else { return };
-        let kills = stop.kills();
         // Not a clean stop when something had to be killed: `hotswap run`
         // says so as `hotswap stop` does.
-        let code = if stop.forced || kills.is_some() { 1 } else { 0 };
-        let message = match &kills {
-            None => "stopped".to_string(),
-            Some(k) => format!("stopped, but {k}"),
-        };
+        let (code, message) = stop.outcome();
         // The `hotswap stop` clients hear how it went.
+        let reply = stop.reply();
         for w in stop.waiters.drain(..) {
-            let reply = if kills.is_none() && !stop.forced {
-                Reply::Done { message: message.clone() }
-            } else {
-                Reply::Error { error: message.clone() }
-            };
-            let _ = w.send(reply);
+            let _ = w.send(reply.clone());
         }
         self.exit = Some((code, message));
     }

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
+use self::core::stop::Stop;
 use crate::io::build::Build;
 use crate::io::control;
 use crate::io::file_watch::{self, BuildClock};
@@ -62,7 +63,6 @@ use crate::types::{unix_now, Event, Timer, WorkerId};
 use backoff::Slot;
 use reload::policy::Reload;
 use reload::queue::Queue;
-use stop::Stop;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
 

@@ -19,6 +19,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::core::stop::Way;
 use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
 use crate::io::log_format::LineLabel;
@@ -310,7 +311,8 @@ impl Worker {
         self.end_warmup();
         self.state = WorkerState::Stopping;
         self.respawn = false;
-        if let (Some(node), Some(ch)) = (self.node.as_mut(), self.ipc.as_ref()) {
+        let way = Way::of(self.node.is_some(), self.ipc.is_some(), self.ready_via, self.settings.ready, self.spoke);
+        if let (Way::Node { shutdown }, Some(node), Some(ch)) = (way, self.node.as_mut(), self.ipc.as_ref()) {
             // Node's own way: the worker closes the servers it got from the
             // primary and, once they have drained, its channel (which stays
             // open on this side: closing it would make Node exit at once).
@@ -321,23 +323,16 @@ impl Worker {
             // channel would close before that server drained.
             node.seq += 1;
             let sent = ch.send(crate::node::cluster::disconnect(node.seq));
-            if self.ready_via == Some(ReadyVia::Ipc) {
+            if shutdown {
                 ch.send(ipc::to_worker::shutdown());
             }
             ch.send(ipc::to_worker::pm2_shutdown());
             return sent;
         }
-        let speaks_ipc = match self.ready_via {
-            Some(via) => via == ReadyVia::Ipc,
-            // Under `auto`, a starting worker that never spoke IPC is not
-            // taken for one that listens to it.
-            None if self.settings.ready == ReadyMode::Auto => self.spoke,
-            None => self.settings.ready.uses_ipc(),
-        };
         let ipc = self.ipc.take();
         self.handover.ipc = None;
         if let Some(ch) = &ipc {
-            if speaks_ipc && ch.send(ipc::to_worker::shutdown()) {
+            if way == Way::Ipc && ch.send(ipc::to_worker::shutdown()) {
                 ch.disconnect();
                 return true;
             }

@@ -10,6 +10,8 @@
 //! - [`exits`]: what a worker's exit means (a crash to restart after the
 //!   backoff, the reload's business, the end of a stop, a first
 //!   generation that cannot start).
+//! - [`stop`]: what a stop request does, how a worker is asked to drain
+//!   and when it is killed, and how the stop went (exit code, message).
 //! - [`timers`]: every pending deadline and every task a worker owns, in
 //!   one place: cancelled with their worker, handed over on self-upgrade.
 //!
@@ -18,4 +20,5 @@
 //! their places; the core uses them.
 
 pub mod exits;
+pub mod stop;
 pub mod timers;
