@@ -146,7 +146,7 @@ pub struct Supervisor {
     /// Reads what workers use (off the event loop) and answers with it.
     sampler: tokio::sync::mpsc::UnboundedSender<crate::io::usage::Ask>,
     /// `--max-memory`: the check and the replacements.
-    memory: memory::MemoryWatch,
+    memory: core::memory::MemoryWatch,
     /// `--metrics`: the socket `/metrics` is served on.
     metrics: Option<crate::io::metrics::Server>,
     /// A self-upgrade waiting for its check of the new binary.

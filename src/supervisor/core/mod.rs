@@ -10,6 +10,8 @@
 //! - [`exits`]: what a worker's exit means (a crash to restart after the
 //!   backoff, the reload's business, the end of a stop, a first
 //!   generation that cannot start).
+//! - [`memory`]: `--max-memory`: which worker to replace and when
+//!   (checks in a row, the biggest first, never during a reload).
 //! - [`stop`]: what a stop request does, how a worker is asked to drain
 //!   and when it is killed, and how the stop went (exit code, message).
 //! - [`timers`]: every pending deadline and every task a worker owns, in
@@ -20,5 +22,6 @@
 //! their places; the core uses them.
 
 pub mod exits;
+pub mod memory;
 pub mod stop;
 pub mod timers;
