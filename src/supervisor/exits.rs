@@ -82,6 +82,8 @@ impl Supervisor {
         };
         let Some(mut worker) = self.workers.remove(&id) else { return };
         self.timers.cancel_worker(id);
+        // A worker whose slot was left out may die before it is told to go.
+        self.leaving.gone(id);
         self.on_demand.forget(id, None);
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);

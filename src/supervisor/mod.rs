@@ -84,7 +84,7 @@ pub struct Supervisor {
     slot_sockets: SlotSockets,
     /// Workers whose slot was left out of the balance, waiting for its
     /// queue to empty before they are told to go (since when).
-    leaving: std::collections::HashMap<WorkerId, Instant>,
+    leaving: core::balance::Leaving,
     /// The listeners' socket inodes, in the same order: how `--ready
     /// accepting` recognises them in a worker's `/proc` entries.
     inodes: Vec<u64>,

@@ -7,6 +7,8 @@
 //!
 //! Each file is one concern, with its unit tests (fake workers, injected
 //! time):
+//! - [`balance`]: `--balance`'s live slots, and a slot given up before
+//!   its worker is told to go.
 //! - [`exits`]: what a worker's exit means (a crash to restart after the
 //!   backoff, the reload's business, the end of a stop, a first
 //!   generation that cannot start).
@@ -21,6 +23,7 @@
 //! ([`super::backoff`]) were pure before this folder existed and keep
 //! their places; the core uses them.
 
+pub mod balance;
 pub mod exits;
 pub mod memory;
 pub mod stop;
