@@ -11,8 +11,15 @@
 //! arrive as SIGCHLD and are reaped in one place, by pid (`exits`), so no
 //! status is ever lost or stolen.
 //!
-//! The decisions that need no process are pure and tested on their own: the
-//! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
+//! It is split in two. The functional core (`core/`) decides: what an exit
+//! means, how a stop goes, which worker `--max-memory` replaces, which
+//! slots are live, and where every pending deadline is; like the rolling
+//! reload ([`reload::policy`]), the crash backoff ([`backoff`]) and the
+//! readiness rules (`readiness`), it is a set of functions of state,
+//! event and time, with no process, socket or `/proc` (the layout test
+//! checks it), tested with fake workers and an injected clock. The other
+//! files are the shell: they gather the facts, ask the core, and carry its
+//! answer out (spawn, signal, reply, arm a timer, read `/proc`).
 
 mod accepting;
 mod adopted;

@@ -19,9 +19,10 @@
 //! - [`timers`]: every pending deadline and every task a worker owns, in
 //!   one place: cancelled with their worker, handed over on self-upgrade.
 //!
-//! The reload ([`super::reload::policy`]) and the crash backoff
-//! ([`super::backoff`]) were pure before this folder existed and keep
-//! their places; the core uses them.
+//! The reload ([`super::reload::policy`]), the crash backoff
+//! ([`super::backoff`]) and the readiness rules (`super::readiness`) were
+//! pure before this folder existed and keep their places; the core uses
+//! the first two.
 
 pub mod balance;
 pub mod exits;
