@@ -35,7 +35,11 @@
 //!   slots are live for `--balance`, exits
 //!   and crash backoff, processes workers leave behind (adopted as
 //!   subreaper), stop, status (with what workers use), the `--max-memory`
-//!   check, event subscribers, self-upgrade.
+//!   check, event subscribers, self-upgrade. Inside it, a functional core
+//!   (`supervisor/core/`: exits, stop, memory replacement, balance, every
+//!   pending timer) decides from state, event and time without touching a
+//!   process, socket or `/proc`, and the rest of the folder is the shell
+//!   that gathers facts and carries the decisions out.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk
 //!   to a running primary; [`check`]: `hotswap check`, a configuration
 //!   validated as `run` would start it; [`manual`]: the man pages, the

@@ -224,7 +224,7 @@ impl Supervisor {
             tracing::error!("the guardian process {} {why}; replacing it", self.guardian.pid());
             self.restart_guardian();
         }
-        let _ = self.after(CHECK_EVERY, crate::types::Timer::OrphanAndGuardianCheck);
+        self.after(CHECK_EVERY, crate::types::Timer::OrphanAndGuardianCheck);
     }
 
     /// Starts a new guardian with every group the primary protects (the old

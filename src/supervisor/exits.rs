@@ -1,16 +1,17 @@
-//! What happens when a child exits: reaping by pid, then routing the exit
-//! to the reload, the stop or the crash restart (with the backoff of
-//! [`super::backoff`]).
+//! What happens when a child exits: reaping by pid, then carrying out what
+//! the exit means, as [`super::core::exits`] decides it (the reload's
+//! business, the end of a stop, a crash restart after the backoff of
+//! [`super::backoff`], a first generation that cannot start).
 
 use std::time::Instant;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use super::core::exits::{self, Around, Exited, Then};
 use super::reload::policy::Gone;
 use super::Supervisor;
 use crate::sys::reap;
-use crate::types::wire::Reply;
 use crate::types::{Exit, Timer, WorkerState};
 
 impl Supervisor {
@@ -49,22 +50,13 @@ impl Supervisor {
             return;
         }
         let Some(stop) = &mut self.stop else { return };
-        let kills = stop.kills();
         // Not a clean stop when something had to be killed: `hotswap run`
         // says so as `hotswap stop` does.
-        let code = if stop.forced || kills.is_some() { 1 } else { 0 };
-        let message = match &kills {
-            None => "stopped".to_string(),
-            Some(k) => format!("stopped, but {k}"),
-        };
+        let (code, message) = stop.outcome();
         // The `hotswap stop` clients hear how it went.
+        let reply = stop.reply();
         for w in stop.waiters.drain(..) {
-            let reply = if kills.is_none() && !stop.forced {
-                Reply::Done { message: message.clone() }
-            } else {
-                Reply::Error { error: message.clone() }
-            };
-            let _ = w.send(reply);
+            let _ = w.send(reply.clone());
         }
         self.exit = Some((code, message));
     }
@@ -89,7 +81,9 @@ impl Supervisor {
             return;
         };
         let Some(mut worker) = self.workers.remove(&id) else { return };
-        worker.disarm();
+        self.timers.cancel_worker(id);
+        // A worker whose slot was left out may die before it is told to go.
+        self.leaving.gone(id);
         self.on_demand.forget(id, None);
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);
@@ -104,9 +98,6 @@ impl Supervisor {
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());
         if worker.state() == WorkerState::Stopping {
-            if let Some(slot) = self.crash_history.get_mut(worker.slot()) {
-                slot.retired();
-            }
             tracing::info!(
                 worker = id,
                 pid = pid_raw,
@@ -129,39 +120,46 @@ impl Supervisor {
 
         // What it left behind, re-parented to us at its exit, goes too.
         self.scan_orphans();
-        if self.stop.is_some() {
-            self.finish_stop_if_done();
-            return;
+        if self.stop.is_none() {
+            self.notify_status();
         }
-        self.notify_status();
         let label = worker.label();
         let hint = (worker.state() == WorkerState::Starting).then(|| worker.diagnosis());
-        let gone = Gone { label: &label, how, killed: worker.killed(), hint: hint.as_deref() };
-        if self.reload_on_exit(id, &gone) || !worker.respawn() {
-            return;
+        let exited = Exited {
+            id,
+            slot: worker.slot(),
+            state: worker.state(),
+            respawn: worker.respawn(),
+            lived,
+            not_ready: worker.not_ready(),
+            gone: Gone { label: &label, how, killed: worker.killed(), hint: hint.as_deref() },
+        };
+        let pool = self.members();
+        let around = Around {
+            stopping: self.stop.is_some(),
+            ever_ready: self.ever_ready,
+            slots: &mut self.crash_history,
+            reload: self.reload.as_mut(),
+            pool: &pool,
+        };
+        match exits::on_exit(&exited, around, Instant::now()) {
+            Then::StopMayBeDone => self.finish_stop_if_done(),
+            Then::Reload(order) => self.obey(order),
+            Then::Nothing => {}
+            Then::GiveUp(why) => {
+                tracing::error!("{why}");
+                self.kill_all();
+                self.exit = Some((1, why));
+            }
+            Then::Respawn { slot, delay, streak } => {
+                if !delay.is_zero() {
+                    tracing::warn!(
+                        "slot {slot} crashed {streak} times in a row; restarting in {} ms",
+                        delay.as_millis()
+                    );
+                }
+                self.after(delay, Timer::Respawn(slot));
+            }
         }
-        if !self.ever_ready {
-            let why = match worker.not_ready() {
-                Some(not_ready) => format!("the first generation cannot start: {not_ready}"),
-                None => format!(
-                    "the first generation cannot start: {label} {how} before it was ready{}",
-                    hint.map(|h| format!(": {h}")).unwrap_or_default()
-                ),
-            };
-            tracing::error!("{why}");
-            self.kill_all();
-            self.exit = Some((1, why));
-            return;
-        }
-        let slot = worker.slot();
-        let delay = self.crash_history[slot].crashed(lived, Instant::now());
-        if !delay.is_zero() {
-            tracing::warn!(
-                "slot {slot} crashed {} times in a row; restarting in {} ms",
-                self.crash_history[slot].streak(),
-                delay.as_millis()
-            );
-        }
-        let _ = self.after(delay, Timer::Respawn(slot));
     }
 }

@@ -59,8 +59,8 @@ impl Supervisor {
         tracing::info!(worker = id, "{} says it is ready ({via}); health check: GET {path}", w.label());
         let handle = health::start(check, self.events.clone());
         let Some(w) = self.workers.get_mut(&id) else { return false };
-        w.arm(handle);
         w.set_health(Health::Checking(via));
+        self.timers.add_task(id, std::time::Instant::now(), handle);
         true
     }
 

@@ -11,13 +11,21 @@
 //! arrive as SIGCHLD and are reaped in one place, by pid (`exits`), so no
 //! status is ever lost or stolen.
 //!
-//! The decisions that need no process are pure and tested on their own: the
-//! rolling reload in [`reload::policy`], the crash backoff in [`backoff`].
+//! It is split in two. The functional core (`core/`) decides: what an exit
+//! means, how a stop goes, which worker `--max-memory` replaces, which
+//! slots are live, and where every pending deadline is; like the rolling
+//! reload ([`reload::policy`]), the crash backoff ([`backoff`]) and the
+//! readiness rules (`readiness`), it is a set of functions of state,
+//! event and time, with no process, socket or `/proc` (the layout test
+//! checks it), tested with fake workers and an injected clock. The other
+//! files are the shell: they gather the facts, ask the core, and carry its
+//! answer out (spawn, signal, reply, arm a timer, read `/proc`).
 
 mod accepting;
 mod adopted;
 pub mod backoff;
 mod balance;
+mod core;
 mod exits;
 mod first_build;
 mod health;
@@ -31,7 +39,6 @@ mod resume;
 mod status;
 mod stop;
 mod subscribers;
-mod timers;
 mod upgrade;
 mod warmup;
 mod worker;
@@ -47,6 +54,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
+use self::core::stop::Stop;
 use crate::io::build::Build;
 use crate::io::control;
 use crate::io::file_watch::{self, BuildClock};
@@ -62,7 +70,6 @@ use crate::types::{unix_now, Event, Timer, WorkerId};
 use backoff::CrashHistory;
 use reload::policy::Reload;
 use reload::queue::Queue;
-use stop::Stop;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
 
@@ -84,7 +91,7 @@ pub struct Supervisor {
     slot_sockets: SlotSockets,
     /// Workers whose slot was left out of the balance, waiting for its
     /// queue to empty before they are told to go (since when).
-    leaving: std::collections::HashMap<WorkerId, Instant>,
+    leaving: core::balance::Leaving,
     /// The listeners' socket inodes, in the same order: how `--ready
     /// accepting` recognises them in a worker's `/proc` entries.
     inodes: Vec<u64>,
@@ -147,15 +154,16 @@ pub struct Supervisor {
     /// Reads what workers use (off the event loop) and answers with it.
     sampler: tokio::sync::mpsc::UnboundedSender<crate::io::usage::Ask>,
     /// `--max-memory`: the check and the replacements.
-    memory: memory::MemoryWatch,
+    memory: core::memory::MemoryWatch,
     /// `--metrics`: the socket `/metrics` is served on.
     metrics: Option<crate::io::metrics::Server>,
     /// A self-upgrade waiting for its check of the new binary.
     upgrade: Option<upgrade::InFlight>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
     handing_over: Option<(upgrade::InFlight, bool)>,
-    /// Every pending deadline, for a self-upgrade to carry over.
-    timers: timers::Timers,
+    /// Every pending deadline and every task a worker owns: cancelled with
+    /// their worker, carried over by a self-upgrade.
+    timers: core::timers::Timers<tokio::task::AbortHandle>,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
     /// Holds retiring workers' connections (`--rescue`; TCP listeners).
@@ -166,6 +174,15 @@ pub struct Supervisor {
     rescued_before_reload: u64,
     /// The running reload is done and waits for the rescue's count.
     rescue_settling: bool,
+}
+
+impl core::timers::Task for tokio::task::AbortHandle {
+    fn is_finished(&self) -> bool {
+        tokio::task::AbortHandle::is_finished(self)
+    }
+    fn abort(&self) {
+        tokio::task::AbortHandle::abort(self)
+    }
 }
 
 /// Where this primary came from: what a self-upgrade re-executes.
@@ -336,9 +353,9 @@ impl Supervisor {
         }
         if let Some(every) = self.systemd.watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
-            let _ = self.after(every, Timer::Watchdog);
+            self.after(every, Timer::Watchdog);
         }
-        let _ = self.after(adopted::CHECK_EVERY, Timer::OrphanAndGuardianCheck);
+        self.after(adopted::CHECK_EVERY, Timer::OrphanAndGuardianCheck);
         self.arm_memory_check();
         while let Some(event) = rx.recv().await {
             self.handle(event);
@@ -451,32 +468,36 @@ impl Supervisor {
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {
-                    let _ = self.after(every, Timer::Watchdog);
+                    self.after(every, Timer::Watchdog);
                 }
             }
         }
     }
 
     /// Sends `timer` after `delay`.
-    fn after(&mut self, delay: Duration, timer: Timer) -> tokio::task::AbortHandle {
+    fn after(&mut self, delay: Duration, timer: Timer) {
+        self.arm(delay, timer, None);
+    }
+
+    /// A deadline about one worker: cancelled when the worker goes, so that
+    /// thousands of reloads leave no sleeping timers behind. None for a
+    /// worker that is already gone.
+    fn worker_timer(&mut self, id: WorkerId, delay: Duration, timer: Timer) {
+        if self.workers.contains_key(&id) {
+            self.arm(delay, timer, Some(id));
+        }
+    }
+
+    /// Sends `timer` after `delay`, recorded in the one place that knows
+    /// every pending deadline ([`core::timers`]).
+    fn arm(&mut self, delay: Duration, timer: Timer, owner: Option<WorkerId>) {
         let events = self.events.clone();
         let handle = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Timer(timer)).await;
         })
         .abort_handle();
-        self.timers.add(timer, Instant::now() + delay, handle.clone());
-        handle
-    }
-
-    /// A deadline about one worker: cancelled when the worker goes, so that
-    /// thousands of reloads leave no sleeping timers behind.
-    fn worker_timer(&mut self, id: WorkerId, delay: Duration, timer: Timer) {
-        let handle = self.after(delay, timer);
-        match self.workers.get_mut(&id) {
-            Some(w) => w.arm(handle),
-            None => handle.abort(),
-        }
+        self.timers.add(timer, owner, Instant::now() + delay, handle);
     }
 
     /// What starts (or adopts) workers of a generation with `settings`.

@@ -242,4 +242,63 @@ mod tests {
         assert_eq!(learned(None, ReadyVia::Accepting), None);
         assert_eq!(learned(None, ReadyVia::Assumed), None);
     }
+
+    #[test]
+    fn accepting_takes_a_proven_worker_whatever_it_said_on_notify() {
+        let now = Instant::now();
+        let f =
+            |said_ready| Facts { mode: ReadyMode::Accepting, notify: true, said_ready, seen: Seen::Proven(now), now };
+        assert_eq!(judge(&f(false)), Verdict::Ready(ReadyVia::Accepting), "READY=1 is not needed");
+        assert_eq!(judge(&f(true)), Verdict::Ready(ReadyVia::Accepting), "nor does it make it notify-ready");
+    }
+
+    #[test]
+    fn auto_settles_exactly_at_its_settling_time_and_never_before() {
+        let t0 = Instant::now();
+        let just_before = t0 + AUTO_SETTLE - Duration::from_millis(1);
+        assert_eq!(
+            judge(&facts(ReadyMode::Auto, Seen::Proven(t0), just_before)),
+            Verdict::Settle(Duration::from_millis(1))
+        );
+        assert_eq!(
+            judge(&facts(ReadyMode::Auto, Seen::Proven(t0), t0 + AUTO_SETTLE)),
+            Verdict::Ready(ReadyVia::Accepting)
+        );
+        // A proof timed after the look (clocks read in another order) waits
+        // the whole settling time, never a negative one.
+        assert_eq!(
+            judge(&facts(ReadyMode::Auto, Seen::Proven(t0 + Duration::from_millis(5)), t0)),
+            Verdict::Settle(AUTO_SETTLE)
+        );
+    }
+
+    #[test]
+    fn the_probe_interval_grows_with_the_workers_age_within_its_bounds() {
+        assert_eq!(probe_interval(Duration::ZERO), PROBE_FIRST);
+        assert_eq!(probe_interval(Duration::from_millis(160)), PROBE_FIRST);
+        assert_eq!(probe_interval(Duration::from_millis(400)), Duration::from_millis(50));
+        assert_eq!(probe_interval(Duration::from_millis(800)), PROBE_LONGEST);
+        assert_eq!(probe_interval(Duration::from_secs(600)), PROBE_LONGEST);
+    }
+
+    #[test]
+    fn a_probe_that_is_old_enough_is_given_up_even_unlooked_for() {
+        assert!(!probe_given_up(PROBE_LIFE - Duration::from_millis(1), 0, Some(false)));
+        assert!(probe_given_up(PROBE_LIFE, 0, Some(false)), "queued or not");
+    }
+
+    #[test]
+    fn node_cluster_listening_never_counts_under_delay_or_none() {
+        for mode in [ReadyMode::None, ReadyMode::Delay(Duration::from_secs(1))] {
+            assert!(!cluster_listening_counts(mode, None), "{mode}");
+        }
+    }
+
+    #[test]
+    fn the_first_announcement_learned_wins_over_later_ones() {
+        assert_eq!(learned(None, ReadyVia::Notify), Some(ReadyVia::Notify));
+        assert_eq!(learned(Some(ReadyVia::Notify), ReadyVia::Cluster), Some(ReadyVia::Notify));
+        assert_eq!(learned(Some(ReadyVia::Cluster), ReadyVia::Notify), Some(ReadyVia::Cluster));
+        assert_eq!(learned(Some(ReadyVia::Ipc), ReadyVia::Assumed), Some(ReadyVia::Ipc), "assumed is no announcement");
+    }
 }

@@ -363,7 +363,7 @@ impl Supervisor {
                     if let Some(s) = self.crash_history.get_mut(slot) {
                         s.waits_until(now + left);
                     }
-                    let _ = self.after(left, t.timer);
+                    self.after(left, t.timer);
                 }
                 // Re-armed by the event loop itself when it starts.
                 Timer::Watchdog | Timer::OrphanAndGuardianCheck | Timer::MemoryCheck => {}

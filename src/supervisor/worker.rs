@@ -19,6 +19,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::core::stop::Way;
 use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
 use crate::io::log_format::LineLabel;
@@ -58,8 +59,6 @@ pub struct Worker {
     /// Whether its exit should be made good by starting another worker in
     /// its slot: true until it is retired on purpose.
     respawn: bool,
-    /// Its pending deadlines, cancelled when it goes.
-    timers: Vec<tokio::task::AbortHandle>,
     /// Copies of the primary's ends of its IPC channel and output pipes,
     /// to hand over to the next image on self-upgrade.
     handover: Handover,
@@ -327,16 +326,6 @@ impl Worker {
         self.respawn = false;
     }
 
-    /// A deadline about this worker, cancelled when it goes.
-    pub fn arm(&mut self, timer: tokio::task::AbortHandle) {
-        self.timers.push(timer);
-    }
-
-    /// Cancels its pending deadlines (it is gone).
-    pub fn disarm(&mut self) {
-        self.timers.drain(..).for_each(|t| t.abort());
-    }
-
     /// Asks the worker to drain and exit: `shutdown` over IPC (then the
     /// channel is closed) when it speaks IPC, else `--stop-signal` to its
     /// main process, as systemd would. Returns whether IPC was used.
@@ -344,7 +333,8 @@ impl Worker {
         self.end_warmup();
         self.state = WorkerState::Stopping;
         self.respawn = false;
-        if let (Some(node), Some(ch)) = (self.node.as_mut(), self.ipc.as_ref()) {
+        let way = Way::of(self.node.is_some(), self.ipc.is_some(), self.ready_via, self.settings.ready, self.spoke);
+        if let (Way::Node { shutdown }, Some(node), Some(ch)) = (way, self.node.as_mut(), self.ipc.as_ref()) {
             // Node's own way: the worker closes the servers it got from the
             // primary and, once they have drained, its channel (which stays
             // open on this side: closing it would make Node exit at once).
@@ -355,23 +345,16 @@ impl Worker {
             // channel would close before that server drained.
             node.seq += 1;
             let sent = ch.send(crate::node::cluster::disconnect(node.seq));
-            if self.ready_via == Some(ReadyVia::Ipc) {
+            if shutdown {
                 ch.send(ipc::to_worker::shutdown());
             }
             ch.send(ipc::to_worker::pm2_shutdown());
             return sent;
         }
-        let speaks_ipc = match self.ready_via {
-            Some(via) => via == ReadyVia::Ipc,
-            // Under `auto`, a starting worker that never spoke IPC is not
-            // taken for one that listens to it.
-            None if self.settings.ready == ReadyMode::Auto => self.spoke,
-            None => self.settings.ready.uses_ipc(),
-        };
         let ipc = self.ipc.take();
         self.handover.ipc = None;
         if let Some(ch) = &ipc {
-            if speaks_ipc && ch.send(ipc::to_worker::shutdown()) {
+            if way == Way::Ipc && ch.send(ipc::to_worker::shutdown()) {
                 ch.disconnect();
                 return true;
             }
@@ -605,7 +588,6 @@ impl Launcher<'_> {
             killed: false,
             not_ready: None,
             respawn: true,
-            timers: Vec::new(),
             handover,
             node: is_node.then(NodeState::default),
             spoke: false,
@@ -655,7 +637,6 @@ impl Launcher<'_> {
             killed: w.killed,
             not_ready: None,
             respawn: w.respawn,
-            timers: Vec::new(),
             handover,
             node: w.node,
             spoke: w.spoke.unwrap_or(true),

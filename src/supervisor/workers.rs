@@ -89,16 +89,12 @@ impl Supervisor {
             "{} stopping ({how})",
             w.label()
         );
-        let timeout = w.settings().shutdown_timeout;
-        let node = w.node().is_some();
+        let deadlines = super::core::stop::deadlines(id, w.settings().shutdown_timeout, w.node().is_some());
         if closed {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
         }
-        self.worker_timer(id, timeout, Timer::Shutdown(id));
-        if node {
-            // If its channel never closes (a connection that never ends),
-            // the stop signal comes halfway to the kill.
-            self.worker_timer(id, timeout / 2, Timer::StopSignal(id));
+        for (after, timer) in deadlines {
+            self.worker_timer(id, after, timer);
         }
     }
 
@@ -268,7 +264,7 @@ impl Supervisor {
     /// A stopping worker's drain deadline passed.
     pub(super) fn on_shutdown_deadline(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else { return };
-        if w.state() == WorkerState::Stopping && !w.killed() {
+        if super::core::stop::kill_at_deadline(w.state(), w.killed()) {
             tracing::warn!(
                 worker = id,
                 "{} did not exit within {} of shutdown; killing it",
@@ -331,7 +327,7 @@ impl Supervisor {
                 ev.generation = Some(self.serving_generation);
                 ev.message = Some(format!("slot {slot}: {error}"));
                 self.subscribers.emit(ev);
-                let _ = self.after(retry.delay, Timer::Respawn(slot));
+                self.after(retry.delay, Timer::Respawn(slot));
             }
         }
     }

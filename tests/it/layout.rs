@@ -171,3 +171,22 @@ fn the_supervisor_has_no_field_visible_outside_it() {
     let body = text.split("pub struct Supervisor {").nth(1).unwrap().split("\n}").next().unwrap();
     assert!(!body.contains("pub"), "a field of Supervisor is public:\n{body}");
 }
+
+#[test]
+fn the_supervisors_core_names_no_process_socket_or_proc_api() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src/supervisor/core"), &mut files);
+    assert!(!files.is_empty(), "src/supervisor/core holds the supervisor's decisions");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        // What the docs say of the shell is no use of it.
+        let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        for api in ["nix::", "libc::", "std::process", "tokio::net", "std::fs", "/proc", "crate::sys", "crate::io"] {
+            assert!(
+                !code.contains(api),
+                "{} is the supervisor's functional core: it must not name {api} (the shell does the I/O)",
+                f.display()
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@ pub mod queue;
 
 use std::time::{Duration, Instant};
 
-use policy::{ExitVerdict, Gone, Member, Order, Reload};
+use policy::{Member, Order, Reload};
 pub use queue::Ask;
 
 use super::Supervisor;
@@ -120,7 +120,7 @@ impl Supervisor {
     }
 
     /// The pool as the policy sees it.
-    fn members(&self) -> Vec<Member> {
+    pub(in crate::supervisor) fn members(&self) -> Vec<Member> {
         self.workers.values().map(|w| Member { id: w.id(), slot: w.slot(), state: w.state() }).collect()
     }
 
@@ -139,7 +139,7 @@ impl Supervisor {
     }
 
     /// Carries out the policy's orders until it waits for an event.
-    fn obey(&mut self, mut order: Order) {
+    pub(in crate::supervisor) fn obey(&mut self, mut order: Order) {
         loop {
             let Some(reload) = self.reload.as_mut() else { return };
             order = match order {
@@ -217,20 +217,6 @@ impl Supervisor {
     pub(super) fn reload_enqueue(&mut self, id: WorkerId) {
         if let Some(r) = self.reload.as_mut() {
             r.enqueue(id);
-        }
-    }
-
-    /// A worker exited (already removed from the pool). True when the
-    /// reload accounts for it, so the supervisor must not treat it as a crash.
-    pub(super) fn reload_on_exit(&mut self, id: WorkerId, gone: &Gone<'_>) -> bool {
-        let pool = self.members();
-        let Some(reload) = self.reload.as_mut() else { return false };
-        match reload.on_exit(id, gone, &pool) {
-            ExitVerdict::Crash => false,
-            ExitVerdict::Handled(order) => {
-                self.obey(order);
-                true
-            }
         }
     }
 
