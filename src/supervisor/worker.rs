@@ -102,6 +102,9 @@ struct Handover {
     stderr: OwnedFd,
     /// What the output readers hold, carried with the pipes.
     pending: [Pending; 2],
+    /// Its bind filter's listener (`--bind-intercept`), answered by a task
+    /// of this image and by the next one's after an upgrade.
+    bind_notify: Option<OwnedFd>,
 }
 
 impl Worker {
@@ -420,6 +423,7 @@ impl Worker {
             stderr_fd: self.handover.stderr.as_raw_fd(),
             stdout_pending: self.handover.pending[0].bytes(),
             stderr_pending: self.handover.pending[1].bytes(),
+            bind_notify_fd: self.handover.bind_notify.as_ref().map(|f| f.as_raw_fd()),
             node: self.node,
             spoke: Some(self.spoke),
             notified: self.notified,
@@ -475,7 +479,7 @@ impl Launcher<'_> {
             self.output.forward(out_r, Stream::Stdout, line_label.clone(), carried[0]),
             self.output.forward(err_r, Stream::Stderr, line_label, carried[1]),
         ];
-        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending };
+        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending, bind_notify: None };
         let channel = match ipc {
             Some(fd) => {
                 let stream = std::os::unix::net::UnixStream::from(fd);
@@ -504,7 +508,10 @@ impl Launcher<'_> {
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
         // Its IPC pair, output pipes, the copies kept for an upgrade, a
         // notify socket, and the fork's own: refused while fds run low.
-        crate::sys::fd_limit::room(FDS_PER_START).map_err(|e| anyhow::anyhow!("cannot start a worker: {e}"))?;
+        // Under --bind-intercept also its filter's fd, a copy, and a copy of
+        // each listener for the task that answers it.
+        let more = 2 + self.listeners.len() as u64;
+        crate::sys::fd_limit::room(FDS_PER_START + more).map_err(|e| anyhow::anyhow!("cannot start a worker: {e}"))?;
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
             .context("creating the IPC socketpair")?;
         let (out_r, out_w) = pipe()?;
@@ -555,6 +562,8 @@ impl Launcher<'_> {
             set(&mut env, "NOTIFY_SOCKET", n.path().as_os_str());
         }
 
+        #[cfg(target_os = "linux")]
+        let filter = self.bind_filter(id, generation)?;
         let fds = Fds {
             stdin: devnull.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
@@ -562,11 +571,19 @@ impl Launcher<'_> {
             listeners: &listener_fds,
             ipc: theirs.as_raw_fd(),
             nice: self.warm.map(|(w, _)| w),
+            #[cfg(target_os = "linux")]
+            intercept: filter.as_ref(),
         };
-        let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
+        let spawned = spawn::spawn(&self.settings.command, &env, &fds)?;
+        let pid = spawned.pid;
         drop((theirs, out_w, err_w, devnull));
+        #[cfg(target_os = "linux")]
+        let bind_notify = self.bind_intercepted(spawned.intercept, (id, generation, pid), slot)?;
+        #[cfg(not(target_os = "linux"))]
+        let bind_notify = None;
 
-        let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
+        let (ipc, mut handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
+        handover.bind_notify = bind_notify;
         Ok(Worker {
             id,
             slot,
@@ -598,6 +615,91 @@ impl Launcher<'_> {
         runs_node(self.settings, self.base_env)
     }
 
+    /// The bind filter a new worker gets (`--bind-intercept`): under
+    /// `auto` when some listener is TCP and the kernel can; `on` refuses to
+    /// start a worker without it.
+    #[cfg(target_os = "linux")]
+    fn bind_filter(&self, id: WorkerId, generation: u64) -> Result<Option<crate::io::bind_intercept::Filter>> {
+        use crate::io::bind_intercept;
+        let tcp = self.listeners.iter().any(|l| matches!(l.addr, ListenAddr::Tcp(_)));
+        match self.settings.bind_intercept {
+            NodeMode::Off => Ok(None),
+            NodeMode::Auto if !tcp => Ok(None),
+            mode => match bind_intercept::support() {
+                Ok(()) => Ok(Some(bind_intercept::Filter::new())),
+                Err(why) if mode == NodeMode::On => anyhow::bail!("--bind-intercept on: {why}"),
+                Err(why) => {
+                    bind_intercept::refused(&format!("[w{id} g{generation}]"), id, &why);
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// What became of a new worker's bind filter: in place, its calls are
+    /// answered from now on (and a copy of its fd is returned, for an
+    /// upgrade); refused, said. A worker whose filter is in place but
+    /// cannot be answered, or refused under `on`, is killed: its binds
+    /// would fail with `ENOSYS`.
+    #[cfg(target_os = "linux")]
+    fn bind_intercepted(
+        &self,
+        installed: crate::io::bind_intercept::Installed,
+        (id, generation, pid): (WorkerId, u64, Pid),
+        slot: usize,
+    ) -> Result<Option<OwnedFd>> {
+        use crate::io::bind_intercept::{self, Installed};
+        let name = label(id, generation, pid.as_raw());
+        let kill_it = |why: anyhow::Error| {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            why
+        };
+        match installed {
+            Installed::No => Ok(None),
+            Installed::Yes(notifier) => {
+                let answered = (|| {
+                    let copy = notifier.try_clone().context("duplicating its bind filter's fd")?;
+                    let targets = self.bind_targets(slot)?;
+                    bind_intercept::serve(notifier, targets, id, name.clone()).context("answering its bind filter")?;
+                    Ok(copy)
+                })();
+                answered.map(Some).map_err(kill_it)
+            }
+            Installed::Refused(e) => {
+                let why = crate::sys::bind_intercept::explain(&e);
+                if self.settings.bind_intercept == NodeMode::On {
+                    return Err(kill_it(anyhow::anyhow!("--bind-intercept on: {name}: {why}")));
+                }
+                bind_intercept::refused(&name, id, &why);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Copies of the sockets a worker of `slot` holds at fd 3, 4, ...,
+    /// with their addresses: what its binds may be given.
+    #[cfg(target_os = "linux")]
+    fn bind_targets(&self, slot: usize) -> Result<Vec<crate::io::bind_intercept::Target>> {
+        let fds = self.slot_sockets.fds(self.listeners, slot);
+        self.listeners
+            .iter()
+            .zip(fds)
+            .map(|(l, fd)| {
+                let addr = match &l.addr {
+                    ListenAddr::Tcp(sa) => Some(*sa),
+                    ListenAddr::Unix(_) => None,
+                };
+                // SAFETY: the fd is a listener's or slot socket's, which the
+                // primary keeps open for its life; only borrowed to copy it.
+                let copy = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+                    .try_clone_to_owned()
+                    .with_context(|| format!("duplicating {}", l.addr))?;
+                crate::io::bind_intercept::Target::new(addr, copy).with_context(|| format!("{}", l.addr))
+            })
+            .collect()
+    }
+
     fn is_python(&self) -> bool {
         match self.settings.python {
             NodeMode::On => true,
@@ -613,7 +715,15 @@ impl Launcher<'_> {
     pub fn adopt(&self, w: &WorkerSnapshot, fds: WorkerFds) -> Result<Worker> {
         let pid = Pid::from_raw(w.pid);
         let carried = [&w.stdout_pending[..], &w.stderr_pending[..]];
-        let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        let (ipc, mut handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = fds.bind_notify {
+            let notifier = crate::io::bind_intercept::Notifier::adopt(fd);
+            handover.bind_notify = Some(notifier.try_clone().context("duplicating a bind filter's fd")?);
+            let targets = self.bind_targets(w.slot)?;
+            crate::io::bind_intercept::serve(notifier, targets, w.id, label(w.id, w.generation, w.pid))
+                .context("answering a bind filter")?;
+        }
         // A channel closed before the upgrade was said closed then.
         let disconnect_told = ipc.is_none();
         Ok(Worker {
