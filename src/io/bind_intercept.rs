@@ -114,7 +114,7 @@ fn answer(notifier: &Notifier, targets: &[Target], n: &Notice, (label, worker): 
                             if warn.allow() {
                                 tracing::warn!(
                                     worker,
-                                    "{label} binds {r} (pid {}, fd {}), which hotswap listens on, but its socket \
+                                    "{label} binds {r} (thread {}, fd {}), which hotswap listens on, but its socket \
                                      cannot be looked at ({e}): the bind is its own",
                                     n.pid,
                                     n.fd
@@ -154,7 +154,7 @@ fn answer(notifier: &Notifier, targets: &[Target], n: &Notice, (label, worker): 
                     if warn.allow() {
                         tracing::info!(
                             worker,
-                            "{label} binds {} itself (pid {}, fd {}): it gets hotswap's socket {} (fd {})",
+                            "{label} binds {} itself (thread {}, fd {}): it gets hotswap's socket {} (fd {})",
                             requested.map(|r| r.to_string()).unwrap_or_default(),
                             n.pid,
                             n.fd,

@@ -250,6 +250,14 @@ impl Worker {
             (None, ReadyMode::Auto) if !self.spoke => {
                 format!("it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}", accepts())
             }
+            // It would have been ready by the clock alone: what it said
+            // does not matter, why it ended does.
+            (None, ReadyMode::Delay(_)) => format!(
+                "under --ready {} it is ready once that time has passed, and it ended before: its own output above \
+                 says why (a server that binds a --listen address itself fails with EADDRINUSE where bind \
+                 interception is off or refused: docs/own-bind.md)",
+                self.settings.ready
+            ),
             (None, _) if !self.spoke => "it said nothing on its IPC channel (the fd in HOTSWAP_IPC_FD): a worker says \
                  {\"type\":\"listening\"} there when it serves; for an app that cannot, use --ready accepting \
                  (any server), --ready notify (systemd-style apps), --ready delay:DUR or --ready none"

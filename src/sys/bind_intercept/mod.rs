@@ -215,7 +215,8 @@ pub enum Call {
 #[derive(Debug, Clone, Copy)]
 pub struct Notice {
     pub id: u64,
-    /// The calling thread's process, in the primary's pid namespace.
+    /// The calling thread (its tid, not its process's pid), in the
+    /// primary's pid namespace.
     pub pid: i32,
     /// The fd the call names (its first argument).
     pub fd: i32,
@@ -378,10 +379,16 @@ pub struct TheirSocket {
     pub cloexec: bool,
 }
 
-/// Looks at fd `fd` of process `pid` through a copy (`pidfd_getfd`) and
-/// its `/proc/PID/fdinfo` entry.
-pub fn their_socket(pid: i32, fd: i32) -> io::Result<TheirSocket> {
+/// Looks at fd `fd` of thread `tid` (a notification names the calling
+/// thread: Go binds from any thread) through a copy (`pidfd_getfd`, of its
+/// process) and its `/proc/TID/fdinfo` entry.
+pub fn their_socket(tid: i32, fd: i32) -> io::Result<TheirSocket> {
     use socket2::SockRef;
+    let pid = std::fs::read_to_string(format!("/proc/{tid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .ok_or_else(|| io::Error::other(format!("no Tgid in /proc/{tid}/status")))?;
     let process = super::pidfd::open(pid)?;
     let copy = super::pidfd::copy_fd(&process, fd)?;
     let sock = SockRef::from(&copy);
@@ -389,7 +396,7 @@ pub fn their_socket(pid: i32, fd: i32) -> io::Result<TheirSocket> {
         && matches!(sock.domain()?, d if d == socket2::Domain::IPV4 || d == socket2::Domain::IPV6)
         && sock.protocol()?.is_none_or(|p| p == socket2::Protocol::TCP);
     let v6_only = sock.domain()? == socket2::Domain::IPV6 && sock.only_v6()?;
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    let info = std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}"))?;
     let flags = info
         .lines()
         .find_map(|l| l.strip_prefix("flags:"))
