@@ -206,3 +206,41 @@ fn without_the_filter_the_bind_fails_and_the_delay_error_says_why() {
     assert!(error.contains("ended before: its own output above says why"), "{error}");
     assert!(error.contains("docs/own-bind.md"), "{error}");
 }
+
+/// A self-upgrade hands the filter over: a worker started before it that
+/// binds after it is answered by the new image (its bind of the `-l`
+/// address gets hotswap's socket, its bind of another port is its own),
+/// rather than failing with `ENOSYS` or hanging.
+#[test]
+fn binds_after_a_self_upgrade_are_answered_by_the_new_image() {
+    let (port, own) = (free_port(), free_port());
+    let dir = TempDir::new("own-bind-upgrade");
+    let trigger = dir.path("bind-now");
+    let server = format!(
+        "import http.server, os, threading, time\n\
+         H = http.server.SimpleHTTPRequestHandler\n\
+         def serve(addr):\n    s = http.server.ThreadingHTTPServer(addr, H)\n    \
+         threading.Thread(target=s.serve_forever, daemon=True).start()\n\
+         serve(('127.0.0.1', {port}))\n\
+         while not os.path.exists({trigger:?}): time.sleep(0.05)\n\
+         serve(('127.0.0.1', {port}))\n\
+         serve(('127.0.0.1', {own}))\n\
+         print('bound after the upgrade', flush=True)\n\
+         time.sleep(600)\n"
+    );
+    let p = Primary::bare(vec!["python3".into(), "-c".into(), server])
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .workers(1)
+        .start();
+    let out = p.ctl(&["upgrade"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), p.log_text());
+    std::fs::write(&trigger, b"").unwrap();
+    wait_until(Duration::from_secs(10), "the binds after the upgrade", || {
+        p.log_text().contains("bound after the upgrade")
+    });
+    let log = p.log_text();
+    assert_eq!(log.matches(&format!("it gets hotswap's socket 127.0.0.1:{port}")).count(), 2, "{log}");
+    assert_eq!(get(&Target::Tcp(format!("127.0.0.1:{own}")), "/").unwrap().status, 200);
+    assert_eq!(get(&Target::Tcp(format!("127.0.0.1:{port}")), "/").unwrap().status, 200);
+}
