@@ -17,7 +17,15 @@ fn free_port() -> u16 {
 
 /// `hotswap run -l 127.0.0.1:PORT -w 2 -- COMMAND`, and nothing more.
 fn start(port: u16, command: Vec<String>) -> Primary {
-    Primary::bare(command).arg("-l").arg(format!("127.0.0.1:{port}")).start()
+    started(Primary::bare(command).arg("-l").arg(format!("127.0.0.1:{port}")), 2)
+}
+
+/// Started, and its `n` workers ready: Python's start-up alone takes
+/// seconds on a loaded machine, so a minute and a half is allowed.
+fn started(b: PrimaryBuilder, n: usize) -> Primary {
+    let mut p = b.workers(n as u32).no_wait().start();
+    p.wait_ready(n, Duration::from_secs(90));
+    p
 }
 
 /// 3 reloads under new-connection load: every reload serves, and each
@@ -97,9 +105,8 @@ fn a_bind_of_another_port_stays_the_programs_own() {
     let p = Primary::bare(vec![go_own_bind(), format!("127.0.0.1:{port}")])
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
-        .env("OWN_ADDR", format!("127.0.0.1:{own}"))
-        .workers(1)
-        .start();
+        .env("OWN_ADDR", format!("127.0.0.1:{own}"));
+    let p = started(p, 1);
     let target = Target::Tcp(format!("127.0.0.1:{own}"));
     let mut answer = Err(String::new());
     wait_until(Duration::from_secs(10), "the server's own port answers", || {
@@ -127,7 +134,7 @@ fn a_refused_filter_is_said_and_the_server_fails_as_before() {
         .arg(format!("127.0.0.1:{port}"))
         .no_wait()
         .start();
-    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(1), "log:\n{}", p.log_text());
+    assert_eq!(p.wait_exit(Duration::from_secs(90)), Some(1), "log:\n{}", p.log_text());
     let log = p.log_text();
     assert!(log.contains("runs without bind interception (installing a seccomp filter was refused"), "{log}");
     let warning = log.lines().find(|l| l.contains("runs without bind interception")).unwrap();
@@ -149,7 +156,7 @@ fn a_refused_filter_under_on_is_an_error() {
         .arg("on")
         .no_wait()
         .start();
-    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(1), "log:\n{}", p.log_text());
+    assert_eq!(p.wait_exit(Duration::from_secs(90)), Some(1), "log:\n{}", p.log_text());
     let log = p.log_text();
     assert!(log.contains("--bind-intercept on: [w1 g1"), "{log}");
     assert!(log.contains("installing a seccomp filter was refused"), "{log}");
@@ -171,8 +178,8 @@ fn a_reuseport_server_under_balance_slots_gets_its_slot_socket() {
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--balance")
-        .arg("slots")
-        .start();
+        .arg("slots");
+    let p = started(p, 2);
     let log = p.log_text();
     assert_eq!(log.matches("it gets hotswap's socket").count(), 2, "{log}");
     let target = Target::Tcp(format!("127.0.0.1:{port}"));
@@ -195,10 +202,10 @@ fn without_the_filter_the_bind_fails_and_the_delay_error_says_why() {
         .arg("--bind-intercept")
         .arg("off")
         .arg("--ready")
-        .arg("delay:5s")
+        .arg("delay:90s")
         .no_wait()
         .start();
-    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(1), "log:\n{}", p.log_text());
+    assert_eq!(p.wait_exit(Duration::from_secs(90)), Some(1), "log:\n{}", p.log_text());
     let log = p.log_text();
     assert!(log.contains("Address already in use"), "{log}");
     let error = log.lines().find(|l| l.contains("the first generation cannot start")).unwrap();
@@ -228,15 +235,12 @@ fn binds_after_a_self_upgrade_are_answered_by_the_new_image() {
          print('bound after the upgrade', flush=True)\n\
          time.sleep(600)\n"
     );
-    let p = Primary::bare(vec!["python3".into(), "-c".into(), server])
-        .arg("-l")
-        .arg(format!("127.0.0.1:{port}"))
-        .workers(1)
-        .start();
+    let p = Primary::bare(vec!["python3".into(), "-c".into(), server]).arg("-l").arg(format!("127.0.0.1:{port}"));
+    let p = started(p, 1);
     let out = p.ctl(&["upgrade"]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), p.log_text());
     std::fs::write(&trigger, b"").unwrap();
-    wait_until(Duration::from_secs(10), "the binds after the upgrade", || {
+    wait_until(Duration::from_secs(30), "the binds after the upgrade", || {
         p.log_text().contains("bound after the upgrade")
     });
     let log = p.log_text();
