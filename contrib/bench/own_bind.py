@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """What bind interception (--bind-intercept, docs/own-bind.md) costs.
 
+0. What the filter costs every other system call, in CPU time (robust
+   to a busy machine): N getppid() calls in a worker, with and without.
 1. A bind of an unrelated address (port 0 on 127.0.0.1, which no --listen
    serves): N binds in a worker, with the filter (each bind waits for the
    primary's answer) and without; the time per bind.
@@ -39,6 +41,18 @@ for _ in range(n):
     s.close()
 t = time.perf_counter() - t
 print("binds: %d in %.3f s, %.1f us each" % (n, t, t / n * 1e6), flush=True)
+time.sleep(60)
+"""
+
+
+SYSCALL_LOOP = f"""
+import os, time
+n = {BINDS} * 400
+t = time.process_time()
+for _ in range(n):
+    os.getppid()
+t = time.process_time() - t
+print("syscalls: %d in %.3f s CPU, %.1f ns each" % (n, t, t / n * 1e9), flush=True)
 time.sleep(60)
 """
 
@@ -82,10 +96,10 @@ def stop(proc, control):
     proc.wait(timeout=30)
 
 
-def binds(mode):
+def binds(mode, loop=BIND_LOOP, pattern=r"binds: \d+ in [\d.]+ s, ([\d.]+) us each"):
     port = free_port()
     proc, control, _, m = run(["-l", "127.0.0.1:%d" % port, "-w", "1", "--ready", "none", "--bind-intercept", mode],
-                              ["python3", "-c", BIND_LOOP], r"binds: \d+ in [\d.]+ s, ([\d.]+) us each")
+                              ["python3", "-c", loop], pattern, timeout=120)
     stop(proc, control)
     return float(m.group(1))
 
@@ -101,7 +115,11 @@ def wrk(mode, command, port_arg):
 
 
 def main():
-    print("hotswap:", HOTSWAP, "| kernel:", os.uname().release, "| cpus:", os.cpu_count())
+    print("hotswap:", HOTSWAP, "| kernel:", os.uname().release, "| cpus:", os.cpu_count(),
+          "| load:", open("/proc/loadavg").read().split()[0])
+    for _ in range(ROUNDS):
+        per = {mode: binds(mode, SYSCALL_LOOP, r"syscalls: \d+ in [\d.]+ s CPU, ([\d.]+) ns each") for mode in ["off", "on"]}
+        print("getppid() in a worker, CPU ns per call: --bind-intercept off %.1f, on %.1f" % (per["off"], per["on"]))
     for mode in ["off", "on"]:
         per = [binds(mode) for _ in range(ROUNDS)]
         print("bind of an unrelated address, --bind-intercept %-3s: %s us (median %.1f)"

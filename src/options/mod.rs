@@ -249,8 +249,9 @@ pub struct Options {
     /// `bind` and `listen` calls (Linux 5.9, x86-64 or aarch64). Unless
     /// the primary runs as root, the filter needs `no_new_privs`: the
     /// worker cannot gain privileges through setuid or file capabilities.
-    /// `auto`: with a TCP listener, where the kernel allows it (a refusal
-    /// is a warning); `on`: a refusal is an error; `off`: never
+    /// `auto`: with a TCP listener, for workers that are not Node.js
+    /// cluster workers, where the kernel allows it (a refusal is a
+    /// warning); `on`: always, a refusal is an error; `off`: never
     /// (docs/own-bind.md) [default: auto].
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]

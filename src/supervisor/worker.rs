@@ -624,15 +624,17 @@ impl Launcher<'_> {
     }
 
     /// The bind filter a new worker gets (`--bind-intercept`): under
-    /// `auto` when some listener is TCP and the kernel can; `on` refuses to
-    /// start a worker without it.
+    /// `auto` when some listener is TCP, the worker is not a Node.js
+    /// cluster worker (which asks hotswap for its sockets over IPC, and
+    /// would pay the filter's cost on every system call for nothing) and
+    /// the kernel can; `on` refuses to start a worker without it.
     #[cfg(target_os = "linux")]
     fn bind_filter(&self, id: WorkerId, generation: u64) -> Result<Option<crate::io::bind_intercept::Filter>> {
         use crate::io::bind_intercept;
         let tcp = self.listeners.iter().any(|l| matches!(l.addr, ListenAddr::Tcp(_)));
         match self.settings.bind_intercept {
             NodeMode::Off => Ok(None),
-            NodeMode::Auto if !tcp => Ok(None),
+            NodeMode::Auto if !tcp || self.is_node() => Ok(None),
             mode => match bind_intercept::support() {
                 Ok(()) => Ok(Some(bind_intercept::Filter::new())),
                 Err(why) if mode == NodeMode::On => anyhow::bail!("--bind-intercept on: {why}"),
