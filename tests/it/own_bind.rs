@@ -174,7 +174,7 @@ fn a_reuseport_server_under_balance_slots_gets_its_slot_socket() {
          class S(http.server.ThreadingHTTPServer):\n    allow_reuse_port = True\n\
          S(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()\n"
     );
-    let p = Primary::bare(vec!["python3".into(), "-c".into(), server])
+    let p = Primary::bare(vec!["python3".into(), "-c".into(), server.clone()])
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--balance")
@@ -187,6 +187,29 @@ fn a_reuseport_server_under_balance_slots_gets_its_slot_socket() {
         let a = get(&target, "/").unwrap_or_else(|e| panic!("request {i}: {e}; log:\n{}", p.log_text()));
         assert_eq!(a.status, 200);
     }
+    drop(p);
+    // Without the filter it joins the group with a socket of its own: the
+    // log says what that does and what to do.
+    let port = free_port();
+    let server = server.replace(&format!("{}", server_port(&server)), &port.to_string());
+    let p = Primary::bare(vec!["python3".into(), "-c".into(), server])
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--balance")
+        .arg("slots")
+        .arg("--bind-intercept")
+        .arg("off")
+        .no_wait()
+        .start();
+    wait_until(Duration::from_secs(60), "the warning about the SO_REUSEPORT group", || {
+        p.log_text().contains("and joined the group of hotswap's slot sockets")
+    });
+    assert!(p.log_text().contains("Bind interception, which would give its bind the slot's socket, is off"));
+}
+
+/// The port in the server's script (`('127.0.0.1', PORT)`).
+fn server_port(script: &str) -> u16 {
+    script.split("'127.0.0.1', ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap()
 }
 
 /// With the filter off, the server fails as it always did (`EADDRINUSE`),
