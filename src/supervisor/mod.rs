@@ -18,6 +18,8 @@ mod accepting;
 mod adopted;
 pub mod backoff;
 mod balance;
+#[cfg(target_os = "linux")]
+mod bind_filter;
 mod exits;
 mod first_build;
 mod health;
