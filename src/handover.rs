@@ -270,6 +270,10 @@ pub struct WorkerSnapshot {
     /// What the preload told it patched.
     #[serde(default)]
     pub preload: Vec<crate::types::wire::PreloadPatch>,
+    /// Its bind filter's listener (`--bind-intercept`): the new image
+    /// answers its binds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_notify_fd: Option<RawFd>,
 }
 
 /// A process a worker left behind, adopted by the primary.
@@ -288,6 +292,7 @@ pub struct WorkerFds {
     pub ipc: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub bind_notify: Option<OwnedFd>,
 }
 
 /// The fds of a [`State`], owned (and close-on-exec again).
@@ -323,6 +328,7 @@ impl State {
         for w in &self.workers {
             v.extend(w.ipc_fd);
             v.extend([w.stdout_fd, w.stderr_fd]);
+            v.extend(w.bind_notify_fd);
         }
         v.extend(self.reply_fd);
         v.extend(&self.subscriber_fds);
@@ -346,6 +352,7 @@ impl State {
             w.ipc_fd = w.ipc_fd.map(&map);
             w.stdout_fd = map(w.stdout_fd);
             w.stderr_fd = map(w.stderr_fd);
+            w.bind_notify_fd = w.bind_notify_fd.map(&map);
         }
         self.reply_fd = self.reply_fd.map(&map);
         for fd in &mut self.subscriber_fds {
@@ -390,6 +397,7 @@ impl State {
                 ipc: w.ipc_fd.map(own).transpose()?,
                 stdout: own(w.stdout_fd)?,
                 stderr: own(w.stderr_fd)?,
+                bind_notify: w.bind_notify_fd.map(own).transpose()?,
             });
         }
         // The old executable's handle is only for a rollback.

@@ -21,12 +21,14 @@
 //!   worker slot with the BPF program that picks one), fork and exec, the guardian process, `sd_notify`,
 //!   reaping, directories no other user can write, the runtime directory
 //!   (held open, checked before each spawn, locked), what a process group
-//!   uses (`/proc`), nice values (`--warmup-nice`).
+//!   uses (`/proc`), nice values (`--warmup-nice`), the seccomp filter
+//!   that gives a worker's own `bind` of a `--listen` address hotswap's
+//!   socket (`--bind-intercept`, with its address rules).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker
 //!   output, file watching, the `--build` command, `/metrics`, reading
-//!   what workers use (memory, CPU) off the event loop, and `--health-check`
-//!   requests to one worker.
+//!   what workers use (memory, CPU) off the event loop, `--health-check`
+//!   requests to one worker, and the answers to a worker's bind filter.
 //! - [`handover`]: the state and file descriptors handed from one image of
 //!   the primary to the next in a self-upgrade.
 //! - [`supervisor`]: the event loop, sole owner of all state: the worker

@@ -15,10 +15,15 @@
 //! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
 //! - [`rescue`]: requests a retiring worker's graceful stop would lose on
 //!   its idle keep-alive connections, passed to the serving generation (Linux).
+//! - [`bind_intercept`]: answering the `bind` and `listen` calls of a
+//!   worker's bind filter: its own bind of a `--listen` address gets
+//!   hotswap's socket (Linux).
 //! - [`lines`]: newline framing, shared by every stream above.
 //! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
 pub mod accepts;
+#[cfg(target_os = "linux")]
+pub mod bind_intercept;
 pub mod build;
 pub mod control;
 pub mod file_watch;

@@ -243,6 +243,20 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub rescue: Option<OnOff>,
 
+    /// Give a worker that binds a `--listen` address itself (Go's
+    /// `ListenAndServe(":8080")`, `python3 -m http.server 8080`) hotswap's
+    /// socket instead of `EADDRINUSE`, through a seccomp filter on its
+    /// `bind` and `listen` calls (Linux 5.9, x86-64 or aarch64). Unless
+    /// the primary runs as root, the filter needs `no_new_privs`: the
+    /// worker cannot gain privileges through setuid or file capabilities.
+    /// `auto`: with a TCP listener, for workers that are not Node.js
+    /// cluster workers, where the kernel allows it (a refusal is a
+    /// warning); `on`: always, a refusal is an error; `off`: never
+    /// (docs/own-bind.md) [default: auto].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub bind_intercept: Option<NodeMode>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -349,6 +363,9 @@ pub struct Settings {
     /// `--rescue`: whether retiring workers' connections are held.
     #[serde(default = "yes")]
     pub rescue: bool,
+    /// `--bind-intercept`.
+    #[serde(default)]
+    pub bind_intercept: NodeMode,
 }
 
 fn yes() -> bool {
@@ -497,6 +514,7 @@ impl Settings {
             log_format: o.log_format.unwrap_or_else(LogFormat::detect),
             timestamps: o.timestamps,
             rescue: o.rescue.is_none_or(|r| r.0),
+            bind_intercept: o.bind_intercept.unwrap_or_default(),
         })
     }
 

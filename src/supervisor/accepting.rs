@@ -535,9 +535,25 @@ impl Supervisor {
     fn on_own_listeners(&mut self, id: WorkerId, found: &[(i32, String)]) {
         let ours: Vec<String> =
             self.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
+        let per_slot = self.slot_sockets.per_slot();
+        let hotswaps: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
         let Some(w) = self.workers.get_mut(&id) else { return };
         let label = w.label();
         for (pid, addr) in found {
+            if per_slot && hotswaps.contains(addr) {
+                // A SO_REUSEPORT server under --balance without the bind
+                // filter: it joined the group hotswap's slot sockets are in.
+                tracing::warn!(
+                    worker = id,
+                    "{label} bound {addr} itself with SO_REUSEPORT (pid {pid}) and joined the group of hotswap's \
+                     slot sockets for that address: the connections the kernel gives its slot's socket are never \
+                     answered. Bind interception, which would give its bind the slot's socket, is off or was \
+                     refused (docs/own-bind.md): allow it, or make the server use the socket it inherits (fd 3), \
+                     or drop --balance",
+                );
+                w.accept_watch_mut().own.push(format!("{addr} (pid {pid}, in hotswap's SO_REUSEPORT group)"));
+                continue;
+            }
             tracing::warn!(
                 worker = id,
                 "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \

@@ -25,6 +25,8 @@ mod accepting;
 mod adopted;
 pub mod backoff;
 mod balance;
+#[cfg(target_os = "linux")]
+mod bind_filter;
 mod core;
 mod exits;
 mod first_build;

@@ -103,6 +103,9 @@ struct Handover {
     stderr: OwnedFd,
     /// What the output readers hold, carried with the pipes.
     pending: [Unforwarded; 2],
+    /// Its bind filter's listener (`--bind-intercept`), answered by a task
+    /// of this image and by the next one's after an upgrade.
+    bind_notify: Option<OwnedFd>,
 }
 
 impl Worker {
@@ -268,6 +271,14 @@ impl Worker {
             (None, ReadyMode::Auto) if !self.spoke => {
                 format!("it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}", accepts())
             }
+            // It would have been ready by the clock alone: what it said
+            // does not matter, why it ended does.
+            (None, ReadyMode::Delay(_)) => format!(
+                "under --ready {} it is ready once that time has passed, and it ended before: its own output above \
+                 says why (a server that binds a --listen address itself fails with EADDRINUSE where bind \
+                 interception is off or refused: docs/own-bind.md)",
+                self.settings.ready
+            ),
             (None, _) if !self.spoke => "it said nothing on its IPC channel (the fd in HOTSWAP_IPC_FD): a worker says \
                  {\"type\":\"listening\"} there when it serves; for an app that cannot, use --ready accepting \
                  (any server), --ready notify (systemd-style apps), --ready delay:DUR or --ready none"
@@ -425,6 +436,7 @@ impl Worker {
             stderr_fd: self.handover.stderr.as_raw_fd(),
             stdout_pending: self.handover.pending[0].bytes(),
             stderr_pending: self.handover.pending[1].bytes(),
+            bind_notify_fd: self.handover.bind_notify.as_ref().map(|f| f.as_raw_fd()),
             node: self.node,
             spoke: Some(self.spoke),
             preload: self.preload.clone(),
@@ -481,7 +493,7 @@ impl Launcher<'_> {
             self.output.forward(out_r, Stream::Stdout, line_label.clone(), carried[0]),
             self.output.forward(err_r, Stream::Stderr, line_label, carried[1]),
         ];
-        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending };
+        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending, bind_notify: None };
         let channel = match ipc {
             Some(fd) => {
                 let stream = std::os::unix::net::UnixStream::from(fd);
@@ -510,7 +522,10 @@ impl Launcher<'_> {
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
         // Its IPC pair, output pipes, the copies kept for an upgrade, a
         // notify socket, and the fork's own: refused while fds run low.
-        crate::sys::fd_limit::room(FDS_PER_START).map_err(|e| anyhow::anyhow!("cannot start a worker: {e}"))?;
+        // Under --bind-intercept also its filter's fd, a copy, and a copy of
+        // each listener for the task that answers it.
+        let more = 2 + self.listeners.len() as u64;
+        crate::sys::fd_limit::room(FDS_PER_START + more).map_err(|e| anyhow::anyhow!("cannot start a worker: {e}"))?;
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
             .context("creating the IPC socketpair")?;
         let (out_r, out_w) = pipe()?;
@@ -561,6 +576,8 @@ impl Launcher<'_> {
             set(&mut env, "NOTIFY_SOCKET", n.path().as_os_str());
         }
 
+        #[cfg(target_os = "linux")]
+        let filter = self.bind_filter(id, generation)?;
         let fds = Fds {
             stdin: devnull.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
@@ -568,11 +585,19 @@ impl Launcher<'_> {
             listeners: &listener_fds,
             ipc: theirs.as_raw_fd(),
             nice: self.warm.map(|(w, _)| w),
+            #[cfg(target_os = "linux")]
+            intercept: filter.as_ref(),
         };
-        let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
+        let spawned = spawn::spawn(&self.settings.command, &env, &fds)?;
+        let pid = spawned.pid;
         drop((theirs, out_w, err_w, devnull));
+        #[cfg(target_os = "linux")]
+        let bind_notify = self.bind_intercepted(spawned.intercept, (id, generation, pid), slot)?;
+        #[cfg(not(target_os = "linux"))]
+        let bind_notify = None;
 
-        let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
+        let (ipc, mut handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
+        handover.bind_notify = bind_notify;
         Ok(Worker {
             id,
             slot,
@@ -600,7 +625,7 @@ impl Launcher<'_> {
         })
     }
 
-    fn is_node(&self) -> bool {
+    pub(super) fn is_node(&self) -> bool {
         runs_node(self.settings, self.base_env)
     }
 
@@ -619,7 +644,15 @@ impl Launcher<'_> {
     pub fn adopt(&self, w: &WorkerSnapshot, fds: WorkerFds) -> Result<Worker> {
         let pid = Pid::from_raw(w.pid);
         let carried = [&w.stdout_pending[..], &w.stderr_pending[..]];
-        let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        let (ipc, mut handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = fds.bind_notify {
+            let notifier = crate::io::bind_intercept::Notifier::adopt(fd);
+            handover.bind_notify = Some(notifier.try_clone().context("duplicating a bind filter's fd")?);
+            let targets = self.bind_targets(w.slot)?;
+            crate::io::bind_intercept::serve(notifier, targets, w.id, label(w.id, w.generation, w.pid))
+                .context("answering a bind filter")?;
+        }
         // A channel closed before the upgrade was said closed then.
         let disconnect_told = ipc.is_none();
         Ok(Worker {

@@ -23,11 +23,15 @@
 //! - [`accepting`]: whether a worker's processes accept on the listening
 //!   sockets, as seen in `/proc` (Linux).
 //! - [`pidfd`]: copies of another process's fds (Linux).
+//! - [`bind_intercept`]: the seccomp filter that gives a worker's own
+//!   `bind` of a `--listen` address hotswap's socket (Linux 5.9).
 //! - [`rescue`]: copies of a retiring worker's connections, and whether it
 //!   still holds them (Linux).
 
 #[cfg(target_os = "linux")]
 pub mod accepting;
+#[cfg(target_os = "linux")]
+pub mod bind_intercept;
 pub mod fd_limit;
 pub mod guardian;
 pub mod listeners;

@@ -36,6 +36,18 @@ pub struct Fds<'a> {
     pub ipc: RawFd,
     /// The nice value the worker starts at (`--warmup-nice`), if any.
     pub nice: Option<i32>,
+    /// The bind filter to install before exec ([`super::bind_intercept`]).
+    #[cfg(target_os = "linux")]
+    pub intercept: Option<&'a super::bind_intercept::Filter>,
+}
+
+/// A worker just started.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    /// Its bind filter, when one was asked for.
+    #[cfg(target_os = "linux")]
+    pub intercept: super::bind_intercept::Installed,
 }
 
 /// Width reserved for the pid digits; pid_max is at most 2^22 on Linux.
@@ -56,7 +68,7 @@ struct Prepared {
 
 /// Forks and execs `argv` with exactly `env` (plus `LISTEN_PID`) and `fds`.
 /// Returns once the child has exec'ed, or the reason it could not.
-pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Result<Pid> {
+pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Result<Spawned> {
     let program = argv.first().ok_or_else(|| anyhow!("empty command"))?;
     let path = resolve_program(program, env)?;
     let mut prep = prepare(&path, argv, env)?;
@@ -72,6 +84,24 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     let (err_read, err_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating exec-status pipe")?;
     let parent = std::process::id() as libc::pid_t;
+    // The bind filter's listener comes back over this (SCM_RIGHTS).
+    #[cfg(target_os = "linux")]
+    let filter_pair = match fds.intercept {
+        Some(_) => Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::SeqPacket,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .context("creating the bind filter's socketpair")?,
+        ),
+        None => None,
+    };
+    #[cfg(target_os = "linux")]
+    let filter = fds.intercept.zip(filter_pair.as_ref().map(|p| std::os::fd::AsRawFd::as_raw_fd(&p.1)));
+    #[cfg(not(target_os = "linux"))]
+    let filter = None;
 
     // SAFETY: the child branch below only makes async-signal-safe calls on
     // memory prepared before the fork, then execs or exits.
@@ -90,9 +120,21 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
                 above,
                 (parent, fds.nice),
                 std::os::fd::AsRawFd::as_raw_fd(&err_write),
+                filter,
             )
         }
     }
+
+    // The filter's outcome comes first: the child sends it just before its
+    // exec (or dies, which closes its end).
+    #[cfg(target_os = "linux")]
+    let intercept = match filter_pair {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            super::bind_intercept::receive(std::os::fd::AsFd::as_fd(&ours))
+        }
+        None => super::bind_intercept::Installed::No,
+    };
 
     // Parent. Also set the group here: whichever of the two runs first wins.
     // SAFETY: a plain syscall on the child's pid (the child does the same;
@@ -106,8 +148,19 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
         let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
         bail!("cannot execute {}: {err}", path.display());
     }
-    Ok(Pid::from_raw(pid))
+    Ok(Spawned {
+        pid: Pid::from_raw(pid),
+        #[cfg(target_os = "linux")]
+        intercept,
+    })
 }
+
+/// What the child needs to install the bind filter: the filter and its
+/// end of the socketpair the listener goes back over.
+#[cfg(target_os = "linux")]
+type ChildFilter<'a> = Option<(&'a super::bind_intercept::Filter, RawFd)>;
+#[cfg(not(target_os = "linux"))]
+type ChildFilter<'a> = Option<(&'a (), RawFd)>;
 
 /// The child, between fork and exec. Never returns.
 ///
@@ -121,6 +174,7 @@ unsafe fn child(
     above: RawFd,
     (parent, nice): (libc::pid_t, Option<i32>),
     err_write: RawFd,
+    filter: ChildFilter<'_>,
 ) -> ! {
     let fail = |err_fd: RawFd| -> ! {
         // Reading errno allocates nothing.
@@ -175,6 +229,10 @@ unsafe fn child(
     if err_write < 0 {
         libc::_exit(127);
     }
+    let filter = match filter {
+        Some((f, sock)) if sock < above => Some((f, libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, above))),
+        other => other,
+    };
     for (i, &src) in sources.iter().enumerate() {
         scratch[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above);
         if scratch[i] < 0 {
@@ -194,6 +252,18 @@ unsafe fn child(
 
     super::fd_limit::restore_in_child(prep.nofile);
     write_pid(prep.pid_slot, libc::getpid() as u32);
+    // Last before exec: from here on this process's binds wait for the
+    // primary, which is blocked reading this answer until the exec.
+    #[cfg(target_os = "linux")]
+    if let Some((f, sock)) = filter {
+        let outcome = f.install();
+        super::bind_intercept::send_in_child(sock, outcome);
+        if let Ok(fd) = outcome {
+            libc::close(fd);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = filter;
     libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr());
     fail(err_write)
 }

@@ -20,6 +20,7 @@ mod log_format;
 mod node;
 mod observe;
 mod outlive;
+mod own_bind;
 mod package;
 mod protocol;
 mod proven;
