@@ -12,6 +12,7 @@ mod control;
 mod exhaust;
 mod flow;
 mod hardening;
+mod known_servers;
 mod layout;
 mod lifecycle;
 mod local_users;

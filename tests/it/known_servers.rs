@@ -1,0 +1,117 @@
+//! Stock servers that hotswap recognises by their command, run as a user
+//! would: their own config file, no `--stop-signal`, no `NGINX` variable.
+//! hotswap picks the signal that drains each (SIGQUIT for nginx and
+//! unicorn, whose SIGTERM stops at once) and hands the socket the way each
+//! reads it (nginx: `NGINX=3;`; unicorn: `LISTEN_FDS`), and 3 reloads under
+//! keep-alive and new-connection load fail no request.
+
+use crate::common::*;
+
+/// Skips (or, under CI, fails) when `program` is not installed.
+fn have(program: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program} || test -x /usr/sbin/{program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{program} is not installed (.ci/run installs it)");
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
+
+/// A port free a moment ago: the server's own config names it, so hotswap
+/// must listen on exactly that address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// 3 reloads under 2 keep-alive and 2 new-connection clients, with `deploy`
+/// run before each (it writes the next generation's config); none failed,
+/// the last generation answers, and each old worker got `signal`.
+fn three_reloads_under_load(p: &Primary, deploy: impl Fn(u64), signal: &str) {
+    let load = Load::start(Target::Tcp(p.addr()), 2, 2);
+    load.wait_for_requests(200);
+    for generation in 2..=4 {
+        deploy(generation);
+        p.reload();
+        load.wait_for_requests(200);
+    }
+    let records = load.finish();
+    assert_no_failures(&records, "load across 3 reloads");
+    assert_eq!(records.last().unwrap().result, Ok(4), "the newest generation answers");
+    let log = p.log_text();
+    assert_eq!(log.matches(&format!("stopping ({signal} sent)")).count(), 3, "each old worker got {signal}:\n{log}");
+    eprintln!("{}: {} requests, none failed", std::thread::current().name().unwrap_or("?"), records.len());
+}
+
+fn nginx_conf(dir: &TempDir, port: u16, generation: u64) {
+    let d = dir.0.display();
+    let conf = format!(
+        "worker_processes 1;\n\
+         pid {d}/nginx.pid;\n\
+         error_log stderr notice;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {d}/body;\n\
+           proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n\
+           scgi_temp_path {d}/scgi;\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location / {{ return 200 \"generation={generation}\\n\"; }}\n\
+           }}\n\
+         }}\n"
+    );
+    std::fs::write(dir.path("nginx.conf"), conf).unwrap();
+}
+
+/// nginx with the default `daemon on` and `master_process on` of its own
+/// config: hotswap sets `NGINX=3;` (nginx then stays in the foreground and
+/// keeps fd 3 for its `listen` of that address) and stops it with SIGQUIT.
+#[test]
+fn nginx_with_its_own_config_reloads_without_a_failed_request() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = TempDir::new("nginx");
+    let port = free_port();
+    nginx_conf(&dir, port, 1);
+    let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+    let conf = dir.path("nginx.conf").display().to_string();
+    let command = [nginx, "-e", "stderr", "-c", &conf].map(String::from).to_vec();
+    let p = Primary::bare(command).arg("-l").arg(format!("127.0.0.1:{port}")).workers(1).start();
+    let status = p.status();
+    let server = status["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("nginx recognised: stop signal SIGQUIT"), "{status}");
+    assert!(server.contains("socket via NGINX=3;"), "{status}");
+    assert!(p.log_text().contains("using inherited sockets from \"3;\""), "{}", p.log_text());
+    three_reloads_under_load(&p, |g| nginx_conf(&dir, port, g), "SIGQUIT");
+}
+
+/// unicorn (pre-fork, `TCP_DEFER_ACCEPT` on its listener) with a rack app
+/// and no `-l`: it takes fd 3 from `LISTEN_FDS`, and SIGQUIT drains it.
+#[test]
+fn unicorn_reloads_without_a_failed_request() {
+    if !have("unicorn") {
+        return;
+    }
+    let dir = TempDir::new("unicorn");
+    let app = dir.path("config.ru");
+    std::fs::write(
+        &app,
+        "body = \"generation=#{ENV['HOTSWAP_GENERATION']}\\n\"\n\
+         run lambda { |env| [200, {'content-type' => 'text/plain', \
+         'content-length' => body.bytesize.to_s}, [body]] }\n",
+    )
+    .unwrap();
+    let command = ["unicorn", "-E", "none", app.to_str().unwrap()].map(String::from).to_vec();
+    let p = Primary::builder(command).workers(1).arg("--ready-timeout").arg("30s").start();
+    let status = p.status();
+    let server = status["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("unicorn recognised: stop signal SIGQUIT"), "{status}");
+    assert!(p.log_text().contains("inherited addr=127.0.0.1:"), "{}", p.log_text());
+    three_reloads_under_load(&p, |_| {}, "SIGQUIT");
+}
