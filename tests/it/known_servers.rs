@@ -92,7 +92,9 @@ fn nginx_with_its_own_config_reloads_without_a_failed_request() {
 }
 
 /// unicorn (pre-fork, `TCP_DEFER_ACCEPT` on its listener) with a rack app
-/// and no `-l`: it takes fd 3 from `LISTEN_FDS`, and SIGQUIT drains it.
+/// that takes 20 ms per request and no `-l`: it takes fd 3 from
+/// `LISTEN_FDS`, and SIGQUIT drains it (with SIGTERM, the old default, its
+/// worker dies mid-request: that run failed requests).
 #[test]
 fn unicorn_reloads_without_a_failed_request() {
     if !have("unicorn") {
@@ -103,7 +105,7 @@ fn unicorn_reloads_without_a_failed_request() {
     std::fs::write(
         &app,
         "body = \"generation=#{ENV['HOTSWAP_GENERATION']}\\n\"\n\
-         run lambda { |env| [200, {'content-type' => 'text/plain', \
+         run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', \
          'content-length' => body.bytesize.to_s}, [body]] }\n",
     )
     .unwrap();
