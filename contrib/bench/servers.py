@@ -3,7 +3,8 @@
 installed here runs under the release build of hotswap, unchanged, with the
 command line the table gives, and goes through 3 reloads under load (2
 keep-alive clients and 2 clients opening a new connection per request,
-Python http.client, no pause, no retry). Prints, per server: how readiness
+Python http.client, no pause, no retry; the Ruby and PHP apps take 20 ms
+per request, so a stop signal that does not drain shows). Prints, per server: how readiness
 was seen (status' `ready_via` and the first worker's time to ready), the
 stop signal hotswap chose, the requests made and failed, and the reloads'
 time.
@@ -98,7 +99,7 @@ def setup_nginx(d, port):
 
 
 RACK_APP = """body = "generation=#{ENV['HOTSWAP_GENERATION']}\\n"
-run lambda { |env| [200, {'content-type' => 'text/plain', 'content-length' => body.bytesize.to_s}, [body]] }
+run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', 'content-length' => body.bytesize.to_s}, [body]] }
 """
 
 
@@ -143,7 +144,7 @@ def setup_php_fpm(d, port):
     if not fpm or not nginx:
         return "php-fpm or nginx not installed"
     with open(f"{d}/index.php", "w") as f:
-        f.write('<?php echo "generation=" . getenv("HOTSWAP_GENERATION") . "\\n";\n')
+        f.write('<?php usleep(20000); echo "generation=" . getenv("HOTSWAP_GENERATION") . "\\n";\n')
     with open(f"{d}/fpm.conf", "w") as f:
         f.write(f"""[global]
 pid = {d}/fpm.pid

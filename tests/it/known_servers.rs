@@ -117,3 +117,39 @@ fn unicorn_reloads_without_a_failed_request() {
     assert!(p.log_text().contains("inherited addr=127.0.0.1:"), "{}", p.log_text());
     three_reloads_under_load(&p, |_| {}, "SIGQUIT");
 }
+
+/// gunicorn 25.1 and later open a control socket of their own
+/// (`$XDG_RUNTIME_DIR/gunicorn.ctl`) before their workers accept: a worker
+/// slow to start (here, an app that takes 30 s to import) has its other
+/// listening sockets looked up, and this one must not be warned about as
+/// if gunicorn listened there instead of on fd 3.
+#[test]
+fn gunicorns_own_control_socket_is_not_named_as_a_port_it_serves() {
+    if !have("gunicorn") {
+        return;
+    }
+    let dir = TempDir::new("gunicorn");
+    std::fs::write(
+        dir.path("slow_app.py"),
+        "import time\ntime.sleep(30)\n\
+         def app(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Length', '3')])\n    return [b'ok\\n']\n",
+    )
+    .unwrap();
+    let d = dir.0.display().to_string();
+    let command = ["gunicorn", "--chdir", &d, "-w", "1", "slow_app:app"].map(String::from).to_vec();
+    let p = Primary::builder(command).workers(1).env("XDG_RUNTIME_DIR", &d).no_wait().start();
+    let looked = format!("unix:{d}/gunicorn.ctl is gunicorn's own control socket");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let mut log = p.log_text();
+    while !log.contains(&looked) && !log.contains("itself (pid") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        log = p.log_text();
+    }
+    if !log.contains("Control socket listening") {
+        eprintln!("skipped: this gunicorn opens no control socket (before 25.1)");
+        return;
+    }
+    assert!(!log.contains("itself (pid"), "no warning about gunicorn's control socket:\n{log}");
+    assert!(log.contains(&looked), "its listening sockets were looked up:\n{log}");
+}
