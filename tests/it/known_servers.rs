@@ -153,3 +153,23 @@ fn gunicorns_own_control_socket_is_not_named_as_a_port_it_serves() {
     assert!(!log.contains("itself (pid"), "no warning about gunicorn's control socket:\n{log}");
     assert!(log.contains(&looked), "its listening sockets were looked up:\n{log}");
 }
+
+/// `hotswap check` says what a recognised server gets, and that an
+/// explicit `--stop-signal` wins; the command is seen through `env`.
+#[test]
+fn check_says_what_a_recognised_server_gets_and_an_explicit_signal_wins() {
+    let check = |extra: &[&str]| {
+        let out = std::process::Command::new(HOTSWAP)
+            .args(["check", "-l", "127.0.0.1:8080"])
+            .args(extra)
+            .args(["--", "env", "RACK_ENV=production", "unicorn", "-c", "unicorn.rb"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = check(&[]);
+    assert!(text.contains("server:  unicorn recognised: stop signal SIGQUIT (its graceful stop"), "{text}");
+    let text = check(&["--stop-signal", "TERM"]);
+    assert!(text.contains("stop signal SIGTERM (--stop-signal; unicorn drains on SIGQUIT"), "{text}");
+}
