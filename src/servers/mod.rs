@@ -217,8 +217,8 @@ impl Server {
                     .into()
             }
             Server::Puma => format!("run puma with `--bind-to-activated-sockets only` (or `-b tcp://{addrs}`)"),
-            Server::Uvicorn => "run uvicorn with `--fd 3`".into(),
-            Server::Hypercorn => "run hypercorn with `--bind fd://3`".into(),
+            Server::Uvicorn => "give uvicorn the socket: `uvicorn --fd 3`".into(),
+            Server::Hypercorn => "give hypercorn the socket: `hypercorn --bind fd://3`".into(),
             _ => return None,
         })
     }
