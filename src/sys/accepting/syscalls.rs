@@ -195,7 +195,7 @@ mod select_tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let fd = l.as_raw_fd();
         let inode = super::super::socket_inode(std::os::fd::AsFd::as_fd(&l)).unwrap();
-        std::thread::spawn(move || unsafe {
+        let t = std::thread::spawn(move || unsafe {
             let mut set: libc::fd_set = std::mem::zeroed();
             libc::FD_SET(fd, &mut set);
             libc::select(fd + 1, &mut set, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
@@ -210,6 +210,10 @@ mod select_tests {
                 break;
             }
         }
+        // Wake it before the listener (and its fd number) goes: no thread
+        // is left waiting on an fd another test may reuse.
+        let _wake = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        t.join().unwrap();
         assert!(seen, "the thread in select was not seen");
     }
 }
