@@ -72,6 +72,10 @@ fn summary(s: &Settings, program: &str) -> String {
     if let Some(m) = &s.metrics {
         lines.push(format!("  metrics: http://{m}/metrics"));
     }
+    let addrs: Vec<_> = s.listen.iter().map(|l| l.addr.clone()).collect();
+    if let Some(choice) = s.server_choice(&addrs) {
+        lines.push(format!("  server:  {choice}"));
+    }
     lines.join("\n")
 }
 

@@ -14,6 +14,10 @@
 //!   needs (wrapper detection, the drain preload). Depends on nothing else.
 //! - [`python`]: what unchanged Python servers need (the drain preload for
 //!   uvicorn). Depends on nothing else.
+//! - [`servers`]: the stock servers hotswap recognises by their command
+//!   (nginx, unicorn, php-fpm, lighttpd, puma, gunicorn...) and their
+//!   habits: the signal that drains each, the variable each reads its
+//!   inherited sockets from. Depends on [`types`] alone.
 //! - [`options`]: every `hotswap run` option, declared once for the command
 //!   line and the config file, resolved into [`options::Settings`].
 //! - [`sys`]: operating-system mechanisms that know nothing of events:
@@ -60,6 +64,7 @@ pub mod manual;
 pub mod node;
 pub mod options;
 pub mod python;
+pub mod servers;
 pub mod supervisor;
 pub mod sys;
 pub mod types;

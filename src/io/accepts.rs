@@ -19,7 +19,7 @@ use crate::types::accepts::Report;
 use crate::types::{Event, WorkerId};
 
 #[cfg(target_os = "linux")]
-pub use crate::sys::accepting::probe::{listener_address, queued, Probe};
+pub use crate::sys::accepting::probe::{defers_accept, listener_address, queued, Probe};
 #[cfg(target_os = "linux")]
 pub use crate::sys::accepting::Limits;
 
@@ -112,6 +112,11 @@ impl Probe {
 #[cfg(not(target_os = "linux"))]
 pub fn queued(_: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
     None
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn defers_accept(_: std::os::fd::BorrowedFd<'_>) -> bool {
+    false
 }
 
 #[cfg(not(target_os = "linux"))]

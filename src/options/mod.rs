@@ -132,7 +132,9 @@ pub struct Options {
     pub warmup_nice: Option<WarmupNice>,
 
     /// Signal that stops a worker that did not become ready over IPC (and
-    /// so may not read it) [default: SIGTERM].
+    /// so may not read it) [default: the one that drains a server hotswap
+    /// recognises by its command (nginx, unicorn, php-fpm: SIGQUIT;
+    /// lighttpd: SIGINT; see docs/servers.md), else SIGTERM].
     #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
     #[serde(default, with = "parse::signal", skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<Signal>,
@@ -319,6 +321,10 @@ pub struct Settings {
     pub ready: ReadyMode,
     #[serde(with = "parse::signal_name")]
     pub stop_signal: Signal,
+    /// Whether `stop_signal` was given (`--stop-signal`, config
+    /// `stop-signal`) rather than chosen for a recognised server.
+    #[serde(default = "yes")]
+    pub stop_signal_given: bool,
     /// `--min-ready` (a state handed over by an older hotswap gets this
     /// one's defaults, as a fresh start with the same command line would).
     #[serde(default = "default_min_ready")]
@@ -484,6 +490,11 @@ impl Settings {
         for g in &o.watch_ignore {
             globset::Glob::new(g).map_err(|e| anyhow::anyhow!("--watch-ignore (watch-ignore) {g:?}: {e}"))?;
         }
+        // A recognised server's draining signal, unless one was given.
+        let stop_signal = o
+            .stop_signal
+            .or_else(|| crate::servers::recognise(&o.command).map(|r| r.server.stop_signal()))
+            .unwrap_or(Signal::SIGTERM);
         Ok(Settings {
             listen: o.listen,
             command: o.command,
@@ -500,7 +511,8 @@ impl Settings {
             health_timeout: o.health_timeout.unwrap_or_else(default_health_timeout),
             warmup_nice: o.warmup_nice.unwrap_or_default(),
 
-            stop_signal: o.stop_signal.unwrap_or(Signal::SIGTERM),
+            stop_signal,
+            stop_signal_given: o.stop_signal.is_some(),
             config: o.config,
             build: o.build.filter(|b| !b.trim().is_empty()),
             watch: o.watch,
@@ -516,6 +528,18 @@ impl Settings {
             rescue: o.rescue.is_none_or(|r| r.0),
             bind_intercept: o.bind_intercept.unwrap_or_default(),
         })
+    }
+
+    /// The server the command runs, if hotswap knows its habits.
+    pub fn server(&self) -> Option<crate::servers::Recognised> {
+        crate::servers::recognise(&self.command)
+    }
+
+    /// What hotswap chose for a recognised server and why (the start-up
+    /// log and `status`).
+    pub fn server_choice(&self, listeners: &[crate::types::listen::ListenAddr]) -> Option<String> {
+        let r = self.server()?;
+        Some(crate::servers::describe(&r, self.stop_signal_given.then_some(self.stop_signal), listeners))
     }
 
     /// What a reload may not change; named so the operator knows to restart.

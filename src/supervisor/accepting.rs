@@ -216,19 +216,27 @@ impl Supervisor {
     }
 
     /// Whether every accept queue of the listening sockets is empty (None:
-    /// they do not say, as Unix sockets).
+    /// they do not say, as Unix sockets, or a probe may wait outside them,
+    /// with `TCP_DEFER_ACCEPT` set).
     fn queues_empty(&self) -> Option<bool> {
+        use crate::io::accepts::{defers_accept, queued};
         let mut total = 0;
         if self.slot_sockets.per_slot() {
             for slot in 0..self.crash_history.len() {
                 for fd in self.slot_sockets.borrowed(&self.listeners, slot) {
-                    total += crate::io::accepts::queued(fd)?;
+                    if defers_accept(fd) {
+                        return None;
+                    }
+                    total += queued(fd)?;
                 }
             }
         } else {
             use std::os::fd::AsFd;
             for l in &self.listeners {
-                total += crate::io::accepts::queued(l.as_fd())?;
+                if defers_accept(l.as_fd()) {
+                    return None;
+                }
+                total += queued(l.as_fd())?;
             }
         }
         Some(total == 0)
@@ -537,8 +545,10 @@ impl Supervisor {
             self.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
         let per_slot = self.slot_sockets.per_slot();
         let hotswaps: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+        let addrs: Vec<_> = self.listeners.iter().map(|l| l.addr.clone()).collect();
         let Some(w) = self.workers.get_mut(&id) else { return };
         let label = w.label();
+        let server = w.settings().server();
         for (pid, addr) in found {
             if per_slot && hotswaps.contains(addr) {
                 // A SO_REUSEPORT server under --balance without the bind
@@ -554,12 +564,22 @@ impl Supervisor {
                 w.accept_watch_mut().own.push(format!("{addr} (pid {pid}, in hotswap's SO_REUSEPORT group)"));
                 continue;
             }
+            if let Some(r) = server.as_ref().filter(|r| r.server.is_control_socket(&r.args, addr)) {
+                // Not a port it serves (gunicorn's `gunicornc` socket).
+                tracing::debug!(worker = id, "{label}: {addr} is {}'s own control socket", r.server.name());
+                continue;
+            }
+            let fix = match server.as_ref().and_then(|r| r.server.own_listener_fix(&addrs)) {
+                Some(fix) => format!("{fix}; see docs/servers.md"),
+                None => "for example `uvicorn --fd 3`, `hypercorn --bind fd://3`; gunicorn and systemd-aware \
+                         servers do it by themselves; see docs/workers.md and docs/servers.md"
+                    .to_string(),
+            };
             tracing::warn!(
                 worker = id,
                 "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
                  that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
-                 instead of binding its own: for example `uvicorn --fd 3`, `hypercorn --bind fd://3`; gunicorn \
-                 and systemd-aware servers do it by themselves; see the README's worker guide",
+                 instead of binding its own: {fix}",
                 ours.join(" and "),
             );
             w.accept_watch_mut().own.push(format!("{addr} (pid {pid})"));

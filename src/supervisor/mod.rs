@@ -220,6 +220,9 @@ pub async fn run(
     let workers = settings.workers as usize;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime)?;
     sup.metrics = metrics;
+    if let Some(choice) = sup.server_choice() {
+        tracing::info!("{choice}");
+    }
     sup.slot_sockets.grow(workers)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).

@@ -46,6 +46,12 @@ impl Supervisor {
         }
     }
 
+    /// What hotswap chose for the server its command runs, if it knows it.
+    pub(super) fn server_choice(&self) -> Option<String> {
+        let addrs: Vec<_> = self.listeners.iter().map(|l| l.addr.clone()).collect();
+        self.settings.server_choice(&addrs)
+    }
+
     /// The status; each worker's figures are filled in by the sampler.
     pub(super) fn status(&self) -> Status {
         let now = std::time::Instant::now();
@@ -116,6 +122,7 @@ impl Supervisor {
             replacing: self.memory.replacing.as_ref().map(|r| r.why.clone()),
             metrics: self.metrics.as_ref().map(|m| m.addr.to_string()),
             balance: self.settings.balance.to_string(),
+            server: self.server_choice(),
         }
     }
 }

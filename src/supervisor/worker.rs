@@ -554,6 +554,23 @@ impl Launcher<'_> {
                 set(&mut env, "PORT", sa.port().to_string());
             }
         }
+        // A recognised server's own variable for its inherited sockets
+        // (nginx's NGINX, php-fpm's FPM_SOCKETS), unless the user set it.
+        if let Some(r) = self.settings.server() {
+            let addrs: Vec<ListenAddr> = self.listeners.iter().map(|l| l.addr.clone()).collect();
+            for (k, v) in r.server.env(&addrs) {
+                if !has(k) {
+                    set(&mut env, k, v);
+                }
+            }
+            if r.server.wants_nonblocking() {
+                for l in self.listeners.iter() {
+                    if let Err(e) = l.set_nonblocking() {
+                        tracing::warn!("{} recognised: {e:#}", r.server.name());
+                    }
+                }
+            }
+        }
         let is_node = self.is_node();
         if is_node {
             // Node sets itself up as a cluster worker, and removes both.

@@ -92,6 +92,20 @@ impl Listener {
         Ok(l)
     }
 
+    /// Makes the socket non-blocking for every process that holds it (the
+    /// flag belongs to the open file, shared by all workers): for servers
+    /// that never set it on an inherited socket and would block in
+    /// `accept()` for a connection another process took first (nginx).
+    pub fn set_nonblocking(&self) -> Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(&self.socket, FcntlArg::F_GETFL)?);
+        if !flags.contains(OFlag::O_NONBLOCK) {
+            fcntl(&self.socket, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
+                .with_context(|| format!("making {} non-blocking", self.addr))?;
+        }
+        Ok(())
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }

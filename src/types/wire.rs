@@ -108,6 +108,11 @@ pub struct Status {
     /// `--balance`: `shared`, `slots` or `sticky`.
     #[serde(default = "shared")]
     pub balance: String,
+    /// The server hotswap recognised in the command, what it chose for it
+    /// and why (`nginx recognised: stop signal SIGQUIT (...), socket via
+    /// NGINX=3; (...)`); none for a command it does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Processes that workers left behind (daemons), adopted by the primary
     /// and ended with their worker.
     #[serde(default)]
@@ -239,6 +244,9 @@ impl Status {
             _ => "shared (one socket for every worker)",
         };
         let _ = writeln!(s, "balance:    {balance}");
+        if let Some(server) = &self.server {
+            let _ = writeln!(s, "server:     {server}");
+        }
         if let Some(m) = &self.metrics {
             let _ = writeln!(s, "metrics:    http://{m}/metrics");
         }

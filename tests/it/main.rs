@@ -13,6 +13,7 @@ mod docs_links;
 mod exhaust;
 mod flow;
 mod hardening;
+mod known_servers;
 mod layout;
 mod lifecycle;
 mod local_users;

@@ -82,7 +82,7 @@ impl Probe {
 
 /// How many connections wait in a TCP listening socket's accept queue
 /// (`tcpi_unacked` of `TCP_INFO` in the LISTEN state); None for a socket
-/// that does not say (a Unix one).
+/// that does not say (a Unix one). See [`defers_accept`].
 pub fn queued(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
     use std::os::fd::AsRawFd;
     // SAFETY: a plain-old-data struct, valid when zeroed.
@@ -101,6 +101,30 @@ pub fn queued(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
     (rc == 0).then_some(info.tcpi_unacked)
 }
 
+/// Whether `TCP_DEFER_ACCEPT` is set on a listening socket: the kernel
+/// then hands a connection to `accept` only once data arrived on it, or
+/// after the deferral's SYN-ACK retransmissions (about 1 s for unicorn's
+/// 1 s). Until then a connection that sent nothing, as a probe, waits
+/// outside the accept queue, so an empty queue does not mean that a
+/// worker took it (unicorn sets it on every listener it is given,
+/// hotswap's shared one too).
+pub fn defers_accept(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && v > 0
+}
+
 /// The address a listening socket is bound to.
 pub fn listener_address(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<SockAddr> {
     socket2::SockRef::from(&fd).local_addr()
@@ -110,6 +134,28 @@ pub fn listener_address(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<SockAddr>
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_deferred_accept_queue_does_not_say_it_is_empty() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!defers_accept(l.as_fd()));
+        let one: libc::c_int = 1;
+        // SAFETY: a valid option value of its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&l),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert!(defers_accept(l.as_fd()));
+        let _probe = Probe::connect(&listener_address(l.as_fd()).unwrap(), None).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(queued(l.as_fd()), Some(0), "a probe that sent nothing waits outside the accept queue");
+    }
 
     #[test]
     fn a_probe_reaches_a_wildcard_listener_and_is_known_by_its_address() {

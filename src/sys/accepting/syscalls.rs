@@ -182,3 +182,38 @@ mod tests {
         assert_eq!(parse_syscall(b"1073742112 0x7 0x0").map(|s| s.nr), Some(288));
     }
 }
+
+#[cfg(test)]
+mod select_tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A thread blocked in `select` with the listener in its read set is
+    /// seen (Ruby's `IO.select`, Python's `select.select`: `pselect6`).
+    #[test]
+    fn a_thread_blocked_in_select_is_seen() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = l.as_raw_fd();
+        let inode = super::super::socket_inode(std::os::fd::AsFd::as_fd(&l)).unwrap();
+        let t = std::thread::spawn(move || unsafe {
+            let mut set: libc::fd_set = std::mem::zeroed();
+            libc::FD_SET(fd, &mut set);
+            libc::select(fd + 1, &mut set, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        });
+        let me = std::process::id() as i32;
+        let mut seen = false;
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let mut buf = Vec::new();
+            inspect_threads(me, &[(fd, inode)], &mut buf, &mut |_, i, _| seen |= i == inode, &|| false).unwrap();
+            if seen {
+                break;
+            }
+        }
+        // Wake it before the listener (and its fd number) goes: no thread
+        // is left waiting on an fd another test may reuse.
+        let _wake = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        t.join().unwrap();
+        assert!(seen, "the thread in select was not seen");
+    }
+}

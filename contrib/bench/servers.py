@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""The server table of docs/servers.md, measured: each stock server that is
+installed here runs under the release build of hotswap, unchanged, with the
+command line the table gives, and goes through 3 reloads under load (2
+keep-alive clients and 2 clients opening a new connection per request,
+Python http.client, no pause, no retry; the Ruby and PHP apps take 20 ms
+per request, so a stop signal that does not drain shows). Prints, per server: how readiness
+was seen (status' `ready_via` and the first worker's time to ready), the
+stop signal hotswap chose, the requests made and failed, and the reloads'
+time.
+
+    cargo build --release && python3 contrib/bench/servers.py
+    SERVERS_ONLY=nginx,unicorn python3 contrib/bench/servers.py
+    SERVERS_FORCE_SIGTERM=1 ...   # the recognised pre-fork servers again
+                                  # with --stop-signal SIGTERM (the old default)
+
+Servers not installed are skipped with a line saying so. Only 127.0.0.1.
+Not a CI test: tests/it/known_servers.rs runs nginx and unicorn in CI.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BIN = os.path.abspath(os.environ.get("BENCH_HOTSWAP_BIN", os.path.join(ROOT, "target/release/hotswap")))
+FIX = os.path.join(ROOT, "tests/fixtures")
+PYAPP = os.path.join(ROOT, "tests/apps/python")
+NODEAPP = os.path.join(ROOT, "tests/apps/node")
+TMP = tempfile.mkdtemp(prefix="hotswap-servers-bench-")
+RELOADS = 3
+
+
+def log(msg):
+    print("[servers.py %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def which(*names):
+    for n in names:
+        p = shutil.which(n) or (os.path.exists("/usr/sbin/" + n) and "/usr/sbin/" + n)
+        if p:
+            return p
+    return None
+
+
+def py_has(module):
+    return subprocess.run([sys.executable, "-c", "import " + module], capture_output=True).returncode == 0
+
+
+def node_has(module):
+    return os.path.isdir(os.path.join(NODEAPP, "node_modules", module))
+
+
+# Each setup returns (command, hotswap args, port the load goes to, cleanup)
+# or a string saying why it cannot run here.
+
+def nginx_conf(d, port, body, extra=""):
+    return f"""worker_processes 1;
+pid {d}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        {body}
+    }}
+    {extra}
+}}
+"""
+
+
+def setup_nginx(d, port):
+    nginx = which("nginx")
+    if not nginx:
+        return "nginx not installed"
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(nginx_conf(d, port, 'location / { return 200 "generation=1\\n"; }'))
+    return [nginx, "-e", "stderr", "-c", f"{d}/nginx.conf"], ["-w", "1"], port, None
+
+
+RACK_APP = """body = "generation=#{ENV['HOTSWAP_GENERATION']}\\n"
+run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', 'content-length' => body.bytesize.to_s}, [body]] }
+"""
+
+
+def setup_unicorn(d, port):
+    if not which("unicorn"):
+        return "unicorn not installed (apt-get install unicorn)"
+    with open(f"{d}/config.ru", "w") as f:
+        f.write(RACK_APP)
+    return ["unicorn", "-E", "none", f"{d}/config.ru"], ["-w", "1"], port, None
+
+
+def setup_puma(d, port):
+    if not which("puma"):
+        return "puma not installed (apt-get install puma)"
+    with open(f"{d}/config.ru", "w") as f:
+        f.write(RACK_APP)
+    return ["puma", "--bind-to-activated-sockets", "only", "-e", "production", f"{d}/config.ru"], ["-w", "1"], port, None
+
+
+def setup_lighttpd(d, port):
+    lighttpd = which("lighttpd")
+    if not lighttpd:
+        return "lighttpd not installed (apt-get install lighttpd)"
+    os.makedirs(f"{d}/www", exist_ok=True)
+    with open(f"{d}/www/index.txt", "w") as f:
+        f.write("generation=1\n")
+    with open(f"{d}/lighttpd.conf", "w") as f:
+        f.write(f"""server.document-root = "{d}/www"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.systemd-socket-activation = "enable"
+server.errorlog = "/dev/stderr"
+index-file.names = ("index.txt")
+mimetype.assign = (".txt" => "text/plain")
+""")
+    return [lighttpd, "-D", "-f", f"{d}/lighttpd.conf"], ["-w", "1"], port, None
+
+
+def setup_php_fpm(d, port):
+    fpm = which("php-fpm8.2", "php-fpm")
+    nginx = which("nginx")
+    if not fpm or not nginx:
+        return "php-fpm or nginx not installed"
+    with open(f"{d}/index.php", "w") as f:
+        f.write('<?php usleep(20000); echo "generation=" . getenv("HOTSWAP_GENERATION") . "\\n";\n')
+    with open(f"{d}/fpm.conf", "w") as f:
+        f.write(f"""[global]
+pid = {d}/fpm.pid
+error_log = /proc/self/fd/2
+daemonize = no
+[www]
+listen = 127.0.0.1:{port}
+pm = static
+pm.max_children = 4
+clear_env = no
+""")
+    # The front: a plain nginx, not under hotswap, passing to php-fpm.
+    front = free_port()
+    fd = f"{d}/front"
+    os.makedirs(fd, exist_ok=True)
+    with open(f"{fd}/nginx.conf", "w") as f:
+        f.write(nginx_conf(fd, front, f"""location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME {d}/index.php;
+            fastcgi_pass 127.0.0.1:{port};
+        }}""").replace("master_process", "master_process"))
+    proc = subprocess.Popen([nginx, "-e", "stderr", "-g", "daemon off;", "-c", f"{fd}/nginx.conf"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [fpm, "-F", "-R", "-y", f"{d}/fpm.conf"], ["-w", "1"], front, proc
+
+
+def setup_gunicorn_sync(d, port):
+    if not py_has("gunicorn"):
+        return "gunicorn not installed"
+    return (["gunicorn", "--chdir", os.path.join(ROOT, "contrib/apps/gunicorn"), "-w", "2", "app:app"],
+            ["-w", "1"], port, None)
+
+
+def setup_gunicorn_uvicorn(d, port):
+    if not (py_has("gunicorn") and py_has("uvicorn")):
+        return "gunicorn or uvicorn not installed"
+    return (["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", "2", "--keep-alive", "75", "--chdir", PYAPP,
+             "asgi_app:app"], ["-w", "1"], port, None)
+
+
+def setup_uvicorn(d, port):
+    if not py_has("uvicorn"):
+        return "uvicorn not installed"
+    return (["uvicorn", "--fd", "3", "--app-dir", PYAPP, "--no-access-log", "asgi_app:app"], ["-w", "2"], port, None)
+
+
+def setup_hypercorn(d, port):
+    if not py_has("hypercorn"):
+        return "hypercorn not installed"
+    return ["sh", "-c", f"cd {PYAPP} && exec hypercorn --bind fd://3 asgi_app:app"], ["-w", "2"], port, None
+
+
+def setup_aiohttp(d, port):
+    if not py_has("aiohttp"):
+        return "aiohttp not installed"
+    return ["python3", os.path.join(FIX, "stock_aiohttp.py")], ["-w", "2"], port, None
+
+
+def setup_go(d, port):
+    if not which("go"):
+        return "go not installed"
+    out = os.path.join(d, "stock-go")
+    subprocess.run(["go", "build", "-o", out, "main.go"], cwd=os.path.join(FIX, "stock_go"), check=True,
+                   env=dict(os.environ, GO111MODULE="off"))
+    return [out], ["-w", "2"], port, None
+
+
+def setup_node(app, module=None):
+    def setup(d, port):
+        if not which("node") or (module and not node_has(module)):
+            return f"node or {module} not installed"
+        return ["node", os.path.join(NODEAPP, app)], ["-w", "2"], port, None
+    return setup
+
+
+# name, setup, what the deploy before each reload writes (or None), verified by
+SERVERS = [
+    ("Node.js http (cluster app)", setup_node("cluster-cjs.js"), None,
+     "`node::the_cluster_guides_app_commonjs_reloads_under_load`"),
+    ("Express", setup_node("express-app.js", "express"), None, "`node::an_express_app_reloads_under_load`"),
+    ("Fastify", setup_node("fastify-app.js", "fastify"), None, "`node::a_fastify_app_reloads_under_load`"),
+    ("uvicorn", setup_uvicorn, None, "`python::uvicorn_with_httptools_reloads_without_a_failed_request`"),
+    ("hypercorn", setup_hypercorn, None, "`python::hypercorn_reloads_without_a_failed_request`"),
+    ("gunicorn, sync workers", setup_gunicorn_sync, None, "`systemd::gunicorn_reloads_under_load`"),
+    ("gunicorn, uvicorn workers", setup_gunicorn_uvicorn, None,
+     "`python::gunicorn_with_uvicorn_workers_reloads_without_a_failed_request`"),
+    ("aiohttp", setup_aiohttp, None, "`rescue::aiohttp_loses_only_what_it_read_itself`"),
+    ("Go net/http on fd 3", setup_go, None, "`rescue::go_net_http_loses_nothing_with_rescue`"),
+    ("nginx", setup_nginx, "nginx", "`known_servers::nginx_with_its_own_config_reloads_without_a_failed_request`"),
+    ("unicorn", setup_unicorn, None, "`known_servers::unicorn_reloads_without_a_failed_request`"),
+    ("puma", setup_puma, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("lighttpd", setup_lighttpd, "lighttpd", "measured by contrib/bench/servers.py, not in CI"),
+    ("php-fpm behind nginx", setup_php_fpm, None, "measured by contrib/bench/servers.py, not in CI"),
+]
+
+PREFORK_SIGTERM = {"nginx", "unicorn", "lighttpd", "php-fpm behind nginx"}
+
+
+def deploy(kind, d, port, generation):
+    if kind == "nginx":
+        with open(f"{d}/nginx.conf", "w") as f:
+            f.write(nginx_conf(d, port, 'location / { return 200 "generation=%d\\n"; }' % generation))
+    elif kind == "lighttpd":
+        with open(f"{d}/www/index.txt.new", "w") as f:
+            f.write("generation=%d\n" % generation)
+        os.rename(f"{d}/www/index.txt.new", f"{d}/www/index.txt")
+
+
+class Load:
+    """2 keep-alive and 2 new-connection clients, no pause, no retry."""
+
+    def __init__(self, port):
+        self.port, self.stop = port, False
+        self.ok = self.failed = 0
+        self.errors = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.client, args=(i < 2,), daemon=True) for i in range(4)]
+        for t in self.threads:
+            t.start()
+
+    def client(self, keep_alive):
+        conn = None
+        while not self.stop:
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+                conn.request("GET", "/", headers={} if keep_alive else {"Connection": "close"})
+                r = conn.getresponse()
+                r.read()
+                good = r.status == 200
+                if not keep_alive or r.will_close:
+                    conn.close()
+                    conn = None
+                with self.lock:
+                    if good:
+                        self.ok += 1
+                    else:
+                        self.failed += 1
+                        self.errors.append("HTTP %d" % r.status)
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.failed += 1
+                    self.errors.append(repr(e)[:80])
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.01)
+
+    def count(self):
+        with self.lock:
+            return self.ok + self.failed
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join(30)
+
+
+def hs(args, control):
+    return subprocess.run([BIN, *args, "--control", control], capture_output=True, text=True, timeout=120)
+
+
+def run_one(name, setup, kind, force_sigterm):
+    d = os.path.join(TMP, name.replace(" ", "_").replace("/", "_").replace(",", "") + ("-term" if force_sigterm else ""))
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    got = setup(d, port)
+    if isinstance(got, str):
+        return {"name": name, "skipped": got}
+    command, extra, load_port, front = got
+    if force_sigterm:
+        extra = extra + ["--stop-signal", "SIGTERM"]
+    control = os.path.join(d, "control.sock")
+    logf = open(os.path.join(d, "primary.log"), "w")
+    primary = subprocess.Popen([BIN, "run", "-l", f"127.0.0.1:{port}", "--control", control, "--ready-timeout", "60s",
+                                *extra, "--", *command], stdout=logf, stderr=logf, cwd=d)
+    result = {"name": name, "command": command, "args": extra}
+    try:
+        want = int(extra[extra.index("-w") + 1])
+        deadline = time.time() + 60
+        status = {}
+        while time.time() < deadline:
+            r = hs(["status", "--json"], control)
+            if r.returncode == 0:
+                status = json.loads(r.stdout)
+                if sum(w["state"] == "ready" for w in status["workers"]) >= want:
+                    break
+            time.sleep(0.2)
+        else:
+            result["error"] = "never ready: " + open(os.path.join(d, "primary.log")).read()[-2000:]
+            return result
+        w = status["workers"][0]
+        result.update(ready_via=w.get("ready_via"), ready_proof=w.get("ready_proof"), first_ready_ms=w.get("ready_ms"),
+                      server=status.get("server"))
+        load = Load(load_port)
+        time.sleep(2)
+        took = []
+        for g in range(2, 2 + RELOADS):
+            if kind:
+                deploy(kind, d, port, g)
+            t = time.time()
+            r = hs(["reload"], control)
+            took.append(round((time.time() - t) * 1000))
+            if r.returncode != 0:
+                result.setdefault("reload_errors", []).append(r.stdout + r.stderr)
+            time.sleep(1.5)
+        load.finish()
+        text = open(os.path.join(d, "primary.log")).read()
+        sig = [line.split("stopping (")[1].split(" sent")[0] for line in text.splitlines() if "stopping (" in line]
+        result.update(requests=load.ok + load.failed, failed=load.failed, errors=load.errors[:5], reload_ms=took,
+                      stop_signal=sig[0] if sig else None, killed=text.count("killed by SIGKILL"))
+        return result
+    finally:
+        primary.send_signal(signal.SIGTERM)
+        try:
+            primary.wait(40)
+        except subprocess.TimeoutExpired:
+            primary.kill()
+        if front:
+            front.terminate()
+            front.wait()
+        logf.close()
+
+
+def main():
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} is missing: cargo build --release")
+    only = [o for o in os.environ.get("SERVERS_ONLY", "").split(",") if o]
+    force = os.environ.get("SERVERS_FORCE_SIGTERM") == "1"
+    version = next(l.split('"')[1] for l in open(os.path.join(ROOT, "Cargo.toml")) if l.startswith("version"))
+    print(f"hotswap {version}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; {RELOADS} reloads under 2 keep-alive + 2 new-connection clients")
+    print()
+    print("| server | ready via (first start) | stop signal | requests | failed | reloads (ms) |")
+    print("|---|---|---|---|---|---|")
+    results = []
+    for name, setup, kind, verified in SERVERS:
+        if only and not any(o.lower() in name.lower() for o in only):
+            continue
+        if force and name not in PREFORK_SIGTERM:
+            continue
+        log(f"{name}{' (--stop-signal SIGTERM)' if force else ''}")
+        r = run_one(name, setup, kind, force)
+        r["verified_by"] = verified
+        results.append(r)
+        if "skipped" in r:
+            print(f"| {name} | not measured: {r['skipped']} | | | | |")
+        elif "error" in r:
+            print(f"| {name} | ERROR | | | | |")
+            log(r["error"])
+        else:
+            via = f"{r['ready_via']}{' (' + r['ready_proof'] + ')' if r.get('ready_proof') else ''} in {r['first_ready_ms']} ms"
+            print(f"| {name} | {via} | {r['stop_signal']} | {r['requests']} | {r['failed']} | {r['reload_ms']} |",
+                  flush=True)
+            if r["failed"] or r.get("reload_errors") or r.get("killed"):
+                log(f"{name}: errors {r['errors']} reload errors {r.get('reload_errors')} killed {r.get('killed')}")
+    with open(os.path.join(TMP, "servers.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"details: {TMP}/servers.json and each server's primary.log under {TMP}")
+
+
+if __name__ == "__main__":
+    main()
