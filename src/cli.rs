@@ -108,11 +108,26 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct ControlArgs {
+    /// The primary's name (`--name`), instead of `--control`.
+    #[arg(value_name = "APP")]
+    pub app: Option<crate::options::AppName>,
     /// Control socket of the primary [default: $HOTSWAP_CONTROL, else
     /// $XDG_RUNTIME_DIR/hotswap.sock, /run/hotswap.sock for root,
     /// /tmp/hotswap-UID/hotswap.sock otherwise].
     #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
     pub control: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    /// The control socket to talk to: the name's (a name wins over
+    /// `HOTSWAP_CONTROL`, which a worker has in its environment), else
+    /// `--control`, else the default.
+    pub fn path(&self) -> PathBuf {
+        match &self.app {
+            Some(app) => app.socket(),
+            None => crate::options::control_path(self.control.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

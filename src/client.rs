@@ -196,6 +196,13 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
     }
 }
 
+/// The app name whose control socket `path` is, if it is one.
+pub fn named(path: &Path) -> Option<String> {
+    let dir = crate::options::name::dir();
+    let stem = path.file_name()?.to_str()?.strip_suffix(".sock")?;
+    (path.parent() == Some(dir.as_path()) && stem.parse::<crate::options::AppName>().is_ok()).then(|| stem.to_string())
+}
+
 /// How one connection ended.
 enum Answer {
     /// With at least one reply.
@@ -207,6 +214,9 @@ enum Answer {
 fn call_once(path: &Path, request: &Request, on_reply: &mut impl FnMut(Reply), retry: bool) -> Result<Answer> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         let again = if retry { " (asked again after the primary closed the connection without answering)" } else { "" };
+        if let Some(name) = named(path) {
+            return anyhow::anyhow!("no primary named {name} answers ({e}{again}; `hotswap ls` lists the running ones)");
+        }
         anyhow::anyhow!(
             "cannot reach a hotswap primary at {}: {e}{again} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
             path.display()

@@ -8,7 +8,7 @@ use clap::{CommandFactory, Parser};
 use hotswap::cli::{Cli, Command};
 use hotswap::io::log_format::set_style;
 use hotswap::io::output::{LogSink, Output};
-use hotswap::options::{control_path, Options, Settings};
+use hotswap::options::{Options, Settings};
 use hotswap::supervisor::{self, Origin};
 use hotswap::sys::{fd_limit, guardian, listeners, sd_notify::Systemd, spawn};
 use hotswap::{client, handover};
@@ -49,12 +49,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
         Command::Check(flags) => return hotswap::check::run(&flags),
-        Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
+        Command::Upgrade(c) => client::upgrade(&c.path()),
         Command::UpgradeCheck => return handover::check_main(check_argv),
-        Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build, r.surge, r.canary),
-        Command::Status(s) => client::status(&control_path(s.control.control), s.json),
-        Command::Stop(c) => client::stop(&control_path(c.control)),
-        Command::Events(s) => client::events(&control_path(s.control.control), s.json),
+        Command::Reload(r) => client::reload(&r.control.path(), r.no_build, r.surge, r.canary),
+        Command::Status(s) => client::status(&s.control.path(), s.json),
+        Command::Stop(c) => client::stop(&c.path()),
+        Command::Events(s) => client::events(&s.control.path(), s.json),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hotswap", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -145,6 +145,13 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
         }
     };
     set_style(settings.log_format, settings.timestamps);
+    // A name in use: said before anything is bound (its ports would clash
+    // first otherwise).
+    if let Some(name) = &settings.name {
+        if std::os::unix::net::UnixStream::connect(&settings.control_path).is_ok() {
+            return Err(supervisor::name_taken(name));
+        }
+    }
     let env = supervisor::base_env();
     // (With --build, the build may be what creates the program.)
     if settings.build.is_none() {

@@ -14,6 +14,7 @@
 //! in the file is reported as needing a restart.
 
 mod log;
+pub mod name;
 mod parse;
 mod ready;
 mod rollout;
@@ -29,6 +30,7 @@ pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use log::LogFormat;
+pub use name::AppName;
 pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
 pub use ready::ReadyMode;
 pub use rollout::{HealthPath, WarmupNice};
@@ -64,6 +66,15 @@ pub struct Options {
     #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<PathBuf>,
+
+    /// Name this primary, so that `hotswap reload APP`, `status APP`, `stop
+    /// APP`, `events APP`, `logs APP` find it without `--control` (its
+    /// control socket is `APP.sock` in this user's runtime directory:
+    /// `$XDG_RUNTIME_DIR/hotswap/`, else `/tmp/hotswap-UID/`). A name a
+    /// running primary holds is refused; `hotswap ls` lists them.
+    #[arg(long, value_name = "APP")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub name: Option<AppName>,
 
     /// How long a new worker may take to report ready (`500ms`, `10s`, `2m`)
     /// [default: 30s].
@@ -291,6 +302,9 @@ pub struct Settings {
     pub command: Vec<String>,
     pub workers: u32,
     pub control_path: PathBuf,
+    /// `--name`: the control socket is the name's (see [`name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub ready_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// New workers a reload may start at once (`--surge`); a reload request
@@ -448,6 +462,12 @@ impl Settings {
                  ready (default 30s; for workers that say nothing, use --ready none or delay:DUR)"
             );
         }
+        if let (Some(n), Some(c)) = (&o.name, &o.control) {
+            bail!(
+                "--name {n} and --control {} (or HOTSWAP_CONTROL) both say where the control socket is: give one",
+                c.display()
+            );
+        }
         let balance = o.balance.unwrap_or_default();
         #[cfg(not(target_os = "linux"))]
         if balance.per_slot() {
@@ -471,7 +491,12 @@ impl Settings {
             listen: o.listen,
             command: o.command,
             workers,
-            control_path: o.control.unwrap_or_else(default_control_path),
+            control_path: match (&o.name, o.control) {
+                (_, Some(c)) => c,
+                (Some(n), None) => n.socket(),
+                (None, None) => default_control_path(),
+            },
+            name: o.name.map(|n| n.to_string()),
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             surge: o.surge.unwrap_or_default(),
@@ -507,7 +532,7 @@ impl Settings {
             v.push("listen");
         }
         if self.control_path != new.control_path {
-            v.push("control");
+            v.push(if self.name != new.name { "name" } else { "control" });
         }
         if self.backlog != new.backlog {
             v.push("backlog");

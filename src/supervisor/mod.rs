@@ -188,7 +188,10 @@ pub async fn run(
     // request may be missed.
     crate::io::signals::start(tx.clone())?;
     crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
-    let control = control::Server::bind(&settings.control_path, tx.clone())?;
+    let control = control::Server::bind(&settings.control_path, tx.clone()).map_err(|e| match &settings.name {
+        Some(name) if format!("{e}").contains("another hotswap primary answers") => name_taken(name),
+        _ => e,
+    })?;
     let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
     let base = runtime_dir::base();
@@ -206,6 +209,14 @@ pub async fn run(
     sup.end_orphans();
     sup.guardian.dismiss();
     result
+}
+
+/// The error for `--name APP` when a running primary holds that name.
+pub fn name_taken(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the name {name:?} is taken: a running primary answers on its control socket (`hotswap stop {name}` \
+         stops it; or give this one another --name)"
+    )
 }
 
 /// Lets the control connections write their last replies before the
