@@ -53,6 +53,22 @@ pub enum Command {
     /// for a command that cannot run. It binds nothing, so it can check a
     /// new config beside the primary that runs the old one.
     Check(Options),
+    /// Start the primary in the background, detached from the terminal
+    /// (closing it neither reloads nor stops it), with the same arguments
+    /// as `run`; its output and its workers' go to APP.log in the registry
+    /// of names (rotated at 10 MiB, two old files kept; `hotswap logs
+    /// APP`). Without --name, the name is the script's or program's
+    /// (`node server.js` -> `server`).
+    ///
+    /// Returns once every worker of the first generation is ready (exit
+    /// 0), or once the primary gave up (exit 1, with the end of its log:
+    /// why); 2 for a bad flag or config value.
+    Start(Options),
+    /// Stop a primary `hotswap start` started, gracefully, then start it
+    /// again with the same arguments, directory and environment (a new
+    /// primary: listeners are bound again, so connections are refused in
+    /// between; `reload` is the zero-downtime way).
+    Restart(NameArgs),
     /// Start a rolling reload and wait until the new generation serves.
     Reload(ReloadArgs),
     /// Show listeners, generation and workers of a running primary, with each
@@ -104,6 +120,22 @@ pub enum Command {
     /// dies (see the guardian module).
     #[command(hide = true)]
     Guardian,
+    /// Internal: appends stdin to FILE, rotating it (`hotswap start`'s log).
+    #[command(hide = true)]
+    LogWriter {
+        file: PathBuf,
+        #[arg(long, default_value_t = crate::daemon::MAX_LOG)]
+        max_size: u64,
+        #[arg(long, default_value_t = crate::daemon::KEEP_LOGS)]
+        keep: u32,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NameArgs {
+    /// The primary's name (`--name`, or the one `start` gave it).
+    #[arg(value_name = "APP")]
+    pub app: crate::options::AppName,
 }
 
 #[derive(Debug, Args, Clone)]

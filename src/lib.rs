@@ -38,7 +38,9 @@
 //!   check, event subscribers, self-upgrade.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk
 //!   to a running primary; [`check`]: `hotswap check`, a configuration
-//!   validated as `run` would start it.
+//!   validated as `run` would start it; [`daemon`]: `hotswap start` and
+//!   `restart`, a primary in the background with its output in rotated
+//!   files.
 //!
 //! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
 //! hotswap promises.
@@ -46,6 +48,7 @@
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod handover;
 pub mod io;
 pub mod node;

@@ -11,7 +11,7 @@ use hotswap::io::output::{LogSink, Output};
 use hotswap::options::{Options, Settings};
 use hotswap::supervisor::{self, Origin};
 use hotswap::sys::{fd_limit, guardian, listeners, sd_notify::Systemd, spawn};
-use hotswap::{client, handover};
+use hotswap::{client, daemon, handover};
 
 /// How long an exiting primary waits for its output to be written (a
 /// stalled stderr reader must not keep it from exiting).
@@ -49,6 +49,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
         Command::Check(flags) => return hotswap::check::run(&flags),
+        Command::Start(flags) => daemon::start(&flags, std::env::args_os().skip(2).collect()),
+        Command::Restart(n) => daemon::restart(&n.app),
+        Command::LogWriter { file, max_size, keep } => daemon::log_writer(&file, max_size, keep),
         Command::Upgrade(c) => client::upgrade(&c.path()),
         Command::UpgradeCheck => return handover::check_main(check_argv),
         Command::Reload(r) => client::reload(&r.control.path(), r.no_build, r.surge, r.canary),

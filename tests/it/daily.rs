@@ -106,3 +106,108 @@ fn a_name_finds_its_primary_is_refused_while_held_and_reclaimed_when_stale() {
     ok(&hs(&x.0, &["stop", "web"]));
     assert_eq!(again.wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+/// Kills a detached primary when the test ends early (its guardian then
+/// ends its workers).
+struct Reap(i64);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The session id and controlling terminal (`tty_nr`) of a process.
+fn session_and_tty(pid: i64) -> (i64, i64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    (after[3].parse().unwrap(), after[4].parse().unwrap())
+}
+
+#[test]
+fn start_detaches_waits_for_ready_and_survives_its_terminal_closing() {
+    let x = xdg();
+    let worker = rust_worker()[0].clone();
+    // Under a real terminal (script's pty), which closes when the shell
+    // ends: the kernel hangs up that terminal's session.
+    let line = format!("{HOTSWAP} start --name app -w 2 -l 127.0.0.1:0 --min-ready 0 -- {worker}; echo start-exit=$?");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("XDG_RUNTIME_DIR", &x.0)
+        .env_remove("HOTSWAP_CONTROL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(said.contains("app started: pid") && said.contains("start-exit=0"), "{said}");
+    let st = json(&hs(&x.0, &["status", "app", "--json"]));
+    let pid = st["pid"].as_i64().unwrap();
+    let _reap = Reap(pid);
+    assert_eq!(Primary::ready_workers(&st).len(), 2, "start returned before the workers were ready: {st}");
+    // Its own session, no terminal: the hangup never reached it.
+    assert_eq!(session_and_tty(pid), (pid, 0));
+    std::thread::sleep(Duration::from_millis(500));
+    let after = json(&hs(&x.0, &["status", "app", "--json"]));
+    assert_eq!((after["pid"].as_i64(), after["generation"].as_u64()), (Some(pid), Some(1)), "{after}");
+    let addr = Target::Tcp(after["listeners"][0].as_str().unwrap().to_string());
+    assert_eq!(get(&addr, "/").unwrap().status, 200);
+
+    // Its output and its workers' are in the log file.
+    let log = std::fs::read_to_string(x.path("hotswap/app.log")).unwrap();
+    assert!(log.contains("[w1 g1 ") && log.contains("ready in"), "{log}");
+
+    ok(&hs(&x.0, &["stop", "app"]));
+    wait_until(Duration::from_secs(20), "the started primary gone", || process_gone(pid as i32));
+
+    // A start that fails says why, from the worker's own output.
+    let bad = hs(
+        &x.0,
+        &[
+            "start",
+            "--name",
+            "bad",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--",
+            "sh",
+            "-c",
+            "echo 'SyntaxError: boom' >&2; exit 1",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("bad did not start") && text(&bad).contains("SyntaxError: boom"), "{}", text(&bad));
+}
+
+#[test]
+fn the_log_writer_rotates_at_line_ends_and_keeps_two_old_files() {
+    let d = TempDir::new("logw");
+    let file = d.path("app.log");
+    let mut child = Command::new(HOTSWAP)
+        .args(["log-writer", "--max-size", "8000", "--keep", "2"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for i in 0..1000 {
+        use std::io::Write;
+        writeln!(input, "line {i:04} {}", "x".repeat(80)).unwrap();
+    }
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    let read = |p: &str| std::fs::read_to_string(d.path(p)).unwrap();
+    for f in ["app.log", "app.log.1", "app.log.2"] {
+        let t = read(f);
+        assert!(t.len() <= 8000 && t.ends_with('\n') && t.starts_with("line "), "{f}: {} bytes", t.len());
+    }
+    assert!(!d.path("app.log.3").exists());
+    assert!(read("app.log").trim_end().ends_with(&format!("line 0999 {}", "x".repeat(80))));
+    let older = read("app.log.1");
+    let last_of_older: u32 = older.lines().last().unwrap()[5..9].parse().unwrap();
+    let first_of_newest: u32 = read("app.log").lines().next().unwrap()[5..9].parse().unwrap();
+    assert_eq!(last_of_older + 1, first_of_newest, "no line lost at the rotation");
+}
