@@ -69,6 +69,22 @@ pub enum Command {
     /// primary: listeners are bound again, so connections are refused in
     /// between; `reload` is the zero-downtime way).
     Restart(NameArgs),
+    /// List every primary of this user: the named ones (`--name`,
+    /// `start`), stopped ones `start` started, and the unnamed one at the
+    /// default control socket if it runs; with pid, status, generation,
+    /// workers ready of how many, the workers' CPU, the memory of the
+    /// primary and its workers, uptime and the last reload.
+    Ls {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what a primary wrote, its own log and every worker line with
+    /// its `[wID gGEN PID]` prefix: the last N lines (of the last 1000 it
+    /// keeps in memory), then with --follow each new one as it is written.
+    /// Works for `run` and `start` alike, over the control socket; a
+    /// stopped primary that `start` started has its log file read.
+    Logs(LogsArgs),
     /// Start a rolling reload and wait until the new generation serves.
     Reload(ReloadArgs),
     /// Show listeners, generation and workers of a running primary, with each
@@ -129,6 +145,18 @@ pub enum Command {
         #[arg(long, default_value_t = crate::daemon::KEEP_LOGS)]
         keep: u32,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Keep printing new lines until the primary exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many past lines to print first.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+    pub lines: usize,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -27,7 +27,7 @@ fn until_done(path: &Path, request: &Request, what: &str) -> anyhow::Result<Exit
             eprintln!("hotswap: {what} failed: {}", error.trim_start_matches(&format!("{what} failed: ")));
             finished = true;
         }
-        Reply::Status(_) | Reply::Event(_) => {}
+        Reply::Status(_) | Reply::Event(_) | Reply::Log { .. } => {}
     })?;
     if !finished {
         eprintln!("hotswap: the primary closed the connection before the {what} finished");
@@ -78,7 +78,7 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         Reply::Done { .. } => end = Some(Ok(())),
         Reply::Error { error } => end = Some(Err(error)),
-        Reply::Progress { .. } | Reply::Status(_) => {}
+        Reply::Progress { .. } | Reply::Status(_) | Reply::Log { .. } => {}
     };
     let mut attempt = 0;
     loop {
@@ -153,7 +153,7 @@ pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("hotswap: {error}");
             code = ExitCode::FAILURE;
         }
-        Reply::Status(_) | Reply::Event(_) => {}
+        Reply::Status(_) | Reply::Event(_) | Reply::Log { .. } => {}
     })?;
     if code == ExitCode::SUCCESS && !told {
         eprintln!("hotswap: the connection to the primary closed before it said how the stop went (was it killed?)");

@@ -1,4 +1,4 @@
-//! `hotswap start` and `hotswap restart`: a primary in the background, as
+//! `hotswap start`, `restart` and `logs`: a primary in the background, as
 //! PM2 runs apps.
 //!
 //! `start` runs `hotswap run` with the same arguments (plus `--name`) in a
@@ -211,6 +211,40 @@ pub fn restart(name: &AppName) -> Result<ExitCode> {
         .status()
         .context("running hotswap start")?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `hotswap logs`: the last `lines` lines the primary wrote (its log and
+/// its workers', as it wrote them), then with `follow` each new line until
+/// the primary exits (exit 0) or this client is interrupted. From the
+/// running primary over its control socket (`run` and `start` alike); a
+/// primary that no longer runs but was started by `hotswap start` has its
+/// log file read instead (with `follow`, exit 1: nothing more will come).
+pub fn logs(path: &Path, log_file: Option<&Path>, lines: usize, follow: bool) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let mut any = false;
+    let asked = crate::client::call(path, &Request::Logs { lines, follow }, |reply| match reply {
+        Reply::Log { line } => {
+            any = true;
+            let _ = writeln!(out, "{line}");
+            if follow {
+                let _ = out.flush();
+            }
+        }
+        Reply::Error { error } => eprintln!("hotswap: {error}"),
+        _ => {}
+    });
+    match asked {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if !any => {
+            let Some(file) = log_file.filter(|f| f.exists()) else { return Err(e) };
+            eprintln!("hotswap: not running; the end of {}:", file.display());
+            for line in tail(file, lines) {
+                let _ = writeln!(out, "{line}");
+            }
+            Ok(if follow { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A child in a session of its own: no controlling terminal, no SIGHUP

@@ -40,11 +40,12 @@
 //!   to a running primary; [`check`]: `hotswap check`, a configuration
 //!   validated as `run` would start it; [`daemon`]: `hotswap start` and
 //!   `restart`, a primary in the background with its output in rotated
-//!   files.
+//!   files; [`apps`]: `hotswap ls`.
 //!
 //! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
 //! hotswap promises.
 
+pub mod apps;
 pub mod check;
 pub mod cli;
 pub mod client;

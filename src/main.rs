@@ -51,6 +51,11 @@ fn main() -> ExitCode {
         Command::Check(flags) => return hotswap::check::run(&flags),
         Command::Start(flags) => daemon::start(&flags, std::env::args_os().skip(2).collect()),
         Command::Restart(n) => daemon::restart(&n.app),
+        Command::Ls { json } => hotswap::apps::ls(json),
+        Command::Logs(l) => {
+            let file = l.control.app.as_ref().map(|a| a.log());
+            daemon::logs(&l.control.path(), file.as_deref(), l.lines, l.follow)
+        }
         Command::LogWriter { file, max_size, keep } => daemon::log_writer(&file, max_size, keep),
         Command::Upgrade(c) => client::upgrade(&c.path()),
         Command::UpgradeCheck => return handover::check_main(check_argv),

@@ -425,8 +425,8 @@ impl Supervisor {
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
-            // Served by `Event::Subscribe`.
-            Request::Events => drop((reply, conn)),
+            // Served by `Event::Subscribe`, and by the control task.
+            Request::Events | Request::Logs { .. } => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
         }
     }

@@ -37,6 +37,18 @@ pub enum Request {
     Events,
     /// Re-execute the primary from its binary on disk, keeping everything.
     Upgrade,
+    /// The last `lines` lines the primary wrote (its log and its workers'),
+    /// then, with `follow`, every line as it is written.
+    Logs {
+        #[serde(default = "default_lines")]
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
+}
+
+fn default_lines() -> usize {
+    50
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,9 +56,19 @@ pub enum Request {
 pub enum Reply {
     Status(Box<Status>),
     Event(LifecycleEvent),
-    Progress { message: String },
-    Done { message: String },
-    Error { error: String },
+    Progress {
+        message: String,
+    },
+    /// One line of the primary's output (`logs`), without its newline.
+    Log {
+        line: String,
+    },
+    Done {
+        message: String,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// Where the supervisor sends replies for one request.
@@ -331,7 +353,7 @@ pub fn fmt_bytes(b: u64) -> String {
     }
 }
 
-fn fmt_secs(secs: f64) -> String {
+pub fn fmt_secs(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..=59 => format!("{secs:.1}s"),

@@ -211,3 +211,68 @@ fn the_log_writer_rotates_at_line_ends_and_keeps_two_old_files() {
     let first_of_newest: u32 = read("app.log").lines().next().unwrap()[5..9].parse().unwrap();
     assert_eq!(last_of_older + 1, first_of_newest, "no line lost at the rotation");
 }
+
+#[test]
+fn ls_lists_every_primary_and_logs_reads_start_and_run_alike() {
+    let x = xdg();
+    let worker = rust_worker()[0].clone();
+    ok(&hs(&x.0, &["start", "--name", "a", "-w", "2", "-l", "127.0.0.1:0", "--min-ready", "0", "--", &worker]));
+    let a_pid = json(&hs(&x.0, &["status", "a", "--json"]))["pid"].as_i64().unwrap();
+    let _reap = Reap(a_pid);
+    // A foreground `run`, its output elsewhere.
+    let mut b = Primary::builder(rust_worker()).workers(1).named("b", &x.0).start();
+    ok(&hs(&x.0, &["reload", "a"]));
+
+    let apps = json(&hs(&x.0, &["ls", "--json"]));
+    let find = |n: &str| apps.as_array().unwrap().iter().find(|a| a["name"] == n).cloned().unwrap();
+    let (a, bb) = (find("a"), find("b"));
+    assert_eq!(
+        (a["online"].as_bool(), a["pid"].as_i64(), a["generation"].as_u64()),
+        (Some(true), Some(a_pid), Some(2))
+    );
+    assert_eq!((a["workers_ready"].as_u64(), a["workers"].as_u64()), (Some(2), Some(2)), "{a}");
+    assert_eq!(a["last_reload"]["ok"], true, "{a}");
+    assert!(a["memory_bytes"].as_u64().unwrap() > 1024 * 1024, "{a}");
+    assert_eq!((bb["pid"].as_i64(), bb["generation"].as_u64()), (Some(b.pid() as i64), Some(1)), "{bb}");
+    assert!(bb["last_reload"].is_null(), "{bb}");
+    let table = ok(&hs(&x.0, &["ls"]));
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.contains("online") && l.contains("2/2")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("b ") && l.contains("1/1")), "{table}");
+
+    // Past lines, from either kind of primary.
+    let past = ok(&hs(&x.0, &["logs", "a", "-n", "1000"]));
+    assert!(past.contains("[w1 g1 ") && past.contains("reload finished"), "{past}");
+    assert!(ok(&hs(&x.0, &["logs", "b", "-n", "1000"])).contains("[w1 g1 "));
+    assert_eq!(ok(&hs(&x.0, &["logs", "a", "-n", "2"])).lines().count(), 2);
+
+    // Following b through a reload, until b stops.
+    let follower = Command::new(HOTSWAP)
+        .args(["logs", "b", "--follow", "--lines", "0"])
+        .env("XDG_RUNTIME_DIR", &x.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&hs(&x.0, &["reload", "b"]));
+    ok(&hs(&x.0, &["stop", "b"]));
+    assert_eq!(b.wait_exit(Duration::from_secs(20)), Some(0));
+    let followed = follower.wait_with_output().unwrap();
+    assert!(followed.status.success(), "{}", text(&followed));
+    let seen = String::from_utf8_lossy(&followed.stdout);
+    assert!(seen.contains("[w2 g2 ") && seen.contains("reload finished") && seen.contains("stop requested"), "{seen}");
+    assert!(!seen.contains("(generation 1, worker 1)"), "--lines 0 printed the past: {seen}");
+
+    // A stopped started primary: its log file, and ls says stopped.
+    ok(&hs(&x.0, &["stop", "a"]));
+    wait_until(Duration::from_secs(20), "a gone", || process_gone(a_pid as i32));
+    // (The log writer, a process of its own, writes the last lines a moment later.)
+    wait_until(Duration::from_secs(10), "a's last line in its log", || {
+        std::fs::read_to_string(x.path("hotswap/a.log")).is_ok_and(|l| l.trim_end().ends_with("stopped"))
+    });
+    let file = hs(&x.0, &["logs", "a", "-n", "3"]);
+    assert!(ok(&file).contains("stopped") && text(&file).contains("not running"), "{}", text(&file));
+    let table = ok(&hs(&x.0, &["ls"]));
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.contains("stopped")), "{table}");
+    assert!(!table.contains("b "), "b ran with `run`: nothing left of it: {table}");
+}
