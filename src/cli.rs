@@ -69,6 +69,18 @@ pub enum Command {
     /// primary: listeners are bound again, so connections are refused in
     /// between; `reload` is the zero-downtime way).
     Restart(NameArgs),
+    /// Change how many workers a running primary keeps, live: `N`, `+N`
+    /// or `-N` (`hotswap scale web 4`, `hotswap scale +2` for the default
+    /// primary). New workers start with the serving generation; the ones
+    /// that go are retired as a reload retires old workers (drained, killed
+    /// only at --shutdown-timeout). No restart, no refused connection. The
+    /// new size holds across reloads, as `-w N` would, until the primary
+    /// stops. Refused while a reload runs.
+    ///
+    /// Waits until the pool has the new size, every worker ready (exit 0);
+    /// 1 when refused or when that takes longer than --ready-timeout plus
+    /// --shutdown-timeout (60 s by default).
+    Scale(ScaleArgs),
     /// List every primary of this user: the named ones (`--name`,
     /// `start`), stopped ones `start` started, and the unnamed one at the
     /// default control socket if it runs; with pid, status, generation,
@@ -145,6 +157,20 @@ pub enum Command {
         #[arg(long, default_value_t = crate::daemon::KEEP_LOGS)]
         keep: u32,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `[APP] COUNT`: the primary's name (optional) and `N`, `+N` or `-N`.
+    #[arg(value_name = "[APP] COUNT", num_args = 1..=2, required = true, allow_negative_numbers = true)]
+    pub args: Vec<String>,
+    /// Control socket of the primary, when it has no name [default: as
+    /// for `status`].
+    #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
+    pub control: Option<PathBuf>,
+    /// How long to wait for the new size [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = crate::options::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

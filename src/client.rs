@@ -196,6 +196,52 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
     }
 }
 
+/// `hotswap scale`: asks for the new size, then waits (polling status)
+/// until the primary keeps that many workers, all ready, and the retired
+/// ones are gone.
+pub fn scale(path: &Path, to: crate::types::wire::ScaleTo, timeout: std::time::Duration) -> Result<ExitCode> {
+    let mut answer: Option<Result<String, String>> = None;
+    call(path, &Request::Scale { to }, |reply| match reply {
+        Reply::Done { message } => answer = Some(Ok(message)),
+        Reply::Error { error } => answer = Some(Err(error)),
+        _ => {}
+    })?;
+    match answer {
+        None => bail!("the primary closed the connection before it answered"),
+        Some(Err(e)) => {
+            eprintln!("hotswap: scale failed: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Some(Ok(m)) => println!("{m}"),
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut st = None;
+        call(path, &Request::Status, |r| {
+            if let Reply::Status(s) = r {
+                st = Some(s)
+            }
+        })?;
+        if let Some(st) = st {
+            let ready = st.workers.iter().filter(|w| w.state == crate::types::WorkerState::Ready).count();
+            if st.workers.len() == st.target_workers as usize && ready == st.workers.len() {
+                println!("{ready} {} ready", crate::types::plural(ready, "worker"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "hotswap: after {} s, {ready} of {} workers ready ({} running); see `hotswap status`",
+                    timeout.as_secs(),
+                    st.target_workers,
+                    st.workers.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The app name whose control socket `path` is, if it is one.
 pub fn named(path: &Path) -> Option<String> {
     let dir = crate::options::name::dir();

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Command::Check(flags) => return hotswap::check::run(&flags),
         Command::Start(flags) => daemon::start(&flags, std::env::args_os().skip(2).collect()),
         Command::Restart(n) => daemon::restart(&n.app),
+        Command::Scale(a) => scale(a),
         Command::Ls { json } => hotswap::apps::ls(json),
         Command::Logs(l) => {
             let file = l.control.app.as_ref().map(|a| a.log());
@@ -78,6 +79,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hotswap scale [APP] COUNT`.
+fn scale(a: hotswap::cli::ScaleArgs) -> anyhow::Result<ExitCode> {
+    let (app, count) = match a.args.as_slice() {
+        [count] => (None, count),
+        [app, count] => (Some(app.parse::<hotswap::options::AppName>().map_err(anyhow::Error::msg)?), count),
+        _ => unreachable!("clap takes 1 or 2"),
+    };
+    let to = match count.parse() {
+        Ok(to) => to,
+        Err(e) => {
+            eprintln!("hotswap: scale: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let path = hotswap::cli::ControlArgs { app, control: a.control }.path();
+    client::scale(&path, to, a.timeout.unwrap_or(std::time::Duration::from_secs(60)))
 }
 
 /// `upgrade-check`'s test of the primary's argv: this binary must parse it

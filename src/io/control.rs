@@ -244,11 +244,11 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 pub fn parse_request(line: &str) -> Result<Request, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match value.get("command").and_then(|c| c.as_str()) {
-        Some("status" | "reload" | "stop" | "events" | "upgrade" | "logs") => {
+        Some("status" | "reload" | "stop" | "events" | "upgrade" | "logs" | "scale") => {
             serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
         }
         Some(other) => {
-            Err(format!("unknown command {other:?} (expected status, reload, stop, events, upgrade or logs)"))
+            Err(format!("unknown command {other:?} (expected status, reload, stop, events, upgrade, logs or scale)"))
         }
         None => Err("malformed request: no \"command\" field".into()),
     }
@@ -381,6 +381,17 @@ mod tests {
         let zero = parse_request(r#"{"command":"reload","surge":0}"#).unwrap_err();
         assert!(zero.contains("at least 1"), "{zero}");
         assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
+        use crate::types::wire::ScaleTo;
+        assert_eq!(
+            parse_request(r#"{"command":"scale","to":{"add":2}}"#).unwrap(),
+            Request::Scale { to: ScaleTo::Add(2) }
+        );
+        assert_eq!(parse_request(r#"{"command":"logs"}"#).unwrap(), Request::Logs { lines: 50, follow: false });
+        assert_eq!("+2".parse::<ScaleTo>().unwrap().apply(3), Ok(5));
+        assert_eq!("-2".parse::<ScaleTo>().unwrap().apply(3), Ok(1));
+        assert!("-3".parse::<ScaleTo>().unwrap().apply(3).is_err());
+        assert_eq!("7".parse::<ScaleTo>().unwrap().apply(3), Ok(7));
+        assert!("+x".parse::<ScaleTo>().is_err() && "0".parse::<ScaleTo>().unwrap().apply(3).is_err());
         assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
         assert!(parse_request("garbage").unwrap_err().contains("malformed"));
         assert!(parse_request("{}").unwrap_err().contains("no \"command\""));

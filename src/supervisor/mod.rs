@@ -28,6 +28,7 @@ mod readiness;
 pub mod reload;
 mod rescue;
 mod resume;
+mod scale;
 mod status;
 mod stop;
 mod subscribers;
@@ -428,6 +429,7 @@ impl Supervisor {
             // Served by `Event::Subscribe`, and by the control task.
             Request::Events | Request::Logs { .. } => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
+            Request::Scale { to } => self.scale(to, reply),
         }
     }
 

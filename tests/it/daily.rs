@@ -276,3 +276,77 @@ fn ls_lists_every_primary_and_logs_reads_start_and_run_alike() {
     assert!(table.lines().any(|l| l.starts_with("a ") && l.contains("stopped")), "{table}");
     assert!(!table.contains("b "), "b ran with `run`: nothing left of it: {table}");
 }
+
+#[test]
+fn scale_changes_the_pool_live_without_a_failed_request() {
+    let p = Primary::builder(rust_worker()).workers(2).start();
+    let target = Target::Tcp(p.addr());
+    let first: Vec<i32> = p.worker_pids();
+    let load = Load::start(target, 4, 2);
+    load.wait_for_requests(100);
+    let count = |s: &serde_json::Value| s["workers"].as_array().unwrap().len();
+
+    let up = p.ctl(&["scale", "4"]);
+    assert!(ok(&up).contains("scaled from 2 to 4 workers") && ok(&up).contains("4 workers ready"), "{}", text(&up));
+    let st = p.status();
+    assert_eq!((count(&st), Primary::ready_workers(&st).len(), st["generation"].as_u64()), (4, 4, Some(1)));
+    assert!(first.iter().all(|pid| p.worker_pids().contains(pid)), "the workers that were there stay");
+    load.wait_for_requests(200);
+
+    // Down to one: three retired as a reload retires, under keep-alive load.
+    let down = p.ctl(&["scale", "-3"]);
+    assert!(ok(&down).contains("1 worker ready"), "{}", text(&down));
+    assert_eq!(count(&p.status()), 1);
+    load.wait_for_requests(200);
+    ok(&p.ctl(&["scale", "+2"]));
+    load.wait_for_requests(200);
+    // A reload keeps the new size.
+    p.reload();
+    let st = p.status();
+    assert_eq!((count(&st), st["target_workers"].as_u64(), st["generation"].as_u64()), (3, Some(3), Some(2)));
+    load.wait_for_requests(200);
+    assert_no_failures(&load.finish(), "scale 2 -> 4 -> 1 -> 3, then a reload");
+
+    let bad = p.ctl(&["scale", "-5"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad).contains("from 1 to 4096"), "{}", text(&bad));
+}
+
+#[test]
+fn restart_starts_it_again_with_the_same_arguments_directory_and_environment() {
+    let x = xdg();
+    let dir = TempDir::new("restart-cwd");
+    let line = format!("echo \"cwd=$PWD foo=$FOO\"; exec {}", rust_worker()[0]);
+    let start = Command::new(HOTSWAP)
+        .args(["start", "--name", "r", "-w", "2", "-l", "127.0.0.1:0", "--", "sh", "-c", &line])
+        .current_dir(&dir.0)
+        .env("XDG_RUNTIME_DIR", &x.0)
+        .env("FOO", "bar")
+        .env_remove("HOTSWAP_CONTROL")
+        .output()
+        .unwrap();
+    ok(&start);
+    let first = json(&hs(&x.0, &["status", "r", "--json"]))["pid"].as_i64().unwrap();
+    let _reap = Reap(first);
+
+    // From elsewhere, without FOO.
+    let again = hs(&x.0, &["restart", "r"]);
+    assert!(ok(&again).contains("r started: pid"), "{}", text(&again));
+    wait_until(Duration::from_secs(10), "the first primary gone", || process_gone(first as i32));
+    let st = json(&hs(&x.0, &["status", "r", "--json"]));
+    let second = st["pid"].as_i64().unwrap();
+    let _reap2 = Reap(second);
+    assert_ne!(second, first);
+    assert_eq!((st["generation"].as_u64(), Primary::ready_workers(&st).len()), (Some(1), 2));
+    let said = ok(&hs(&x.0, &["logs", "r", "-n", "1000"]));
+    let expected = format!("cwd={} foo=bar", dir.0.display());
+    assert!(said.contains(&expected), "{expected:?} not in:\n{said}");
+    ok(&hs(&x.0, &["stop", "r"]));
+
+    // A primary `start` did not start has nothing to restart from.
+    let mut p = Primary::builder(rust_worker()).workers(1).named("plain", &x.0).start();
+    let refused = hs(&x.0, &["restart", "plain"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("was not started with `hotswap start`"), "{}", text(&refused));
+    assert!(p.running());
+}
