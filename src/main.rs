@@ -182,7 +182,13 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     let env = supervisor::base_env();
     // (With --build, the build may be what creates the program.)
     if settings.build.is_none() {
-        spawn::resolve_program(&settings.command[0], &env)?;
+        let program = &settings.command[0];
+        match &settings.cwd {
+            Some(dir) if program.contains('/') && !program.starts_with('/') => {
+                spawn::resolve_program(&dir.join(program).to_string_lossy(), &env)?
+            }
+            _ => spawn::resolve_program(program, &env)?,
+        };
     }
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.

@@ -145,7 +145,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__check)
-            opts="-l -w -c -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --env --cwd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -268,6 +268,18 @@ _hotswap() {
                     return 0
                     ;;
                 --rescue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cwd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -707,7 +719,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__run)
-            opts="-l -w -c -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --env --cwd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -830,6 +842,18 @@ _hotswap() {
                     return 0
                     ;;
                 --rescue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cwd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -863,7 +887,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__start)
-            opts="-l -w -c -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --env --cwd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -986,6 +1010,18 @@ _hotswap() {
                     return 0
                     ;;
                 --rescue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cwd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -13,6 +13,7 @@
 //! restart. Listeners and the control socket are bound once: changing them
 //! in the file is reported as needing a restart.
 
+mod command;
 mod log;
 pub mod name;
 mod parse;
@@ -31,7 +32,7 @@ pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use log::LogFormat;
 pub use name::AppName;
-pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
+pub use parse::{parse_duration, parse_env_var, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
 pub use ready::ReadyMode;
 pub use rollout::{HealthPath, WarmupNice};
 
@@ -254,8 +255,21 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub rescue: Option<OnOff>,
 
+    /// An environment variable for the workers, `KEY=VALUE` (repeatable).
+    /// In the config file a table: `env = { NODE_ENV = "production" }` or
+    /// an `[env]` section. Leading `NAME=value` words of the command (and a
+    /// leading `env NAME=value ...`) are set the same way.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_var)]
+    #[serde(default, with = "parse::env_table", skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+
+    /// The workers' working directory [default: the primary's].
+    #[arg(long, value_name = "DIR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+
     /// The worker command and its arguments (in the file: an array of
-    /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
+    /// arguments, or one string: plain words run directly, leading `NAME=value` words set in the environment; a string with shell syntax is run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
     #[serde(default, with = "parse::command", skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -363,6 +377,12 @@ pub struct Settings {
     /// `--rescue`: whether retiring workers' connections are held.
     #[serde(default = "yes")]
     pub rescue: bool,
+    /// `env`, and the command's leading `NAME=value` words.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// `cwd`: the workers' working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -437,7 +457,8 @@ impl Settings {
         };
         let s = Settings::resolve(flags.clone().merge(file)?)?;
         // Whatever the mode: a wrapper keeps the channel from the app.
-        let cwd = std::env::current_dir().unwrap_or_default();
+        let here = std::env::current_dir().unwrap_or_default();
+        let cwd = s.cwd.as_ref().map_or(here.clone(), |d| here.join(d));
         crate::node::check_wrapper(&s.command, &cwd).map_err(anyhow::Error::msg)?;
         for p in &s.watch {
             if !p.exists() {
@@ -487,9 +508,19 @@ impl Settings {
         for g in &o.watch_ignore {
             globset::Glob::new(g).map_err(|e| anyhow::anyhow!("--watch-ignore (watch-ignore) {g:?}: {e}"))?;
         }
+        let (command, mut env) = command::split_env(o.command);
+        // The `env` option wins over the command's words.
+        env.extend(o.env);
+        if let Some(dir) = &o.cwd {
+            if !dir.is_dir() {
+                bail!("cwd {}: no such directory", dir.display());
+            }
+        }
         Ok(Settings {
             listen: o.listen,
-            command: o.command,
+            command,
+            env,
+            cwd: o.cwd,
             workers,
             control_path: match (&o.name, o.control) {
                 (_, Some(c)) => c,

@@ -518,6 +518,10 @@ impl Launcher<'_> {
             env.retain(|(key, _)| key != k);
             env.push((k.into(), v.into()));
         }
+        // The config's `env` and the command's own `VAR=value` words.
+        for (k, v) in &self.settings.env {
+            set(&mut env, k, v);
+        }
         set(&mut env, "LISTEN_FDS", listener_fds.len().to_string());
         set(&mut env, "LISTEN_FDNAMES", listeners::fd_names(self.listeners));
         set(&mut env, "HOTSWAP_IPC_FD", ipc_fd.to_string());
@@ -527,7 +531,9 @@ impl Launcher<'_> {
         set(&mut env, "HOTSWAP_GENERATION", generation.to_string());
         set(&mut env, "HOTSWAP_CONTROL", self.settings.control_path.as_os_str());
         set(&mut env, "HOTSWAP_WORKER_SLOT", slot.to_string());
-        let has = |k: &str| self.base_env.iter().any(|(key, _)| key == k);
+        let has = |k: &str| {
+            self.base_env.iter().any(|(key, _)| key == k) || self.settings.env.iter().any(|(key, _)| key == k)
+        };
         if !has("PORT") {
             if let Some(ListenAddr::Tcp(sa)) = self.listeners.first().map(|l| &l.addr) {
                 set(&mut env, "PORT", sa.port().to_string());
@@ -562,6 +568,7 @@ impl Launcher<'_> {
             listeners: &listener_fds,
             ipc: theirs.as_raw_fd(),
             nice: self.warm.map(|(w, _)| w),
+            cwd: self.settings.cwd.as_deref(),
         };
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));

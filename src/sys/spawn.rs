@@ -36,6 +36,8 @@ pub struct Fds<'a> {
     pub ipc: RawFd,
     /// The nice value the worker starts at (`--warmup-nice`), if any.
     pub nice: Option<i32>,
+    /// The worker's working directory (`cwd`), if not the primary's.
+    pub cwd: Option<&'a Path>,
 }
 
 /// Width reserved for the pid digits; pid_max is at most 2^22 on Linux.
@@ -58,7 +60,14 @@ struct Prepared {
 /// Returns once the child has exec'ed, or the reason it could not.
 pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Result<Pid> {
     let program = argv.first().ok_or_else(|| anyhow!("empty command"))?;
-    let path = resolve_program(program, env)?;
+    // A relative path (`./server`) is the worker's: from its directory.
+    let path = match fds.cwd {
+        Some(dir) if program.contains('/') && !program.starts_with('/') => {
+            resolve_program(&dir.join(program).to_string_lossy(), env)?
+        }
+        _ => resolve_program(program, env)?,
+    };
+    let cwd = fds.cwd.map(|d| CString::new(d.as_os_str().as_bytes()).context("cwd contains a NUL byte")).transpose()?;
     let mut prep = prepare(&path, argv, env)?;
 
     // Targets: 0,1,2, then listeners, then IPC. Sources are first moved above
@@ -89,6 +98,7 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
                 &mut scratch,
                 above,
                 (parent, fds.nice),
+                cwd.as_deref(),
                 std::os::fd::AsRawFd::as_raw_fd(&err_write),
             )
         }
@@ -104,6 +114,11 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     if n == 4 {
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        if let (Some(dir), Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES)) = (fds.cwd, err.raw_os_error()) {
+            if !dir.is_dir() {
+                bail!("cannot change to the worker's directory (cwd) {}: {err}", dir.display());
+            }
+        }
         bail!("cannot execute {}: {err}", path.display());
     }
     Ok(Pid::from_raw(pid))
@@ -120,6 +135,7 @@ unsafe fn child(
     scratch: &mut [RawFd],
     above: RawFd,
     (parent, nice): (libc::pid_t, Option<i32>),
+    cwd: Option<&std::ffi::CStr>,
     err_write: RawFd,
 ) -> ! {
     let fail = |err_fd: RawFd| -> ! {
@@ -195,6 +211,11 @@ unsafe fn child(
         libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
     }
 
+    if let Some(dir) = cwd {
+        if libc::chdir(dir.as_ptr()) < 0 {
+            fail(err_write);
+        }
+    }
     super::fd_limit::restore_in_child(prep.nofile);
     write_pid(prep.pid_slot, libc::getpid() as u32);
     libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr());

@@ -350,3 +350,34 @@ fn restart_starts_it_again_with_the_same_arguments_directory_and_environment() {
     assert!(text(&refused).contains("was not started with `hotswap start`"), "{}", text(&refused));
     assert!(p.running());
 }
+
+/// A Node app that answers with what it was given.
+const ENV_APP: &str = "const http = require('http');
+const cluster = require('cluster');
+http.createServer((q, r) => r.end(`env=${process.env.NODE_ENV} greeting=${process.env.GREETING} \
+cluster_worker=${cluster.isWorker} cwd=${process.cwd()}`)).listen(process.env.PORT || 3000);
+";
+
+#[test]
+fn config_env_cwd_and_a_command_with_assignments_work_as_pm2_users_mean_them() {
+    let app = TempDir::new("env-app");
+    std::fs::write(app.path("server.js"), ENV_APP).unwrap();
+    let conf_dir = TempDir::new("env-conf");
+    for command in ["NODE_ENV=production node server.js", "env NODE_ENV=production node server.js"] {
+        let conf = conf_dir.path("hotswap.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "workers = 1\ncommand = \"{command}\"\ncwd = \"{}\"\n\n[env]\nGREETING = \"hi there\"\n",
+                app.0.display()
+            ),
+        )
+        .unwrap();
+        let p = Primary::builder(vec![]).workers(1).config(&conf).start();
+        let answer = get(&Target::Tcp(p.addr()), "/").unwrap();
+        let expected = format!("env=production greeting=hi there cluster_worker=true cwd={}", app.0.display());
+        assert_eq!(answer.body, expected, "command {command:?}");
+        // Node mode: ready when it listened, as Node's cluster says.
+        assert_eq!(p.status()["workers"][0]["ready_via"], "cluster", "command {command:?}");
+    }
+}
