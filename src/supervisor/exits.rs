@@ -135,7 +135,7 @@ impl Supervisor {
         }
         self.notify_status();
         let label = worker.label();
-        let hint = (worker.state() == WorkerState::Starting).then(|| worker.diagnosis());
+        let hint = (worker.state() == WorkerState::Starting).then(|| worker.exit_diagnosis());
         let gone = Gone { label: &label, how, killed: worker.killed(), hint: hint.as_deref() };
         if self.reload_on_exit(id, &gone) || !worker.respawn() {
             return;

@@ -381,3 +381,21 @@ fn config_env_cwd_and_a_command_with_assignments_work_as_pm2_users_mean_them() {
         assert_eq!(p.status()["workers"][0]["ready_via"], "cluster", "command {command:?}");
     }
 }
+
+#[test]
+fn a_node_worker_that_dies_of_a_syntax_error_is_not_blamed_on_exclusive() {
+    let x = xdg();
+    let app = TempDir::new("syntax");
+    std::fs::write(
+        app.path("server.js"),
+        "const http = require('http');\nhttp.createServer((q, r) => r.end('x')).listen(\n",
+    )
+    .unwrap();
+    let out =
+        hs_in(&x.0, &app.0, &["start", "--name", "broken", "-w", "1", "-l", "127.0.0.1:0", "--", "node", "server.js"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("SyntaxError"), "the worker's own words: {said}");
+    assert!(said.contains("exited before it called server.listen()"), "{said}");
+    assert!(!said.contains("exclusive"), "{said}");
+}
