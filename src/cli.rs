@@ -81,6 +81,18 @@ pub enum Command {
     /// 1 when refused or when that takes longer than --ready-timeout plus
     /// --shutdown-timeout (60 s by default).
     Scale(ScaleArgs),
+    /// Write a hotswap.toml from a PM2 ecosystem file (evaluated with
+    /// node), and say what could not be carried over.
+    Import {
+        /// The ecosystem file (`ecosystem.config.js`, or JSON).
+        file: PathBuf,
+        /// Where to write [default: hotswap.toml].
+        #[arg(short, long, value_name = "PATH", default_value = "hotswap.toml")]
+        output: PathBuf,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// List every primary of this user: the named ones (`--name`,
     /// `start`), stopped ones `start` started, and the unnamed one at the
     /// default control socket if it runs; with pid, status, generation,

@@ -40,7 +40,8 @@
 //!   to a running primary; [`check`]: `hotswap check`, a configuration
 //!   validated as `run` would start it; [`daemon`]: `hotswap start` and
 //!   `restart`, a primary in the background with its output in rotated
-//!   files; [`apps`]: `hotswap ls`.
+//!   files; [`apps`]: `hotswap ls`; [`import`]: a PM2 ecosystem file as a
+//!   `hotswap.toml`.
 //!
 //! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
 //! hotswap promises.
@@ -51,6 +52,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod handover;
+pub mod import;
 pub mod io;
 pub mod node;
 pub mod options;

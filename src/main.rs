@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Start(flags) => daemon::start(&flags, std::env::args_os().skip(2).collect()),
         Command::Restart(n) => daemon::restart(&n.app),
         Command::Scale(a) => scale(a),
+        Command::Import { file, output, force } => hotswap::import::run(&file, &output, force),
         Command::Ls { json } => hotswap::apps::ls(json),
         Command::Logs(l) => {
             let file = l.control.app.as_ref().map(|a| a.log());

@@ -31,6 +31,9 @@ _hotswap() {
             hotswap,help)
                 cmd="hotswap__subcmd__help"
                 ;;
+            hotswap,import)
+                cmd="hotswap__subcmd__import"
+                ;;
             hotswap,log-writer)
                 cmd="hotswap__subcmd__log__subcmd__writer"
                 ;;
@@ -85,6 +88,9 @@ _hotswap() {
             hotswap__subcmd__help,help)
                 cmd="hotswap__subcmd__help__subcmd__help"
                 ;;
+            hotswap__subcmd__help,import)
+                cmd="hotswap__subcmd__help__subcmd__import"
+                ;;
             hotswap__subcmd__help,log-writer)
                 cmd="hotswap__subcmd__help__subcmd__log__subcmd__writer"
                 ;;
@@ -131,7 +137,7 @@ _hotswap() {
 
     case "${cmd}" in
         hotswap)
-            opts="-h -V --help --version run check start restart scale ls logs reload status stop upgrade upgrade-check events completions manpages guardian log-writer help"
+            opts="-h -V --help --version run check start restart scale import ls logs reload status stop upgrade upgrade-check events completions manpages guardian log-writer help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -337,7 +343,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__help)
-            opts="run check start restart scale ls logs reload status stop upgrade upgrade-check events completions manpages guardian log-writer help"
+            opts="run check start restart scale import ls logs reload status stop upgrade upgrade-check events completions manpages guardian log-writer help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -407,6 +413,20 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hotswap__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -595,6 +615,28 @@ _hotswap() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hotswap__subcmd__import)
+            opts="-o -h -V --output --force --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

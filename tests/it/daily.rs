@@ -399,3 +399,45 @@ fn a_node_worker_that_dies_of_a_syntax_error_is_not_blamed_on_exclusive() {
     assert!(said.contains("exited before it called server.listen()"), "{said}");
     assert!(!said.contains("exclusive"), "{said}");
 }
+
+#[test]
+fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
+    let x = xdg();
+    let app = TempDir::new("import");
+    std::fs::write(app.path("server.js"), ENV_APP).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        app.path("ecosystem.config.js"),
+        format!(
+            "module.exports = {{ apps: [{{ name: 'shop', script: 'server.js', cwd: '{}', instances: 2, \
+             exec_mode: 'cluster', env: {{ NODE_ENV: 'production', PORT: {port} }}, max_memory_restart: '300M', \
+             kill_timeout: 3000, autorestart: true, cron_restart: '0 0 * * *' }}] }};\n",
+            app.0.display()
+        ),
+    )
+    .unwrap();
+    let out = hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]);
+    let said = ok(&out);
+    assert!(
+        said.contains("not carried over: autorestart") && said.contains("not carried over: cron_restart"),
+        "{said}"
+    );
+    let toml = std::fs::read_to_string(app.path("hotswap.toml")).unwrap();
+    assert!(toml.contains("shutdown-timeout = \"3000ms\"") && toml.contains("max-memory = \"300M\""), "{toml}");
+    // Again without --force: refused, the file kept.
+    assert_eq!(hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]).status.code(), Some(1));
+
+    // The config it wrote checks, starts and serves with what PM2 gave.
+    ok(&hs_in(&x.0, &app.0, &["check", "-c", "hotswap.toml"]));
+    let started = hs_in(&x.0, &app.0, &["start", "-c", "hotswap.toml", "--min-ready", "0"]);
+    assert!(ok(&started).contains("shop started"), "{}", text(&started));
+    let pid = json(&hs(&x.0, &["status", "shop", "--json"]))["pid"].as_i64().unwrap();
+    let _reap = Reap(pid);
+    let answer = get(&Target::Tcp(format!("127.0.0.1:{port}")), "/").unwrap();
+    assert!(
+        answer.body.starts_with("env=production") && answer.body.contains("cluster_worker=true"),
+        "{}",
+        answer.body
+    );
+    ok(&hs(&x.0, &["stop", "shop"]));
+}
