@@ -53,6 +53,62 @@ pub enum Command {
     /// for a command that cannot run. It binds nothing, so it can check a
     /// new config beside the primary that runs the old one.
     Check(Options),
+    /// Start the primary in the background, detached from the terminal
+    /// (closing it neither reloads nor stops it), with the same arguments
+    /// as `run`; its output and its workers' go to APP.log in the registry
+    /// of names (rotated at 10 MiB, two old files kept; `hotswap logs
+    /// APP`). Without --name, the name is the script's or program's
+    /// (`node server.js` -> `server`).
+    ///
+    /// Returns once every worker of the first generation is ready (exit
+    /// 0), or once the primary gave up (exit 1, with the end of its log:
+    /// why); 2 for a bad flag or config value.
+    Start(Options),
+    /// Stop a primary `hotswap start` started, gracefully, then start it
+    /// again with the same arguments, directory and environment (a new
+    /// primary: listeners are bound again, so connections are refused in
+    /// between; `reload` is the zero-downtime way).
+    Restart(NameArgs),
+    /// Change how many workers a running primary keeps, live: `N`, `+N`
+    /// or `-N` (`hotswap scale web 4`, `hotswap scale +2` for the default
+    /// primary). New workers start with the serving generation; the ones
+    /// that go are retired as a reload retires old workers (drained, killed
+    /// only at --shutdown-timeout). No restart, no refused connection. The
+    /// new size holds across reloads, as `-w N` would, until the primary
+    /// stops. Refused while a reload runs.
+    ///
+    /// Waits until the pool has the new size, every worker ready (exit 0);
+    /// 1 when refused or when that takes longer than --ready-timeout plus
+    /// --shutdown-timeout (60 s by default).
+    Scale(ScaleArgs),
+    /// Write a hotswap.toml from a PM2 ecosystem file (evaluated with
+    /// node), and say what could not be carried over.
+    Import {
+        /// The ecosystem file (`ecosystem.config.js`, or JSON).
+        file: PathBuf,
+        /// Where to write [default: hotswap.toml].
+        #[arg(short, long, value_name = "PATH", default_value = "hotswap.toml")]
+        output: PathBuf,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List every primary of this user: the named ones (`--name`,
+    /// `start`), stopped ones `start` started, and the unnamed one at the
+    /// default control socket if it runs; with pid, status, generation,
+    /// workers ready of how many, the workers' CPU, the memory of the
+    /// primary and its workers, uptime and the last reload.
+    Ls {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what a primary wrote, its own log and every worker line with
+    /// its `[wID gGEN PID]` prefix: the last N lines (of the last 1000 it
+    /// keeps in memory), then with --follow each new one as it is written.
+    /// Works for `run` and `start` alike, over the control socket; a
+    /// stopped primary that `start` started has its log file read.
+    Logs(LogsArgs),
     /// Start a rolling reload and wait until the new generation serves.
     Reload(ReloadArgs),
     /// Show listeners, generation and workers of a running primary, with each
@@ -104,15 +160,72 @@ pub enum Command {
     /// dies (see the guardian module).
     #[command(hide = true)]
     Guardian,
+    /// Internal: appends stdin to FILE, rotating it (`hotswap start`'s log).
+    #[command(hide = true)]
+    LogWriter {
+        file: PathBuf,
+        #[arg(long, default_value_t = crate::daemon::MAX_LOG)]
+        max_size: u64,
+        #[arg(long, default_value_t = crate::daemon::KEEP_LOGS)]
+        keep: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `[APP] COUNT`: the primary's name (optional) and `N`, `+N` or `-N`.
+    #[arg(value_name = "[APP] COUNT", num_args = 1..=2, required = true, allow_negative_numbers = true)]
+    pub args: Vec<String>,
+    /// Control socket of the primary, when it has no name [default: as
+    /// for `status`].
+    #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
+    pub control: Option<PathBuf>,
+    /// How long to wait for the new size [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = crate::options::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Keep printing new lines until the primary exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many past lines to print first.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+    pub lines: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NameArgs {
+    /// The primary's name (`--name`, or the one `start` gave it).
+    #[arg(value_name = "APP")]
+    pub app: crate::options::AppName,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct ControlArgs {
+    /// The primary's name (`--name`), instead of `--control`.
+    #[arg(value_name = "APP")]
+    pub app: Option<crate::options::AppName>,
     /// Control socket of the primary [default: $HOTSWAP_CONTROL, else
     /// $XDG_RUNTIME_DIR/hotswap.sock, /run/hotswap.sock for root,
     /// /tmp/hotswap-UID/hotswap.sock otherwise].
     #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
     pub control: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    /// The control socket to talk to: the name's (a name wins over
+    /// `HOTSWAP_CONTROL`, which a worker has in its environment), else
+    /// `--control`, else the default.
+    pub fn path(&self) -> PathBuf {
+        match &self.app {
+            Some(app) => app.socket(),
+            None => crate::options::control_path(self.control.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -27,7 +27,7 @@ fn until_done(path: &Path, request: &Request, what: &str) -> anyhow::Result<Exit
             eprintln!("hotswap: {what} failed: {}", error.trim_start_matches(&format!("{what} failed: ")));
             finished = true;
         }
-        Reply::Status(_) | Reply::Event(_) => {}
+        Reply::Status(_) | Reply::Event(_) | Reply::Log { .. } => {}
     })?;
     if !finished {
         eprintln!("hotswap: the primary closed the connection before the {what} finished");
@@ -78,7 +78,7 @@ pub fn events(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         Reply::Done { .. } => end = Some(Ok(())),
         Reply::Error { error } => end = Some(Err(error)),
-        Reply::Progress { .. } | Reply::Status(_) => {}
+        Reply::Progress { .. } | Reply::Status(_) | Reply::Log { .. } => {}
     };
     let mut attempt = 0;
     loop {
@@ -153,7 +153,7 @@ pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("hotswap: {error}");
             code = ExitCode::FAILURE;
         }
-        Reply::Status(_) | Reply::Event(_) => {}
+        Reply::Status(_) | Reply::Event(_) | Reply::Log { .. } => {}
     })?;
     if code == ExitCode::SUCCESS && !told {
         eprintln!("hotswap: the connection to the primary closed before it said how the stop went (was it killed?)");
@@ -196,6 +196,59 @@ pub fn call(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> 
     }
 }
 
+/// `hotswap scale`: asks for the new size, then waits (polling status)
+/// until the primary keeps that many workers, all ready, and the retired
+/// ones are gone.
+pub fn scale(path: &Path, to: crate::types::wire::ScaleTo, timeout: std::time::Duration) -> Result<ExitCode> {
+    let mut answer: Option<Result<String, String>> = None;
+    call(path, &Request::Scale { to }, |reply| match reply {
+        Reply::Done { message } => answer = Some(Ok(message)),
+        Reply::Error { error } => answer = Some(Err(error)),
+        _ => {}
+    })?;
+    match answer {
+        None => bail!("the primary closed the connection before it answered"),
+        Some(Err(e)) => {
+            eprintln!("hotswap: scale failed: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Some(Ok(m)) => println!("{m}"),
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut st = None;
+        call(path, &Request::Status, |r| {
+            if let Reply::Status(s) = r {
+                st = Some(s)
+            }
+        })?;
+        if let Some(st) = st {
+            let ready = st.workers.iter().filter(|w| w.state == crate::types::WorkerState::Ready).count();
+            if st.workers.len() == st.target_workers as usize && ready == st.workers.len() {
+                println!("{ready} {} ready", crate::types::plural(ready, "worker"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "hotswap: after {} s, {ready} of {} workers ready ({} running); see `hotswap status`",
+                    timeout.as_secs(),
+                    st.target_workers,
+                    st.workers.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The app name whose control socket `path` is, if it is one.
+pub fn named(path: &Path) -> Option<String> {
+    let dir = crate::options::name::dir();
+    let stem = path.file_name()?.to_str()?.strip_suffix(".sock")?;
+    (path.parent() == Some(dir.as_path()) && stem.parse::<crate::options::AppName>().is_ok()).then(|| stem.to_string())
+}
+
 /// How one connection ended.
 enum Answer {
     /// With at least one reply.
@@ -207,6 +260,9 @@ enum Answer {
 fn call_once(path: &Path, request: &Request, on_reply: &mut impl FnMut(Reply), retry: bool) -> Result<Answer> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         let again = if retry { " (asked again after the primary closed the connection without answering)" } else { "" };
+        if let Some(name) = named(path) {
+            return anyhow::anyhow!("no primary named {name} answers ({e}{again}; `hotswap ls` lists the running ones)");
+        }
         anyhow::anyhow!(
             "cannot reach a hotswap primary at {}: {e}{again} (is `hotswap run` running? pass --control or set HOTSWAP_CONTROL)",
             path.display()

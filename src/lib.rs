@@ -51,14 +51,21 @@
 //!   validated as `run` would start it; [`manual`]: the man pages, the
 //!   config file's `hotswap.toml(5)` among them, generated from the same
 //!   definitions.
+//!   validated as `run` would start it; [`daemon`]: `hotswap start` and
+//!   `restart`, a primary in the background with its output in rotated
+//!   files; [`apps`]: `hotswap ls`; [`import`]: a PM2 ecosystem file as a
+//!   `hotswap.toml`.
 //!
 //! `docs/protocol.md` is the contract with workers; `docs/guarantees.md` what
 //! hotswap promises.
 
+pub mod apps;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod handover;
+pub mod import;
 pub mod io;
 pub mod manual;
 pub mod node;

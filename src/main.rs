@@ -8,10 +8,10 @@ use clap::{CommandFactory, Parser};
 use hotswap::cli::{Cli, Command};
 use hotswap::io::log_format::set_style;
 use hotswap::io::output::{LogSink, Output};
-use hotswap::options::{control_path, Options, Settings};
+use hotswap::options::{Options, Settings};
 use hotswap::supervisor::{self, Origin};
 use hotswap::sys::{fd_limit, guardian, listeners, sd_notify::Systemd, spawn};
-use hotswap::{client, handover};
+use hotswap::{client, daemon, handover};
 
 /// How long an exiting primary waits for its output to be written (a
 /// stalled stderr reader must not keep it from exiting).
@@ -49,12 +49,22 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(flags) => run(flags, origin),
         Command::Check(flags) => return hotswap::check::run(&flags),
-        Command::Upgrade(c) => client::upgrade(&control_path(c.control)),
+        Command::Start(flags) => daemon::start(&flags, std::env::args_os().skip(2).collect()),
+        Command::Restart(n) => daemon::restart(&n.app),
+        Command::Scale(a) => scale(a),
+        Command::Import { file, output, force } => hotswap::import::run(&file, &output, force),
+        Command::Ls { json } => hotswap::apps::ls(json),
+        Command::Logs(l) => {
+            let file = l.control.app.as_ref().map(|a| a.log());
+            daemon::logs(&l.control.path(), file.as_deref(), l.lines, l.follow)
+        }
+        Command::LogWriter { file, max_size, keep } => daemon::log_writer(&file, max_size, keep),
+        Command::Upgrade(c) => client::upgrade(&c.path()),
         Command::UpgradeCheck => return handover::check_main(check_argv),
-        Command::Reload(r) => client::reload(&control_path(r.control.control), r.no_build, r.surge, r.canary),
-        Command::Status(s) => client::status(&control_path(s.control.control), s.json),
-        Command::Stop(c) => client::stop(&control_path(c.control)),
-        Command::Events(s) => client::events(&control_path(s.control.control), s.json),
+        Command::Reload(r) => client::reload(&r.control.path(), r.no_build, r.surge, r.canary),
+        Command::Status(s) => client::status(&s.control.path(), s.json),
+        Command::Stop(c) => client::stop(&c.path()),
+        Command::Events(s) => client::events(&s.control.path(), s.json),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hotswap", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -70,6 +80,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hotswap scale [APP] COUNT`.
+fn scale(a: hotswap::cli::ScaleArgs) -> anyhow::Result<ExitCode> {
+    let (app, count) = match a.args.as_slice() {
+        [count] => (None, count),
+        [app, count] => (Some(app.parse::<hotswap::options::AppName>().map_err(anyhow::Error::msg)?), count),
+        _ => unreachable!("clap takes 1 or 2"),
+    };
+    let to = match count.parse() {
+        Ok(to) => to,
+        Err(e) => {
+            eprintln!("hotswap: scale: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let path = hotswap::cli::ControlArgs { app, control: a.control }.path();
+    client::scale(&path, to, a.timeout.unwrap_or(std::time::Duration::from_secs(60)))
 }
 
 /// `upgrade-check`'s test of the primary's argv: this binary must parse it
@@ -145,10 +173,23 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
         }
     };
     set_style(settings.log_format, settings.timestamps);
+    // A name in use: said before anything is bound (its ports would clash
+    // first otherwise).
+    if let Some(name) = &settings.name {
+        if std::os::unix::net::UnixStream::connect(&settings.control_path).is_ok() {
+            return Err(supervisor::name_taken(name));
+        }
+    }
     let env = supervisor::base_env();
     // (With --build, the build may be what creates the program.)
     if settings.build.is_none() {
-        spawn::resolve_program(&settings.command[0], &env)?;
+        let program = &settings.command[0];
+        match &settings.cwd {
+            Some(dir) if program.contains('/') && !program.starts_with('/') => {
+                spawn::resolve_program(&dir.join(program).to_string_lossy(), &env)?
+            }
+            _ => spawn::resolve_program(program, &env)?,
+        };
     }
     let systemd = Systemd::from_env()?;
     // Before any thread exists: taking systemd's sockets edits the environment.

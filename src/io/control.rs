@@ -156,6 +156,9 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         }
         return Ok(());
     }
+    if let Request::Logs { lines, follow } = request {
+        return serve_logs(stream, lines, follow).await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     // An upgrade's answer comes from the next image: the supervisor keeps a
     // copy of the socket to hand over.
@@ -170,6 +173,43 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
     while let Some(reply) = rx.recv().await {
         send(&mut stream, &reply).await?;
     }
+    Ok(())
+}
+
+/// `hotswap logs`: the last `lines` lines, then (`follow`) each new one
+/// until the client leaves or the primary exits. Served here, off the
+/// event loop: the supervisor never hears of it.
+async fn serve_logs(stream: UnixStream, lines: usize, follow: bool) -> Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let (past, mut feed) = super::output::History::global().follow(lines);
+    let (mut read_half, mut write_half) = stream.into_split();
+    let line = |bytes: &[u8]| Reply::Log { line: String::from_utf8_lossy(bytes).trim_end_matches('\n').to_string() };
+    for l in &past {
+        send_half(&mut write_half, &line(l)).await?;
+    }
+    if !follow {
+        return send_half(&mut write_half, &Reply::Done { message: String::new() }).await;
+    }
+    let mut scratch = [0u8; 512];
+    loop {
+        tokio::select! {
+            r = read_half.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) { return Ok(()) },
+            got = feed.recv() => match got {
+                Ok(l) => send_half(&mut write_half, &line(&l)).await?,
+                Err(RecvError::Lagged(n)) => {
+                    let note = format!("hotswap logs: {n} lines skipped (this client did not keep up)");
+                    send_half(&mut write_half, &Reply::Log { line: note }).await?
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
+}
+
+async fn send_half(w: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> Result<()> {
+    let mut line = serde_json::to_string(reply)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
     Ok(())
 }
 
@@ -204,10 +244,12 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 pub fn parse_request(line: &str) -> Result<Request, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match value.get("command").and_then(|c| c.as_str()) {
-        Some("status" | "reload" | "stop" | "events" | "upgrade") => {
+        Some("status" | "reload" | "stop" | "events" | "upgrade" | "logs" | "scale") => {
             serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
         }
-        Some(other) => Err(format!("unknown command {other:?} (expected status, reload, stop, events or upgrade)")),
+        Some(other) => {
+            Err(format!("unknown command {other:?} (expected status, reload, stop, events, upgrade, logs or scale)"))
+        }
         None => Err("malformed request: no \"command\" field".into()),
     }
 }
@@ -339,6 +381,17 @@ mod tests {
         let zero = parse_request(r#"{"command":"reload","surge":0}"#).unwrap_err();
         assert!(zero.contains("at least 1"), "{zero}");
         assert_eq!(parse_request("{\"command\":\"status\"}\n").unwrap(), Request::Status);
+        use crate::types::wire::ScaleTo;
+        assert_eq!(
+            parse_request(r#"{"command":"scale","to":{"add":2}}"#).unwrap(),
+            Request::Scale { to: ScaleTo::Add(2) }
+        );
+        assert_eq!(parse_request(r#"{"command":"logs"}"#).unwrap(), Request::Logs { lines: 50, follow: false });
+        assert_eq!("+2".parse::<ScaleTo>().unwrap().apply(3), Ok(5));
+        assert_eq!("-2".parse::<ScaleTo>().unwrap().apply(3), Ok(1));
+        assert!("-3".parse::<ScaleTo>().unwrap().apply(3).is_err());
+        assert_eq!("7".parse::<ScaleTo>().unwrap().apply(3), Ok(7));
+        assert!("+x".parse::<ScaleTo>().is_err() && "0".parse::<ScaleTo>().unwrap().apply(3).is_err());
         assert!(parse_request(r#"{"command":"explode"}"#).unwrap_err().contains("unknown command"));
         assert!(parse_request("garbage").unwrap_err().contains("malformed"));
         assert!(parse_request("{}").unwrap_err().contains("no \"command\""));

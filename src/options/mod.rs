@@ -13,7 +13,9 @@
 //! restart. Listeners and the control socket are bound once: changing them
 //! in the file is reported as needing a restart.
 
+mod command;
 mod log;
+pub mod name;
 mod parse;
 mod ready;
 mod rollout;
@@ -29,7 +31,8 @@ pub use crate::types::balance::Balance;
 pub use crate::types::listen::ListenSpec;
 pub use crate::types::surge::Surge;
 pub use log::LogFormat;
-pub use parse::{parse_duration, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
+pub use name::AppName;
+pub use parse::{parse_duration, parse_env_var, parse_signal, parse_size, parse_socket_mode, parse_workers, OnOff};
 pub use ready::ReadyMode;
 pub use rollout::{HealthPath, WarmupNice};
 
@@ -64,6 +67,15 @@ pub struct Options {
     #[arg(long, value_name = "PATH", env = "HOTSWAP_CONTROL")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<PathBuf>,
+
+    /// Name this primary, so that `hotswap reload APP`, `status APP`, `stop
+    /// APP`, `events APP`, `logs APP` find it without `--control` (its
+    /// control socket is `APP.sock` in this user's runtime directory:
+    /// `$XDG_RUNTIME_DIR/hotswap/`, else `/tmp/hotswap-UID/`). A name a
+    /// running primary holds is refused; `hotswap ls` lists them.
+    #[arg(long, value_name = "APP")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub name: Option<AppName>,
 
     /// How long a new worker may take to report ready (`500ms`, `10s`, `2m`)
     /// [default: 30s].
@@ -258,9 +270,21 @@ pub struct Options {
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub bind_intercept: Option<NodeMode>,
+    /// An environment variable for the workers, `KEY=VALUE` (repeatable).
+    /// In the config file a table: `env = { NODE_ENV = "production" }` or
+    /// an `[env]` section. Leading `NAME=value` words of the command (and a
+    /// leading `env NAME=value ...`) are set the same way.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_var)]
+    #[serde(default, with = "parse::env_table", skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+
+    /// The workers' working directory [default: the primary's].
+    #[arg(long, value_name = "DIR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
 
     /// The worker command and its arguments (in the file: an array of
-    /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
+    /// arguments, or one string: plain words run directly, leading `NAME=value` words set in the environment; a string with shell syntax is run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
     #[serde(default, with = "parse::command", skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -307,6 +331,9 @@ pub struct Settings {
     pub command: Vec<String>,
     pub workers: u32,
     pub control_path: PathBuf,
+    /// `--name`: the control socket is the name's (see [`name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub ready_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// New workers a reload may start at once (`--surge`); a reload request
@@ -372,6 +399,12 @@ pub struct Settings {
     /// `--bind-intercept`.
     #[serde(default)]
     pub bind_intercept: NodeMode,
+    /// `env`, and the command's leading `NAME=value` words.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// `cwd`: the workers' working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -446,7 +479,8 @@ impl Settings {
         };
         let s = Settings::resolve(flags.clone().merge(file)?)?;
         // Whatever the mode: a wrapper keeps the channel from the app.
-        let cwd = std::env::current_dir().unwrap_or_default();
+        let here = std::env::current_dir().unwrap_or_default();
+        let cwd = s.cwd.as_ref().map_or(here.clone(), |d| here.join(d));
         crate::node::check_wrapper(&s.command, &cwd).map_err(anyhow::Error::msg)?;
         for p in &s.watch {
             if !p.exists() {
@@ -469,6 +503,12 @@ impl Settings {
             bail!(
                 "--ready-timeout (ready-timeout) must be more than 0: it is how long a new worker may take to get \
                  ready (default 30s; for workers that say nothing, use --ready none or delay:DUR)"
+            );
+        }
+        if let (Some(n), Some(c)) = (&o.name, &o.control) {
+            bail!(
+                "--name {n} and --control {} (or HOTSWAP_CONTROL) both say where the control socket is: give one",
+                c.display()
             );
         }
         let balance = o.balance.unwrap_or_default();
@@ -495,11 +535,26 @@ impl Settings {
             .stop_signal
             .or_else(|| crate::servers::recognise(&o.command).map(|r| r.server.stop_signal()))
             .unwrap_or(Signal::SIGTERM);
+        let (command, mut env) = command::split_env(o.command);
+        // The `env` option wins over the command's words.
+        env.extend(o.env);
+        if let Some(dir) = &o.cwd {
+            if !dir.is_dir() {
+                bail!("cwd {}: no such directory", dir.display());
+            }
+        }
         Ok(Settings {
             listen: o.listen,
-            command: o.command,
+            command,
+            env,
+            cwd: o.cwd,
             workers,
-            control_path: o.control.unwrap_or_else(default_control_path),
+            control_path: match (&o.name, o.control) {
+                (_, Some(c)) => c,
+                (Some(n), None) => n.socket(),
+                (None, None) => default_control_path(),
+            },
+            name: o.name.map(|n| n.to_string()),
             ready_timeout: o.ready_timeout.unwrap_or(Duration::from_secs(30)),
             shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
             surge: o.surge.unwrap_or_default(),
@@ -549,7 +604,7 @@ impl Settings {
             v.push("listen");
         }
         if self.control_path != new.control_path {
-            v.push("control");
+            v.push(if self.name != new.name { "name" } else { "control" });
         }
         if self.backlog != new.backlog {
             v.push("backlog");

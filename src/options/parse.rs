@@ -264,9 +264,7 @@ pub mod command {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         match CommandLine::deserialize(d)? {
             CommandLine::Args(a) if !a.is_empty() => Ok(a),
-            CommandLine::Shell(s) if !s.trim().is_empty() => {
-                Ok(vec!["/bin/sh".into(), "-c".into(), format!("exec {s}")])
-            }
+            CommandLine::Shell(s) if !s.trim().is_empty() => Ok(super::super::command::from_string(&s)),
             _ => Err(serde::de::Error::custom("`command` is empty")),
         }
     }
@@ -316,5 +314,41 @@ mod tests {
         assert_eq!(parse_signal("quit").unwrap(), Signal::SIGQUIT);
         assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
         assert!(parse_signal("SIGNOPE").is_err());
+    }
+}
+
+/// `env`: `KEY=VALUE` on the command line.
+pub fn parse_env_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid environment variable {s:?} (expected KEY=VALUE)")),
+    }
+}
+
+/// `env` in the config file: a table of strings (`env = { NODE_ENV =
+/// "production" }`, or an `[env]` section); numbers and booleans are
+/// written as text.
+pub mod env_table {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(v.len()))?;
+        for (k, val) in v {
+            m.serialize_entry(k, val)?;
+        }
+        m.end()
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        let map = std::collections::BTreeMap::<String, Text>::deserialize(d)?;
+        map.into_iter()
+            .map(|(k, v)| {
+                let v = v.into_string();
+                if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                    Err(serde::de::Error::custom(format!("env: invalid variable {k:?}")))
+                } else {
+                    Ok((k, v))
+                }
+            })
+            .collect()
     }
 }

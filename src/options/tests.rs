@@ -29,7 +29,7 @@ fn flags_override_the_file_option_by_option() {
     assert_eq!(merged.workers, Some(2), "the flag wins");
     assert_eq!(merged.ready_timeout, Some(Duration::from_secs(5)), "the file fills in");
     assert_eq!(merged.stop_signal, Some(Signal::SIGINT));
-    assert_eq!(merged.command, vec!["/bin/sh", "-c", "exec node app.js"]);
+    assert_eq!(merged.command, vec!["node", "app.js"], "plain words run directly");
     assert_eq!(merged.listen.len(), 1);
     assert_eq!(merged.config, Some(PathBuf::from("x.toml")));
     let s = Settings::resolve(merged).unwrap();

@@ -124,7 +124,7 @@ impl Supervisor {
             self.notify_status();
         }
         let label = worker.label();
-        let hint = (worker.state() == WorkerState::Starting).then(|| worker.diagnosis());
+        let hint = (worker.state() == WorkerState::Starting).then(|| worker.exit_diagnosis());
         let exited = Exited {
             id,
             slot: worker.slot(),

@@ -38,6 +38,7 @@ mod readiness;
 pub mod reload;
 mod rescue;
 mod resume;
+mod scale;
 mod status;
 mod stop;
 mod subscribers;
@@ -208,7 +209,10 @@ pub async fn run(
     // request may be missed.
     crate::io::signals::start(tx.clone())?;
     crate::sys::reap::become_subreaper().context("becoming a child subreaper")?;
-    let control = control::Server::bind(&settings.control_path, tx.clone())?;
+    let control = control::Server::bind(&settings.control_path, tx.clone()).map_err(|e| match &settings.name {
+        Some(name) if format!("{e}").contains("another hotswap primary answers") => name_taken(name),
+        _ => e,
+    })?;
     let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
     let base = runtime_dir::base();
@@ -229,6 +233,14 @@ pub async fn run(
     sup.end_orphans();
     sup.guardian.dismiss();
     result
+}
+
+/// The error for `--name APP` when a running primary holds that name.
+pub fn name_taken(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the name {name:?} is taken: a running primary answers on its control socket (`hotswap stop {name}` \
+         stops it; or give this one another --name)"
+    )
 }
 
 /// Lets the control connections write their last replies before the
@@ -437,9 +449,10 @@ impl Supervisor {
                 }
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
-            // Served by `Event::Subscribe`.
-            Request::Events => drop((reply, conn)),
+            // Served by `Event::Subscribe`, and by the control task.
+            Request::Events | Request::Logs { .. } => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
+            Request::Scale { to } => self.scale(to, reply),
         }
     }
 

@@ -235,6 +235,17 @@ impl Worker {
     /// Why it is not ready yet, as far as the primary can tell, and what
     /// would help: for the log while it waits and for the failure message.
     pub fn diagnosis(&self) -> String {
+        self.diagnose(false)
+    }
+
+    /// [`Worker::diagnosis`] of a worker that exited before it was ready:
+    /// what it did not do matters less than why it ended, which its own
+    /// output says (a syntax error, a missing module or setting).
+    pub fn exit_diagnosis(&self) -> String {
+        self.diagnose(true)
+    }
+
+    fn diagnose(&self, exited: bool) -> String {
         let accepts = || self.accept.describe();
         if let (Health::Checking(via), Some(path)) = (self.health, &self.settings.health_check) {
             return format!("it said it was ready ({via}) but has not passed its health check GET {path} yet");
@@ -250,8 +261,13 @@ impl Worker {
                 --ready ipc asks for it, so Node's cluster `listening` does not count"
                     .to_string()
             }
-            (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet \
-                (a listen with `exclusive: true` binds by itself and bypasses hotswap: drop that option)"
+            (Some(n), _) if n.served == 0 && exited => "it is a Node.js cluster worker that exited before it called \
+                server.listen(): its own output, above, says why (a syntax error, a missing module, a setting it \
+                needs such as an environment variable)"
+                .to_string(),
+            (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet: \
+                its own output says what it is doing (a server that never starts, a listen on a port it picked \
+                itself, or `exclusive: true`, which binds by itself and bypasses hotswap)"
                 .to_string(),
             (Some(_), _) => "its server got its socket but has not reported listening yet".to_string(),
             (None, ReadyMode::Notify) => "it has not sent READY=1 on its NOTIFY_SOCKET (is it a systemd Type=notify \
@@ -539,6 +555,10 @@ impl Launcher<'_> {
             env.retain(|(key, _)| key != k);
             env.push((k.into(), v.into()));
         }
+        // The config's `env` and the command's own `VAR=value` words.
+        for (k, v) in &self.settings.env {
+            set(&mut env, k, v);
+        }
         set(&mut env, "LISTEN_FDS", listener_fds.len().to_string());
         set(&mut env, "LISTEN_FDNAMES", listeners::fd_names(self.listeners));
         set(&mut env, "HOTSWAP_IPC_FD", ipc_fd.to_string());
@@ -548,7 +568,9 @@ impl Launcher<'_> {
         set(&mut env, "HOTSWAP_GENERATION", generation.to_string());
         set(&mut env, "HOTSWAP_CONTROL", self.settings.control_path.as_os_str());
         set(&mut env, "HOTSWAP_WORKER_SLOT", slot.to_string());
-        let has = |k: &str| self.base_env.iter().any(|(key, _)| key == k);
+        let has = |k: &str| {
+            self.base_env.iter().any(|(key, _)| key == k) || self.settings.env.iter().any(|(key, _)| key == k)
+        };
         if !has("PORT") {
             if let Some(ListenAddr::Tcp(sa)) = self.listeners.first().map(|l| &l.addr) {
                 set(&mut env, "PORT", sa.port().to_string());
@@ -604,6 +626,7 @@ impl Launcher<'_> {
             nice: self.warm.map(|(w, _)| w),
             #[cfg(target_os = "linux")]
             intercept: filter.as_ref(),
+            cwd: self.settings.cwd.as_deref(),
         };
         let spawned = spawn::spawn(&self.settings.command, &env, &fds)?;
         let pid = spawned.pid;

@@ -36,6 +36,8 @@ pub struct Fds<'a> {
     pub ipc: RawFd,
     /// The nice value the worker starts at (`--warmup-nice`), if any.
     pub nice: Option<i32>,
+    /// The worker's working directory (`cwd`), if not the primary's.
+    pub cwd: Option<&'a Path>,
     /// The bind filter to install before exec ([`super::bind_intercept`]).
     #[cfg(target_os = "linux")]
     pub intercept: Option<&'a super::bind_intercept::Filter>,
@@ -64,14 +66,24 @@ struct Prepared {
     pid_slot: *mut u8,
     /// The soft `RLIMIT_NOFILE` the worker gets (hotswap's own was raised).
     nofile: u64,
+    /// The directory to change to (`cwd`), if not the primary's.
+    cwd: Option<CString>,
 }
 
 /// Forks and execs `argv` with exactly `env` (plus `LISTEN_PID`) and `fds`.
 /// Returns once the child has exec'ed, or the reason it could not.
 pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Result<Spawned> {
     let program = argv.first().ok_or_else(|| anyhow!("empty command"))?;
-    let path = resolve_program(program, env)?;
+    // A relative path (`./server`) is the worker's: from its directory.
+    let path = match fds.cwd {
+        Some(dir) if program.contains('/') && !program.starts_with('/') => {
+            resolve_program(&dir.join(program).to_string_lossy(), env)?
+        }
+        _ => resolve_program(program, env)?,
+    };
+    let cwd = fds.cwd.map(|d| CString::new(d.as_os_str().as_bytes()).context("cwd contains a NUL byte")).transpose()?;
     let mut prep = prepare(&path, argv, env)?;
+    prep.cwd = cwd;
 
     // Targets: 0,1,2, then listeners, then IPC. Sources are first moved above
     // every target so that no dup2 clobbers a source not yet placed.
@@ -146,6 +158,11 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     if n == 4 {
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        if let (Some(dir), Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES)) = (fds.cwd, err.raw_os_error()) {
+            if !dir.is_dir() {
+                bail!("cannot change to the worker's directory (cwd) {}: {err}", dir.display());
+            }
+        }
         bail!("cannot execute {}: {err}", path.display());
     }
     Ok(Spawned {
@@ -250,6 +267,11 @@ unsafe fn child(
     #[cfg(target_os = "linux")]
     libc::syscall(libc::SYS_close_range, above as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
 
+    if let Some(dir) = prep.cwd.as_deref() {
+        if libc::chdir(dir.as_ptr()) < 0 {
+            fail(err_write);
+        }
+    }
     super::fd_limit::restore_in_child(prep.nofile);
     write_pid(prep.pid_slot, libc::getpid() as u32);
     // Last before exec: from here on this process's binds wait for the
@@ -320,7 +342,7 @@ fn prepare(path: &Path, argv: &[String], env: &[(OsString, OsString)]) -> Result
     let mut envp_ptrs: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr().cast()).collect();
     envp_ptrs.push(std::ptr::null());
     let nofile = super::fd_limit::worker_soft();
-    Ok(Prepared { path, _argv: argv, argv_ptrs, _env: envs, envp_ptrs, pid_slot, nofile })
+    Ok(Prepared { path, _argv: argv, argv_ptrs, _env: envs, envp_ptrs, pid_slot, nofile, cwd: None })
 }
 
 /// Finds `program` the way a shell would: as a path if it has a `/`, else on

@@ -37,6 +37,61 @@ pub enum Request {
     Events,
     /// Re-execute the primary from its binary on disk, keeping everything.
     Upgrade,
+    /// The last `lines` lines the primary wrote (its log and its workers'),
+    /// then, with `follow`, every line as it is written.
+    /// Change the pool's size live (`hotswap scale`).
+    Scale {
+        to: ScaleTo,
+    },
+    Logs {
+        #[serde(default = "default_lines")]
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
+}
+
+fn default_lines() -> usize {
+    50
+}
+
+/// `hotswap scale`'s target: `N`, `+N` or `-N` workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleTo {
+    Set(u32),
+    Add(u32),
+    Remove(u32),
+}
+
+impl ScaleTo {
+    /// The new pool size from `old`: 1 to 4096.
+    pub fn apply(self, old: u32) -> Result<u32, String> {
+        let n = match self {
+            ScaleTo::Set(n) => n as i64,
+            ScaleTo::Add(n) => old as i64 + n as i64,
+            ScaleTo::Remove(n) => old as i64 - n as i64,
+        };
+        match n {
+            1..=4096 => Ok(n as u32),
+            _ => Err(format!("cannot scale {old} workers to {n}: from 1 to 4096")),
+        }
+    }
+}
+
+impl std::str::FromStr for ScaleTo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let number = |d: &str| d.parse::<u32>().map_err(|_| format!("invalid worker count {s:?} (N, +N or -N)"));
+        if let Some(d) = t.strip_prefix('+') {
+            Ok(ScaleTo::Add(number(d)?))
+        } else if let Some(d) = t.strip_prefix('-') {
+            Ok(ScaleTo::Remove(number(d)?))
+        } else {
+            Ok(ScaleTo::Set(number(t)?))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,9 +99,19 @@ pub enum Request {
 pub enum Reply {
     Status(Box<Status>),
     Event(LifecycleEvent),
-    Progress { message: String },
-    Done { message: String },
-    Error { error: String },
+    Progress {
+        message: String,
+    },
+    /// One line of the primary's output (`logs`), without its newline.
+    Log {
+        line: String,
+    },
+    Done {
+        message: String,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// Where the supervisor sends replies for one request.
@@ -368,7 +433,7 @@ pub fn fmt_bytes(b: u64) -> String {
     }
 }
 
-fn fmt_secs(secs: f64) -> String {
+pub fn fmt_secs(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..=59 => format!("{secs:.1}s"),

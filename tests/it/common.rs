@@ -114,6 +114,8 @@ pub struct PrimaryBuilder {
     wrapper: Vec<String>,
     /// `--min-ready` unless the test gives its own: `0` by default.
     min_ready: Option<String>,
+    /// `--name` instead of `--control`, in this runtime directory.
+    name: Option<(String, PathBuf)>,
 }
 
 impl PrimaryBuilder {
@@ -185,10 +187,19 @@ impl PrimaryBuilder {
         self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
         self
     }
+    /// `--name NAME` instead of `--control`, with `XDG_RUNTIME_DIR=xdg`:
+    /// the control socket is `xdg/hotswap/NAME.sock`.
+    pub fn named(mut self, name: &str, xdg: &Path) -> Self {
+        self.name = Some((name.into(), xdg.to_path_buf()));
+        self.env("XDG_RUNTIME_DIR", xdg.display().to_string())
+    }
     pub fn start(self) -> Primary {
         let share = share();
         let dir = TempDir::new("p");
-        let control = self.control.clone().unwrap_or_else(|| dir.path("control.sock"));
+        let control = match &self.name {
+            Some((name, xdg)) => xdg.join("hotswap").join(format!("{name}.sock")),
+            None => self.control.clone().unwrap_or_else(|| dir.path("control.sock")),
+        };
         let log = self.log.clone().unwrap_or_else(|| dir.path("primary.log"));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = match &self.inherit {
@@ -205,7 +216,11 @@ impl PrimaryBuilder {
                 c
             }
         };
-        cmd.arg("run").arg("--control").arg(&control);
+        cmd.arg("run");
+        match &self.name {
+            Some((name, _)) => cmd.arg("--name").arg(name),
+            None => cmd.arg("--control").arg(&control),
+        };
         if self.workers_flag {
             cmd.arg("-w").arg(self.workers.to_string());
         }
@@ -267,6 +282,7 @@ impl Primary {
             log: None,
             wrapper: vec![],
             min_ready: Some("0".into()),
+            name: None,
         }
     }
 

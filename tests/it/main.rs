@@ -9,6 +9,7 @@ mod balance;
 mod config;
 mod container;
 mod control;
+mod daily;
 mod docs_links;
 mod exhaust;
 mod flow;

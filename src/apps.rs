@@ -1,0 +1,157 @@
+//! `hotswap ls`: every primary of this user, by name (the registry of
+//! names, see [`crate::options::name`]), and the unnamed one at the default
+//! control socket if it runs, each asked for its status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::options::name;
+use crate::types::wire::Status;
+use crate::types::WorkerState;
+
+/// One line of `hotswap ls`.
+#[derive(Debug, Serialize)]
+pub struct App {
+    /// `-` for the unnamed primary at the default control socket.
+    pub name: String,
+    /// Whether a primary answers; a stopped one is listed when `hotswap
+    /// start` left its record (and log) behind.
+    pub online: bool,
+    pub pid: Option<u32>,
+    pub generation: Option<u64>,
+    pub workers_ready: u32,
+    pub workers: u32,
+    /// The workers' CPU use (their process groups), percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory of the primary and its workers' process groups.
+    pub memory_bytes: u64,
+    pub uptime_secs: Option<f64>,
+    pub reloading: bool,
+    /// The last reload: whether it succeeded, when it finished (Unix
+    /// seconds), what it said.
+    pub last_reload: Option<crate::types::wire::ReloadOutcome>,
+    pub control: PathBuf,
+    /// `start`'s log file, when there is one.
+    pub log: Option<PathBuf>,
+}
+
+impl App {
+    fn from_status(name: String, control: PathBuf, log: Option<PathBuf>, st: Option<Status>) -> App {
+        let Some(st) = st else {
+            return App {
+                name,
+                online: false,
+                pid: None,
+                generation: None,
+                workers_ready: 0,
+                workers: 0,
+                cpu_percent: 0.0,
+                memory_bytes: 0,
+                uptime_secs: None,
+                reloading: false,
+                last_reload: None,
+                control,
+                log,
+            };
+        };
+        App {
+            name,
+            online: true,
+            pid: Some(st.pid),
+            generation: Some(st.generation),
+            workers_ready: st.workers.iter().filter(|w| w.state == WorkerState::Ready).count() as u32,
+            workers: st.target_workers,
+            cpu_percent: st.workers.iter().map(|w| w.cpu_percent).sum(),
+            memory_bytes: st.workers.iter().map(|w| w.rss_bytes).sum::<u64>() + resident(st.pid),
+            uptime_secs: Some(st.uptime_secs),
+            reloading: st.reloading,
+            last_reload: st.last_reload,
+            control,
+            log,
+        }
+    }
+}
+
+/// Resident memory of one process, from `/proc/PID/statm` (0 elsewhere).
+fn resident(pid: u32) -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * page)
+}
+
+/// Every app: the named ones, then the unnamed primary if it answers.
+pub fn list() -> Vec<App> {
+    let mut apps: Vec<App> = name::listed()
+        .into_iter()
+        .map(|n| {
+            let log = Some(n.log()).filter(|l| l.exists());
+            let st = crate::daemon::status(&n.socket());
+            App::from_status(n.to_string(), n.socket(), log, st)
+        })
+        .collect();
+    let default = crate::options::default_control_path();
+    if !apps.iter().any(|a| a.control == default) {
+        if let Some(st) = crate::daemon::status(&default) {
+            apps.push(App::from_status("-".into(), default, None, Some(st)));
+        }
+    }
+    apps
+}
+
+/// `hotswap ls [--json]`.
+pub fn ls(json: bool) -> anyhow::Result<ExitCode> {
+    let apps = list();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&apps)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&apps, crate::types::unix_now()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table, `now` in Unix seconds (for the last reload's age).
+pub fn render(apps: &[App], now: u64) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "{:<16} {:>8} {:<9} {:>5} {:>7} {:>6} {:>8} {:>8}  LAST RELOAD\n",
+        "NAME", "PID", "STATUS", "GEN", "WORKERS", "CPU%", "MEM", "UPTIME"
+    );
+    if apps.is_empty() {
+        s += "(no primary of this user runs; `hotswap start` or `hotswap run --name APP` starts one)\n";
+    }
+    for a in apps {
+        let status = match (a.online, a.reloading) {
+            (false, _) => "stopped",
+            (true, true) => "reloading",
+            (true, false) if a.workers_ready < a.workers => "degraded",
+            (true, false) => "online",
+        };
+        let dash = || "-".to_string();
+        let reload = match &a.last_reload {
+            None => dash(),
+            Some(r) => format!(
+                "{} {} ago",
+                if r.ok { "ok" } else { "FAILED" },
+                crate::types::wire::fmt_secs(now.saturating_sub(r.finished_at) as f64)
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "{:<16} {:>8} {:<9} {:>5} {:>7} {:>6} {:>8} {:>8}  {}",
+            a.name,
+            a.pid.map_or_else(dash, |p| p.to_string()),
+            status,
+            a.generation.map_or_else(dash, |g| g.to_string()),
+            if a.online { format!("{}/{}", a.workers_ready, a.workers) } else { dash() },
+            if a.online { format!("{:.1}", a.cpu_percent) } else { dash() },
+            if a.online { crate::types::wire::fmt_bytes(a.memory_bytes) } else { dash() },
+            a.uptime_secs.map_or_else(dash, crate::types::wire::fmt_secs),
+            reload
+        );
+    }
+    s
+}
