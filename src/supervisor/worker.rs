@@ -446,6 +446,8 @@ pub struct Launcher<'a> {
     pub events: &'a mpsc::Sender<Event>,
     /// The Node.js preload, for cluster workers.
     pub preload: PathBuf,
+    /// The preload of the app's own cluster primary.
+    pub primary_preload: PathBuf,
     /// The Python preload's directory, for Python workers.
     pub python_dir: PathBuf,
     /// Start at this nice value (`--warmup-nice`), and the primary's own.
@@ -502,6 +504,17 @@ impl Launcher<'_> {
     }
 
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
+        self.start_as(id, slot, generation, None)
+    }
+
+    /// Starts the app's own cluster primary ([`crate::node::primary`]):
+    /// the same command, without sockets, with `cluster.isPrimary` true and
+    /// the primary's preload; `workers`: `HOTSWAP_NODE_WORKERS`.
+    pub fn start_primary(&self, id: WorkerId, workers: &str) -> Result<Worker> {
+        self.start_as(id, 0, 0, Some(workers))
+    }
+
+    fn start_as(&self, id: WorkerId, slot: usize, generation: u64, primary: Option<&str>) -> Result<Worker> {
         // Its IPC pair, output pipes, the copies kept for an upgrade, a
         // notify socket, and the fork's own: refused while fds run low.
         crate::sys::fd_limit::room(FDS_PER_START).map_err(|e| anyhow::anyhow!("cannot start a worker: {e}"))?;
@@ -511,7 +524,7 @@ impl Launcher<'_> {
         let (err_r, err_w) = pipe()?;
         let devnull = std::fs::File::open("/dev/null").context("opening /dev/null")?;
 
-        let listener_fds = self.slot_sockets.fds(self.listeners, slot);
+        let listener_fds = if primary.is_some() { Vec::new() } else { self.slot_sockets.fds(self.listeners, slot) };
         let ipc_fd = 3 + listener_fds.len();
         let mut env = self.base_env.to_vec();
         fn set(env: &mut Vec<(OsString, OsString)>, k: &str, v: impl Into<OsString>) {
@@ -533,7 +546,13 @@ impl Launcher<'_> {
                 set(&mut env, "PORT", sa.port().to_string());
             }
         }
-        let is_node = self.is_node();
+        let is_node = self.is_node() && primary.is_none();
+        if let Some(workers) = primary {
+            set(&mut env, "HOTSWAP_NODE_PRIMARY", "1");
+            set(&mut env, "HOTSWAP_NODE_WORKERS", workers);
+            let existing = self.base_env.iter().find(|(k, _)| k == "NODE_OPTIONS").map(|(_, v)| v);
+            set(&mut env, "NODE_OPTIONS", node::node_options(existing, &self.primary_preload));
+        }
         if is_node {
             // Node sets itself up as a cluster worker, and removes both.
             set(&mut env, "NODE_UNIQUE_ID", id.to_string());
@@ -550,7 +569,7 @@ impl Launcher<'_> {
             let existing = self.base_env.iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v);
             set(&mut env, "PYTHONPATH", crate::python::pythonpath(existing, &self.python_dir));
         }
-        let notify = self.notify_socket(id, generation)?;
+        let notify = if primary.is_some() { None } else { self.notify_socket(id, generation)? };
         if let Some(n) = &notify {
             set(&mut env, "NOTIFY_SOCKET", n.path().as_os_str());
         }

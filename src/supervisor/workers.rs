@@ -39,6 +39,7 @@ impl Supervisor {
         self.subscribers.worker_event("fork", &worker);
         self.subscribers.worker_event("online", &worker);
         self.workers.insert(id, worker);
+        self.primary_worker_started(id);
         self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
         if settings.ready_timeout > HINT_AFTER * 2 && !matches!(settings.ready, ReadyMode::None | ReadyMode::Delay(_)) {
             self.worker_timer(id, HINT_AFTER, Timer::ReadyHint(id));
@@ -93,6 +94,7 @@ impl Supervisor {
         let node = w.node().is_some();
         if closed {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
+            self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         self.worker_timer(id, timeout, Timer::Shutdown(id));
         if node {
@@ -182,6 +184,9 @@ impl Supervisor {
                     ch.send(to_worker::node_handle_ack());
                 }
             }
+            FromWorker::Other(v) if self.app_primary.child.is_some() => {
+                self.tell_primary(crate::node::primary::to_primary::message(id, v));
+            }
             FromWorker::Other(v) => {
                 let mut text = v.to_string();
                 text.truncate(200);
@@ -197,6 +202,7 @@ impl Supervisor {
         w.disconnected();
         if w.disconnect_news(false) {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
+            self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         self.after_disconnect(id);
     }
@@ -320,6 +326,9 @@ impl Supervisor {
     pub(super) fn kill_all(&mut self) {
         for w in self.workers.values_mut() {
             w.kill();
+        }
+        if let Some(p) = self.app_primary.child.as_mut() {
+            p.kill();
         }
         self.kill_orphans(true);
     }
