@@ -44,6 +44,9 @@ function setup() {
   // id -> { id, pid, replaces, worker (once taken or announced), buffered events }
   const known = new Map();
   const waiting = []; // Workers forked before a hotswap worker was there for them
+  // Workers gone, for their messages read after their exit (hotswap reads a
+  // worker's channel and reaps its exit separately): the last 256.
+  const dead = new Map();
   let settled = false;
   let exiting = null; // the id whose 'exit' is being emitted
   let warned = false;
@@ -183,6 +186,8 @@ function setup() {
         if (w.process.connected) deliver({ act: 'disconnect', id: ev.id });
         known.delete(ev.id);
         rec.gone = true;
+        dead.set(ev.id, w);
+        if (dead.size > 256) dead.delete(dead.keys().next().value);
         w.state = 'dead';
         w.exitedAfterDisconnect = !!(w.exitedAfterDisconnect || ev.afterDisconnect);
         w.process.exitCode = ev.code;
@@ -216,7 +221,14 @@ function setup() {
     if (!msg || msg.cmd !== 'NODE_HOTSWAP') return;
     if (msg.act === 'started') return started(msg);
     const rec = known.get(msg.id);
-    if (!rec) return;
+    if (!rec) {
+      const w = msg.act === 'message' && dead.get(msg.id);
+      if (w) {
+        w.emit('message', msg.data, undefined);
+        cluster.emit('message', w, msg.data, undefined);
+      }
+      return;
+    }
     if (!rec.worker) {
       // Not taken yet: kept for when it is. An unclaimed worker that exits is
       // forgotten (its replacement is announced in its place).

@@ -469,6 +469,7 @@ impl Launcher<'_> {
         out_r: OwnedFd,
         err_r: OwnedFd,
         carried: [&[u8]; 2],
+        queue: usize,
     ) -> Result<(Option<Channel>, Handover)> {
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
         let (ipc_copy, stdout, stderr) = (ipc.as_ref().map(copy).transpose()?, copy(&out_r)?, copy(&err_r)?);
@@ -489,6 +490,7 @@ impl Launcher<'_> {
                     label(id, generation, pid.as_raw()),
                     self.is_node(),
                     self.events.clone(),
+                    queue,
                 ))
             }
             None => None,
@@ -585,7 +587,14 @@ impl Launcher<'_> {
         let pid = spawn::spawn(&self.settings.command, &env, &fds)?;
         drop((theirs, out_w, err_w, devnull));
 
-        let (ipc, handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
+        let (ipc, handover) = self.attach(
+            (id, generation, pid),
+            Some(ours),
+            out_r,
+            err_r,
+            [&[], &[]],
+            if primary.is_some() { ipc::PRIMARY_QUEUE } else { ipc::OUTGOING_QUEUE },
+        )?;
         Ok(Worker {
             id,
             slot,
@@ -632,7 +641,8 @@ impl Launcher<'_> {
     pub fn adopt(&self, w: &WorkerSnapshot, fds: WorkerFds) -> Result<Worker> {
         let pid = Pid::from_raw(w.pid);
         let carried = [&w.stdout_pending[..], &w.stderr_pending[..]];
-        let (ipc, handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        let (ipc, handover) =
+            self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried, ipc::OUTGOING_QUEUE)?;
         // A channel closed before the upgrade was said closed then.
         let disconnect_told = ipc.is_none();
         Ok(Worker {

@@ -143,7 +143,14 @@ impl Supervisor {
     }
 
     pub(super) fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            // Read after its exit was reaped (its channel's reader lags
+            // behind under load): the app's primary still gets it.
+            if let FromWorker::Other(v) = msg {
+                self.tell_primary(crate::node::primary::to_primary::message(id, v));
+            }
+            return;
+        };
         worker.spoke();
         let worker = &self.workers[&id];
         match msg {
