@@ -57,7 +57,7 @@ fn the_docs_request_counter_counts_every_request_across_reloads() {
     let p = Primary::builder(app("request-counter.js")).workers(2).start();
     let primary = primary_pid(&p.log_text());
     let mut seen = Vec::new();
-    let served = two_reloads_under_load(&p, Duration::ZERO, |_| {
+    let served = two_reloads_under_load(&p, Duration::from_millis(2), |_| {
         wait_until(Duration::from_secs(10), "a numReqs line", || last_value(&p.log_text(), "numReqs").is_some());
         seen.push(last_value(&p.log_text(), "numReqs").unwrap().1);
     });
@@ -68,7 +68,11 @@ fn the_docs_request_counter_counts_every_request_across_reloads() {
     let (pid, n) = last_value(&p.log_text(), "numReqs").unwrap();
     assert!(n as usize <= served + 8, "numReqs {n} for {served} requests answered");
     assert_eq!(pid, primary, "one primary all along: its count survived the reloads");
-    assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen[0] > 0, "the count rises across reloads: {seen:?}");
+    // Printed once a second: two reloads may fall in the same second.
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]) && seen[0] > 0 && n > seen[0],
+        "the count rises across reloads: {seen:?} then {n}"
+    );
     assert!(!p.log_text().contains("killing it"), "{}", p.log_text());
 }
 
