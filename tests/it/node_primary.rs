@@ -125,6 +125,12 @@ fn broadcasts_reach_every_worker_including_a_reloads() {
     };
     check("of the first generation");
     two_reloads_under_load(&p, Duration::ZERO, |g| check(&format!("of generation {g}")));
+    // The app forks on every exit: each of those forks got the reload's
+    // replacement; none waited for a worker, the pool did not grow.
+    let log = p.log_text();
+    assert_eq!(log.matches("(after disconnect: true); forking another").count(), 4, "{log}");
+    assert!(!log.contains("called cluster.fork() with all"), "{log}");
+    assert_eq!(p.worker_pids().len(), 2);
 }
 
 #[test]
