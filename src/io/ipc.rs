@@ -99,6 +99,11 @@ pub mod to_worker {
 pub const ABUSE_LIMIT: u32 = 100;
 /// Messages queued for a worker that does not read; more are dropped.
 pub const OUTGOING_QUEUE: usize = 1024;
+/// Messages queued for the app's own cluster primary
+/// ([`crate::node::primary`]), which hears every message of every worker:
+/// a burst of them (a log line per request, under load and while a reload
+/// keeps the event loop busy) overflowed [`OUTGOING_QUEUE`] within a second.
+pub const PRIMARY_QUEUE: usize = 1 << 18;
 /// Sockets queued for a worker (each an open fd in the primary until the
 /// worker acknowledges the one before); more are refused, so a worker that
 /// asks again and again without reading cannot fill the primary's fd table.
@@ -172,6 +177,8 @@ pub struct Channel {
     /// Messages dropped because the worker did not read (the first is
     /// logged; the count when the channel closes).
     dropped: Arc<AtomicU64>,
+    /// How many messages may wait.
+    capacity: usize,
     /// Handles queued and not yet sent and acknowledged.
     handles: Arc<std::sync::atomic::AtomicUsize>,
     label: Arc<str>,
@@ -197,12 +204,13 @@ impl Channel {
         label: String,
         node: bool,
         events: mpsc::Sender<Event>,
+        capacity: usize,
     ) -> Channel {
-        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (tx, rx) = mpsc::channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let handles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         tokio::spawn(run(stream, worker, label.clone(), node, events, rx, dropped.clone(), handles.clone()));
-        Channel { tx, dropped, handles, label: label.into() }
+        Channel { tx, dropped, capacity, handles, label: label.into() }
     }
 
     /// Queues a message; false if the channel is closed or the worker has
@@ -213,9 +221,10 @@ impl Channel {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                     tracing::warn!(
-                        "{} IPC: the worker does not read its channel ({OUTGOING_QUEUE} messages wait); \
+                        "{} IPC: the worker does not read its channel ({} messages wait); \
                          messages to it are dropped (said once; counted when the channel closes)",
-                        self.label
+                        self.label,
+                        self.capacity
                     );
                 }
                 false
@@ -275,6 +284,7 @@ async fn run(
     // Once a write fails the worker is gone: what is queued is dropped
     // unwritten (and unlogged), while the reader reads what it left.
     let mut broken = false;
+    let mut disconnected = false;
     while let Some(out) = rx.recv().await {
         // Counted down once taken off the queue (sent or dropped below).
         let _taken = matches!(out, Outgoing::Handle(..)).then(|| HandleTaken(&handles));
@@ -308,7 +318,10 @@ async fn run(
                     }
                 }
             }
-            Outgoing::Disconnect => break,
+            Outgoing::Disconnect => {
+                disconnected = true;
+                break;
+            }
         }
     }
     // Disconnect, or the supervisor dropped the channel: close our end.
@@ -320,7 +333,12 @@ async fn run(
             crate::types::plural(n as usize, "message")
         );
     }
-    reader.abort();
+    // Dropped (the worker exited): the reader reads what it left to the
+    // end, as its messages still count (the app's own cluster primary
+    // hears them); it stops at the EOF that comes with the exit.
+    if disconnected {
+        reader.abort();
+    }
     let _ = write_half.shutdown().await;
 }
 

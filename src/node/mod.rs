@@ -18,6 +18,7 @@
 //! the channel: they are refused with a message that says what to run.
 
 pub mod cluster;
+pub mod primary;
 
 use std::ffi::OsString;
 use std::path::Path;

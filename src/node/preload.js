@@ -244,8 +244,24 @@ function patchIpc(ready) {
     return send.call(this, message, handle, options, callback);
   };
 
+  // Closing the channel cancels the writes still queued in it (libuv): the
+  // messages a draining worker sent last (a request counter's, a log
+  // line's) would never reach the app's primary. Wait until they are out
+  // (at most 20 s; the stop signal comes at half --shutdown-timeout anyway).
+  let closing = false;
   process.disconnect = function hotswapDisconnect(...args) {
-    if (!process.connected) return undefined;
-    return disconnect.apply(this, args);
+    if (!process.connected || closing) return undefined;
+    const queued = () => process.channel && process.channel.writeQueueSize > 0;
+    if (!queued()) return disconnect.apply(this, args);
+    closing = true;
+    const until = Date.now() + 20000;
+    const retry = () => {
+      if (queued() && Date.now() < until) return setTimeout(retry, 5);
+      closing = false;
+      if (process.connected) disconnect.apply(process, args);
+    };
+    debug('disconnect waits for the messages still queued on the channel');
+    setTimeout(retry, 5);
+    return undefined;
   };
 }

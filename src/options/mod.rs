@@ -186,6 +186,15 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeMode>,
 
+    /// Also run the app's own cluster primary branch (`cluster.isPrimary`),
+    /// as one long-lived child whose `cluster.fork()` is answered with
+    /// hotswap's workers and whose messages go to and from them through
+    /// hotswap (docs/node-primary.md): `auto` (when the command's script
+    /// imports `cluster` and calls `fork`), `on`, `off` [default: auto].
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub node_primary: Option<NodeMode>,
+
     /// Replace a worker whose process group stays above this much resident
     /// memory (checked every 2 s; above on 2 checks in a row): a new worker
     /// starts in its slot and is ready before the old one is told to drain.
@@ -375,6 +384,9 @@ pub struct Settings {
     /// Whether workers are Node.js cluster workers.
     #[serde(default)]
     pub node: NodeMode,
+    /// Whether the app's own cluster primary runs too (`--node-primary`).
+    #[serde(default)]
+    pub node_primary: NodeMode,
     /// `--max-memory`, in bytes.
     #[serde(default)]
     pub max_memory: Option<u64>,
@@ -574,6 +586,7 @@ impl Settings {
             watch_debounce: o.watch_debounce.unwrap_or(Duration::from_millis(200)),
             watch_ignore: o.watch_ignore,
             node: o.node.unwrap_or_default(),
+            node_primary: o.node_primary.unwrap_or_default(),
             max_memory: o.max_memory,
             metrics: o.metrics,
             python: o.python.unwrap_or_default(),

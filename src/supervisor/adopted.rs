@@ -106,6 +106,7 @@ impl Supervisor {
         known.push(self.guardian.pid().as_raw());
         known.extend(self.guardian.retired_pids().iter().map(|p| p.as_raw()));
         known.extend(self.foreign.iter().copied());
+        known.extend(self.app_primary_pid().map(|p| p.as_raw()));
         known
     }
 

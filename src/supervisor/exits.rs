@@ -25,6 +25,7 @@ impl Supervisor {
         let mut known: Vec<Pid> = self.workers.values().map(|w| w.pid()).collect();
         known.extend(self.build.as_ref().map(|b| b.pid));
         known.push(self.guardian.pid());
+        known.extend(self.app_primary_pid());
         known.extend_from_slice(self.guardian.retired_pids());
         for (pid, how) in reap::exited(&known) {
             self.on_exit(pid, how);
@@ -43,6 +44,10 @@ impl Supervisor {
     /// signal now (SIGKILL at `--shutdown-timeout`).
     pub(super) fn finish_stop_if_done(&mut self) {
         if self.stop.is_none() || !self.workers.is_empty() || self.exit.is_some() {
+            return;
+        }
+        // The app's primary goes once its workers have: it hears every exit.
+        if self.stop_app_primary() {
             return;
         }
         self.scan_orphans();
@@ -68,6 +73,9 @@ impl Supervisor {
             self.guardian.release(pid);
             return self.reload_on_build_exit(how);
         }
+        if self.app_primary_exited(pid, how) {
+            return;
+        }
         let Some(id) = self.workers.values().find(|w| w.pid() == pid).map(|w| w.id()) else {
             if pid == self.guardian.pid() {
                 tracing::error!("the guardian process {pid} {how}; replacing it");
@@ -92,8 +100,10 @@ impl Supervisor {
         // first, as in Node's cluster (once per worker).
         if worker.disconnect_news(true) {
             self.subscribers.worker_event("disconnect", &worker);
+            self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         self.subscribers.exit_event(&worker, how);
+        self.primary_worker_exited(id, how, worker.state() == WorkerState::Stopping);
         self.rescue_exited(id, how, worker.killed(), worker.settings().stop_signal);
         let lived = worker.age();
         let (pid_raw, generation) = (pid.as_raw(), worker.generation());

@@ -23,6 +23,7 @@
 
 mod accepting;
 mod adopted;
+mod app_primary;
 pub mod backoff;
 mod balance;
 #[cfg(target_os = "linux")]
@@ -167,6 +168,8 @@ pub struct Supervisor {
     /// Every pending deadline and every task a worker owns: cancelled with
     /// their worker, carried over by a self-upgrade.
     timers: core::timers::Timers<tokio::task::AbortHandle>,
+    /// The app's own cluster primary, if it has one.
+    app_primary: app_primary::AppPrimary,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
     /// Holds retiring workers' connections (`--rescue`; TCP listeners).
@@ -254,9 +257,13 @@ async fn let_replies_out() {
 /// The files of the runtime directory's preloads' directory: the Node.js
 /// preload, and the Python one in a directory of its own (it goes first
 /// on `PYTHONPATH`).
-pub(crate) const PRELOADS: &[Preload] =
-    &[(NODE_PRELOAD, crate::node::PRELOAD), ("python/sitecustomize.py", crate::python::SITECUSTOMIZE)];
+pub(crate) const PRELOADS: &[Preload] = &[
+    (NODE_PRELOAD, crate::node::PRELOAD),
+    (NODE_PRIMARY_PRELOAD, crate::node::primary::PRELOAD),
+    ("python/sitecustomize.py", crate::python::SITECUSTOMIZE),
+];
 const NODE_PRELOAD: &str = "node-preload.js";
+const NODE_PRIMARY_PRELOAD: &str = "node-primary.js";
 const PYTHON_DIR: &str = "python";
 
 impl Supervisor {
@@ -329,6 +336,7 @@ impl Supervisor {
             memory: Default::default(),
             metrics: None,
             exit: None,
+            app_primary: Default::default(),
             rescue: None,
             rescue_looking: Default::default(),
             rescued_before_reload: 0,
@@ -350,6 +358,8 @@ impl Supervisor {
                 return Err(e.context("starting the first generation"));
             }
         }
+        self.app_primary.enabled = app_primary::wanted(&settings, runs_node(&settings, &self.base_env));
+        self.start_app_primary();
         self.event_loop(rx).await
     }
 
@@ -400,6 +410,8 @@ impl Supervisor {
             Event::Control { request, reply, conn } => self.on_control(request, reply, conn),
             Event::Subscribe { sub, conn } => self.subscribers.add(sub, conn),
             Event::SubscriberLeft => self.subscribers.prune(),
+            Event::Ipc { worker, msg } if self.is_app_primary(worker) => self.on_primary_ipc(msg),
+            Event::IpcClosed { worker } if self.is_app_primary(worker) => {}
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
             Event::IpcClosed { worker } => self.on_ipc_closed(worker),
             Event::Notify { worker, note } => self.on_notify(worker, note),
@@ -483,6 +495,8 @@ impl Supervisor {
             Timer::SlotDrain(id) => self.on_slot_drain(id),
             Timer::OrphanAndGuardianCheck => self.check_orphans_and_guardian(),
             Timer::MemoryCheck => self.on_memory_check(),
+            Timer::AppPrimary => self.start_app_primary(),
+            Timer::AppPrimaryKill => self.on_app_primary_kill_deadline(),
             Timer::Watchdog => {
                 self.systemd.watchdog();
                 if let Some(every) = self.systemd.watchdog_interval() {
@@ -529,6 +543,7 @@ impl Supervisor {
             output: &self.output,
             events: &self.events,
             preload: self.runtime.preload(NODE_PRELOAD),
+            primary_preload: self.runtime.preload(NODE_PRIMARY_PRELOAD),
             python_dir: self.runtime.preload(PYTHON_DIR),
             warm: None,
             wait_ready: match settings.ready {

@@ -142,9 +142,17 @@ impl Supervisor {
         }
         match cluster::parse(&msg) {
             Err(why) => tracing::debug!(worker = id, "{label} cluster message refused: {why}"),
-            Ok(FromNode::Online) => tracing::debug!(worker = id, "{label} is a Node.js cluster worker"),
+            Ok(FromNode::Online) => {
+                tracing::debug!(worker = id, "{label} is a Node.js cluster worker");
+                self.tell_primary(crate::node::primary::to_primary::online(id));
+            }
             Ok(FromNode::QueryServer(q)) => self.serve_listen(id, q),
             Ok(FromNode::Listening { port, .. }) => {
+                let address = serde_json::json!({
+                    "address": msg.get("address"), "port": msg.get("port"),
+                    "addressType": msg.get("addressType"), "fd": msg.get("fd"),
+                });
+                self.tell_primary(crate::node::primary::to_primary::listening(id, address));
                 let learned = self.announcers.how(&w.settings().command);
                 let Some(w) = self.workers.get_mut(&id) else { return };
                 let Some(node) = w.node_mut() else { return };

@@ -367,6 +367,8 @@ impl Supervisor {
                 }
                 // Re-armed by the event loop itself when it starts.
                 Timer::Watchdog | Timer::OrphanAndGuardianCheck | Timer::MemoryCheck => {}
+                // The app's primary is started anew below.
+                Timer::AppPrimary | Timer::AppPrimaryKill => {}
                 // Re-armed above for every worker that is still starting.
                 Timer::AcceptCheck(_) | Timer::AcceptSettled(_) => {}
                 // Only while a reload runs, and no upgrade starts then.
@@ -376,6 +378,11 @@ impl Supervisor {
         // Exits that happened during the exec. What happened (upgraded, or
         // rolled back) is logged by the caller once this image serves.
         self.reap();
+        // The app's cluster primary did not come over (its channel closed
+        // with the exec, and it exits): a new one takes the workers.
+        let settings = self.settings.clone();
+        self.app_primary.enabled = super::app_primary::wanted(&settings, super::runs_node(&settings, &self.base_env));
+        self.start_app_primary();
         if self.systemd_told_ready {
             self.systemd.ready(&self.status_line());
         }

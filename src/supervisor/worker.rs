@@ -480,6 +480,8 @@ pub struct Launcher<'a> {
     pub events: &'a mpsc::Sender<Event>,
     /// The Node.js preload, for cluster workers.
     pub preload: PathBuf,
+    /// The preload of the app's own cluster primary.
+    pub primary_preload: PathBuf,
     /// The Python preload's directory, for Python workers.
     pub python_dir: PathBuf,
     /// Start at this nice value (`--warmup-nice`), and the primary's own.
@@ -501,6 +503,7 @@ impl Launcher<'_> {
         out_r: OwnedFd,
         err_r: OwnedFd,
         carried: [&[u8]; 2],
+        queue: usize,
     ) -> Result<(Option<Channel>, Handover)> {
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
         let (ipc_copy, stdout, stderr) = (ipc.as_ref().map(copy).transpose()?, copy(&out_r)?, copy(&err_r)?);
@@ -521,6 +524,7 @@ impl Launcher<'_> {
                     label(id, generation, pid.as_raw()),
                     self.is_node(),
                     self.events.clone(),
+                    queue,
                 ))
             }
             None => None,
@@ -536,6 +540,17 @@ impl Launcher<'_> {
     }
 
     pub fn start(&self, id: WorkerId, slot: usize, generation: u64) -> Result<Worker> {
+        self.start_as(id, slot, generation, None)
+    }
+
+    /// Starts the app's own cluster primary ([`crate::node::primary`]):
+    /// the same command, without sockets, with `cluster.isPrimary` true and
+    /// the primary's preload; `workers`: `HOTSWAP_NODE_WORKERS`.
+    pub fn start_primary(&self, id: WorkerId, workers: &str) -> Result<Worker> {
+        self.start_as(id, 0, 0, Some(workers))
+    }
+
+    fn start_as(&self, id: WorkerId, slot: usize, generation: u64, primary: Option<&str>) -> Result<Worker> {
         // Its IPC pair, output pipes, the copies kept for an upgrade, a
         // notify socket, and the fork's own: refused while fds run low.
         // Under --bind-intercept also its filter's fd, a copy, and a copy of
@@ -548,7 +563,7 @@ impl Launcher<'_> {
         let (err_r, err_w) = pipe()?;
         let devnull = std::fs::File::open("/dev/null").context("opening /dev/null")?;
 
-        let listener_fds = self.slot_sockets.fds(self.listeners, slot);
+        let listener_fds = if primary.is_some() { Vec::new() } else { self.slot_sockets.fds(self.listeners, slot) };
         let ipc_fd = 3 + listener_fds.len();
         let mut env = self.base_env.to_vec();
         fn set(env: &mut Vec<(OsString, OsString)>, k: &str, v: impl Into<OsString>) {
@@ -593,7 +608,13 @@ impl Launcher<'_> {
                 }
             }
         }
-        let is_node = self.is_node();
+        let is_node = self.is_node() && primary.is_none();
+        if let Some(workers) = primary {
+            set(&mut env, "HOTSWAP_NODE_PRIMARY", "1");
+            set(&mut env, "HOTSWAP_NODE_WORKERS", workers);
+            let existing = self.base_env.iter().find(|(k, _)| k == "NODE_OPTIONS").map(|(_, v)| v);
+            set(&mut env, "NODE_OPTIONS", node::node_options(existing, &self.primary_preload));
+        }
         if is_node {
             // Node sets itself up as a cluster worker, and removes both.
             set(&mut env, "NODE_UNIQUE_ID", id.to_string());
@@ -610,7 +631,7 @@ impl Launcher<'_> {
             let existing = self.base_env.iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v);
             set(&mut env, "PYTHONPATH", crate::python::pythonpath(existing, &self.python_dir));
         }
-        let notify = self.notify_socket(id, generation)?;
+        let notify = if primary.is_some() { None } else { self.notify_socket(id, generation)? };
         if let Some(n) = &notify {
             set(&mut env, "NOTIFY_SOCKET", n.path().as_os_str());
         }
@@ -636,7 +657,14 @@ impl Launcher<'_> {
         #[cfg(not(target_os = "linux"))]
         let bind_notify = None;
 
-        let (ipc, mut handover) = self.attach((id, generation, pid), Some(ours), out_r, err_r, [&[], &[]])?;
+        let (ipc, mut handover) = self.attach(
+            (id, generation, pid),
+            Some(ours),
+            out_r,
+            err_r,
+            [&[], &[]],
+            if primary.is_some() { ipc::PRIMARY_QUEUE } else { ipc::OUTGOING_QUEUE },
+        )?;
         handover.bind_notify = bind_notify;
         Ok(Worker {
             id,
@@ -684,7 +712,8 @@ impl Launcher<'_> {
     pub fn adopt(&self, w: &WorkerSnapshot, fds: WorkerFds) -> Result<Worker> {
         let pid = Pid::from_raw(w.pid);
         let carried = [&w.stdout_pending[..], &w.stderr_pending[..]];
-        let (ipc, mut handover) = self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried)?;
+        let (ipc, mut handover) =
+            self.attach((w.id, w.generation, pid), fds.ipc, fds.stdout, fds.stderr, carried, ipc::OUTGOING_QUEUE)?;
         #[cfg(target_os = "linux")]
         if let Some(fd) = fds.bind_notify {
             let notifier = crate::io::bind_intercept::Notifier::adopt(fd);

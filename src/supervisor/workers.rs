@@ -39,6 +39,7 @@ impl Supervisor {
         self.subscribers.worker_event("fork", &worker);
         self.subscribers.worker_event("online", &worker);
         self.workers.insert(id, worker);
+        self.primary_worker_started(id);
         self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
         if settings.ready_timeout > HINT_AFTER * 2 && !matches!(settings.ready, ReadyMode::None | ReadyMode::Delay(_)) {
             self.worker_timer(id, HINT_AFTER, Timer::ReadyHint(id));
@@ -92,6 +93,7 @@ impl Supervisor {
         let deadlines = super::core::stop::deadlines(id, w.settings().shutdown_timeout, w.node().is_some());
         if closed {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
+            self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         for (after, timer) in deadlines {
             self.worker_timer(id, after, timer);
@@ -137,7 +139,14 @@ impl Supervisor {
     }
 
     pub(super) fn on_ipc(&mut self, id: WorkerId, msg: FromWorker) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            // Read after its exit was reaped (its channel's reader lags
+            // behind under load): the app's primary still gets it.
+            if let FromWorker::Other(v) = msg {
+                self.tell_primary(crate::node::primary::to_primary::message(id, v));
+            }
+            return;
+        };
         if let FromWorker::Preload(patch) = msg {
             // hotswap's preload, not the app: the worker has not spoken.
             if worker.preload_patch(patch.clone()) {
@@ -197,6 +206,9 @@ impl Supervisor {
                 }
             }
             FromWorker::Preload(_) => {}
+            FromWorker::Other(v) if self.app_primary.child.is_some() => {
+                self.tell_primary(crate::node::primary::to_primary::message(id, v));
+            }
             FromWorker::Other(v) => {
                 let mut text = v.to_string();
                 text.truncate(200);
@@ -212,6 +224,7 @@ impl Supervisor {
         w.disconnected();
         if w.disconnect_news(false) {
             self.subscribers.worker_event("disconnect", &self.workers[&id]);
+            self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         self.after_disconnect(id);
     }
@@ -335,6 +348,9 @@ impl Supervisor {
     pub(super) fn kill_all(&mut self) {
         for w in self.workers.values_mut() {
             w.kill();
+        }
+        if let Some(p) = self.app_primary.child.as_mut() {
+            p.kill();
         }
         self.kill_orphans(true);
     }

@@ -131,6 +131,11 @@ pub enum Timer {
     OrphanAndGuardianCheck,
     /// Time to check the workers' memory against `--max-memory`.
     MemoryCheck,
+    /// Start the app's own cluster primary again (it exited, or
+    /// `hotswap reload --primary` replaces it).
+    AppPrimary,
+    /// The app's cluster primary, told to stop, must be gone by now.
+    AppPrimaryKill,
 }
 
 /// A message from a worker's IPC channel, validated.

@@ -20,6 +20,7 @@ mod lifecycle;
 mod local_users;
 mod log_format;
 mod node;
+mod node_primary;
 mod observe;
 mod outlive;
 mod own_bind;
