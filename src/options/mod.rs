@@ -243,6 +243,16 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub rescue: Option<OnOff>,
 
+    /// The drain patches of the uvicorn and Node.js preloads (`--python`,
+    /// `--node`): `auto` applies them only to workers that rescue does not
+    /// cover (`--rescue off`, no TCP listener, `pidfd_getfd` refused),
+    /// `on` always (rescue's limits, docs/rescue.md), `off` never
+    /// [default: auto]. hypercorn's patch applies either way (its stop is
+    /// beyond rescue).
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub drain_patch: Option<NodeMode>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -349,6 +359,9 @@ pub struct Settings {
     /// `--rescue`: whether retiring workers' connections are held.
     #[serde(default = "yes")]
     pub rescue: bool,
+    /// `--drain-patch`: when the uvicorn and Node.js drain patches apply.
+    #[serde(default)]
+    pub drain_patch: NodeMode,
 }
 
 fn yes() -> bool {
@@ -378,7 +391,8 @@ impl std::fmt::Display for MetricsAddr {
 }
 
 /// `--node`: whether workers are run as Node.js cluster workers; also
-/// `--python`: whether Python workers get the drain preload.
+/// `--python`: whether Python workers get the drain preload, and
+/// `--drain-patch`: when its drain patches apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeMode {
@@ -497,6 +511,7 @@ impl Settings {
             log_format: o.log_format.unwrap_or_else(LogFormat::detect),
             timestamps: o.timestamps,
             rescue: o.rescue.is_none_or(|r| r.0),
+            drain_patch: o.drain_patch.unwrap_or_default(),
         })
     }
 
