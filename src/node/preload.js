@@ -5,7 +5,8 @@
 // process.disconnect(). Two things in stock Node turn that into failed requests or
 // a crash; this file fixes them and nothing else:
 //
-// 1. (Only where rescue does not cover the worker: drainSkipped below.)
+// 1. (For http servers only where rescue does not cover the worker: drainSkipped
+//    below; https servers always, rescue cannot read TLS.)
 //    Since Node 19, server.close() calls closeIdleConnections(): a keep-alive
 //    connection idle at that instant is destroyed, and a request the client has
 //    already written on it is lost. Here close() still closes the listener at once,
@@ -34,8 +35,10 @@ if ((env.HOTSWAP_IPC_FD !== undefined || env.HOTSWAP_NODE_PRELOAD === '1') && !p
   process[kLoaded] = true;
   removeSelfFromNodeOptions();
   const skipped = drainSkipped();
-  if (skipped === null) patchHttpServers();
+  // https always: rescue cannot read TLS, it leaves those connections to the worker.
+  patchHttpServers(skipped === null);
   report('node:http.Server drain', skipped);
+  report('node:https.Server drain', null);
   delete env.HOTSWAP_RESCUE;
   delete env.HOTSWAP_DRAIN_PATCH;
   const waitReady = env.HOTSWAP_WAIT_READY === '1';
@@ -157,7 +160,8 @@ function splitNodeOptions(s) {
   return tokens;
 }
 
-function patchHttpServers() {
+// withHttp false: only https servers drain (rescue covers plain http).
+function patchHttpServers(withHttp) {
   const http = require('http');
   const https = require('https');
   const grace = Number.isFinite(Number(env.HOTSWAP_DRAIN_GRACE_MS)) && env.HOTSWAP_DRAIN_GRACE_MS !== ''
@@ -197,7 +201,8 @@ function patchHttpServers() {
 
   // https.Server is a tls.Server, not an http.Server: patch both prototypes. The
   // http parser sits on the TLS socket, which 'secureConnection' hands over.
-  for (const [Server, event] of [[http.Server, 'connection'], [https.Server, 'secureConnection']]) {
+  const servers = [[http.Server, 'connection'], [https.Server, 'secureConnection']].slice(withHttp ? 0 : 1);
+  for (const [Server, event] of servers) {
     const proto = Server.prototype;
     const { listen, close, closeIdleConnections } = proto;
 
