@@ -340,6 +340,9 @@ fn node_workers_get_the_cluster_and_pm2_variables_and_others_do_not() {
         assert!(env["NODE_UNIQUE_ID"].is_null(), "a Python worker is no cluster worker: {env}");
         assert!(env["NODE_APP_INSTANCE"].is_null(), "{env}");
         assert!(env["HOTSWAP_WORKER_SLOT"].as_str().is_some(), "every worker gets its slot: {env}");
+        // A TCP listener, copies allowed: rescue covers it (the preloads' drain patches are left out).
+        assert_eq!(env["HOTSWAP_RESCUE"], "on", "{env}");
+        assert_eq!(env["HOTSWAP_DRAIN_PATCH"], "auto", "{env}");
         assert_eq!(env["PORT"].as_str().unwrap(), p.addr().rsplit(':').next().unwrap());
     }
     // A Node worker's grandchildren see none of it.
