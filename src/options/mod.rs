@@ -243,12 +243,13 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub rescue: Option<OnOff>,
 
-    /// The drain patches of the uvicorn and Node.js preloads (`--python`,
-    /// `--node`): `auto` applies them only to workers that rescue does not
-    /// cover (`--rescue off`, no TCP listener, `pidfd_getfd` refused),
-    /// `on` always (rescue's limits, e.g. uvicorn serving TLS itself:
-    /// docs/rescue.md), `off` never [default: auto]. hypercorn's patch and
-    /// Node's drain of `https` servers apply either way (beyond rescue).
+    /// The drain patches of the Node.js and uvicorn preloads (`--node`,
+    /// `--python`): `auto` applies Node's drain of `http` servers only to
+    /// workers that rescue does not cover (`--rescue off`, no TCP
+    /// listener, `pidfd_getfd` refused) and uvicorn's always, `on` both
+    /// always, `off` neither (docs/rescue.md) [default: auto]. hypercorn's
+    /// patch and Node's drain of `https` servers apply either way (beyond
+    /// rescue).
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub drain_patch: Option<NodeMode>,

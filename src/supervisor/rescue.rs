@@ -38,7 +38,7 @@ impl Supervisor {
         if let Err(e) = crate::sys::pidfd::probe() {
             tracing::warn!(
                 "rescue: off: this primary may not copy file descriptors (pidfd_getfd: {e}; a kernel before 5.6 \
-                 or a seccomp profile that refuses it); the preloads' drain patches apply (--drain-patch auto)"
+                 or a seccomp profile that refuses it); the Node preload's drain patch applies (--drain-patch auto)"
             );
             return;
         }

@@ -471,8 +471,8 @@ pub struct Launcher<'a> {
     pub preload: PathBuf,
     /// The Python preload's directory, for Python workers.
     pub python_dir: PathBuf,
-    /// Whether rescue covers its workers (`HOTSWAP_RESCUE`): the preloads'
-    /// drain patches are then left out under `--drain-patch auto`.
+    /// Whether rescue covers its workers (`HOTSWAP_RESCUE`): the Node
+    /// preload's `http` drain is then left out under `--drain-patch auto`.
     pub rescue_covers: bool,
     /// Start at this nice value (`--warmup-nice`), and the primary's own.
     pub warm: Option<(i32, i32)>,

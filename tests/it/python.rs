@@ -116,27 +116,24 @@ fn preload_patches(p: &Primary) -> Vec<Vec<(String, bool, Option<String>)>> {
 
 const UVICORN_H11: [&str; 1] = ["uvicorn.protocols.http.h11_impl.H11Protocol"];
 
-/// Rescue on (the default): uvicorn's drain patch is left out in every
-/// worker, `status` says why (not "failed"), and rescue alone loses no
-/// request of the keep-alive load across 3 reloads. The reports are not
-/// the app speaking (the workers stay ready by their accepts).
+/// Rescue on (the default): uvicorn's drain patch still applies in every
+/// worker (rescue alone lost 1 request in 12,883 to a reset here,
+/// docs/rescue.md), `status` lists it, and no request of the keep-alive
+/// load fails across 3 reloads. The reports are not the app speaking (the
+/// workers stay ready by their accepts).
 #[test]
-fn with_rescue_on_uvicorns_patch_is_skipped_and_status_says_so() {
+fn with_rescue_on_uvicorns_patch_still_applies() {
     if !have("uvicorn") {
         return;
     }
     let p = start(uvicorn("h11"));
     reloads_cleanly(&p, 3, "accepting");
-    let skipped = Some("rescue covers this worker".to_string());
-    wait_until(Duration::from_secs(20), "every worker's skipped patch reported", || {
-        preload_patches(&p)
-            .iter()
-            .all(|w| UVICORN_H11.iter().all(|n| w.contains(&(n.to_string(), false, skipped.clone()))))
+    wait_until(Duration::from_secs(20), "every worker's patches reported", || {
+        preload_patches(&p).iter().all(|w| UVICORN_H11.iter().all(|n| w.contains(&(n.to_string(), true, None))))
     });
     let text = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).into_owned();
-    assert!(text.contains(&format!("{} skipped: rescue covers this worker", UVICORN_H11[0])), "{text}");
-    assert!(!text.contains("NOT "), "{text}");
-    assert!(!p.log_text().contains("could not patch"), "{}", p.log_text());
+    assert!(text.contains("preload patches:") && text.contains(UVICORN_H11[0]), "{text}");
+    assert!(!text.contains("NOT ") && !text.contains("skipped"), "{text}");
 }
 
 /// `--rescue off`: rescue does not cover the workers, so uvicorn's drain
@@ -180,7 +177,7 @@ fn a_patch_that_does_not_apply_is_logged_and_shown() {
         .workers(1)
         .env("PYTHONPATH", dir.path("").display().to_string())
         .arg("--drain-patch")
-        .arg("on") // rescue is on: without it the patch would be left out
+        .arg("on")
         .start();
     let name = "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol";
     wait_until(Duration::from_secs(20), "the failed patch reported", || {
