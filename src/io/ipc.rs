@@ -65,6 +65,7 @@ pub fn parse(line: &str) -> Result<FromWorker, String> {
             patch: value.get("patch").and_then(Value::as_str).unwrap_or("?").chars().take(200).collect(),
             ok: value.get("ok").and_then(Value::as_bool).unwrap_or(false),
             error: value.get("error").and_then(Value::as_str).map(|e| e.chars().take(300).collect()),
+            skipped: value.get("skipped").and_then(Value::as_str).map(|e| e.chars().take(300).collect()),
         }),
         _ => FromWorker::Other(value),
     })
@@ -544,7 +545,18 @@ mod tests {
             FromWorker::Preload(crate::types::wire::PreloadPatch {
                 patch: "m.C".into(),
                 ok: false,
-                error: Some("no shutdown".into())
+                error: Some("no shutdown".into()),
+                skipped: None,
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"hotswap:preload","patch":"m.C","ok":false,"skipped":"rescue covers this worker"}"#)
+                .unwrap(),
+            FromWorker::Preload(crate::types::wire::PreloadPatch {
+                patch: "m.C".into(),
+                ok: false,
+                error: None,
+                skipped: Some("rescue covers this worker".into()),
             })
         );
         assert!(parse("{not json").is_err());

@@ -5,7 +5,9 @@
 // process.disconnect(). Two things in stock Node turn that into failed requests or
 // a crash; this file fixes them and nothing else:
 //
-// 1. Since Node 19, server.close() calls closeIdleConnections(): a keep-alive
+// 1. (For http servers only where rescue does not cover the worker: drainSkipped
+//    below; https servers always, rescue cannot read TLS.)
+//    Since Node 19, server.close() calls closeIdleConnections(): a keep-alive
 //    connection idle at that instant is destroyed, and a request the client has
 //    already written on it is lost. Here close() still closes the listener at once,
 //    but each open connection answers one more request, with `Connection: close`;
@@ -32,11 +34,42 @@ const kLoaded = Symbol.for('hotswap.preload');
 if ((env.HOTSWAP_IPC_FD !== undefined || env.HOTSWAP_NODE_PRELOAD === '1') && !process[kLoaded]) {
   process[kLoaded] = true;
   removeSelfFromNodeOptions();
-  patchHttpServers();
+  const skipped = drainSkipped();
+  // https always: rescue cannot read TLS, it leaves those connections to the worker.
+  patchHttpServers(skipped === null);
+  report('node:http.Server drain', skipped);
+  report('node:https.Server drain', null);
+  delete env.HOTSWAP_RESCUE;
+  delete env.HOTSWAP_DRAIN_PATCH;
   const waitReady = env.HOTSWAP_WAIT_READY === '1';
   delete env.HOTSWAP_WAIT_READY;
   const ready = waitReady ? deferAcceptsUntilReady() : () => {};
   patchIpc(ready);
+}
+
+// Item 1 is left out where hotswap's rescue covers this worker (HOTSWAP_RESCUE=on):
+// the primary then holds the connections close() destroys and answers a request
+// caught on one (measured 0 failed without item 1, docs/rescue.md). It applies with
+// --rescue off, without a TCP listener, where copies are refused, and always with
+// HOTSWAP_DRAIN_PATCH=on (--drain-patch on); never with off. Returns why it is
+// left out, or null.
+function drainSkipped() {
+  const mode = env.HOTSWAP_DRAIN_PATCH || 'auto';
+  if (mode === 'on') return null;
+  if (mode === 'off') return '--drain-patch off';
+  if (env.HOTSWAP_RESCUE === 'on') return 'rescue covers this worker';
+  return null;
+}
+
+// Tells the primary whether the drain patch took or why it was left out
+// ({"type":"hotswap:preload"}: `hotswap status` shows it). With a callback: a
+// closed channel is never an error here.
+function report(patch, skipped) {
+  debug(skipped === null ? `patched ${patch}` : `left out ${patch}: ${skipped}`);
+  if (typeof process.send !== 'function' || !process.connected) return;
+  const msg = { type: 'hotswap:preload', patch, ok: skipped === null };
+  if (skipped !== null) msg.skipped = skipped;
+  try { process.send(msg, undefined, {}, () => {}); } catch { /* never break the app */ }
 }
 
 // Item 3 above: holds back the listen() of every handle the primary gives (a
@@ -127,7 +160,8 @@ function splitNodeOptions(s) {
   return tokens;
 }
 
-function patchHttpServers() {
+// withHttp false: only https servers drain (rescue covers plain http).
+function patchHttpServers(withHttp) {
   const http = require('http');
   const https = require('https');
   const grace = Number.isFinite(Number(env.HOTSWAP_DRAIN_GRACE_MS)) && env.HOTSWAP_DRAIN_GRACE_MS !== ''
@@ -167,7 +201,8 @@ function patchHttpServers() {
 
   // https.Server is a tls.Server, not an http.Server: patch both prototypes. The
   // http parser sits on the TLS socket, which 'secureConnection' hands over.
-  for (const [Server, event] of [[http.Server, 'connection'], [https.Server, 'secureConnection']]) {
+  const servers = [[http.Server, 'connection'], [https.Server, 'secureConnection']].slice(withHttp ? 0 : 1);
+  for (const [Server, event] of servers) {
     const proto = Server.prototype;
     const { listen, close, closeIdleConnections } = proto;
 

@@ -292,6 +292,17 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
 
+    /// The drain patches of the Node.js and uvicorn preloads (`--node`,
+    /// `--python`): `auto` applies Node's drain of `http` servers only to
+    /// workers that rescue does not cover (`--rescue off`, no TCP
+    /// listener, `pidfd_getfd` refused) and uvicorn's always, `on` both
+    /// always, `off` neither (docs/rescue.md) [default: auto]. hypercorn's
+    /// patch and Node's drain of `https` servers apply either way (beyond
+    /// rescue).
+    #[arg(long, value_name = "MODE")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub drain_patch: Option<NodeMode>,
+
     /// The worker command and its arguments (in the file: an array of
     /// arguments, or one string: plain words run directly, leading `NAME=value` words set in the environment; a string with shell syntax is run by `/bin/sh -c 'exec ...'`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -417,6 +428,10 @@ pub struct Settings {
     /// `cwd`: the workers' working directory.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+
+    /// `--drain-patch`: when the uvicorn and Node.js drain patches apply.
+    #[serde(default)]
+    pub drain_patch: NodeMode,
 }
 
 fn yes() -> bool {
@@ -446,7 +461,8 @@ impl std::fmt::Display for MetricsAddr {
 }
 
 /// `--node`: whether workers are run as Node.js cluster workers; also
-/// `--python`: whether Python workers get the drain preload.
+/// `--python`: whether Python workers get the drain preload, and
+/// `--drain-patch`: when its drain patches apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeMode {
@@ -595,6 +611,7 @@ impl Settings {
             timestamps: o.timestamps,
             rescue: o.rescue.is_none_or(|r| r.0),
             bind_intercept: o.bind_intercept.unwrap_or_default(),
+            drain_patch: o.drain_patch.unwrap_or_default(),
         })
     }
 

@@ -180,6 +180,9 @@ pub struct Supervisor {
     rescued_before_reload: u64,
     /// The running reload is done and waits for the rescue's count.
     rescue_settling: bool,
+    /// Copies of a worker's connections were refused: later workers are
+    /// told rescue does not cover them.
+    rescue_denied: bool,
 }
 
 impl core::timers::Task for tokio::task::AbortHandle {
@@ -341,6 +344,7 @@ impl Supervisor {
             rescue_looking: Default::default(),
             rescued_before_reload: 0,
             rescue_settling: false,
+            rescue_denied: false,
         };
         #[cfg(target_os = "linux")]
         sup.start_rescue();
@@ -545,6 +549,7 @@ impl Supervisor {
             preload: self.runtime.preload(NODE_PRELOAD),
             primary_preload: self.runtime.preload(NODE_PRIMARY_PRELOAD),
             python_dir: self.runtime.preload(PYTHON_DIR),
+            rescue_covers: self.rescue_covers(settings),
             warm: None,
             wait_ready: match settings.ready {
                 crate::options::ReadyMode::Ipc | crate::options::ReadyMode::IpcOrNotify => true,

@@ -32,9 +32,25 @@ impl Supervisor {
                 _ => None,
             })
             .collect();
-        if !tcp.is_empty() {
-            self.rescue = Some(crate::io::rescue::Rescue::start(tcp, self.events.clone()));
+        if tcp.is_empty() {
+            return;
         }
+        if let Err(e) = crate::sys::pidfd::probe() {
+            tracing::warn!(
+                "rescue: off: this primary may not copy file descriptors (pidfd_getfd: {e}; a kernel before 5.6 \
+                 or a seccomp profile that refuses it); the Node preload's drain patch applies (--drain-patch auto)"
+            );
+            return;
+        }
+        self.rescue = Some(crate::io::rescue::Rescue::start(tcp, self.events.clone()));
+    }
+
+    /// Whether rescue covers the workers started now with `settings`: it
+    /// runs (a TCP listener, copies allowed), `--rescue` is on, and no
+    /// copy was refused yet. Told to each worker as `HOTSWAP_RESCUE`, where
+    /// the preloads decide whether their drain patches are needed.
+    pub(super) fn rescue_covers(&self, settings: &crate::options::Settings) -> bool {
+        self.rescue.is_some() && settings.rescue && !self.rescue_denied
     }
 
     /// Before a worker is told to stop: the rescue copies its connections
@@ -65,6 +81,7 @@ impl Supervisor {
             RescueNote::Rescued => self.counters.rescued_requests += 1,
             RescueNote::GaveUp => self.counters.rescue_given_up += 1,
             RescueNote::Held(n) => self.counters.rescue_held = n as u64,
+            RescueNote::Denied => self.rescue_denied = true,
             RescueNote::Settled => {
                 if std::mem::take(&mut self.rescue_settling) {
                     self.finish_reload(None);

@@ -484,6 +484,9 @@ pub struct Launcher<'a> {
     pub primary_preload: PathBuf,
     /// The Python preload's directory, for Python workers.
     pub python_dir: PathBuf,
+    /// Whether rescue covers its workers (`HOTSWAP_RESCUE`): the Node
+    /// preload's `http` drain is then left out under `--drain-patch auto`.
+    pub rescue_covers: bool,
     /// Start at this nice value (`--warmup-nice`), and the primary's own.
     pub warm: Option<(i32, i32)>,
     /// Whether its workers are ready by their own `"ready"`/`listening`
@@ -583,6 +586,8 @@ impl Launcher<'_> {
         set(&mut env, "HOTSWAP_GENERATION", generation.to_string());
         set(&mut env, "HOTSWAP_CONTROL", self.settings.control_path.as_os_str());
         set(&mut env, "HOTSWAP_WORKER_SLOT", slot.to_string());
+        set(&mut env, "HOTSWAP_RESCUE", if self.rescue_covers { "on" } else { "off" });
+        set(&mut env, "HOTSWAP_DRAIN_PATCH", self.settings.drain_patch.to_string());
         let has = |k: &str| {
             self.base_env.iter().any(|(key, _)| key == k) || self.settings.env.iter().any(|(key, _)| key == k)
         };

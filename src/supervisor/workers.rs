@@ -152,6 +152,8 @@ impl Supervisor {
             if worker.preload_patch(patch.clone()) {
                 if patch.ok {
                     tracing::debug!(worker = id, "{}: the preload patched {}", worker.label(), patch.patch);
+                } else if let Some(why) = &patch.skipped {
+                    tracing::debug!(worker = id, "{}: the preload left out {}: {why}", worker.label(), patch.patch);
                 } else {
                     tracing::warn!(
                         worker = id,

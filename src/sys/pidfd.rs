@@ -34,3 +34,13 @@ pub fn copy_fd(process: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
 }
+
+/// Whether this process may take copies at all: a copy of one of its own
+/// fds. Refused (`ENOSYS`: a kernel before 5.6 or a seccomp profile that
+/// does not know the call; `EPERM`) means rescue cannot work for any
+/// worker, known before the first one stops. (A worker of another user is
+/// refused only when its own copies are asked for.)
+pub fn probe() -> io::Result<()> {
+    let me = open(std::process::id() as i32)?;
+    copy_fd(&me, me.as_raw_fd()).map(drop)
+}

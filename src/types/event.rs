@@ -93,6 +93,10 @@ pub enum RescueNote {
     /// The requests waiting when the last worker exited are counted: the
     /// reload may answer.
     Settled,
+    /// Copies of a worker's connections were refused: workers started from
+    /// now on are told rescue does not cover them (`HOTSWAP_RESCUE=off`),
+    /// so that the preloads' drain patches apply.
+    Denied,
 }
 
 /// Deadlines; each checks on arrival whether it still applies. Serialized

@@ -246,8 +246,9 @@ pub struct WorkerStatus {
     /// How long it took from its start to ready, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_ms: Option<u64>,
-    /// What hotswap's Python preload patched in it, or failed to (a server
-    /// version whose code it does not know), as the preload told it.
+    /// What hotswap's preloads patched in it, failed to (a server version
+    /// whose code it does not know) or skipped (rescue covers it), as the
+    /// preload told it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preload: Vec<PreloadPatch>,
 }
@@ -260,6 +261,10 @@ pub struct PreloadPatch {
     /// Why it did not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why it was left out on purpose (`rescue covers this worker`): not a
+    /// failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -383,9 +388,10 @@ impl Status {
                 let list: Vec<String> = w
                     .preload
                     .iter()
-                    .map(|p| match (&p.ok, &p.error) {
-                        (true, _) => p.patch.clone(),
-                        (false, e) => format!("NOT {} ({})", p.patch, e.as_deref().unwrap_or("did not apply")),
+                    .map(|p| match (&p.ok, &p.skipped, &p.error) {
+                        (true, _, _) => p.patch.clone(),
+                        (false, Some(why), _) => format!("{} skipped: {why}", p.patch),
+                        (false, None, e) => format!("NOT {} ({})", p.patch, e.as_deref().unwrap_or("did not apply")),
                     })
                     .collect();
                 let _ = writeln!(s, "{:>6}  {}", w.id, list.join(", "));

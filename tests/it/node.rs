@@ -111,6 +111,54 @@ fn an_express_app_reloads_under_load() {
     }
 }
 
+/// What the Node preload told the primary of its drain patch in each
+/// worker (`status --json`): `(ok, skipped)`.
+fn drain_patch(p: &Primary) -> Vec<Option<(bool, Option<String>)>> {
+    p.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let list = w["preload"].as_array()?;
+            let x = list.iter().find(|x| x["patch"] == "node:http.Server drain")?;
+            Some((x["ok"] == true, x["skipped"].as_str().map(String::from)))
+        })
+        .collect()
+}
+
+/// Rescue on (the default): the preload's drain patch is left out (the
+/// cluster protocol stays), `status` says why, and rescue alone loses no
+/// request of the keep-alive load across 3 reloads.
+#[test]
+fn with_rescue_on_the_node_drain_patch_is_skipped_and_no_request_fails() {
+    if installed("express") {
+        let _alone = exclusive();
+        let p = node(Primary::builder(app("express-app.js")).env("APP_VERSION", "1")).start();
+        reloads(&p, 3, true);
+        let skipped = Some((false, Some("rescue covers this worker".to_string())));
+        wait_until(Duration::from_secs(20), "each worker's skipped drain patch reported", || {
+            drain_patch(&p).iter().all(|w| *w == skipped)
+        });
+        let text = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).into_owned();
+        assert!(text.contains("node:http.Server drain skipped: rescue covers this worker"), "{text}");
+    }
+}
+
+/// `--rescue off`: the drain patch applies in each worker and no request
+/// of the keep-alive load fails across 3 reloads.
+#[test]
+fn with_rescue_off_the_node_drain_patch_applies_and_no_request_fails() {
+    if installed("express") {
+        let _alone = exclusive();
+        let p =
+            node(Primary::builder(app("express-app.js")).env("APP_VERSION", "1").arg("--rescue").arg("off")).start();
+        reloads(&p, 3, true);
+        wait_until(Duration::from_secs(20), "each worker's drain patch reported", || {
+            drain_patch(&p).iter().all(|w| *w == Some((true, None)))
+        });
+    }
+}
+
 #[test]
 fn a_fastify_app_reloads() {
     if installed("fastify") {
@@ -292,6 +340,9 @@ fn node_workers_get_the_cluster_and_pm2_variables_and_others_do_not() {
         assert!(env["NODE_UNIQUE_ID"].is_null(), "a Python worker is no cluster worker: {env}");
         assert!(env["NODE_APP_INSTANCE"].is_null(), "{env}");
         assert!(env["HOTSWAP_WORKER_SLOT"].as_str().is_some(), "every worker gets its slot: {env}");
+        // A TCP listener, copies allowed: rescue covers it (the preloads' drain patches are left out).
+        assert_eq!(env["HOTSWAP_RESCUE"], "on", "{env}");
+        assert_eq!(env["HOTSWAP_DRAIN_PATCH"], "auto", "{env}");
         assert_eq!(env["PORT"].as_str().unwrap(), p.addr().rsplit(':').next().unwrap());
     }
     // A Node worker's grandchildren see none of it.

@@ -359,6 +359,7 @@ async fn look(w: &mut Watched, listeners: &Arc<Vec<SocketAddr>>, room: usize, sh
             )
         });
         w.denied = true;
+        shared.note(RescueNote::Denied).await;
     }
     w.other.extend(look.other);
     for c in look.caught {
