@@ -279,6 +279,7 @@ pub struct Options {
     #[arg(long, value_name = "MODE")]
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub bind_intercept: Option<NodeMode>,
+
     /// An environment variable for the workers, `KEY=VALUE` (repeatable).
     /// In the config file a table: `env = { NODE_ENV = "production" }` or
     /// an `[env]` section. Leading `NAME=value` words of the command (and a
