@@ -352,7 +352,11 @@ fn every_shipped_service_has_its_socket_and_the_units_verify() {
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "systemd-analyze verify {socket} {service} (systemd {version}): {said}");
-        assert!(said.trim().is_empty(), "systemd {version} warns about {socket} + {service}: {said}");
+        // verify loads the machine's units too: what it says of another
+        // package's unit file (unicorn's, installed for the tests) is not ours.
+        let ours = dir.0.display().to_string();
+        let said: Vec<&str> = said.lines().filter(|l| !l.starts_with('/') || l.starts_with(&ours)).collect();
+        assert!(said.is_empty(), "systemd {version} warns about {socket} + {service}: {said:#?}");
 
         // The hardening keeps its score (3.0 as shipped, running as root).
         let out = Command::new("systemd-analyze")
