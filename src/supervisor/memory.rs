@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::core::memory::{Reading, Replacing, CHECKS_ABOVE, CHECK_EVERY};
+use super::core::memory::{Reading, Replacing, CHECKS_ABOVE};
 use super::Supervisor;
 use crate::io::usage::{Ask, Want};
 use crate::types::wire::{fmt_bytes, LifecycleEvent};
@@ -22,7 +22,8 @@ impl Supervisor {
     /// running (at start, and after a reload that set it in the config).
     pub(super) fn arm_memory_check(&mut self) {
         if self.memory.arm(self.settings.max_memory.is_some(), self.stop.is_some()) {
-            self.after(CHECK_EVERY, Timer::MemoryCheck);
+            let next = self.memory.next_check();
+            self.after(next, Timer::MemoryCheck);
         }
     }
 

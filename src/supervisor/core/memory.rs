@@ -8,6 +8,13 @@
 //! forgotten; one whose reading is missing keeps its count. A replacement
 //! that fails leaves the old worker serving, and it is tried again only
 //! after another [`CHECKS_ABOVE`] checks.
+//!
+//! A worker that nears the limit, or grows fast enough to cross it before
+//! the next check, is checked every [`CHECK_FAST`] instead ([`MemoryWatch::next_check`]),
+//! so that a fast grower is caught within about `2 × CHECK_FAST` of
+//! crossing the limit rather than `2 × CHECK_EVERY`. It still grows while
+//! its replacement starts (it is not killed): the overshoot is its growth
+//! rate times (`2 × CHECK_FAST` + the replacement's start-up).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -16,6 +23,10 @@ use crate::types::{WorkerId, WorkerState};
 
 /// How often memory is checked when `--max-memory` is set.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often while a worker is near the limit or growing toward it.
+pub const CHECK_FAST: Duration = Duration::from_millis(250);
+/// "Near": this share of the limit, in percent.
+pub const NEAR_PERCENT: u64 = 75;
 /// Checks in a row a worker must be above the limit to be replaced.
 pub const CHECKS_ABOVE: u32 = 2;
 
@@ -30,6 +41,12 @@ pub struct MemoryWatch {
     /// The running reload is the replacement of this worker (shown in
     /// status).
     pub replacing: Option<Replacing>,
+    /// Each ready worker's last reading, to see how fast it grows.
+    last: HashMap<WorkerId, u64>,
+    /// The interval the last reading was taken after.
+    interval: Option<Duration>,
+    /// Whether some worker is near the limit or growing toward it.
+    fast: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,19 +88,29 @@ impl MemoryWatch {
     /// `busy`: a reload or a self-upgrade runs).
     pub fn sampled(&mut self, workers: &[Reading], limit: u64, busy: bool) -> Option<(WorkerId, u64)> {
         let mut over: Vec<(WorkerId, u64)> = Vec::new();
+        let interval = self.interval.unwrap_or(CHECK_EVERY);
+        self.fast = false;
         for w in workers.iter().filter(|w| w.state == WorkerState::Ready) {
             let Some(rss) = w.rss else { continue };
-            if rss > limit {
-                let n = self.above.entry(w.id).or_default();
-                *n += 1;
-                if *n >= CHECKS_ABOVE {
-                    over.push((w.id, rss));
-                }
-            } else {
-                self.above.remove(&w.id);
+            // Near the limit, or growing at a rate that crosses it within
+            // one slow interval: check fast.
+            // A worker read for the first time grows at a rate not known
+            // yet (a new worker warming up): once more, fast.
+            let Some(before) = self.last.insert(w.id, rss) else {
+                self.fast = true;
+                continue_counting(&mut self.above, &mut over, w.id, rss, limit);
+                continue;
+            };
+            let grew = rss.saturating_sub(before);
+            let per_slow = (grew as u128 * CHECK_EVERY.as_millis() / interval.as_millis().max(1)) as u64;
+            if rss.saturating_mul(100) >= limit.saturating_mul(NEAR_PERCENT) || rss.saturating_add(per_slow) > limit {
+                self.fast = true;
             }
+            continue_counting(&mut self.above, &mut over, w.id, rss, limit);
         }
-        self.above.retain(|id, _| workers.iter().any(|w| w.id == *id && w.state == WorkerState::Ready));
+        let ready = |id: &WorkerId| workers.iter().any(|w| w.id == *id && w.state == WorkerState::Ready);
+        self.above.retain(|id, _| ready(id));
+        self.last.retain(|id, _| ready(id));
         if busy {
             return None; // The check after it takes over.
         }
@@ -91,6 +118,16 @@ impl MemoryWatch {
         let (id, rss) = over.into_iter().max_by_key(|(_, rss)| *rss)?;
         self.above.remove(&id);
         Some((id, rss))
+    }
+
+    /// When to check next, and so the interval the next reading follows:
+    /// [`CHECK_FAST`] before the first reading, after a worker's first
+    /// reading and while a worker nears the limit or grows toward it,
+    /// [`CHECK_EVERY`] otherwise.
+    pub fn next_check(&mut self) -> Duration {
+        let next = if self.fast || self.interval.is_none() { CHECK_FAST } else { CHECK_EVERY };
+        self.interval = Some(next);
+        next
     }
 
     /// How many checks in a row `id` has been above the limit.
@@ -104,6 +141,26 @@ impl MemoryWatch {
         if ok {
             *self.per_slot.entry(r.slot).or_default() += 1;
         }
+    }
+}
+
+/// One more check in a row above `limit` for `id` (a worker due for
+/// replacement goes into `over`), or the count starts again below it.
+fn continue_counting(
+    above: &mut HashMap<WorkerId, u32>,
+    over: &mut Vec<(WorkerId, u64)>,
+    id: WorkerId,
+    rss: u64,
+    limit: u64,
+) {
+    if rss > limit {
+        let n = above.entry(id).or_default();
+        *n += 1;
+        if *n >= CHECKS_ABOVE {
+            over.push((id, rss));
+        }
+    } else {
+        above.remove(&id);
     }
 }
 

@@ -131,3 +131,76 @@ fn a_replacement_that_worked_is_counted_for_its_slot() {
     m.replaced(&r, true);
     assert_eq!(m.per_slot.get(&2), Some(&2));
 }
+
+#[test]
+fn far_below_the_limit_the_check_is_slow() {
+    let mut m = MemoryWatch::default();
+    assert_eq!(m.next_check(), CHECK_FAST, "the first check comes soon");
+    m.sampled(&[ready(1, 10), ready(2, 50)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_FAST, "workers read once: their rate is not known yet");
+    m.sampled(&[ready(1, 10), ready(2, 50)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_EVERY);
+    m.sampled(&[ready(1, 10), ready(2, 50), ready(3, 5)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_FAST, "a new worker is read again soon");
+}
+
+#[test]
+fn near_the_limit_the_check_is_fast() {
+    let mut m = MemoryWatch::default();
+    m.sampled(&[ready(1, 10), ready(2, 10)], LIMIT, false);
+    m.next_check();
+    m.sampled(&[ready(1, 10), ready(2, LIMIT * NEAR_PERCENT / 100)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_FAST);
+    // Back down: slow again.
+    m.sampled(&[ready(1, 10), ready(2, 10)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_EVERY);
+}
+
+#[test]
+fn a_worker_that_would_cross_the_limit_before_the_next_slow_check_is_checked_fast() {
+    let mut m = MemoryWatch::default();
+    // LIMIT is 100: from 10 to 40 in one slow interval would reach 70 by
+    // the next: slow; from 10 to 60 would reach 110: fast.
+    m.sampled(&[ready(1, 10), ready(2, 10)], LIMIT, false);
+    m.interval = Some(CHECK_EVERY);
+    m.sampled(&[ready(1, 40), ready(2, 10)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_EVERY);
+    let mut g = MemoryWatch::default();
+    g.sampled(&[ready(1, 10)], LIMIT, false);
+    g.interval = Some(CHECK_EVERY);
+    g.sampled(&[ready(1, 60)], LIMIT, false);
+    assert_eq!(g.next_check(), CHECK_FAST);
+}
+
+#[test]
+fn growth_is_measured_per_interval_so_a_fast_check_sees_the_same_rate() {
+    let mut m = MemoryWatch::default();
+    m.sampled(&[ready(1, 78)], LIMIT, false);
+    m.interval = Some(CHECK_FAST);
+    m.sampled(&[ready(1, 80)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_FAST, "80 is near 100");
+    // 2 in 250 ms is 16 per 2 s: 82 + 16 stays under 100, but 82 is near.
+    m.sampled(&[ready(1, 82)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_FAST);
+    // A worker that shrank and stays low goes back to slow checks.
+    m.sampled(&[ready(1, 20)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_EVERY);
+    assert_eq!(m.interval, Some(CHECK_EVERY));
+    // 20 to 35 in 2 s (the last interval was slow) projects to 50: slow.
+    m.sampled(&[ready(1, 35)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_EVERY);
+    // 35 to 40 in 2 s: slow; but 40 to 48 after a fast interval is 8 per
+    // 250 ms, 64 per 2 s: 48 + 64 > 100: fast.
+    m.sampled(&[ready(1, 40)], LIMIT, false);
+    m.interval = Some(CHECK_FAST);
+    m.sampled(&[ready(1, 48)], LIMIT, false);
+    assert_eq!(m.next_check(), CHECK_FAST);
+}
+
+#[test]
+fn a_gone_worker_leaves_no_reading_behind() {
+    let mut m = MemoryWatch::default();
+    m.sampled(&[ready(1, 10), ready(2, 10)], LIMIT, false);
+    m.sampled(&[ready(2, 10)], LIMIT, false);
+    assert_eq!(m.last.len(), 1);
+}
