@@ -53,30 +53,30 @@ fn accepting_sees_a_poll_loop() {
     // socketserver / http.server: serve_forever waits in poll().
     let p = accepting(plain("select"));
     assert!(p.log_text().contains("(it accepts)"), "{}", p.log_text());
-    reloads_cleanly(&p, 5, "accepting");
+    reloads_cleanly(&p, 3, "accepting");
 }
 
 #[test]
 fn accepting_sees_an_asyncio_server() {
     // asyncio: the socket is in the event loop's epoll set.
-    reloads_cleanly(&accepting(plain("asyncio")), 5, "accepting");
+    reloads_cleanly(&accepting(plain("asyncio")), 3, "accepting");
 }
 
 #[test]
 fn accepting_sees_a_thread_blocked_in_accept() {
-    reloads_cleanly(&accepting(plain("threads")), 5, "accepting");
+    reloads_cleanly(&accepting(plain("threads")), 3, "accepting");
 }
 
 #[test]
 fn accepting_sees_a_child_of_the_worker() {
     // The worker forks; its child, in the same process group, accepts.
-    reloads_cleanly(&accepting(plain("child")), 5, "accepting");
+    reloads_cleanly(&accepting(plain("child")), 3, "accepting");
 }
 
 #[test]
 fn accepting_sees_a_node_server_on_fd_3_that_says_nothing() {
     let app = root().join("tests/apps/plain/fd3.js").display().to_string();
-    reloads_cleanly(&accepting(vec!["node".into(), app]), 5, "accepting");
+    reloads_cleanly(&accepting(vec!["node".into(), app]), 3, "accepting");
 }
 
 #[test]
@@ -161,14 +161,14 @@ fn auto(command: Vec<String>, env: &[(&str, &str)]) -> (Primary, u64) {
 fn an_unchanged_perl_server_reloads_without_a_failed_request() {
     let server = root().join("contrib/apps/perl/server.pl").display().to_string();
     let p = Primary::builder(vec!["perl".into(), server]).start();
-    reloads_cleanly(&p, 5, "accepting");
+    reloads_cleanly(&p, 3, "accepting");
     assert!(p.log_text().contains("server.pl: drained"), "{}", p.log_text());
 }
 
 #[test]
 fn auto_takes_a_silent_server_by_its_accepts() {
     let (p, _) = auto(plain("threads"), &[]);
-    reloads_cleanly(&p, 5, "accepting");
+    reloads_cleanly(&p, 3, "accepting");
 }
 
 /// An app that accepts at once but announces readiness 1.5 s later: its

@@ -38,14 +38,14 @@ fn start(command: Vec<String>) -> Primary {
 #[test]
 fn uvicorn_with_httptools_reloads_without_a_failed_request() {
     if have("uvicorn") {
-        reloads_cleanly(&start(uvicorn("httptools")), 5, "accepting");
+        reloads_cleanly(&start(uvicorn("httptools")), 3, "accepting");
     }
 }
 
 #[test]
 fn uvicorn_with_h11_reloads_without_a_failed_request() {
     if have("uvicorn") {
-        reloads_cleanly(&start(uvicorn("h11")), 5, "accepting");
+        reloads_cleanly(&start(uvicorn("h11")), 3, "accepting");
     }
 }
 
@@ -76,7 +76,7 @@ fn gunicorn_with_uvicorn_workers_reloads_without_a_failed_request() {
         // gunicorn sends READY=1 on its NOTIFY_SOCKET as soon as it has
         // bound, before its workers accept: under auto it is ready once
         // they accept too.
-        reloads_cleanly(&Primary::builder(cmd).workers(1).arg("--ready-timeout").arg("60s").start(), 5, "notify");
+        reloads_cleanly(&Primary::builder(cmd).workers(1).arg("--ready-timeout").arg("60s").start(), 3, "notify");
     }
 }
 
@@ -87,7 +87,7 @@ fn hypercorn_reloads_without_a_failed_request() {
         // The app is found through the primary's PYTHONPATH, which the
         // preload keeps behind its own directory.
         let p = Primary::builder(cmd).env("PYTHONPATH", app_dir()).arg("--ready-timeout").arg("60s").start();
-        reloads_cleanly(&p, 5, "accepting");
+        reloads_cleanly(&p, 3, "accepting");
     }
 }
 

@@ -236,7 +236,7 @@ fn python_sd_notify_app_is_ready_by_notify_and_stopped_by_sigterm() {
 fn rust_listenfd_app_reloads_without_a_failed_request() {
     let exe = std::path::Path::new(HOTSWAP).parent().unwrap().join("examples/listenfd-app");
     let p = Primary::builder(vec![exe.display().to_string()]).start();
-    crate::accepting::reloads_cleanly(&p, 5, "accepting");
+    crate::accepting::reloads_cleanly(&p, 3, "accepting");
     assert!(p.log_text().contains("listenfd-app: drained"), "{}", p.log_text());
 }
 
@@ -256,7 +256,7 @@ fn gunicorn_reloads_under_load() {
     // The default readiness (auto): gunicorn says READY=1 before its sync
     // workers accept; it is ready once they do.
     let p = Primary::builder(cmd).workers(1).start();
-    crate::accepting::reloads_cleanly(&p, 5, "notify");
+    crate::accepting::reloads_cleanly(&p, 3, "notify");
 }
 
 #[test]
