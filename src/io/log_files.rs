@@ -66,6 +66,32 @@ impl LogFiles {
         Ok((!files.sinks.is_empty()).then_some(files))
     }
 
+    /// What `hotswap check` says of the files without creating them: the
+    /// same errors [`LogFiles::open`] would give (a missing directory, a
+    /// file or directory this user may not write).
+    pub fn check(settings: &Settings) -> anyhow::Result<()> {
+        use nix::unistd::{access, AccessFlags};
+        for (key, path) in [("out-file", &settings.out_file), ("error-file", &settings.error_file)] {
+            let Some(path) = path else { continue };
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            let why = if path.is_dir() {
+                Some("a directory, not a file".to_string())
+            } else if path.exists() {
+                access(path, AccessFlags::W_OK).err().map(|e| format!("{e} (not writable by this user)"))
+            } else if !dir.is_dir() {
+                Some("No such file or directory (its directory must exist)".to_string())
+            } else {
+                access(dir, AccessFlags::W_OK)
+                    .err()
+                    .map(|e| format!("{e} (cannot create it in {}: not writable by this user)", dir.display()))
+            };
+            if let Some(why) = why {
+                anyhow::bail!("{key} {}: cannot open for appending: {why}", path.display());
+            }
+        }
+        Ok(())
+    }
+
     /// Whether lines of `stream` go to a file, and writes them there.
     /// False: the caller writes them to its own fd.
     pub fn write(&mut self, stream: Stream, bytes: &[u8]) -> bool {

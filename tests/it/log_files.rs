@@ -73,7 +73,7 @@ fn worker_lines_go_to_their_files_reopened_on_sigusr1_and_after_an_upgrade() {
 }
 
 #[test]
-fn an_out_file_in_a_missing_directory_is_an_error_at_start_that_names_it() {
+fn an_out_file_in_a_missing_directory_is_an_error_at_start_and_in_check_that_names_it() {
     let dir = TempDir::new("outfile-bad");
     let bad = dir.path("missing/out.log");
     let o = Command::new(HOTSWAP)
@@ -87,4 +87,17 @@ fn an_out_file_in_a_missing_directory_is_an_error_at_start_that_names_it() {
     let said = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{said}");
     assert!(said.contains(&format!("out-file {}", bad.display())) && said.contains("directory must exist"), "{said}");
+    // `hotswap check` says the same, and creates nothing for a good path.
+    let check = |path: &Path| {
+        Command::new(HOTSWAP).arg("check").arg("--out-file").arg(path).args(["--", "true"]).output().unwrap()
+    };
+    let o = check(&bad);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains(&format!("out-file {}", bad.display())) && said.contains("directory must exist"), "{said}");
+    let good = dir.path("out.log");
+    let o = check(&good);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("out-file: {}", good.display())));
+    assert!(!good.exists(), "check created the file");
 }
