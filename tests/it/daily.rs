@@ -445,3 +445,35 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     );
     ok(&hs(&x.0, &["stop", "shop"]));
 }
+
+/// Removes a directory on drop.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn ls_as_root_lists_the_systems_units_by_their_runtime_directories() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: not root (ls lists the system's units for root only)");
+        return;
+    }
+    let x = xdg();
+    // Where the packaged hotswap@.service puts instance NAME's socket.
+    let name = format!("hsls{}", std::process::id());
+    let run = std::path::PathBuf::from("/run/hotswap").join(&name);
+    std::fs::create_dir_all(&run).unwrap();
+    let _cleanup = RemoveDir(run.clone());
+    let p = Primary::builder(rust_worker()).workers(1).control(&run.join("control.sock")).start();
+    let apps = json(&hs(&x.0, &["ls", "--json"]));
+    let unit = format!("hotswap@{name}");
+    let found = apps.as_array().unwrap().iter().find(|a| a["name"] == unit.as_str()).cloned();
+    let found = found.unwrap_or_else(|| panic!("{unit} not listed: {apps}"));
+    assert_eq!((found["online"].as_bool(), found["pid"].as_i64()), (Some(true), Some(p.pid() as i64)), "{found}");
+    assert_eq!((found["workers_ready"].as_u64(), found["workers"].as_u64()), (Some(1), Some(1)), "{found}");
+    let table = ok(&hs(&x.0, &["ls"]));
+    assert!(table.lines().any(|l| l.starts_with(&unit) && l.contains("online")), "{table}");
+}
