@@ -1,6 +1,12 @@
 //! `hotswap ls`: every primary of this user, by name (the registry of
 //! names, see [`crate::options::name`]), and the unnamed one at the default
-//! control socket if it runs, each asked for its status.
+//! control socket if it runs, each asked for its status; for root also
+//! the system's `hotswap@NAME` units, found by their runtime directories
+//! (`/run/hotswap/NAME/control.sock`, as `contrib/systemd/hotswap@.service`
+//! sets them up), not through `systemctl`: a container may have no
+//! systemctl, and the control socket is what `ls` asks either way. A unit
+//! that is not running has no runtime directory (systemd removes it), so
+//! it is not listed: `systemctl list-units 'hotswap@*'` shows those.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +99,14 @@ pub fn list() -> Vec<App> {
             App::from_status(n.to_string(), n.socket(), log, st)
         })
         .collect();
+    if nix::unistd::geteuid().is_root() {
+        for (unit, control) in units_in(std::path::Path::new(UNITS_DIR)) {
+            if !apps.iter().any(|a| a.control == control) {
+                let st = crate::daemon::status(&control);
+                apps.push(App::from_status(unit, control, None, st));
+            }
+        }
+    }
     let default = crate::options::default_control_path();
     if !apps.iter().any(|a| a.control == default) {
         if let Some(st) = crate::daemon::status(&default) {
@@ -100,6 +114,28 @@ pub fn list() -> Vec<App> {
         }
     }
     apps
+}
+
+/// Where the packaged `hotswap@.service` puts each instance's runtime
+/// directory (`RuntimeDirectory=hotswap/%i`).
+const UNITS_DIR: &str = "/run/hotswap";
+
+/// The `hotswap@NAME` units with a control socket under `dir`
+/// (`dir/NAME/control.sock`), by name.
+fn units_in(dir: &std::path::Path) -> Vec<(String, PathBuf)> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut units: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let control = e.path().join("control.sock");
+            let is_socket = std::fs::symlink_metadata(&control).is_ok_and(|m| m.file_type().is_socket());
+            is_socket.then(|| (format!("hotswap@{}", e.file_name().to_string_lossy()), control))
+        })
+        .collect();
+    units.sort();
+    units
 }
 
 /// `hotswap ls [--json]`.
@@ -154,4 +190,30 @@ pub fn render(apps: &[App], now: u64) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_the_runtime_directories_with_a_control_socket() {
+        let dir = std::env::temp_dir().join(format!("hotswap-units-{}", std::process::id()));
+        for d in ["web", "api", "empty", "file"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let _web = std::os::unix::net::UnixListener::bind(dir.join("web/control.sock")).unwrap();
+        let _api = std::os::unix::net::UnixListener::bind(dir.join("api/control.sock")).unwrap();
+        std::fs::write(dir.join("file/control.sock"), "").unwrap();
+        let units = units_in(&dir);
+        assert_eq!(
+            units,
+            vec![
+                ("hotswap@api".to_string(), dir.join("api/control.sock")),
+                ("hotswap@web".to_string(), dir.join("web/control.sock")),
+            ]
+        );
+        assert!(units_in(&dir.join("nothing")).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

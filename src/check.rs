@@ -29,6 +29,11 @@ pub fn run(flags: &Options) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = crate::io::log_files::LogFiles::check(&settings) {
+        eprintln!("hotswap: {e:#}");
+        eprintln!("hotswap: {what}: check failed");
+        return ExitCode::from(2);
+    }
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let program = match programs(&settings.command).iter().try_for_each(|p| executable(p, &env).map(drop)) {
         Ok(()) if settings.build.is_some() => "(not looked for: --build may create it)".to_string(),
@@ -69,6 +74,11 @@ fn summary(s: &Settings, program: &str) -> String {
         ),
         format!("  control: {}", s.control_path.display()),
     ];
+    for (key, path) in [("out-file", &s.out_file), ("error-file", &s.error_file)] {
+        if let Some(p) = path {
+            lines.push(format!("  {key}: {}", p.display()));
+        }
+    }
     if let Some(m) = &s.metrics {
         lines.push(format!("  metrics: http://{m}/metrics"));
     }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::options::Options;
 
 const AFTER_HELP: &str = "\
-Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in place; SIGTERM or SIGINT stop gracefully, a second one kills the workers \
+Signals (to the primary): SIGHUP reloads; SIGUSR2 upgrades hotswap itself in place; SIGUSR1 reopens --out-file and --error-file; SIGTERM or SIGINT stop gracefully, a second one kills the workers \
 (a copy of the same signal from the same sending process within 1 s, as GNU timeout sends to the process group, counts once).
 
 Environment: HOTSWAP_CONTROL (control socket path), HOTSWAP_CONFIG (config file), HOTSWAP_LOG (log level, e.g. debug). \
@@ -95,7 +95,8 @@ pub enum Command {
     },
     /// List every primary of this user: the named ones (`--name`,
     /// `start`), stopped ones `start` started, and the unnamed one at the
-    /// default control socket if it runs; with pid, status, generation,
+    /// default control socket if it runs (for root, also the system's
+    /// `hotswap@NAME` units running); with pid, status, generation,
     /// workers ready of how many, the workers' CPU, the memory of the
     /// primary and its workers, uptime and the last reload.
     Ls {

@@ -95,7 +95,13 @@ pub fn convert(app: &Value) -> (toml::Table, Vec<String>) {
             "autorestart" | "max_restarts" | "min_uptime" | "restart_delay" | "exp_backoff_restart_delay" => notes.push(
                 format!("{k}: hotswap always restarts a crashed worker, with its own backoff (docs/guarantees.md)"),
             ),
-            "out_file" | "error_file" | "log_file" | "merge_logs" | "combine_logs" | "log_date_format" => notes.push(
+            "out_file" => {
+                t.insert("out-file".into(), text(v).into());
+            }
+            "error_file" => {
+                t.insert("error-file".into(), text(v).into());
+            }
+            "log_file" | "merge_logs" | "combine_logs" | "log_date_format" => notes.push(
                 format!("{k}: hotswap start writes APP.log in the runtime directory (hotswap logs APP); --timestamps adds times"),
             ),
             other if other.starts_with("env_") => {

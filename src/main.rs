@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use hotswap::cli::{Cli, Command};
+use hotswap::io::log_files::LogFiles;
 use hotswap::io::log_format::set_style;
 use hotswap::io::output::{LogSink, Output};
 use hotswap::options::{Options, Settings};
@@ -148,6 +149,15 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
             // Lines the previous image wrote in part end here, first.
             let cut = |i: usize| t.state.output_cut.get(i).copied().unwrap_or(false);
             Output::global().end_cut_lines([cut(0), cut(1)]);
+            // --out-file and --error-file, opened again by path (after
+            // this image's first lines, which end the previous one's).
+            match LogFiles::open(&t.state.settings) {
+                Ok(Some(files)) => {
+                    Output::global().use_files(files);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("{e:#}; the workers' lines go to stdout and stderr"),
+            }
             let (code, why) =
                 rt.block_on(supervisor::resume(flags, origin, t.state, t.inherited, t.rollback, t.handback))?;
             return Ok(finish(code, why));
@@ -180,6 +190,15 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
             return Err(supervisor::name_taken(name));
         }
     }
+    // --out-file and --error-file: a path that cannot be written is an
+    // error now, not lines lost later.
+    let files = match LogFiles::open(&settings) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("hotswap: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let env = supervisor::base_env();
     // (With --build, the build may be what creates the program.)
     if settings.build.is_none() {
@@ -210,7 +229,10 @@ fn run(flags: Options, origin: Origin) -> anyhow::Result<ExitCode> {
     };
     // From here on the log goes through the output thread (the first thread
     // besides this one): a stalled stderr never blocks the event loop.
-    Output::global();
+    let output = Output::global();
+    if let Some(files) = files {
+        output.use_files(files);
+    }
     let (code, why) = runtime()?.block_on(supervisor::run(flags, origin, settings, listeners, systemd))?;
     Ok(finish(code, why))
 }

@@ -151,7 +151,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__check)
-            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --drain-patch --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -294,6 +294,14 @@ _hotswap() {
                     return 0
                     ;;
                 --cwd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --error-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -773,7 +781,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__run)
-            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --drain-patch --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -916,6 +924,14 @@ _hotswap() {
                     return 0
                     ;;
                 --cwd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --error-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -953,7 +969,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__start)
-            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --drain-patch --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1096,6 +1112,14 @@ _hotswap() {
                     return 0
                     ;;
                 --cwd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --error-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

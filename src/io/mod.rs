@@ -7,6 +7,7 @@
 //! - [`ipc`]: each worker's newline-delimited JSON channel.
 //! - [`worker_notify`]: each worker's own `NOTIFY_SOCKET` (`--ready notify`).
 //! - [`output`]: workers' stdout and stderr, prefixed and passed through.
+//! - [`log_files`]: `--out-file` and `--error-file`, reopened on SIGUSR1.
 //! - [`log_format`]: the shape of every line written (`--log-format`).
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
@@ -30,6 +31,7 @@ pub mod file_watch;
 pub mod health;
 pub mod ipc;
 pub mod lines;
+pub mod log_files;
 pub mod log_format;
 pub mod metrics;
 pub mod output;

@@ -44,6 +44,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::lines::{Frame, Lines, Long};
+use super::log_files::LogFiles;
 use super::log_format::LineLabel;
 pub use super::log_format::Stream;
 
@@ -62,6 +63,10 @@ enum ToWriter {
     Line(Line),
     /// Write out everything queued, flush, then answer.
     Flush(std::sync::mpsc::SyncSender<()>),
+    /// From now on, worker lines go to these files (`--out-file`).
+    Files(LogFiles),
+    /// Open the files again by path (SIGUSR1, after logrotate).
+    Reopen,
 }
 
 /// Where pipe readers send their lines, and the primary its log.
@@ -169,11 +174,16 @@ impl Output {
                         let mut next = first;
                         while let Some(msg) = next.take() {
                             match msg {
-                                ToWriter::Line(line) => w.write(line.stream, &line.bytes),
+                                ToWriter::Line(line) => w.write_line(line.stream, &line.bytes),
+                                ToWriter::Files(files) => w.files = Some(files),
+                                ToWriter::Reopen => w.reopen(),
                                 ToWriter::Flush(done) => {
                                     while let Ok(m) = rx.try_recv() {
-                                        if let ToWriter::Line(line) = m {
-                                            w.write(line.stream, &line.bytes);
+                                        match m {
+                                            ToWriter::Line(line) => w.write_line(line.stream, &line.bytes),
+                                            ToWriter::Files(files) => w.files = Some(files),
+                                            ToWriter::Reopen => w.reopen(),
+                                            ToWriter::Flush(_) => {}
                                         }
                                     }
                                     while let Ok(line) = log_rx.try_recv() {
@@ -246,6 +256,35 @@ impl Output {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
+    }
+
+    /// From now on the workers' (and `--build`'s) lines go to `files`
+    /// (`--out-file`, `--error-file`); the primary's own stay on stderr.
+    /// Queued behind the lines already waiting; waits at most a second
+    /// for room (a stalled stdout), false if it found none.
+    pub fn use_files(&self, files: LogFiles) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut msg = ToWriter::Files(files);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Asks the writer to open the out and error files again by path
+    /// (SIGUSR1): it does so after the lines queued before, which go to
+    /// the old files. Never waits.
+    pub fn reopen(&self) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(ToWriter::Reopen).await;
+        });
     }
 
     /// Flushes the writer if it runs (see [`Output::flush`]).
@@ -419,10 +458,12 @@ impl History {
     }
 }
 
-/// The writer thread's buffered handles on fds 1 and 2.
+/// The writer thread's buffered handles on fds 1 and 2, and the files
+/// worker lines go to instead, if any.
 struct Writer {
     out: Option<std::io::BufWriter<Tracked>>,
     err: Option<std::io::BufWriter<Tracked>>,
+    files: Option<LogFiles>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -435,7 +476,32 @@ impl Writer {
             let file = Tracked { file: std::fs::File::from(dup), stream, ends: ends.clone() };
             Some(std::io::BufWriter::with_capacity(64 * 1024, file))
         };
-        Writer { out: open(std::io::stdout().as_fd(), 0), err: open(std::io::stderr().as_fd(), 1), dropped }
+        Writer {
+            out: open(std::io::stdout().as_fd(), 0),
+            err: open(std::io::stderr().as_fd(), 1),
+            files: None,
+            dropped,
+        }
+    }
+
+    /// A worker's (or the build's) line: to its file if there is one.
+    fn write_line(&mut self, stream: Stream, bytes: &[u8]) {
+        if self.files.as_mut().is_some_and(|f| f.write(stream, bytes)) {
+            History::global().push(bytes);
+        } else {
+            self.write(stream, bytes);
+        }
+    }
+
+    fn reopen(&mut self) {
+        match self.files.as_mut() {
+            Some(files) => {
+                for said in files.reopen() {
+                    tracing::info!("SIGUSR1: {said}");
+                }
+            }
+            None => tracing::info!("SIGUSR1: no --out-file or --error-file to reopen"),
+        }
     }
 
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
@@ -452,6 +518,9 @@ impl Writer {
     /// Flushes both, then says how many of the primary's lines were dropped
     /// (the reader has caught up: everything queued is written).
     fn flush(&mut self) {
+        if let Some(files) = self.files.as_mut() {
+            files.flush();
+        }
         if let Some(w) = self.out.as_mut() {
             let _ = w.flush();
         }

@@ -3,7 +3,9 @@
 //! SIGHUP asks for a reload (systemd's `ExecReload=kill -HUP $MAINPID`),
 //! SIGTERM and SIGINT for a graceful stop (a second one forces), SIGCHLD
 //! tells the supervisor a child changed state so it reaps, SIGUSR2 asks for
-//! a self-upgrade. The handlers are
+//! a self-upgrade, SIGUSR1 to open `--out-file` and `--error-file` again
+//! (after logrotate moved them; handled here, by the output writer, in
+//! every phase of the primary's life). The handlers are
 //! installed before the first worker starts, so no child exit and no early
 //! reload request is missed; only then are these signals unblocked (a new
 //! image of a self-upgrade starts with them blocked, see
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Origin;
 use signal_hook_tokio::SignalsInfo;
@@ -37,7 +39,7 @@ use crate::types::Event;
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 
 pub fn start(events: mpsc::Sender<Event>) -> Result<()> {
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD, SIGUSR2])
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD, SIGUSR1, SIGUSR2])
         .context("installing signal handlers")?;
     // The handlers are in place: what was held back (by the previous image,
     // across the exec of a self-upgrade) is delivered now.
@@ -46,6 +48,10 @@ pub fn start(events: mpsc::Sender<Event>) -> Result<()> {
         let mut repeats = Repeats::default();
         while let Some(origin) = signals.next().await {
             if repeats.is_copy(&origin, Instant::now()) {
+                continue;
+            }
+            if origin.signal == SIGUSR1 {
+                super::output::Output::global().reopen();
                 continue;
             }
             if events.send(Event::Signal(origin.signal)).await.is_err() {

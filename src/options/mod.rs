@@ -293,6 +293,23 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
 
+    /// Append the workers' stdout lines (prefixed as on hotswap's stdout)
+    /// to this file instead of hotswap's stdout, as PM2's `out_file`. The
+    /// primary opens it (created with mode 0640 in an existing directory)
+    /// and opens it again on SIGUSR1, after logrotate moved it. Relative to
+    /// the primary's working directory. The primary's own log stays on its
+    /// stderr.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_file: Option<PathBuf>,
+
+    /// Append the workers' stderr lines to this file instead of hotswap's
+    /// stderr, as PM2's `error_file` (opened as `--out-file` is; the same
+    /// path as `--out-file` makes one file of both).
+    #[arg(long, value_name = "PATH")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_file: Option<PathBuf>,
+
     /// The drain patches of the Node.js and uvicorn preloads (`--node`,
     /// `--python`): `auto` applies Node's drain of `http` servers only to
     /// workers that rescue does not cover (`--rescue off`, no TCP
@@ -429,6 +446,12 @@ pub struct Settings {
     /// `cwd`: the workers' working directory.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// `--out-file`, absolute: where the workers' stdout lines go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_file: Option<PathBuf>,
+    /// `--error-file`, absolute: where the workers' stderr lines go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_file: Option<PathBuf>,
 
     /// `--drain-patch`: when the uvicorn and Node.js drain patches apply.
     #[serde(default)]
@@ -572,7 +595,13 @@ impl Settings {
                 bail!("cwd {}: no such directory", dir.display());
             }
         }
+        // Absolute now: SIGUSR1 and a self-upgrade open them again by path.
+        let here = std::env::current_dir().unwrap_or_default();
+        let out_file = o.out_file.map(|p| here.join(p));
+        let error_file = o.error_file.map(|p| here.join(p));
         Ok(Settings {
+            out_file,
+            error_file,
             listen: o.listen,
             command,
             env,
@@ -651,6 +680,12 @@ impl Settings {
         }
         if self.log_format != new.log_format || self.timestamps != new.timestamps {
             v.push("log-format");
+        }
+        if self.out_file != new.out_file {
+            v.push("out-file");
+        }
+        if self.error_file != new.error_file {
+            v.push("error-file");
         }
         if self.watch != new.watch || self.watch_ignore != new.watch_ignore || self.watch_debounce != new.watch_debounce
         {

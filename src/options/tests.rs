@@ -177,3 +177,19 @@ fn a_metrics_port_alone_is_loopback() {
     assert_eq!(addr("[::1]:9100").unwrap(), "[::1]:9100");
     assert!(addr("nowhere").unwrap_err().contains("loopback"));
 }
+
+#[test]
+fn out_and_error_files_are_keys_made_absolute_and_changed_only_by_a_restart() {
+    let o = Options::from_toml("out-file = \"logs/out.log\"\nerror-file = \"/var/log/e.log\"\ncommand = [\"a\"]\n")
+        .unwrap();
+    let s = Settings::resolve(o).unwrap();
+    let here = std::env::current_dir().unwrap();
+    assert_eq!(s.out_file, Some(here.join("logs/out.log")));
+    assert_eq!(s.error_file, Some(std::path::PathBuf::from("/var/log/e.log")));
+    let mut new = s.clone();
+    new.out_file = None;
+    new.error_file = Some("/var/log/other.log".into());
+    assert_eq!(s.needs_restart(&new), vec!["out-file", "error-file"]);
+    let err = Options::from_toml("out-file = 3\n").unwrap_err();
+    assert!(err.contains("line 1") && err.contains("out-file"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! Which signals the primary holds back while it has no handler for them.
 //!
 //! `execve` resets every caught signal to its default action, and the
-//! default action of SIGHUP, SIGTERM, SIGINT and SIGUSR2 is to terminate.
+//! default action of SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 is to terminate.
 //! During a self-upgrade the new image installs its handlers only a moment
 //! after the exec, so a `systemctl reload` or a Ctrl-C in that moment would
 //! kill the primary and, through their parent-death signal, every worker.
@@ -26,7 +26,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 /// a child's exit during the exec is noticed, not just reaped by chance).
 pub fn held() -> SigSet {
     let mut set = SigSet::empty();
-    for sig in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR2, Signal::SIGCHLD] {
+    for sig in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGCHLD] {
         set.add(sig);
     }
     set

@@ -411,7 +411,8 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
         format!(
             "module.exports = {{ apps: [{{ name: 'shop', script: 'server.js', cwd: '{}', instances: 2, \
              exec_mode: 'cluster', env: {{ NODE_ENV: 'production', PORT: {port} }}, max_memory_restart: '300M', \
-             kill_timeout: 3000, autorestart: true, cron_restart: '0 0 * * *' }}] }};\n",
+             kill_timeout: 3000, autorestart: true, cron_restart: '0 0 * * *', out_file: 'logs/out.log', \
+             error_file: 'logs/err.log' }}] }};\n",
             app.0.display()
         ),
     )
@@ -424,6 +425,8 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     );
     let toml = std::fs::read_to_string(app.path("hotswap.toml")).unwrap();
     assert!(toml.contains("shutdown-timeout = \"3000ms\"") && toml.contains("max-memory = \"300M\""), "{toml}");
+    assert!(toml.contains("out-file = \"logs/out.log\"") && toml.contains("error-file = \"logs/err.log\""), "{toml}");
+    std::fs::create_dir(app.path("logs")).unwrap();
     // Again without --force: refused, the file kept.
     assert_eq!(hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]).status.code(), Some(1));
 
@@ -433,6 +436,7 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     assert!(ok(&started).contains("shop started"), "{}", text(&started));
     let pid = json(&hs(&x.0, &["status", "shop", "--json"]))["pid"].as_i64().unwrap();
     let _reap = Reap(pid);
+    assert!(app.path("logs/out.log").exists() && app.path("logs/err.log").exists());
     let answer = get(&Target::Tcp(format!("127.0.0.1:{port}")), "/").unwrap();
     assert!(
         answer.body.starts_with("env=production") && answer.body.contains("cluster_worker=true"),
@@ -440,4 +444,36 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
         answer.body
     );
     ok(&hs(&x.0, &["stop", "shop"]));
+}
+
+/// Removes a directory on drop.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn ls_as_root_lists_the_systems_units_by_their_runtime_directories() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: not root (ls lists the system's units for root only)");
+        return;
+    }
+    let x = xdg();
+    // Where the packaged hotswap@.service puts instance NAME's socket.
+    let name = format!("hsls{}", std::process::id());
+    let run = std::path::PathBuf::from("/run/hotswap").join(&name);
+    std::fs::create_dir_all(&run).unwrap();
+    let _cleanup = RemoveDir(run.clone());
+    let p = Primary::builder(rust_worker()).workers(1).control(&run.join("control.sock")).start();
+    let apps = json(&hs(&x.0, &["ls", "--json"]));
+    let unit = format!("hotswap@{name}");
+    let found = apps.as_array().unwrap().iter().find(|a| a["name"] == unit.as_str()).cloned();
+    let found = found.unwrap_or_else(|| panic!("{unit} not listed: {apps}"));
+    assert_eq!((found["online"].as_bool(), found["pid"].as_i64()), (Some(true), Some(p.pid() as i64)), "{found}");
+    assert_eq!((found["workers_ready"].as_u64(), found["workers"].as_u64()), (Some(1), Some(1)), "{found}");
+    let table = ok(&hs(&x.0, &["ls"]));
+    assert!(table.lines().any(|l| l.starts_with(&unit) && l.contains("online")), "{table}");
 }

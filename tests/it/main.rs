@@ -18,6 +18,7 @@ mod known_servers;
 mod layout;
 mod lifecycle;
 mod local_users;
+mod log_files;
 mod log_format;
 mod node;
 mod node_primary;
