@@ -41,6 +41,21 @@ pub fn fixture(name: &str) -> String {
     root().join("tests/fixtures").join(name).display().to_string()
 }
 
+/// Whether `program` is installed (on `PATH`, or in /usr/sbin): a test of
+/// a real server skips without it, except under CI (`CI` set), where
+/// `.ci/run` installs it and a missing program fails the test.
+pub fn installed(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program} || test -x /usr/sbin/{program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{program} is not installed (.ci/run installs it)");
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
+
 /// The probe worker (`tests/fixtures/probe.py`): it reports its pid, fds and
 /// environment, sends what `PROBE_SEND` says and records what it receives.
 /// Give it a directory with [`PrimaryBuilder::probe_dir`].
@@ -666,7 +681,7 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or(format!("bad status line {status_line:?}"))?;
-    let mut len = 0usize;
+    let mut len = None;
     let mut chunked = false;
     let mut worker_header = None;
     // HTTP/1.0 closes unless it says keep-alive.
@@ -682,15 +697,20 @@ fn exchange(conn: &mut Box<dyn Conn>, path: &str, keep_alive: bool) -> Result<An
         }
         let (k, v) = h.split_once(':').unwrap_or((h, ""));
         match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => len = v.trim().parse().unwrap_or(0),
+            "content-length" => len = v.trim().parse().ok(),
             "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
             "connection" => close = !v.trim().eq_ignore_ascii_case("keep-alive"),
             "x-hotswap-worker" => worker_header = v.trim().parse().ok(),
             _ => {}
         }
     }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; len.unwrap_or(0)];
     reader.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+    // Without a length, a response that closes its connection ends at the
+    // close (PHP's built-in server answers so).
+    if len.is_none() && !chunked && close {
+        reader.read_to_end(&mut body).map_err(|e| format!("read body to its end: {e}"))?;
+    }
     // Node answers `res.end(body)` without a length in chunks.
     while chunked {
         let mut size = String::new();

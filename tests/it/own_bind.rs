@@ -271,3 +271,148 @@ fn binds_after_a_self_upgrade_are_answered_by_the_new_image() {
     assert_eq!(get(&Target::Tcp(format!("127.0.0.1:{own}")), "/").unwrap().status, 200);
     assert_eq!(get(&Target::Tcp(format!("127.0.0.1:{port}")), "/").unwrap().status, 200);
 }
+
+/// A JDK app as they are commonly written: `HttpServer.create` on a fixed
+/// port (the JDK binds it itself: an IPv6 socket, dual-stack, bound to
+/// `[::]:PORT`), a small thread pool, and a shutdown hook that calls
+/// `server.stop(2)`, the app's own graceful stop on SIGTERM (it closes the
+/// listener, lets exchanges in progress finish for up to 2 s, then closes
+/// the rest).
+const JDK_APP: &str = r#"import com.sun.net.httpserver.HttpServer;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.util.concurrent.Executors;
+
+public class App {
+    public static void main(String[] args) throws Exception {
+        int port = Integer.parseInt(args[0]);
+        byte[] body = ("generation=" + System.getenv("HOTSWAP_GENERATION") + "\n").getBytes();
+        HttpServer server = HttpServer.create(new InetSocketAddress(port), 0);
+        server.createContext("/", exchange -> {
+            exchange.sendResponseHeaders(200, body.length);
+            try (OutputStream out = exchange.getResponseBody()) {
+                out.write(body);
+            }
+        });
+        server.setExecutor(Executors.newFixedThreadPool(4));
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> server.stop(2)));
+        server.start();
+        System.out.println("listening on " + server.getAddress());
+    }
+}
+"#;
+
+/// The directory of the compiled [`JDK_APP`] (`javac` once per test run),
+/// or None where the JDK is not installed (a failure under CI).
+fn jdk_app() -> Option<String> {
+    if !installed("javac") || !installed("java") {
+        return None;
+    }
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hotswap-test-own-bind-jdk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("App.java"), JDK_APP).unwrap();
+        let status = std::process::Command::new("javac").arg("App.java").current_dir(&dir).status().unwrap();
+        assert!(status.success(), "javac App.java in {}", dir.display());
+        dir.display().to_string()
+    });
+    Some(dir.clone())
+}
+
+/// `java -cp DIR App PORT` under `hotswap run -l 127.0.0.1:PORT -w N`,
+/// `--ready-timeout 60s` (a JVM's start-up on a loaded machine).
+fn jdk_primary(dir: &str, port: u16) -> PrimaryBuilder {
+    Primary::bare(vec!["java".into(), "-cp".into(), dir.into(), "App".into(), port.to_string()])
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ready-timeout")
+        .arg("60s")
+}
+
+/// Each worker's fd that its bind named is hotswap's socket: the same
+/// socket (inode) as its fd 3, and the worker was seen ready by taking
+/// connections on it.
+fn assert_workers_hold_hotswaps_socket(p: &Primary) {
+    let status = p.status();
+    for w in Primary::ready_workers(&status) {
+        let pid = w["pid"].as_i64().unwrap();
+        assert_eq!(w["ready_via"], "accepting", "{w}");
+        let fd = |n: &str| std::fs::read_link(format!("/proc/{pid}/fd/{n}")).ok();
+        let ours = fd("3").unwrap_or_else(|| panic!("worker {pid} has no fd 3"));
+        let named = p
+            .log_text()
+            .lines()
+            .find(|l| l.contains(&format!(" {pid}] binds ")))
+            .and_then(|l| l.split(", fd ").nth(1)?.split(')').next().map(str::to_string))
+            .unwrap_or_else(|| panic!("no bind of worker {pid} in the log:\n{}", p.log_text()));
+        assert_eq!(fd(&named).as_ref(), Some(&ours), "worker {pid}: its fd {named} is hotswap's socket");
+    }
+}
+
+/// The JDK's `HttpServer` on a fixed port, no flags but `-l` (and a ready
+/// timeout for the JVM): its dual-stack `[::]:PORT` bind gets hotswap's
+/// IPv4 socket, the JVM serves it (its `getsockname` and `accept` see IPv4
+/// addresses on a socket it made as IPv6), and its own graceful stop on
+/// SIGTERM (`server.stop(2)` in a shutdown hook) loses nothing across 3
+/// reloads.
+#[test]
+fn jdk_http_server_on_a_fixed_port_reloads_without_a_failed_request() {
+    let Some(dir) = jdk_app() else { return };
+    let port = free_port();
+    let p = started(jdk_primary(&dir, port), 2);
+    assert_workers_hold_hotswaps_socket(&p);
+    assert!(p.log_text().contains(&format!("binds [::]:{port} itself")), "{}", p.log_text());
+    let records = reloads_under_load(&p, port);
+    assert_no_failures(&records, "reloads of the JDK's HttpServer");
+    assert_workers_hold_hotswaps_socket(&p);
+    assert!(records.iter().any(|r| r.result == Ok(4)), "generation 4 answered");
+    eprintln!("JDK HttpServer: {} requests, 0 failed", records.len());
+}
+
+/// Without the filter the JVM's bind fails as it always did
+/// (`java.net.BindException: Address already in use`): what the test above
+/// depends on is the interception.
+#[test]
+fn jdk_http_server_without_the_filter_fails_to_bind() {
+    let Some(dir) = jdk_app() else { return };
+    let port = free_port();
+    let mut p = jdk_primary(&dir, port).arg("--bind-intercept").arg("off").workers(1).no_wait().start();
+    assert_eq!(p.wait_exit(Duration::from_secs(90)), Some(1), "log:\n{}", p.log_text());
+    let log = p.log_text();
+    assert!(log.contains("java.net.BindException: Address already in use"), "{log}");
+    assert!(log.contains("the first generation cannot start"), "{log}");
+}
+
+/// PHP's built-in server, `php -S 127.0.0.1:PORT -t DIR` (`-q` keeps its
+/// access log, 3 lines per request, out of hotswap's log). It has no
+/// graceful stop: SIGTERM (hotswap's default) ends it at once, SIGINT ends
+/// its event loop and closes the connections it holds, SIGQUIT is ignored.
+/// With SIGTERM, a response it is writing as it dies is cut (rescue hands
+/// on the connections it accepted but had not read): measured 0 to 2 of
+/// 55,000 to 106,000 requests across 3 reloads (SIGINT: 2 to 3 of 92,000
+/// to 97,000). What is asserted: it runs at all (without the filter its
+/// bind fails with `EADDRINUSE`), every worker holds hotswap's socket, and
+/// a reload loses no more than those.
+#[test]
+fn php_builtin_server_on_a_fixed_port_runs_and_reloads() {
+    if !installed("php") {
+        return;
+    }
+    let dir = TempDir::new("own-bind-php");
+    std::fs::write(dir.path("index.php"), "<?php echo 'generation=', getenv('HOTSWAP_GENERATION'), \"\\n\";\n")
+        .unwrap();
+    let port = free_port();
+    let docroot = dir.0.display().to_string();
+    let command = ["php", "-q", "-S", &format!("127.0.0.1:{port}"), "-t", &docroot];
+    let p = start(port, command.iter().map(|s| s.to_string()).collect());
+    assert_workers_hold_hotswaps_socket(&p);
+    let records = reloads_under_load(&p, port);
+    let failed: Vec<_> = records.iter().filter_map(|r| r.result.as_ref().err()).collect();
+    eprintln!("php -S: {} of {} requests failed: {failed:?}", failed.len(), records.len());
+    // At most what each of the 6 stopped workers was answering as SIGTERM
+    // landed, and one it answered whose close rescue held: 2 a stop.
+    assert!(records.len() > 50 && failed.len() <= 12, "{failed:?} of {}", records.len());
+    assert!(records.iter().any(|r| r.result == Ok(4)), "generation 4 answered");
+    assert_workers_hold_hotswaps_socket(&p);
+}
