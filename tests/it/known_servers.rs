@@ -7,19 +7,6 @@
 
 use crate::common::*;
 
-/// Skips (or, under CI, fails) when `program` is not installed.
-fn have(program: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program} || test -x /usr/sbin/{program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{program} is not installed (.ci/run installs it)");
-        eprintln!("skipped: {program} is not installed");
-    }
-    found
-}
-
 /// A port free a moment ago: the server's own config names it, so hotswap
 /// must listen on exactly that address.
 fn free_port() -> u16 {
@@ -73,7 +60,7 @@ fn nginx_conf(dir: &TempDir, port: u16, generation: u64) {
 /// keeps fd 3 for its `listen` of that address) and stops it with SIGQUIT.
 #[test]
 fn nginx_with_its_own_config_reloads_without_a_failed_request() {
-    if !have("nginx") {
+    if !installed("nginx") {
         return;
     }
     let dir = TempDir::new("nginx");
@@ -103,7 +90,7 @@ fn nginx_with_its_own_config_reloads_without_a_failed_request() {
 /// worker dies mid-request: that run failed requests).
 #[test]
 fn unicorn_reloads_without_a_failed_request() {
-    if !have("unicorn") {
+    if !installed("unicorn") {
         return;
     }
     let dir = TempDir::new("unicorn");
@@ -131,7 +118,7 @@ fn unicorn_reloads_without_a_failed_request() {
 /// if gunicorn listened there instead of on fd 3.
 #[test]
 fn gunicorns_own_control_socket_is_not_named_as_a_port_it_serves() {
-    if !have("gunicorn") {
+    if !installed("gunicorn") {
         return;
     }
     let dir = TempDir::new("gunicorn");

@@ -129,7 +129,7 @@ fn a_bind_of_another_port_stays_the_programs_own() {
 fn a_refused_filter_is_said_and_the_server_fails_as_before() {
     let port = free_port();
     let mut p = Primary::bare(vec!["python3".into(), "-m".into(), "http.server".into(), port.to_string()])
-        .wrap(&["python3", &fixture("deny_seccomp.py")])
+        .wrap(&["python3", &fixture("deny_syscall.py"), "seccomp"])
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .no_wait()
@@ -149,7 +149,7 @@ fn a_refused_filter_is_said_and_the_server_fails_as_before() {
 fn a_refused_filter_under_on_is_an_error() {
     let port = free_port();
     let mut p = Primary::bare(vec!["sleep".into(), "60".into()])
-        .wrap(&["python3", &fixture("deny_seccomp.py")])
+        .wrap(&["python3", &fixture("deny_syscall.py"), "seccomp"])
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--bind-intercept")

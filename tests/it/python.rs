@@ -18,33 +18,20 @@ fn uvicorn(protocol: &str) -> Vec<String> {
         .to_vec()
 }
 
-/// Skips (or, under CI, fails) when `program` is not installed.
-fn have(program: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{program} is not installed (.ci/run installs it)");
-        eprintln!("skipped: {program} is not installed");
-    }
-    found
-}
-
 fn start(command: Vec<String>) -> Primary {
     Primary::builder(command).arg("--ready-timeout").arg("60s").start()
 }
 
 #[test]
 fn uvicorn_with_httptools_reloads_without_a_failed_request() {
-    if have("uvicorn") {
+    if installed("uvicorn") {
         reloads_cleanly(&start(uvicorn("httptools")), 3, "accepting");
     }
 }
 
 #[test]
 fn uvicorn_with_h11_reloads_without_a_failed_request() {
-    if have("uvicorn") {
+    if installed("uvicorn") {
         reloads_cleanly(&start(uvicorn("h11")), 3, "accepting");
     }
 }
@@ -58,7 +45,7 @@ fn uvicorn_with_h11_reloads_without_a_failed_request() {
 /// proxy use anyway: what it checks is the reloads.
 #[test]
 fn gunicorn_with_uvicorn_workers_reloads_without_a_failed_request() {
-    if have("gunicorn") && have("uvicorn") {
+    if installed("gunicorn") && installed("uvicorn") {
         let cmd = [
             "gunicorn",
             "-k",
@@ -82,7 +69,7 @@ fn gunicorn_with_uvicorn_workers_reloads_without_a_failed_request() {
 
 #[test]
 fn hypercorn_reloads_without_a_failed_request() {
-    if have("hypercorn") {
+    if installed("hypercorn") {
         let cmd = ["hypercorn", "--bind", "fd://3", "asgi_app:app"].map(String::from).to_vec();
         // The app is found through the primary's PYTHONPATH, which the
         // preload keeps behind its own directory.
@@ -123,7 +110,7 @@ const UVICORN_H11: [&str; 1] = ["uvicorn.protocols.http.h11_impl.H11Protocol"];
 /// workers stay ready by their accepts).
 #[test]
 fn with_rescue_on_uvicorns_patch_still_applies() {
-    if !have("uvicorn") {
+    if !installed("uvicorn") {
         return;
     }
     let p = start(uvicorn("h11"));
@@ -140,7 +127,7 @@ fn with_rescue_on_uvicorns_patch_still_applies() {
 /// patch applies in each (`status` lists it) and no request is lost.
 #[test]
 fn with_rescue_off_uvicorns_patch_applies() {
-    if !have("uvicorn") {
+    if !installed("uvicorn") {
         return;
     }
     let p = Primary::builder(uvicorn("h11")).arg("--ready-timeout").arg("60s").arg("--rescue").arg("off").start();

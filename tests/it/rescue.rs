@@ -326,7 +326,7 @@ fn a_worker_killed_mid_answer_leaves_the_half_answer_ended() {
 #[test]
 fn rescue_refused_by_seccomp_says_so_and_reloads_as_before() {
     let p = Primary::builder(stock_asyncio())
-        .wrap(&["python3", &fixture("deny_pidfd_getfd.py")])
+        .wrap(&["python3", &fixture("deny_syscall.py"), "pidfd_getfd"])
         .arg("--ready")
         .arg("accepting")
         .start();
