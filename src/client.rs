@@ -159,8 +159,25 @@ pub fn stop(path: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("hotswap: the connection to the primary closed before it said how the stop went (was it killed?)");
         code = ExitCode::FAILURE;
     }
+    // The stop is answered before the primary exits (it writes out its last
+    // lines first), and until it has, its control socket takes connections:
+    // a `start` of the same name right after would find it taken. Return
+    // once it is gone, as `hotswap stop` promises.
+    let deadline = std::time::Instant::now() + STOP_EXIT_WAIT;
+    while std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            eprintln!("hotswap: the primary answered its stop but still runs after {STOP_EXIT_WAIT:?}");
+            return Ok(ExitCode::FAILURE);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(code)
 }
+
+/// How long `hotswap stop` waits, once the stop is answered, for the
+/// primary to exit (it writes out its last lines, for at most a second or
+/// two).
+const STOP_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many times `status` and `reload` are asked again when the primary
 /// closed the connection without any answer (see [`call`]).

@@ -200,6 +200,9 @@ pub fn restart(name: &AppName) -> Result<ExitCode> {
         if code != ExitCode::SUCCESS {
             eprintln!("hotswap: {name}'s stop was not clean; starting it again anyway");
         }
+        if std::os::unix::net::UnixStream::connect(name.socket()).is_ok() {
+            anyhow::bail!("{name} answered its stop but still runs; not starting another");
+        }
     }
     let exe = std::env::current_exe().context("finding the hotswap binary")?;
     let status = Command::new(exe)
