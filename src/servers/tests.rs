@@ -24,7 +24,7 @@ fn the_common_servers_are_recognised_by_their_command() {
         (&["/usr/sbin/lighttpd", "-D", "-f", "l.conf"], Server::Lighttpd),
         (&["gunicorn", "-w", "2", "app:app"], Server::Gunicorn),
         (&["python3", "-m", "gunicorn", "app:app"], Server::Gunicorn),
-        (&["/root/.venv/bin/uvicorn", "--fd", "3", "app:app"], Server::Uvicorn),
+        (&["/srv/app/.venv/bin/uvicorn", "--fd", "3", "app:app"], Server::Uvicorn),
         (&["hypercorn", "--bind", "fd://3", "app:app"], Server::Hypercorn),
         (&["apache2", "-DFOREGROUND"], Server::Apache),
         (&["java", "-Xmx1g", "-jar", "/opt/jetty/start.jar"], Server::Jetty),
@@ -116,11 +116,11 @@ fn the_choice_is_said_with_its_reason_and_an_explicit_signal_wins() {
 #[test]
 fn gunicorns_control_socket_is_its_own_not_a_port_it_serves() {
     let g = Server::Gunicorn;
-    assert!(g.is_control_socket(&[], "unix:/root/.gunicorn/gunicorn.ctl"));
+    assert!(g.is_control_socket(&[], "unix:/home/app/.gunicorn/gunicorn.ctl"));
     assert!(g.is_control_socket(&[], "unix:/run/user/1000/gunicorn.ctl"));
     assert!(g.is_control_socket(&cmd(&["--control-socket", "/tmp/g.sock"]), "unix:/tmp/g.sock"));
     assert!(g.is_control_socket(&cmd(&["--control-socket=ctl.sock"]), "unix:/srv/app/ctl.sock"));
     assert!(!g.is_control_socket(&[], "unix:/run/app.sock"));
     assert!(!g.is_control_socket(&[], "127.0.0.1:8000"));
-    assert!(!Server::Uvicorn.is_control_socket(&[], "unix:/root/.gunicorn/gunicorn.ctl"));
+    assert!(!Server::Uvicorn.is_control_socket(&[], "unix:/home/app/.gunicorn/gunicorn.ctl"));
 }
