@@ -27,6 +27,7 @@
 //!   `bind` of a `--listen` address hotswap's socket (Linux 5.9).
 //! - [`rescue`]: copies of a retiring worker's connections, and whether it
 //!   still holds them (Linux).
+//! - [`sock_diag`]: the namespace's listening sockets, by netlink (Linux).
 
 #[cfg(target_os = "linux")]
 pub mod accepting;
@@ -49,4 +50,6 @@ pub mod runtime_dir;
 pub mod sd_notify;
 pub mod signal_mask;
 pub mod slots;
+#[cfg(target_os = "linux")]
+pub mod sock_diag;
 pub mod spawn;

@@ -23,13 +23,38 @@ pub struct OwnListener {
 }
 
 /// Which of `inodes` are listening TCP or Unix stream sockets, as seen in
-/// the network namespace of process `pid` (`/proc/PID/net`). A process that
-/// vanished gives nothing.
+/// the network namespace of process `pid`. A process that vanished gives
+/// nothing.
+///
+/// Asked of the kernel by netlink ([`crate::sys::sock_diag`]) when the
+/// worker shares the primary's namespace, the usual case: that answer holds
+/// listeners only. A worker in a namespace of its own is looked up in its
+/// `/proc/PID/net` tables, which list every socket and can take seconds on
+/// a host with a hundred thousand TIME_WAIT connections.
 pub fn listening(pid: i32, inodes: &[u64]) -> io::Result<Vec<OwnListener>> {
-    let mut out = Vec::new();
     if inodes.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
+    if same_network_namespace(pid) {
+        if let Ok(all) = crate::sys::sock_diag::listening() {
+            let ours = all.into_iter().filter(|l| inodes.contains(&l.inode));
+            return Ok(ours.map(|l| OwnListener { inode: l.inode, addr: l.addr }).collect());
+        }
+    }
+    in_proc_tables(pid, inodes)
+}
+
+/// Whether process `pid` is in this process's network namespace (false
+/// when it cannot be told).
+fn same_network_namespace(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    matches!((ns("/proc/self/ns/net"), ns(&format!("/proc/{pid}/ns/net"))), (Ok(a), Ok(b)) if a == b)
+}
+
+/// [`listening`] read from `/proc/PID/net/{tcp,tcp6,unix}`.
+fn in_proc_tables(pid: i32, inodes: &[u64]) -> io::Result<Vec<OwnListener>> {
+    let mut out = Vec::new();
     let mut buf = Vec::with_capacity(16 * 1024);
     for table in ["tcp", "tcp6", "unix"] {
         let path = format!("/proc/{pid}/net/{table}");
@@ -108,9 +133,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let unix = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
         let asked = [inode(v4.as_fd()), inode(connected.as_fd()), inode(unix.as_fd())];
-        let found = listening(me, &asked).unwrap();
-        let addrs: Vec<&str> = found.iter().map(|l| l.addr.as_str()).collect();
-        assert_eq!(addrs, [v4.local_addr().unwrap().to_string(), format!("unix:{}", dir.join("s").display())]);
+        let expected = [v4.local_addr().unwrap().to_string(), format!("unix:{}", dir.join("s").display())];
+        for found in [listening(me, &asked).unwrap(), in_proc_tables(me, &asked).unwrap()] {
+            let addrs: Vec<&str> = found.iter().map(|l| l.addr.as_str()).collect();
+            assert_eq!(addrs, expected);
+        }
         if let Ok(v6) = std::net::TcpListener::bind("[::1]:0") {
             let found = listening(me, &[inode(v6.as_fd())]).unwrap();
             assert_eq!(found[0].addr, v6.local_addr().unwrap().to_string());
