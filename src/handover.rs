@@ -241,6 +241,10 @@ pub struct WorkerSnapshot {
     pub age_ms: u64,
     pub respawn: bool,
     pub killed: bool,
+    /// Why SIGKILL went out (the `exit` event's `killed`); None from an
+    /// image that did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_for: Option<crate::types::Killed>,
     pub ipc_fd: Option<RawFd>,
     pub stdout_fd: RawFd,
     pub stderr_fd: RawFd,

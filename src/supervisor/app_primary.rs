@@ -16,7 +16,7 @@ use super::worker::Worker;
 use super::Supervisor;
 use crate::node::primary::{self, to_primary, FromPrimary};
 use crate::options::NodeMode;
-use crate::types::{Exit, Timer, WorkerId, WorkerState};
+use crate::types::{Exit, Killed, Timer, WorkerId, WorkerState};
 
 /// How long after its exit the app's primary is started again.
 pub const RESTART_AFTER: Duration = Duration::from_secs(1);
@@ -192,7 +192,7 @@ impl Supervisor {
     pub(super) fn on_app_primary_kill_deadline(&mut self) {
         if let Some(child) = self.app_primary.child.as_mut() {
             tracing::warn!("the app's cluster primary (pid {}) did not exit in time; killing it", child.pid());
-            child.kill();
+            child.kill(Killed::ShutdownTimeout);
         }
     }
 }

@@ -12,7 +12,7 @@ use super::core::exits::{self, Around, Exited, Then};
 use super::reload::policy::Gone;
 use super::Supervisor;
 use crate::sys::reap;
-use crate::types::{Exit, Timer, WorkerState};
+use crate::types::{Exit, Killed, Timer, WorkerState};
 
 impl Supervisor {
     /// Collects exited children, in one place and by pid: the workers, the
@@ -158,7 +158,7 @@ impl Supervisor {
             Then::Nothing => {}
             Then::GiveUp(why) => {
                 tracing::error!("{why}");
-                self.kill_all();
+                self.kill_all(Killed::PrimaryGaveUp);
                 self.exit = Some((1, why));
             }
             Then::Respawn { slot, delay, streak } => {

@@ -8,7 +8,7 @@ use super::worker::Health;
 use super::Supervisor;
 use crate::io::health::{self, Check, Target};
 use crate::sys::listeners::ListenAddr;
-use crate::types::{ReadyVia, WorkerId, WorkerState};
+use crate::types::{Killed, ReadyVia, WorkerId, WorkerState};
 
 impl Supervisor {
     /// Whether `id`, which just said it is ready (`via`), must pass its
@@ -90,7 +90,7 @@ impl Supervisor {
                     self.send_shutdown(id);
                 } else {
                     tracing::error!(worker = id, "{} failed its health check: {why}; killing it", w.label());
-                    w.kill_not_ready(why.clone());
+                    w.kill_not_ready(why.clone(), Killed::HealthCheck);
                 }
                 self.reload_on_not_ready(id, why);
             }

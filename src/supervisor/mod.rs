@@ -70,7 +70,7 @@ use crate::sys::runtime_dir::{self, Preload, RuntimeDir};
 use crate::sys::sd_notify::Systemd;
 use crate::sys::slots::SlotSockets;
 use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
-use crate::types::{unix_now, Event, Timer, WorkerId};
+use crate::types::{unix_now, Event, Killed, Timer, WorkerId};
 use backoff::CrashHistory;
 use reload::policy::Reload;
 use reload::queue::Queue;
@@ -358,7 +358,7 @@ impl Supervisor {
         let settings = self.settings.clone();
         for slot in 0..self.crash_history.len() {
             if let Err(e) = self.spawn(slot, 1, &settings) {
-                self.kill_all();
+                self.kill_all(Killed::PrimaryGaveUp);
                 return Err(e.context("starting the first generation"));
             }
         }

@@ -6,6 +6,7 @@
 use super::core::stop::{self, Request, Stop};
 use super::Supervisor;
 use crate::types::wire::{LifecycleEvent, Reply, ReplyTx};
+use crate::types::Killed;
 
 impl Supervisor {
     /// Graceful stop: every worker gets `shutdown`; the loop ends when the
@@ -24,7 +25,7 @@ impl Supervisor {
                 if let Some(stop) = &mut self.stop {
                     stop.forced = true;
                 }
-                self.kill_all();
+                self.kill_all(Killed::ForcedStop);
                 return;
             }
             Request::Begin => {}

@@ -93,6 +93,7 @@ impl Subscribers {
             Exit::Code(c) => ev.code = Some(c),
             Exit::Signal(s) => ev.signal = Some(s.to_string()),
         }
+        ev.killed = w.killed_for().map(|k| k.name().to_string());
         self.emit(ev);
     }
 

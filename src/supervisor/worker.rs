@@ -30,7 +30,7 @@ use crate::options::ReadyMode;
 use crate::options::{NodeMode, Settings};
 use crate::sys::listeners::{self, ListenAddr, Listener};
 use crate::sys::spawn::{self, Fds};
-use crate::types::{label, Event, NodeState, ReadyVia, WorkerId, WorkerState};
+use crate::types::{label, Event, Killed, NodeState, ReadyVia, WorkerId, WorkerState};
 
 #[derive(Debug)]
 pub struct Worker {
@@ -51,8 +51,9 @@ pub struct Worker {
     ready_via: Option<ReadyVia>,
     /// How long it took to get ready (from its start).
     ready_in: Option<Duration>,
-    /// Set when SIGKILL was sent, so it is sent once.
-    killed: bool,
+    /// Set when SIGKILL was sent (so it is sent once), with why: the
+    /// `exit` event says it.
+    killed: Option<Killed>,
     /// Why it was killed before it was ready (`--ready-timeout`), for the
     /// message of a first generation that cannot start.
     not_ready: Option<String>,
@@ -128,6 +129,10 @@ impl Worker {
         &self.settings
     }
     pub fn killed(&self) -> bool {
+        self.killed.is_some()
+    }
+    /// Why hotswap sent it SIGKILL, if it did.
+    pub fn killed_for(&self) -> Option<Killed> {
         self.killed
     }
     pub fn not_ready(&self) -> Option<&str> {
@@ -407,10 +412,10 @@ impl Worker {
     }
 
     /// SIGKILL to the worker's whole process group, because it was not
-    /// ready in time (`why`).
-    pub fn kill_not_ready(&mut self, why: String) {
+    /// ready in time (`why`; `killed`: which deadline or check).
+    pub fn kill_not_ready(&mut self, why: String, killed: Killed) {
         self.not_ready = Some(why);
-        self.kill();
+        self.kill(killed);
     }
 
     /// A worker told to go before it was ready gets the primary's priority
@@ -422,14 +427,14 @@ impl Worker {
         }
     }
 
-    /// SIGKILL to the worker's whole process group.
-    pub fn kill(&mut self) {
+    /// SIGKILL to the worker's whole process group, for the reason `why`.
+    pub fn kill(&mut self, why: Killed) {
         self.end_warmup();
         self.state = WorkerState::Stopping;
         self.ipc = None;
         self.handover.ipc = None;
-        if !self.killed {
-            self.killed = true;
+        if self.killed.is_none() {
+            self.killed = Some(why);
             let _ = killpg(self.pid, Signal::SIGKILL);
             let _ = kill(self.pid, Signal::SIGKILL);
         }
@@ -446,7 +451,8 @@ impl Worker {
             ready_via: self.ready_via,
             age_ms: self.started.elapsed().as_millis() as u64,
             respawn: self.respawn,
-            killed: self.killed,
+            killed: self.killed.is_some(),
+            killed_for: self.killed,
             ipc_fd: self.handover.ipc.as_ref().map(|f| f.as_raw_fd()),
             stdout_fd: self.handover.stdout.as_raw_fd(),
             stderr_fd: self.handover.stderr.as_raw_fd(),
@@ -683,7 +689,7 @@ impl Launcher<'_> {
             settings: self.settings.clone(),
             ready_via: None,
             ready_in: None,
-            killed: false,
+            killed: None,
             not_ready: None,
             respawn: true,
             handover,
@@ -741,7 +747,10 @@ impl Launcher<'_> {
             settings: self.settings.clone(),
             ready_via: w.ready_via,
             ready_in: w.ready_ms.map(Duration::from_millis),
-            killed: w.killed,
+            // An older image says `killed` without why: taken as its
+            // --shutdown-timeout, the usual case (a worker killed at
+            // another deadline is seldom still unreaped at an upgrade).
+            killed: w.killed_for.or(w.killed.then_some(Killed::ShutdownTimeout)),
             not_ready: None,
             respawn: w.respawn,
             handover,

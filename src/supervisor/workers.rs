@@ -10,7 +10,7 @@ use super::Supervisor;
 use crate::io::ipc::to_worker;
 use crate::options::{ReadyMode, Settings};
 use crate::types::event::{FromWorker, Notification};
-use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
+use crate::types::{Killed, ReadyVia, Timer, WorkerId, WorkerState};
 
 /// When a starting worker that is not ready yet gets a log line saying why.
 const HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -254,7 +254,7 @@ impl Supervisor {
             w.diagnosis()
         );
         tracing::error!(worker = id, "{why}; killing it");
-        w.kill_not_ready(why.clone());
+        w.kill_not_ready(why.clone(), Killed::ReadyTimeout);
         self.reload_on_not_ready(id, why);
     }
 
@@ -286,7 +286,7 @@ impl Supervisor {
                 w.label(),
                 humantime::format_duration(w.settings().shutdown_timeout)
             );
-            w.kill();
+            w.kill(Killed::ShutdownTimeout);
             if let Some(stop) = self.stop.as_mut() {
                 stop.killed += 1;
             }
@@ -347,12 +347,14 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn kill_all(&mut self) {
+    /// SIGKILL to every worker (`why`), the app's own primary and adopted
+    /// processes.
+    pub(super) fn kill_all(&mut self, why: Killed) {
         for w in self.workers.values_mut() {
-            w.kill();
+            w.kill(why);
         }
         if let Some(p) = self.app_primary.child.as_mut() {
-            p.kill();
+            p.kill(why);
         }
         self.kill_orphans(true);
     }

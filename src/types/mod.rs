@@ -109,6 +109,43 @@ pub struct NodeState {
     pub awaiting_own: bool,
 }
 
+/// Why hotswap sent a worker SIGKILL: the `exit` event's `killed` field
+/// (`hotswap events --json`), so that a script (or a test) tells a worker
+/// killed at a deadline from one that exited on its own without reading
+/// the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Killed {
+    /// It was not ready within `--ready-timeout`.
+    ReadyTimeout,
+    /// It failed its `--health-check` before it was ready.
+    HealthCheck,
+    /// It was told to go and had not exited within `--shutdown-timeout`.
+    ShutdownTimeout,
+    /// It was still starting when its reload (or `--max-memory`
+    /// replacement) failed.
+    Abandoned,
+    /// The stop was forced (a second SIGTERM or SIGINT).
+    ForcedStop,
+    /// The primary gave up (its first generation cannot start) and took
+    /// every worker along.
+    PrimaryGaveUp,
+}
+
+impl Killed {
+    /// The name the `exit` event gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Killed::ReadyTimeout => "ready-timeout",
+            Killed::HealthCheck => "health-check",
+            Killed::ShutdownTimeout => "shutdown-timeout",
+            Killed::Abandoned => "abandoned",
+            Killed::ForcedStop => "forced-stop",
+            Killed::PrimaryGaveUp => "primary-gave-up",
+        }
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -475,6 +475,11 @@ pub struct LifecycleEvent {
     /// `exit`: the signal's name, when it was killed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// `exit`: why hotswap sent it SIGKILL ([`super::Killed::name`]);
+    /// absent when hotswap did not (it exited, or something else killed
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// `listening`: how the worker became ready (as in status' `ready_via`).
@@ -513,6 +518,9 @@ impl LifecycleEvent {
         if let Some(sig) = &self.signal {
             s += &format!(" signal={sig}");
         }
+        if let Some(k) = &self.killed {
+            s += &format!(" killed={k}");
+        }
         if let Some(v) = &self.via {
             s += &format!(" via={v}");
         }
@@ -526,5 +534,41 @@ impl LifecycleEvent {
             s += &format!(" {m}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Killed;
+
+    /// `killed` is new in `exit` events: absent unless hotswap killed the
+    /// worker, so that the lines clients already parse are unchanged, and
+    /// named as docs/events.md says.
+    #[test]
+    fn an_exit_event_says_killed_only_when_hotswap_killed_the_worker() {
+        let mut ev = LifecycleEvent::new("exit");
+        ev.worker = Some(1);
+        ev.code = Some(0);
+        let json = serde_json::to_value(&ev).unwrap();
+        assert!(json.get("killed").is_none(), "{json}");
+        ev.code = None;
+        ev.signal = Some("SIGKILL".into());
+        ev.killed = Some(Killed::ShutdownTimeout.name().into());
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["killed"], "shutdown-timeout", "{json}");
+        assert!(ev.render().contains("killed=shutdown-timeout"), "{}", ev.render());
+        let names = [
+            Killed::ReadyTimeout,
+            Killed::HealthCheck,
+            Killed::ShutdownTimeout,
+            Killed::Abandoned,
+            Killed::ForcedStop,
+            Killed::PrimaryGaveUp,
+        ]
+        .map(|k| (k.name(), serde_json::to_value(k).unwrap()));
+        for (name, serde) in names {
+            assert_eq!(serde, name, "the handover's name is the event's");
+        }
     }
 }

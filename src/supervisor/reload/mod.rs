@@ -18,7 +18,7 @@ use super::Supervisor;
 use crate::io::build::Build;
 use crate::io::file_watch::BuildClock;
 use crate::types::wire::{LifecycleEvent, ReloadOutcome, ReplyTx};
-use crate::types::{unix_now, Exit, WorkerId, WorkerState};
+use crate::types::{unix_now, Exit, Killed, WorkerId, WorkerState};
 
 impl Supervisor {
     /// A reload request from SIGHUP or a watched change (`None`) or a
@@ -250,7 +250,7 @@ impl Supervisor {
             match w.state() {
                 // Proving itself: it serves, so it drains like any worker.
                 WorkerState::Ready => self.shut_down(*new),
-                WorkerState::Starting => w.kill(),
+                WorkerState::Starting => w.kill(Killed::Abandoned),
                 // Already told to go (a failed health check drains).
                 WorkerState::Stopping => {}
             }
