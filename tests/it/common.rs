@@ -499,6 +499,26 @@ impl EventStream {
         seen
     }
 
+    /// The events received so far, without waiting.
+    pub fn so_far(&self) -> Vec<serde_json::Value> {
+        self.rx.try_iter().collect()
+    }
+
+    /// Every event until the client exits (the primary stopped: it prints
+    /// every event up to the last `exit`, then ends), at most `timeout`.
+    pub fn to_the_end(&self, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(e) => seen.push(e),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        seen
+    }
+
     /// Whether the client is still connected (has not exited).
     pub fn connected(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -510,6 +530,12 @@ impl Drop for EventStream {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `exit` events among `events` of workers hotswap killed (their
+/// `killed` says why: `shutdown-timeout`, `ready-timeout`...).
+pub fn killed_exits(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["event"] == "exit" && e.get("killed").is_some()).collect()
 }
 
 /// Polls `f` until it holds; false if it still does not after `timeout`.
