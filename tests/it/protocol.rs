@@ -166,19 +166,26 @@ fn shutdown_is_sent_then_the_channel_is_closed() {
         .start();
     let old = p2.worker_ids()[0];
     let pid = p2.worker_pids()[0];
+    let events = EventStream::start(&p2);
     p2.reload();
     assert_eq!(probe_inbox(&out2, old), vec![json!({"type":"shutdown"}), json!({"eof":true})]);
-    wait_until(Duration::from_secs(10), "the worker to be SIGKILLed at the shutdown timeout", || process_gone(pid));
-    // The reload waited the shutdown timeout, and no longer: measured on the
-    // primary's clock (its log), from the shutdown to the kill, so that a
-    // loaded machine's slow start of the new worker does not count.
+    let seen = events.until("exit", Duration::from_secs(20));
+    let exit = seen.last().filter(|e| e["event"] == "exit").unwrap_or_else(|| panic!("no exit event: {seen:?}"));
+    assert_eq!((&exit["worker"], &exit["signal"]), (&json!(old), &json!("SIGKILL")), "{seen:?}");
+    assert_eq!(exit["killed"], "shutdown-timeout", "killed at the shutdown timeout: {seen:?}");
+    assert!(process_gone(pid));
+    // The reload waited the shutdown timeout: measured on the primary's
+    // clock (its log), from the shutdown to the kill, so that a loaded
+    // machine's slow start of the new worker does not count. The upper
+    // bound is generous (a loaded machine delays the timer): it tells
+    // the 1 s timeout from the 30 s default.
     let log = p2.log_text();
     let label = format!("[w{old} g1 {pid}]");
     let sent = log_times(&log, &format!("{label} stopping (shutdown sent)"));
-    let killed = log_times(&log, &format!("{label} did not exit within 1s of shutdown; killing it"));
+    let killed = log_times(&log, &format!("{label} did not exit within 1s of shutdown"));
     assert!(sent.len() == 1 && killed.len() == 1, "{log}");
     let waited = killed[0] - sent[0];
-    assert!((0.99..2.0).contains(&waited), "killed {waited:.3} s after the shutdown, for a 1 s timeout:\n{log}");
+    assert!((0.99..10.0).contains(&waited), "killed {waited:.3} s after the shutdown, for a 1 s timeout:\n{log}");
 }
 
 #[test]
