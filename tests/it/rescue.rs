@@ -298,6 +298,7 @@ fn a_worker_killed_mid_answer_leaves_the_half_answer_ended() {
         got.extend_from_slice(&buf[..n]);
     }
     let old = p.worker_pids()[0];
+    let events = EventStream::start(&p);
     let reload = std::thread::spawn({
         let control = p.control.clone();
         move || std::process::Command::new(HOTSWAP).args(["reload", "--control"]).arg(control).output().unwrap()
@@ -313,8 +314,10 @@ fn a_worker_killed_mid_answer_leaves_the_half_answer_ended() {
     assert!(process_gone(old));
     let out = reload.join().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = events.until("exit", Duration::from_secs(10));
+    let exit = seen.last().filter(|e| e["event"] == "exit");
+    assert!(exit.is_some_and(|e| e["pid"] == old && e["killed"] == "shutdown-timeout"), "{seen:?}");
     let log = p.log_text();
-    assert!(log.contains("did not exit within 1s of shutdown; killing it"), "{log}");
     assert!(!log.contains("rescue: passed on"), "nothing was passed on: {log}");
     p.wait_ready(1, Duration::from_secs(20));
 }
