@@ -1,6 +1,6 @@
 //! Stop, crash restart and the primary's death, with real processes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
