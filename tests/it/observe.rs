@@ -198,7 +198,9 @@ fn a_leaking_worker_is_replaced_at_max_memory_under_load_with_no_failure() {
     assert!(answered_by_new, "no answer from the replacement");
     let text = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).into_owned();
     assert!(text.contains("max memory: 64.0M per worker"), "{text}");
-    assert!(!p.log_text().contains("SIGKILL"), "a replacement kills nobody");
+    let killed: Vec<_> =
+        killed_exits(&seen).into_iter().cloned().chain(killed_exits(&events.so_far()).into_iter().cloned()).collect();
+    assert!(killed.is_empty(), "a replacement kills nobody: {killed:?}");
 }
 
 #[test]
@@ -383,26 +385,32 @@ fn metrics_refuse_bad_requests_and_a_silent_scraper_delays_nothing() {
     let (code, body) = http(&addr, "HEAD /metrics HTTP/1.1\r\n\r\n");
     assert_eq!((code, body.as_str()), (200, ""));
 
-    // Scrapers that connect and never send.
+    // Scrapers that connect and never send. The bounds are the point: a
+    // primary that waited on them would answer after their 2 s read
+    // timeouts, one after another (6 s for 3, 86 s for 43); 5 s tells that
+    // apart and leaves a loaded machine (which starts `hotswap status`
+    // slowly) room.
+    let prompt = Duration::from_secs(5);
     let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     let t = Instant::now();
     let _ = p.status();
-    assert!(t.elapsed() < Duration::from_secs(2), "status took {:?} with silent scrapers", t.elapsed());
+    assert!(t.elapsed() < prompt, "status took {:?} with silent scrapers", t.elapsed());
     let t = Instant::now();
     let _ = scrape(&addr);
-    assert!(t.elapsed() < Duration::from_secs(2), "a scrape took {:?} beside silent ones", t.elapsed());
+    assert!(t.elapsed() < prompt, "a scrape took {:?} beside silent ones", t.elapsed());
     // Many more than it serves at once: the primary still answers at once.
     let flood: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     let t = Instant::now();
     let _ = p.status();
-    assert!(t.elapsed() < Duration::from_secs(2), "status took {:?} with 43 silent scrapers", t.elapsed());
+    assert!(t.elapsed() < prompt, "status took {:?} with 43 silent scrapers", t.elapsed());
     // They are dropped for newer connections or at the read timeout (2 s),
     // with a 408; scrapes are served throughout.
     let t = Instant::now();
     let mut buf = Vec::new();
     let _ = silent[0].try_clone().unwrap().read_to_end(&mut buf);
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf));
-    assert!(t.elapsed() < Duration::from_secs(8), "a silent scraper was kept {:?}", t.elapsed());
+    // Dropped, not kept for ever (generous: the timeout is 2 s).
+    assert!(t.elapsed() < Duration::from_secs(20), "a silent scraper was kept {:?}", t.elapsed());
     drop(flood);
     wait_until(Duration::from_secs(15), "scrapes served again", || {
         http(&addr, "GET /metrics HTTP/1.1\r\n\r\n").0 == 200
