@@ -104,7 +104,9 @@ fn a_bare_number_in_the_file_is_seconds() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot start") && err.contains("not ready"), "{err}");
-    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(10), "{took:?}: {err}");
+    // The bounds are the point: 1 s, not 1 ms (under), nor a minute (over;
+    // generous for a loaded machine).
+    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(30), "{took:?}: {err}");
 }
 
 #[test]

@@ -45,11 +45,11 @@ fn a_stalled_stderr_reader_blocks_nothing() {
     // The FIFO holds 64 KiB; the reader is stopped from now on.
     unsafe { libc::kill(reader.id() as i32, libc::SIGSTOP) };
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
+    // A primary blocked on its stalled stderr would never answer: `ctl`
+    // fails a command that hangs (60 s), so no wall-clock bound is needed.
     for i in 0..200 {
-        let started = Instant::now();
         let out = p.ctl(&["reload"]);
         assert!(out.status.success(), "reload {i} failed: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(started.elapsed() < Duration::from_secs(10), "reload {i} took {:?}", started.elapsed());
         if i % 50 == 0 {
             p.status();
         }

@@ -196,7 +196,7 @@ fn surge_n_reloads_in_about_one_start_up_time() {
     let one = took("1");
     let all = took("4");
     assert!(one >= 4 * STARTUP_MS, "surge 1 starts the four one after another: {one} ms");
-    // At once: less than the four start-ups one after another must take,
-    // and less than half of what surge 1 took (slack for a busy machine).
-    assert!(all < 4 * STARTUP_MS && 2 * all < one, "surge 4 starts them at once: {all} ms (surge 1: {one} ms)");
+    // At once: less than half of what surge 1 took (both measured by the
+    // primary, one after the other: a busy machine slows both).
+    assert!(2 * all < one, "surge 4 starts them at once: {all} ms (surge 1: {one} ms)");
 }
