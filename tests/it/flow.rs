@@ -260,7 +260,7 @@ fn a_killed_primary_is_not_a_clean_end() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(10), "the stop to begin", || p.log_text().contains("stopping 1 worker"));
+    wait_until(Duration::from_secs(10), "the stop to begin", || p.try_status().is_some_and(|s| s["stopping"] == true));
     p.signal(libc::SIGKILL);
     p.wait_exit(Duration::from_secs(10)).unwrap();
     let out = client.wait_with_output().unwrap();
