@@ -104,7 +104,6 @@ fn sighup_reloads_under_load() {
     });
     load.wait_for_requests(100);
     assert_no_failures(&load.finish(), "load across a SIGHUP reload");
-    assert!(p.log_text().contains("SIGHUP: reload requested"));
 }
 
 #[test]

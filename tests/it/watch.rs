@@ -87,7 +87,6 @@ fn a_burst_of_fifty_writes_gives_one_reload() {
     std::thread::sleep(Duration::from_millis(2500));
     let s = p.status();
     assert_eq!(s["generation"], 2, "exactly one reload (widest gap between writes {widest:?})\n{}", p.log_text());
-    assert!(!p.log_text().contains("reload to generation 3"));
     assert_eq!(p.log_text().matches("changed: ").count(), 1, "{}", p.log_text());
 }
 
@@ -110,7 +109,6 @@ fn ignored_paths_never_reload() {
     }
     settle();
     assert_eq!(p.generation(), 1, "{}", p.log_text());
-    assert!(!p.log_text().contains("reload to generation 2"));
 }
 
 #[test]
