@@ -161,7 +161,6 @@ fn as_pid_1_it_reaps_orphans_and_drains_on_sigterm() {
     // With 300 ms per request, some were in flight when SIGTERM came.
     let in_flight = before.iter().filter(|r| term.duration_since(r.sent) < Duration::from_millis(250)).count();
     assert!(in_flight > 0, "no request was in flight at SIGTERM");
-    assert!(p.log_text().contains("SIGTERM: stopping 2 workers"), "{}", p.log_text());
     for w in workers {
         assert!(process_gone(w), "process {w} outlived hotswap");
     }
