@@ -110,19 +110,19 @@ fn a_crashed_slots_clients_are_served_elsewhere_until_it_is_back() {
     let killed_at = Instant::now();
     unsafe { libc::kill(victim, libc::SIGKILL) };
     // While slot 1 is dead (its replacement starting), its clients' new
-    // connections are served at once by the other slots. (Those that its
-    // socket had queued before the primary left it out wait for the
-    // replacement: the load's clients, checked below, had one each.)
+    // connections are served by the other slots. (Those that its socket
+    // had queued before the primary left it out wait for the replacement:
+    // the load's clients, checked below, had one each.) A connection that
+    // waited on slot 1's socket would be answered by slot 1 once it is
+    // back, or time out: no wall-clock bound is needed.
     crash_seen(&p, 1, victim);
     let of_slot_1: BTreeSet<IpAddr> = before.iter().filter(|(_, s)| **s == 1).map(|(c, _)| *c).collect();
     assert!(!of_slot_1.is_empty(), "{before:?}");
     for c in &of_slot_1 {
-        let t = Instant::now();
-        let answer = get_from(*c, to, Duration::from_secs(1));
+        let answer = get_from(*c, to, Duration::from_secs(3));
         assert!(answer.as_ref().is_ok_and(|s| s.slot != 1), "{c} while slot 1 is dead: {answer:?}");
-        assert!(t.elapsed() < Duration::from_millis(1000), "{c} waited {:?}", t.elapsed());
     }
-    assert!(killed_at.elapsed() < Duration::from_millis(2800), "slot 1 was dead all along");
+    // Slot 1 was dead all along (its replacement is still starting).
     assert!(!ready_slots(&p).contains_key(&1), "slot 1 is still starting");
     wait_until(Duration::from_secs(15), "slot 1 ready again", || {
         ready_slots(&p).get(&1).is_some_and(|pid| *pid != victim)
@@ -422,18 +422,19 @@ fn under_slots_no_new_connection_waits_on_a_dead_slot() {
         .start();
     let to = tcp_addr(&p);
     let victim = ready_slots(&p)[&1];
-    let killed_at = Instant::now();
     unsafe { libc::kill(victim, libc::SIGKILL) };
     crash_seen(&p, 1, victim);
+    // A connection that waited on the dead slot's socket would be answered
+    // by slot 1 once it is back (or time out): the slots say it, not a
+    // wall-clock bound.
     let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
     for _ in 0..60 {
-        let t = Instant::now();
         let answer = get_from(IpAddr::from([127, 0, 0, 2]), to, Duration::from_secs(3));
         let slot = answer.as_ref().map(|s| s.slot).unwrap_or_else(|e| panic!("while slot 1 is dead: {e}"));
-        assert!(t.elapsed() < Duration::from_millis(1000), "a connection waited {:?}", t.elapsed());
         *per_slot.entry(slot).or_default() += 1;
     }
-    assert!(killed_at.elapsed() < Duration::from_millis(2800), "slot 1 was dead all along");
+    // Slot 1 was dead all along (its replacement is still starting).
+    assert!(!ready_slots(&p).contains_key(&1), "slot 1 is still starting");
     assert!(!per_slot.contains_key(&1), "{per_slot:?}");
     assert_eq!(per_slot.len(), 2, "the live slots share the connections: {per_slot:?}");
     // Once slot 1 is back, the kernel's hash spreads over all three again.
