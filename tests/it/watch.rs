@@ -74,9 +74,15 @@ fn a_burst_of_fifty_writes_gives_one_reload() {
         .start();
     let mut last = Instant::now();
     let mut widest = Duration::ZERO;
+    // Gaps between writes over half the debounce: where a machine that
+    // held this thread back may have split the burst (seen once, at load
+    // 28: a 3.3 s gap). Without one (the usual case) exactly one reload.
+    let mut splits = 0;
     for i in 0..50 {
         std::fs::write(dir.path(&format!("app/src/f{}.txt", i % 7)), format!("{i}")).unwrap();
-        widest = widest.max(last.elapsed());
+        let gap = last.elapsed();
+        widest = widest.max(gap);
+        splits += usize::from(i > 0 && gap >= Duration::from_millis(500));
         last = Instant::now();
         // Part of the scenario: a burst spread over some 100 ms.
         std::thread::sleep(Duration::from_millis(2));
@@ -86,8 +92,14 @@ fn a_burst_of_fifty_writes_gives_one_reload() {
     // come within the debounce and a reload's time.
     std::thread::sleep(Duration::from_millis(2500));
     let s = p.status();
-    assert_eq!(s["generation"], 2, "exactly one reload (widest gap between writes {widest:?})\n{}", p.log_text());
-    assert_eq!(p.log_text().matches("changed: ").count(), 1, "{}", p.log_text());
+    let reloads = s["generation"].as_u64().unwrap() as usize - 1;
+    assert!(
+        (1..=1 + splits).contains(&reloads),
+        "{reloads} reloads for one burst (widest gap between writes {widest:?}, {splits} over 500 ms)\n{}",
+        p.log_text()
+    );
+    let changed = p.log_text().matches("changed: ").count();
+    assert!((1..=1 + splits).contains(&changed), "{}", p.log_text());
 }
 
 #[test]
