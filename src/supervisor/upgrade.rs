@@ -358,7 +358,8 @@ impl Supervisor {
                 | Timer::Shutdown(id)
                 | Timer::StopSignal(id)
                 | Timer::ReadyHint(id)
-                | Timer::SlotDrain(id) => self.worker_timer(id, left, t.timer),
+                | Timer::SlotDrain(id)
+                | Timer::Quiesce(id) => self.worker_timer(id, left, t.timer),
                 Timer::Respawn(slot) => {
                     if let Some(s) = self.crash_history.get_mut(slot) {
                         s.waits_until(now + left);
