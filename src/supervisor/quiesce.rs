@@ -75,13 +75,21 @@ impl Supervisor {
                 self.worker_timer(id, after, Timer::Quiesce(id));
             }
             Step::Go { frozen, in_flight, waited, gave_up } => {
-                if gave_up {
+                if gave_up && waited >= quiesce::MAX {
                     tracing::warn!(
                         worker = id,
                         "{label}: still answered {in_flight} {} after {} ms; stopping it anyway",
                         crate::types::plural(in_flight, "request"),
                         waited.as_millis()
                     );
+                } else if gave_up {
+                    tracing::warn!(
+                        worker = id,
+                        "{label}: its connections could not be looked at (no right to copy them, or /proc refused); \
+                         stopping it as it is"
+                    );
+                } else if self.stop.is_some() {
+                    tracing::info!(worker = id, "{label}: the primary stops; stopping it now");
                 } else {
                     tracing::info!(
                         worker = id,
@@ -93,6 +101,16 @@ impl Supervisor {
                 if !self.rescue_first(id) {
                     self.tell_shutdown(id);
                 }
+            }
+        }
+    }
+
+    /// Before the exec of a self-upgrade: no worker is left stopped (the
+    /// next image looks at them again from the start).
+    pub(super) fn thaw_before_exec(&mut self) {
+        for id in self.quiescing.thaw_all() {
+            if let Some(w) = self.workers.get(&id) {
+                thaw(w.pid().as_raw());
             }
         }
     }

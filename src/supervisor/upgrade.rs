@@ -240,6 +240,7 @@ impl Supervisor {
             Err(anyhow::anyhow!("a reload or stop began during the handover"))
         } else {
             self.rescue_close_for_exec().await;
+            self.thaw_before_exec();
             let r = self.exec_upgrade(&pending.exe, pending.conn.as_ref().map(|c| c.as_raw_fd()), hold);
             self.rescue_reopen();
             r

@@ -230,6 +230,19 @@ impl Quiescing {
         }
     }
 
+    /// Every worker held stopped, now to be let go on (before the exec of a
+    /// self-upgrade: the next image knows nothing of them); their looks
+    /// start over from a running worker.
+    pub fn thaw_all(&mut self) -> Vec<WorkerId> {
+        let mut ids: Vec<WorkerId> = self.told_frozen.drain().collect();
+        for (id, p) in &mut self.workers {
+            if p.frozen.take().is_some() {
+                ids.push(*id);
+            }
+        }
+        ids
+    }
+
     /// The worker was let go on after its signal, or exited: forgotten.
     pub fn gone(&mut self, id: WorkerId) {
         self.workers.remove(&id);

@@ -164,3 +164,21 @@ fn a_worker_not_known_begins_now_and_one_gone_is_forgotten() {
     q.gone(7);
     assert!(!q.knows(7));
 }
+
+#[test]
+fn before_a_self_upgrade_every_stopped_worker_is_let_go_on() {
+    let t0 = Instant::now();
+    let mut q = Quiescing::default();
+    q.begin(1, t0);
+    q.begin(2, t0);
+    q.begin(3, t0);
+    assert_eq!(q.look(1, held(0, false), false, t0), Step::Freeze);
+    assert_eq!(q.look(2, held(0, false), false, t0), Step::Freeze);
+    assert!(matches!(q.look(2, held(0, true), false, t0), Step::Go { frozen: true, .. }));
+    let mut thawed = q.thaw_all();
+    thawed.sort();
+    assert_eq!(thawed, vec![1, 2]);
+    assert!(!q.frozen(1) && !q.frozen(2) && !q.frozen(3));
+    assert!(q.knows(1), "its looks go on");
+    assert_eq!(q.look(1, held(0, false), false, t0 + ms(5)), Step::Freeze);
+}
