@@ -119,6 +119,8 @@ fn go_listen_and_serve_reloads_without_a_failed_request() {
     assert_no_failures(&records, "reloads of Go's ListenAndServe");
     eprintln!("{} requests, 0 failed", records.len());
     assert!(p.log_text().contains(&format!("binds [::]:{port} itself")), "{}", p.log_text());
+    // Go's runtime catches SIGTERM (the fixture drains on it): not quiesced.
+    assert!(!p.log_text().contains("does not drain"), "{}", p.log_text());
 }
 
 /// A bind of a port hotswap does not listen on is the program's own: its
@@ -391,6 +393,8 @@ fn jdk_http_server_on_a_fixed_port_reloads_without_a_failed_request() {
     assert_no_failures(&records, "reloads of the JDK's HttpServer");
     assert_workers_hold_hotswaps_socket(&p);
     assert!(records.iter().any(|r| r.result == Ok(4)), "generation 4 answered");
+    // Its shutdown hook catches SIGTERM: not quiesced.
+    assert!(!p.log_text().contains("does not drain"), "{}", p.log_text());
     eprintln!("JDK HttpServer: {} requests, 0 failed", records.len());
 }
 
