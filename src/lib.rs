@@ -27,7 +27,9 @@
 //!   (held open, checked before each spawn, locked), what a process group
 //!   uses (`/proc`), nice values (`--warmup-nice`), the seccomp filter
 //!   that gives a worker's own `bind` of a `--listen` address hotswap's
-//!   socket (`--bind-intercept`, with its address rules).
+//!   socket (`--bind-intercept`, with its address rules), and what a
+//!   retiring worker that does not drain holds and does with its stop
+//!   signal, with `SIGSTOP` while that is looked at (`--quiesce`).
 //! - [`io`]: what turns the outside world into [`Event`]s: signals, the
 //!   control socket, each worker's IPC channel and notify socket, worker
 //!   output, file watching, the `--build` command, `/metrics`, reading
@@ -42,8 +44,8 @@
 //!   and crash backoff, processes workers leave behind (adopted as
 //!   subreaper), stop, status (with what workers use), the `--max-memory`
 //!   check, event subscribers, self-upgrade. Inside it, a functional core
-//!   (`supervisor/core/`: exits, stop, memory replacement, balance, every
-//!   pending timer) decides from state, event and time without touching a
+//!   (`supervisor/core/`: exits, stop, memory replacement, balance, the
+//!   quiesce of workers that do not drain, every pending timer) decides from state, event and time without touching a
 //!   process, socket or `/proc`, and the rest of the folder is the shell
 //!   that gathers facts and carries the decisions out.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk

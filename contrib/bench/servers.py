@@ -13,6 +13,9 @@ time.
     SERVERS_ONLY=nginx,unicorn python3 contrib/bench/servers.py
     SERVERS_FORCE_SIGTERM=1 ...   # the recognised pre-fork servers again
                                   # with --stop-signal SIGTERM (the old default)
+    SERVERS_QUIESCE=off ...       # every server with --quiesce off (servers
+                                  # without a graceful stop, as before it)
+    SERVERS_PHP_MS=20 ...         # php -S's app takes 20 ms (default 0)
 
 Servers not installed are skipped with a line saying so. Only 127.0.0.1.
 Not a CI test: tests/it/known_servers.rs runs nginx and unicorn in CI.
@@ -212,6 +215,23 @@ def setup_go(d, port):
     return [out], ["-w", "2"], port, None
 
 
+def setup_http_server(d, port):
+    """Python's http.server, binding its port itself (only -l given)."""
+    with open(f"{d}/index.html", "w") as f:
+        f.write("generation\n")
+    return ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", d], ["-w", "2"], port, None
+
+
+def setup_php_builtin(d, port):
+    """php -S, binding its port itself (only -l given)."""
+    if not which("php"):
+        return "php not installed"
+    ms = int(os.environ.get("SERVERS_PHP_MS", "0"))
+    with open(f"{d}/index.php", "w") as f:
+        f.write('<?php usleep(%d); echo "generation=" . getenv("HOTSWAP_GENERATION") . "\\n";\n' % (ms * 1000))
+    return ["php", "-q", "-S", f"127.0.0.1:{port}", "-t", d], ["-w", "2"], port, None
+
+
 def setup_node(app, module=None):
     def setup(d, port):
         if not which("node") or (module and not node_has(module)):
@@ -238,6 +258,10 @@ SERVERS = [
     ("puma", setup_puma, None, "measured by contrib/bench/servers.py, not in CI"),
     ("lighttpd", setup_lighttpd, "lighttpd", "measured by contrib/bench/servers.py, not in CI"),
     ("php-fpm behind nginx", setup_php_fpm, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("Python http.server (binds its port)", setup_http_server, None,
+     "`own_bind::python_http_server_on_a_fixed_port_reloads_without_a_failed_request`"),
+    ("php -S (binds its port)", setup_php_builtin, None,
+     "`own_bind::php_builtin_server_on_a_fixed_port_reloads_without_a_failed_request`"),
 ]
 
 PREFORK_SIGTERM = {"nginx", "unicorn", "lighttpd", "php-fpm behind nginx"}
@@ -317,6 +341,8 @@ def run_one(name, setup, kind, force_sigterm):
     command, extra, load_port, front = got
     if force_sigterm:
         extra = extra + ["--stop-signal", "SIGTERM"]
+    if os.environ.get("SERVERS_QUIESCE") == "off":
+        extra = extra + ["--quiesce", "off"]
     control = os.path.join(d, "control.sock")
     logf = open(os.path.join(d, "primary.log"), "w")
     primary = subprocess.Popen([BIN, "run", "-l", f"127.0.0.1:{port}", "--control", control, "--ready-timeout", "60s",
@@ -355,7 +381,8 @@ def run_one(name, setup, kind, force_sigterm):
         text = open(os.path.join(d, "primary.log")).read()
         sig = [line.split("stopping (")[1].split(" sent")[0] for line in text.splitlines() if "stopping (" in line]
         result.update(requests=load.ok + load.failed, failed=load.failed, errors=load.errors[:5], reload_ms=took,
-                      stop_signal=sig[0] if sig else None, killed=text.count("killed by SIGKILL"))
+                      stop_signal=sig[0] if sig else None, killed=text.count("killed by SIGKILL"),
+                      quiesced=text.count("answers nothing after"), quiesce_gave_up=text.count("stopping it anyway"))
         return result
     finally:
         primary.send_signal(signal.SIGTERM)
@@ -399,6 +426,8 @@ def main():
             via = f"{r['ready_via']}{' (' + r['ready_proof'] + ')' if r.get('ready_proof') else ''} in {r['first_ready_ms']} ms"
             print(f"| {name} | {via} | {r['stop_signal']} | {r['requests']} | {r['failed']} | {r['reload_ms']} |",
                   flush=True)
+            if r.get("quiesced") or r.get("quiesce_gave_up"):
+                log(f"{name}: {r['quiesced']} old workers quiesced, {r['quiesce_gave_up']} given up on at the bound")
             if r["failed"] or r.get("reload_errors") or r.get("killed"):
                 log(f"{name}: errors {r['errors']} reload errors {r.get('reload_errors')} killed {r.get('killed')}")
     with open(os.path.join(TMP, "servers.json"), "w") as f:

@@ -151,7 +151,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__check)
-            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --quiesce --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,6 +278,10 @@ _hotswap() {
                     return 0
                     ;;
                 --rescue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quiesce)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -781,7 +785,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__run)
-            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --quiesce --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -908,6 +912,10 @@ _hotswap() {
                     return 0
                     ;;
                 --rescue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quiesce)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -969,7 +977,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__start)
-            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
+            opts="-l -w -c -e -h -V --listen --workers --config --control --name --ready-timeout --shutdown-timeout --surge --ready --min-ready --health-check --health-timeout --warmup-nice --stop-signal --watch --watch-debounce --watch-ignore --build --node --node-primary --max-memory --metrics --python --backlog --socket-mode --balance --log-format --timestamps --rescue --quiesce --bind-intercept --env --cwd --out-file --error-file --drain-patch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1096,6 +1104,10 @@ _hotswap() {
                     return 0
                     ;;
                 --rescue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quiesce)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -266,6 +266,16 @@ pub struct Options {
     #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
     pub rescue: Option<OnOff>,
 
+    /// Before a retiring worker that does not drain (its stop signal is not
+    /// caught, so it ends it at once: Python's `http.server`, `php -S`) is
+    /// signalled, wait until it answers no request, and stop it (SIGSTOP)
+    /// while that is made sure of, at most 5 s (Linux; docs/own-bind.md):
+    /// `on`, `off` [default: on]. A worker with a handler for its stop
+    /// signal is never touched.
+    #[arg(long, value_name = "on|off")]
+    #[serde(default, with = "parse::text", skip_serializing_if = "Option::is_none")]
+    pub quiesce: Option<OnOff>,
+
     /// Give a worker that binds a `--listen` address itself (Go's
     /// `ListenAndServe(":8080")`, `python3 -m http.server 8080`) hotswap's
     /// socket instead of `EADDRINUSE`, through a seccomp filter on its
@@ -437,6 +447,10 @@ pub struct Settings {
     /// `--rescue`: whether retiring workers' connections are held.
     #[serde(default = "yes")]
     pub rescue: bool,
+    /// `--quiesce`: whether a retiring worker that does not drain is told
+    /// to go only once it answers nothing.
+    #[serde(default = "yes")]
+    pub quiesce: bool,
     /// `--bind-intercept`.
     #[serde(default)]
     pub bind_intercept: NodeMode,
@@ -640,6 +654,7 @@ impl Settings {
             log_format: o.log_format.unwrap_or_else(LogFormat::detect),
             timestamps: o.timestamps,
             rescue: o.rescue.is_none_or(|r| r.0),
+            quiesce: o.quiesce.is_none_or(|r| r.0),
             bind_intercept: o.bind_intercept.unwrap_or_default(),
             drain_patch: o.drain_patch.unwrap_or_default(),
         })

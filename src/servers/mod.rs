@@ -1,5 +1,8 @@
 //! Known servers and their habits: nginx, unicorn, puma, php-fpm,
-//! lighttpd, gunicorn, uvicorn, hypercorn, Apache httpd, Jetty, caddy.
+//! lighttpd, gunicorn, uvicorn, hypercorn, Apache httpd, Jetty, caddy, and
+//! two without a graceful stop: PHP's built-in server (`php -S`) and
+//! Python's `http.server`, which hotswap quiesces before it stops them
+//! (docs/own-bind.md).
 //!
 //! Each stock server has its own graceful stop and its own way of taking an
 //! inherited socket, and a user should not have to know them: with
@@ -39,6 +42,10 @@ pub enum Server {
     Apache,
     Jetty,
     Caddy,
+    /// `php -S`: PHP's development server.
+    PhpBuiltin,
+    /// `python3 -m http.server`.
+    PythonHttpServer,
 }
 
 /// A recognised server and its own arguments (what follows its program).
@@ -63,6 +70,14 @@ pub fn recognise(cmd: &[String]) -> Option<Recognised> {
         "hypercorn" => Server::Hypercorn,
         "apache2" | "httpd" | "apachectl" | "apache2ctl" => Server::Apache,
         "caddy" => Server::Caddy,
+        "http.server" => Server::PythonHttpServer,
+        // `php -S ADDR`, `php -q -S ADDR -t DIR`, `php8.2 -S ...`.
+        n if (n == "php"
+            || n.strip_prefix("php").is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.')))
+            && args.iter().any(|a| a == "-S") =>
+        {
+            Server::PhpBuiltin
+        }
         // Debian's /usr/sbin/php-fpm8.2, the upstream php-fpm, php8.2-fpm.
         n if n.starts_with("php-fpm") || (n.starts_with("php") && n.ends_with("-fpm")) => Server::PhpFpm,
         "java" => {
@@ -95,6 +110,8 @@ impl Server {
             Server::Apache => "Apache httpd",
             Server::Jetty => "Jetty",
             Server::Caddy => "caddy",
+            Server::PhpBuiltin => "php -S",
+            Server::PythonHttpServer => "Python http.server",
         }
     }
 
@@ -105,10 +122,24 @@ impl Server {
             Server::Nginx | Server::Unicorn | Server::PhpFpm => Signal::SIGQUIT,
             Server::Lighttpd => Signal::SIGINT,
             Server::Apache => Signal::SIGWINCH,
-            Server::Puma | Server::Gunicorn | Server::Uvicorn | Server::Hypercorn | Server::Jetty | Server::Caddy => {
-                Signal::SIGTERM
-            }
+            Server::Puma
+            | Server::Gunicorn
+            | Server::Uvicorn
+            | Server::Hypercorn
+            | Server::Jetty
+            | Server::Caddy
+            | Server::PhpBuiltin
+            | Server::PythonHttpServer => Signal::SIGTERM,
         }
+    }
+
+    /// Whether it has a graceful stop at all. `php -S` and Python's
+    /// `http.server` have none: their stop signal (SIGTERM, not caught;
+    /// `php -S` catches it only while it runs a request, to end it first)
+    /// ends them with the requests they are answering, so hotswap quiesces
+    /// them first (`--quiesce`).
+    pub fn has_graceful_stop(self) -> bool {
+        !matches!(self, Server::PhpBuiltin | Server::PythonHttpServer)
     }
 
     /// Why that signal, in words.
@@ -120,6 +151,9 @@ impl Server {
             Server::Puma | Server::Gunicorn | Server::Uvicorn | Server::Hypercorn => "its graceful stop",
             Server::Jetty => "the JVM's shutdown hooks stop Jetty, gracefully with a stopTimeout",
             Server::Caddy => "its graceful stop",
+            Server::PhpBuiltin | Server::PythonHttpServer => {
+                "it has no graceful stop: each old worker is told once it answers nothing (--quiesce)"
+            }
         }
     }
 
@@ -187,6 +221,9 @@ impl Server {
             Server::Hypercorn => "socket via `--bind fd://3` (give it)".into(),
             Server::Apache | Server::Caddy | Server::Jetty => {
                 "it binds its own port (no inherited socket handed: see docs/servers.md)".into()
+            }
+            Server::PhpBuiltin | Server::PythonHttpServer => {
+                "it binds its own port: its bind of a --listen address gets hotswap's socket (docs/own-bind.md)".into()
             }
         }
     }

@@ -30,10 +30,26 @@ fn the_common_servers_are_recognised_by_their_command() {
         (&["java", "-Xmx1g", "-jar", "/opt/jetty/start.jar"], Server::Jetty),
         (&["java", "-jar", "jetty-runner-9.4.jar", "app.war"], Server::Jetty),
         (&["caddy", "run"], Server::Caddy),
+        (&["php", "-q", "-S", "127.0.0.1:8000", "-t", "public"], Server::PhpBuiltin),
+        (&["/usr/bin/php8.2", "-S", "0.0.0.0:80"], Server::PhpBuiltin),
+        (&["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"], Server::PythonHttpServer),
+        (&["/usr/bin/python3.11", "-u", "-m", "http.server"], Server::PythonHttpServer),
     ];
     for (c, s) in table {
         assert_eq!(server(c), Some(*s), "{c:?}");
     }
+}
+
+#[test]
+fn only_the_servers_without_a_graceful_stop_are_quiesced() {
+    assert!(!Server::PhpBuiltin.has_graceful_stop() && !Server::PythonHttpServer.has_graceful_stop());
+    assert!(Server::Nginx.has_graceful_stop() && Server::Gunicorn.has_graceful_stop());
+    assert_eq!(server(&["php", "script.php"]), None, "a PHP script is no server");
+    assert_eq!(server(&["php-cgi", "-S", "x"]), None);
+    assert_eq!(server(&["python3", "-m", "http.client"]), None);
+    let r = recognise(&cmd(&["php", "-S", "127.0.0.1:8000"])).unwrap();
+    let text = describe(&r, None, &[]);
+    assert!(text.starts_with("php -S recognised: stop signal SIGTERM (it has no graceful stop"), "{text}");
 }
 
 #[test]
@@ -57,7 +73,6 @@ fn other_commands_are_not_servers() {
         &["java", "Main"],
         &["./nginx-exporter"],
         &["sh", "-c", "cd /srv && exec nginx"],
-        &["php", "-S", "127.0.0.1:8000"],
         &[],
     ] {
         assert_eq!(server(c), None, "{c:?}");

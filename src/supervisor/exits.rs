@@ -92,6 +92,7 @@ impl Supervisor {
         self.timers.cancel_worker(id);
         // A worker whose slot was left out may die before it is told to go.
         self.leaving.gone(id);
+        self.quiescing.gone(id);
         self.on_demand.forget(id, None);
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);

@@ -35,6 +35,7 @@ mod health;
 mod memory;
 mod metrics;
 mod node;
+mod quiesce;
 mod readiness;
 pub mod reload;
 mod rescue;
@@ -96,6 +97,9 @@ pub struct Supervisor {
     /// Workers whose slot was left out of the balance, waiting for its
     /// queue to empty before they are told to go (since when).
     leaving: core::balance::Leaving,
+    /// Retiring workers that do not drain, told to go once they answer
+    /// nothing ([`quiesce`]).
+    quiescing: core::quiesce::Quiescing,
     /// The listeners' socket inodes, in the same order: how `--ready
     /// accepting` recognises them in a worker's `/proc` entries.
     inodes: Vec<u64>,
@@ -295,6 +299,7 @@ impl Supervisor {
         let mut sup = Supervisor {
             slot_sockets,
             leaving: Default::default(),
+            quiescing: Default::default(),
             inodes: accepting::inodes(&listeners)?,
             probe_targets: accepting::addresses(&listeners),
             accepts: crate::io::accepts::start(events.clone()).context("starting the accepts scanner")?,
@@ -497,6 +502,7 @@ impl Supervisor {
             Timer::Proven(id) => self.reload_on_proven(id),
             Timer::Respawn(slot) => self.respawn(slot),
             Timer::SlotDrain(id) => self.on_slot_drain(id),
+            Timer::Quiesce(id) => self.on_quiesce(id),
             Timer::OrphanAndGuardianCheck => self.check_orphans_and_guardian(),
             Timer::MemoryCheck => self.on_memory_check(),
             Timer::AppPrimary => self.start_app_primary(),

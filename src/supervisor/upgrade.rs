@@ -240,6 +240,7 @@ impl Supervisor {
             Err(anyhow::anyhow!("a reload or stop began during the handover"))
         } else {
             self.rescue_close_for_exec().await;
+            self.thaw_before_exec();
             let r = self.exec_upgrade(&pending.exe, pending.conn.as_ref().map(|c| c.as_raw_fd()), hold);
             self.rescue_reopen();
             r
@@ -358,7 +359,8 @@ impl Supervisor {
                 | Timer::Shutdown(id)
                 | Timer::StopSignal(id)
                 | Timer::ReadyHint(id)
-                | Timer::SlotDrain(id) => self.worker_timer(id, left, t.timer),
+                | Timer::SlotDrain(id)
+                | Timer::Quiesce(id) => self.worker_timer(id, left, t.timer),
                 Timer::Respawn(slot) => {
                     if let Some(s) = self.crash_history.get_mut(slot) {
                         s.waits_until(now + left);

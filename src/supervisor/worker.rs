@@ -351,6 +351,12 @@ impl Worker {
         self.respawn = false;
     }
 
+    /// Whether it would be told to go by `--stop-signal` (not by Node's
+    /// `disconnect` or `shutdown` over IPC).
+    pub fn stops_by_signal(&self) -> bool {
+        Way::of(self.node.is_some(), self.ipc.is_some(), self.ready_via, self.settings.ready, self.spoke) == Way::Signal
+    }
+
     /// It is leaving (its slot is given up): stopping, not to be replaced,
     /// not yet told.
     pub fn leave(&mut self) {

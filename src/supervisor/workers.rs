@@ -64,7 +64,7 @@ impl Supervisor {
     /// Tells a worker to shut down now, whatever its state (once the rescue
     /// has copied its connections: [`super::rescue`]).
     pub(super) fn send_shutdown(&mut self, id: WorkerId) {
-        if self.rescue_first(id) {
+        if self.quiesce_first(id) || self.rescue_first(id) {
             return;
         }
         self.tell_shutdown(id);
@@ -78,6 +78,14 @@ impl Supervisor {
         // whose channel the shutdown closes; for a Node worker (which
         // closes it itself once drained) when that is heard, or at its exit.
         let closed = w.disconnect_news(false);
+        // A worker stopped while quiesced gets its signal stopped: it dies
+        // as it goes on, without having run again.
+        let pgid = w.pid().as_raw();
+        if self.quiescing.frozen(id) {
+            self.quiescing.gone(id);
+            super::quiesce::thaw(pgid);
+        }
+        let Some(w) = self.workers.get(&id) else { return };
         let how = match (via_ipc, w.node().is_some()) {
             (true, true) => "Node cluster disconnect sent".to_string(),
             (true, false) => "shutdown sent".to_string(),

@@ -25,6 +25,8 @@
 //! - [`pidfd`]: copies of another process's fds (Linux).
 //! - [`bind_intercept`]: the seccomp filter that gives a worker's own
 //!   `bind` of a `--listen` address hotswap's socket (Linux 5.9).
+//! - [`quiesce`]: what a retiring worker does with its stop signal, where
+//!   its connections stand, and freezing it while that is looked at (Linux).
 //! - [`rescue`]: copies of a retiring worker's connections, and whether it
 //!   still holds them (Linux).
 //! - [`sock_diag`]: the namespace's listening sockets, by netlink (Linux).
@@ -41,6 +43,8 @@ pub mod pidfd;
 pub mod priority;
 pub mod private_dir;
 pub mod proc_stats;
+#[cfg(target_os = "linux")]
+pub mod quiesce;
 pub mod reap;
 #[cfg(target_os = "linux")]
 pub mod rescue;

@@ -98,7 +98,7 @@ pub fn look(pgid: i32, listeners: &[SocketAddr], known: &dyn Fn(u64) -> bool, ro
 /// Whether `socket` is a connection accepted from one of `listeners`: its
 /// local address is theirs (an unspecified listener address takes any
 /// local address on its port) and it has a peer.
-fn accepted_from(socket: &OwnedFd, listeners: &[SocketAddr]) -> bool {
+pub(super) fn accepted_from(socket: &OwnedFd, listeners: &[SocketAddr]) -> bool {
     let s = socket2::SockRef::from(socket);
     let Some(local) = s.local_addr().ok().and_then(|a| a.as_socket()) else { return false };
     let ours = listeners.iter().any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()));
@@ -106,7 +106,7 @@ fn accepted_from(socket: &OwnedFd, listeners: &[SocketAddr]) -> bool {
 }
 
 /// The socket fds of a process, with their inodes.
-fn sockets_of(pid: i32) -> io::Result<Vec<(i32, u64)>> {
+pub(super) fn sockets_of(pid: i32) -> io::Result<Vec<(i32, u64)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
         let entry = entry?;

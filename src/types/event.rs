@@ -126,6 +126,8 @@ pub enum Timer {
     Respawn(usize),
     /// A worker whose slot was left out of `--balance`: is its queue empty?
     SlotDrain(WorkerId),
+    /// A retiring worker that does not drain: does it answer anything now?
+    Quiesce(WorkerId),
     /// Time for `WATCHDOG=1`.
     Watchdog,
     /// Every second: look for orphans to adopt, end those past their

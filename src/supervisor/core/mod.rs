@@ -14,6 +14,9 @@
 //!   generation that cannot start).
 //! - [`memory`]: `--max-memory`: which worker to replace and when
 //!   (checks in a row, the biggest first, never during a reload).
+//! - [`quiesce`]: a retiring worker that does not drain (its stop signal
+//!   ends it at once) is stopped, and told to go, at a moment it answers
+//!   nothing.
 //! - [`stop`]: what a stop request does, how a worker is asked to drain
 //!   and when it is killed, and how the stop went (exit code, message).
 //! - [`timers`]: every pending deadline and every task a worker owns, in
@@ -27,5 +30,6 @@
 pub mod balance;
 pub mod exits;
 pub mod memory;
+pub mod quiesce;
 pub mod stop;
 pub mod timers;
