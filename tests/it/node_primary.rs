@@ -143,3 +143,82 @@ fn plain_apps_and_node_primary_off_get_no_primary() {
         assert!(!p.log_text().contains("cluster primary"), "{}", p.log_text());
     }
 }
+
+/// A line of JSON from a child's stdout, read on a thread so that a hang
+/// fails the test instead of stalling it.
+fn json_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_socketio_cluster_example_serves_from_its_primary_across_reloads() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let _alone = exclusive();
+    // The guide's example: the primary listens (sticky's setupMaster) and
+    // hands every connection to a worker; the workers listen on nothing.
+    let p = Primary::builder(app("socketio-cluster.js")).workers(2).start();
+    let log = p.log_text();
+    let primary = primary_pid(&log);
+    wait_until(Duration::from_secs(10), "the primary to listen", || {
+        p.log_text().contains("the app's cluster primary listens on")
+    });
+    const CLIENTS: u64 = 12;
+    let mut client = Command::new("node")
+        .arg(root().join("tests/apps/node/socketio-broadcast-client.js"))
+        .args(["--url", &format!("http://{}", p.addr()), "--clients", &CLIENTS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let said = json_lines(client.stdout.take().unwrap());
+    let mut stdin = client.stdin.take().unwrap();
+    let next = |what: &str| {
+        said.recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| panic!("the Socket.IO clients said nothing of {what}:\n{}", p.log_text()))
+    };
+    assert_eq!(next("connecting")["connected"], CLIENTS, "every client connects");
+    let mut round = |n: u64| {
+        writeln!(stdin, "round {n}").unwrap();
+        let r = next(&format!("round {n}"));
+        assert_eq!(r["received"], CLIENTS, "round {n}: io.emit reaches every client: {r}\n{}", p.log_text());
+        r
+    };
+    // The clients are on both workers: the news crossed from one worker to
+    // the other's clients through the primary (the cluster adapter).
+    assert_eq!(round(1)["workers"], 2);
+    // Plain HTTP through the primary's sticky routing all along.
+    let load = Load::paced(Target::Tcp(p.addr()), 2, 2, Duration::from_millis(2));
+    load.wait_for_requests(100);
+    for generation in 2..=3 {
+        let old = p.worker_pids();
+        let out = p.reload();
+        assert!(out.contains(&format!("generation {generation} serves (2 workers replaced)")), "{out}");
+        // The retired workers' clients reconnect through the primary.
+        wait_until(Duration::from_secs(20), "the retired workers to exit", || old.iter().all(|&pid| process_gone(pid)));
+        load.wait_for_requests(100);
+        round(generation);
+    }
+    let records = load.finish();
+    assert_no_failures(&records, "HTTP through the primary across reloads");
+    drop(stdin);
+    let done = next("the end");
+    assert_eq!(done["connectErrors"], 0, "no handshake failed: {done}");
+    let _ = client.wait();
+    let log = p.log_text();
+    assert_eq!(log.matches("the app's own cluster primary started").count(), 1, "one primary all along:\n{log}");
+    assert!(!log.contains(&format!("(pid {primary}) exited")), "{log}");
+    assert!(!log.contains("no worker can take it"), "{log}");
+}
