@@ -11,7 +11,8 @@
 //   has one client ask its worker to `io.emit` news N, and answers
 //   {"round":N,"received":R,"connected":C,"from":PID} once every client got
 //   it or 15 s passed;
-// - stdin closed: {"done":true,"connectErrors":E,"disconnects":D,"workers":[pids]}.
+// - stdin closed: {"done":true,"connectErrors":E,"connectErrorTexts":[...],
+//   "disconnects":D,"workers":[pids]}.
 // A `connect_error` (a handshake that failed) is counted, never retried
 // silently: the test wants none.
 'use strict';
@@ -34,6 +35,7 @@ let disconnects = 0;
 const errors = [];
 const workers = new Set();
 const reasons = {};
+const connectErrorTexts = [];
 
 const clients = [];
 function connect() {
@@ -43,7 +45,7 @@ function connect() {
     connectErrors += 1;
     const d = e && e.description;
     const body = e && e.context && e.context.responseText;
-    errors.push(`${e && e.message}${d !== undefined ? ` (${d && d.message || d})` : ''}${body ? ': ' + body : ''}`);
+    connectErrorTexts.push(`${e && e.message}${d !== undefined ? ` (${d && d.message || d})` : ''}${body ? ': ' + body : ''}`);
   });
   c.on('disconnect', (reason, d) => {
     disconnects += 1;
@@ -117,7 +119,7 @@ async function round(n) {
     if (m) chain = chain.then(() => round(Number(m[1])));
   });
   rl.on('close', () => chain.then(() => {
-    out({ done: true, connectErrors, disconnects, errors: errors.slice(-10), workers: [...workers] });
+    out({ done: true, connectErrors, connectErrorTexts, disconnects, errors: errors.slice(-10), workers: [...workers] });
     clients.forEach((c) => c.close());
     process.exit(0);
   }));
