@@ -332,10 +332,8 @@ impl Supervisor {
         let learned = self.announcers.how(&w.settings().command);
         // `seq` counts the answers to its listens, refused ones too.
         let asked = w.node().is_some_and(|n| n.served > 0 || n.seq > 0 || n.awaiting_own);
-        if w.state() != WorkerState::Starting
-            || asked
-            || !super::readiness::cluster_listening_counts(w.settings().ready, learned)
-        {
+        let starting = w.state() == WorkerState::Starting;
+        if !super::readiness::no_listen_makes_ready(starting, asked, w.settings().ready, learned) {
             return;
         }
         tracing::info!(
