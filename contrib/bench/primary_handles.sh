@@ -12,7 +12,7 @@ app=$here/../../tests/apps/node/socketio-cluster.js
 port=${PORT:-18631} secs=${SECONDS_:-10} conns=${CONNS:-8}
 run_wrk() {
     i=0; until curl -sf "http://127.0.0.1:$port/" >/dev/null || [ $i -gt 100 ]; do sleep 0.1; i=$((i+1)); done
-    wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/" | grep -E 'Requests/sec|requests in|errors'
+    wrk -t1 -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/" | grep -E 'Requests/sec|requests in|errors|Non-2xx|Latency'
 }
 echo "node's own cluster:"
 PORT=$port node "$app" >/dev/null 2>&1 &
