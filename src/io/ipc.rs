@@ -16,13 +16,22 @@
 //! socket a message that carries fds (`SCM_RIGHTS`, Node's `NODE_HANDLE`)
 //! ends a read early with more data still queued; waiting for the next
 //! readiness then wedged the channel once the worker's send buffer filled.)
+//!
+//! Handles come the other way too: the app's own cluster primary passes
+//! a connection to a worker (`worker.send(msg, socket)`, what
+//! `@socket.io/sticky` does). The reader takes fds with `recvmsg`, pairs
+//! each with its `NODE_HANDLE` line (the fd comes with the line's first
+//! byte, so in order), acknowledges it at once (`NODE_HANDLE_ACK`, ahead
+//! of anything queued: Node sends nothing else on the channel until then)
+//! and hands both to the supervisor ([`Event::IpcHandle`]).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::OwnedWriteHalf;
@@ -44,7 +53,7 @@ pub fn parse(line: &str) -> Result<FromWorker, String> {
         return Ok(FromWorker::Listening);
     }
     match value.get("cmd").and_then(Value::as_str) {
-        Some("NODE_HANDLE") => return Ok(FromWorker::NodeHandle),
+        Some("NODE_HANDLE") => return Ok(FromWorker::NodeHandle(value)),
         Some("NODE_HANDLE_ACK") => return Ok(FromWorker::HandleAck { ok: true }),
         Some("NODE_HANDLE_NACK") => return Ok(FromWorker::HandleAck { ok: false }),
         Some("NODE_CLUSTER") => return Ok(FromWorker::Cluster(value)),
@@ -89,6 +98,10 @@ pub mod to_worker {
     }
     pub fn node_handle_ack() -> Value {
         json!({"cmd": "NODE_HANDLE_ACK"})
+    }
+    /// A `NODE_HANDLE` line came without its fd: Node sends it again.
+    pub fn node_handle_nack() -> Value {
+        json!({"cmd": "NODE_HANDLE_NACK"})
     }
     /// PM2's convention for "stop" (`shutdown_with_message`).
     pub fn pm2_shutdown() -> Value {
@@ -281,12 +294,27 @@ async fn run(
 ) {
     let (read_half, mut write_half) = stream.into_split();
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), node, events, ack_tx));
+    // Our answers to the peer's handles, written before anything queued.
+    let (urgent_tx, mut urgent) = mpsc::unbounded_channel::<Value>();
+    let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), node, events, ack_tx, urgent_tx));
     // Once a write fails the worker is gone: what is queued is dropped
     // unwritten (and unlogged), while the reader reads what it left.
     let mut broken = false;
     let mut disconnected = false;
-    while let Some(out) = rx.recv().await {
+    loop {
+        let out = tokio::select! {
+            biased;
+            Some(v) = urgent.recv() => {
+                if !broken && write_line(&mut write_half, &v).await.is_err() {
+                    broken = true;
+                }
+                continue;
+            }
+            out = rx.recv() => match out {
+                Some(out) => out,
+                None => break,
+            },
+        };
         // Counted down once taken off the queue (sent or dropped below).
         let _taken = matches!(out, Outgoing::Handle(..)).then(|| HandleTaken(&handles));
         match out {
@@ -307,7 +335,17 @@ async fn run(
                         tracing::warn!("{label} IPC: sending a socket failed: {e}");
                         break;
                     }
-                    match tokio::time::timeout(ACK_TIMEOUT, acks.recv()).await {
+                    let ack = loop {
+                        // The peer may pass a handle meanwhile: it waits for our ACK.
+                        tokio::select! {
+                            biased;
+                            Some(v) = urgent.recv() => {
+                                let _ = write_line(&mut write_half, &v).await;
+                            }
+                            ack = tokio::time::timeout(ACK_TIMEOUT, acks.recv()) => break ack,
+                        }
+                    };
+                    match ack {
                         Ok(Some(true)) => break,
                         Ok(Some(false)) if attempt < HANDLE_TRIES => continue,
                         Ok(Some(false)) => tracing::warn!("{label} IPC: the worker did not get its socket"),
@@ -352,6 +390,27 @@ impl Drop for HandleTaken<'_> {
     }
 }
 
+async fn write_line(write_half: &mut OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    write_half.write_all(line.as_bytes()).await
+}
+
+/// Reads what is there, with the fds that came with it (`Ok(0)`: EOF).
+fn recv_with_fds(fd: i32, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> std::io::Result<usize> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT)
+        .map_err(std::io::Error::from)?;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            // SAFETY: received with SCM_RIGHTS: new fds nobody else owns.
+            fds.extend(got.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    Ok(msg.bytes)
+}
+
 /// Writes `bytes` with `fd` attached to the first of them.
 async fn send_with_fd(write_half: &mut OwnedWriteHalf, bytes: &[u8], fd: &OwnedFd) -> std::io::Result<()> {
     let stream: &UnixStream = write_half.as_ref();
@@ -374,13 +433,17 @@ async fn read_loop(
     node: bool,
     events: mpsc::Sender<Event>,
     acks: mpsc::UnboundedSender<bool>,
+    urgent: mpsc::UnboundedSender<Value>,
 ) {
     let mut framer = Framer::default();
     let mut warnings = Warnings::new(label.clone());
+    // Fds received and not yet paired with their NODE_HANDLE line.
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        framer.buffer().reserve(16 * 1024);
         // Read until the socket says it is drained (see the module's doc).
-        let read = match stream.try_read_buf(framer.buffer()) {
+        let raw = stream.as_ref().as_raw_fd();
+        let read = match stream.as_ref().try_io(Interest::READABLE, || recv_with_fds(raw, &mut buf, &mut fds)) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match stream.readable().await {
                 Ok(()) => continue,
                 Err(e) => Err(e),
@@ -400,7 +463,11 @@ async fn read_loop(
                 }
                 break;
             }
-            Ok(_) => {}
+            Ok(n) => framer.buffer().extend_from_slice(&buf[..n]),
+        }
+        if fds.len() > crate::io::ipc::MAX_QUEUED_HANDLES {
+            tracing::error!("{label} IPC: closing the channel: {} fds sent without their messages", fds.len());
+            break;
         }
         while let Some(item) = framer.next_message() {
             match item {
@@ -443,10 +510,17 @@ async fn read_loop(
                         }
                     }
                 }
-                Ok(msg) => {
-                    if msg == FromWorker::NodeHandle && warnings.allow() {
-                        tracing::warn!("{label} IPC: the worker tried to send a handle; dropped");
+                Ok(FromWorker::NodeHandle(msg)) => {
+                    let Some(fd) = fds.pop_front() else {
+                        let _ = urgent.send(to_worker::node_handle_nack());
+                        continue;
+                    };
+                    let _ = urgent.send(to_worker::node_handle_ack());
+                    if events.send(Event::IpcHandle { worker, msg, fd }).await.is_err() {
+                        return;
                     }
+                }
+                Ok(msg) => {
                     if events.send(Event::Ipc { worker, msg }).await.is_err() {
                         return;
                     }
@@ -538,7 +612,10 @@ mod tests {
             FromWorker::Send { to: 3, data: json!("x") }
         );
         assert!(parse(r#"{"type":"send","data":"x"}"#).is_err());
-        assert_eq!(parse(r#"{"cmd":"NODE_HANDLE","type":"net.Socket"}"#).unwrap(), FromWorker::NodeHandle);
+        assert!(matches!(
+            parse(r#"{"cmd":"NODE_HANDLE","type":"net.Socket"}"#).unwrap(),
+            FromWorker::NodeHandle(v) if v["type"] == "net.Socket"
+        ));
         assert!(matches!(parse(r#"{"hello":1}"#).unwrap(), FromWorker::Other(_)));
         assert_eq!(
             parse(r#"{"type":"hotswap:preload","patch":"m.C","ok":false,"error":"no shutdown"}"#).unwrap(),

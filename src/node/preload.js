@@ -45,6 +45,46 @@ if ((env.HOTSWAP_IPC_FD !== undefined || env.HOTSWAP_NODE_PRELOAD === '1') && !p
   delete env.HOTSWAP_WAIT_READY;
   const ready = waitReady ? deferAcceptsUntilReady() : () => {};
   patchIpc(ready);
+  receiveTagged();
+}
+
+// 4. The app's own primary (run by hotswap, docs/node-primary.md), under
+//    cluster.setupPrimary({serialization: 'advanced'}), sends what JSON would
+//    lose (Buffers, Dates, Maps...) tagged, inside a NODE_HOTSWAP_MSG message,
+//    which Node gives to 'internalMessage' only: restored here and emitted as
+//    the 'message' (with its handle, a socket passed along) Node's advanced
+//    serialization would have given.
+function receiveTagged() {
+  if (typeof process.send !== 'function') return;
+  const TAG = '\u0000hotswap';
+  const decode = (v) => {
+    if (v === null || typeof v !== 'object') return v;
+    if (Array.isArray(v)) return v.map(decode);
+    const tag = v[TAG];
+    if (tag === undefined) {
+      const out = {};
+      for (const k of Object.keys(v)) out[k] = decode(v[k]);
+      return out;
+    }
+    switch (tag) {
+      case 'u': return undefined;
+      case 'n': return BigInt(v.v);
+      case 'b': return Buffer.from(v.v, 'base64');
+      case 't': {
+        const copy = new Uint8Array(Buffer.from(v.v, 'base64')).buffer;
+        if (v.k === 'DataView') return new DataView(copy);
+        const T = globalThis[v.k];
+        return typeof T === 'function' && T.BYTES_PER_ELEMENT ? new T(copy) : Buffer.from(copy);
+      }
+      case 'd': return new Date(v.v);
+      case 'm': return new Map(v.v.map(([k, x]) => [decode(k), decode(x)]));
+      case 's': return new Set(v.v.map(decode));
+      default: return v;
+    }
+  };
+  process.on('internalMessage', (msg, handle) => {
+    if (msg && msg.cmd === 'NODE_HOTSWAP_MSG') process.emit('message', decode(msg.v), handle);
+  });
 }
 
 // Item 1 is left out where hotswap's rescue covers this worker (HOTSWAP_RESCUE=on):

@@ -17,6 +17,17 @@
 //   in its 'exit' listener gets that very worker, so the pool never doubles.
 // - Messages and events go through hotswap as NODE_HOTSWAP messages, which
 //   Node gives to 'internalMessage' listeners only.
+// - worker.send(msg, socket) passes the socket through hotswap (Node's
+//   NODE_HANDLE, the fd as SCM_RIGHTS): the worker's process.on('message')
+//   gets (msg, socket), as under Node's primary (@socket.io/sticky).
+// - server.listen() in this process gets hotswap's socket for that address
+//   (a --listen one, or one bound on demand), as a worker's listen does: the
+//   primary's server survives every reload.
+// - cluster.setupPrimary({serialization: 'advanced'}): what Node's advanced
+//   serialization keeps and JSON does not (Buffers, typed arrays, Dates,
+//   Maps, Sets, BigInts, undefined) goes to workers tagged (hotswap's worker
+//   preload restores it), and Buffers from workers ({type: 'Buffer', data})
+//   are restored here.
 //
 // Dependency-free CommonJS for Node 18, 20 and 22.
 'use strict';
@@ -71,10 +82,16 @@ function setup() {
       this.process = proc;
     }
     send(message, handle, options, callback) {
-      if (typeof handle === 'function') callback = handle;
-      else if (typeof options === 'function') callback = options;
+      if (typeof handle === 'function') { callback = handle; handle = undefined; options = undefined; }
+      else if (typeof options === 'function') { callback = options; options = undefined; }
       const ok = this.id !== undefined && this.isConnected() && process.connected;
-      if (ok) toHotswap({ act: 'send', id: this.id, data: message });
+      const data = advanced() ? { cmd: 'NODE_HOTSWAP_MSG', v: encode(message) } : message;
+      if (ok && handle) {
+        // Node's own handle passing, to hotswap, which passes it on.
+        const msg = { cmd: 'NODE_HOTSWAP', act: 'send', id: this.id, data };
+        return process.send(msg, handle, options || {}, typeof callback === 'function' ? callback : undefined);
+      }
+      if (ok) toHotswap({ act: 'send', id: this.id, data });
       if (typeof callback === 'function') {
         process.nextTick(callback, ok ? null : new Error('worker is not connected'));
       }
@@ -170,10 +187,12 @@ function setup() {
         w.emit('listening', ev.address);
         cluster.emit('listening', w, ev.address);
         break;
-      case 'message':
-        w.emit('message', ev.data, undefined);
-        cluster.emit('message', w, ev.data, undefined);
+      case 'message': {
+        const data = advanced() ? revive(ev.data) : ev.data;
+        w.emit('message', data, undefined);
+        cluster.emit('message', w, data, undefined);
         break;
+      }
       case 'disconnect':
         if (!w.process.connected) break;
         w.process.connected = false;
@@ -217,15 +236,17 @@ function setup() {
     else if (settled && !held(rec)) announce(rec);
   }
 
-  process.on('internalMessage', (msg) => {
+  process.on('internalMessage', (msg, handle) => {
     if (!msg || msg.cmd !== 'NODE_HOTSWAP') return;
     if (msg.act === 'started') return started(msg);
+    if (msg.act === 'listen') return listened(msg, handle);
     const rec = known.get(msg.id);
     if (!rec) {
       const w = msg.act === 'message' && dead.get(msg.id);
       if (w) {
-        w.emit('message', msg.data, undefined);
-        cluster.emit('message', w, msg.data, undefined);
+        const data = advanced() ? revive(msg.data) : msg.data;
+        w.emit('message', data, undefined);
+        cluster.emit('message', w, data, undefined);
       }
       return;
     }
@@ -266,7 +287,106 @@ function setup() {
       check();
     }
   };
+  patchListen();
   try { require('module').syncBuiltinESMExports(); } catch {}
+
+  function advanced() {
+    return cluster.settings.serialization === 'advanced';
+  }
+
+  // server.listen() asks hotswap for the socket (the fields of Node's
+  // queryServer); the answer comes with it as a handle, or with an errno.
+  const listens = new Map(); // seq -> (errno, handle) => void
+  let listenSeq = 0;
+  function listened(msg, handle) {
+    const done = listens.get(msg.ack);
+    listens.delete(msg.ack);
+    if (done) done(msg.errno, handle);
+  }
+  function patchListen() {
+    const net = require('net');
+    const proto = net.Server.prototype;
+    const listen = proto.listen;
+    proto.listen = function hotswapListen(...args) {
+      let options;
+      let cb;
+      try { [options, cb] = net._normalizeArgs(args); } catch { return listen.apply(this, args); }
+      // Handles, fds and exclusive listens are the app's own, as in Node.
+      if (!options || typeof options !== 'object' || options.handle || options._handle ||
+        options.fd !== undefined || options.exclusive || !process.connected) return listen.apply(this, args);
+      let port = options.port;
+      const path = options.path;
+      if (path === undefined) {
+        if (port === undefined || port === null || port === '') port = 0;
+        port = Number(port);
+        if (!Number.isInteger(port) || port < 0 || port > 65535) return listen.apply(this, args);
+      } else if (typeof path !== 'string') return listen.apply(this, args);
+      const server = this;
+      if (typeof cb === 'function') server.once('listening', cb);
+      const ask = (address, addressType) => {
+        const seq = ++listenSeq;
+        listens.set(seq, (errno, handle) => {
+          if (handle) return listen.call(server, handle);
+          const util = require('util');
+          const code = errno ? util.getSystemErrorName(errno) : 'EINVAL';
+          const where = path !== undefined ? path : `${address || '::'}:${port}`;
+          const e = new Error(`listen ${code}: hotswap could not give the socket for ${where}`);
+          Object.assign(e, { code, errno, syscall: 'listen', address: path !== undefined ? path : address, port });
+          server.emit('error', e);
+        });
+        toHotswap({
+          act: 'queryServer', seq, index: 0, data: null, backlog: options.backlog || 511,
+          address, addressType, port: path !== undefined ? -1 : port,
+        });
+      };
+      const host = options.host;
+      if (path !== undefined) ask(path, -1);
+      else if (host === undefined || host === null || host === '') ask(null, 4);
+      else if (net.isIP(host)) ask(host, net.isIP(host));
+      else {
+        require('dns').lookup(host, (err, address, family) => {
+          if (err) server.emit('error', err);
+          else ask(address, family);
+        });
+      }
+      return server;
+    };
+  }
+}
+
+// Advanced serialization over hotswap's JSON channel: values JSON would
+// lose, tagged (hotswap's worker preload has the decoder).
+const TAG = '\u0000hotswap';
+function encode(v) {
+  if (v === undefined) return { [TAG]: 'u' };
+  if (v === null || typeof v !== 'object') {
+    return typeof v === 'bigint' ? { [TAG]: 'n', v: v.toString() } : v;
+  }
+  if (Buffer.isBuffer(v)) return { [TAG]: 'b', v: v.toString('base64') };
+  if (ArrayBuffer.isView(v)) {
+    const bytes = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
+    return { [TAG]: 't', k: v.constructor.name, v: bytes };
+  }
+  if (v instanceof Date) return { [TAG]: 'd', v: v.getTime() };
+  if (v instanceof Map) return { [TAG]: 'm', v: [...v].map(([k, x]) => [encode(k), encode(x)]) };
+  if (v instanceof Set) return { [TAG]: 's', v: [...v].map(encode) };
+  if (Array.isArray(v)) return v.map(encode);
+  const out = {};
+  for (const k of Object.keys(v)) out[k] = encode(v[k]);
+  return out;
+}
+
+// Buffers from workers, as JSON carried them ({type: 'Buffer', data}).
+function revive(v) {
+  if (v === null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = revive(v[i]);
+    return v;
+  }
+  const keys = Object.keys(v);
+  if (v.type === 'Buffer' && Array.isArray(v.data) && keys.length === 2) return Buffer.from(v.data);
+  for (const k of keys) v[k] = revive(v[k]);
+  return v;
 }
 
 // Children the app spawns inherit process.env: drop this file from NODE_OPTIONS.

@@ -31,6 +31,10 @@ pub enum FromPrimary {
     Retire { id: WorkerId },
     /// Something the log should say (a fork that waits for a worker).
     Warn { text: String },
+    /// `server.listen()` in the primary (sticky's `setupMaster`, a server
+    /// of its own): it gets hotswap's socket, as a worker's listen does
+    /// (the same fields as Node's `queryServer`).
+    Listen(crate::node::cluster::Query),
 }
 
 /// Parses a message of the primary's; `Ok(None)` for one that is not
@@ -45,6 +49,10 @@ pub fn parse(v: &Value) -> Result<Option<FromPrimary>, String> {
         "send" => FromPrimary::Send { to: id()?, data: v.get("data").cloned().unwrap_or(Value::Null) },
         "retire" => FromPrimary::Retire { id: id()? },
         "warn" => FromPrimary::Warn { text: v.get("text").and_then(Value::as_str).unwrap_or_default().to_string() },
+        "queryServer" => match crate::node::cluster::parse(v)? {
+            crate::node::cluster::FromNode::QueryServer(q) => FromPrimary::Listen(q),
+            _ => return Err("a queryServer that is not one".into()),
+        },
         other => return Err(format!("unknown act {other:?}")),
     }))
 }
@@ -78,6 +86,19 @@ pub mod to_primary {
         let mut v = msg("message", id);
         v["data"] = data;
         v
+    }
+    /// The answer to the primary's listen (`ack`: its `seq`): sent with
+    /// the socket as a handle (`errno` 0), or alone with a negative errno
+    /// its server emits as `'error'`.
+    pub fn listen_reply(ack: u64, errno: i32) -> Value {
+        json!({"cmd": "NODE_HOTSWAP", "act": "listen", "ack": ack, "errno": -errno.abs()})
+    }
+    /// A message carrying a handle, as Node sends one: a listening socket
+    /// for the primary (`net.Native`), or a connection the primary passed
+    /// to a worker (`worker.send(msg, socket)`: the worker's
+    /// `process.on('message')` gets `data` and the socket).
+    pub fn handle_for_worker(kind: &Value, data: Value) -> Value {
+        json!({"cmd": "NODE_HANDLE", "type": kind, "msg": data})
     }
     pub fn disconnect(id: WorkerId) -> Value {
         msg("disconnect", id)
@@ -194,6 +215,13 @@ mod tests {
         assert!(parse(&json!({"cmd":"NODE_HOTSWAP","act":"send"})).unwrap_err().contains("id"));
         assert!(parse(&json!({"cmd":"NODE_HOTSWAP","act":"nope","id":1})).is_err());
         assert_eq!(to_primary::exit(4, Some(0), None, true)["afterDisconnect"], true);
+        let listen = json!({"cmd":"NODE_HOTSWAP","act":"queryServer","seq":7,"address":null,"port":3000,
+            "addressType":4,"index":0,"data":null});
+        match parse(&listen).unwrap() {
+            Some(FromPrimary::Listen(q)) => assert_eq!((q.seq, q.target.to_string()), (7, ":3000".to_string())),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(to_primary::listen_reply(7, 98)["errno"], -98);
         assert_eq!(workers_env(&[(1, 10), (2, 11)]), "1:10,2:11");
     }
 }

@@ -31,6 +31,8 @@ pub struct AppPrimary {
     pub child: Option<Worker>,
     /// Stopping it was asked (hotswap stops, or `reload --primary`).
     pub stopping: bool,
+    /// Turns through the ready workers for handles whose worker is leaving.
+    pub handle_turn: usize,
 }
 
 impl AppPrimary {
@@ -146,6 +148,81 @@ impl Supervisor {
                 self.respawn(slot);
             }
             Ok(Some(FromPrimary::Warn { text })) => tracing::warn!("{text}"),
+            Ok(Some(FromPrimary::Listen(q))) => self.serve_primary_listen(q),
+        }
+    }
+
+    /// A `server.listen()` of the app's primary: answered with the socket
+    /// a worker's listen on the same address gets (a `--listen` one, or one
+    /// bound on demand and kept while the primary holds it), so the
+    /// primary serves on hotswap's socket through every reload.
+    fn serve_primary_listen(&mut self, q: crate::node::cluster::Query) {
+        let Some(id) = self.app_primary.id() else { return };
+        let found = self.socket_for(id, &q);
+        let Some(ch) = self.app_primary.child.as_ref().and_then(Worker::ipc) else { return };
+        match found {
+            Ok((fd, name)) => {
+                tracing::info!("the app's cluster primary listens on {}: it gets {name}", q.target);
+                let reply = to_primary::handle_for_worker(&"net.Native".into(), to_primary::listen_reply(q.seq, 0));
+                if !ch.send_handle(reply, fd) {
+                    self.on_demand.forget(id, Some(&q.key));
+                    ch.send(to_primary::listen_reply(q.seq, libc::EMFILE));
+                }
+            }
+            Err((errno, why)) => {
+                tracing::error!(
+                    "the app's cluster primary cannot listen on {}: {why}; its server gets the error",
+                    q.target
+                );
+                ch.send(to_primary::listen_reply(q.seq, errno));
+            }
+        }
+    }
+
+    /// A handle a Node process passed. The app's primary's
+    /// `worker.send(msg, socket)` (sticky's `setupMaster` hands each
+    /// connection over so) goes to that worker as Node's primary would
+    /// send it; a worker's is not carried (closed).
+    pub(super) fn on_ipc_handle(&mut self, from: WorkerId, msg: Value, fd: std::os::fd::OwnedFd) {
+        if !self.is_app_primary(from) {
+            let label = self.workers.get(&from).map(Worker::label).unwrap_or_default();
+            tracing::debug!(worker = from, "{label} passed a handle; hotswap carries only the app's primary's: closed");
+            return;
+        }
+        let (to, data) = match primary::parse(&msg["msg"]) {
+            Ok(Some(FromPrimary::Send { to, data })) => (to, data),
+            other => {
+                tracing::warn!("the app's cluster primary passed a handle hotswap cannot use ({other:?}): closed");
+                return;
+            }
+        };
+        // A worker that is leaving (hotswap told it to go; the primary
+        // hears of it only once its channel closes) may close its channel
+        // before it reads the handle, and the connection would be lost: a
+        // ready worker gets it instead.
+        let serving = |w: &&Worker| w.state() != WorkerState::Stopping && w.ipc().is_some();
+        self.app_primary.handle_turn = self.app_primary.handle_turn.wrapping_add(1);
+        let turn = self.app_primary.handle_turn;
+        let target = match self.workers.get(&to).filter(serving) {
+            Some(w) => Some(w),
+            None => {
+                let ready: Vec<&Worker> =
+                    self.workers.values().filter(|w| w.state() == WorkerState::Ready && w.ipc().is_some()).collect();
+                let pick = (!ready.is_empty()).then(|| ready[turn % ready.len()]);
+                if let Some(w) = pick {
+                    tracing::debug!(worker = to, "a handle for worker {to}, which is leaving, goes to {}", w.label());
+                }
+                pick
+            }
+        };
+        let sent = target
+            .and_then(Worker::ipc)
+            .is_some_and(|ch| ch.send_handle(to_primary::handle_for_worker(&msg["type"], data), fd));
+        if !sent {
+            tracing::warn!(
+                worker = to,
+                "the app's primary passed a handle to worker {to}, and no worker can take it: closed"
+            );
         }
     }
 
@@ -155,6 +232,7 @@ impl Supervisor {
             return false;
         }
         let Some(child) = self.app_primary.child.take() else { return false };
+        self.on_demand.forget(child.id(), None);
         // Its kill deadline must not reach the next primary.
         self.timers.cancel_worker(child.id());
         self.guardian.release(pid);

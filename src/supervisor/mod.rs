@@ -423,6 +423,7 @@ impl Supervisor {
             Event::IpcClosed { worker } if self.is_app_primary(worker) => {}
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
             Event::IpcClosed { worker } => self.on_ipc_closed(worker),
+            Event::IpcHandle { worker, msg, fd } => self.on_ipc_handle(worker, msg, fd),
             Event::Notify { worker, note } => self.on_notify(worker, note),
             Event::FilesChanged { paths } => self.on_files_changed(paths),
             Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
@@ -498,6 +499,7 @@ impl Supervisor {
             Timer::AcceptSettled(id) => self.on_accept_settled(id),
             Timer::Shutdown(id) => self.on_shutdown_deadline(id),
             Timer::StopSignal(id) => self.on_stop_signal_deadline(id),
+            Timer::NoListenReady(id) => self.on_no_listen_deadline(id),
             Timer::ReadyHint(id) => self.on_ready_hint(id),
             Timer::Proven(id) => self.reload_on_proven(id),
             Timer::Respawn(slot) => self.respawn(slot),

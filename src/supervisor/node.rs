@@ -31,6 +31,13 @@ use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
 /// by itself, short for an app whose timers keep it alive.
 pub const AFTER_DISCONNECT: Duration = Duration::from_millis(200);
 
+/// How long after `online` a cluster worker of an app with its own
+/// primary that asked for no socket is taken for ready: the guides'
+/// apps whose primary serves (`@socket.io/sticky`, a ZeroMQ ROUTER) set
+/// their workers up in the script's first synchronous run, which ends
+/// before the worker reads its first message.
+pub const NO_LISTEN_READY: Duration = Duration::from_millis(500);
+
 /// On-demand listens one worker may hold at once.
 pub const MAX_PER_WORKER: usize = 32;
 /// Sockets bound on demand at once, for all workers.
@@ -145,6 +152,9 @@ impl Supervisor {
             Ok(FromNode::Online) => {
                 tracing::debug!(worker = id, "{label} is a Node.js cluster worker");
                 self.tell_primary(crate::node::primary::to_primary::online(id));
+                if self.app_primary.enabled && w.state() == WorkerState::Starting {
+                    self.worker_timer(id, NO_LISTEN_READY, Timer::NoListenReady(id));
+                }
             }
             Ok(FromNode::QueryServer(q)) => self.serve_listen(id, q),
             Ok(FromNode::Listening { port, .. }) => {
@@ -232,7 +242,7 @@ impl Supervisor {
     /// Under `--balance slots|sticky` a `--listen` address gets the
     /// worker's slot socket, as its fd 3 is; sockets bound on demand stay
     /// shared.
-    fn socket_for(&mut self, id: WorkerId, q: &Query) -> Result<(OwnedFd, String), (i32, String)> {
+    pub(super) fn socket_for(&mut self, id: WorkerId, q: &Query) -> Result<(OwnedFd, String), (i32, String)> {
         let target = &q.target;
         let dup_fd = |fd: BorrowedFd<'_>, addr: &ListenAddr| -> Result<(OwnedFd, String), (i32, String)> {
             crate::sys::fd_limit::room(1).map_err(|why| (libc::EMFILE, why))?;
@@ -312,6 +322,26 @@ impl Supervisor {
                 self.worker_timer(id, AFTER_DISCONNECT, Timer::StopSignal(id));
             }
         }
+    }
+
+    /// [`NO_LISTEN_READY`] after a worker of an app with its own primary
+    /// came online: if it asked for no socket (the primary serves and
+    /// hands it connections or work), it is ready.
+    pub(super) fn on_no_listen_deadline(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get(&id) else { return };
+        let learned = self.announcers.how(&w.settings().command);
+        // `seq` counts the answers to its listens, refused ones too.
+        let asked = w.node().is_some_and(|n| n.served > 0 || n.seq > 0 || n.awaiting_own);
+        let starting = w.state() == WorkerState::Starting;
+        if !super::readiness::no_listen_makes_ready(starting, asked, w.settings().ready, learned) {
+            return;
+        }
+        tracing::info!(
+            worker = id,
+            "{} is online and listens on nothing: its app's primary serves for it; ready",
+            w.label()
+        );
+        self.mark_ready(id, ReadyVia::Cluster);
     }
 
     pub(super) fn on_stop_signal_deadline(&mut self, id: WorkerId) {

@@ -138,6 +138,15 @@ pub fn cluster_listening_counts(mode: ReadyMode, learned: Option<ReadyVia>) -> b
     mode == ReadyMode::Auto && learned != Some(ReadyVia::Ipc)
 }
 
+/// Whether a starting cluster worker of an app with its own primary is
+/// ready [`super::node::NO_LISTEN_READY`] after `online`: only if it asked
+/// for no socket (its primary serves for it), and only where Node's
+/// `listening` would count (not under `--ready ipc`, nor once its
+/// command's workers said `'ready'` themselves).
+pub fn no_listen_makes_ready(starting: bool, asked: bool, mode: ReadyMode, learned: Option<ReadyVia>) -> bool {
+    starting && !asked && cluster_listening_counts(mode, learned)
+}
+
 /// What `auto` keeps of how a command's workers announce readiness, given
 /// what it knew and what a worker just did: the first announcement wins,
 /// except that the worker's own message overrides Node's cluster
@@ -228,6 +237,11 @@ mod tests {
     #[test]
     fn pm2_wait_ready_overrides_node_cluster_listening() {
         assert!(cluster_listening_counts(ReadyMode::Auto, None));
+        assert!(no_listen_makes_ready(true, false, ReadyMode::Auto, None));
+        assert!(!no_listen_makes_ready(true, true, ReadyMode::Auto, None), "it listens: ready when it does");
+        assert!(!no_listen_makes_ready(false, false, ReadyMode::Auto, None), "already ready or stopping");
+        assert!(!no_listen_makes_ready(true, false, ReadyMode::Ipc, None), "--ready ipc waits for 'ready'");
+        assert!(!no_listen_makes_ready(true, false, ReadyMode::Auto, Some(ReadyVia::Ipc)));
         assert!(cluster_listening_counts(ReadyMode::Auto, Some(ReadyVia::Cluster)));
         assert!(!cluster_listening_counts(ReadyMode::Auto, Some(ReadyVia::Ipc)), "its workers say 'ready'");
         for mode in [ReadyMode::Ipc, ReadyMode::IpcOrNotify, ReadyMode::Notify, ReadyMode::Accepting] {

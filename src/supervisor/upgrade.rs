@@ -358,6 +358,7 @@ impl Supervisor {
                 | Timer::AssumeReady(id)
                 | Timer::Shutdown(id)
                 | Timer::StopSignal(id)
+                | Timer::NoListenReady(id)
                 | Timer::ReadyHint(id)
                 | Timer::SlotDrain(id)
                 | Timer::Quiesce(id) => self.worker_timer(id, left, t.timer),

@@ -209,12 +209,8 @@ impl Supervisor {
                     }
                 }
             }
-            FromWorker::NodeHandle => {
-                // Dropped; the channel logs it (rate-limited). Node waits for the ACK.
-                if let Some(ch) = worker.ipc() {
-                    ch.send(to_worker::node_handle_ack());
-                }
-            }
+            // The channel turns these into `Event::IpcHandle`.
+            FromWorker::NodeHandle(_) => {}
             FromWorker::Preload(_) => {}
             FromWorker::Other(v) if self.app_primary.child.is_some() => {
                 self.tell_primary(crate::node::primary::to_primary::message(id, v));

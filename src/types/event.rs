@@ -37,6 +37,13 @@ pub enum Event {
     IpcClosed {
         worker: WorkerId,
     },
+    /// A handle a Node process passed (`process.send(msg, socket)`): its
+    /// `NODE_HANDLE` message and the fd, already acknowledged.
+    IpcHandle {
+        worker: WorkerId,
+        msg: Value,
+        fd: OwnedFd,
+    },
     Notify {
         worker: WorkerId,
         note: Notification,
@@ -117,6 +124,10 @@ pub enum Timer {
     Shutdown(WorkerId),
     /// A stopping worker that is still alive gets the stop signal.
     StopSignal(WorkerId),
+    /// A Node cluster worker of an app with its own primary has been
+    /// online this long: if it asked for no socket, its primary serves
+    /// for it, and it is ready.
+    NoListenReady(WorkerId),
     /// A starting worker has waited long: say what it is waiting for.
     ReadyHint(WorkerId),
     /// A new worker of a reload has been ready for its `--min-ready`
@@ -153,8 +164,10 @@ pub enum FromWorker {
     Broadcast { data: Value },
     /// `{"type":"send","to":ID,"data":...}`: to one worker.
     Send { to: WorkerId, data: Value },
-    /// Node.js trying to pass a handle; it waits for an acknowledgement.
-    NodeHandle,
+    /// Node.js passing a handle (the whole `NODE_HANDLE` message); the
+    /// channel pairs it with its fd and acknowledges it
+    /// ([`Event::IpcHandle`]).
+    NodeHandle(Value),
     /// Node.js acknowledging (or not) a handle the primary sent.
     HandleAck { ok: bool },
     /// A message of Node's cluster protocol (`{"cmd":"NODE_CLUSTER",...}`).

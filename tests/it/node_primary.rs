@@ -144,3 +144,143 @@ fn plain_apps_and_node_primary_off_get_no_primary() {
         assert!(!p.log_text().contains("cluster primary"), "{}", p.log_text());
     }
 }
+
+/// A line of JSON from a child's stdout, read on a thread so that a hang
+/// fails the test instead of stalling it.
+fn json_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_socketio_cluster_example_serves_from_its_primary_across_reloads() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let _alone = exclusive();
+    // The guide's example: the primary listens (sticky's setupMaster) and
+    // hands every connection to a worker; the workers listen on nothing.
+    let p = Primary::builder(app("socketio-cluster.js")).workers(2).start();
+    let log = p.log_text();
+    let primary = primary_pid(&log);
+    wait_until(Duration::from_secs(10), "the primary to listen", || {
+        p.log_text().contains("the app's cluster primary listens on")
+    });
+    const CLIENTS: u64 = 12;
+    let mut client = Command::new("node")
+        .arg(root().join("tests/apps/node/socketio-broadcast-client.js"))
+        .args(["--url", &format!("http://{}", p.addr()), "--clients", &CLIENTS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let said = json_lines(client.stdout.take().unwrap());
+    let mut stdin = client.stdin.take().unwrap();
+    let next = |what: &str| {
+        said.recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| panic!("the Socket.IO clients said nothing of {what}:\n{}", p.log_text()))
+    };
+    assert_eq!(next("connecting")["connected"], CLIENTS, "every client connects");
+    let mut round = |n: u64| {
+        writeln!(stdin, "round {n}").unwrap();
+        let r = next(&format!("round {n}"));
+        assert_eq!(r["received"], CLIENTS, "round {n}: io.emit reaches every client: {r}\n{}", p.log_text());
+        r
+    };
+    // The clients are on both workers: the news crossed from one worker to
+    // the other's clients through the primary (the cluster adapter).
+    assert_eq!(round(1)["workers"], 2);
+    // Plain HTTP through the primary's sticky routing all along.
+    let load = Load::paced(Target::Tcp(p.addr()), 2, 2, Duration::from_millis(2));
+    load.wait_for_requests(100);
+    for generation in 2..=3 {
+        let old = p.worker_pids();
+        let out = p.reload();
+        assert!(out.contains(&format!("generation {generation} serves (2 workers replaced)")), "{out}");
+        // The retired workers' clients reconnect through the primary.
+        wait_until(Duration::from_secs(20), "the retired workers to exit", || old.iter().all(|&pid| process_gone(pid)));
+        load.wait_for_requests(100);
+        round(generation);
+    }
+    let records = load.finish();
+    assert_no_failures(&records, "HTTP through the primary across reloads");
+    drop(stdin);
+    let done = next("the end");
+    // A handshake may fail, and be retried by the client, only as sticky
+    // itself lets it: a request of a session that sticky's primary does not
+    // know (yet) goes to another worker (docs/node-primary.md, "Not done
+    // yet"). Nothing else: no reset, no lost connection.
+    let errors = done["connectErrorTexts"].as_array().unwrap();
+    assert!(
+        errors.iter().all(|e| e.as_str().unwrap().contains("Session ID unknown")),
+        "no handshake failed but for sticky's session race: {done}"
+    );
+    let _ = client.wait();
+    let log = p.log_text();
+    assert_eq!(log.matches("the app's own cluster primary started").count(), 1, "one primary all along:\n{log}");
+    assert!(!log.contains(&format!("(pid {primary}) exited")), "{log}");
+    assert!(!log.contains("no worker can take it"), "{log}");
+}
+
+/// A port free now (the app binds it itself).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_zeromq_pool_answers_every_request_across_reloads() {
+    use std::process::{Command, Stdio};
+    let _alone = exclusive();
+    let (front, back) = (free_port(), free_port());
+    // The primary binds its ROUTERs itself (libzmq's own bind): it lives
+    // through every reload, so its ports stay bound.
+    let p = Primary::builder(app("zmq-pool.js"))
+        .workers(2)
+        .env("ZMQ_PORT", front.to_string())
+        .env("ZMQ_BACKEND_PORT", back.to_string())
+        .start();
+    let primary = primary_pid(&p.log_text());
+    let mut client = Command::new("node")
+        .arg(root().join("tests/apps/node/zmq-client.js"))
+        .args(["--endpoint", &format!("tcp://127.0.0.1:{front}"), "--clients", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let said = json_lines(client.stdout.take().unwrap());
+    let stdin = client.stdin.take().unwrap();
+    // Answers flowing (the client says every 100).
+    let answers = || said.recv_timeout(Duration::from_secs(60)).expect("the ZeroMQ clients report");
+    answers();
+    for generation in 2..=3 {
+        let out = p.reload();
+        assert!(out.contains(&format!("generation {generation} serves (2 workers replaced)")), "{out}");
+        answers();
+    }
+    drop(stdin);
+    let done = loop {
+        let v = answers();
+        if v.get("sent").is_some() {
+            break v;
+        }
+    };
+    let _ = client.wait();
+    assert_eq!(done["lost"], 0, "every request answered: {done}\n{}", p.log_text());
+    assert!(done["answered"].as_u64().unwrap() >= 300, "{done}");
+    // Old and new workers answered (2 per generation).
+    assert!(done["pids"].as_array().unwrap().len() >= 4, "{done}");
+    let log = p.log_text();
+    assert_eq!(log.matches("the app's own cluster primary started").count(), 1, "one primary all along:\n{log}");
+    assert!(!log.contains(&format!("(pid {primary}) exited")), "{log}");
+}
