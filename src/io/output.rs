@@ -43,6 +43,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
+use super::last_lines::LastLines;
 use super::lines::{Frame, Lines, Long};
 use super::log_files::LogFiles;
 use super::log_format::LineLabel;
@@ -324,7 +325,15 @@ impl Output {
     /// Forwards everything read from `fd` (the read end of a worker's pipe)
     /// until end of file, each line framed for `label` (`--log-format`);
     /// `carried` first (what the previous image had read and not written).
-    pub fn forward(&self, fd: OwnedFd, stream: Stream, label: LineLabel, carried: &[u8]) -> Unforwarded {
+    /// Each line also goes to `last`, a worker's last lines.
+    pub fn forward(
+        &self,
+        fd: OwnedFd,
+        stream: Stream,
+        label: LineLabel,
+        carried: &[u8],
+        last: Option<LastLines>,
+    ) -> Unforwarded {
         let tx = self.tx.clone();
         let reading = Reading::new(&self.readers);
         let mut lines = Lines::new(MAX_LINE, Long::Split);
@@ -349,6 +358,9 @@ impl Output {
                 loop {
                     let Ok(permit) = tx.reserve().await else { return };
                     let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
+                    if let Some(last) = &last {
+                        last.push(&line);
+                    }
                     let bytes = label.frame(stream == Stream::Stderr, &line);
                     permit.send(ToWriter::Line(Line { stream, bytes }));
                 }

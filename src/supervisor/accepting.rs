@@ -74,6 +74,8 @@ pub struct Watch {
     last_lookup: Option<Instant>,
     /// Listening sockets of its own found there, in words.
     own: Vec<String>,
+    /// What its `PORT` has to do with them ([`super::port_hint`]).
+    port_hint: Option<String>,
     /// Whether looks go on (an [`Timer::AcceptCheck`] is armed or a look
     /// is in flight).
     looking: bool,
@@ -101,7 +103,17 @@ impl Watch {
         if !self.own.is_empty() {
             text += &format!("; it listens on a socket of its own instead: {}", self.own.join(", "));
         }
+        if let Some(hint) = &self.port_hint {
+            text += &format!(" ({hint})");
+        }
         text
+    }
+
+    /// Whether the looks saw nothing of it serving: not waiting on the
+    /// sockets it inherited, not accepting from them, and no listening
+    /// socket of its own found (after at least one look).
+    pub fn serves_nothing(&self) -> bool {
+        self.last.is_some() && !self.waiting && self.proven.is_empty() && self.own.is_empty()
     }
 
     /// Whether it sent `READY=1` and waits to be seen accepting.
@@ -575,14 +587,20 @@ impl Supervisor {
                          servers do it by themselves; see docs/workers.md and docs/servers.md"
                     .to_string(),
             };
+            let port = super::port_hint::hint_for_addr(w.settings(), &self.listeners, addr);
             tracing::warn!(
                 worker = id,
                 "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
                  that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
-                 instead of binding its own: {fix}",
+                 instead of binding its own: {fix}{}",
                 ours.join(" and "),
+                port.as_ref().map(|p| format!(". PORT: {p}")).unwrap_or_default(),
             );
-            w.accept_watch_mut().own.push(format!("{addr} (pid {pid})"));
+            let watch = w.accept_watch_mut();
+            watch.own.push(format!("{addr} (pid {pid})"));
+            if watch.port_hint.is_none() {
+                watch.port_hint = port;
+            }
         }
     }
 

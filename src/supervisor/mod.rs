@@ -35,6 +35,7 @@ mod health;
 mod memory;
 mod metrics;
 mod node;
+mod port_hint;
 mod readiness;
 pub mod reload;
 mod rescue;
@@ -172,6 +173,10 @@ pub struct Supervisor {
     app_primary: app_primary::AppPrimary,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
+    /// The last lines of the worker whose exit made the primary give up,
+    /// as quoted in `exit` then: quoted again once its output is read to
+    /// the end.
+    exit_quote: Option<(String, crate::io::last_lines::LastLines)>,
     /// Holds retiring workers' connections (`--rescue`; TCP listeners).
     rescue: Option<crate::io::rescue::Rescue>,
     /// Workers told to stop once the rescue has looked at them.
@@ -339,6 +344,7 @@ impl Supervisor {
             memory: Default::default(),
             metrics: None,
             exit: None,
+            exit_quote: None,
             app_primary: Default::default(),
             rescue: None,
             rescue_looking: Default::default(),
@@ -393,14 +399,21 @@ impl Supervisor {
             if let Some(pending) = self.handing_over.take() {
                 self.hand_over(pending, rx).await;
             }
-            if let Some(exit) = self.exit.take() {
-                // Every events client gets every event, then `done`; the
-                // workers' last lines of output are read to the end (main
-                // then waits for them to be written).
-                self.subscribers.close(&exit.1, EXIT_DRAIN).await;
+            if let Some(mut exit) = self.exit.take() {
+                // The workers' last lines of output are read to the end
+                // (main then waits for them to be written), so that the
+                // message quotes them all; every events client gets every
+                // event, then `done`.
                 if !self.output.drain(EXIT_DRAIN).await {
                     tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
                 }
+                if let Some((said, last)) = self.exit_quote.take() {
+                    let now = last.quote();
+                    if now != said && exit.1.contains(&said) {
+                        exit.1 = exit.1.replacen(&said, &now, 1);
+                    }
+                }
+                self.subscribers.close(&exit.1, EXIT_DRAIN).await;
                 let_replies_out().await;
                 return Ok(exit);
             }

@@ -401,6 +401,38 @@ fn a_node_worker_that_dies_of_a_syntax_error_is_not_blamed_on_exclusive() {
 }
 
 #[test]
+fn a_failed_start_shows_the_workers_lines_from_their_error_file() {
+    let x = xdg();
+    let dir = TempDir::new("start-errfile");
+    // Lines of an earlier run are not this start's.
+    std::fs::write(dir.path("err.log"), "an old line\n").unwrap();
+    let out = hs_in(
+        &x.0,
+        &dir.0,
+        &[
+            "start",
+            "--name",
+            "errfile",
+            "--error-file",
+            "err.log",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--",
+            "sh",
+            "-c",
+            "echo 'Error: Cannot find module express' >&2; exit 1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    let (_, files) = said.split_once("the workers' stderr went to").unwrap_or_else(|| panic!("{said}"));
+    assert!(files.contains("err.log; its end:") && files.contains("] Error: Cannot find module express"), "{said}");
+    assert!(!files.contains("an old line"), "{said}");
+}
+
+#[test]
 fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     let x = xdg();
     let app = TempDir::new("import");
