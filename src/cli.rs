@@ -196,6 +196,11 @@ pub struct LogsArgs {
     /// How many past lines to print first.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
     pub lines: usize,
+    /// Print nothing: ask the primary to open --out-file and --error-file
+    /// again by path, as SIGUSR1 does (for logrotate's postrotate). Exits 1
+    /// if it has neither or one could not be opened.
+    #[arg(long, conflicts_with_all = ["follow", "lines"])]
+    pub reopen: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -66,8 +66,9 @@ enum ToWriter {
     Flush(std::sync::mpsc::SyncSender<()>),
     /// From now on, worker lines go to these files (`--out-file`).
     Files(LogFiles),
-    /// Open the files again by path (SIGUSR1, after logrotate).
-    Reopen,
+    /// Open the files again by path (after logrotate): what asked (for
+    /// the log), and where to say what was done (`hotswap logs --reopen`).
+    Reopen(&'static str, Option<tokio::sync::oneshot::Sender<(bool, Vec<String>)>>),
 }
 
 /// Where pipe readers send their lines, and the primary its log.
@@ -177,13 +178,13 @@ impl Output {
                             match msg {
                                 ToWriter::Line(line) => w.write_line(line.stream, &line.bytes),
                                 ToWriter::Files(files) => w.files = Some(files),
-                                ToWriter::Reopen => w.reopen(),
+                                ToWriter::Reopen(who, tell) => w.reopen(who, tell),
                                 ToWriter::Flush(done) => {
                                     while let Ok(m) = rx.try_recv() {
                                         match m {
                                             ToWriter::Line(line) => w.write_line(line.stream, &line.bytes),
                                             ToWriter::Files(files) => w.files = Some(files),
-                                            ToWriter::Reopen => w.reopen(),
+                                            ToWriter::Reopen(who, tell) => w.reopen(who, tell),
                                             ToWriter::Flush(_) => {}
                                         }
                                     }
@@ -284,8 +285,18 @@ impl Output {
     pub fn reopen(&self) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let _ = tx.send(ToWriter::Reopen).await;
+            let _ = tx.send(ToWriter::Reopen("SIGUSR1", None)).await;
         });
+    }
+
+    /// [`Output::reopen`], asked by `who`, and what was done: false when
+    /// there was nothing to reopen or a file could not be opened.
+    pub async fn reopen_told(&self, who: &'static str) -> (bool, Vec<String>) {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        if self.tx.send(ToWriter::Reopen(who, Some(tell))).await.is_err() {
+            return (false, vec!["the output writer has stopped".into()]);
+        }
+        told.await.unwrap_or_else(|_| (false, vec!["the output writer has stopped".into()]))
     }
 
     /// Flushes the writer if it runs (see [`Output::flush`]).
@@ -505,14 +516,16 @@ impl Writer {
         }
     }
 
-    fn reopen(&mut self) {
-        match self.files.as_mut() {
-            Some(files) => {
-                for said in files.reopen() {
-                    tracing::info!("SIGUSR1: {said}");
-                }
-            }
-            None => tracing::info!("SIGUSR1: no --out-file or --error-file to reopen"),
+    fn reopen(&mut self, who: &str, tell: Option<tokio::sync::oneshot::Sender<(bool, Vec<String>)>>) {
+        let (ok, said) = match self.files.as_mut() {
+            Some(files) => files.reopen(),
+            None => (false, vec!["no --out-file or --error-file to reopen".to_string()]),
+        };
+        for line in &said {
+            tracing::info!("{who}: {line}");
+        }
+        if let Some(tell) = tell {
+            let _ = tell.send((ok, said));
         }
     }
 

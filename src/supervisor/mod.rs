@@ -479,7 +479,7 @@ impl Supervisor {
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
             // Served by `Event::Subscribe`, and by the control task.
-            Request::Events | Request::Logs { .. } => drop((reply, conn)),
+            Request::Events | Request::Logs { .. } | Request::Reopen => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
             Request::Scale { to } => self.scale(to, reply),
         }
