@@ -509,3 +509,33 @@ fn ls_as_root_lists_the_systems_units_by_their_runtime_directories() {
     let table = ok(&hs(&x.0, &["ls"]));
     assert!(table.lines().any(|l| l.starts_with(&unit) && l.contains("online")), "{table}");
 }
+
+#[test]
+fn ls_shows_the_cpu_rate_of_now_not_the_average_over_the_workers_life() {
+    let x = xdg();
+    // Busy at first (a second or two of CPU, however long a loaded
+    // machine takes to give it), idle since.
+    let busy_then_idle = "i=0; while (( i < 1000000 )); do (( i++ )); done; exec sleep 600";
+    let p = Primary::builder(vec!["bash".into(), "-c".into(), busy_then_idle.into()])
+        .workers(1)
+        .arg("--ready")
+        .arg("none")
+        .named("cpu", &x.0)
+        .start();
+    let pid = p.worker_pids()[0];
+    wait_until(Duration::from_secs(30), "the busy phase over", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // The first look at its figures since it started: one sample alone
+    // gives the average over its life.
+    let apps = json(&hs(&x.0, &["ls", "--json"]));
+    let app = apps.as_array().unwrap().iter().find(|a| a["name"] == "cpu").cloned().unwrap();
+    let now = app["cpu_percent"].as_f64().unwrap();
+    // Which is well above 0 (else the test tells nothing).
+    let st = p.status();
+    let w = &st["workers"][0];
+    let life = w["cpu_seconds"].as_f64().unwrap() / st["uptime_secs"].as_f64().unwrap() * 100.0;
+    assert!(life > 5.0, "the busy phase got too little CPU to tell the two apart: {st}");
+    assert!(now < 2.0, "ls shows {now}% for an idle worker (its life's average is {life:.1}%): {app}");
+}
