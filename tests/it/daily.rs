@@ -478,6 +478,39 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     ok(&hs(&x.0, &["stop", "shop"]));
 }
 
+#[test]
+fn import_of_several_apps_writes_one_config_per_app() {
+    let x = xdg();
+    let app = TempDir::new("import-many");
+    std::fs::write(app.path("server.js"), ENV_APP).unwrap();
+    std::fs::write(
+        app.path("ecosystem.config.js"),
+        "module.exports = { apps: [\
+         { name: 'api', script: 'server.js', instances: 2, env: { PORT: 3100 } },\
+         { name: 'jobs', script: 'server.js', instances: 1, cron_restart: '0 0 * * *' }] };\n",
+    )
+    .unwrap();
+    let said = ok(&hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]));
+    assert!(
+        said.contains("wrote hotswap-api.toml (app api)") && said.contains("wrote hotswap-jobs.toml (app jobs)"),
+        "{said}"
+    );
+    assert!(said.contains("not carried over: cron_restart"), "{said}");
+    assert!(!app.path("hotswap.toml").exists());
+    let api = std::fs::read_to_string(app.path("hotswap-api.toml")).unwrap();
+    let jobs = std::fs::read_to_string(app.path("hotswap-jobs.toml")).unwrap();
+    assert!(api.contains("name = \"api\"") && api.contains("workers = 2") && api.contains("0.0.0.0:3100"), "{api}");
+    assert!(jobs.contains("name = \"jobs\"") && jobs.contains("workers = 1"), "{jobs}");
+    for f in ["hotswap-api.toml", "hotswap-jobs.toml"] {
+        ok(&hs_in(&x.0, &app.0, &["check", "-c", f]));
+    }
+    // Again without --force: refused, nothing replaced.
+    std::fs::write(app.path("hotswap-jobs.toml"), "# mine\n").unwrap();
+    let again = hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(app.path("hotswap-api.toml")).unwrap(), api);
+}
+
 /// Removes a directory on drop.
 struct RemoveDir(std::path::PathBuf);
 
