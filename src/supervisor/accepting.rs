@@ -76,6 +76,10 @@ pub struct Watch {
     own: Vec<String>,
     /// What its `PORT` has to do with them ([`super::port_hint`]).
     port_hint: Option<String>,
+    /// Whether the last look found sockets of its group besides hotswap's
+    /// not yet looked up in the socket tables (or could not see
+    /// everything): any could be a listener of its own.
+    other_sockets: bool,
     /// Whether looks go on (an [`Timer::AcceptCheck`] is armed or a look
     /// is in flight).
     looking: bool,
@@ -110,10 +114,12 @@ impl Watch {
     }
 
     /// Whether the looks saw nothing of it serving: not waiting on the
-    /// sockets it inherited, not accepting from them, and no listening
-    /// socket of its own found (after at least one look).
+    /// sockets it inherited, not accepting from them, and none of its other
+    /// sockets (its IPC channel, clients of a database...) found listening
+    /// in the socket tables, every one looked up (after at least one look).
+    /// Until they are, it is not said to serve nothing.
     pub fn serves_nothing(&self) -> bool {
-        self.last.is_some() && !self.waiting && self.proven.is_empty() && self.own.is_empty()
+        self.last.is_some() && !self.waiting && self.proven.is_empty() && self.own.is_empty() && !self.other_sockets
     }
 
     /// Whether it sent `READY=1` and waits to be seen accepting.
@@ -409,7 +415,16 @@ impl Supervisor {
                         self.describe(&report, &inodes)
                     };
                     if let Some(w) = self.workers.get_mut(&id) {
-                        w.accept_watch_mut().last = Some(text);
+                        let watch = w.accept_watch_mut();
+                        watch.last = Some(text);
+                        // A socket not yet looked up in the socket tables
+                        // could be a listener of its own (as could what a
+                        // look could not see). One asked for with the
+                        // look just back has its answer in this report,
+                        // already taken (looks are one at a time).
+                        let unexplained = report.others.iter().any(|o| !watch.looked_up.contains(&o.1));
+                        watch.other_sockets =
+                            unexplained || watch.own_ask.is_some() || !report.denied.is_empty() || report.truncated;
                     }
                     if !waiting && age >= OWN_LISTENER_GRACE {
                         self.look_for_own_listeners(id, &report.others);

@@ -400,20 +400,23 @@ impl Supervisor {
                 self.hand_over(pending, rx).await;
             }
             if let Some(mut exit) = self.exit.take() {
-                // The workers' last lines of output are read to the end
-                // (main then waits for them to be written), so that the
-                // message quotes them all; every events client gets every
-                // event, then `done`.
-                if !self.output.drain(EXIT_DRAIN).await {
-                    tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
-                }
+                // Every events client gets every event, then `done`; the
+                // workers' last lines of output are read to the end (main
+                // then waits for them to be written). A first generation
+                // that cannot start: read first, so that the message
+                // quotes the worker's last lines all.
+                let mut drained = false;
                 if let Some((said, last)) = self.exit_quote.take() {
+                    drained = self.output.drain(EXIT_DRAIN).await;
                     let now = last.quote();
                     if now != said && exit.1.contains(&said) {
                         exit.1 = exit.1.replacen(&said, &now, 1);
                     }
                 }
                 self.subscribers.close(&exit.1, EXIT_DRAIN).await;
+                if !drained && !self.output.drain(EXIT_DRAIN).await {
+                    tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
+                }
                 let_replies_out().await;
                 return Ok(exit);
             }

@@ -12,12 +12,17 @@ use crate::common::*;
 /// which must give up: its summary line (`hotswap: ...`, the last of its
 /// stderr) and everything it wrote.
 fn gives_up(cwd: &std::path::Path, command: &[&str]) -> (String, String) {
+    gives_up_within("2s", cwd, command)
+}
+
+/// [`gives_up`] with this `--ready-timeout`.
+fn gives_up_within(timeout: &str, cwd: &std::path::Path, command: &[&str]) -> (String, String) {
     let dir = TempDir::new("fail");
     let o = Command::new(HOTSWAP)
         .arg("run")
         .arg("--control")
         .arg(dir.path("c.sock"))
-        .args(["-w", "1", "-l", "127.0.0.1:0", "--ready-timeout", "2s", "--"])
+        .args(["-w", "1", "-l", "127.0.0.1:0", "--ready-timeout", timeout, "--"])
         .args(command)
         .current_dir(cwd)
         .env_remove("HOTSWAP_CONTROL")
@@ -51,7 +56,8 @@ fn a_node_worker_that_never_listens_serves_nothing_and_is_quoted() {
 
 #[test]
 fn a_worker_that_never_listens_on_anything_is_told_how_readiness_is_judged() {
-    let (summary, _) = gives_up(&root(), &["sh", "-c", "echo idling here; exec sleep 60"]);
+    // (Its sockets are looked up in the socket tables after a second.)
+    let (summary, _) = gives_up_within("4s", &root(), &["sh", "-c", "echo idling here; exec sleep 60"]);
     assert!(summary.contains("it serves nothing: it never listened on anything"), "{summary}");
     assert!(summary.contains("under --ready auto, a worker is ready once it is seen accepting"), "{summary}");
     assert!(summary.contains("its last output: \"idling here\""), "{summary}");
@@ -64,7 +70,10 @@ fn a_worker_on_a_port_of_its_own_is_told_about_port() {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let (summary, _) = gives_up(&root(), &["python3", "-m", "http.server", "--bind", "127.0.0.1", &port]);
+    // Its own listener is looked up once it has held it a second (python
+    // starts slowly on a loaded machine): time enough for that.
+    let (summary, _) = gives_up_within("6s", &root(), &["python3", "-m", "http.server", "--bind", "127.0.0.1", &port]);
+    assert!(!summary.contains("serves nothing"), "{summary}");
     assert!(summary.contains(&format!("it listens on a socket of its own instead: 127.0.0.1:{port}")), "{summary}");
     assert!(summary.contains("hotswap gave it PORT=") && summary.contains("it does not read PORT"), "{summary}");
 }
@@ -109,7 +118,7 @@ fn a_failed_reload_answers_with_the_new_workers_last_lines_under_load() {
     let dir = TempDir::new("reload-fail");
     let start = dir.path("start.sh");
     script(&start, &format!("exec {}", rust_worker()[0]));
-    let p = Primary::builder(vec![start.display().to_string()]).workers(2).arg("--ready-timeout").arg("3s").start();
+    let p = Primary::builder(vec![start.display().to_string()]).workers(2).arg("--ready-timeout").arg("4s").start();
     let load = Load::start(Target::Tcp(p.addr()), 2, 1);
     load.wait_for_requests(50);
     // The new command waits on something that never comes.
