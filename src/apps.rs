@@ -89,8 +89,34 @@ fn resident(pid: u32) -> u64 {
         .map_or(0, |pages| pages * page)
 }
 
+/// How long `ls` waits between its two status requests to each running
+/// primary: a CPU percent is a rate, and the primary measures it over the
+/// window since its previous sample at least this old
+/// ([`crate::io::usage::MIN_WINDOW`]). Asking twice costs `ls` a second;
+/// the alternative, each primary sampling its workers all the time for a
+/// rate always at hand, would cost every primary a `/proc` pass every few
+/// seconds for a figure rarely read. Without it, the first `ls` after a
+/// while showed the average over the workers' whole life (0.0 for a worker
+/// busy now after a long idle, or the reverse).
+/// (With a tenth of a second to spare: the primary samples a moment after
+/// each request arrives, and a shorter gap would fall back to an older
+/// sample.)
+const CPU_WINDOW: std::time::Duration =
+    crate::io::usage::MIN_WINDOW.saturating_add(std::time::Duration::from_millis(100));
+
 /// Every app: the named ones, then the unnamed primary if it answers.
+/// Each running one is asked twice, 1.1 s apart, for a CPU
+/// percent over that window.
 pub fn list() -> Vec<App> {
+    let first = list_once();
+    if first.iter().any(|a| a.online) {
+        std::thread::sleep(CPU_WINDOW);
+        return list_once();
+    }
+    first
+}
+
+fn list_once() -> Vec<App> {
     let mut apps: Vec<App> = name::listed()
         .into_iter()
         .map(|n| {
@@ -172,7 +198,7 @@ pub fn render(apps: &[App], now: u64) -> String {
             Some(r) => format!(
                 "{} {} ago",
                 if r.ok { "ok" } else { "FAILED" },
-                crate::types::wire::fmt_secs(now.saturating_sub(r.finished_at) as f64)
+                whole_secs(now.saturating_sub(r.finished_at) as f64)
             ),
         };
         let _ = writeln!(
@@ -185,16 +211,57 @@ pub fn render(apps: &[App], now: u64) -> String {
             if a.online { format!("{}/{}", a.workers_ready, a.workers) } else { dash() },
             if a.online { format!("{:.1}", a.cpu_percent) } else { dash() },
             if a.online { crate::types::wire::fmt_bytes(a.memory_bytes) } else { dash() },
-            a.uptime_secs.map_or_else(dash, crate::types::wire::fmt_secs),
+            a.uptime_secs.map_or_else(dash, whole_secs),
             reload
         );
     }
     s
 }
 
+/// A duration in whole seconds, as the table's clock ticks: `7s`, `2m05s`,
+/// `3h12m` (the reload's end is known to the second).
+fn whole_secs(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        _ => crate::types::wire::fmt_secs(secs),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_gives_ages_in_whole_seconds() {
+        let app = App {
+            name: "web".into(),
+            online: true,
+            pid: Some(42),
+            generation: Some(3),
+            workers_ready: 2,
+            workers: 2,
+            cpu_percent: 12.34,
+            memory_bytes: 80 * 1024 * 1024,
+            uptime_secs: Some(7.6),
+            reloading: false,
+            last_reload: Some(crate::types::wire::ReloadOutcome {
+                generation: 3,
+                ok: true,
+                message: String::new(),
+                duration_ms: 10,
+                killed: 0,
+                finished_at: 1000,
+            }),
+            control: PathBuf::from("/x"),
+            log: None,
+        };
+        let line = render(std::slice::from_ref(&app), 1000).lines().nth(1).unwrap().to_string();
+        assert!(line.ends_with("  7s  ok 0s ago"), "{line:?}");
+        assert!(line.contains(" 12.3 "), "{line:?}");
+        let later = render(&[app], 1125).lines().nth(1).unwrap().to_string();
+        assert!(later.ends_with("ok 2m05s ago"), "{later:?}");
+    }
 
     #[test]
     fn units_are_the_runtime_directories_with_a_control_socket() {

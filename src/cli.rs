@@ -82,11 +82,13 @@ pub enum Command {
     /// --shutdown-timeout (60 s by default).
     Scale(ScaleArgs),
     /// Write a hotswap.toml from a PM2 ecosystem file (evaluated with
-    /// node), and say what could not be carried over.
+    /// node), and say what could not be carried over. A file of several
+    /// apps gives one config per app, named for it (hotswap-NAME.toml).
     Import {
         /// The ecosystem file (`ecosystem.config.js`, or JSON).
         file: PathBuf,
-        /// Where to write [default: hotswap.toml].
+        /// Where to write [default: hotswap.toml]; with several apps, the
+        /// files go beside it as STEM-NAME.toml.
         #[arg(short, long, value_name = "PATH", default_value = "hotswap.toml")]
         output: PathBuf,
         /// Replace the output file if it exists.
@@ -196,6 +198,11 @@ pub struct LogsArgs {
     /// How many past lines to print first.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
     pub lines: usize,
+    /// Print nothing: ask the primary to open --out-file and --error-file
+    /// again by path, as SIGUSR1 does (for logrotate's postrotate). Exits 1
+    /// if it has neither or one could not be opened.
+    #[arg(long, conflicts_with_all = ["follow", "lines"])]
+    pub reopen: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -45,6 +45,12 @@ pub fn reload(
     until_done(path, &Request::Reload { no_build, surge, canary_ms }, "reload")
 }
 
+/// `hotswap logs --reopen`: the primary opens its out and error files
+/// again by path (SIGUSR1's work, without finding its pid).
+pub fn reopen(path: &Path) -> anyhow::Result<ExitCode> {
+    until_done(path, &Request::Reopen, "reopen")
+}
+
 pub fn upgrade(path: &Path) -> anyhow::Result<ExitCode> {
     until_done(path, &Request::Upgrade, "upgrade")
 }

@@ -139,6 +139,9 @@ pub fn start(flags: &Options, args: Vec<OsString>) -> Result<ExitCode> {
         crate::sys::private_dir::CONTROL_REMEDY,
     )?;
     let log = name.log();
+    // Where the workers' lines go instead of the log, and how long each
+    // file was before this start: a failure shows what came after.
+    let worker_files = worker_files(&settings);
     let exe = std::env::current_exe().context("finding the hotswap binary")?;
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making the log pipe")?;
     let writer = detached(Command::new(&exe).arg("log-writer").arg(&log))
@@ -170,6 +173,15 @@ pub fn start(flags: &Options, args: Vec<OsString>) -> Result<ExitCode> {
             eprintln!("hotswap: {name} did not start ({exit}); the end of {}:", log.display());
             for line in tail(&log, TAIL_ON_FAILURE) {
                 eprintln!("  {line}");
+            }
+            for (what, path, from) in &worker_files {
+                let lines = tail_from(path, *from, TAIL_ON_FAILURE);
+                if !lines.is_empty() {
+                    eprintln!("hotswap: the workers' {what} went to {}; its end:", path.display());
+                    for line in lines {
+                        eprintln!("  {line}");
+                    }
+                }
             }
             return Ok(ExitCode::FAILURE);
         }
@@ -313,6 +325,36 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
         lines.splice(0..0, keep);
     }
     lines
+}
+
+/// The `out-file` and `error-file` (one entry when both name one path),
+/// with what each stream is called and the file's length now.
+fn worker_files(settings: &Settings) -> Vec<(&'static str, PathBuf, u64)> {
+    let mut files: Vec<(&'static str, PathBuf, u64)> = Vec::new();
+    for (what, path) in [("stdout", &settings.out_file), ("stderr", &settings.error_file)] {
+        let Some(path) = path else { continue };
+        match files.iter_mut().find(|f| &f.1 == path) {
+            Some(f) => f.0 = "stdout and stderr",
+            None => files.push((what, path.clone(), std::fs::metadata(path).map_or(0, |m| m.len()))),
+        }
+    }
+    files
+}
+
+/// The last `n` lines written to `path` after its first `from` bytes.
+fn tail_from(path: &Path, from: u64, n: usize) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let len = f.metadata().map_or(0, |m| m.len());
+    // A file rotated meanwhile is read from its start.
+    let from = if len < from { 0 } else { from };
+    let at = from.max(len.saturating_sub((n as u64) * 256 + 4096));
+    let _ = f.seek(std::io::SeekFrom::Start(at));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    // (Started inside a line: that one is cut.)
+    let lines: Vec<String> = text.lines().skip(usize::from(at > from)).map(str::to_string).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
 /// `APP.log.I`.

@@ -2,7 +2,7 @@
 //! `hotswap.toml`. The file is JavaScript, so node evaluates it (`node -e
 //! 'console.log(JSON.stringify(require(path)))'`); each key hotswap has is
 //! carried over, and every other one is named in what `import` prints, with
-//! why.
+//! why. A file of several apps gives one config per app (one primary each).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -159,23 +159,54 @@ pub fn run(file: &Path, output: &Path, force: bool) -> Result<ExitCode> {
         Some(Value::Array(a)) => a.clone(),
         _ => vec![value.clone()],
     };
-    if output.exists() && !force {
-        bail!("{} exists; give --force to replace it, or --output PATH", output.display());
+    if apps.is_empty() {
+        bail!("{} has no apps", file.display());
     }
-    let Some(first) = apps.first() else { bail!("{} has no apps", file.display()) };
-    let (table, mut notes) = convert(first);
-    if apps.len() > 1 {
-        notes.push(format!(
-            "{} more apps: only the first is written (one hotswap primary per app; import again with the others first)",
-            apps.len() - 1
-        ));
+    let converted: Vec<(toml::Table, Vec<String>)> = apps.iter().map(convert).collect();
+    let paths = outputs(output, &converted);
+    // Nothing is written if anything would be replaced without --force.
+    if let Some(taken) = paths.iter().find(|p| p.exists()).filter(|_| !force) {
+        bail!("{} exists; give --force to replace it, or --output PATH", taken.display());
     }
-    let text = toml::to_string(&table).context("writing TOML")?;
-    std::fs::write(output, format!("# Imported from {} by hotswap import.\n{text}", file.display()))
-        .with_context(|| format!("writing {}", output.display()))?;
-    println!("wrote {}", output.display());
-    for n in &notes {
-        println!("not carried over: {n}");
+    for ((table, notes), path) in converted.iter().zip(&paths) {
+        let text = toml::to_string(table).context("writing TOML")?;
+        std::fs::write(path, format!("# Imported from {} by hotswap import.\n{text}", file.display()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        match table.get("name").and_then(|n| n.as_str()) {
+            Some(name) if paths.len() > 1 => println!("wrote {} (app {name})", path.display()),
+            _ => println!("wrote {}", path.display()),
+        }
+        for n in notes {
+            println!("  not carried over: {n}");
+        }
+    }
+    if paths.len() > 1 {
+        println!("one hotswap primary per app: start each with `hotswap start -c FILE`");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where each app goes: `output` for a file of one app; for several, one
+/// file each beside it, named for the app (`hotswap.toml` ->
+/// `hotswap-api.toml`, `hotswap-worker.toml`; `app2` for an app without a
+/// usable name, or whose name an earlier app took).
+fn outputs(output: &Path, apps: &[(toml::Table, Vec<String>)]) -> Vec<std::path::PathBuf> {
+    if apps.len() == 1 {
+        return vec![output.to_path_buf()];
+    }
+    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "hotswap".into());
+    let ext = output.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "toml".into());
+    let mut taken: Vec<String> = Vec::new();
+    apps.iter()
+        .enumerate()
+        .map(|(i, (table, _))| {
+            let name = table
+                .get("name")
+                .and_then(|n| n.as_str())
+                .filter(|n| !taken.iter().any(|t| t == n))
+                .map_or_else(|| format!("app{}", i + 1), str::to_string);
+            taken.push(name.clone());
+            output.with_file_name(format!("{stem}-{name}.{ext}"))
+        })
+        .collect()
 }

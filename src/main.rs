@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Command::Scale(a) => scale(a),
         Command::Import { file, output, force } => hotswap::import::run(&file, &output, force),
         Command::Ls { json } => hotswap::apps::ls(json),
+        Command::Logs(l) if l.reopen => client::reopen(&l.control.path()),
         Command::Logs(l) => {
             let file = l.control.app.as_ref().map(|a| a.log());
             daemon::logs(&l.control.path(), file.as_deref(), l.lines, l.follow)

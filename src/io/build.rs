@@ -46,10 +46,10 @@ impl Build {
         let mut child = cmd.spawn().with_context(|| format!("starting the build `{command}`"))?;
         let pid = Pid::from_raw(child.id() as i32);
         if let Some(out) = child.stdout.take() {
-            output.forward(OwnedFd::from(out), Stream::Stdout, LineLabel::build(), &[]);
+            output.forward(OwnedFd::from(out), Stream::Stdout, LineLabel::build(), &[], None);
         }
         if let Some(err) = child.stderr.take() {
-            output.forward(OwnedFd::from(err), Stream::Stderr, LineLabel::build(), &[]);
+            output.forward(OwnedFd::from(err), Stream::Stderr, LineLabel::build(), &[], None);
         }
         // The supervisor reaps it by pid; the handle is not needed.
         drop(child);

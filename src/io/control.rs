@@ -159,6 +159,14 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
     if let Request::Logs { lines, follow } = request {
         return serve_logs(stream, lines, follow).await;
     }
+    if request == Request::Reopen {
+        // The output writer's business, as SIGUSR1 is: the event loop never
+        // hears of it.
+        let (ok, said) = super::output::Output::global().reopen_told("hotswap logs --reopen").await;
+        let message = said.join("; ");
+        let reply = if ok { Reply::Done { message } } else { Reply::Error { error: message } };
+        return send(&mut stream, &reply).await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     // An upgrade's answer comes from the next image: the supervisor keeps a
     // copy of the socket to hand over.
@@ -244,12 +252,12 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
 pub fn parse_request(line: &str) -> Result<Request, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match value.get("command").and_then(|c| c.as_str()) {
-        Some("status" | "reload" | "stop" | "events" | "upgrade" | "logs" | "scale") => {
+        Some("status" | "reload" | "stop" | "events" | "upgrade" | "logs" | "scale" | "reopen") => {
             serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
         }
-        Some(other) => {
-            Err(format!("unknown command {other:?} (expected status, reload, stop, events, upgrade, logs or scale)"))
-        }
+        Some(other) => Err(format!(
+            "unknown command {other:?} (expected status, reload, stop, events, upgrade, logs, scale or reopen)"
+        )),
         None => Err("malformed request: no \"command\" field".into()),
     }
 }

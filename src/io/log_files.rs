@@ -114,9 +114,10 @@ impl LogFiles {
     /// Opens every file again by its path (after logrotate renamed it):
     /// what was written so far is flushed to the old file, the next lines
     /// go to the new one. A file that cannot be opened keeps the old one
-    /// (said in the answer).
-    pub fn reopen(&mut self) -> Vec<String> {
+    /// (said in the answer, and the first of the pair is then false).
+    pub fn reopen(&mut self) -> (bool, Vec<String>) {
         let mut said = Vec::new();
+        let mut ok = true;
         for s in &mut self.sinks {
             let _ = s.file.flush();
             match open(&s.path) {
@@ -125,11 +126,12 @@ impl LogFiles {
                     said.push(format!("reopened {}", s.path.display()));
                 }
                 Err(e) => {
+                    ok = false;
                     said.push(format!("cannot reopen {}: {e}; still writing to the file it had", s.path.display()))
                 }
             }
         }
-        said
+        (ok, said)
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`bind_intercept`]: answering the `bind` and `listen` calls of a
 //!   worker's bind filter: its own bind of a `--listen` address gets
 //!   hotswap's socket (Linux).
+//! - [`last_lines`]: each worker's last lines, quoted when it never got ready.
 //! - [`lines`]: newline framing, shared by every stream above.
 //! - [`warnings`]: the per-worker rate limit on warnings a worker can cause.
 
@@ -30,6 +31,7 @@ pub mod control;
 pub mod file_watch;
 pub mod health;
 pub mod ipc;
+pub mod last_lines;
 pub mod lines;
 pub mod log_files;
 pub mod log_format;

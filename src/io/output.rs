@@ -43,6 +43,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
+use super::last_lines::LastLines;
 use super::lines::{Frame, Lines, Long};
 use super::log_files::LogFiles;
 use super::log_format::LineLabel;
@@ -65,8 +66,9 @@ enum ToWriter {
     Flush(std::sync::mpsc::SyncSender<()>),
     /// From now on, worker lines go to these files (`--out-file`).
     Files(LogFiles),
-    /// Open the files again by path (SIGUSR1, after logrotate).
-    Reopen,
+    /// Open the files again by path (after logrotate): what asked (for
+    /// the log), and where to say what was done (`hotswap logs --reopen`).
+    Reopen(&'static str, Option<tokio::sync::oneshot::Sender<(bool, Vec<String>)>>),
 }
 
 /// Where pipe readers send their lines, and the primary its log.
@@ -176,13 +178,13 @@ impl Output {
                             match msg {
                                 ToWriter::Line(line) => w.write_line(line.stream, &line.bytes),
                                 ToWriter::Files(files) => w.files = Some(files),
-                                ToWriter::Reopen => w.reopen(),
+                                ToWriter::Reopen(who, tell) => w.reopen(who, tell),
                                 ToWriter::Flush(done) => {
                                     while let Ok(m) = rx.try_recv() {
                                         match m {
                                             ToWriter::Line(line) => w.write_line(line.stream, &line.bytes),
                                             ToWriter::Files(files) => w.files = Some(files),
-                                            ToWriter::Reopen => w.reopen(),
+                                            ToWriter::Reopen(who, tell) => w.reopen(who, tell),
                                             ToWriter::Flush(_) => {}
                                         }
                                     }
@@ -283,8 +285,18 @@ impl Output {
     pub fn reopen(&self) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let _ = tx.send(ToWriter::Reopen).await;
+            let _ = tx.send(ToWriter::Reopen("SIGUSR1", None)).await;
         });
+    }
+
+    /// [`Output::reopen`], asked by `who`, and what was done: false when
+    /// there was nothing to reopen or a file could not be opened.
+    pub async fn reopen_told(&self, who: &'static str) -> (bool, Vec<String>) {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        if self.tx.send(ToWriter::Reopen(who, Some(tell))).await.is_err() {
+            return (false, vec!["the output writer has stopped".into()]);
+        }
+        told.await.unwrap_or_else(|_| (false, vec!["the output writer has stopped".into()]))
     }
 
     /// Flushes the writer if it runs (see [`Output::flush`]).
@@ -324,7 +336,15 @@ impl Output {
     /// Forwards everything read from `fd` (the read end of a worker's pipe)
     /// until end of file, each line framed for `label` (`--log-format`);
     /// `carried` first (what the previous image had read and not written).
-    pub fn forward(&self, fd: OwnedFd, stream: Stream, label: LineLabel, carried: &[u8]) -> Unforwarded {
+    /// Each line also goes to `last`, a worker's last lines.
+    pub fn forward(
+        &self,
+        fd: OwnedFd,
+        stream: Stream,
+        label: LineLabel,
+        carried: &[u8],
+        last: Option<LastLines>,
+    ) -> Unforwarded {
         let tx = self.tx.clone();
         let reading = Reading::new(&self.readers);
         let mut lines = Lines::new(MAX_LINE, Long::Split);
@@ -349,6 +369,9 @@ impl Output {
                 loop {
                     let Ok(permit) = tx.reserve().await else { return };
                     let Some(Frame::Line(line)) = lock(&buffer).next_frame(eof) else { break };
+                    if let Some(last) = &last {
+                        last.push(&line);
+                    }
                     let bytes = label.frame(stream == Stream::Stderr, &line);
                     permit.send(ToWriter::Line(Line { stream, bytes }));
                 }
@@ -493,14 +516,16 @@ impl Writer {
         }
     }
 
-    fn reopen(&mut self) {
-        match self.files.as_mut() {
-            Some(files) => {
-                for said in files.reopen() {
-                    tracing::info!("SIGUSR1: {said}");
-                }
-            }
-            None => tracing::info!("SIGUSR1: no --out-file or --error-file to reopen"),
+    fn reopen(&mut self, who: &str, tell: Option<tokio::sync::oneshot::Sender<(bool, Vec<String>)>>) {
+        let (ok, said) = match self.files.as_mut() {
+            Some(files) => files.reopen(),
+            None => (false, vec!["no --out-file or --error-file to reopen".to_string()]),
+        };
+        for line in &said {
+            tracing::info!("{who}: {line}");
+        }
+        if let Some(tell) = tell {
+            let _ = tell.send((ok, said));
         }
     }
 

@@ -74,6 +74,12 @@ pub struct Watch {
     last_lookup: Option<Instant>,
     /// Listening sockets of its own found there, in words.
     own: Vec<String>,
+    /// What its `PORT` has to do with them ([`super::port_hint`]).
+    port_hint: Option<String>,
+    /// Whether the last look found sockets of its group besides hotswap's
+    /// not yet looked up in the socket tables (or could not see
+    /// everything): any could be a listener of its own.
+    other_sockets: bool,
     /// Whether looks go on (an [`Timer::AcceptCheck`] is armed or a look
     /// is in flight).
     looking: bool,
@@ -101,7 +107,19 @@ impl Watch {
         if !self.own.is_empty() {
             text += &format!("; it listens on a socket of its own instead: {}", self.own.join(", "));
         }
+        if let Some(hint) = &self.port_hint {
+            text += &format!(" ({hint})");
+        }
         text
+    }
+
+    /// Whether the looks saw nothing of it serving: not waiting on the
+    /// sockets it inherited, not accepting from them, and none of its other
+    /// sockets (its IPC channel, clients of a database...) found listening
+    /// in the socket tables, every one looked up (after at least one look).
+    /// Until they are, it is not said to serve nothing.
+    pub fn serves_nothing(&self) -> bool {
+        self.last.is_some() && !self.waiting && self.proven.is_empty() && self.own.is_empty() && !self.other_sockets
     }
 
     /// Whether it sent `READY=1` and waits to be seen accepting.
@@ -397,7 +415,16 @@ impl Supervisor {
                         self.describe(&report, &inodes)
                     };
                     if let Some(w) = self.workers.get_mut(&id) {
-                        w.accept_watch_mut().last = Some(text);
+                        let watch = w.accept_watch_mut();
+                        watch.last = Some(text);
+                        // A socket not yet looked up in the socket tables
+                        // could be a listener of its own (as could what a
+                        // look could not see). One asked for with the
+                        // look just back has its answer in this report,
+                        // already taken (looks are one at a time).
+                        let unexplained = report.others.iter().any(|o| !watch.looked_up.contains(&o.1));
+                        watch.other_sockets =
+                            unexplained || watch.own_ask.is_some() || !report.denied.is_empty() || report.truncated;
                     }
                     if !waiting && age >= OWN_LISTENER_GRACE {
                         self.look_for_own_listeners(id, &report.others);
@@ -575,14 +602,20 @@ impl Supervisor {
                          servers do it by themselves; see docs/workers.md and docs/servers.md"
                     .to_string(),
             };
+            let port = super::port_hint::hint_for_addr(w.settings(), &self.listeners, addr);
             tracing::warn!(
                 worker = id,
                 "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
                  that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
-                 instead of binding its own: {fix}",
+                 instead of binding its own: {fix}{}",
                 ours.join(" and "),
+                port.as_ref().map(|p| format!(". PORT: {p}")).unwrap_or_default(),
             );
-            w.accept_watch_mut().own.push(format!("{addr} (pid {pid})"));
+            let watch = w.accept_watch_mut();
+            watch.own.push(format!("{addr} (pid {pid})"));
+            if watch.port_hint.is_none() {
+                watch.port_hint = port;
+            }
         }
     }
 

@@ -135,7 +135,10 @@ impl Supervisor {
             self.notify_status();
         }
         let label = worker.label();
-        let hint = (worker.state() == WorkerState::Starting).then(|| worker.exit_diagnosis());
+        // Its last lines as read so far (a first generation's are read to
+        // the end before the primary exits, and quoted again then).
+        let said = worker.last_lines().quote();
+        let hint = (worker.state() == WorkerState::Starting).then(|| format!("{}{said}", worker.exit_diagnosis()));
         let exited = Exited {
             id,
             slot: worker.slot(),
@@ -161,6 +164,7 @@ impl Supervisor {
                 tracing::error!("{why}");
                 self.kill_all(Killed::PrimaryGaveUp);
                 self.exit = Some((1, why));
+                self.exit_quote = Some((said, worker.last_lines().clone()));
             }
             Then::Respawn { slot, delay, streak } => {
                 if !delay.is_zero() {

@@ -35,6 +35,7 @@ mod health;
 mod memory;
 mod metrics;
 mod node;
+mod port_hint;
 mod quiesce;
 mod readiness;
 pub mod reload;
@@ -176,6 +177,10 @@ pub struct Supervisor {
     app_primary: app_primary::AppPrimary,
     /// Set when the loop should end, with the process exit code.
     exit: Option<(i32, String)>,
+    /// The last lines of the worker whose exit made the primary give up,
+    /// as quoted in `exit` then: quoted again once its output is read to
+    /// the end.
+    exit_quote: Option<(String, crate::io::last_lines::LastLines)>,
     /// Holds retiring workers' connections (`--rescue`; TCP listeners).
     rescue: Option<crate::io::rescue::Rescue>,
     /// Workers told to stop once the rescue has looked at them.
@@ -344,6 +349,7 @@ impl Supervisor {
             memory: Default::default(),
             metrics: None,
             exit: None,
+            exit_quote: None,
             app_primary: Default::default(),
             rescue: None,
             rescue_looking: Default::default(),
@@ -398,12 +404,22 @@ impl Supervisor {
             if let Some(pending) = self.handing_over.take() {
                 self.hand_over(pending, rx).await;
             }
-            if let Some(exit) = self.exit.take() {
+            if let Some(mut exit) = self.exit.take() {
                 // Every events client gets every event, then `done`; the
                 // workers' last lines of output are read to the end (main
-                // then waits for them to be written).
+                // then waits for them to be written). A first generation
+                // that cannot start: read first, so that the message
+                // quotes the worker's last lines all.
+                let mut drained = false;
+                if let Some((said, last)) = self.exit_quote.take() {
+                    drained = self.output.drain(EXIT_DRAIN).await;
+                    let now = last.quote();
+                    if now != said && exit.1.contains(&said) {
+                        exit.1 = exit.1.replacen(&said, &now, 1);
+                    }
+                }
                 self.subscribers.close(&exit.1, EXIT_DRAIN).await;
-                if !self.output.drain(EXIT_DRAIN).await {
+                if !drained && !self.output.drain(EXIT_DRAIN).await {
                     tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
                 }
                 let_replies_out().await;
@@ -472,7 +488,7 @@ impl Supervisor {
             }
             Request::Stop => self.begin_stop("stop requested", Some(reply)),
             // Served by `Event::Subscribe`, and by the control task.
-            Request::Events | Request::Logs { .. } => drop((reply, conn)),
+            Request::Events | Request::Logs { .. } | Request::Reopen => drop((reply, conn)),
             Request::Upgrade => self.begin_upgrade(Some(reply), conn),
             Request::Scale { to } => self.scale(to, reply),
         }

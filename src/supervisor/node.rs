@@ -281,11 +281,28 @@ impl Supervisor {
             let errno = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()).unwrap_or(libc::EADDRINUSE);
             (errno, format!("{e:#}"))
         })?;
-        tracing::info!(
-            worker = id,
-            "{label} listens on {target}, which no --listen gives: hotswap bound {} for it, and keeps it while a worker holds it",
-            listener.addr
-        );
+        // Its first server, on a port the app picked itself, while
+        // hotswap's go unserved: most often PORT different, or not read.
+        let port_hint = match (target, self.workers.get(&id)) {
+            (Target::Tcp { port, .. }, Some(w)) if w.node().is_some_and(|n| n.served == 0) => {
+                super::port_hint::hint(w.settings(), &self.listeners, *port)
+            }
+            _ => None,
+        };
+        match port_hint {
+            Some(hint) => tracing::warn!(
+                worker = id,
+                "{label} listens on {target}, which no --listen gives: hotswap bound {} for it, and keeps it while a \
+                 worker holds it; clients of the --listen address do not reach it: {hint}",
+                listener.addr
+            ),
+            None => tracing::info!(
+                worker = id,
+                "{label} listens on {target}, which no --listen gives: hotswap bound {} for it, and keeps it while a \
+                 worker holds it",
+                listener.addr
+            ),
+        }
         let found = dup(&listener)?;
         self.on_demand.sockets.push(Bound {
             target: target.clone(),

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::core::stop::Way;
 use crate::handover::{WorkerFds, WorkerSnapshot};
 use crate::io::ipc::{self, Channel};
+use crate::io::last_lines::LastLines;
 use crate::io::log_format::LineLabel;
 use crate::io::output::{Output, Stream, Unforwarded};
 use crate::io::worker_notify::NotifySocket;
@@ -31,6 +32,10 @@ use crate::options::{NodeMode, Settings};
 use crate::sys::listeners::{self, ListenAddr, Listener};
 use crate::sys::spawn::{self, Fds};
 use crate::types::{label, Event, Killed, NodeState, ReadyVia, WorkerId, WorkerState};
+
+/// A worker that runs and serves nothing, in words.
+const SERVES_NOTHING: &str = "it serves nothing: it never listened on anything, neither on the sockets it inherits \
+                              nor on one of its own";
 
 #[derive(Debug)]
 pub struct Worker {
@@ -107,6 +112,8 @@ struct Handover {
     /// Its bind filter's listener (`--bind-intercept`), answered by a task
     /// of this image and by the next one's after an upgrade.
     bind_notify: Option<OwnedFd>,
+    /// Its last lines of output, as the readers read them.
+    last: LastLines,
 }
 
 impl Worker {
@@ -144,6 +151,10 @@ impl Worker {
     /// How long it has been running.
     pub fn age(&self) -> Duration {
         self.started.elapsed()
+    }
+    /// Its last lines of output, as read so far.
+    pub fn last_lines(&self) -> &LastLines {
+        &self.handover.last
     }
     /// Its IPC channel, until it is disconnected.
     pub fn ipc(&self) -> Option<&Channel> {
@@ -256,6 +267,11 @@ impl Worker {
             return format!("it said it was ready ({via}) but has not passed its health check GET {path} yet");
         }
         match (&self.node, self.settings.ready) {
+            (_, ReadyMode::Accepting) if self.accept.serves_nothing() => format!(
+                "{}; {SERVES_NOTHING} (under --ready accepting, a worker is ready once it is seen accepting on the \
+                 sockets it inherits, LISTEN_FDS from fd 3)",
+                accepts()
+            ),
             (_, ReadyMode::Accepting) => format!(
                 "{}; if it accepts through io_uring or runs as another user, use --ready ipc, notify or delay:DUR",
                 accepts()
@@ -270,9 +286,10 @@ impl Worker {
                 server.listen(): its own output, above, says why (a syntax error, a missing module, a setting it \
                 needs such as an environment variable)"
                 .to_string(),
-            (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that has not called server.listen() yet: \
-                its own output says what it is doing (a server that never starts, a listen on a port it picked \
-                itself, or `exclusive: true`, which binds by itself and bypasses hotswap)"
+            (Some(n), _) if n.served == 0 => "it is a Node.js cluster worker that never called server.listen(): it \
+                serves nothing (hotswap takes a Node.js worker as ready once a server of it listens, which Node's \
+                cluster reports; an app that waits for something first, a database or a setting, or whose server \
+                never starts, looks like this: its own output says which)"
                 .to_string(),
             (Some(_), _) => "its server got its socket but has not reported listening yet".to_string(),
             (None, ReadyMode::Notify) => "it has not sent READY=1 on its NOTIFY_SOCKET (is it a systemd Type=notify \
@@ -289,6 +306,13 @@ impl Worker {
                  sd_notify is ready by READY=1 and accepting, not by accepting alone)"
                     .to_string()
             }
+            (None, ReadyMode::Auto) if !self.spoke && self.accept.serves_nothing() => format!(
+                "it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}; {SERVES_NOTHING} \
+                 (under --ready auto, a worker is ready once it is seen accepting on the sockets it inherits, \
+                 LISTEN_FDS from fd 3, or once it says so: {{\"type\":\"listening\"}} on its IPC channel, READY=1 \
+                 on its NOTIFY_SOCKET)",
+                accepts()
+            ),
             (None, ReadyMode::Auto) if !self.spoke => {
                 format!("it said nothing on its IPC channel, sent nothing on its NOTIFY_SOCKET, and {}", accepts())
             }
@@ -306,6 +330,12 @@ impl Worker {
                 .to_string(),
             (None, _) => "it spoke on its IPC channel but never sent {\"type\":\"listening\"} or \"ready\"".to_string(),
         }
+    }
+
+    /// [`Worker::diagnosis`] and its last lines of output, for a worker
+    /// given up on: what it wrote says more than what it did not do.
+    pub fn diagnosis_quoting(&self) -> String {
+        format!("{}{}", self.diagnosis(), self.handover.last.quote())
     }
 
     /// `[w3 g2 1234]`: how the worker is named in every log line.
@@ -523,11 +553,12 @@ impl Launcher<'_> {
         let copy = |fd: &OwnedFd| fd.try_clone().context("duplicating a worker fd");
         let (ipc_copy, stdout, stderr) = (ipc.as_ref().map(copy).transpose()?, copy(&out_r)?, copy(&err_r)?);
         let line_label = LineLabel::worker(id, generation, pid.as_raw());
+        let last = LastLines::new();
         let pending = [
-            self.output.forward(out_r, Stream::Stdout, line_label.clone(), carried[0]),
-            self.output.forward(err_r, Stream::Stderr, line_label, carried[1]),
+            self.output.forward(out_r, Stream::Stdout, line_label.clone(), carried[0], Some(last.clone())),
+            self.output.forward(err_r, Stream::Stderr, line_label, carried[1], Some(last.clone())),
         ];
-        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending, bind_notify: None };
+        let handover = Handover { ipc: ipc_copy, stdout, stderr, pending, bind_notify: None, last };
         let channel = match ipc {
             Some(fd) => {
                 let stream = std::os::unix::net::UnixStream::from(fd);

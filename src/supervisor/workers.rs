@@ -255,7 +255,7 @@ impl Supervisor {
             "{} was not ready within {}: {}",
             w.label(),
             humantime::format_duration(w.settings().ready_timeout),
-            w.diagnosis()
+            w.diagnosis_quoting()
         );
         tracing::error!(worker = id, "{why}; killing it");
         w.kill_not_ready(why.clone(), Killed::ReadyTimeout);
@@ -270,7 +270,7 @@ impl Supervisor {
                 "{} not ready after {} s: {} (it is killed at --ready-timeout {})",
                 w.label(),
                 HINT_AFTER.as_secs(),
-                w.diagnosis(),
+                w.diagnosis_quoting(),
                 humantime::format_duration(w.settings().ready_timeout)
             );
             tracing::warn!(worker = id, "{hint}");

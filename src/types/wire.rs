@@ -43,6 +43,9 @@ pub enum Request {
     Scale {
         to: ScaleTo,
     },
+    /// Open `--out-file` and `--error-file` again by path, as SIGUSR1 does
+    /// (`hotswap logs --reopen`, for logrotate's `postrotate`).
+    Reopen,
     Logs {
         #[serde(default = "default_lines")]
         lines: usize,

@@ -401,6 +401,38 @@ fn a_node_worker_that_dies_of_a_syntax_error_is_not_blamed_on_exclusive() {
 }
 
 #[test]
+fn a_failed_start_shows_the_workers_lines_from_their_error_file() {
+    let x = xdg();
+    let dir = TempDir::new("start-errfile");
+    // Lines of an earlier run are not this start's.
+    std::fs::write(dir.path("err.log"), "an old line\n").unwrap();
+    let out = hs_in(
+        &x.0,
+        &dir.0,
+        &[
+            "start",
+            "--name",
+            "errfile",
+            "--error-file",
+            "err.log",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--",
+            "sh",
+            "-c",
+            "echo 'Error: Cannot find module express' >&2; exit 1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    let (_, files) = said.split_once("the workers' stderr went to").unwrap_or_else(|| panic!("{said}"));
+    assert!(files.contains("err.log; its end:") && files.contains("] Error: Cannot find module express"), "{said}");
+    assert!(!files.contains("an old line"), "{said}");
+}
+
+#[test]
 fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     let x = xdg();
     let app = TempDir::new("import");
@@ -446,6 +478,39 @@ fn import_turns_an_ecosystem_file_into_a_config_that_runs() {
     ok(&hs(&x.0, &["stop", "shop"]));
 }
 
+#[test]
+fn import_of_several_apps_writes_one_config_per_app() {
+    let x = xdg();
+    let app = TempDir::new("import-many");
+    std::fs::write(app.path("server.js"), ENV_APP).unwrap();
+    std::fs::write(
+        app.path("ecosystem.config.js"),
+        "module.exports = { apps: [\
+         { name: 'api', script: 'server.js', instances: 2, env: { PORT: 3100 } },\
+         { name: 'jobs', script: 'server.js', instances: 1, cron_restart: '0 0 * * *' }] };\n",
+    )
+    .unwrap();
+    let said = ok(&hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]));
+    assert!(
+        said.contains("wrote hotswap-api.toml (app api)") && said.contains("wrote hotswap-jobs.toml (app jobs)"),
+        "{said}"
+    );
+    assert!(said.contains("not carried over: cron_restart"), "{said}");
+    assert!(!app.path("hotswap.toml").exists());
+    let api = std::fs::read_to_string(app.path("hotswap-api.toml")).unwrap();
+    let jobs = std::fs::read_to_string(app.path("hotswap-jobs.toml")).unwrap();
+    assert!(api.contains("name = \"api\"") && api.contains("workers = 2") && api.contains("0.0.0.0:3100"), "{api}");
+    assert!(jobs.contains("name = \"jobs\"") && jobs.contains("workers = 1"), "{jobs}");
+    for f in ["hotswap-api.toml", "hotswap-jobs.toml"] {
+        ok(&hs_in(&x.0, &app.0, &["check", "-c", f]));
+    }
+    // Again without --force: refused, nothing replaced.
+    std::fs::write(app.path("hotswap-jobs.toml"), "# mine\n").unwrap();
+    let again = hs_in(&x.0, &app.0, &["import", "ecosystem.config.js"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(app.path("hotswap-api.toml")).unwrap(), api);
+}
+
 /// Removes a directory on drop.
 struct RemoveDir(std::path::PathBuf);
 
@@ -476,4 +541,34 @@ fn ls_as_root_lists_the_systems_units_by_their_runtime_directories() {
     assert_eq!((found["workers_ready"].as_u64(), found["workers"].as_u64()), (Some(1), Some(1)), "{found}");
     let table = ok(&hs(&x.0, &["ls"]));
     assert!(table.lines().any(|l| l.starts_with(&unit) && l.contains("online")), "{table}");
+}
+
+#[test]
+fn ls_shows_the_cpu_rate_of_now_not_the_average_over_the_workers_life() {
+    let x = xdg();
+    // Busy at first (a second or two of CPU, however long a loaded
+    // machine takes to give it), idle since.
+    let busy_then_idle = "i=0; while (( i < 1000000 )); do (( i++ )); done; exec sleep 600";
+    let p = Primary::builder(vec!["bash".into(), "-c".into(), busy_then_idle.into()])
+        .workers(1)
+        .arg("--ready")
+        .arg("none")
+        .named("cpu", &x.0)
+        .start();
+    let pid = p.worker_pids()[0];
+    wait_until(Duration::from_secs(30), "the busy phase over", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // The first look at its figures since it started: one sample alone
+    // gives the average over its life.
+    let apps = json(&hs(&x.0, &["ls", "--json"]));
+    let app = apps.as_array().unwrap().iter().find(|a| a["name"] == "cpu").cloned().unwrap();
+    let now = app["cpu_percent"].as_f64().unwrap();
+    // Which is well above 0 (else the test tells nothing).
+    let st = p.status();
+    let w = &st["workers"][0];
+    let life = w["cpu_seconds"].as_f64().unwrap() / st["uptime_secs"].as_f64().unwrap() * 100.0;
+    assert!(life > 5.0, "the busy phase got too little CPU to tell the two apart: {st}");
+    assert!(now < 2.0, "ls shows {now}% for an idle worker (its life's average is {life:.1}%): {app}");
 }

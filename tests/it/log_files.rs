@@ -101,3 +101,36 @@ fn an_out_file_in_a_missing_directory_is_an_error_at_start_and_in_check_that_nam
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("out-file: {}", good.display())));
     assert!(!good.exists(), "check created the file");
 }
+
+#[test]
+fn logs_reopen_asks_the_primary_to_reopen_its_files_over_the_control_socket() {
+    let dir = TempDir::new("reopen");
+    let start = dir.path("start.sh");
+    script(&start, &format!("echo out-$$\nexec {}", rust_worker()[0]));
+    let out = dir.path("out.log");
+    let p = Primary::builder(vec![start.display().to_string()])
+        .workers(1)
+        .arg("--out-file")
+        .arg(out.display().to_string())
+        .start();
+    let first = p.worker_pids()[0];
+    wait_until(Duration::from_secs(20), "the first worker's line", || read(&out).contains(&format!("out-{first}")));
+    // logrotate: rename, then `hotswap logs --reopen` (no pid, no signal).
+    std::fs::rename(&out, dir.path("out.log.1")).unwrap();
+    let o = p.ctl(&["logs", "--reopen"]);
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains(&format!("reopened {}", out.display())), "{said}");
+    assert!(out.exists(), "not created again");
+    assert!(p.log_text().contains("hotswap logs --reopen: reopened"), "{}", p.log_text());
+    p.reload();
+    let second = p.worker_pids()[0];
+    wait_until(Duration::from_secs(20), "the second worker's line", || read(&out).contains(&format!("out-{second}")));
+    assert!(!read(&dir.path("out.log.1")).contains(&format!("out-{second}")));
+
+    // Nothing to reopen: said, exit 1 (a postrotate that reopens nothing is a mistake).
+    let plain = Primary::builder(rust_worker()).workers(1).start();
+    let o = plain.ctl(&["logs", "--reopen"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no --out-file or --error-file to reopen"));
+}

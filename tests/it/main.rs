@@ -12,6 +12,7 @@ mod control;
 mod daily;
 mod docs_links;
 mod exhaust;
+mod failures;
 mod flow;
 mod hardening;
 mod known_servers;

@@ -497,3 +497,24 @@ fn a_config_reload_keeps_the_balance_mode_and_says_it_needs_a_restart() {
     assert_all_served(&records, "after the reload");
     assert_sticky(&records, "after a reload that asked for shared");
 }
+
+#[test]
+fn scale_under_balance_slots_fails_no_request() {
+    let p = Primary::builder(rust_worker()).workers(2).arg("--balance").arg("slots").start();
+    let load = Load::start(Target::Tcp(p.addr()), 4, 2);
+    load.wait_for_requests(100);
+    let count = |s: &serde_json::Value| s["workers"].as_array().unwrap().len();
+    for (step, workers) in [("4", 4), ("-3", 1), ("+2", 3)] {
+        let out = p.ctl(&["scale", step]);
+        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "scale {step}: {said}");
+        let st = p.status();
+        assert_eq!((count(&st), Primary::ready_workers(&st).len()), (workers, workers), "scale {step}: {st}");
+        // Every slot's socket is served again before the next step.
+        load.wait_for_requests(200);
+    }
+    p.reload();
+    load.wait_for_requests(200);
+    assert_eq!(p.status()["balance"], "slots");
+    assert_no_failures(&load.finish(), "--balance slots: scale 2 -> 4 -> 1 -> 3, then a reload");
+}
