@@ -691,7 +691,7 @@ _hotswap() {
             return 0
             ;;
         hotswap__subcmd__logs)
-            opts="-f -n -h -V --control --follow --lines --help --version"
+            opts="-f -n -h -V --control --follow --lines --reopen --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
