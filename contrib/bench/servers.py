@@ -15,7 +15,7 @@ time.
                                   # with --stop-signal SIGTERM (the old default)
 
 Servers not installed are skipped with a line saying so. Only 127.0.0.1.
-Not a CI test: tests/it/known_servers.rs runs nginx and unicorn in CI.
+Not a CI test: tests/it/known_servers.rs runs nginx, unicorn and puma in CI.
 """
 
 import http.client
@@ -235,7 +235,7 @@ SERVERS = [
     ("Go net/http on fd 3", setup_go, None, "`rescue::go_net_http_loses_nothing_with_rescue`"),
     ("nginx", setup_nginx, "nginx", "`known_servers::nginx_with_its_own_config_reloads_without_a_failed_request`"),
     ("unicorn", setup_unicorn, None, "`known_servers::unicorn_reloads_without_a_failed_request`"),
-    ("puma", setup_puma, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("puma", setup_puma, None, "`known_servers::puma_with_its_own_defaults_reloads_without_a_failed_request`"),
     ("lighttpd", setup_lighttpd, "lighttpd", "measured by contrib/bench/servers.py, not in CI"),
     ("php-fpm behind nginx", setup_php_fpm, None, "measured by contrib/bench/servers.py, not in CI"),
 ]

@@ -2,7 +2,7 @@
 //! would: their own config file, no `--stop-signal`, no `NGINX` variable.
 //! hotswap picks the signal that drains each (SIGQUIT for nginx and
 //! unicorn, whose SIGTERM stops at once) and hands the socket the way each
-//! reads it (nginx: `NGINX=3;`; unicorn: `LISTEN_FDS`), and 3 reloads under
+//! reads it (nginx: `NGINX=3;`; unicorn and puma: `LISTEN_FDS`), and 3 reloads under
 //! keep-alive and new-connection load fail no request.
 
 use crate::common::*;
@@ -95,13 +95,7 @@ fn unicorn_reloads_without_a_failed_request() {
     }
     let dir = TempDir::new("unicorn");
     let app = dir.path("config.ru");
-    std::fs::write(
-        &app,
-        "body = \"generation=#{ENV['HOTSWAP_GENERATION']}\\n\"\n\
-         run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', \
-         'content-length' => body.bytesize.to_s}, [body]] }\n",
-    )
-    .unwrap();
+    std::fs::write(&app, RACK_APP).unwrap();
     let command = ["unicorn", "-E", "none", app.to_str().unwrap()].map(String::from).to_vec();
     let p = Primary::builder(command).workers(1).arg("--ready-timeout").arg("30s").start();
     let status = p.status();
@@ -109,6 +103,69 @@ fn unicorn_reloads_without_a_failed_request() {
     assert!(server.starts_with("unicorn recognised: stop signal SIGQUIT"), "{status}");
     assert!(p.log_text().contains("inherited addr=127.0.0.1:"), "{}", p.log_text());
     three_reloads_under_load(&p, |_| {}, "SIGQUIT");
+}
+
+/// The rack app of the Ruby servers: 20 ms per request, so that a stop
+/// signal that does not drain shows.
+const RACK_APP: &str = "body = \"generation=#{ENV['HOTSWAP_GENERATION']}\\n\"\n\
+    run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', \
+    'content-length' => body.bytesize.to_s}, [body]] }\n";
+
+/// puma with its own defaults (single mode, its default environment and
+/// threads) and the `-b` docs/servers.md names, equal to `-l`: it takes fd 3
+/// from `LISTEN_FDS` for that bind, is proven to take connections (its
+/// server thread waits in `select`, so by a probe or a client's
+/// connection), and SIGTERM, its graceful stop, drains it. Every worker's
+/// readiness is read from `listening` events; 3 reloads under load fail
+/// nothing.
+#[test]
+fn puma_with_its_own_defaults_reloads_without_a_failed_request() {
+    if !installed("puma") {
+        return;
+    }
+    let dir = TempDir::new("puma");
+    let app = dir.path("config.ru");
+    std::fs::write(&app, RACK_APP).unwrap();
+    let port = free_port();
+    let bind = format!("tcp://127.0.0.1:{port}");
+    let command = ["puma", "-b", &bind, app.to_str().unwrap()].map(String::from).to_vec();
+    let p = Primary::bare(command)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ready-timeout")
+        .arg("60s")
+        .workers(1)
+        .no_wait()
+        .start();
+    let proven = |via: &serde_json::Value, proof: &serde_json::Value, what: &str| {
+        assert_eq!(via, "accepting", "{what}: ready by its accepts");
+        assert!(matches!(proof.as_str(), Some("probe" | "connection")), "{what}: proven by {proof}");
+    };
+    let mut first = serde_json::Value::Null;
+    wait_until(std::time::Duration::from_secs(90), "puma's first worker to be ready", || {
+        first = p.try_status().and_then(|s| Primary::ready_workers(&s).first().cloned()).unwrap_or_default();
+        !first.is_null()
+    });
+    proven(&first["ready_via"], &first["ready_proof"], "the first worker");
+    let status = p.status();
+    let server = status["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("puma recognised: stop signal SIGTERM"), "{status}");
+    assert!(p.log_text().contains(&format!("Activated {bind}")), "puma took fd 3 for its -b:\n{}", p.log_text());
+    let events = EventStream::start(&p);
+    three_reloads_under_load(&p, |_| {}, "SIGTERM");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(events.until("reload-finished", std::time::Duration::from_secs(60)));
+    }
+    let names: Vec<&str> = seen.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names.iter().filter(|e| **e == "reload-finished").count(), 3, "{names:?}");
+    assert!(!names.contains(&"reload-failed"), "{names:?}");
+    let listening: Vec<&serde_json::Value> = seen.iter().filter(|e| e["event"] == "listening").collect();
+    assert_eq!(listening.len(), 3, "one new worker ready per reload: {seen:?}");
+    for e in listening {
+        proven(&e["via"], &e["proof"], &format!("worker {}", e["worker"]));
+    }
+    assert!(!p.log_text().contains("itself (pid"), "no listener of its own:\n{}", p.log_text());
 }
 
 /// gunicorn 25.1 and later open a control socket of their own
