@@ -17,6 +17,14 @@ fn free_port() -> u16 {
 /// run before each (it writes the next generation's config); none failed,
 /// the last generation answers, and each old worker got `signal`.
 fn three_reloads_under_load(p: &Primary, deploy: impl Fn(u64), signal: &str) {
+    let records = three_reloads(p, deploy, signal);
+    assert_no_failures(&records, "load across 3 reloads");
+    eprintln!("{}: {} requests, none failed", std::thread::current().name().unwrap_or("?"), records.len());
+}
+
+/// The reloads of [`three_reloads_under_load`], with what every request
+/// got: the last generation answers, and each old worker got `signal`.
+fn three_reloads(p: &Primary, deploy: impl Fn(u64), signal: &str) -> Vec<Record> {
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(200);
     for generation in 2..=4 {
@@ -25,11 +33,10 @@ fn three_reloads_under_load(p: &Primary, deploy: impl Fn(u64), signal: &str) {
         load.wait_for_requests(200);
     }
     let records = load.finish();
-    assert_no_failures(&records, "load across 3 reloads");
     assert_eq!(records.last().unwrap().result, Ok(4), "the newest generation answers");
     let log = p.log_text();
     assert_eq!(log.matches(&format!("stopping ({signal} sent)")).count(), 3, "each old worker got {signal}:\n{log}");
-    eprintln!("{}: {} requests, none failed", std::thread::current().name().unwrap_or("?"), records.len());
+    records
 }
 
 fn nginx_conf(dir: &TempDir, port: u16, generation: u64) {
@@ -222,4 +229,53 @@ fn check_says_what_a_recognised_server_gets_and_an_explicit_signal_wins() {
     assert!(text.contains("server:  unicorn recognised: stop signal SIGQUIT (its graceful stop"), "{text}");
     let text = check(&["--stop-signal", "TERM"]);
     assert!(text.contains("stop signal SIGTERM (--stop-signal; unicorn drains on SIGQUIT"), "{text}");
+}
+
+/// A Caddyfile serving `generation=N` on `port` for any host (the load
+/// sends `Host: test`, which caddy answers with an empty 200 when no site
+/// matches), with caddy's admin endpoint off (the old and the new caddy of
+/// a reload would both bind its `localhost:2019`).
+fn caddyfile(dir: &TempDir, port: u16, generation: u64) {
+    let conf = format!("{{\n  admin off\n}}\nhttp://:{port} {{\n  respond \"generation={generation}\n\" 200\n}}\n");
+    std::fs::write(dir.path("Caddyfile"), conf).unwrap();
+}
+
+/// caddy 2.6 (Debian 12's) binds its port itself (`[::]:PORT`) and takes
+/// no inherited socket: bind interception gives it hotswap's, it says
+/// `READY=1` (it is systemd-aware) and is proven to accept, and SIGTERM,
+/// its graceful stop, drains it. Its own Caddyfile, no flag but `-l`.
+/// Go's `Shutdown` may close a keep-alive connection whose request its
+/// goroutine has just read (docs/rescue.md): every failed request must be
+/// one of those, which the log names (`may have read a request`, `closed
+/// it unanswered`), never one rescue could have answered.
+#[test]
+fn caddy_binding_its_own_port_reloads_without_a_failed_request() {
+    if !installed("caddy") {
+        return;
+    }
+    let dir = TempDir::new("caddy");
+    let port = free_port();
+    caddyfile(&dir, port, 1);
+    let conf = dir.path("Caddyfile").display().to_string();
+    let command = ["caddy", "run", "--config", &conf, "--adapter", "caddyfile"].map(String::from).to_vec();
+    let p = Primary::bare(command)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ready-timeout")
+        .arg("60s")
+        .workers(1)
+        .start();
+    let status = p.status();
+    let server = status["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("caddy recognised: stop signal SIGTERM"), "{status}");
+    let worker = &Primary::ready_workers(&status)[0];
+    assert_eq!(worker["ready_via"], "notify", "READY=1, and proven to accept: {worker}");
+    let log = p.log_text();
+    assert!(log.contains(&format!("it gets hotswap's socket 127.0.0.1:{port} (fd 3)")), "{log}");
+    let records = three_reloads(&p, |g| caddyfile(&dir, port, g), "SIGTERM");
+    let failed: Vec<&Record> = records.iter().filter(|r| r.result.is_err()).collect();
+    let log = p.log_text();
+    let read_by_caddy = log.matches("may have read a request").count() + log.matches("closed it unanswered").count();
+    assert!(failed.len() <= read_by_caddy, "{} failed, {read_by_caddy} read by caddy: {failed:?}", failed.len());
+    eprintln!("caddy: {} of {} requests failed, each one caddy had read", failed.len(), records.len());
 }
