@@ -209,15 +209,19 @@ pub fn turn(socket: impl AsFd) -> Turn {
 }
 
 /// Whether a TCP state (`tcpi_state`) is one this end reaches only by
-/// sending its FIN: FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK, TIME_WAIT
-/// (linux/include/net/tcp_states.h).
+/// sending its FIN (FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK, TIME_WAIT),
+/// or CLOSE: both FINs exchanged, this end's first (a socket still open
+/// leaves FIN_WAIT2 for CLOSE, not TIME_WAIT, when the client's FIN comes:
+/// the client saw the end of file and closed), or a reset
+/// (linux/include/net/tcp_states.h). Either way nothing can be answered.
 fn sent_fin(state: u8) -> bool {
     const FIN_WAIT1: u8 = 4;
     const FIN_WAIT2: u8 = 5;
     const TIME_WAIT: u8 = 6;
+    const CLOSE: u8 = 7;
     const LAST_ACK: u8 = 9;
     const CLOSING: u8 = 11;
-    matches!(state, FIN_WAIT1 | FIN_WAIT2 | TIME_WAIT | LAST_ACK | CLOSING)
+    matches!(state, FIN_WAIT1 | FIN_WAIT2 | TIME_WAIT | CLOSE | LAST_ACK | CLOSING)
 }
 
 /// The inode of a socket fd.
@@ -321,5 +325,10 @@ mod tests {
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(30));
         assert_eq!(turn(&conn), Turn::ShutDown, "a request waits, after the FIN");
+        // The client, which saw the end of file, closes: the request still
+        // waits in the socket, which is now closed both ways.
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(turn(&conn), Turn::ShutDown, "closed both ways, a request waiting");
     }
 }
