@@ -11,6 +11,8 @@ time.
 
     cargo build --release && python3 contrib/bench/servers.py
     SERVERS_ONLY=nginx,unicorn python3 contrib/bench/servers.py
+    BENCH_HOTSWAP_BIN=target/debug/hotswap ...   # another build
+    BENCH_APACHE_EXTRA="AcceptFilter http none" SERVERS_ONLY=apache ...
     SERVERS_FORCE_SIGTERM=1 ...   # the recognised pre-fork servers again
                                   # with --stop-signal SIGTERM (the old default)
     SERVERS_QUIESCE=off ...       # every server with --quiesce off (servers
@@ -18,7 +20,7 @@ time.
     SERVERS_PHP_MS=20 ...         # php -S's app takes 20 ms (default 0)
 
 Servers not installed are skipped with a line saying so. Only 127.0.0.1.
-Not a CI test: tests/it/known_servers.rs runs nginx and unicorn in CI.
+Not a CI test: tests/it/known_servers.rs runs nginx, unicorn and puma in CI.
 """
 
 import http.client
@@ -206,6 +208,122 @@ def setup_aiohttp(d, port):
     return ["python3", os.path.join(FIX, "stock_aiohttp.py")], ["-w", "2"], port, None
 
 
+def setup_granian(d, port):
+    if not which("granian"):
+        return "granian not installed (pip install granian)"
+    # granian binds its own port: hotswap's bind interception gives it fd 3.
+    return (["granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--working-dir", PYAPP,
+             "--no-ws", "asgi_app:app"], ["-w", "2"], port, None)
+
+
+def setup_daphne(d, port):
+    if not which("daphne"):
+        return "daphne not installed (pip install daphne)"
+    return ["sh", "-c", f"cd {PYAPP} && exec daphne --fd 3 asgi_app:app"], ["-w", "2"], port, None
+
+
+DJANGO_SETTINGS = """import os
+SECRET_KEY = "bench"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "site_urls"
+INSTALLED_APPS = []
+MIDDLEWARE = []
+DATABASES = {}
+"""
+
+DJANGO_URLS = """import os
+from django.http import HttpResponse
+from django.urls import path
+
+BODY = "generation=%s\\n" % os.environ.get("HOTSWAP_GENERATION", "0")
+
+
+def index(request):
+    return HttpResponse(BODY, content_type="text/plain")
+
+
+urlpatterns = [path("", index)]
+"""
+
+DJANGO_WSGI = """import os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "site_settings")
+from django.core.wsgi import get_wsgi_application
+application = get_wsgi_application()
+"""
+
+
+def setup_django(d, port):
+    if not (py_has("django") and py_has("gunicorn")):
+        return "django or gunicorn not installed (pip install django gunicorn)"
+    for name, text in (("site_settings.py", DJANGO_SETTINGS), ("site_urls.py", DJANGO_URLS),
+                       ("site_wsgi.py", DJANGO_WSGI)):
+        with open(f"{d}/{name}", "w") as f:
+            f.write(text)
+    return ["gunicorn", "--chdir", d, "-w", "2", "site_wsgi:application"], ["-w", "1"], port, None
+
+
+def caddyfile(d, port, generation):
+    return f"""{{
+    admin off
+}}
+http://127.0.0.1:{port} {{
+    respond "generation={generation}
+" 200
+}}
+"""
+
+
+def setup_caddy(d, port):
+    caddy = which("caddy")
+    if not caddy:
+        return "caddy not installed (apt-get install caddy)"
+    with open(f"{d}/Caddyfile", "w") as f:
+        f.write(caddyfile(d, port, 1))
+    return ([caddy, "run", "--config", f"{d}/Caddyfile", "--adapter", "caddyfile"], ["-w", "1"], port, None)
+
+
+def apache_conf(d, port):
+    mods = "/usr/lib/apache2/modules"
+    return f"""ServerRoot {d}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule mime_module {mods}/mod_mime.so
+LoadModule dir_module {mods}/mod_dir.so
+User www-data
+Group www-data
+# One per worker: a new Apache exits at once ("already running") while
+# the pid in the file lives, and the old one still runs during a reload.
+PidFile {d}/apache-${{HOTSWAP_WORKER_ID}}.pid
+ErrorLog /dev/stderr
+LogLevel notice
+DocumentRoot {d}/www
+DirectoryIndex index.txt
+TypesConfig /etc/mime.types
+Mutex file:{d}
+{os.environ.get("BENCH_APACHE_EXTRA", "")}
+<Directory {d}/www>
+    Require all granted
+</Directory>
+"""
+
+
+def setup_apache(d, port):
+    apache = which("apache2", "httpd")
+    if not apache:
+        return "apache2 not installed (apt-get install apache2)"
+    os.makedirs(f"{d}/www", exist_ok=True)
+    os.chmod(TMP, 0o755)  # its workers run as www-data
+    os.chmod(d, 0o755)
+    with open(f"{d}/www/index.txt", "w") as f:
+        f.write("generation=1\n")
+    with open(f"{d}/apache.conf", "w") as f:
+        f.write(apache_conf(d, port))
+    return [apache, "-DFOREGROUND", "-f", f"{d}/apache.conf"], ["-w", "1"], port, None
+
+
 def setup_go(d, port):
     if not which("go"):
         return "go not installed"
@@ -255,13 +373,18 @@ SERVERS = [
     ("Go net/http on fd 3", setup_go, None, "`rescue::go_net_http_loses_nothing_with_rescue`"),
     ("nginx", setup_nginx, "nginx", "`known_servers::nginx_with_its_own_config_reloads_without_a_failed_request`"),
     ("unicorn", setup_unicorn, None, "`known_servers::unicorn_reloads_without_a_failed_request`"),
-    ("puma", setup_puma, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("puma", setup_puma, None, "`known_servers::puma_with_its_own_defaults_reloads_without_a_failed_request`"),
     ("lighttpd", setup_lighttpd, "lighttpd", "measured by contrib/bench/servers.py, not in CI"),
     ("php-fpm behind nginx", setup_php_fpm, None, "measured by contrib/bench/servers.py, not in CI"),
     ("Python http.server (binds its port)", setup_http_server, None,
      "`own_bind::python_http_server_on_a_fixed_port_reloads_without_a_failed_request`"),
     ("php -S (binds its port)", setup_php_builtin, None,
      "`own_bind::php_builtin_server_on_a_fixed_port_reloads_without_a_failed_request`"),
+    ("granian", setup_granian, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("daphne", setup_daphne, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("Django (gunicorn)", setup_django, None, "measured by contrib/bench/servers.py, not in CI"),
+    ("caddy", setup_caddy, "caddy", "measured by contrib/bench/servers.py, not in CI"),
+    ("Apache httpd", setup_apache, "apache", "measured by contrib/bench/servers.py, not in CI"),
 ]
 
 PREFORK_SIGTERM = {"nginx", "unicorn", "lighttpd", "php-fpm behind nginx"}
@@ -271,7 +394,10 @@ def deploy(kind, d, port, generation):
     if kind == "nginx":
         with open(f"{d}/nginx.conf", "w") as f:
             f.write(nginx_conf(d, port, 'location / { return 200 "generation=%d\\n"; }' % generation))
-    elif kind == "lighttpd":
+    elif kind == "caddy":
+        with open(f"{d}/Caddyfile", "w") as f:
+            f.write(caddyfile(d, port, generation))
+    elif kind in ("lighttpd", "apache"):
         with open(f"{d}/www/index.txt.new", "w") as f:
             f.write("generation=%d\n" % generation)
         os.rename(f"{d}/www/index.txt.new", f"{d}/www/index.txt")

@@ -48,10 +48,9 @@ pub fn start(events: mpsc::Sender<Event>) -> std::io::Result<std::sync::mpsc::Se
     let spawn = || {
         std::thread::Builder::new().name("hotswap-accepts".into()).spawn(move || {
             while let Ok(look) = rx.recv() {
-                let started = thread_cpu();
-                let report = scan(&look).map_err(|e| e.to_string());
-                let cost = thread_cpu().saturating_sub(started);
-                let event = Event::Looked { worker: look.worker, report: Box::new(report), cost };
+                let (report, cost) = scan(&look);
+                let event =
+                    Event::Looked { worker: look.worker, report: Box::new(report.map_err(|e| e.to_string())), cost };
                 if events.blocking_send(event).is_err() {
                     return; // the supervisor is gone
                 }
@@ -74,21 +73,50 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// One look, and what its look at the worker's processes cost (the CPU
+/// time the next look is spaced by).
+///
+/// The search for listening sockets of the worker's own comes after, and
+/// only for a worker that was not seen on every one of hotswap's sockets
+/// (it serves an address of its own *instead*: the mistake it is for).
+/// Its cost is not the look's: it is asked once per socket, and on a host
+/// with a hundred thousand TIME_WAIT connections, read from `/proc/net`
+/// (the fallback of a worker in a network namespace of its own), it took
+/// 6 s of wall time. Counted, it spaced the worker's next look by the 2 s
+/// cap; and a worker that began to wait on fd 3 during such a look (puma,
+/// whose start passes the 1 s after which it is searched) waited for it
+/// to end before its probe was even made.
 #[cfg(target_os = "linux")]
-fn scan(look: &Look) -> std::io::Result<Report> {
-    let mut report = crate::sys::accepting::accepting(look.pgid, &look.inodes, &look.probes, Limits::default())?;
-    if let Some((pid, inodes)) = &look.own {
-        match crate::sys::accepting::own::listening(*pid, inodes) {
-            Ok(found) => report.own = found.into_iter().map(|l| (*pid, l.addr)).collect(),
-            Err(e) => tracing::debug!(worker = look.worker, "looking for listeners of its own: {e}"),
+fn scan(look: &Look) -> (std::io::Result<Report>, Duration) {
+    let started = thread_cpu();
+    let mut report = crate::sys::accepting::accepting(look.pgid, &look.inodes, &look.probes, Limits::default());
+    let cost = thread_cpu().saturating_sub(started);
+    let Ok(found) = &mut report else { return (report, cost) };
+    match &look.own {
+        Some((pid, inodes)) if !found.all_seen(&look.inodes) => {
+            let started = std::time::Instant::now();
+            match crate::sys::accepting::own::listening(*pid, inodes) {
+                Ok(own) => found.own = own.into_iter().map(|l| (*pid, l.addr)).collect(),
+                Err(e) => tracing::debug!(worker = look.worker, "looking for listeners of its own: {e}"),
+            }
+            tracing::debug!(
+                worker = look.worker,
+                "looked up {} sockets of pid {pid} for listeners of its own in {} ms",
+                inodes.len(),
+                started.elapsed().as_millis()
+            );
         }
+        Some(_) => {
+            tracing::debug!(worker = look.worker, "it waits on its sockets: not searched for listeners of its own")
+        }
+        None => {}
     }
-    Ok(report)
+    (report, cost)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn scan(_: &Look) -> std::io::Result<Report> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "--ready accepting works on Linux only"))
+fn scan(_: &Look) -> (std::io::Result<Report>, Duration) {
+    (Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "--ready accepting works on Linux only")), Duration::ZERO)
 }
 
 /// Elsewhere there are no probes (nothing is ever seen waiting).
@@ -140,5 +168,45 @@ mod tests {
         assert_eq!(super::spacing(Duration::from_micros(300)), Duration::from_millis(3));
         assert_eq!(super::spacing(Duration::from_millis(30)), Duration::from_millis(300));
         assert_eq!(super::spacing(Duration::from_millis(600)), Duration::from_secs(2));
+    }
+
+    /// A worker seen waiting on hotswap's socket is not searched for
+    /// listeners of its own (that search is for one that serves elsewhere
+    /// instead, and can take seconds); one not seen there is.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn listeners_of_its_own_are_searched_only_while_it_is_not_seen_waiting() {
+        use std::os::fd::AsFd;
+        use std::time::{Duration, Instant};
+        let inode = |l: &std::net::TcpListener| crate::sys::accepting::socket_inode(l.as_fd()).unwrap();
+        let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (ours_inode, own_inode) = (inode(&ours), inode(&own));
+        let look = || super::Look {
+            worker: 1,
+            pgid: nix::unistd::getpgrp().as_raw(),
+            inodes: vec![ours_inode],
+            probes: vec![],
+            own: Some((std::process::id() as i32, vec![own_inode])),
+        };
+        let (report, _) = super::scan(&look());
+        let report = report.unwrap();
+        assert!(!report.all_seen(&[ours_inode]), "nothing waits on it yet");
+        assert_eq!(report.own.len(), 1, "not seen on ours: searched, {report:?}");
+        let addr = ours.local_addr().unwrap();
+        let waiter = std::thread::spawn(move || drop(ours.accept()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let report = loop {
+            let (report, _) = super::scan(&look());
+            let report = report.unwrap();
+            if !report.seen.is_empty() || Instant::now() > deadline {
+                break report;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(!report.seen.is_empty(), "the thread blocked in accept was not seen");
+        assert!(report.own.is_empty(), "seen waiting on ours: not searched, {report:?}");
+        drop(std::net::TcpStream::connect(addr));
+        waiter.join().unwrap();
     }
 }

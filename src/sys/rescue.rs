@@ -175,27 +175,53 @@ pub enum Turn {
     Unanswered,
     /// Nothing waits, and both came within the same tick: cannot tell.
     Unsure,
+    /// The worker shut the connection down for writing before it let go
+    /// (`shutdown(SHUT_WR)`, a lingering close: lighttpd's and Apache's
+    /// graceful stops, hyper's, Twisted's): the client has its end of file
+    /// and takes the connection for closed, whatever it wrote after, and
+    /// no answer can be sent on it any more. A request waiting there must
+    /// not be passed on: its client saw it fail and may send it again.
+    ShutDown,
 }
 
 /// Where `socket` stands (see [`Turn`]).
 pub fn turn(socket: impl AsFd) -> Turn {
     let fd = socket.as_fd().as_raw_fd();
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes an int.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 || queued > 0 {
-        return Turn::Open;
-    }
     // SAFETY: an all-zero tcp_info is a valid value to be filled.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: getsockopt fills at most `len` bytes of `info`.
     let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len) };
+    if r == 0 && sent_fin(info.tcpi_state) {
+        return Turn::ShutDown;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes an int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 || queued > 0 {
+        return Turn::Open;
+    }
     // Both are "milliseconds ago": smaller is more recent.
     match (r, info.tcpi_last_data_recv.cmp(&info.tcpi_last_data_sent)) {
         (0, std::cmp::Ordering::Less) => Turn::Unanswered,
         (0, std::cmp::Ordering::Equal) => Turn::Unsure,
         _ => Turn::Open,
     }
+}
+
+/// Whether a TCP state (`tcpi_state`) is one this end reaches only by
+/// sending its FIN (FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK, TIME_WAIT),
+/// or CLOSE: both FINs exchanged, this end's first (a socket still open
+/// leaves FIN_WAIT2 for CLOSE, not TIME_WAIT, when the client's FIN comes:
+/// the client saw the end of file and closed), or a reset
+/// (linux/include/net/tcp_states.h). Either way nothing can be answered.
+fn sent_fin(state: u8) -> bool {
+    const FIN_WAIT1: u8 = 4;
+    const FIN_WAIT2: u8 = 5;
+    const TIME_WAIT: u8 = 6;
+    const CLOSE: u8 = 7;
+    const LAST_ACK: u8 = 9;
+    const CLOSING: u8 = 11;
+    matches!(state, FIN_WAIT1 | FIN_WAIT2 | TIME_WAIT | CLOSE | LAST_ACK | CLOSING)
 }
 
 /// The inode of a socket fd.
@@ -282,5 +308,27 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(30));
         let _ = conn.read(&mut buf).unwrap();
         assert_eq!(turn(&conn), Turn::Unanswered, "the next one taken, 30 ms after the answer");
+    }
+
+    /// A connection its server shut down for writing is told, whether a
+    /// request waits in it or not (lighttpd's lingering close: the client
+    /// has its end of file, and wrote its request after it).
+    #[test]
+    fn a_connection_the_server_shut_down_is_told() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        assert_ne!(turn(&conn), Turn::ShutDown, "open");
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(turn(&conn), Turn::ShutDown, "its FIN sent, nothing waits");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(turn(&conn), Turn::ShutDown, "a request waits, after the FIN");
+        // The client, which saw the end of file, closes: the request still
+        // waits in the socket, which is now closed both ways.
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(turn(&conn), Turn::ShutDown, "closed both ways, a request waiting");
     }
 }

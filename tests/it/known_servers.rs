@@ -2,7 +2,7 @@
 //! would: their own config file, no `--stop-signal`, no `NGINX` variable.
 //! hotswap picks the signal that drains each (SIGQUIT for nginx and
 //! unicorn, whose SIGTERM stops at once) and hands the socket the way each
-//! reads it (nginx: `NGINX=3;`; unicorn: `LISTEN_FDS`), and 3 reloads under
+//! reads it (nginx: `NGINX=3;`; unicorn and puma: `LISTEN_FDS`), and 3 reloads under
 //! keep-alive and new-connection load fail no request.
 
 use crate::common::*;
@@ -17,6 +17,14 @@ fn free_port() -> u16 {
 /// run before each (it writes the next generation's config); none failed,
 /// the last generation answers, and each old worker got `signal`.
 fn three_reloads_under_load(p: &Primary, deploy: impl Fn(u64), signal: &str) {
+    let records = three_reloads(p, deploy, signal);
+    assert_no_failures(&records, "load across 3 reloads");
+    eprintln!("{}: {} requests, none failed", std::thread::current().name().unwrap_or("?"), records.len());
+}
+
+/// The reloads of [`three_reloads_under_load`], with what every request
+/// got: the last generation answers, and each old worker got `signal`.
+fn three_reloads(p: &Primary, deploy: impl Fn(u64), signal: &str) -> Vec<Record> {
     let load = Load::start(Target::Tcp(p.addr()), 2, 2);
     load.wait_for_requests(200);
     for generation in 2..=4 {
@@ -25,11 +33,10 @@ fn three_reloads_under_load(p: &Primary, deploy: impl Fn(u64), signal: &str) {
         load.wait_for_requests(200);
     }
     let records = load.finish();
-    assert_no_failures(&records, "load across 3 reloads");
     assert_eq!(records.last().unwrap().result, Ok(4), "the newest generation answers");
     let log = p.log_text();
     assert_eq!(log.matches(&format!("stopping ({signal} sent)")).count(), 3, "each old worker got {signal}:\n{log}");
-    eprintln!("{}: {} requests, none failed", std::thread::current().name().unwrap_or("?"), records.len());
+    records
 }
 
 fn nginx_conf(dir: &TempDir, port: u16, generation: u64) {
@@ -95,13 +102,7 @@ fn unicorn_reloads_without_a_failed_request() {
     }
     let dir = TempDir::new("unicorn");
     let app = dir.path("config.ru");
-    std::fs::write(
-        &app,
-        "body = \"generation=#{ENV['HOTSWAP_GENERATION']}\\n\"\n\
-         run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', \
-         'content-length' => body.bytesize.to_s}, [body]] }\n",
-    )
-    .unwrap();
+    std::fs::write(&app, RACK_APP).unwrap();
     let command = ["unicorn", "-E", "none", app.to_str().unwrap()].map(String::from).to_vec();
     let p = Primary::builder(command).workers(1).arg("--ready-timeout").arg("30s").start();
     let status = p.status();
@@ -109,6 +110,69 @@ fn unicorn_reloads_without_a_failed_request() {
     assert!(server.starts_with("unicorn recognised: stop signal SIGQUIT"), "{status}");
     assert!(p.log_text().contains("inherited addr=127.0.0.1:"), "{}", p.log_text());
     three_reloads_under_load(&p, |_| {}, "SIGQUIT");
+}
+
+/// The rack app of the Ruby servers: 20 ms per request, so that a stop
+/// signal that does not drain shows.
+const RACK_APP: &str = "body = \"generation=#{ENV['HOTSWAP_GENERATION']}\\n\"\n\
+    run lambda { |env| sleep 0.02; [200, {'content-type' => 'text/plain', \
+    'content-length' => body.bytesize.to_s}, [body]] }\n";
+
+/// puma with its own defaults (single mode, its default environment and
+/// threads) and the `-b` docs/servers.md names, equal to `-l`: it takes fd 3
+/// from `LISTEN_FDS` for that bind, is proven to take connections (its
+/// server thread waits in `select`, so by a probe or a client's
+/// connection), and SIGTERM, its graceful stop, drains it. Every worker's
+/// readiness is read from `listening` events; 3 reloads under load fail
+/// nothing.
+#[test]
+fn puma_with_its_own_defaults_reloads_without_a_failed_request() {
+    if !installed("puma") {
+        return;
+    }
+    let dir = TempDir::new("puma");
+    let app = dir.path("config.ru");
+    std::fs::write(&app, RACK_APP).unwrap();
+    let port = free_port();
+    let bind = format!("tcp://127.0.0.1:{port}");
+    let command = ["puma", "-b", &bind, app.to_str().unwrap()].map(String::from).to_vec();
+    let p = Primary::bare(command)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ready-timeout")
+        .arg("60s")
+        .workers(1)
+        .no_wait()
+        .start();
+    let proven = |via: &serde_json::Value, proof: &serde_json::Value, what: &str| {
+        assert_eq!(via, "accepting", "{what}: ready by its accepts");
+        assert!(matches!(proof.as_str(), Some("probe" | "connection")), "{what}: proven by {proof}");
+    };
+    let mut first = serde_json::Value::Null;
+    wait_until(std::time::Duration::from_secs(90), "puma's first worker to be ready", || {
+        first = p.try_status().and_then(|s| Primary::ready_workers(&s).first().cloned()).unwrap_or_default();
+        !first.is_null()
+    });
+    proven(&first["ready_via"], &first["ready_proof"], "the first worker");
+    let status = p.status();
+    let server = status["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("puma recognised: stop signal SIGTERM"), "{status}");
+    assert!(p.log_text().contains(&format!("Activated {bind}")), "puma took fd 3 for its -b:\n{}", p.log_text());
+    let events = EventStream::start(&p);
+    three_reloads_under_load(&p, |_| {}, "SIGTERM");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(events.until("reload-finished", std::time::Duration::from_secs(60)));
+    }
+    let names: Vec<&str> = seen.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names.iter().filter(|e| **e == "reload-finished").count(), 3, "{names:?}");
+    assert!(!names.contains(&"reload-failed"), "{names:?}");
+    let listening: Vec<&serde_json::Value> = seen.iter().filter(|e| e["event"] == "listening").collect();
+    assert_eq!(listening.len(), 3, "one new worker ready per reload: {seen:?}");
+    for e in listening {
+        proven(&e["via"], &e["proof"], &format!("worker {}", e["worker"]));
+    }
+    assert!(!p.log_text().contains("itself (pid"), "no listener of its own:\n{}", p.log_text());
 }
 
 /// gunicorn 25.1 and later open a control socket of their own
@@ -165,4 +229,53 @@ fn check_says_what_a_recognised_server_gets_and_an_explicit_signal_wins() {
     assert!(text.contains("server:  unicorn recognised: stop signal SIGQUIT (its graceful stop"), "{text}");
     let text = check(&["--stop-signal", "TERM"]);
     assert!(text.contains("stop signal SIGTERM (--stop-signal; unicorn drains on SIGQUIT"), "{text}");
+}
+
+/// A Caddyfile serving `generation=N` on `port` for any host (the load
+/// sends `Host: test`, which caddy answers with an empty 200 when no site
+/// matches), with caddy's admin endpoint off (the old and the new caddy of
+/// a reload would both bind its `localhost:2019`).
+fn caddyfile(dir: &TempDir, port: u16, generation: u64) {
+    let conf = format!("{{\n  admin off\n}}\nhttp://:{port} {{\n  respond \"generation={generation}\n\" 200\n}}\n");
+    std::fs::write(dir.path("Caddyfile"), conf).unwrap();
+}
+
+/// caddy 2.6 (Debian 12's) binds its port itself (`[::]:PORT`) and takes
+/// no inherited socket: bind interception gives it hotswap's, it says
+/// `READY=1` (it is systemd-aware) and is proven to accept, and SIGTERM,
+/// its graceful stop, drains it. Its own Caddyfile, no flag but `-l`.
+/// Go's `Shutdown` may close a keep-alive connection whose request its
+/// goroutine has just read (docs/rescue.md): every failed request must be
+/// one of those, which the log names (`may have read a request`, `closed
+/// it unanswered`), never one rescue could have answered.
+#[test]
+fn caddy_binding_its_own_port_reloads_without_a_failed_request() {
+    if !installed("caddy") {
+        return;
+    }
+    let dir = TempDir::new("caddy");
+    let port = free_port();
+    caddyfile(&dir, port, 1);
+    let conf = dir.path("Caddyfile").display().to_string();
+    let command = ["caddy", "run", "--config", &conf, "--adapter", "caddyfile"].map(String::from).to_vec();
+    let p = Primary::bare(command)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ready-timeout")
+        .arg("60s")
+        .workers(1)
+        .start();
+    let status = p.status();
+    let server = status["server"].as_str().unwrap_or_default();
+    assert!(server.starts_with("caddy recognised: stop signal SIGTERM"), "{status}");
+    let worker = &Primary::ready_workers(&status)[0];
+    assert_eq!(worker["ready_via"], "notify", "READY=1, and proven to accept: {worker}");
+    let log = p.log_text();
+    assert!(log.contains(&format!("it gets hotswap's socket 127.0.0.1:{port} (fd 3)")), "{log}");
+    let records = three_reloads(&p, |g| caddyfile(&dir, port, g), "SIGTERM");
+    let failed: Vec<&Record> = records.iter().filter(|r| r.result.is_err()).collect();
+    let log = p.log_text();
+    let read_by_caddy = log.matches("may have read a request").count() + log.matches("closed it unanswered").count();
+    assert!(failed.len() <= read_by_caddy, "{} failed, {read_by_caddy} read by caddy: {failed:?}", failed.len());
+    eprintln!("caddy: {} of {} requests failed, each one caddy had read", failed.len(), records.len());
 }

@@ -515,3 +515,47 @@ fn a_stop_closes_what_is_held_and_does_not_wait_for_it() {
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "the held idle connection ends cleanly");
 }
+
+/// A worker whose graceful stop half-closes its idle keep-alive
+/// connections (`shutdown(SHUT_WR)`: lighttpd's and Apache's lingering
+/// close) and exits without reading what came after: its client has its end
+/// of file, so a request it wrote after that is one it saw fail. Rescue
+/// must not pass it on (the new generation would run a request its client
+/// takes for failed, and may send again); it closes it and says why.
+#[test]
+fn a_request_written_after_the_workers_half_close_is_not_passed_on() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("half-close");
+    let requests = dir.path("requests.log");
+    let p = Primary::builder(vec!["python3".into(), fixture("half_close.py")])
+        .workers(1)
+        .env("REQUEST_LOG", requests.display().to_string())
+        .start();
+    let mut client = TcpStream::connect(p.addr()).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    client.write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("generation=1\n") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before its first answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let reload = std::thread::scope(|s| {
+        let reload = s.spawn(|| p.reload());
+        // The old worker's stop: its FIN reaches the client, which, as a
+        // client that does not look before it writes, sends its next
+        // request all the same.
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "the worker's half-close, an end of file");
+        client.write_all(b"GET /after-the-fin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        reload.join().unwrap()
+    });
+    assert!(reload.contains("generation 2 serves"), "{reload}");
+    wait_until(Duration::from_secs(20), "rescue to decide", || {
+        let log = p.log_text();
+        log.contains("closed, not passed on") || log.contains("rescue: passed on a request")
+    });
+    let asked = std::fs::read_to_string(&requests).unwrap();
+    assert!(!asked.contains("/after-the-fin"), "passed on to the new generation:\n{asked}");
+    assert!(p.log_text().contains("its worker shut a connection down"), "{}", p.log_text());
+}

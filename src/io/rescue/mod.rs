@@ -429,6 +429,19 @@ async fn serve(mut client: TcpStream, shared: &Arc<Shared>, mut decided: Decided
     let grace = match socks::turn(&client) {
         socks::Turn::Open => GRACE,
         socks::Turn::Unsure => UNSURE_GRACE,
+        socks::Turn::ShutDown => {
+            // Its client has its end of file: a request it wrote after is
+            // one it saw fail (and may send again), never passed on. An
+            // idle one is closed as its worker meant.
+            if matches!(socks::peek(&client, 1), Peek::Bytes(_)) {
+                tracing::debug!(
+                    "rescue: its worker shut a connection down (shutdown(SHUT_WR)) before it let go, and its client \
+                     wrote a request after that end of file: closed, not passed on"
+                );
+                shared.note(RescueNote::GaveUp).await;
+            }
+            return;
+        }
         socks::Turn::Unanswered => {
             // The worker read a request and dropped it: the client would
             // wait the whole grace for nothing. Closed now, as the worker did.
