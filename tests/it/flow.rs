@@ -388,7 +388,10 @@ fn bad_cluster_messages_cannot_flood_the_log() {
         assert!(count_lines(&log, expect) >= 10, "{what}: the burst is logged\n{log}");
         assert!(warnings <= 80, "{what}: {warnings} lines about cluster messages\n{log}");
         assert!(lines <= 300, "{what}: {lines} log lines");
-        assert!(count_lines(&log, "more warnings like this suppressed in the last") >= 2, "{what}:\n{log}");
+        // The flood outlasts one summary period, so at least one summary is
+        // due while it runs (a second, at the channel's close, can be lost
+        // to the stop on a loaded machine: seen at load 15-30).
+        assert!(count_lines(&log, "more warnings like this suppressed in the last") >= 1, "{what}:\n{log}");
     }
 }
 
