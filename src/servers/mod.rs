@@ -152,7 +152,7 @@ impl Server {
             Server::Jetty => "the JVM's shutdown hooks stop Jetty, gracefully with a stopTimeout",
             Server::Caddy => "its graceful stop",
             Server::PhpBuiltin | Server::PythonHttpServer => {
-                "it has no graceful stop: each old worker is told once it answers nothing (--quiesce)"
+                "it has no graceful stop: each old worker is told once it answers nothing, unless --quiesce off"
             }
         }
     }
