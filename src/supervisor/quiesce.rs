@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use super::core::quiesce::{self, Conn, Handling, Seen, Step};
+use super::core::quiesce::{self, Handling, Seen, Step};
 use super::Supervisor;
 use crate::types::{Timer, WorkerId, WorkerState};
 
@@ -147,20 +147,7 @@ fn disposition(_pid: i32, _signo: i32) -> Option<Handling> {
 fn look(pgid: i32, listeners: &[std::net::SocketAddr], frozen: bool, rescued: bool) -> Seen {
     use crate::sys::quiesce as sys;
     let Ok(conns) = sys::connections(pgid, listeners) else { return Seen::Unknown };
-    let in_flight = conns
-        .iter()
-        .map(|c| {
-            c.map(|s| Conn {
-                read: s.read,
-                written: s.written,
-                unread: s.unread,
-                unsent: s.unsent,
-                since_sent: s.since_sent,
-                since_recv: s.since_recv,
-            })
-        })
-        .filter(|c| quiesce::in_flight(c.as_ref(), rescued))
-        .count();
+    let in_flight = conns.iter().filter(|c| quiesce::in_flight(c.as_ref(), rescued)).count();
     let stopped = frozen && sys::stopped(pgid).unwrap_or(false);
     Seen::Held { in_flight, stopped }
 }

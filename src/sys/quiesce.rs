@@ -72,21 +72,7 @@ fn has(status: &str, field: &str, signo: i32, pid: i32) -> io::Result<bool> {
     Ok((1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0)
 }
 
-/// Where one accepted connection stands, as the kernel counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Standing {
-    /// Bytes the worker has read from it.
-    pub read: u64,
-    /// Bytes the worker has written to it (acknowledged or not).
-    pub written: u64,
-    /// Bytes waiting to be read.
-    pub unread: u32,
-    /// Bytes written and not yet acknowledged by the client.
-    pub unsent: u32,
-    /// Since the last data sent, and received (jiffies: 4 ms at `HZ=250`).
-    pub since_sent: Duration,
-    pub since_recv: Duration,
-}
+pub use crate::types::quiesce::Standing;
 
 /// `struct tcp_info` up to `tcpi_bytes_received` (Linux 4.1): 8 bytes of
 /// small fields, 24 `u32`s, then `pacing_rate`, `max_pacing_rate`,

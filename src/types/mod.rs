@@ -17,6 +17,7 @@ pub mod balance;
 pub mod counters;
 pub mod event;
 pub mod listen;
+pub mod quiesce;
 pub mod surge;
 pub mod wire;
 

@@ -98,26 +98,14 @@ pub fn applies(by_signal: bool, signal: &str, h: Handling, no_graceful_stop: boo
     no_graceful_stop || (!h.caught && !h.blocked && FATAL_BY_DEFAULT.contains(&signal))
 }
 
-/// Where a connection the worker accepted stands (the kernel's counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conn {
-    /// Bytes the worker read from it, and wrote to it.
-    pub read: u64,
-    pub written: u64,
-    /// Bytes waiting to be read, and written but not acknowledged.
-    pub unread: u32,
-    pub unsent: u32,
-    /// Since the last data sent, and received.
-    pub since_sent: Duration,
-    pub since_recv: Duration,
-}
+pub use crate::types::quiesce::Standing;
 
 /// Whether `c` has a request in flight: anything but a connection the
 /// worker has not touched (when `rescued`: rescue passes its request on)
 /// or one answered and quiet for [`IDLE`], whose client's last data came
 /// no later than the answer and that holds nothing unread. `None` (the
 /// kernel did not say) is in flight.
-pub fn in_flight(c: Option<&Conn>, rescued: bool) -> bool {
+pub fn in_flight(c: Option<&Standing>, rescued: bool) -> bool {
     let Some(c) = c else { return true };
     if c.read == 0 && c.written == 0 {
         return !rescued;

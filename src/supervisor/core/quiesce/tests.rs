@@ -6,8 +6,8 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn conn(read: u64, written: u64) -> Conn {
-    Conn { read, written, unread: 0, unsent: 0, since_sent: ms(0), since_recv: ms(0) }
+fn conn(read: u64, written: u64) -> Standing {
+    Standing { read, written, unread: 0, unsent: 0, since_sent: ms(0), since_recv: ms(0) }
 }
 
 fn held(in_flight: usize, stopped: bool) -> Seen {
@@ -47,7 +47,7 @@ fn none() -> Handling {
 
 #[test]
 fn a_connection_not_touched_is_safe_only_with_rescue() {
-    let c = Conn { unread: 18, ..conn(0, 0) };
+    let c = Standing { unread: 18, ..conn(0, 0) };
     assert!(!in_flight(Some(&c), true), "its request waits in the socket: rescue passes it on");
     assert!(in_flight(Some(&c), false), "without rescue it dies with the worker");
     assert!(!in_flight(Some(&conn(0, 0)), true), "accepted, nothing came yet");
@@ -56,24 +56,24 @@ fn a_connection_not_touched_is_safe_only_with_rescue() {
 #[test]
 fn a_request_read_or_an_answer_under_way_is_in_flight() {
     assert!(in_flight(Some(&conn(18, 0)), true), "read, not answered");
-    assert!(in_flight(Some(&Conn { unread: 4, ..conn(14, 0) }), true), "read in part");
-    let head_written = Conn { since_sent: ms(1), since_recv: ms(2), ..conn(18, 19) };
+    assert!(in_flight(Some(&Standing { unread: 4, ..conn(14, 0) }), true), "read in part");
+    let head_written = Standing { since_sent: ms(1), since_recv: ms(2), ..conn(18, 19) };
     assert!(in_flight(Some(&head_written), true), "its head written, its body not yet: not quiet for long");
-    let unacked = Conn { unsent: 100, since_sent: ms(500), since_recv: ms(600), ..conn(18, 200) };
+    let unacked = Standing { unsent: 100, since_sent: ms(500), since_recv: ms(600), ..conn(18, 200) };
     assert!(in_flight(Some(&unacked), true), "the answer not all acknowledged");
     assert!(in_flight(None, true), "the kernel did not say");
 }
 
 #[test]
 fn an_answered_connection_quiet_for_long_is_idle() {
-    let idle = Conn { since_sent: IDLE, since_recv: IDLE + ms(1), ..conn(18, 200) };
+    let idle = Standing { since_sent: IDLE, since_recv: IDLE + ms(1), ..conn(18, 200) };
     assert!(!in_flight(Some(&idle), true));
     assert!(!in_flight(Some(&idle), false), "an idle close, as any server's");
-    let same_tick = Conn { since_recv: IDLE, ..idle };
+    let same_tick = Standing { since_recv: IDLE, ..idle };
     assert!(!in_flight(Some(&same_tick), true), "request and answer in the same tick");
-    let next = Conn { since_recv: ms(10), ..idle };
+    let next = Standing { since_recv: ms(10), ..idle };
     assert!(in_flight(Some(&next), true), "the client spoke after the answer: a next request read");
-    let waiting = Conn { unread: 18, ..idle };
+    let waiting = Standing { unread: 18, ..idle };
     assert!(in_flight(Some(&waiting), true), "a next request waits: looked at again, not guessed");
 }
 
