@@ -184,8 +184,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Node retransmits a handle it did not get; so do we, this often.
 const HANDLE_TRIES: u32 = 3;
 
-/// The supervisor's handle on a worker's channel. Dropping it disconnects.
-#[derive(Debug, Clone)]
+/// The supervisor's handle on a worker's channel. Dropping it disconnects,
+/// and says how many messages were dropped because the worker did not read
+/// (on the event loop, so before the primary can exit).
+#[derive(Debug)]
 pub struct Channel {
     tx: mpsc::Sender<Outgoing>,
     /// Messages dropped because the worker did not read (the first is
@@ -223,7 +225,7 @@ impl Channel {
         let (tx, rx) = mpsc::channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let handles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(run(stream, worker, label.clone(), node, events, rx, dropped.clone(), handles.clone()));
+        tokio::spawn(run(stream, worker, label.clone(), node, events, rx, dropped.clone(), handles.clone(), capacity));
         Channel { tx, dropped, capacity, handles, label: label.into() }
     }
 
@@ -233,14 +235,7 @@ impl Channel {
         match self.tx.try_send(Outgoing::Message(message)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(
-                        "{} IPC: the worker does not read its channel ({} messages wait); \
-                         messages to it are dropped (said once; counted when the channel closes)",
-                        self.label,
-                        self.capacity
-                    );
-                }
+                not_read(&self.dropped, &self.label, self.capacity);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -278,6 +273,54 @@ impl Channel {
     }
 }
 
+/// The count of [`not_read`]'s drops, said once (whoever comes first).
+fn say_dropped(dropped: &AtomicU64, label: &str) {
+    let n = dropped.swap(0, Ordering::Relaxed);
+    if n > 0 {
+        tracing::warn!(
+            "{label} IPC: {} {} to the worker dropped: it did not read its channel",
+            thousands(n),
+            crate::types::plural(n as usize, "message")
+        );
+    }
+}
+
+/// Counts a message dropped because the worker does not read, and says so
+/// the first time.
+fn not_read(dropped: &AtomicU64, label: &str, capacity: usize) {
+    if dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::warn!(
+            "{label} IPC: the worker does not read its channel ({capacity} messages wait); messages to it are \
+             dropped (said once; counted when the channel closes)"
+        );
+    }
+}
+
+/// Our answers to the peer's handles (`NODE_HANDLE_ACK`/`NACK`), written
+/// ahead of anything queued, bounded like the queue: a peer that sends
+/// handles and never reads gets its answers dropped and counted, never an
+/// unbounded backlog.
+struct Urgent {
+    tx: mpsc::Sender<Value>,
+    dropped: Arc<AtomicU64>,
+    label: String,
+    capacity: usize,
+}
+
+impl Urgent {
+    fn send(&self, v: Value) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(v) {
+            not_read(&self.dropped, &self.label, self.capacity);
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        say_dropped(&self.dropped, &self.label);
+    }
+}
+
 /// Reading and writing are separate tasks, so that a worker that does not
 /// read (its socket buffer full) never stops the primary from reading what
 /// it writes, and the reverse.
@@ -291,11 +334,13 @@ async fn run(
     mut rx: mpsc::Receiver<Outgoing>,
     dropped: Arc<AtomicU64>,
     handles: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
 ) {
     let (read_half, mut write_half) = stream.into_split();
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
     // Our answers to the peer's handles, written before anything queued.
-    let (urgent_tx, mut urgent) = mpsc::unbounded_channel::<Value>();
+    let (tx, mut urgent) = mpsc::channel::<Value>(capacity.max(1));
+    let urgent_tx = Urgent { tx, dropped: dropped.clone(), label: label.clone(), capacity };
     let reader = tokio::spawn(read_loop(read_half, worker, label.clone(), node, events, ack_tx, urgent_tx));
     // Once a write fails the worker is gone: what is queued is dropped
     // unwritten (and unlogged), while the reader reads what it left.
@@ -364,14 +409,7 @@ async fn run(
         }
     }
     // Disconnect, or the supervisor dropped the channel: close our end.
-    let n = dropped.load(Ordering::Relaxed);
-    if n > 0 {
-        tracing::warn!(
-            "{label} IPC: {} {} to the worker dropped: it did not read its channel",
-            thousands(n),
-            crate::types::plural(n as usize, "message")
-        );
-    }
+    say_dropped(&dropped, &label);
     // Dropped (the worker exited): the reader reads what it left to the
     // end, as its messages still count (the app's own cluster primary
     // hears them); it stops at the EOF that comes with the exit.
@@ -433,7 +471,7 @@ async fn read_loop(
     node: bool,
     events: mpsc::Sender<Event>,
     acks: mpsc::UnboundedSender<bool>,
-    urgent: mpsc::UnboundedSender<Value>,
+    urgent: Urgent,
 ) {
     let mut framer = Framer::default();
     let mut warnings = Warnings::new(label.clone());
@@ -512,10 +550,10 @@ async fn read_loop(
                 }
                 Ok(FromWorker::NodeHandle(msg)) => {
                     let Some(fd) = fds.pop_front() else {
-                        let _ = urgent.send(to_worker::node_handle_nack());
+                        urgent.send(to_worker::node_handle_nack());
                         continue;
                     };
-                    let _ = urgent.send(to_worker::node_handle_ack());
+                    urgent.send(to_worker::node_handle_ack());
                     if events.send(Event::IpcHandle { worker, msg, fd }).await.is_err() {
                         return;
                     }

@@ -186,7 +186,18 @@ impl Supervisor {
     pub(super) fn on_ipc_handle(&mut self, from: WorkerId, msg: Value, fd: std::os::fd::OwnedFd) {
         if !self.is_app_primary(from) {
             let label = self.workers.get(&from).map(Worker::label).unwrap_or_default();
-            tracing::debug!(worker = from, "{label} passed a handle; hotswap carries only the app's primary's: closed");
+            // Said once per primary: a worker passing handles in a loop
+            // must not flood the log (tests/it/flow.rs).
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(worker = from, "{label} passed another handle: closed");
+            } else {
+                tracing::warn!(
+                    worker = from,
+                    "{label} IPC: the worker tried to send a handle; hotswap carries only the app's cluster \
+                     primary's handles: closed (said once; later ones at debug level)"
+                );
+            }
             return;
         }
         let (to, data) = match primary::parse(&msg["msg"]) {

@@ -101,8 +101,10 @@ fn bad_ipc_input_is_refused_and_logged_never_fatal() {
     let mut p = Primary::builder(probe()).workers(1).probe_dir(&out).env("PROBE_SEND", send.to_string()).start();
     // The worker is ready: the channel survived all of the above.
     let (id, pid) = (p.worker_ids()[0], p.worker_pids()[0]);
-    wait_until(Duration::from_secs(5), "the NODE_HANDLE ack", || {
-        probe_inbox(&out, id).contains(&json!({"cmd":"NODE_HANDLE_ACK"}))
+    // A NODE_HANDLE line that came without its fd is answered NACK (Node
+    // sends it again, at most 3 times), so Node never stalls waiting.
+    wait_until(Duration::from_secs(5), "the NODE_HANDLE nack", || {
+        probe_inbox(&out, id).contains(&json!({"cmd":"NODE_HANDLE_NACK"}))
     });
     let log = p.log_text();
     let refused = |why: &str| {
