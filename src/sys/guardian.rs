@@ -142,9 +142,9 @@ impl Guardian {
         if self.overflowed {
             return Some("stopped reading its pipe");
         }
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-        matches!(state, 'T' | 't').then_some("is stopped")
+        use procfs_core::FromRead;
+        let stat = procfs_core::process::Stat::from_file(format!("/proc/{}/stat", self.pid)).ok()?;
+        matches!(stat.state, 'T' | 't').then_some("is stopped")
     }
 
     /// The guardian process was reaped: its pid may be someone else's now.

@@ -22,6 +22,9 @@
 
 use std::collections::HashMap;
 
+use procfs_core::process::Stat;
+use procfs_core::FromRead;
+
 /// One process's figures, from its `/proc/PID/stat` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
@@ -43,18 +46,12 @@ pub struct GroupUsage {
     pub processes: u32,
 }
 
-/// Parses one `/proc/PID/stat` line. The command name (field 2) is in
-/// parentheses and may itself hold spaces and parentheses, so the fields
-/// are counted from the last `)`.
+/// Parses one `/proc/PID/stat` line (with `procfs-core`: the command name
+/// in parentheses may itself hold spaces and parentheses).
 pub fn parse_stat(line: &str) -> Option<ProcStat> {
-    let (head, rest) = line.rsplit_once(')')?;
-    let pid = head.split_once('(')?.0.trim().parse().ok()?;
-    // After the name: state (field 3) is rest's first field.
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
-    let pgid = f.get(5 - 3)?.parse().ok()?;
-    let cpu_ticks = field(14)? + field(15)? + field(16)? + field(17)?;
-    Some(ProcStat { pid, pgid, rss_pages: field(24)?, cpu_ticks })
+    let s = Stat::from_read(line.as_bytes()).ok()?;
+    let children = s.cutime.max(0) as u64 + s.cstime.max(0) as u64;
+    Some(ProcStat { pid: s.pid, pgid: s.pgrp, rss_pages: s.rss, cpu_ticks: s.utime + s.stime + children })
 }
 
 /// Adds up the processes of each group in `pgids`.
@@ -118,10 +115,7 @@ pub fn scan(pgids: &[i32]) -> HashMap<i32, GroupUsage> {
 /// What the calling process itself uses, from `/proc/self` (the
 /// primary's `process_*` metrics).
 pub fn own_usage() -> Option<crate::types::counters::ProcessUsage> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+    let stat = Stat::from_file("/proc/self/stat").ok()?;
     let (page, hz) = (sysconf(libc::_SC_PAGESIZE, 4096), sysconf(libc::_SC_CLK_TCK, 100).max(1) as f64);
     // Boot time, to turn the start (ticks since boot) into Unix time.
     let btime: u64 = std::fs::read_to_string("/proc/stat")
@@ -132,12 +126,12 @@ pub fn own_usage() -> Option<crate::types::counters::ProcessUsage> {
     let max_fds =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
     Some(crate::types::counters::ProcessUsage {
-        rss_bytes: field(24)? * page,
-        cpu_seconds: (field(14)? + field(15)?) as f64 / hz,
+        rss_bytes: stat.rss * page,
+        cpu_seconds: (stat.utime + stat.stime) as f64 / hz,
         // (The listing itself holds one fd open while it counts.)
         open_fds: open_fds.saturating_sub(1),
         max_fds,
-        start_time_seconds: btime as f64 + field(22)? as f64 / hz,
+        start_time_seconds: btime as f64 + stat.starttime as f64 / hz,
     })
 }
 

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use procfs_core::process::Status;
+use procfs_core::FromRead;
 
 use super::accepting::group::group_members;
 use super::pidfd;
@@ -47,29 +49,28 @@ pub struct Disposition {
 /// says nothing (a server that starts a thread per connection was seen so
 /// under load).
 pub fn disposition(pid: i32, signo: i32) -> io::Result<Disposition> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let status = status(&format!("/proc/{pid}/status"))?;
     let mut blocked = true;
     for task in fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
-        let Ok(status) = fs::read_to_string(task.path().join("status")) else { continue }; // ended
-        blocked &= has(&status, "SigBlk:", signo, pid)?;
+        let path = task.path().join("status");
+        let Ok(text) = fs::read(&path) else { continue }; // ended
+        blocked &= has(parse_status(&text, &path.to_string_lossy())?.sigblk, signo);
     }
-    Ok(Disposition {
-        caught: has(&status, "SigCgt:", signo, pid)?,
-        ignored: has(&status, "SigIgn:", signo, pid)?,
-        blocked,
-    })
+    Ok(Disposition { caught: has(status.sigcgt, signo), ignored: has(status.sigign, signo), blocked })
 }
 
-/// Whether the signal mask `field` of a `/proc/PID/status` has `signo`.
-fn has(status: &str, field: &str, signo: i32, pid: i32) -> io::Result<bool> {
-    let value = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .map(str::trim)
-        .ok_or_else(|| io::Error::other(format!("/proc/{pid}/status has no {field}")))?;
-    let mask = u64::from_str_radix(value, 16)
-        .map_err(|e| io::Error::other(format!("/proc/{pid}/status: {field} {value:?}: {e}")))?;
-    Ok((1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0)
+/// A `/proc/PID/status` file, read and parsed.
+fn status(path: &str) -> io::Result<Status> {
+    parse_status(&fs::read(path)?, path)
+}
+
+fn parse_status(text: &[u8], path: &str) -> io::Result<Status> {
+    Status::from_read(text).map_err(|e| io::Error::other(format!("{path}: {e}")))
+}
+
+/// Whether a signal mask has `signo`.
+fn has(mask: u64, signo: i32) -> bool {
+    (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0
 }
 
 pub use crate::types::quiesce::Standing;

@@ -374,14 +374,13 @@ fn owner_runs(text: &str) -> bool {
 /// where that cannot be read; `None` when the process is gone.
 #[cfg(target_os = "linux")]
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces and parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return None;
+    use procfs_core::FromRead;
+    let Ok(text) = std::fs::read(format!("/proc/{pid}/stat")) else { return None };
+    match procfs_core::process::Stat::from_read(&text[..]) {
+        Ok(stat) if matches!(stat.state, 'Z' | 'X') => None,
+        Ok(stat) => Some(stat.starttime),
+        Err(_) => Some(0),
     }
-    // starttime is field 22 of the whole line, the 20th after the name.
-    Some(fields.get(19).and_then(|s| s.parse().ok()).unwrap_or(0))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -130,13 +130,9 @@ fn pgrp_of(pid: i32) -> io::Result<i32> {
 }
 
 /// Field 5 (pgrp) of a `/proc/PID/stat` line: `PID (COMM) STATE PPID PGRP ...`.
-/// COMM may hold spaces and parentheses, so count from the *last* `)`.
 fn parse_stat_pgrp(stat: &[u8]) -> Option<i32> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let mut fields = stat[close + 1..].split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
-    let _state = fields.next()?;
-    let _ppid = fields.next()?;
-    parse_int(fields.next()?)
+    use procfs_core::FromRead;
+    procfs_core::process::Stat::from_read(stat).ok().map(|s| s.pgrp)
 }
 
 #[cfg(test)]
@@ -145,8 +141,12 @@ mod tests {
 
     #[test]
     fn stat_pgrp_with_odd_comm() {
-        assert_eq!(parse_stat_pgrp(b"123 (a) b) c) S 1 456 456 0 -1 4194560 0 0"), Some(456));
-        assert_eq!(parse_stat_pgrp(b"123 (sleep) S 1 77 77"), Some(77));
+        // The rest of a real line (a kernel writes every field).
+        const REST: &str = "0 -1 4194560 1234 0 0 0 150 25 3 2 20 0 1 0 987654 213000000 51234 \
+            18446744073709551615 1 1 0 0 0 0 0 16781312 2 0 0 0 17 1 0 0 0 0 0";
+        let line = |head: &str| format!("{head} {REST}");
+        assert_eq!(parse_stat_pgrp(line("123 (a) b) c) S 1 456 456").as_bytes()), Some(456));
+        assert_eq!(parse_stat_pgrp(line("123 (sleep) S 1 77 77").as_bytes()), Some(77));
         assert_eq!(parse_stat_pgrp(b"123 (x"), None);
         assert_eq!(parse_stat_pgrp(b"123 (x) S 1"), None);
         assert_eq!(parse_stat_pgrp(b""), None);
