@@ -699,6 +699,15 @@ impl Launcher<'_> {
         };
         let spawned = spawn::spawn(&self.settings.command, &env, &fds)?;
         let pid = spawned.pid;
+        if spawned.exec_pending {
+            tracing::warn!(
+                worker = id,
+                "worker {id} (pid {pid}): the exec of {} had not returned after {} s (a slow or hung filesystem?); \
+                 hotswap goes on, and a failed exec will show as its exit with code 127",
+                self.settings.command[0],
+                spawn::EXEC_WAIT.as_secs()
+            );
+        }
         drop((theirs, out_w, err_w, devnull));
         #[cfg(target_os = "linux")]
         let bind_notify = self.bind_intercepted(spawned.intercept, (id, generation, pid), slot)?;

@@ -47,10 +47,19 @@ pub struct Fds<'a> {
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: Pid,
+    /// Its exec had not returned within [`EXEC_WAIT`] (a slow or hung
+    /// filesystem): the primary went on without its outcome, and a failed
+    /// exec will show as the worker's exit (code 127).
+    pub exec_pending: bool,
     /// Its bind filter, when one was asked for.
     #[cfg(target_os = "linux")]
     pub intercept: super::bind_intercept::Installed,
 }
+
+/// How long [`spawn`] waits for the child's exec, on the primary's one
+/// thread: an exec is a few milliseconds, but one from a hung network or
+/// FUSE filesystem never returns, and the event loop must not wait with it.
+pub const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Width reserved for the pid digits; pid_max is at most 2^22 on Linux.
 const PID_SLOT: usize = 20;
@@ -153,8 +162,11 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     // whichever runs first wins, so no signal reaches the wrong group).
     unsafe { libc::setpgid(pid, pid) };
     drop(err_write);
+    // Until the exec (the pipe closes on it) or its failure (errno), at
+    // most EXEC_WAIT.
+    let exec_pending = !exec_returned(&err_read, EXEC_WAIT);
     let mut errno = [0u8; 4];
-    let n = nix::unistd::read(&err_read, &mut errno).unwrap_or(0);
+    let n = if exec_pending { 0 } else { nix::unistd::read(&err_read, &mut errno).unwrap_or(0) };
     if n == 4 {
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
@@ -167,9 +179,32 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     }
     Ok(Spawned {
         pid: Pid::from_raw(pid),
+        exec_pending,
         #[cfg(target_os = "linux")]
         intercept,
     })
+}
+
+/// Whether the exec-status pipe has something to say (the child's errno,
+/// or its end closed by the exec) within `wait`.
+fn exec_returned(pipe: &std::os::fd::OwnedFd, wait: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            // (A timeout in whole milliseconds can end a little early.)
+            Ok(0) if std::time::Instant::now() >= deadline => return false,
+            Ok(0) => continue,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+            // poll itself failed: read as before, which blocks until the exec.
+            Err(_) => return true,
+        }
+    }
 }
 
 /// What the child needs to install the bind filter: the filter and its
@@ -374,6 +409,43 @@ pub fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> Result<Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wait_for_an_exec_is_bounded() {
+        let wait = std::time::Duration::from_millis(50);
+        // A child that never execs nor fails: its end stays open.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let started = std::time::Instant::now();
+        assert!(!exec_returned(&r, wait), "nothing said: not returned");
+        assert!(started.elapsed() >= wait);
+        // An exec closes its end; a failure writes its errno first.
+        drop(w);
+        assert!(exec_returned(&r, wait));
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        nix::unistd::write(&w, &2i32.to_ne_bytes()).unwrap();
+        assert!(exec_returned(&r, wait));
+    }
+
+    #[test]
+    fn a_worker_that_execs_is_not_pending() {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&devnull);
+        let fds = Fds {
+            stdin: fd,
+            stdout: fd,
+            stderr: fd,
+            listeners: &[],
+            ipc: fd,
+            nice: None,
+            cwd: None,
+            #[cfg(target_os = "linux")]
+            intercept: None,
+        };
+        let path: OsString = std::env::var_os("PATH").unwrap_or_default();
+        let spawned = spawn(&["true".to_string()], &[("PATH".into(), path)], &fds).unwrap();
+        assert!(!spawned.exec_pending);
+        let _ = nix::sys::wait::waitpid(spawned.pid, None);
+    }
 
     #[test]
     fn pid_digits() {
