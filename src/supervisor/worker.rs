@@ -703,7 +703,7 @@ impl Launcher<'_> {
             tracing::warn!(
                 worker = id,
                 "worker {id} (pid {pid}): the exec of {} had not returned after {} s (a slow or hung filesystem?); \
-                 hotswap goes on, and a failed exec will show as its exit with code 127",
+                 hotswap goes on, and a failed exec will show as its exit",
                 self.settings.command[0],
                 spawn::EXEC_WAIT.as_secs()
             );

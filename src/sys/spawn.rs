@@ -49,7 +49,8 @@ pub struct Spawned {
     pub pid: Pid,
     /// Its exec had not returned within [`EXEC_WAIT`] (a slow or hung
     /// filesystem): the primary went on without its outcome, and a failed
-    /// exec will show as the worker's exit (code 127).
+    /// exec will show as the worker's exit (code 127, or SIGPIPE as no one
+    /// reads its errno any more).
     pub exec_pending: bool,
     /// Its bind filter, when one was asked for.
     #[cfg(target_os = "linux")]
