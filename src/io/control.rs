@@ -142,6 +142,13 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
     };
     let request = match request {
         Ok(r) => r,
+        // A connection closed without a byte: a liveness check (`hotswap
+        // stop` waits so for the primary to exit; `start` and `run` check a
+        // name so), not a bad request.
+        Err(error) if error == EMPTY_REQUEST => {
+            tracing::debug!("control socket: a client connected and closed without a request");
+            return Ok(());
+        }
         Err(error) => {
             tracing::warn!("control socket: bad request: {error}");
             return refuse(stream, error).await;
@@ -232,6 +239,9 @@ async fn refuse(mut stream: UnixStream, error: String) -> Result<()> {
     Ok(())
 }
 
+/// What [`read_request`] says of a connection closed before its first byte.
+const EMPTY_REQUEST: &str = "empty request";
+
 async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     let mut lines = Lines::new(MAX_REQUEST as usize, Long::Refuse);
     loop {
@@ -241,7 +251,7 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
                 return parse_request(std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())?)
             }
             Some(Frame::TooLong) => return Err(format!("request too long (limit {MAX_REQUEST} bytes)")),
-            None if n == 0 && lines.buffered() == 0 => return Err("empty request".into()),
+            None if n == 0 && lines.buffered() == 0 => return Err(EMPTY_REQUEST.into()),
             None if n == 0 => return Err("request unterminated (it must end with a newline)".into()),
             None => {}
         }

@@ -83,6 +83,12 @@ fn malformed_and_unknown_control_requests_get_an_error_and_change_nothing() {
     // machine (which starts `hotswap status` slowly) room.
     assert!(t.elapsed() < Duration::from_secs(5), "status took {:?} beside a silent client", t.elapsed());
     assert_eq!(p.worker_pids(), before);
+    // A connection closed without a byte is a liveness check (`hotswap
+    // stop` makes them while the primary exits), not a bad request.
+    drop(UnixStream::connect(&p.control).unwrap());
+    assert_eq!(p.status()["generation"], 1);
+    let log = p.log_text();
+    assert_eq!(log.matches("bad request").count(), 3, "the three bad requests only: {log}");
 }
 
 #[test]
