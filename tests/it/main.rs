@@ -5,6 +5,7 @@
 mod common;
 
 mod accepting;
+mod axum;
 mod balance;
 mod config;
 mod container;
