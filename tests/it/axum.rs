@@ -19,7 +19,7 @@ fn axum_app() -> String {
             let dir = root().join("tests/fixtures/axum_listenfd");
             let target = root().join("target/fixtures");
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "--locked", "--target-dir"])
+                .args(["build", "--quiet", "--target-dir"])
                 .arg(&target)
                 .current_dir(&dir)
                 .status()
