@@ -602,19 +602,28 @@ impl Supervisor {
                          servers do it by themselves; see docs/workers.md and docs/servers.md"
                     .to_string(),
             };
-            let port = super::port_hint::hint_for_addr(w.settings(), &self.listeners, addr);
+            // Forked by a wrapper, it ignored fd 3 whatever its PORT.
+            let wrapper = super::port_hint::forked_by_a_wrapper(*pid, w.pid().as_raw());
+            let port = match wrapper {
+                Some(_) => None,
+                None => super::port_hint::hint_for_addr(w.settings(), &self.listeners, addr),
+            };
             tracing::warn!(
                 worker = id,
                 "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
                  that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
                  instead of binding its own: {fix}{}",
                 ours.join(" and "),
-                port.as_ref().map(|p| format!(". PORT: {p}")).unwrap_or_default(),
+                match (&wrapper, &port) {
+                    (Some(w), _) => format!(". {w}"),
+                    (None, Some(p)) => format!(". PORT: {p}"),
+                    (None, None) => String::new(),
+                },
             );
             let watch = w.accept_watch_mut();
             watch.own.push(format!("{addr} (pid {pid})"));
             if watch.port_hint.is_none() {
-                watch.port_hint = port;
+                watch.port_hint = wrapper.or(port);
             }
         }
     }

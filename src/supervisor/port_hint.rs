@@ -69,6 +69,26 @@ pub fn hint(settings: &Settings, listeners: &[Listener], own: u16) -> Option<Str
     })
 }
 
+/// What to say of process `holder`, which listens on a socket of its own,
+/// when it is not the process hotswap started (pid `worker`): if it was
+/// started with a `LISTEN_PID` that is not its own, a wrapper forked it
+/// (`sh -c 'app; ...'`, `strace -f`, a script without `exec`), and a server
+/// that follows systemd's protocol (`sd_listen_fds`, Rust's `listenfd`,
+/// Go's `go-systemd`) ignores sockets meant for another pid; that, not
+/// `PORT`, is why it bound its own.
+pub fn forked_by_a_wrapper(holder: i32, worker: i32) -> Option<String> {
+    let named = crate::sys::spawn::listen_pid_of(holder)?;
+    (holder != worker && named != holder).then(|| {
+        format!(
+            "pid {holder} is not the process hotswap started (pid {worker}), which LISTEN_PID={named} names: a \
+             server that reads LISTEN_FDS (sd_listen_fds, Rust's listenfd, go-systemd) takes the sockets only in \
+             the process LISTEN_PID names, so started by a wrapper that forks (`sh -c 'app; ...'`, `strace -f`, \
+             a script that does not `exec` it) it ignores them and binds its own; run the server directly, or \
+             make the wrapper `exec` it"
+        )
+    })
+}
+
 /// [`hint`] for an address given as text (`0.0.0.0:3998`, `[::]:3998`).
 pub fn hint_for_addr(settings: &Settings, listeners: &[Listener], addr: &str) -> Option<String> {
     let port = addr.rsplit_once(':')?.1.parse::<u16>().ok()?;

@@ -186,6 +186,22 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
     })
 }
 
+/// The `LISTEN_PID` process `pid` was started with (`/proc/PID/environ`),
+/// if any: a process that holds a socket of its own while `LISTEN_PID`
+/// names another was told of hotswap's sockets by its environment but, by
+/// systemd's protocol, not given them (a wrapper forked it).
+#[cfg(target_os = "linux")]
+pub fn listen_pid_of(pid: i32) -> Option<i32> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let value = environ.split(|b| *b == 0).find_map(|kv| kv.strip_prefix(b"LISTEN_PID="))?;
+    std::str::from_utf8(value).ok()?.trim_end_matches('\0').trim().parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn listen_pid_of(_pid: i32) -> Option<i32> {
+    None
+}
+
 /// Whether the exec-status pipe has something to say (the child's errno,
 /// or its end closed by the exec) within `wait`.
 fn exec_returned(pipe: &std::os::fd::OwnedFd, wait: std::time::Duration) -> bool {

@@ -78,6 +78,24 @@ fn a_worker_on_a_port_of_its_own_is_told_about_port() {
     assert!(summary.contains("hotswap gave it PORT=") && summary.contains("it does not read PORT"), "{summary}");
 }
 
+/// A server that follows systemd's protocol (fd 3 only when `LISTEN_PID`
+/// is its own pid, as `sd_listen_fds` and Rust's `listenfd`), forked by a
+/// wrapper: it binds its own port, and the summary says why (the wrapper),
+/// not `PORT`.
+#[test]
+fn a_server_forked_by_a_wrapper_is_told_about_listen_pid() {
+    if !installed("python3") {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let (summary, all) = gives_up_within("6s", &root(), &["sh", "-c", "python3 tests/fixtures/listen_pid.py; true"]);
+    assert!(all.contains("LISTEN_PID mine: False"), "the fixture saw LISTEN_PID not its own: {all}");
+    assert!(summary.contains("it listens on a socket of its own instead: 127.0.0.1:"), "{summary}");
+    assert!(summary.contains("is not the process hotswap started") && summary.contains("LISTEN_PID="), "{summary}");
+    assert!(summary.contains("make the wrapper `exec` it"), "{summary}");
+    assert!(!summary.contains("it does not read PORT"), "PORT is not the cause here: {summary}");
+}
+
 #[test]
 fn a_worker_that_dies_at_start_is_quoted_in_the_summary() {
     let (summary, _) = gives_up(
