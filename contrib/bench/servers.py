@@ -13,6 +13,8 @@ time.
     SERVERS_ONLY=nginx,unicorn python3 contrib/bench/servers.py
     BENCH_HOTSWAP_BIN=target/debug/hotswap ...   # another build
     BENCH_APACHE_EXTRA="AcceptFilter http none" SERVERS_ONLY=apache ...
+    BENCH_JETTY_MODULES=http,deploy,stats SERVERS_ONLY=jetty ...   # the Jetty
+                                  # base's modules (default http,deploy)
     SERVERS_FORCE_SIGTERM=1 ...   # the recognised pre-fork servers again
                                   # with --stop-signal SIGTERM (the old default)
     SERVERS_QUIESCE=off ...       # every server with --quiesce off (servers
@@ -324,6 +326,23 @@ def setup_apache(d, port):
     return [apache, "-DFOREGROUND", "-f", f"{d}/apache.conf"], ["-w", "1"], port, None
 
 
+def setup_jetty(d, port):
+    """Jetty 9.4 (Debian's jetty9), a base as `start.jar --add-to-start=http,deploy`
+    makes it, one static webapp; it binds its port itself (bind interception)."""
+    home = "/usr/share/jetty9"
+    if not os.path.exists(f"{home}/start.jar"):
+        return "jetty9 not installed (apt-get install jetty9)"
+    base = f"{d}/jetty-base"
+    os.makedirs(f"{base}/webapps/root", exist_ok=True)
+    modules = os.environ.get("BENCH_JETTY_MODULES", "http,deploy").split(",")
+    with open(f"{base}/start.ini", "w") as f:
+        f.write("".join(f"--module={m}\n" for m in modules))
+    with open(f"{base}/webapps/root/index.html", "w") as f:
+        f.write("generation\n")
+    return (["java", "-jar", f"{home}/start.jar", f"jetty.home={home}", f"jetty.base={base}",
+             f"jetty.http.port={port}", "jetty.http.host=127.0.0.1"], ["-w", "2"], port, None)
+
+
 def setup_go(d, port):
     if not which("go"):
         return "go not installed"
@@ -385,6 +404,7 @@ SERVERS = [
     ("Django (gunicorn)", setup_django, None, "measured by contrib/bench/servers.py, not in CI"),
     ("caddy", setup_caddy, "caddy", "measured by contrib/bench/servers.py, not in CI"),
     ("Apache httpd", setup_apache, "apache", "measured by contrib/bench/servers.py, not in CI"),
+    ("Jetty", setup_jetty, None, "`own_bind::jetty_on_its_own_port_reloads_without_a_failed_request`"),
 ]
 
 PREFORK_SIGTERM = {"nginx", "unicorn", "lighttpd", "php-fpm behind nginx"}
@@ -433,11 +453,11 @@ class Load:
                         self.ok += 1
                     else:
                         self.failed += 1
-                        self.errors.append("HTTP %d" % r.status)
+                        self.errors.append("%s: HTTP %d" % ("keep-alive" if keep_alive else "new", r.status))
             except Exception as e:  # noqa: BLE001 - every failure counts
                 with self.lock:
                     self.failed += 1
-                    self.errors.append(repr(e)[:80])
+                    self.errors.append("%s: %s" % ("keep-alive" if keep_alive else "new", repr(e)[:80]))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -506,7 +526,7 @@ def run_one(name, setup, kind, force_sigterm):
         load.finish()
         text = open(os.path.join(d, "primary.log")).read()
         sig = [line.split("stopping (")[1].split(" sent")[0] for line in text.splitlines() if "stopping (" in line]
-        result.update(requests=load.ok + load.failed, failed=load.failed, errors=load.errors[:5], reload_ms=took,
+        result.update(requests=load.ok + load.failed, failed=load.failed, errors=load.errors[:12], reload_ms=took,
                       stop_signal=sig[0] if sig else None, killed=text.count("killed by SIGKILL"),
                       quiesced=text.count("answers nothing after"), quiesce_gave_up=text.count("stopping it anyway"))
         return result

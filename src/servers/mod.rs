@@ -149,7 +149,11 @@ impl Server {
             Server::Lighttpd => "its graceful stop; SIGTERM stops it at once",
             Server::Apache => "its graceful-stop; SIGTERM stops it at once",
             Server::Puma | Server::Gunicorn | Server::Uvicorn | Server::Hypercorn => "its graceful stop",
-            Server::Jetty => "the JVM's shutdown hooks stop Jetty, gracefully with a stopTimeout",
+            Server::Jetty => {
+                "its graceful stop, in the JVM's shutdown hook: it stops accepting, answers 503 to requests on \
+                 open connections and closes them (it waits for requests in flight, up to its stopTimeout, only \
+                 with its `stats` module)"
+            }
             Server::Caddy => "its graceful stop",
             Server::PhpBuiltin | Server::PythonHttpServer => {
                 "it has no graceful stop: each old worker is told once it answers nothing, unless --quiesce off"
@@ -196,7 +200,7 @@ impl Server {
 
     /// How it takes hotswap's sockets, and what its own configuration must
     /// say for that.
-    fn socket(self, listeners: &[ListenAddr]) -> String {
+    fn socket(self, args: &[String], listeners: &[ListenAddr]) -> String {
         let addrs = listeners.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let env = self.env(listeners).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
         match self {
@@ -219,9 +223,17 @@ impl Server {
             Server::Gunicorn => "socket via LISTEN_FDS (gunicorn reads it)".into(),
             Server::Uvicorn => "socket via `--fd 3` (give it)".into(),
             Server::Hypercorn => "socket via `--bind fd://3` (give it)".into(),
-            Server::Apache | Server::Caddy | Server::Jetty => {
+            Server::Apache | Server::Caddy => {
                 "it binds its own port (no inherited socket handed: see docs/servers.md)".into()
             }
+            Server::Jetty => format!(
+                "it binds its own port: its bind of a --listen address gets hotswap's socket (bind interception, \
+                 docs/own-bind.md), so its jetty.http.port ({}) must be that port",
+                match jetty_port(args) {
+                    Some(p) => format!("{p}, on its command line"),
+                    None => "8080 unless its jetty.base's start.ini says otherwise".into(),
+                }
+            ),
             Server::PhpBuiltin | Server::PythonHttpServer => {
                 "it binds its own port: its bind of a --listen address gets hotswap's socket (docs/own-bind.md)".into()
             }
@@ -251,6 +263,28 @@ impl Server {
         }
     }
 
+    /// A port its command line names that no `--listen` has: its bind of
+    /// it stays its own (and it does not serve hotswap's socket).
+    fn port_elsewhere(self, args: &[String], listeners: &[ListenAddr]) -> Option<String> {
+        let Server::Jetty = self else { return None };
+        let port = jetty_port(args)?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .filter_map(|l| match l {
+                ListenAddr::Tcp(sa) => Some(sa.port()),
+                ListenAddr::Unix(_) => None,
+            })
+            .collect();
+        if ports.is_empty() || ports.contains(&port) {
+            return None;
+        }
+        let addrs = listeners.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        Some(format!(
+            "its command line says jetty.http.port={port}, which hotswap does not listen on ({addrs}): Jetty binds \
+             that port itself and serves none of hotswap's connections; give it the --listen port"
+        ))
+    }
+
     /// What to change when it listens on an address of its own instead of
     /// hotswap's socket, for the warning that names that address.
     pub fn own_listener_fix(self, listeners: &[ListenAddr]) -> Option<String> {
@@ -266,6 +300,18 @@ impl Server {
             Server::Puma => format!("run puma with `--bind-to-activated-sockets only` (or `-b tcp://{addrs}`)"),
             Server::Uvicorn => "give uvicorn the socket: `uvicorn --fd 3`".into(),
             Server::Hypercorn => "give hypercorn the socket: `hypercorn --bind fd://3`".into(),
+            Server::Jetty => {
+                let tcp = listeners.iter().find_map(|l| match l {
+                    ListenAddr::Tcp(sa) => Some(sa),
+                    ListenAddr::Unix(_) => None,
+                })?;
+                format!(
+                    "set Jetty's jetty.http.port={} (on its command line or in its jetty.base's start.ini), and its \
+                     jetty.http.host unset or {}: its bind of that port then gets hotswap's socket",
+                    tcp.port(),
+                    tcp.ip()
+                )
+            }
             _ => return None,
         })
     }
@@ -291,6 +337,18 @@ impl Server {
     }
 }
 
+/// The port a Jetty command line gives its HTTP connector
+/// (`jetty.http.port=8081`, or the deprecated `jetty.port`, as start.jar's
+/// argument or a `-D` system property); `None` when it is left to the
+/// jetty.base's `start.ini` (8080 unless that says otherwise).
+fn jetty_port(args: &[String]) -> Option<u16> {
+    args.iter().rev().find_map(|a| {
+        let a = a.strip_prefix("-D").unwrap_or(a);
+        let v = a.strip_prefix("jetty.http.port=").or_else(|| a.strip_prefix("jetty.port="))?;
+        v.parse().ok()
+    })
+}
+
 /// What hotswap chose for a recognised server and why, for the start-up
 /// log and `status`: `nginx recognised: stop signal SIGQUIT (its graceful
 /// stop; ...), socket via NGINX=3; (...)`. `given` is a `--stop-signal`
@@ -309,8 +367,11 @@ pub fn describe(r: &Recognised, given: Option<Signal>, listeners: &[ListenAddr])
         }
         None => format!("stop signal {} ({})", server.stop_signal(), server.drains()),
     };
-    let mut text = format!("{} recognised: {signal}, {}", server.name(), server.socket(listeners));
+    let mut text = format!("{} recognised: {signal}, {}", server.name(), server.socket(&r.args, listeners));
     if let Some(m) = server.missing(&r.args) {
+        text += &format!("; NOTE: {m}");
+    }
+    if let Some(m) = server.port_elsewhere(&r.args, listeners) {
         text += &format!("; NOTE: {m}");
     }
     text

@@ -139,3 +139,27 @@ fn gunicorns_control_socket_is_its_own_not_a_port_it_serves() {
     assert!(!g.is_control_socket(&[], "127.0.0.1:8000"));
     assert!(!Server::Uvicorn.is_control_socket(&[], "unix:/home/app/.gunicorn/gunicorn.ctl"));
 }
+
+#[test]
+fn jetty_is_told_its_port_must_be_the_listen_port() {
+    let l = &addrs()[..1];
+    let jetty = recognise(&cmd(&["java", "-jar", "/usr/share/jetty9/start.jar", "jetty.base=/srv/base"])).unwrap();
+    let text = describe(&jetty, None, l);
+    assert!(text.starts_with("Jetty recognised: stop signal SIGTERM (its graceful stop"), "{text}");
+    assert!(text.contains("gets hotswap's socket (bind interception"), "{text}");
+    assert!(text.contains("8080 unless its jetty.base's start.ini says otherwise") && !text.contains("NOTE"), "{text}");
+    let same = recognise(&cmd(&["java", "-jar", "start.jar", "jetty.http.port=8080"])).unwrap();
+    let text = describe(&same, None, l);
+    assert!(text.contains("(8080, on its command line)") && !text.contains("NOTE"), "{text}");
+    let other = recognise(&cmd(&["java", "-jar", "start.jar", "jetty.http.port=9090"])).unwrap();
+    let text = describe(&other, None, l);
+    assert!(
+        text.contains("NOTE: its command line says jetty.http.port=9090, which hotswap does not listen on"),
+        "{text}"
+    );
+    let deprecated = recognise(&cmd(&["java", "-Djetty.port=9090", "-jar", "start.jar"])).unwrap();
+    assert!(describe(&deprecated, None, l).contains("NOTE: its command line says jetty.http.port=9090"));
+    let fix = Server::Jetty.own_listener_fix(l).unwrap();
+    assert!(fix.contains("jetty.http.port=8080") && fix.contains("jetty.http.host unset or 127.0.0.1"), "{fix}");
+    assert_eq!(Server::Jetty.own_listener_fix(&addrs()[2..]), None, "no TCP listener: nothing to say");
+}

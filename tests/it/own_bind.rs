@@ -446,3 +446,86 @@ fn php_builtin_server_on_a_fixed_port_reloads_without_a_failed_request() {
     );
     assert_no_failures(&records, "reloads of php -S");
 }
+
+/// Debian's Jetty 9.4 launcher (package `jetty9`).
+const JETTY_HOME: &str = "/usr/share/jetty9";
+
+/// Jetty 9.4 (Debian's `jetty9`) set up as its docs say: a jetty.base whose
+/// `start.ini` enables the `http` and `deploy` modules and names the port
+/// (`--add-to-start=http,deploy`, then `jetty.http.port=PORT`), one static
+/// webapp, and the stock launcher with only `-l` and a ready timeout for
+/// the JVM. Its connector binds `[::]:PORT` itself (no host given): bind
+/// interception gives it hotswap's socket, it is seen accepting, and 2
+/// reloads of 2 workers under keep-alive and new-connection load each
+/// succeed, every old worker exiting on its SIGTERM (no SIGKILL).
+///
+/// Not 0 failed: Jetty 9.4's graceful stop itself fails requests that
+/// come during it (docs/servers.md, "Jetty"): it answers 503 to a request
+/// on a connection it holds, then closes its connections, each with a
+/// `shutdown(SHUT_WR)` first (the JDK's close of a registered channel), so
+/// a keep-alive client that wrote its next request as the end of file
+/// came sees the connection close unanswered: beyond rescue (rescue.md).
+/// So each failure must be one of those (a 503, or a connection closed or
+/// reset before the answer), and at most once per client per old worker:
+/// never a refused connection or a wait for an answer (hotswap's socket
+/// lost, or not served), and never a run of failures.
+#[test]
+fn jetty_binding_its_own_port_reloads_under_load() {
+    let start_jar = format!("{JETTY_HOME}/start.jar");
+    if !std::path::Path::new(&start_jar).exists() || !installed("java") {
+        return;
+    }
+    let base = TempDir::new("own-bind-jetty");
+    let port = free_port();
+    std::fs::write(base.path("start.ini"), format!("--module=http\n--module=deploy\njetty.http.port={port}\n"))
+        .unwrap();
+    std::fs::create_dir_all(base.path("webapps/root")).unwrap();
+    std::fs::write(base.path("webapps/root/index.html"), "hello from jetty\n").unwrap();
+    let command = vec![
+        "java".to_string(),
+        "-jar".into(),
+        start_jar,
+        format!("jetty.home={JETTY_HOME}"),
+        format!("jetty.base={}", base.0.display()),
+    ];
+    let b = Primary::bare(command).arg("-l").arg(format!("127.0.0.1:{port}")).arg("--ready-timeout").arg("90s");
+    let p = started(b, 2);
+    let server = p.status()["server"].as_str().unwrap_or_default().to_string();
+    assert!(server.starts_with("Jetty recognised: stop signal SIGTERM (its graceful stop"), "{server}");
+    assert!(server.contains("gets hotswap's socket") && !server.contains("NOTE"), "{server}");
+    assert_workers_hold_hotswaps_socket(&p);
+    assert!(p.log_text().contains(&format!("binds [::]:{port} itself")), "{}", p.log_text());
+
+    let events = EventStream::start(&p);
+    let (keep_alive, fresh, reloads) = (2, 2, 2);
+    let load = Load::start(Target::Tcp(format!("127.0.0.1:{port}")), keep_alive, fresh);
+    load.wait_for_requests(100);
+    for _ in 0..reloads {
+        p.reload();
+        load.wait_for_requests(100);
+    }
+    let records = load.finish();
+    let seen = events.so_far();
+    let named = |name: &str| seen.iter().filter(|e| e["event"] == name).count();
+    assert_eq!(named("reload-finished"), reloads, "{seen:?}");
+    assert_eq!(named("reload-failed"), 0, "{seen:?}");
+    let exits: Vec<_> = seen.iter().filter(|e| e["event"] == "exit").collect();
+    assert_eq!(exits.len(), 2 * reloads, "each old worker exited: {seen:?}");
+    assert!(killed_exits(&seen).is_empty(), "each old worker exited on its SIGTERM: {exits:?}");
+    let status = p.status();
+    assert_eq!(status["generation"], 1 + reloads as u64, "{status}");
+    assert_eq!(Primary::ready_workers(&status).len(), 2, "{status}");
+    assert_workers_hold_hotswaps_socket(&p);
+
+    let failed: Vec<&String> = records.iter().filter_map(|r| r.result.as_ref().err()).collect();
+    eprintln!("Jetty: {} of {} requests failed: {failed:?}", failed.len(), records.len());
+    assert!(records.len() > 200, "the load made only {} requests", records.len());
+    let jettys = |e: &&&String| {
+        e.as_str() == "HTTP 503"
+            || e.starts_with("read: connection closed before a response")
+            || e.starts_with("read: Connection reset by peer")
+    };
+    assert!(failed.iter().all(|e| jettys(&e)), "a failure that is not Jetty's stop: {failed:?}");
+    let bound = (keep_alive + fresh) * 2 * reloads;
+    assert!(failed.len() <= bound, "{} failed, more than once per client per old worker: {failed:?}", failed.len());
+}
