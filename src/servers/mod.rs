@@ -223,9 +223,12 @@ impl Server {
             Server::Gunicorn => "socket via LISTEN_FDS (gunicorn reads it)".into(),
             Server::Uvicorn => "socket via `--fd 3` (give it)".into(),
             Server::Hypercorn => "socket via `--bind fd://3` (give it)".into(),
-            Server::Apache | Server::Caddy => {
-                "it binds its own port (no inherited socket handed: see docs/servers.md)".into()
-            }
+            Server::Apache => "it binds its own port: its bind of a --listen address gets hotswap's socket (bind \
+                               interception, docs/own-bind.md), so its `Listen` must be that address"
+                .into(),
+            Server::Caddy => "it binds its own port: its bind of a --listen address gets hotswap's socket (bind \
+                              interception, docs/own-bind.md), so its site address must have that port"
+                .into(),
             Server::Jetty => format!(
                 "it binds its own port: its bind of a --listen address gets hotswap's socket (bind interception, \
                  docs/own-bind.md), so its jetty.http.port ({}) must be that port",
