@@ -15,6 +15,14 @@ use crate::types::{Killed, ReadyVia, Timer, WorkerId, WorkerState};
 /// When a starting worker that is not ready yet gets a log line saying why.
 const HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// When a starting worker is said to be not ready yet: at a sixth of its
+/// `--ready-timeout`, at least [`HINT_AFTER`] (5 s under the default 30 s).
+/// A user who gave a JVM server 90 s knows it starts slowly: a warning at
+/// 5 s would come on every start.
+fn hint_after(ready_timeout: std::time::Duration) -> std::time::Duration {
+    (ready_timeout / 6).max(HINT_AFTER)
+}
+
 impl Supervisor {
     /// Starts a worker in `slot` with `settings` and arms its deadlines.
     pub(super) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
@@ -42,7 +50,7 @@ impl Supervisor {
         self.primary_worker_started(id);
         self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
         if settings.ready_timeout > HINT_AFTER * 2 && !matches!(settings.ready, ReadyMode::None | ReadyMode::Delay(_)) {
-            self.worker_timer(id, HINT_AFTER, Timer::ReadyHint(id));
+            self.worker_timer(id, hint_after(settings.ready_timeout), Timer::ReadyHint(id));
         }
         match settings.ready {
             ReadyMode::None => self.mark_ready(id, ReadyVia::Assumed),
@@ -269,7 +277,7 @@ impl Supervisor {
             let hint = format!(
                 "{} not ready after {} s: {} (it is killed at --ready-timeout {})",
                 w.label(),
-                HINT_AFTER.as_secs(),
+                hint_after(w.settings().ready_timeout).as_secs(),
                 w.diagnosis_quoting(),
                 humantime::format_duration(w.settings().ready_timeout)
             );
@@ -365,5 +373,18 @@ impl Supervisor {
 
     pub(super) fn ready_count(&self) -> usize {
         self.workers.values().filter(|w| w.state() == WorkerState::Ready).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_not_ready_hint_comes_at_a_sixth_of_the_ready_timeout_and_not_before_5_s() {
+        assert_eq!(hint_after(Duration::from_secs(30)), Duration::from_secs(5), "the default");
+        assert_eq!(hint_after(Duration::from_secs(12)), Duration::from_secs(5));
+        assert_eq!(hint_after(Duration::from_secs(90)), Duration::from_secs(15), "a JVM server's 90 s");
     }
 }
