@@ -96,7 +96,12 @@ fn scan(look: &Look) -> (std::io::Result<Report>, Duration) {
         Some((pid, inodes)) if !found.all_seen(&look.inodes) => {
             let started = std::time::Instant::now();
             match crate::sys::accepting::own::listening(*pid, inodes) {
-                Ok(own) => found.own = own.into_iter().map(|l| (*pid, l.addr)).collect(),
+                // Each with the process seen holding it (the pid asked
+                // for names only the network namespace).
+                Ok(own) => {
+                    let holder = |inode| found.others.iter().find(|o| o.1 == inode).map_or(*pid, |o| o.0);
+                    found.own = own.into_iter().map(|l| (holder(l.inode), l.addr)).collect();
+                }
                 Err(e) => tracing::debug!(worker = look.worker, "looking for listeners of its own: {e}"),
             }
             tracing::debug!(
