@@ -360,8 +360,9 @@ def setup_node(app, module=None):
 
 def setup_next(d, port):
     """A Next.js app (tests/apps/node/next-app, one page rendered per request),
-    built once here if it has no build, run by `next start` as its package.json
-    says (hotswap reads the port from PORT, which it sets)."""
+    built once here if it has no build, run by `next start` from its directory
+    as its package.json says and `npm start`'s refusal names it (`next start`
+    reads the port from PORT, which hotswap sets)."""
     app = os.path.join(NODEAPP, "next-app")
     nxt = os.path.join(NODEAPP, "node_modules/.bin/next")
     if not which("node") or not os.path.exists(nxt):
@@ -371,7 +372,7 @@ def setup_next(d, port):
         t = time.time()
         subprocess.run([nxt, "build"], cwd=app, check=True, capture_output=True)
         log(f"next build took {time.time() - t:.1f} s")
-    return [nxt, "start", app], ["-w", "2"], port, None
+    return ["../node_modules/.bin/next", "start"], ["-w", "2", "--cwd", app], port, None
 
 
 # name, setup, what the deploy before each reload writes (or None), verified by
