@@ -377,12 +377,32 @@ def setup_node(app, module=None):
     return setup
 
 
+def setup_next(d, port):
+    """A Next.js app (tests/apps/node/next-app, one page rendered per request),
+    built once here if it has no build, run by `next start` from its directory
+    as its package.json says and `npm start`'s refusal names it (`next start`
+    reads the port from PORT, which hotswap sets)."""
+    app = os.path.join(NODEAPP, "next-app")
+    nxt = os.path.join(NODEAPP, "node_modules/.bin/next")
+    if not which("node") or not os.path.exists(nxt):
+        return "node or next not installed"
+    os.environ["NEXT_TELEMETRY_DISABLED"] = "1"
+    if not os.path.exists(os.path.join(app, ".next/BUILD_ID")):
+        t = time.time()
+        subprocess.run([nxt, "build"], cwd=app, check=True, capture_output=True)
+        log(f"next build took {time.time() - t:.1f} s")
+    return ["../node_modules/.bin/next", "start"], ["-w", "2", "--cwd", app], port, None
+
+
 # name, setup, what the deploy before each reload writes (or None), verified by
 SERVERS = [
     ("Node.js http (cluster app)", setup_node("cluster-cjs.js"), None,
      "`node::the_cluster_guides_app_commonjs_reloads_under_load`"),
     ("Express", setup_node("express-app.js", "express"), None, "`node::an_express_app_reloads_under_load`"),
     ("Fastify", setup_node("fastify-app.js", "fastify"), None, "`node::a_fastify_app_reloads_under_load`"),
+    ("NestJS", setup_node("nest-app.mjs", "@nestjs/core"), None,
+     "`node_frameworks::a_nestjs_app_reloads_under_load`"),
+    ("Next.js", setup_next, None, "`node_frameworks::a_nextjs_app_reloads_under_load`"),
     ("uvicorn", setup_uvicorn, None, "`python::uvicorn_with_httptools_reloads_without_a_failed_request`"),
     ("hypercorn", setup_hypercorn, None, "`python::hypercorn_reloads_without_a_failed_request`"),
     ("gunicorn, sync workers", setup_gunicorn_sync, None, "`systemd::gunicorn_reloads_under_load`"),

@@ -15,19 +15,20 @@
 //! Node deletes `NODE_UNIQUE_ID` and `NODE_CHANNEL_FD` from its environment
 //! as it starts, so grandchildren never see them. Wrappers (`npm start`,
 //! `yarn start`, `npx`, `pnpm`) start the app in a child process without
-//! the channel: they are refused with a message that says what to run.
+//! the channel: they are refused with a message that says what to run
+//! ([`wrapper`]).
 
 pub mod cluster;
 pub mod primary;
+pub mod wrapper;
+
+pub use wrapper::check_wrapper;
 
 use std::ffi::OsString;
 use std::path::Path;
 
 /// The drain preload, written into the primary's runtime directory at start.
 pub const PRELOAD: &str = include_str!("preload.js");
-
-/// The wrappers that swallow the IPC channel, and what they run.
-const WRAPPERS: [&str; 5] = ["npm", "yarn", "npx", "pnpm", "pnpx"];
 
 /// The program a command runs: the first word, or for `/bin/sh -c 'exec
 /// ...'` (a config file's command string) the first word after `exec`.
@@ -45,36 +46,10 @@ fn base(program: &str) -> &str {
     Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program)
 }
 
-/// Refuses a command that starts the app through a package-manager
-/// wrapper, saying what to run instead.
-pub fn check_wrapper(command: &[String], cwd: &Path) -> Result<(), String> {
-    let Some(prog) = program(command) else { return Ok(()) };
-    let name = base(prog);
-    if !WRAPPERS.contains(&name) {
-        return Ok(());
-    }
-    let script = start_script(cwd);
-    let instead = match &script {
-        Some(s) => format!("`hotswap run ... -- {s}` (your package.json's start script)"),
-        None => "`hotswap run ... -- node app.js` (the file your start script runs)".to_string(),
-    };
-    Err(format!(
-        "`{name}` runs your app in a child process that does not get hotswap's IPC channel, so hotswap \
-         could neither hand it its sockets nor tell when it is ready or how to stop it; run node directly: {instead}"
-    ))
-}
-
-/// `scripts.start` of `package.json` in `dir`, if it runs node.
-fn start_script(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let start = v.get("scripts")?.get("start")?.as_str()?.trim().to_string();
-    start.starts_with("node ").then_some(start)
-}
-
 /// Whether `command` runs node: the program is `node`/`nodejs`, or a
-/// script whose `#!` line names node.
-pub fn runs_node(command: &[String], path: &OsString) -> bool {
+/// script whose `#!` line names node. A relative path to the program is the
+/// workers' (`cwd`, `--cwd`), as when they are started.
+pub fn runs_node(command: &[String], path: &OsString, cwd: Option<&Path>) -> bool {
     let Some(prog) = program(command) else { return false };
     let is_node =
         |p: &str| matches!(base(p), "node" | "nodejs") || base(p).starts_with("node-v") || base(p) == "node.exe";
@@ -83,7 +58,7 @@ pub fn runs_node(command: &[String], path: &OsString) -> bool {
     }
     // A script run directly: look at its `#!` line.
     let resolved = if prog.contains('/') {
-        Some(std::path::PathBuf::from(prog))
+        Some(cwd.map_or_else(|| Path::new(prog).to_path_buf(), |d| d.join(prog)))
     } else {
         std::env::split_paths(path).map(|d| d.join(prog)).find(|p| p.is_file())
     };
@@ -132,11 +107,11 @@ mod tests {
     #[test]
     fn node_commands_are_recognised() {
         let path = OsString::from("/nonexistent");
-        assert!(runs_node(&cmd(&["node", "app.js"]), &path));
-        assert!(runs_node(&cmd(&["/usr/local/bin/node", "--enable-source-maps", "app.js"]), &path));
-        assert!(runs_node(&cmd(&["/bin/sh", "-c", "exec node server.js"]), &path));
-        assert!(!runs_node(&cmd(&["python3", "app.py"]), &path));
-        assert!(!runs_node(&cmd(&["nodemon", "app.js"]), &path));
+        assert!(runs_node(&cmd(&["node", "app.js"]), &path, None));
+        assert!(runs_node(&cmd(&["/usr/local/bin/node", "--enable-source-maps", "app.js"]), &path, None));
+        assert!(runs_node(&cmd(&["/bin/sh", "-c", "exec node server.js"]), &path, None));
+        assert!(!runs_node(&cmd(&["python3", "app.py"]), &path, None));
+        assert!(!runs_node(&cmd(&["nodemon", "app.js"]), &path, None));
     }
 
     #[test]
@@ -148,23 +123,15 @@ mod tests {
         let py = dir.join("tool");
         std::fs::write(&py, "#!/usr/bin/env python3\n").unwrap();
         let path = OsString::from(dir.as_os_str());
-        assert!(runs_node(&cmd(&["server"]), &path));
-        assert!(runs_node(&cmd(&[script.to_str().unwrap()]), &path));
-        assert!(!runs_node(&cmd(&["tool"]), &path));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn wrappers_are_refused_with_what_to_run_instead() {
-        let dir = std::env::temp_dir().join(format!("hotswap-wrapper-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("package.json"), r#"{"scripts":{"start":"node server.js --port 3000"}}"#).unwrap();
-        let err = check_wrapper(&cmd(&["npm", "start"]), &dir).unwrap_err();
-        assert!(err.contains("`npm` runs your app in a child process"), "{err}");
-        assert!(err.contains("-- node server.js --port 3000"), "{err}");
-        assert!(check_wrapper(&cmd(&["/bin/sh", "-c", "exec yarn start"]), &dir).is_err());
-        assert!(check_wrapper(&cmd(&["npx", "ts-node", "a.ts"]), &dir).is_err());
-        assert!(check_wrapper(&cmd(&["node", "server.js"]), &dir).is_ok());
+        assert!(runs_node(&cmd(&["server"]), &path, None));
+        assert!(runs_node(&cmd(&[script.to_str().unwrap()]), &path, None));
+        assert!(!runs_node(&cmd(&["tool"]), &path, None));
+        // A relative path is the workers' directory's (`--cwd`), not the
+        // primary's (`../node_modules/.bin/next` from an app's directory).
+        let sub = dir.join("app");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert!(runs_node(&cmd(&["../server", "start"]), &path, Some(&sub)));
+        assert!(!runs_node(&cmd(&["../server", "start"]), &path, None));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -457,7 +457,7 @@ pub struct Settings {
     /// `env`, and the command's leading `NAME=value` words.
     #[serde(default)]
     pub env: Vec<(String, String)>,
-    /// `cwd`: the workers' working directory.
+    /// `cwd`: the workers' working directory, absolute.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     /// `--out-file`, absolute: where the workers' stdout lines go.
@@ -613,13 +613,16 @@ impl Settings {
         let here = std::env::current_dir().unwrap_or_default();
         let out_file = o.out_file.map(|p| here.join(p));
         let error_file = o.error_file.map(|p| here.join(p));
+        // Absolute too: a relative program (`../node_modules/.bin/next`) is
+        // looked for and exec'ed from it, after the worker changed to it.
+        let cwd = o.cwd.map(|d| here.join(d));
         Ok(Settings {
             out_file,
             error_file,
             listen: o.listen,
             command,
             env,
-            cwd: o.cwd,
+            cwd,
             workers,
             control_path: match (&o.name, o.control) {
                 (_, Some(c)) => c,

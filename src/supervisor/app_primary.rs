@@ -48,7 +48,8 @@ pub fn wanted(settings: &crate::options::Settings, node: bool) -> bool {
         NodeMode::Off => false,
         NodeMode::On => node,
         NodeMode::Auto => {
-            node && primary::is_cluster_app(&settings.command, &std::env::current_dir().unwrap_or_default())
+            let cwd = settings.cwd.clone().unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+            node && primary::is_cluster_app(&settings.command, &cwd)
         }
     }
 }

@@ -825,7 +825,7 @@ pub fn runs_node(settings: &Settings, env: &[(OsString, OsString)]) -> bool {
         NodeMode::Off => false,
         NodeMode::Auto => {
             let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
-            node::runs_node(&settings.command, &path)
+            node::runs_node(&settings.command, &path, settings.cwd.as_deref())
         }
     }
 }

@@ -23,6 +23,7 @@ mod local_users;
 mod log_files;
 mod log_format;
 mod node;
+mod node_frameworks;
 mod node_primary;
 mod observe;
 mod outlive;

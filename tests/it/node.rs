@@ -11,18 +11,19 @@ use std::time::Duration;
 use crate::common::*;
 
 /// `--node auto`, the default, said out loud.
-fn node(b: PrimaryBuilder) -> PrimaryBuilder {
+pub(crate) fn node(b: PrimaryBuilder) -> PrimaryBuilder {
     b.arg("--node").arg("auto")
 }
 
-fn app(name: &str) -> Vec<String> {
+pub(crate) fn app(name: &str) -> Vec<String> {
     let path = root().join("tests/apps/node").join(name);
     assert!(path.exists(), "{} missing", path.display());
     vec!["node".into(), path.display().to_string()]
 }
 
-/// Express and Fastify come from the npm registry (`.ci/run` installs them).
-fn installed(module: &str) -> bool {
+/// Express, Fastify, NestJS and Next.js come from the npm registry
+/// (`.ci/run` installs them).
+pub(crate) fn installed(module: &str) -> bool {
     let there = root().join("tests/apps/node/node_modules").join(module).exists();
     if !there {
         assert!(std::env::var_os("CI").is_none(), "{module} is not installed in tests/apps/node (run .ci/run)");
@@ -43,7 +44,7 @@ fn pid_of(body: &str) -> i32 {
 /// workers only and no worker had to be killed. With `load`, keep-alive and
 /// new-connection load runs throughout and no request may fail. Returns
 /// the events seen meanwhile.
-fn reloads(p: &Primary, reloads: u64, load: bool) -> Vec<serde_json::Value> {
+pub(crate) fn reloads(p: &Primary, reloads: u64, load: bool) -> Vec<serde_json::Value> {
     let target = Target::Tcp(p.addr());
     let events = EventStream::start(p);
     let load = load.then(|| Load::start(target.clone(), 4, 2));
