@@ -403,20 +403,39 @@ impl Supervisor {
 
     /// Handles events until the primary stops.
     async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
-        while let Some(event) = rx.recv().await {
+        loop {
+            let event = if self.upgrade.handing_over.is_some() {
+                // A checked upgrade execs once what is queued is handled.
+                match self.queued_during_hand_over(rx).await {
+                    Some(event) => event,
+                    None => {
+                        self.hand_over().await;
+                        if let Some(ending) = self.phase.take_ending() {
+                            return self.end(ending).await;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                match rx.recv().await {
+                    Some(event) => event,
+                    None => return Ok((1, "event channel closed".into())),
+                }
+            };
             self.handle(event);
-            if let Some(pending) = self.upgrade.handing_over.take() {
-                self.hand_over(pending, rx).await;
-            }
-            if let Some(ending) = self.phase.take_ending() {
-                return self.end(ending).await;
+            // (A hand-over that fails still answers its client first.)
+            if self.upgrade.handing_over.is_none() {
+                if let Some(ending) = self.phase.take_ending() {
+                    return self.end(ending).await;
+                }
             }
         }
-        Ok((1, "event channel closed".into()))
     }
 
     /// One event, as the phase has it: during the first build, most are
-    /// answered by [`Supervisor::while_building`].
+    /// answered by [`Supervisor::while_building`]; during the hand-over of
+    /// an upgrade, signals wait for the next image
+    /// ([`Supervisor::while_handing_over`]).
     fn handle(&mut self, event: Event) {
         let event = match self.phase {
             Phase::Building(_) => match self.while_building(event) {
@@ -425,6 +444,7 @@ impl Supervisor {
             },
             Phase::Serving | Phase::Ending(_) => event,
         };
+        let Some(event) = self.while_handing_over(event) else { return };
         self.dispatch(event);
     }
 

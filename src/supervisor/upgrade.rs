@@ -30,12 +30,28 @@ pub(super) struct InFlight {
 pub(super) struct Upgrading {
     /// A self-upgrade waiting for its check of the new binary.
     pub(super) in_flight: Option<InFlight>,
-    /// A checked self-upgrade, to exec once the event loop is quiet (and
-    /// whether the new binary holds the signals sent meanwhile).
-    pub(super) handing_over: Option<(InFlight, bool)>,
+    /// A checked self-upgrade, to exec once the event loop is quiet.
+    pub(super) handing_over: Option<HandOver>,
     /// Children whose exit someone else waits for (tokio's), never reaped
     /// by the supervisor: the check's.
     pub(super) foreign: std::collections::HashSet<i32>,
+}
+
+/// A checked self-upgrade: the loop handles what is already queued, then
+/// execs ([`Supervisor::hand_over`]).
+#[derive(Debug)]
+pub(super) struct HandOver {
+    pending: InFlight,
+    /// Whether the new binary unblocks held signals: then they are blocked
+    /// from the check's answer to the exec.
+    hold: bool,
+    /// The signal mask before, restored if the exec fails.
+    mask: nix::sys::signal::SigSet,
+    /// Stop, reload and upgrade signals caught meanwhile, sent again before
+    /// the exec.
+    again: Vec<i32>,
+    /// Whether the signal task had its turns to pass on what it caught.
+    settled: bool,
 }
 
 impl Supervisor {
@@ -113,7 +129,7 @@ impl Supervisor {
         if self.reloads.running.is_some() {
             return refuse("a reload is running; try again when it has finished".into());
         }
-        if self.upgrade.in_flight.is_some() {
+        if self.upgrade.in_flight.is_some() || self.upgrade.handing_over.is_some() {
             return refuse("an upgrade is already running".into());
         }
         let exe = self.given.origin.exe.clone();
@@ -209,22 +225,7 @@ impl Supervisor {
             handover::answer_summary(&new_version)
         );
         // The event loop execs once nothing is left in flight.
-        self.upgrade.handing_over = Some((pending, handover::capabilities(&new_version).holds_signals));
-    }
-
-    /// Execs the new image from a quiet loop. With `hold` (a new binary that
-    /// unblocks them), signals are blocked first: they wait for the next
-    /// image, see [`crate::sys::signal_mask`]; stop, reload and upgrade
-    /// signals that this image caught but has not acted on yet are sent
-    /// again to this process, so they wait too. The other events already
-    /// queued are handled, so the state handed over has them (a timer that
-    /// fired, an exit to reap).
-    pub(super) async fn hand_over(
-        &mut self,
-        (pending, hold): (InFlight, bool),
-        rx: &mut tokio::sync::mpsc::Receiver<Event>,
-    ) {
-        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+        let hold = handover::capabilities(&new_version).holds_signals;
         if !hold {
             tracing::warn!(
                 "upgrade: the new binary does not declare that it unblocks held signals (handover level {}); \
@@ -233,22 +234,54 @@ impl Supervisor {
             );
         }
         let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
-        // Let the signal task pass on what it has caught.
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
-        let mut again = Vec::new();
-        while let Ok(event) = rx.try_recv() {
-            match event {
-                Event::Signal(sig) if hold && [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
-                    if !again.contains(&sig) {
-                        again.push(sig);
-                    }
+        self.upgrade.handing_over = Some(HandOver { pending, hold, mask, again: Vec::new(), settled: false });
+    }
+
+    /// During a hand-over: an event already queued, handled as always
+    /// (so the state handed over has it: a timer that fired, an exit to
+    /// reap) except that, with `hold`, the stop, reload and upgrade signals
+    /// that this image caught but has not acted on yet are kept, to be sent
+    /// again to this process so they wait for the next image too. None: it
+    /// was dealt with here.
+    pub(super) fn while_handing_over(&mut self, event: Event) -> Option<Event> {
+        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+        let Some(h) = self.upgrade.handing_over.as_mut() else { return Some(event) };
+        match event {
+            Event::Signal(sig) if h.hold && [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
+                if !h.again.contains(&sig) {
+                    h.again.push(sig);
                 }
-                Event::Signal(SIGCHLD) => self.reap(),
-                other => self.handle(other),
+            }
+            Event::Signal(SIGCHLD) => self.reap(),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// During a hand-over, the next event already queued: none once the
+    /// loop is quiet, time to exec ([`Self::hand_over`]). The signal task
+    /// first gets a few turns to pass on what it caught before the signals
+    /// were blocked.
+    pub(super) async fn queued_during_hand_over(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::Receiver<Event>,
+    ) -> Option<Event> {
+        let h = self.upgrade.handing_over.as_mut()?;
+        if !std::mem::replace(&mut h.settled, true) {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
             }
         }
+        rx.try_recv().ok()
+    }
+
+    /// Execs the new image from a quiet loop (every event queued since the
+    /// check answered was handled). With `hold` (a new binary that unblocks
+    /// them), signals were blocked when the check answered: they wait for
+    /// the next image, see [`crate::sys::signal_mask`]; those this image
+    /// caught meanwhile are sent again, so they wait too.
+    pub(super) async fn hand_over(&mut self) {
+        let Some(HandOver { pending, hold, mask, again, .. }) = self.upgrade.handing_over.take() else { return };
         for sig in again {
             tracing::info!("upgrade: signal {sig} arrived during the handover; the next image acts on it");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::try_from(sig).ok());
