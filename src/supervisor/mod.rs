@@ -88,8 +88,8 @@ use worker::{Launcher, Worker};
 pub use resume::resume;
 pub use worker::{base_env, runs_node};
 
-/// How long an exiting primary waits for its events clients and its
-/// workers' output to be written out.
+/// How long an exiting primary waits for its events clients, its workers'
+/// output and its control connections' last replies to be written out.
 const EXIT_DRAIN: Duration = Duration::from_secs(1);
 
 /// The supervisor's state: twenty fields at most (the layout test counts
@@ -269,14 +269,6 @@ pub fn name_taken(name: &str) -> anyhow::Error {
         "the name {name:?} is taken: a running primary answers on its control socket (`hotswap stop {name}` \
          stops it; or give this one another --name)"
     )
-}
-
-/// Lets the control connections write their last replies before the
-/// primary exits (`hotswap stop` waits for how the stop went).
-async fn let_replies_out() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
 }
 
 /// The files of the runtime directory's preloads' directory: the Node.js

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{let_replies_out, Supervisor, EXIT_DRAIN};
+use super::{Supervisor, EXIT_DRAIN};
 use crate::io::build::Build;
 use crate::types::wire::{Reply, ReplyTx, Request};
 use crate::types::Event;
@@ -237,6 +237,7 @@ impl Supervisor {
             Ending::Exit { code, message, quote } => (code, message, quote),
             Ending::Fail { error, linger } => {
                 tokio::time::sleep(linger).await;
+                self.io.control.replies_written(EXIT_DRAIN).await;
                 return Err(error);
             }
         };
@@ -252,7 +253,11 @@ impl Supervisor {
         if !drained && !self.io.output.drain(EXIT_DRAIN).await {
             tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
         }
-        let_replies_out().await;
+        // The control connections write their last replies (`hotswap stop`
+        // waits for how the stop went).
+        if !self.io.control.replies_written(EXIT_DRAIN).await {
+            tracing::debug!("control replies still unwritten {} ms after the exit began", EXIT_DRAIN.as_millis());
+        }
         Ok((code, message))
     }
 }
