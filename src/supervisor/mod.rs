@@ -93,9 +93,11 @@ pub use worker::{base_env, runs_node};
 const EXIT_DRAIN: Duration = Duration::from_secs(1);
 
 /// The supervisor's state: twenty fields at most (the layout test counts
-/// them), each a concern with one owner, the file that changes it; the
-/// other files read it, or ask the owner's methods. A group's doc says
-/// which file owns it and why its fields go together.
+/// them), each a concern. A group is owned by one file, the one that
+/// changes it (the other files read it, or ask the owner's methods); its
+/// doc says which and why its fields go together. Four are changed by
+/// several files, each for its own event, and say which: the pool, the
+/// settings, the crash history and the stop.
 pub struct Supervisor {
     /// What the primary was started as and starts workers with (this file).
     given: Given,
@@ -112,7 +114,9 @@ pub struct Supervisor {
     /// (adopted) add and remove workers.
     workers: BTreeMap<WorkerId, Worker>,
     /// Each slot's crash history (restarts, backoff), indexed by slot:
-    /// decided by the core's exits ([`core::exits`]); resized with the pool.
+    /// decided by the core's exits ([`core::exits`]) and `workers`'
+    /// respawn; resized with the pool ([`reload`], `scale`), restored by
+    /// `upgrade`.
     crash_history: Vec<CrashHistory>,
     /// Building the first generation's code, serving, or ending: what the
     /// loop's dispatch consults (`phase`).
@@ -131,7 +135,7 @@ pub struct Supervisor {
     /// What `/metrics` counts and serves (`metrics`).
     metrics: metrics::Metrics,
     /// The stop in progress: begun by `stop`, decided in [`core::stop`],
-    /// ended by `exits`.
+    /// ended by `exits`; `workers` and `adopted` count what it had to kill.
     stop: Option<Stop>,
     /// Workers whose slot was left out of the balance, waiting for its
     /// queue to empty before they are told to go (`balance`, deciding by
