@@ -43,7 +43,10 @@
 //!   slots are live for `--balance`, exits
 //!   and crash backoff, processes workers leave behind (adopted as
 //!   subreaper), stop, status (with what workers use), the `--max-memory`
-//!   check, event subscribers, self-upgrade. Inside it, a functional core
+//!   check, event subscribers, self-upgrade, and the phases of its one
+//!   event loop (the first `--build`, serving, ending). Its state is a
+//!   score of fields at most (the layout test counts them), each a
+//!   concern, most of them a group owned by the one file that changes it. Inside it, a functional core
 //!   (`supervisor/core/`: exits, stop, memory replacement, balance, the
 //!   quiesce of workers that do not drain, every pending timer) decides from state, event and time without touching a
 //!   process, socket or `/proc`, and the rest of the folder is the shell

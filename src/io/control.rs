@@ -10,6 +10,12 @@
 //! Each connection is its own task: a client that connects and says nothing
 //! blocks neither other clients nor the supervisor, and times out.
 //!
+//! A request's replies are written by its connection's task, in the order
+//! the supervisor sends them. When the primary exits, every such task
+//! writes what is queued and ends, and the exit waits for them, at most a
+//! bound ([`Server::replies_written`]): `hotswap stop` hears how the stop
+//! went, not a closed connection.
+//!
 //! An `events` client gets a bounded queue ([`SUBSCRIBER_QUEUE`] events); its
 //! task watches the connection for end of file, so a client that leaves is
 //! forgotten at once (its two fds closed), not at the next event. A client
@@ -19,12 +25,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::lines::{Frame, Lines, Long};
 use crate::types::wire::{Reply, Request, Subscription, SUBSCRIBER_QUEUE};
@@ -44,6 +52,35 @@ pub struct Server {
     /// adopted in a self-upgrade until the new image serves (see
     /// [`Server::own_path`]), so a rollback finds the file.
     owns_path: bool,
+    writers: Arc<Writers>,
+}
+
+/// The connection tasks writing a request's replies, counted, and told
+/// when the primary exits.
+#[derive(Default)]
+struct Writers {
+    /// Set at exit: write what is queued, then end.
+    closing: watch::Sender<bool>,
+    live: AtomicUsize,
+    /// A writer ended.
+    ended: Notify,
+}
+
+/// One live writer, counted until it is dropped.
+struct Writing(Arc<Writers>);
+
+impl Writers {
+    fn enter(self: &Arc<Self>) -> Writing {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Writing(self.clone())
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify_waiters();
+    }
 }
 
 impl Server {
@@ -72,8 +109,9 @@ impl Server {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
         let fd = dup_cloexec(&listener)?;
-        tokio::spawn(accept_loop(listener, events));
-        Ok(Server { path: path.to_path_buf(), fd, owns_path: true })
+        let writers = Arc::new(Writers::default());
+        tokio::spawn(accept_loop(listener, events, writers.clone()));
+        Ok(Server { path: path.to_path_buf(), fd, owns_path: true, writers })
     }
 
     /// Takes over a control socket handed over by the previous image.
@@ -82,13 +120,34 @@ impl Server {
         std_listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(std_listener).context("adopting the control socket")?;
         let fd = dup_cloexec(&listener)?;
-        tokio::spawn(accept_loop(listener, events));
-        Ok(Server { path: path.to_path_buf(), fd, owns_path: false })
+        let writers = Arc::new(Writers::default());
+        tokio::spawn(accept_loop(listener, events, writers.clone()));
+        Ok(Server { path: path.to_path_buf(), fd, owns_path: false, writers })
     }
 
     /// The adopted socket's file is this image's to remove at exit.
     pub fn own_path(&mut self) {
         self.owns_path = true;
+    }
+
+    /// At exit: every connection writes the replies queued for it and
+    /// closes (a reply the supervisor has sent is queued already); waits at
+    /// most `bound` for them. False if some were still writing then (a
+    /// client that does not read).
+    pub async fn replies_written(&self, bound: Duration) -> bool {
+        self.writers.closing.send_replace(true);
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let ended = self.writers.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.writers.live.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return false;
+            }
+        }
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -109,7 +168,7 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>) {
+async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>, writers: Arc<Writers>) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
         let stream = match listener.accept().await {
@@ -121,15 +180,16 @@ async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>) {
             }
         };
         let events = events.clone();
+        let writers = writers.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, me, events).await {
+            if let Err(e) = serve(stream, me, events, writers).await {
                 tracing::debug!("control connection: {e:#}");
             }
         });
     }
 }
 
-async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> Result<()> {
+async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>, writers: Arc<Writers>) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
     if peer.uid() != me && peer.uid() != 0 {
         tracing::warn!("control socket: refused a client of uid {} (pid {:?})", peer.uid(), peer.pid());
@@ -181,14 +241,49 @@ async fn serve(mut stream: UnixStream, me: u32, events: mpsc::Sender<Event>) -> 
         Request::Upgrade => Some(dup_cloexec(&stream)?),
         _ => None,
     };
+    // Counted before the supervisor hears of it: its replies are waited for.
+    let _writing = writers.enter();
+    let mut closing = writers.closing.subscribe();
     let event = Event::Control { request, reply: tx, conn };
     if events.send(event).await.is_err() {
         return Ok(());
     }
-    while let Some(reply) = rx.recv().await {
-        send(&mut stream, &reply).await?;
+    write_replies(&mut stream, &mut rx, &mut closing).await
+}
+
+/// Once the primary exits ([`Server::replies_written`]).
+async fn exit_begun(closing: &mut watch::Receiver<bool>) {
+    loop {
+        if *closing.borrow_and_update() {
+            return;
+        }
+        if closing.changed().await.is_err() {
+            return;
+        }
     }
-    Ok(())
+}
+
+/// Writes a request's replies as they come, until the supervisor is done
+/// with it or, at exit, what is queued then.
+async fn write_replies(
+    stream: &mut UnixStream,
+    rx: &mut mpsc::UnboundedReceiver<Reply>,
+    closing: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    loop {
+        tokio::select! {
+            reply = rx.recv() => match reply {
+                Some(reply) => send(stream, &reply).await?,
+                None => return Ok(()),
+            },
+            () = exit_begun(closing) => {
+                while let Ok(reply) = rx.try_recv() {
+                    send(stream, &reply).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// `hotswap logs`: the last `lines` lines, then (`follow`) each new one
@@ -380,6 +475,30 @@ mod tests {
             let line = format!("{{\"command\":\"{cmd}\",\"{extra}\":{v}}}");
             let _ = parse_request(&line);
         }
+    }
+
+    /// At exit, a connection writes every reply queued for it and closes,
+    /// even while the supervisor still holds its reply channel (as it holds
+    /// a running upgrade's), and the exit hears that it did.
+    #[tokio::test]
+    async fn at_exit_the_queued_replies_are_written_and_the_connection_closes() {
+        let dir = std::env::temp_dir().join(format!("hotswap-control-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = dir.join("control.sock");
+        let (tx, mut events) = mpsc::channel(8);
+        let server = Server::bind(&path, tx).unwrap();
+        let mut client = UnixStream::connect(&path).await.unwrap();
+        client.write_all(b"{\"command\":\"status\"}\n").await.unwrap();
+        let Some(Event::Control { reply, .. }) = events.recv().await else { panic!("no control event") };
+        reply.send(Reply::Progress { message: "first".into() }).unwrap();
+        reply.send(Reply::Done { message: "last".into() }).unwrap();
+        assert!(server.replies_written(Duration::from_secs(30)).await, "the writer did not end");
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        assert!(text.contains("first") && text.contains("last"), "{text}");
+        drop((reply, server));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -192,8 +192,41 @@ impl Announcers {
     }
 }
 
+/// What the looks at starting workers' accepts need, and what they learned:
+/// all of it changed here alone (the commands that announce, through
+/// [`Announcers`]' methods; the rest is set once at start).
+pub(super) struct Looks {
+    /// The listeners' socket inodes, in the same order: how `--ready
+    /// accepting` recognises them in a worker's `/proc` entries.
+    pub(super) inodes: Vec<u64>,
+    /// Commands whose workers announce their readiness (`--ready auto`).
+    pub(super) announcers: Announcers,
+    /// Where looks at starting workers' accepts are asked (a thread of
+    /// their own: [`crate::io::accepts`]).
+    pub(super) accepts: std::sync::mpsc::Sender<Look>,
+    /// The listeners' addresses, where probe connections go.
+    pub(super) probe_targets: Vec<Option<SockAddr>>,
+}
+
+impl Looks {
+    /// The looks at workers on `listeners`; their results come back as
+    /// [`crate::types::Event::Looked`] on `events`.
+    pub(super) fn new(
+        listeners: &[crate::sys::listeners::Listener],
+        events: tokio::sync::mpsc::Sender<crate::types::Event>,
+    ) -> anyhow::Result<Looks> {
+        use anyhow::Context;
+        Ok(Looks {
+            inodes: inodes(listeners)?,
+            probe_targets: addresses(listeners),
+            accepts: crate::io::accepts::start(events).context("starting the accepts scanner")?,
+            announcers: Default::default(),
+        })
+    }
+}
+
 /// The inodes of the listening sockets: how workers' copies are recognised.
-pub(super) fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::Result<Vec<u64>> {
+fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::Result<Vec<u64>> {
     #[cfg(target_os = "linux")]
     {
         use anyhow::Context;
@@ -211,7 +244,7 @@ pub(super) fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::R
 }
 
 /// The addresses the listening sockets are bound to: where probes go.
-pub(super) fn addresses(listeners: &[crate::sys::listeners::Listener]) -> Vec<Option<SockAddr>> {
+fn addresses(listeners: &[crate::sys::listeners::Listener]) -> Vec<Option<SockAddr>> {
     use std::os::fd::AsFd;
     listeners.iter().map(|l| crate::io::accepts::listener_address(l.as_fd()).ok()).collect()
 }
@@ -221,16 +254,17 @@ impl Supervisor {
     /// or its slot's sockets under `--balance slots|sticky`.
     fn inodes_of(&self, slot: usize) -> Vec<u64> {
         #[cfg(target_os = "linux")]
-        if self.slot_sockets.per_slot() {
+        if self.sockets.slot_sockets.per_slot() {
             return self
+                .sockets
                 .slot_sockets
-                .borrowed(&self.listeners, slot)
+                .borrowed(&self.sockets.listeners, slot)
                 .into_iter()
                 .map(|fd| crate::sys::accepting::socket_inode(fd).unwrap_or(0))
                 .collect();
         }
         let _ = slot;
-        self.inodes.clone()
+        self.looks.inodes.clone()
     }
 
     /// Whether every accept queue of the listening sockets is empty (None:
@@ -239,9 +273,9 @@ impl Supervisor {
     fn queues_empty(&self) -> Option<bool> {
         use crate::io::accepts::{defers_accept, queued};
         let mut total = 0;
-        if self.slot_sockets.per_slot() {
+        if self.sockets.slot_sockets.per_slot() {
             for slot in 0..self.crash_history.len() {
-                for fd in self.slot_sockets.borrowed(&self.listeners, slot) {
+                for fd in self.sockets.slot_sockets.borrowed(&self.sockets.listeners, slot) {
                     if defers_accept(fd) {
                         return None;
                     }
@@ -250,7 +284,7 @@ impl Supervisor {
             }
         } else {
             use std::os::fd::AsFd;
-            for l in &self.listeners {
+            for l in &self.sockets.listeners {
                 if defers_accept(l.as_fd()) {
                     return None;
                 }
@@ -264,12 +298,14 @@ impl Supervisor {
     pub(super) fn watch_accepts(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get(&id) else { return };
         let mode = w.settings().ready;
-        let learned = self.announcers.how(&w.settings().command);
+        let learned = self.looks.announcers.how(&w.settings().command);
         let auto = mode == ReadyMode::Auto;
         // IPC and Node cluster workers are ready by what they say; so is
         // every worker where nothing can be seen (no listening socket).
         let judged_otherwise = auto
-            && (w.speaks_ipc() || self.inodes.is_empty() || matches!(learned, Some(ReadyVia::Ipc | ReadyVia::Cluster)));
+            && (w.speaks_ipc()
+                || self.looks.inodes.is_empty()
+                || matches!(learned, Some(ReadyVia::Ipc | ReadyVia::Cluster)));
         let Some(w) = self.workers.get_mut(&id) else { return };
         if let (true, Some(via)) = (auto, learned) {
             w.accept_watch_mut().last = Some(match via {
@@ -322,7 +358,7 @@ impl Supervisor {
         }
         watch.in_flight = true;
         let own = watch.own_ask.take();
-        if self.accepts.send(Look { worker: id, pgid, inodes, probes, own }).is_err() {
+        if self.looks.accepts.send(Look { worker: id, pgid, inodes, probes, own }).is_err() {
             // The scanner thread is gone (it never is): look again later.
             tracing::error!(worker = id, "the accepts scanner is gone");
             w.accept_watch_mut().in_flight = false;
@@ -465,7 +501,7 @@ impl Supervisor {
         if !self.still_watched(id) {
             return true;
         }
-        let learned = self.workers.get(&id).and_then(|w| self.announcers.how(&w.settings().command));
+        let learned = self.workers.get(&id).and_then(|w| self.looks.announcers.how(&w.settings().command));
         let w = self.workers.get_mut(&id).expect("still watched");
         let mode = w.settings().ready;
         let notify = mode == ReadyMode::Auto && (w.notifies() || learned == Some(ReadyVia::Notify));
@@ -528,9 +564,9 @@ impl Supervisor {
         }
         // The first socket not proven yet.
         let Some(i) = inodes.iter().position(|i| !watch.proven.iter().any(|p| p.0 == *i)) else { return false };
-        let Some(Some(target)) = self.probe_targets.get(i) else { return false };
+        let Some(Some(target)) = self.looks.probe_targets.get(i) else { return false };
         // Under --balance slots|sticky, to the worker's own slot socket.
-        let from = self.slot_sockets.probe_source(i, slot);
+        let from = self.sockets.slot_sockets.probe_source(i, slot);
         let w = self.workers.get_mut(&id).expect("looked up above");
         let watch = w.accept_watch_mut();
         watch.last_probe = Some(Instant::now());
@@ -569,10 +605,10 @@ impl Supervisor {
     /// of its own is said once.
     fn on_own_listeners(&mut self, id: WorkerId, found: &[(i32, String)]) {
         let ours: Vec<String> =
-            self.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
-        let per_slot = self.slot_sockets.per_slot();
-        let hotswaps: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
-        let addrs: Vec<_> = self.listeners.iter().map(|l| l.addr.clone()).collect();
+            self.sockets.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
+        let per_slot = self.sockets.slot_sockets.per_slot();
+        let hotswaps: Vec<String> = self.sockets.listeners.iter().map(|l| l.addr.to_string()).collect();
+        let addrs: Vec<_> = self.sockets.listeners.iter().map(|l| l.addr.clone()).collect();
         let Some(w) = self.workers.get_mut(&id) else { return };
         let label = w.label();
         let server = w.settings().server();
@@ -606,7 +642,7 @@ impl Supervisor {
             let wrapper = super::port_hint::forked_by_a_wrapper(*pid, w.pid().as_raw());
             let port = match wrapper {
                 Some(_) => None,
-                None => super::port_hint::hint_for_addr(w.settings(), &self.listeners, addr),
+                None => super::port_hint::hint_for_addr(w.settings(), &self.sockets.listeners, addr),
             };
             tracing::warn!(
                 worker = id,
@@ -635,6 +671,7 @@ impl Supervisor {
             return "its process group is empty".into();
         }
         let missing: Vec<String> = self
+            .sockets
             .listeners
             .iter()
             .zip(inodes)

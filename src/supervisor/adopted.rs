@@ -102,10 +102,10 @@ impl Supervisor {
     /// Children the supervisor knows by pid (not orphans).
     fn known_children(&self) -> Vec<i32> {
         let mut known: Vec<i32> = self.workers.values().map(|w| w.pid().as_raw()).collect();
-        known.extend(self.build.as_ref().map(|b| b.pid.as_raw()));
-        known.push(self.guardian.pid().as_raw());
-        known.extend(self.guardian.retired_pids().iter().map(|p| p.as_raw()));
-        known.extend(self.foreign.iter().copied());
+        known.extend(self.reloads.build.as_ref().map(|b| b.pid.as_raw()));
+        known.push(self.io.guardian.pid().as_raw());
+        known.extend(self.io.guardian.retired_pids().iter().map(|p| p.as_raw()));
+        known.extend(self.upgrade.foreign.iter().copied());
         known.extend(self.app_primary_pid().map(|p| p.as_raw()));
         known
     }
@@ -153,7 +153,7 @@ impl Supervisor {
             };
             tracing::info!(pid, pgid = info.pgid, "adopted process {pid} {from}");
             if self.orphan_target(info.pgid).is_some() {
-                self.guardian.protect(Pid::from_raw(info.pgid));
+                self.io.guardian.protect(Pid::from_raw(info.pgid));
             }
             self.adopted
                 .procs
@@ -209,7 +209,7 @@ impl Supervisor {
             tracing::debug!(pid, "adopted process {pid} exited");
             let group_left = self.adopted.procs.values().any(|x| x.pgid == o.pgid);
             if !group_left && self.orphan_target(o.pgid).is_some() {
-                self.guardian.release(Pid::from_raw(o.pgid));
+                self.io.guardian.release(Pid::from_raw(o.pgid));
             }
         }
     }
@@ -221,8 +221,8 @@ impl Supervisor {
         if let Some(stop) = self.stop.as_mut() {
             stop.adopted_killed += killed;
         }
-        if let Some(why) = self.guardian.stalled() {
-            tracing::error!("the guardian process {} {why}; replacing it", self.guardian.pid());
+        if let Some(why) = self.io.guardian.stalled() {
+            tracing::error!("the guardian process {} {why}; replacing it", self.io.guardian.pid());
             self.restart_guardian();
         }
         self.after(CHECK_EVERY, crate::types::Timer::OrphanAndGuardianCheck);
@@ -231,9 +231,9 @@ impl Supervisor {
     /// Starts a new guardian with every group the primary protects (the old
     /// one killed, if it still runs).
     pub(super) fn restart_guardian(&mut self) {
-        let old = self.guardian.pid();
-        match self.guardian.restart() {
-            Ok(()) => tracing::warn!("started a new guardian process {} (was {old})", self.guardian.pid()),
+        let old = self.io.guardian.pid();
+        match self.io.guardian.restart() {
+            Ok(()) => tracing::warn!("started a new guardian process {} (was {old})", self.io.guardian.pid()),
             Err(e) => tracing::error!("restarting the guardian process: {e:#}; trying again in a second"),
         }
     }
@@ -248,7 +248,7 @@ impl Supervisor {
         self.kill_orphans(true);
         let deadline = Instant::now() + Duration::from_secs(1);
         while !self.adopted.is_empty() && Instant::now() < deadline {
-            let reaped = reap::orphans(&[], &self.foreign);
+            let reaped = reap::orphans(&[], &self.upgrade.foreign);
             self.orphans_reaped(&reaped);
             if !self.adopted.is_empty() {
                 std::thread::sleep(Duration::from_millis(5));

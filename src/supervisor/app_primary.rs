@@ -66,12 +66,12 @@ impl Supervisor {
             .filter(|w| w.state() != WorkerState::Stopping)
             .map(|w| (w.id(), w.pid().as_raw()))
             .collect();
-        let id = self.next_id;
+        let id = self.life.next_id();
         let settings = self.settings.clone();
         match self.launcher(&settings).start_primary(id, &primary::workers_env(&live)) {
             Ok(child) => {
-                self.next_id += 1;
-                self.guardian.protect(child.pid());
+                self.life.id_used();
+                self.io.guardian.protect(child.pid());
                 tracing::info!(
                     pid = child.pid().as_raw(),
                     "the app's own cluster primary started (pid {}): its cluster.fork() gets hotswap's {} workers",
@@ -166,7 +166,7 @@ impl Supervisor {
                 tracing::info!("the app's cluster primary listens on {}: it gets {name}", q.target);
                 let reply = to_primary::handle_for_worker(&"net.Native".into(), to_primary::listen_reply(q.seq, 0));
                 if !ch.send_handle(reply, fd) {
-                    self.on_demand.forget(id, Some(&q.key));
+                    self.sockets.on_demand.forget(id, Some(&q.key));
                     ch.send(to_primary::listen_reply(q.seq, libc::EMFILE));
                 }
             }
@@ -244,10 +244,10 @@ impl Supervisor {
             return false;
         }
         let Some(child) = self.app_primary.child.take() else { return false };
-        self.on_demand.forget(child.id(), None);
+        self.sockets.on_demand.forget(child.id(), None);
         // Its kill deadline must not reach the next primary.
         self.timers.cancel_worker(child.id());
-        self.guardian.release(pid);
+        self.io.guardian.release(pid);
         let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
         if self.stop.is_some() {
             tracing::info!("the app's cluster primary (pid {pid}) {how}");

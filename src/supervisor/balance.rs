@@ -20,12 +20,12 @@ use crate::types::{Timer, WorkerId, WorkerState};
 impl Supervisor {
     /// Tells the kernel which slots are live, if that changed.
     pub(super) fn rebalance(&mut self) {
-        if !self.slot_sockets.per_slot() {
+        if !self.sockets.slot_sockets.per_slot() {
             return;
         }
         let ready = self.workers.values().filter(|w| w.state() == WorkerState::Ready).map(|w| w.slot());
         let (n, live) = balance::live_slots(ready, self.settings.workers as usize, self.crash_history.len());
-        if let Err(e) = self.slot_sockets.apply(n, &live) {
+        if let Err(e) = self.sockets.slot_sockets.apply(n, &live) {
             tracing::error!("{e:#}");
         }
     }
@@ -39,7 +39,7 @@ impl Supervisor {
         let slot = w.slot();
         let last = !self.workers.values().any(|o| o.id() != id && o.slot() == slot && o.state() == WorkerState::Ready);
         let ready = w.state() == WorkerState::Ready;
-        if !balance::leaves_first(self.slot_sockets.per_slot(), self.stop.is_some(), ready, last) {
+        if !balance::leaves_first(self.sockets.slot_sockets.per_slot(), self.stop.is_some(), ready, last) {
             return false;
         }
         tracing::info!(
@@ -62,7 +62,7 @@ impl Supervisor {
             self.leaving.gone(id);
             return;
         };
-        let queued = self.slot_sockets.queued(w.slot());
+        let queued = self.sockets.slot_sockets.queued(w.slot());
         match self.leaving.look(id, queued, self.stop.is_some(), Instant::now()) {
             Drain::Again(after) => self.worker_timer(id, after, Timer::SlotDrain(id)),
             Drain::Go { queued, waited } => {

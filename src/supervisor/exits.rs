@@ -9,6 +9,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::core::exits::{self, Around, Exited, Then};
+use super::phase::Ending;
 use super::reload::policy::Gone;
 use super::Supervisor;
 use crate::sys::reap;
@@ -23,14 +24,14 @@ impl Supervisor {
     /// upgrade check, run by tokio) keeps its status.
     pub(super) fn reap(&mut self) {
         let mut known: Vec<Pid> = self.workers.values().map(|w| w.pid()).collect();
-        known.extend(self.build.as_ref().map(|b| b.pid));
-        known.push(self.guardian.pid());
+        known.extend(self.reloads.build.as_ref().map(|b| b.pid));
+        known.push(self.io.guardian.pid());
         known.extend(self.app_primary_pid());
-        known.extend_from_slice(self.guardian.retired_pids());
+        known.extend_from_slice(self.io.guardian.retired_pids());
         for (pid, how) in reap::exited(&known) {
             self.on_exit(pid, how);
         }
-        let reaped = reap::orphans(&known, &self.foreign);
+        let reaped = reap::orphans(&known, &self.upgrade.foreign);
         self.orphans_reaped(&reaped);
         self.scan_orphans();
         if !reaped.is_empty() {
@@ -43,7 +44,7 @@ impl Supervisor {
     /// Adopted processes left when the last worker is gone get the stop
     /// signal now (SIGKILL at `--shutdown-timeout`).
     pub(super) fn finish_stop_if_done(&mut self) {
-        if self.stop.is_none() || !self.workers.is_empty() || self.exit.is_some() {
+        if self.stop.is_none() || !self.workers.is_empty() || self.phase.ending() {
             return;
         }
         // The app's primary goes once its workers have: it hears every exit.
@@ -63,25 +64,25 @@ impl Supervisor {
         for w in stop.waiters.drain(..) {
             let _ = w.send(reply.clone());
         }
-        self.exit = Some((code, message));
+        self.end_with(Ending::Exit { code, message, quote: None });
     }
 
     fn on_exit(&mut self, pid: Pid, how: Exit) {
-        if self.build.as_ref().is_some_and(|b| b.pid == pid) {
+        if self.reloads.build.as_ref().is_some_and(|b| b.pid == pid) {
             // What the build left running in its group goes with it.
             let _ = killpg(pid, Signal::SIGKILL);
-            self.guardian.release(pid);
+            self.io.guardian.release(pid);
             return self.reload_on_build_exit(how);
         }
         if self.app_primary_exited(pid, how) {
             return;
         }
         let Some(id) = self.workers.values().find(|w| w.pid() == pid).map(|w| w.id()) else {
-            if pid == self.guardian.pid() {
+            if pid == self.io.guardian.pid() {
                 tracing::error!("the guardian process {pid} {how}; replacing it");
-                self.guardian.gone();
+                self.io.guardian.gone();
                 self.restart_guardian();
-            } else if self.guardian.retired(pid) {
+            } else if self.io.guardian.retired(pid) {
                 tracing::debug!("reaped the replaced guardian {pid} ({how})");
             } else {
                 tracing::debug!("reaped orphan {pid} ({how})");
@@ -93,17 +94,17 @@ impl Supervisor {
         // A worker whose slot was left out may die before it is told to go.
         self.leaving.gone(id);
         self.quiescing.gone(id);
-        self.on_demand.forget(id, None);
+        self.sockets.on_demand.forget(id, None);
         // Anything the worker left in its process group goes with it.
         let _ = killpg(worker.pid(), Signal::SIGKILL);
-        self.guardian.release(worker.pid());
+        self.io.guardian.release(worker.pid());
         // Its channel, if still open, closes with it: `disconnect` comes
         // first, as in Node's cluster (once per worker).
         if worker.disconnect_news(true) {
-            self.subscribers.worker_event("disconnect", &worker);
+            self.io.subscribers.worker_event("disconnect", &worker);
             self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
-        self.subscribers.exit_event(&worker, how);
+        self.io.subscribers.exit_event(&worker, how);
         self.primary_worker_exited(id, how, worker.state() == WorkerState::Stopping);
         self.rescue_exited(id, how, worker.killed(), worker.settings().stop_signal);
         let lived = worker.age();
@@ -151,9 +152,9 @@ impl Supervisor {
         let pool = self.members();
         let around = Around {
             stopping: self.stop.is_some(),
-            ever_ready: self.ever_ready,
+            ever_ready: self.life.ever_ready(),
             slots: &mut self.crash_history,
-            reload: self.reload.as_mut(),
+            reload: self.reloads.running.as_mut(),
             pool: &pool,
         };
         match exits::on_exit(&exited, around, Instant::now()) {
@@ -163,8 +164,8 @@ impl Supervisor {
             Then::GiveUp(why) => {
                 tracing::error!("{why}");
                 self.kill_all(Killed::PrimaryGaveUp);
-                self.exit = Some((1, why));
-                self.exit_quote = Some((said, worker.last_lines().clone()));
+                let quote = Some((said, worker.last_lines().clone()));
+                self.end_with(Ending::Exit { code: 1, message: why, quote });
             }
             Then::Respawn { slot, delay, streak } => {
                 if !delay.is_zero() {

@@ -25,12 +25,12 @@ impl Supervisor {
             Health::Checking(_) => return true,
             Health::Unchecked => {}
         }
-        let Some(listener) = self.listeners.first() else { return false };
+        let Some(listener) = self.sockets.listeners.first() else { return false };
         let target = match &listener.addr {
             ListenAddr::Tcp(a) => Target::tcp(*a),
             ListenAddr::Unix(p) => Target::Unix(p.clone()),
         };
-        if self.slot_sockets.per_slot() && matches!(target, Target::Tcp(_)) {
+        if self.sockets.slot_sockets.per_slot() && matches!(target, Target::Tcp(_)) {
             // Under --balance a slot's socket gets connections only while
             // the slot has a ready worker: a first worker of its slot
             // cannot be reached before it is ready.
@@ -42,7 +42,7 @@ impl Supervisor {
                     "{} health check skipped: slot {slot} has no ready worker, so no connection can reach it \
                      (--balance {})",
                     w.label(),
-                    self.slot_sockets.balance()
+                    self.sockets.slot_sockets.balance()
                 );
                 return false;
             }
@@ -54,10 +54,10 @@ impl Supervisor {
             target,
             path: path.to_string(),
             timeout: w.settings().health_timeout,
-            vary_source: self.slot_sockets.balance() == crate::options::Balance::Sticky,
+            vary_source: self.sockets.slot_sockets.balance() == crate::options::Balance::Sticky,
         };
         tracing::info!(worker = id, "{} says it is ready ({via}); health check: GET {path}", w.label());
-        let handle = health::start(check, self.events.clone());
+        let handle = health::start(check, self.io.events.clone());
         let Some(w) = self.workers.get_mut(&id) else { return false };
         w.set_health(Health::Checking(via));
         self.timers.add_task(id, std::time::Instant::now(), handle);
@@ -84,7 +84,7 @@ impl Supervisor {
                 // worker serves on. Any other (a first or restarted worker)
                 // is killed and restarted after a backoff, as when it
                 // misses its ready deadline.
-                if self.reload.as_ref().is_some_and(|r| r.is_starting(id)) {
+                if self.reloads.running.as_ref().is_some_and(|r| r.is_starting(id)) {
                     tracing::error!(worker = id, "{} failed its health check: {why}; stopping it", w.label());
                     w.set_not_ready(why.clone());
                     self.send_shutdown(id);

@@ -33,7 +33,7 @@ impl Supervisor {
         }
         self.arm_memory_check();
         // Read off the event loop; the answer is an Event::MemorySampled.
-        let _ = self.sampler.send(Ask { workers: self.sampled(), want: Want::MemoryCheck });
+        let _ = self.metrics.sampler.send(Ask { workers: self.sampled(), want: Want::MemoryCheck });
     }
 
     /// The check's reading arrived: count, and replace the biggest worker
@@ -48,7 +48,7 @@ impl Supervisor {
             .values()
             .map(|w| Reading { id: w.id(), state: w.state(), rss: rss.get(&w.id()).copied() })
             .collect();
-        let busy = self.reload.is_some() || self.upgrade.is_some();
+        let busy = self.reloads.running.is_some() || self.upgrade.in_flight.is_some();
         let replace = self.memory.sampled(&readings, limit, busy);
         for r in &readings {
             let n = self.memory.above(r.id);
@@ -65,7 +65,7 @@ impl Supervisor {
         ev.pid = Some(w.pid().as_raw());
         ev.generation = Some(w.generation());
         ev.message = Some(format!("{why}; replacing it"));
-        self.subscribers.emit(ev);
+        self.io.subscribers.emit(ev);
         self.memory.replacing = Some(Replacing { old: id, slot: w.slot(), why });
         self.start_replacement(id);
     }
@@ -76,10 +76,10 @@ impl Supervisor {
         let mut ev = LifecycleEvent::new(if ok { "max-memory-replaced" } else { "max-memory-failed" });
         ev.worker = Some(r.old);
         ev.message = Some(format!("{}: {message}", r.why));
-        self.subscribers.emit(ev);
+        self.io.subscribers.emit(ev);
         self.memory.replaced(&r, ok);
         if ok {
-            self.counters.restarts_max_memory += 1;
+            self.metrics.counters.restarts_max_memory += 1;
             tracing::info!(worker = r.old, "replaced for memory (slot {}): {}", r.slot, r.why);
         } else {
             tracing::error!(worker = r.old, "replacing it for memory failed ({}): {message}", r.why);

@@ -5,7 +5,15 @@
 //! the files of this folder touch them, each for one concern (workers,
 //! reloads, exits, adopted orphans, stop, status, subscribers, the live
 //! slots of `--balance`, health checks, warm-up priority, self-upgrade
-//! and taking over from the previous image, the first `--build`).
+//! and taking over from the previous image, the phases: first `--build`,
+//! serving, ending). Its state is at most twenty fields (the layout test
+//! counts them), most of them a group of the state of one concern, in the
+//! file that owns it (changes it): `Looks` in `accepting`, `Reloads` in
+//! [`reload`], `Rescuing` in `rescue`, `Upgrading` in `upgrade`, `Life` in
+//! `status`, `Metrics` in `metrics`, the `Phase` in
+//! `phase`; what is set once at start (`Given`, `Sockets`) and the handles
+//! that only send (`Io`) here. There is one event loop, from the first
+//! build to the exit.
 //! Everything else (signals, the control socket, IPC channels, notify
 //! sockets, the file watcher, timers) sends it an [`Event`] over one channel; child exits
 //! arrive as SIGCHLD and are reaped in one place, by pid (`exits`), so no
@@ -30,11 +38,11 @@ mod balance;
 mod bind_filter;
 mod core;
 mod exits;
-mod first_build;
 mod health;
 mod memory;
 mod metrics;
 mod node;
+mod phase;
 mod port_hint;
 mod quiesce;
 mod readiness;
@@ -50,7 +58,7 @@ mod warmup;
 mod worker;
 mod workers;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -61,9 +69,9 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use self::core::stop::Stop;
-use crate::io::build::Build;
+use self::phase::Phase;
 use crate::io::control;
-use crate::io::file_watch::{self, BuildClock};
+use crate::io::file_watch;
 use crate::io::output::Output;
 use crate::options::{Options, Settings};
 use crate::sys::guardian::Guardian;
@@ -71,127 +79,136 @@ use crate::sys::listeners::Listener;
 use crate::sys::runtime_dir::{self, Preload, RuntimeDir};
 use crate::sys::sd_notify::Systemd;
 use crate::sys::slots::SlotSockets;
-use crate::types::wire::{ReloadOutcome, Reply, ReplyTx, Request};
-use crate::types::{unix_now, Event, Killed, Timer, WorkerId};
+use crate::types::wire::{Reply, ReplyTx, Request};
+use crate::types::{Event, Killed, Timer, WorkerId};
 use backoff::CrashHistory;
-use reload::policy::Reload;
-use reload::queue::Queue;
 use subscribers::Subscribers;
 use worker::{Launcher, Worker};
 
 pub use resume::resume;
 pub use worker::{base_env, runs_node};
 
-/// How long an exiting primary waits for its events clients and its
-/// workers' output to be written out.
+/// How long an exiting primary waits for its events clients, its workers'
+/// output and its control connections' last replies to be written out.
 const EXIT_DRAIN: Duration = Duration::from_secs(1);
 
+/// The supervisor's state: twenty fields at most (the layout test counts
+/// them), each a concern. A group is owned by one file, the one that
+/// changes it (the other files read it, or ask the owner's methods); its
+/// doc says which and why its fields go together. Four are changed by
+/// several files, each for its own event, and say which: the pool, the
+/// settings, the crash history and the stop.
 pub struct Supervisor {
-    /// The flags `hotswap run` was given, to read the config file again.
-    flags: Options,
-    /// The serving generation's settings.
+    /// What the primary was started as and starts workers with (this file).
+    given: Given,
+    /// The serving generation's settings: replaced by a reload that
+    /// succeeded ([`reload`]) and by `hotswap scale` (`scale`), which lays
+    /// its size over them as a reload of the same settings would.
     settings: Rc<Settings>,
-    listeners: Vec<Listener>,
-    /// Each slot's sockets under `--balance slots|sticky` (shared listeners
-    /// otherwise), and what the kernel was told of the live slots.
-    slot_sockets: SlotSockets,
+    /// What workers serve on (this file: bound at start, handed over).
+    sockets: Sockets,
+    /// The handles that carry the supervisor's answers out (this file).
+    io: Io,
+    /// The pool. A worker's own state changes only through its methods
+    /// (`worker`); `workers` (spawn), `exits` (reaped) and `upgrade`
+    /// (adopted) add and remove workers.
+    workers: BTreeMap<WorkerId, Worker>,
+    /// Each slot's crash history (restarts, backoff), indexed by slot:
+    /// decided by the core's exits ([`core::exits`]) and `workers`'
+    /// respawn; resized with the pool ([`reload`], `scale`), restored by
+    /// `upgrade`.
+    crash_history: Vec<CrashHistory>,
+    /// Building the first generation's code, serving, or ending: what the
+    /// loop's dispatch consults (`phase`).
+    phase: Phase,
+    /// The primary's life so far, carried across upgrades (`status`).
+    life: status::Life,
+    /// The looks at starting workers' accepts (`accepting`).
+    looks: accepting::Looks,
+    /// The running reload, its build, the queue behind it and the
+    /// generations ([`reload`]).
+    reloads: reload::Reloads,
+    /// Rescue's bookkeeping (`rescue`).
+    rescue: rescue::Rescuing,
+    /// A self-upgrade under way (`upgrade`).
+    upgrade: upgrade::Upgrading,
+    /// What `/metrics` counts and serves (`metrics`).
+    metrics: metrics::Metrics,
+    /// The stop in progress: begun by `stop`, decided in [`core::stop`],
+    /// ended by `exits`; `workers` and `adopted` count what it had to kill.
+    stop: Option<Stop>,
     /// Workers whose slot was left out of the balance, waiting for its
-    /// queue to empty before they are told to go (since when).
+    /// queue to empty before they are told to go (`balance`, deciding by
+    /// [`core::balance`]).
     leaving: core::balance::Leaving,
     /// Retiring workers that do not drain, told to go once they answer
-    /// nothing ([`quiesce`]).
+    /// nothing (`quiesce`, deciding by [`core::quiesce`]).
     quiescing: core::quiesce::Quiescing,
-    /// The listeners' socket inodes, in the same order: how `--ready
-    /// accepting` recognises them in a worker's `/proc` entries.
-    inodes: Vec<u64>,
-    /// Commands whose workers announce their readiness (`--ready auto`).
-    announcers: accepting::Announcers,
-    /// Where looks at starting workers' accepts are asked (a thread of
-    /// their own: [`crate::io::accepts`]).
-    accepts: std::sync::mpsc::Sender<crate::io::accepts::Look>,
-    /// The listeners' addresses, where probe connections go.
-    probe_targets: Vec<Option<socket2::SockAddr>>,
-    control: control::Server,
+    /// Orphans of workers (daemons) re-parented to the primary (`adopted`).
+    adopted: adopted::Adopted,
+    /// `--max-memory`: the check and the replacements (`memory`, deciding
+    /// by [`core::memory`]).
+    memory: core::memory::MemoryWatch,
+    /// Every pending deadline and every task a worker owns: cancelled with
+    /// their worker, carried over by a self-upgrade ([`core::timers`]; armed
+    /// by this file's `arm`).
+    timers: core::timers::Timers<tokio::task::AbortHandle>,
+    /// The app's own cluster primary, if it has one (`app_primary`).
+    app_primary: app_primary::AppPrimary,
+}
+
+/// What the primary was started as, and what every worker starts with. Set
+/// at start and never changed after, except that `hotswap scale` lays its
+/// size over the flags ([`Given::scale_to`]), so that a reload that reads
+/// the config file again keeps it.
+struct Given {
+    /// The flags `hotswap run` was given, to read the config file again.
+    flags: Options,
+    /// What a self-upgrade re-executes.
     origin: Origin,
+    /// The environment every worker starts from.
     base_env: Vec<(OsString, OsString)>,
     /// Private (0700, unpredictable name, checked before each spawn):
     /// per-worker notify sockets and the Node.js and Python preloads;
     /// handed over on self-upgrade.
     runtime: RuntimeDir,
-    output: Output,
-    events: mpsc::Sender<Event>,
-    guardian: Guardian,
-    systemd: Systemd,
-    subscribers: Subscribers,
-    workers: BTreeMap<WorkerId, Worker>,
-    /// Each slot's crash history (restarts, backoff), indexed by slot.
-    crash_history: Vec<CrashHistory>,
-    next_id: WorkerId,
-    /// The newest generation number handed out.
-    newest_generation: u64,
-    /// The generation that serves: 1, or the last reload that succeeded.
-    serving_generation: u64,
-    reload: Option<Reload>,
-    /// The running reload's `--build` command, while it runs (before any
-    /// worker is touched).
-    build: Option<Build>,
+}
+
+impl Given {
+    /// `hotswap scale N`: the size holds until the primary stops.
+    fn scale_to(&mut self, workers: u32) {
+        self.flags.workers = Some(workers);
+    }
+}
+
+/// The sockets workers serve on. Each is a type whose own methods change
+/// it: the listeners are bound once, for the primary's life (a new image
+/// takes them over); the slot sockets grow with the pool and are told the
+/// live slots by `balance` ([`SlotSockets`]); the sockets bound on demand
+/// for Node workers' listens are `node`'s ([`node::OnDemand`]).
+struct Sockets {
+    listeners: Vec<Listener>,
+    /// Each slot's sockets under `--balance slots|sticky` (shared listeners
+    /// otherwise), and what the kernel was told of the live slots.
+    slot_sockets: SlotSockets,
     /// Sockets bound for Node workers' listens that no `--listen` gave.
     on_demand: node::OnDemand,
-    /// Reload requests waiting behind the running one.
-    queued: Queue,
-    /// Tells the file watcher whether a build runs (its writes do not count).
-    build_clock: tokio::sync::watch::Sender<BuildClock>,
-    /// Children whose exit someone else waits for (tokio's), never reaped here.
-    foreign: HashSet<i32>,
-    /// Orphans of workers (daemons) re-parented to the primary.
-    adopted: adopted::Adopted,
-    last_reload: Option<ReloadOutcome>,
-    stop: Option<Stop>,
-    /// Whether any worker has ever been ready: before that, a failing worker
-    /// means the command cannot start at all, and the primary gives up.
-    ever_ready: bool,
-    /// Whether `READY=1` went to systemd for the first generation.
-    systemd_told_ready: bool,
-    started: Instant,
-    /// When the primary first started (Unix seconds), across upgrades.
-    started_at: u64,
-    /// When this binary image started.
-    image_started_at: u64,
-    upgrades: u32,
-    /// What `/metrics` counts; carried over a self-upgrade.
-    counters: crate::types::counters::Counters,
-    /// Reads what workers use (off the event loop) and answers with it.
-    sampler: tokio::sync::mpsc::UnboundedSender<crate::io::usage::Ask>,
-    /// `--max-memory`: the check and the replacements.
-    memory: core::memory::MemoryWatch,
-    /// `--metrics`: the socket `/metrics` is served on.
-    metrics: Option<crate::io::metrics::Server>,
-    /// A self-upgrade waiting for its check of the new binary.
-    upgrade: Option<upgrade::InFlight>,
-    /// A checked self-upgrade, to exec once the event loop is quiet.
-    handing_over: Option<(upgrade::InFlight, bool)>,
-    /// Every pending deadline and every task a worker owns: cancelled with
-    /// their worker, carried over by a self-upgrade.
-    timers: core::timers::Timers<tokio::task::AbortHandle>,
-    /// The app's own cluster primary, if it has one.
-    app_primary: app_primary::AppPrimary,
-    /// Set when the loop should end, with the process exit code.
-    exit: Option<(i32, String)>,
-    /// The last lines of the worker whose exit made the primary give up,
-    /// as quoted in `exit` then: quoted again once its output is read to
-    /// the end.
-    exit_quote: Option<(String, crate::io::last_lines::LastLines)>,
-    /// Holds retiring workers' connections (`--rescue`; TCP listeners).
-    rescue: Option<crate::io::rescue::Rescue>,
-    /// Workers told to stop once the rescue has looked at them.
-    rescue_looking: HashSet<WorkerId>,
-    /// The rescued requests counted when the running reload began.
-    rescued_before_reload: u64,
-    /// The running reload is done and waits for the rescue's count.
-    rescue_settling: bool,
-    /// Copies of a worker's connections were refused: later workers are
-    /// told rescue does not cover them.
-    rescue_denied: bool,
+}
+
+/// The handles through which the supervisor's decisions reach the outside:
+/// each only sends (an event, a line of output, a reply, a notification to
+/// systemd, a group to protect), through its own type's methods; none holds
+/// a decision of the supervisor's, so every file may use them.
+struct Io {
+    /// Where timers and the tasks the supervisor starts send their events.
+    events: mpsc::Sender<Event>,
+    output: Output,
+    control: control::Server,
+    /// The process that kills every worker's group if the primary dies.
+    guardian: Guardian,
+    systemd: Systemd,
+    /// `hotswap events` clients.
+    subscribers: Subscribers,
 }
 
 impl core::timers::Task for tokio::task::AbortHandle {
@@ -238,15 +255,15 @@ pub async fn run(
     let runtime = RuntimeDir::create(&base, PRELOADS)?;
     let workers = settings.workers as usize;
     let mut sup = Supervisor::new(flags, origin, settings, listeners, systemd, control, guardian, tx, runtime)?;
-    sup.metrics = metrics;
+    sup.metrics.server = metrics;
     if let Some(choice) = sup.server_choice() {
         tracing::info!("{choice}");
     }
-    sup.slot_sockets.grow(workers)?;
+    sup.sockets.slot_sockets.grow(workers)?;
     let result = sup.serve(&mut rx).await;
     // Exiting in order: every worker has been reaped (or killed, on error).
     sup.end_orphans();
-    sup.guardian.dismiss();
+    sup.io.guardian.dismiss();
     result
 }
 
@@ -256,14 +273,6 @@ pub fn name_taken(name: &str) -> anyhow::Error {
         "the name {name:?} is taken: a running primary answers on its control socket (`hotswap stop {name}` \
          stops it; or give this one another --name)"
     )
-}
-
-/// Lets the control connections write their last replies before the
-/// primary exits (`hotswap stop` waits for how the stop went).
-async fn let_replies_out() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
 }
 
 /// The files of the runtime directory's preloads' directory: the Node.js
@@ -302,70 +311,50 @@ impl Supervisor {
         // takes them over ([`resume`]).
         let slot_sockets = SlotSockets::new(settings.balance, &listeners, settings.backlog)?;
         let mut sup = Supervisor {
-            slot_sockets,
+            looks: accepting::Looks::new(&listeners, events.clone())?,
+            sockets: Sockets { listeners, slot_sockets, on_demand: Default::default() },
             leaving: Default::default(),
             quiescing: Default::default(),
-            inodes: accepting::inodes(&listeners)?,
-            probe_targets: accepting::addresses(&listeners),
-            accepts: crate::io::accepts::start(events.clone()).context("starting the accepts scanner")?,
-            announcers: Default::default(),
-            flags,
-            origin,
+            given: Given { flags, origin, base_env: base_env(), runtime },
             crash_history: (0..settings.workers).map(|_| CrashHistory::default()).collect(),
             settings: Rc::new(settings),
-            listeners,
-            control,
-            base_env: base_env(),
-            runtime,
-            output: Output::global().clone(),
-            events,
-            guardian,
-            systemd,
-            subscribers: Subscribers::default(),
-            build_clock: tokio::sync::watch::Sender::new(Default::default()),
-            foreign: Default::default(),
+            io: Io {
+                control,
+                output: Output::global().clone(),
+                events,
+                guardian,
+                systemd,
+                subscribers: Subscribers::default(),
+            },
             adopted: Default::default(),
             workers: BTreeMap::new(),
-            next_id: 1,
-            newest_generation: 1,
-            serving_generation: 1,
-            reload: None,
-            build: None,
-            queued: Queue::default(),
-            on_demand: Default::default(),
-            last_reload: None,
+            phase: Phase::Serving,
+            life: status::Life::new(),
+            reloads: Default::default(),
+            rescue: Default::default(),
+            upgrade: Default::default(),
+            metrics: metrics::Metrics::new(sampler_events),
             stop: None,
-            upgrade: None,
-            handing_over: None,
             timers: Default::default(),
-            ever_ready: false,
-            systemd_told_ready: false,
-            started: Instant::now(),
-            started_at: unix_now(),
-            image_started_at: unix_now(),
-            upgrades: 0,
-            counters: Default::default(),
-            sampler: crate::io::usage::start(sampler_events),
             memory: Default::default(),
-            metrics: None,
-            exit: None,
-            exit_quote: None,
             app_primary: Default::default(),
-            rescue: None,
-            rescue_looking: Default::default(),
-            rescued_before_reload: 0,
-            rescue_settling: false,
-            rescue_denied: false,
         };
         #[cfg(target_os = "linux")]
         sup.start_rescue();
         Ok(sup)
     }
 
+    /// The one event loop, from the first build (if any) to the exit.
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
-        if let Some(exit) = self.first_build(rx).await? {
-            return Ok(exit);
+        match self.settings.build.clone() {
+            Some(cmd) => self.begin_first_build(&cmd)?,
+            None => self.start_serving()?,
         }
+        self.event_loop(rx).await
+    }
+
+    /// The first generation starts, and what runs while workers serve.
+    fn start_serving(&mut self) -> Result<()> {
         let settings = self.settings.clone();
         for slot in 0..self.crash_history.len() {
             if let Err(e) = self.spawn(slot, 1, &settings) {
@@ -373,14 +362,20 @@ impl Supervisor {
                 return Err(e.context("starting the first generation"));
             }
         }
-        self.app_primary.enabled = app_primary::wanted(&settings, runs_node(&settings, &self.base_env));
+        self.app_primary.enabled = app_primary::wanted(&settings, runs_node(&settings, &self.given.base_env));
         self.start_app_primary();
+        self.start_watching()
+    }
+
+    /// A new image's loop (self-upgrade): it serves from the start.
+    async fn serve_on(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        self.start_watching()?;
         self.event_loop(rx).await
     }
 
-    /// Starts the file watcher and the watchdog, then handles events until
-    /// the primary stops.
-    async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+    /// What runs while workers serve: the file watcher, the systemd
+    /// watchdog, the look for orphans and the guardian, the memory check.
+    fn start_watching(&mut self) -> Result<()> {
         if !self.settings.watch.is_empty() {
             let s = &self.settings;
             crate::sys::signal_mask::blocked_while(|| {
@@ -388,53 +383,73 @@ impl Supervisor {
                     &s.watch,
                     &s.watch_ignore,
                     s.watch_debounce,
-                    self.events.clone(),
-                    self.build_clock.subscribe(),
+                    self.io.events.clone(),
+                    self.reloads.build_clock.subscribe(),
                 )
             })?;
         }
-        if let Some(every) = self.systemd.watchdog_interval() {
+        if let Some(every) = self.io.systemd.watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {} ms", every.as_millis());
             self.after(every, Timer::Watchdog);
         }
         self.after(adopted::CHECK_EVERY, Timer::OrphanAndGuardianCheck);
         self.arm_memory_check();
-        while let Some(event) = rx.recv().await {
-            self.handle(event);
-            if let Some(pending) = self.handing_over.take() {
-                self.hand_over(pending, rx).await;
-            }
-            if let Some(mut exit) = self.exit.take() {
-                // Every events client gets every event, then `done`; the
-                // workers' last lines of output are read to the end (main
-                // then waits for them to be written). A first generation
-                // that cannot start: read first, so that the message
-                // quotes the worker's last lines all.
-                let mut drained = false;
-                if let Some((said, last)) = self.exit_quote.take() {
-                    drained = self.output.drain(EXIT_DRAIN).await;
-                    let now = last.quote();
-                    if now != said && exit.1.contains(&said) {
-                        exit.1 = exit.1.replacen(&said, &now, 1);
-                    }
-                }
-                self.subscribers.close(&exit.1, EXIT_DRAIN).await;
-                if !drained && !self.output.drain(EXIT_DRAIN).await {
-                    tracing::debug!("worker output still open {} ms after the last exit", EXIT_DRAIN.as_millis());
-                }
-                let_replies_out().await;
-                return Ok(exit);
-            }
-        }
-        Ok((1, "event channel closed".into()))
+        Ok(())
     }
 
+    /// Handles events until the primary stops.
+    async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(i32, String)> {
+        loop {
+            let event = if self.upgrade.handing_over.is_some() {
+                // A checked upgrade execs once what is queued is handled.
+                match self.queued_during_hand_over(rx).await {
+                    Some(event) => event,
+                    None => {
+                        self.hand_over().await;
+                        if let Some(ending) = self.phase.take_ending() {
+                            return self.end(ending).await;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                match rx.recv().await {
+                    Some(event) => event,
+                    None => return Ok((1, "event channel closed".into())),
+                }
+            };
+            self.handle(event);
+            // (A hand-over that fails still answers its client first.)
+            if self.upgrade.handing_over.is_none() {
+                if let Some(ending) = self.phase.take_ending() {
+                    return self.end(ending).await;
+                }
+            }
+        }
+    }
+
+    /// One event, as the phase has it: during the first build, most are
+    /// answered by [`Supervisor::while_building`]; during the hand-over of
+    /// an upgrade, signals wait for the next image
+    /// ([`Supervisor::while_handing_over`]).
     fn handle(&mut self, event: Event) {
+        let event = match self.phase {
+            Phase::Building(_) => match self.while_building(event) {
+                Some(event) => event,
+                None => return,
+            },
+            Phase::Serving | Phase::Ending(_) => event,
+        };
+        let Some(event) = self.while_handing_over(event) else { return };
+        self.dispatch(event);
+    }
+
+    fn dispatch(&mut self, event: Event) {
         match event {
             Event::Signal(sig) => self.on_signal(sig),
             Event::Control { request, reply, conn } => self.on_control(request, reply, conn),
-            Event::Subscribe { sub, conn } => self.subscribers.add(sub, conn),
-            Event::SubscriberLeft => self.subscribers.prune(),
+            Event::Subscribe { sub, conn } => self.io.subscribers.add(sub, conn),
+            Event::SubscriberLeft => self.io.subscribers.prune(),
             Event::Ipc { worker, msg } if self.is_app_primary(worker) => self.on_primary_ipc(msg),
             Event::IpcClosed { worker } if self.is_app_primary(worker) => {}
             Event::Ipc { worker, msg } => self.on_ipc(worker, msg),
@@ -526,8 +541,8 @@ impl Supervisor {
             Timer::AppPrimary => self.start_app_primary(),
             Timer::AppPrimaryKill => self.on_app_primary_kill_deadline(),
             Timer::Watchdog => {
-                self.systemd.watchdog();
-                if let Some(every) = self.systemd.watchdog_interval() {
+                self.io.systemd.watchdog();
+                if let Some(every) = self.io.systemd.watchdog_interval() {
                     self.after(every, Timer::Watchdog);
                 }
             }
@@ -551,7 +566,7 @@ impl Supervisor {
     /// Sends `timer` after `delay`, recorded in the one place that knows
     /// every pending deadline ([`core::timers`]).
     fn arm(&mut self, delay: Duration, timer: Timer, owner: Option<WorkerId>) {
-        let events = self.events.clone();
+        let events = self.io.events.clone();
         let handle = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Timer(timer)).await;
@@ -564,21 +579,21 @@ impl Supervisor {
     fn launcher<'a>(&'a self, settings: &'a Rc<Settings>) -> Launcher<'a> {
         Launcher {
             settings,
-            base_env: &self.base_env,
-            runtime_dir: self.runtime.path(),
-            listeners: &self.listeners,
-            slot_sockets: &self.slot_sockets,
-            output: &self.output,
-            events: &self.events,
-            preload: self.runtime.preload(NODE_PRELOAD),
-            primary_preload: self.runtime.preload(NODE_PRIMARY_PRELOAD),
-            python_dir: self.runtime.preload(PYTHON_DIR),
+            base_env: &self.given.base_env,
+            runtime_dir: self.given.runtime.path(),
+            listeners: &self.sockets.listeners,
+            slot_sockets: &self.sockets.slot_sockets,
+            output: &self.io.output,
+            events: &self.io.events,
+            preload: self.given.runtime.preload(NODE_PRELOAD),
+            primary_preload: self.given.runtime.preload(NODE_PRIMARY_PRELOAD),
+            python_dir: self.given.runtime.preload(PYTHON_DIR),
             rescue_covers: self.rescue_covers(settings),
             warm: None,
             wait_ready: match settings.ready {
                 crate::options::ReadyMode::Ipc | crate::options::ReadyMode::IpcOrNotify => true,
                 crate::options::ReadyMode::Auto => {
-                    self.announcers.how(&settings.command) == Some(crate::types::ReadyVia::Ipc)
+                    self.looks.announcers.how(&settings.command) == Some(crate::types::ReadyVia::Ipc)
                 }
                 _ => false,
             },
@@ -590,7 +605,7 @@ impl Supervisor {
         if self.settings.config.is_none() {
             return Ok(self.settings.clone());
         }
-        let new = Settings::load(&self.flags)?;
+        let new = Settings::load(&self.given.flags)?;
         let fixed = self.settings.needs_restart(&new);
         if !fixed.is_empty() {
             tracing::warn!("config: changes to {} take effect only after a restart of hotswap", fixed.join(", "));

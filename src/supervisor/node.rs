@@ -163,7 +163,7 @@ impl Supervisor {
                     "addressType": msg.get("addressType"), "fd": msg.get("fd"),
                 });
                 self.tell_primary(crate::node::primary::to_primary::listening(id, address));
-                let learned = self.announcers.how(&w.settings().command);
+                let learned = self.looks.announcers.how(&w.settings().command);
                 let Some(w) = self.workers.get_mut(&id) else { return };
                 let Some(node) = w.node_mut() else { return };
                 node.listening += 1;
@@ -195,7 +195,7 @@ impl Supervisor {
             Ok(FromNode::Close { key }) => {
                 tracing::debug!(worker = id, "{label} closed a server");
                 if let Some(key) = key {
-                    self.on_demand.forget(id, Some(&key));
+                    self.sockets.on_demand.forget(id, Some(&key));
                 }
             }
             Ok(FromNode::Other(act)) => tracing::debug!(worker = id, "{label} cluster message {act:?} ignored"),
@@ -214,7 +214,7 @@ impl Supervisor {
         match found {
             Ok((fd, name)) => {
                 node.served += 1;
-                let data = self.on_demand.data_for(&name, &q.data);
+                let data = self.sockets.on_demand.data_for(&name, &q.data);
                 let reply = cluster::handle_reply(&q, &data, seq);
                 tracing::debug!(worker = id, "{label} listen on {} gets {name}", q.target);
                 if let Some(ch) = self.workers.get(&id).and_then(|w| w.ipc()) {
@@ -224,7 +224,7 @@ impl Supervisor {
                             crate::io::ipc::MAX_QUEUED_HANDLES
                         );
                         tracing::warn!(worker = id, "{label} cannot listen on {}: {why}", q.target);
-                        self.on_demand.forget_last(id, &q.key);
+                        self.sockets.on_demand.forget_last(id, &q.key);
                         ch.send(cluster::refusal(&q, libc::EMFILE, seq));
                     }
                 }
@@ -252,28 +252,31 @@ impl Supervisor {
         };
         let dup = |l: &Listener| dup_fd(l.as_fd(), &l.addr);
         let slot = self.workers.get(&id).map_or(0, |w| w.slot());
-        let of_slot = self.slot_sockets.borrowed(&self.listeners, slot);
+        let of_slot = self.sockets.slot_sockets.borrowed(&self.sockets.listeners, slot);
         if let Target::Fd(n) = target {
-            return match usize::try_from(n - 3).ok().and_then(|i| Some((of_slot.get(i)?, self.listeners.get(i)?))) {
+            return match usize::try_from(n - 3)
+                .ok()
+                .and_then(|i| Some((of_slot.get(i)?, self.sockets.listeners.get(i)?)))
+            {
                 Some((fd, l)) => dup_fd(*fd, &l.addr),
                 None => Err((
                     libc::EBADF,
-                    format!("fd {n} is not one of the {} sockets it was given", self.listeners.len()),
+                    format!("fd {n} is not one of the {} sockets it was given", self.sockets.listeners.len()),
                 )),
             };
         }
-        if let Some(i) = self.listeners.iter().position(|l| matches(target, &l.addr)) {
-            return dup_fd(of_slot[i], &self.listeners[i].addr);
+        if let Some(i) = self.sockets.listeners.iter().position(|l| matches(target, &l.addr)) {
+            return dup_fd(of_slot[i], &self.sockets.listeners[i].addr);
         }
         let index = index_of(target, q.index);
-        let existing = self.on_demand.find(target, index);
-        self.on_demand.admit(id, existing.is_none()).map_err(|why| (libc::EMFILE, why))?;
+        let existing = self.sockets.on_demand.find(target, index);
+        self.sockets.on_demand.admit(id, existing.is_none()).map_err(|why| (libc::EMFILE, why))?;
         if existing.is_none() {
             crate::sys::fd_limit::room(2).map_err(|why| (libc::EMFILE, why))?;
         }
         if let Some(i) = existing {
-            let found = dup(&self.on_demand.sockets[i].listener)?;
-            self.on_demand.sockets[i].users.push((id, q.key.clone()));
+            let found = dup(&self.sockets.on_demand.sockets[i].listener)?;
+            self.sockets.on_demand.sockets[i].users.push((id, q.key.clone()));
             return Ok(found);
         }
         let label = self.workers.get(&id).map(|w| w.label()).unwrap_or_default();
@@ -285,7 +288,7 @@ impl Supervisor {
         // hotswap's go unserved: most often PORT different, or not read.
         let port_hint = match (target, self.workers.get(&id)) {
             (Target::Tcp { port, .. }, Some(w)) if w.node().is_some_and(|n| n.served == 0) => {
-                super::port_hint::hint(w.settings(), &self.listeners, *port)
+                super::port_hint::hint(w.settings(), &self.sockets.listeners, *port)
             }
             _ => None,
         };
@@ -304,7 +307,7 @@ impl Supervisor {
             ),
         }
         let found = dup(&listener)?;
-        self.on_demand.sockets.push(Bound {
+        self.sockets.on_demand.sockets.push(Bound {
             target: target.clone(),
             index,
             listener,
@@ -318,15 +321,15 @@ impl Supervisor {
     /// runs. (Until then a replacement may still ask for one: a crash
     /// restart, or a reload's new worker, gets the same socket back.)
     pub(super) fn release_unused_sockets(&mut self) {
-        if !self.on_demand.has_unused()
-            || self.reload.is_some()
+        if !self.sockets.on_demand.has_unused()
+            || self.reloads.running.is_some()
             || self.stop.is_some()
             || self.workers.values().any(|w| w.state() == WorkerState::Starting)
             || self.ready_count() < self.settings.workers as usize
         {
             return;
         }
-        for addr in self.on_demand.release_unused() {
+        for addr in self.sockets.on_demand.release_unused() {
             tracing::info!("closed {addr}, bound on demand for a Node listen: no worker holds it any more");
         }
     }
@@ -346,7 +349,7 @@ impl Supervisor {
     /// hands it connections or work), it is ready.
     pub(super) fn on_no_listen_deadline(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get(&id) else { return };
-        let learned = self.announcers.how(&w.settings().command);
+        let learned = self.looks.announcers.how(&w.settings().command);
         // `seq` counts the answers to its listens, refused ones too.
         let asked = w.node().is_some_and(|n| n.served > 0 || n.seq > 0 || n.awaiting_own);
         let starting = w.state() == WorkerState::Starting;

@@ -61,7 +61,7 @@ impl Supervisor {
             // A new image: the previous one may have left it stopped.
             thaw(pgid);
         }
-        let rescued = self.rescue.is_some() && w.settings().rescue && !self.rescue_denied;
+        let rescued = self.rescue_covers(w.settings());
         let seen = look(pgid, &self.tcp_listeners(), self.quiescing.frozen(id), rescued);
         let label = w.label();
         match self.quiescing.look(id, seen, self.stop.is_some(), Instant::now()) {
@@ -118,7 +118,8 @@ impl Supervisor {
     /// The TCP listeners' addresses: an accepted connection has one as its
     /// own.
     fn tcp_listeners(&self) -> Vec<std::net::SocketAddr> {
-        self.listeners
+        self.sockets
+            .listeners
             .iter()
             .filter_map(|l| match &l.addr {
                 crate::sys::listeners::ListenAddr::Tcp(sa) => Some(*sa),

@@ -21,10 +21,30 @@ use crate::types::{Exit, WorkerId, WorkerState};
 /// How long a self-upgrade waits for rescued exchanges under way.
 pub(super) const CLOSE_MAX: Duration = Duration::from_millis(2500);
 
+/// Rescue's bookkeeping: the task, the workers it is looking at, what it
+/// counted when the running reload began, whether that reload waits for its
+/// count, whether a copy was refused. Private to this file: the reloads
+/// and the quiesce ask its methods.
+#[derive(Default)]
+pub(super) struct Rescuing {
+    /// Holds retiring workers' connections (`--rescue`; TCP listeners).
+    task: Option<crate::io::rescue::Rescue>,
+    /// Workers told to stop once the rescue has looked at them.
+    looking: std::collections::HashSet<WorkerId>,
+    /// The rescued requests counted when the running reload began.
+    before_reload: u64,
+    /// The running reload is done and waits for the rescue's count.
+    settling: bool,
+    /// Copies of a worker's connections were refused: later workers are
+    /// told rescue does not cover them.
+    denied: bool,
+}
+
 impl Supervisor {
     /// Starts the rescue task if the primary has a TCP listener.
     pub(super) fn start_rescue(&mut self) {
         let tcp: Vec<std::net::SocketAddr> = self
+            .sockets
             .listeners
             .iter()
             .filter_map(|l| match &l.addr {
@@ -42,7 +62,7 @@ impl Supervisor {
             );
             return;
         }
-        self.rescue = Some(crate::io::rescue::Rescue::start(tcp, self.events.clone()));
+        self.rescue.task = Some(crate::io::rescue::Rescue::start(tcp, self.io.events.clone()));
     }
 
     /// Whether rescue covers the workers started now with `settings`: it
@@ -50,15 +70,15 @@ impl Supervisor {
     /// copy was refused yet. Told to each worker as `HOTSWAP_RESCUE`, where
     /// the preloads decide whether their drain patches are needed.
     pub(super) fn rescue_covers(&self, settings: &crate::options::Settings) -> bool {
-        self.rescue.is_some() && settings.rescue && !self.rescue_denied
+        self.rescue.task.is_some() && settings.rescue && !self.rescue.denied
     }
 
     /// Before a worker is told to stop: the rescue copies its connections
     /// first. True when the caller must not tell it now: it is told when the
     /// rescue has looked ([`RescueNote::Looked`]).
     pub(super) fn rescue_first(&mut self, id: WorkerId) -> bool {
-        let Some(rescue) = &self.rescue else { return false };
-        if self.stop.is_some() || self.rescue_looking.contains(&id) {
+        let Some(rescue) = &self.rescue.task else { return false };
+        if self.stop.is_some() || self.rescue.looking.contains(&id) {
             return false;
         }
         let Some(w) = self.workers.get_mut(&id) else { return false };
@@ -67,23 +87,23 @@ impl Supervisor {
         }
         w.leave();
         rescue.watch(id, w.pid().as_raw(), w.label());
-        self.rescue_looking.insert(id);
+        self.rescue.looking.insert(id);
         true
     }
 
     pub(super) fn on_rescue(&mut self, note: RescueNote) {
         match note {
             RescueNote::Looked(id) => {
-                if self.rescue_looking.remove(&id) && self.workers.contains_key(&id) {
+                if self.rescue.looking.remove(&id) && self.workers.contains_key(&id) {
                     self.tell_shutdown(id);
                 }
             }
-            RescueNote::Rescued => self.counters.rescued_requests += 1,
-            RescueNote::GaveUp => self.counters.rescue_given_up += 1,
-            RescueNote::Held(n) => self.counters.rescue_held = n as u64,
-            RescueNote::Denied => self.rescue_denied = true,
+            RescueNote::Rescued => self.metrics.counters.rescued_requests += 1,
+            RescueNote::GaveUp => self.metrics.counters.rescue_given_up += 1,
+            RescueNote::Held(n) => self.metrics.counters.rescue_held = n as u64,
+            RescueNote::Denied => self.rescue.denied = true,
             RescueNote::Settled => {
-                if std::mem::take(&mut self.rescue_settling) {
+                if std::mem::take(&mut self.rescue.settling) {
                     self.finish_reload(None);
                 }
             }
@@ -94,21 +114,21 @@ impl Supervisor {
     /// last worker's exit left waiting (at most half a second). True when
     /// the caller must not finish it now.
     pub(super) fn rescue_settle(&mut self) -> bool {
-        if self.rescue_settling {
+        if self.rescue.settling {
             return true;
         }
-        let Some(r) = &self.rescue else { return false };
+        let Some(r) = &self.rescue.task else { return false };
         if !self.settings.rescue {
             return false;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         r.settle(tx);
-        let events = self.events.clone();
+        let events = self.io.events.clone();
         tokio::spawn(async move {
             let _ = rx.await;
             let _ = events.send(crate::types::Event::Rescue(RescueNote::Settled)).await;
         });
-        self.rescue_settling = true;
+        self.rescue.settling = true;
         true
     }
 
@@ -117,15 +137,15 @@ impl Supervisor {
     /// mid-answer) or passes on what comes on them (it exited, or its stop
     /// signal ended it, which is how many servers stop).
     pub(super) fn rescue_exited(&mut self, id: WorkerId, how: Exit, killed: bool, stop_signal: Signal) {
-        self.rescue_looking.remove(&id);
-        if let Some(r) = &self.rescue {
+        self.rescue.looking.remove(&id);
+        if let Some(r) = &self.rescue.task {
             r.exited(id, killed || matches!(how, Exit::Signal(s) if s != stop_signal));
         }
     }
 
     /// The primary stops: nothing more is held.
     pub(super) fn rescue_stop(&mut self) {
-        if let Some(r) = &self.rescue {
+        if let Some(r) = &self.rescue.task {
             r.close(None);
         }
     }
@@ -133,7 +153,7 @@ impl Supervisor {
     /// Before the exec of a self-upgrade: the exchanges under way end (at
     /// most [`CLOSE_MAX`]), the connections waiting for a request are closed.
     pub(super) async fn rescue_close_for_exec(&mut self) {
-        let Some(r) = &self.rescue else { return };
+        let Some(r) = &self.rescue.task else { return };
         let (tx, rx) = tokio::sync::oneshot::channel();
         r.close(Some(tx));
         if tokio::time::timeout(CLOSE_MAX, rx).await.is_err() {
@@ -143,14 +163,14 @@ impl Supervisor {
 
     /// After a self-upgrade failed before the exec: the rescue holds again.
     pub(super) fn rescue_reopen(&mut self) {
-        if let Some(r) = &self.rescue {
+        if let Some(r) = &self.rescue.task {
             r.reopen();
         }
     }
 
     /// A new image watches the workers still stopping again.
     pub(super) fn rescue_resume(&mut self) {
-        let Some(r) = &self.rescue else { return };
+        let Some(r) = &self.rescue.task else { return };
         for w in self.workers.values() {
             if w.state() == WorkerState::Stopping && w.settings().rescue && !w.killed() {
                 r.watch(w.id(), w.pid().as_raw(), w.label());
@@ -159,7 +179,18 @@ impl Supervisor {
     }
 
     /// The rescued requests counted so far (for the reload's answer).
-    pub(super) fn rescued(&self) -> u64 {
-        self.counters.rescued_requests
+    fn rescued(&self) -> u64 {
+        self.metrics.counters.rescued_requests
+    }
+
+    /// A reload begins: what the rescue counts from now on is its.
+    pub(super) fn rescue_reload_began(&mut self) {
+        self.rescue.before_reload = self.rescued();
+    }
+
+    /// The running reload ends: the requests rescued during it.
+    pub(super) fn rescue_reload_ended(&mut self) -> u64 {
+        self.rescue.settling = false;
+        self.rescued() - self.rescue.before_reload
     }
 }

@@ -94,17 +94,17 @@ pub async fn resume(
         Ok(s) => s,
         Err(e) => return Err(give_back(e)),
     };
-    sup.metrics = metrics;
+    sup.metrics.server = metrics;
     let slot_sockets = std::mem::take(&mut fds.slot_sockets);
-    match SlotSockets::adopt(state.settings.balance, &sup.listeners, slot_sockets, state.settings.backlog) {
+    match SlotSockets::adopt(state.settings.balance, &sup.sockets.listeners, slot_sockets, state.settings.backlog) {
         // The program belongs to the groups and stays attached; the first
         // event rebuilds it from this image's live set anyway.
-        Ok(s) => sup.slot_sockets = s,
+        Ok(s) => sup.sockets.slot_sockets = s,
         Err(e) => return Err(give_back(e.context("taking over the slot sockets"))),
     }
     let node_workers: Vec<_> =
         state.workers.iter().filter(|w| w.node.is_some()).map(|w| (w.id, String::new())).collect();
-    sup.on_demand.sockets = std::mem::take(&mut fds.on_demand)
+    sup.sockets.on_demand.sockets = std::mem::take(&mut fds.on_demand)
         .into_iter()
         .map(|s| super::node::Bound {
             target: s.target,
@@ -113,7 +113,7 @@ pub async fn resume(
             listener: s.listener,
         })
         .collect();
-    sup.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.events.clone());
+    sup.io.subscribers.adopt(std::mem::take(&mut fds.subscribers), &sup.io.events.clone());
     let mut adopted = sup.adopt(&state, std::mem::take(&mut fds.workers), rollback.is_none());
     // Fault injection for the rollback test: a new image that fails after
     // adopting the workers, the latest point before it serves.
@@ -129,22 +129,22 @@ pub async fn resume(
     // Serving: this image is now in charge of the socket files, and the
     // copies kept for a rollback go.
     drop(handback);
-    sup.control.own_path();
+    sup.io.control.own_path();
     #[cfg(target_os = "linux")]
     sup.rescue_resume();
-    for l in sup.listeners.iter_mut().chain(sup.on_demand.sockets.iter_mut().map(|b| &mut b.listener)) {
+    for l in sup.sockets.listeners.iter_mut().chain(sup.sockets.on_demand.sockets.iter_mut().map(|b| &mut b.listener)) {
         if let Some((_, path)) = fds.owned_paths.iter().find(|(fd, _)| *fd == l.raw_fd()) {
             l.owned_path = Some(path.clone());
         }
     }
-    sup.runtime.own();
+    sup.given.runtime.own();
     if rollback.is_none() {
         // The guardian adopted from the previous image runs the previous
         // binary, which a package upgrade has deleted (and whose pages it
         // keeps): this image starts its own, told every group, and the old
         // one goes.
-        match sup.guardian.restart() {
-            Ok(()) => tracing::debug!("guardian process {} started from this image", sup.guardian.pid()),
+        match sup.io.guardian.restart() {
+            Ok(()) => tracing::debug!("guardian process {} started from this image", sup.io.guardian.pid()),
             Err(e) => tracing::warn!("the previous image's guardian stays: starting one from this image: {e:#}"),
         }
     }
@@ -166,7 +166,7 @@ pub async fn resume(
         ),
     }
     match &rollback {
-        None => sup.subscribers.say(
+        None => sup.io.subscribers.say(
             "upgrade-finished",
             format!(
                 "upgraded hotswap {} to {version}: pid {} and {} workers kept",
@@ -176,7 +176,7 @@ pub async fn resume(
             ),
         ),
         Some(why) => {
-            sup.subscribers.say("upgrade-failed", format!("{why}; rolled back: still running hotswap {version}"))
+            sup.io.subscribers.say("upgrade-failed", format!("{why}; rolled back: still running hotswap {version}"))
         }
     }
     if let Some(conn) = fds.reply.take() {
@@ -193,8 +193,8 @@ pub async fn resume(
         };
         crate::handover::answer(conn, &reply);
     }
-    let result = sup.event_loop(&mut rx).await;
+    let result = sup.serve_on(&mut rx).await;
     sup.end_orphans();
-    sup.guardian.dismiss();
+    sup.io.guardian.dismiss();
     result
 }

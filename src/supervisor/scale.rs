@@ -23,7 +23,7 @@ impl Supervisor {
         if self.stop.is_some() {
             return refuse("refused: the primary is stopping".into());
         }
-        if self.reload.is_some() {
+        if self.reloads.running.is_some() {
             return refuse(
                 "refused: a reload (or a --max-memory replacement) is running; scale once it is over".into(),
             );
@@ -45,18 +45,18 @@ impl Supervisor {
             return;
         }
         if n > old {
-            if let Err(e) = self.slot_sockets.grow(n as usize) {
+            if let Err(e) = self.sockets.slot_sockets.grow(n as usize) {
                 return refuse(format!("cannot scale to {n}: {e:#}"));
             }
         }
         let settings = Rc::new(Settings { workers: n, ..(*self.settings).clone() });
         self.settings = settings.clone();
-        self.flags.workers = Some(n);
+        self.given.scale_to(n);
         let mut done = Vec::new();
         if n > old {
             self.crash_history.resize_with(n as usize, Default::default);
             for slot in old as usize..n as usize {
-                match self.spawn(slot, self.serving_generation, &settings) {
+                match self.spawn(slot, self.reloads.serving_generation, &settings) {
                     Ok(id) => done.push(format!("started w{id}")),
                     Err(e) => {
                         tracing::error!("scale: cannot start a worker in slot {slot}: {e:#}; retrying");

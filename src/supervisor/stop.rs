@@ -35,10 +35,10 @@ impl Supervisor {
         // Every worker drains at once; SIGKILL at its --shutdown-timeout.
         let budget =
             stop::budget(self.workers.values().map(|w| w.settings().shutdown_timeout), self.settings.shutdown_timeout);
-        self.systemd.stopping(&what, budget);
+        self.io.systemd.stopping(&what, budget);
         let mut ev = LifecycleEvent::new("stopping");
         ev.message = Some(why.to_string());
-        self.subscribers.emit(ev);
+        self.io.subscribers.emit(ev);
         self.cancel_reloads("the primary is stopping");
         self.rescue_stop();
         if let Some(w) = &waiter {

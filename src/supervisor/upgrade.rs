@@ -23,19 +23,52 @@ pub(super) struct InFlight {
     exe: std::fs::File,
 }
 
+/// A self-upgrade under way, here alone: waiting for the check of the new
+/// binary, then checked and waiting for a quiet loop to exec. The reaper
+/// reads `foreign` (the check's pid, which tokio waits for).
+#[derive(Debug, Default)]
+pub(super) struct Upgrading {
+    /// A self-upgrade waiting for its check of the new binary.
+    pub(super) in_flight: Option<InFlight>,
+    /// A checked self-upgrade, to exec once the event loop is quiet.
+    pub(super) handing_over: Option<HandOver>,
+    /// Children whose exit someone else waits for (tokio's), never reaped
+    /// by the supervisor: the check's.
+    pub(super) foreign: std::collections::HashSet<i32>,
+}
+
+/// A checked self-upgrade: the loop handles what is already queued, then
+/// execs ([`Supervisor::hand_over`]).
+#[derive(Debug)]
+pub(super) struct HandOver {
+    pending: InFlight,
+    /// Whether the new binary unblocks held signals: then they are blocked
+    /// from the check's answer to the exec.
+    hold: bool,
+    /// The signal mask before, restored if the exec fails.
+    mask: nix::sys::signal::SigSet,
+    /// Stop, reload and upgrade signals caught meanwhile, sent again before
+    /// the exec.
+    again: Vec<i32>,
+    /// Whether the signal task had its turns to pass on what it caught.
+    settled: bool,
+}
+
 impl Supervisor {
     fn snapshot(&self, reply_fd: Option<RawFd>, exe_fd: RawFd) -> State {
+        let (started_at, upgrades, next_id, ever_ready, systemd_told_ready) = self.life.handed_over();
         State {
             format: STATE_FORMAT,
             from_version: env!("CARGO_PKG_VERSION").into(),
-            started_at: self.started_at,
-            upgrades: self.upgrades,
+            started_at,
+            upgrades,
             settings: (*self.settings).clone(),
             listeners: self
+                .sockets
                 .listeners
                 .iter()
                 .map(|l| (l, None))
-                .chain(self.on_demand.sockets.iter().map(|b| (&b.listener, Some(b))))
+                .chain(self.sockets.on_demand.sockets.iter().map(|b| (&b.listener, Some(b))))
                 .map(|(l, bound)| ListenerSnapshot {
                     fd: l.raw_fd(),
                     name: l.name.clone(),
@@ -45,35 +78,35 @@ impl Supervisor {
                     users: bound.map(|b| b.users.clone()),
                 })
                 .collect(),
-            slot_fds: self.slot_sockets.handover_fds(),
-            control_fd: self.control.raw_fd(),
-            guardian_pid: self.guardian.pid().as_raw(),
-            guardian_fd: self.guardian.raw_fd(),
-            guardian_groups: self.guardian.snapshot().0,
-            guardian_backlog: self.guardian.snapshot().1,
+            slot_fds: self.sockets.slot_sockets.handover_fds(),
+            control_fd: self.io.control.raw_fd(),
+            guardian_pid: self.io.guardian.pid().as_raw(),
+            guardian_fd: self.io.guardian.raw_fd(),
+            guardian_groups: self.io.guardian.snapshot().0,
+            guardian_backlog: self.io.guardian.snapshot().1,
             adopted: self.adopted.snapshot(),
             workers: self.workers.values().map(|w| w.snapshot()).collect(),
             crash_history: self.crash_history.iter().map(|s| (s.restarts(), s.streak())).collect(),
-            next_id: self.next_id,
-            newest_generation: self.newest_generation,
-            serving_generation: self.serving_generation,
-            last_reload: self.last_reload.clone(),
-            ever_ready: self.ever_ready,
-            systemd_told_ready: self.systemd_told_ready,
-            announcers: self.announcers.snapshot(),
-            metrics_fd: self.metrics.as_ref().map(|m| m.raw_fd()),
+            next_id,
+            newest_generation: self.reloads.newest_generation,
+            serving_generation: self.reloads.serving_generation,
+            last_reload: self.reloads.last.clone(),
+            ever_ready,
+            systemd_told_ready,
+            announcers: self.looks.announcers.snapshot(),
+            metrics_fd: self.metrics.server.as_ref().map(|m| m.raw_fd()),
             worker_nofile: Some(crate::sys::fd_limit::worker_soft()).filter(|n| *n > 0),
-            counters: self.counters.clone(),
+            counters: self.metrics.counters.clone(),
             memory_replacements: self.memory.per_slot.clone(),
             reply_fd,
-            subscriber_fds: self.subscribers.fds(),
-            runtime_dir: Some(self.runtime.path().to_path_buf()),
-            runtime_lock_fd: Some(self.runtime.lock_fd()),
+            subscriber_fds: self.io.subscribers.fds(),
+            runtime_dir: Some(self.given.runtime.path().to_path_buf()),
+            runtime_lock_fd: Some(self.given.runtime.lock_fd()),
             new_exe_fd: None,
             output_cut: Vec::new(),
             exe_fd,
-            exe: self.origin.exe.clone(),
-            argv: self.origin.argv.clone(),
+            exe: self.given.origin.exe.clone(),
+            argv: self.given.origin.argv.clone(),
             timers: Some(self.timers.snapshot(std::time::Instant::now())),
             holds_signals: true,
         }
@@ -93,13 +126,13 @@ impl Supervisor {
         if self.stop.is_some() {
             return refuse("the primary is stopping".into());
         }
-        if self.reload.is_some() {
+        if self.reloads.running.is_some() {
             return refuse("a reload is running; try again when it has finished".into());
         }
-        if self.upgrade.is_some() {
+        if self.upgrade.in_flight.is_some() || self.upgrade.handing_over.is_some() {
             return refuse("an upgrade is already running".into());
         }
-        let exe = self.origin.exe.clone();
+        let exe = self.given.origin.exe.clone();
         let state = match serde_json::to_vec(&self.snapshot(None, -1)) {
             Ok(s) => s,
             Err(e) => return refuse(format!("serializing the state: {e}")),
@@ -108,7 +141,7 @@ impl Supervisor {
             let _ = r.send(Reply::Progress { message: format!("checking {}", exe.display()) });
         }
         tracing::info!("upgrade: checking {}", exe.display());
-        self.subscribers.say("upgrade-started", format!("checking {}", exe.display()));
+        self.io.subscribers.say("upgrade-started", format!("checking {}", exe.display()));
         let file = match std::fs::File::open(&exe) {
             Ok(f) => f,
             Err(e) => return refuse(format!("cannot open {}: {e}", exe.display())),
@@ -139,9 +172,9 @@ impl Supervisor {
         };
         let pid = child.id().unwrap_or(0) as i32;
         // tokio waits for this child itself; the reaper leaves it alone.
-        self.foreign.insert(pid);
-        self.upgrade = Some(InFlight { reply, conn, exe: file });
-        let events = self.events.clone();
+        self.upgrade.foreign.insert(pid);
+        self.upgrade.in_flight = Some(InFlight { reply, conn, exe: file });
+        let events = self.io.events.clone();
         tokio::spawn(async move {
             let run = async {
                 if let Some(mut stdin) = child.stdin.take() {
@@ -166,10 +199,10 @@ impl Supervisor {
     }
 
     pub(super) fn on_upgrade_checked(&mut self, pid: i32, result: std::result::Result<String, String>) {
-        self.foreign.remove(&pid);
-        let Some(pending) = self.upgrade.take() else { return };
+        self.upgrade.foreign.remove(&pid);
+        let Some(pending) = self.upgrade.in_flight.take() else { return };
         let new_version = match result {
-            Ok(_) if self.reload.is_some() || self.stop.is_some() => {
+            Ok(_) if self.reloads.running.is_some() || self.stop.is_some() => {
                 Err("a reload or stop began during the check".to_string())
             }
             other => other,
@@ -179,7 +212,7 @@ impl Supervisor {
             Err(why) => {
                 let still = format!("still running hotswap {}", env!("CARGO_PKG_VERSION"));
                 tracing::error!("upgrade failed: {why}; {still}");
-                self.subscribers.say("upgrade-failed", format!("{why}; {still}"));
+                self.io.subscribers.say("upgrade-failed", format!("{why}; {still}"));
                 if let Some(r) = &pending.reply {
                     let _ = r.send(Reply::Error { error: format!("upgrade failed: {why}; {still}") });
                 }
@@ -188,26 +221,11 @@ impl Supervisor {
         };
         tracing::info!(
             "upgrade: {} answered: {}; handing over",
-            self.origin.exe.display(),
+            self.given.origin.exe.display(),
             handover::answer_summary(&new_version)
         );
         // The event loop execs once nothing is left in flight.
-        self.handing_over = Some((pending, handover::capabilities(&new_version).holds_signals));
-    }
-
-    /// Execs the new image from a quiet loop. With `hold` (a new binary that
-    /// unblocks them), signals are blocked first: they wait for the next
-    /// image, see [`crate::sys::signal_mask`]; stop, reload and upgrade
-    /// signals that this image caught but has not acted on yet are sent
-    /// again to this process, so they wait too. The other events already
-    /// queued are handled, so the state handed over has them (a timer that
-    /// fired, an exit to reap).
-    pub(super) async fn hand_over(
-        &mut self,
-        (pending, hold): (InFlight, bool),
-        rx: &mut tokio::sync::mpsc::Receiver<Event>,
-    ) {
-        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+        let hold = handover::capabilities(&new_version).holds_signals;
         if !hold {
             tracing::warn!(
                 "upgrade: the new binary does not declare that it unblocks held signals (handover level {}); \
@@ -216,27 +234,59 @@ impl Supervisor {
             );
         }
         let mask = if hold { crate::sys::signal_mask::block() } else { crate::sys::signal_mask::current() };
-        // Let the signal task pass on what it has caught.
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
-        let mut again = Vec::new();
-        while let Ok(event) = rx.try_recv() {
-            match event {
-                Event::Signal(sig) if hold && [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
-                    if !again.contains(&sig) {
-                        again.push(sig);
-                    }
+        self.upgrade.handing_over = Some(HandOver { pending, hold, mask, again: Vec::new(), settled: false });
+    }
+
+    /// During a hand-over: an event already queued, handled as always
+    /// (so the state handed over has it: a timer that fired, an exit to
+    /// reap) except that, with `hold`, the stop, reload and upgrade signals
+    /// that this image caught but has not acted on yet are kept, to be sent
+    /// again to this process so they wait for the next image too. None: it
+    /// was dealt with here.
+    pub(super) fn while_handing_over(&mut self, event: Event) -> Option<Event> {
+        use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+        let Some(h) = self.upgrade.handing_over.as_mut() else { return Some(event) };
+        match event {
+            Event::Signal(sig) if h.hold && [SIGHUP, SIGINT, SIGTERM, SIGUSR2].contains(&sig) => {
+                if !h.again.contains(&sig) {
+                    h.again.push(sig);
                 }
-                Event::Signal(SIGCHLD) => self.reap(),
-                other => self.handle(other),
+            }
+            Event::Signal(SIGCHLD) => self.reap(),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// During a hand-over, the next event already queued: none once the
+    /// loop is quiet, time to exec ([`Self::hand_over`]). The signal task
+    /// first gets a few turns to pass on what it caught before the signals
+    /// were blocked.
+    pub(super) async fn queued_during_hand_over(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::Receiver<Event>,
+    ) -> Option<Event> {
+        let h = self.upgrade.handing_over.as_mut()?;
+        if !std::mem::replace(&mut h.settled, true) {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
             }
         }
+        rx.try_recv().ok()
+    }
+
+    /// Execs the new image from a quiet loop (every event queued since the
+    /// check answered was handled). With `hold` (a new binary that unblocks
+    /// them), signals were blocked when the check answered: they wait for
+    /// the next image, see [`crate::sys::signal_mask`]; those this image
+    /// caught meanwhile are sent again, so they wait too.
+    pub(super) async fn hand_over(&mut self) {
+        let Some(HandOver { pending, hold, mask, again, .. }) = self.upgrade.handing_over.take() else { return };
         for sig in again {
             tracing::info!("upgrade: signal {sig} arrived during the handover; the next image acts on it");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::try_from(sig).ok());
         }
-        let result = if self.reload.is_some() || self.stop.is_some() || self.exit.is_some() {
+        let result = if self.reloads.running.is_some() || self.stop.is_some() || self.phase.ending() {
             Err(anyhow::anyhow!("a reload or stop began during the handover"))
         } else {
             self.rescue_close_for_exec().await;
@@ -250,7 +300,8 @@ impl Supervisor {
         if let Err(e) = result {
             let why = format!("{e:#}");
             tracing::error!("upgrade failed: {why}; still running {}", env!("CARGO_PKG_VERSION"));
-            self.subscribers
+            self.io
+                .subscribers
                 .say("upgrade-failed", format!("{why}; still running hotswap {}", env!("CARGO_PKG_VERSION")));
             if let Some(r) = &pending.reply {
                 let _ = r.send(Reply::Error {
@@ -266,15 +317,15 @@ impl Supervisor {
         // First: everything queued for stdout and stderr is written (what
         // the pipe readers hold goes in the state). Nothing runs on this
         // thread from here to the exec, so no reader takes more from a pipe.
-        if !self.output.flush(handover::FLUSH_BEFORE_EXEC) {
+        if !self.io.output.flush(handover::FLUSH_BEFORE_EXEC) {
             tracing::warn!(
                 "upgrade: output was not written out within {} s (stdout or stderr is not read); queued lines may be lost",
                 handover::FLUSH_BEFORE_EXEC.as_secs()
             );
         }
-        let cut = self.output.freeze();
+        let cut = self.io.output.freeze();
         let result = self.exec_frozen(new, reply_fd, hold, cut);
-        self.output.thaw();
+        self.io.output.thaw();
         result
     }
 
@@ -301,32 +352,26 @@ impl Supervisor {
             }
             bail!("could not prepare the fds to hand over");
         }
-        self.systemd.reloading("upgrading hotswap in place");
+        self.io.systemd.reloading("upgrading hotswap in place");
         let err = handover::exec((new.as_raw_fd(), &state.exe), &state.argv, memfd.as_raw_fd(), None, hold);
         // Still here: the exec failed; nothing was handed over.
         for fd in pass {
             let _ = handover::set_cloexec(fd, true);
         }
-        self.systemd.ready(&self.status_line());
+        self.io.systemd.ready(&self.status_line());
         Err(err)
     }
 
     /// The new image: take over the workers of the state.
     pub(super) fn adopt(&mut self, state: &State, workers: Vec<WorkerFds>, upgraded: bool) -> Result<()> {
         let state_timers = &state.timers;
-        self.started_at = state.started_at;
-        self.upgrades = state.upgrades + u32::from(upgraded);
+        self.life.restore(state, upgraded);
         self.crash_history =
             state.crash_history.iter().map(|(restarts, streak)| CrashHistory::restore(*restarts, *streak)).collect();
-        self.next_id = state.next_id;
-        self.newest_generation = state.newest_generation;
-        self.serving_generation = state.serving_generation;
-        self.last_reload = state.last_reload.clone();
-        self.ever_ready = state.ever_ready;
-        self.systemd_told_ready = state.systemd_told_ready;
-        self.announcers = super::accepting::Announcers::restore(&state.announcers);
+        self.reloads.restore(state.newest_generation, state.serving_generation, state.last_reload.clone());
+        self.looks.announcers = super::accepting::Announcers::restore(&state.announcers);
         self.adopted = super::adopted::Adopted::restore(&state.adopted);
-        self.counters = state.counters.clone();
+        self.metrics.counters = state.counters.clone();
         self.memory.per_slot = state.memory_replacements.clone();
         for (w, fds) in state.workers.iter().zip(workers) {
             let settings = self.settings.clone();
@@ -334,7 +379,7 @@ impl Supervisor {
                 .launcher(&settings)
                 .adopt(w, fds)
                 .with_context(|| format!("adopting worker {} (pid {})", w.id, w.pid))?;
-            self.guardian.protect(worker.pid());
+            self.io.guardian.protect(worker.pid());
             let (id, state, settings) = (worker.id(), worker.state(), worker.settings().clone());
             self.workers.insert(id, worker);
             if state == WorkerState::Starting {
@@ -384,10 +429,11 @@ impl Supervisor {
         // The app's cluster primary did not come over (its channel closed
         // with the exec, and it exits): a new one takes the workers.
         let settings = self.settings.clone();
-        self.app_primary.enabled = super::app_primary::wanted(&settings, super::runs_node(&settings, &self.base_env));
+        self.app_primary.enabled =
+            super::app_primary::wanted(&settings, super::runs_node(&settings, &self.given.base_env));
         self.start_app_primary();
-        if self.systemd_told_ready {
-            self.systemd.ready(&self.status_line());
+        if self.life.systemd_told_ready() {
+            self.io.systemd.ready(&self.status_line());
         }
         Ok(())
     }

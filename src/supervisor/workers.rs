@@ -28,14 +28,14 @@ impl Supervisor {
     pub(super) fn spawn(&mut self, slot: usize, generation: u64, settings: &Rc<Settings>) -> Result<WorkerId> {
         // Workers load code from it (the preloads): never from a directory
         // that is not the one this primary made.
-        if let Some(what) = self.runtime.ensure()? {
+        if let Some(what) = self.given.runtime.ensure()? {
             tracing::warn!("{what}");
         }
         // An id is used up only by a worker that started.
-        let id = self.next_id;
+        let id = self.life.next_id();
         let warm = self.warmup_nice(settings);
         let worker = super::worker::Launcher { warm, ..self.launcher(settings) }.start(id, slot, generation)?;
-        self.next_id += 1;
+        self.life.id_used();
         tracing::info!(
             worker = id,
             pid = worker.pid().as_raw(),
@@ -43,9 +43,9 @@ impl Supervisor {
             "{} started (slot {slot})",
             worker.label()
         );
-        self.guardian.protect(worker.pid());
-        self.subscribers.worker_event("fork", &worker);
-        self.subscribers.worker_event("online", &worker);
+        self.io.guardian.protect(worker.pid());
+        self.io.subscribers.worker_event("fork", &worker);
+        self.io.subscribers.worker_event("online", &worker);
         self.workers.insert(id, worker);
         self.primary_worker_started(id);
         self.worker_timer(id, settings.ready_timeout, Timer::Ready(id));
@@ -108,7 +108,7 @@ impl Supervisor {
         );
         let deadlines = super::core::stop::deadlines(id, w.settings().shutdown_timeout, w.node().is_some());
         if closed {
-            self.subscribers.worker_event("disconnect", &self.workers[&id]);
+            self.io.subscribers.worker_event("disconnect", &self.workers[&id]);
             self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         for (after, timer) in deadlines {
@@ -120,7 +120,7 @@ impl Supervisor {
     pub(super) fn mark_ready(&mut self, id: WorkerId, via: ReadyVia) {
         let Some(worker) = self.workers.get_mut(&id) else { return };
         if matches!(via, ReadyVia::Ipc | ReadyVia::Notify | ReadyVia::Cluster) {
-            self.announcers.learn(&worker.settings().command, via);
+            self.looks.announcers.learn(&worker.settings().command, via);
         }
         if self.check_health_first(id, via) {
             return;
@@ -129,8 +129,8 @@ impl Supervisor {
         if !worker.mark_ready(via) {
             return;
         }
-        self.ever_ready = true;
-        self.counters.startup_seconds.observe(worker.age().as_secs_f64());
+        self.life.a_worker_was_ready();
+        self.metrics.counters.startup_seconds.observe(worker.age().as_secs_f64());
         let warm = worker.take_warm();
         if let Some((warm, original)) = warm {
             self.end_warmup(id, warm, original);
@@ -144,11 +144,14 @@ impl Supervisor {
             worker.label(),
             worker.age().as_millis()
         );
-        self.subscribers.worker_event("listening", &self.workers[&id]);
+        self.io.subscribers.worker_event("listening", &self.workers[&id]);
         self.reload_on_ready(id);
-        if !self.systemd_told_ready && self.reload.is_none() && self.ready_count() >= self.settings.workers as usize {
-            self.systemd_told_ready = true;
-            self.systemd.ready(&self.status_line());
+        if !self.life.systemd_told_ready()
+            && self.reloads.running.is_none()
+            && self.ready_count() >= self.settings.workers as usize
+        {
+            self.life.systemd_was_told_ready();
+            self.io.systemd.ready(&self.status_line());
         } else {
             self.notify_status();
         }
@@ -237,7 +240,7 @@ impl Supervisor {
         // From now on it is asked to stop with --stop-signal.
         w.disconnected();
         if w.disconnect_news(false) {
-            self.subscribers.worker_event("disconnect", &self.workers[&id]);
+            self.io.subscribers.worker_event("disconnect", &self.workers[&id]);
             self.tell_primary(crate::node::primary::to_primary::disconnect(id));
         }
         self.after_disconnect(id);
@@ -282,7 +285,7 @@ impl Supervisor {
                 humantime::format_duration(w.settings().ready_timeout)
             );
             tracing::warn!(worker = id, "{hint}");
-            if let Some(reload) = self.reload.as_mut() {
+            if let Some(reload) = self.reloads.running.as_mut() {
                 reload.note_about(id, format!("waiting: {hint}"));
             }
         }
@@ -318,9 +321,9 @@ impl Supervisor {
             return;
         }
         let settings = self.settings.clone();
-        match self.spawn(slot, self.serving_generation, &settings) {
+        match self.spawn(slot, self.reloads.serving_generation, &settings) {
             Ok(id) => {
-                self.counters.restarts_crash += 1;
+                self.metrics.counters.restarts_crash += 1;
                 if let Some(failed) = self.crash_history[slot].restarted() {
                     tracing::info!(
                         worker = id,
@@ -335,7 +338,7 @@ impl Supervisor {
             }
             Err(e) => {
                 let error = format!("{e:#}");
-                self.counters.start_failures += 1;
+                self.metrics.counters.start_failures += 1;
                 let retry = self.crash_history[slot].start_failed(&error, std::time::Instant::now());
                 if let Some(ended) = retry.ended {
                     tracing::warn!("slot {slot}: {} attempts failed with: {}", ended.times, ended.error);
@@ -351,9 +354,9 @@ impl Supervisor {
                     tracing::debug!("cannot restart slot {slot} (again): {error}");
                 }
                 let mut ev = crate::types::wire::LifecycleEvent::new("start-failed");
-                ev.generation = Some(self.serving_generation);
+                ev.generation = Some(self.reloads.serving_generation);
                 ev.message = Some(format!("slot {slot}: {error}"));
-                self.subscribers.emit(ev);
+                self.io.subscribers.emit(ev);
                 self.after(retry.delay, Timer::Respawn(slot));
             }
         }

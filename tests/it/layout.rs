@@ -172,6 +172,28 @@ fn the_supervisor_has_no_field_visible_outside_it() {
     assert!(!body.contains("pub"), "a field of Supervisor is public:\n{body}");
 }
 
+/// The supervisor's state stays a few concerns, each with one owner: a
+/// new piece of state joins the group of the concern it belongs to (or
+/// makes one, in the file that owns it), not the top of the struct.
+#[test]
+fn the_supervisor_keeps_at_most_twenty_fields() {
+    let text = std::fs::read_to_string(root().join("src/supervisor/mod.rs")).unwrap();
+    let body = text.split("pub struct Supervisor {").nth(1).unwrap().split("\n}").next().unwrap();
+    let fields: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with("#["))
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+        .collect();
+    assert!(!fields.is_empty(), "no field found in Supervisor: the layout test no longer reads it");
+    assert!(
+        fields.len() <= 20,
+        "Supervisor has {} fields ({}): group the new state with its concern, in the file that owns it",
+        fields.len(),
+        fields.join(", ")
+    );
+}
+
 #[test]
 fn the_supervisors_core_names_no_process_socket_or_proc_api() {
     let mut files = Vec::new();

@@ -258,6 +258,23 @@ fn the_build_runs_before_the_first_start() {
     assert!(log.contains("building before the first start") && log.contains("[build] made"), "{log}");
 }
 
+/// An events client that connects during the first build is served: it
+/// hears the first generation start once the build is done.
+#[test]
+fn an_events_client_during_the_first_build_hears_the_first_generation() {
+    let dir = TempDir::new("first-build-events");
+    let go = dir.path("go");
+    let build = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    let p = Primary::builder(rust_worker()).arg("--build").arg(build).no_wait().start();
+    wait_until(Duration::from_secs(20), "the first build to run", || {
+        p.log_text().contains("building before the first start")
+    });
+    let events = EventStream::start(&p);
+    std::fs::write(&go, "").unwrap();
+    let seen = events.until("listening", Duration::from_secs(30));
+    assert!(seen.iter().any(|e| e["event"] == "listening"), "{seen:?}\n{}", p.log_text());
+}
+
 #[test]
 fn a_failed_first_build_starts_nothing_and_says_why() {
     let dir = TempDir::new("first-build-fails");
