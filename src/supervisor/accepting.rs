@@ -200,7 +200,7 @@ pub(super) fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::R
         use std::os::fd::AsFd;
         listeners
             .iter()
-            .map(|l| crate::sys::accepting::socket_inode(l.as_fd()).with_context(|| format!("listener {}", l.addr)))
+            .map(|l| crate::sys::acceptors::socket_inode(l.as_fd()).with_context(|| format!("listener {}", l.addr)))
             .collect()
     }
     #[cfg(not(target_os = "linux"))]
@@ -226,7 +226,7 @@ impl Supervisor {
                 .slot_sockets
                 .borrowed(&self.listeners, slot)
                 .into_iter()
-                .map(|fd| crate::sys::accepting::socket_inode(fd).unwrap_or(0))
+                .map(|fd| crate::sys::acceptors::socket_inode(fd).unwrap_or(0))
                 .collect();
         }
         let _ = slot;

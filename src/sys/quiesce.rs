@@ -25,7 +25,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::accepting::group::group_members;
+use super::acceptors::group::group_members;
 use super::pidfd;
 use super::rescue::{accepted_from, sockets_of};
 
