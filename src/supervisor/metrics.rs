@@ -1,5 +1,5 @@
 //! What the supervisor counts for `/metrics`, and the snapshot a scrape is
-//! rendered from (by [`crate::io::metrics`], outside the event loop; the
+//! rendered from (by [`crate::io::metrics_endpoint`], outside the event loop; the
 //! figures of each worker are added by [`crate::io::usage`]).
 
 use super::Supervisor;

@@ -165,7 +165,7 @@ pub struct Supervisor {
     /// `--max-memory`: the check and the replacements.
     memory: core::memory::MemoryWatch,
     /// `--metrics`: the socket `/metrics` is served on.
-    metrics: Option<crate::io::metrics::Server>,
+    metrics: Option<crate::io::metrics_endpoint::Server>,
     /// A self-upgrade waiting for its check of the new binary.
     upgrade: Option<upgrade::InFlight>,
     /// A checked self-upgrade, to exec once the event loop is quiet.
@@ -228,7 +228,7 @@ pub async fn run(
         Some(name) if format!("{e}").contains("another hotswap primary answers") => name_taken(name),
         _ => e,
     })?;
-    let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
+    let metrics = settings.metrics.map(|a| crate::io::metrics_endpoint::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
     let base = runtime_dir::base();
     for dir in runtime_dir::remove_stale(&base) {
