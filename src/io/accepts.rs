@@ -19,9 +19,9 @@ use crate::types::accepts::Report;
 use crate::types::{Event, WorkerId};
 
 #[cfg(target_os = "linux")]
-pub use crate::sys::accepting::probe::{defers_accept, listener_address, queued, Probe};
+pub use crate::sys::acceptors::probe::{defers_accept, listener_address, queued, Probe};
 #[cfg(target_os = "linux")]
-pub use crate::sys::accepting::Limits;
+pub use crate::sys::acceptors::Limits;
 
 /// One look asked for.
 #[derive(Debug)]
@@ -89,13 +89,13 @@ fn thread_cpu() -> Duration {
 #[cfg(target_os = "linux")]
 fn scan(look: &Look) -> (std::io::Result<Report>, Duration) {
     let started = thread_cpu();
-    let mut report = crate::sys::accepting::accepting(look.pgid, &look.inodes, &look.probes, Limits::default());
+    let mut report = crate::sys::acceptors::accepting(look.pgid, &look.inodes, &look.probes, Limits::default());
     let cost = thread_cpu().saturating_sub(started);
     let Ok(found) = &mut report else { return (report, cost) };
     match &look.own {
         Some((pid, inodes)) if !found.all_seen(&look.inodes) => {
             let started = std::time::Instant::now();
-            match crate::sys::accepting::own::listening(*pid, inodes) {
+            match crate::sys::acceptors::own::listening(*pid, inodes) {
                 // Each with the process seen holding it (the pid asked
                 // for names only the network namespace).
                 Ok(own) => {
@@ -183,7 +183,7 @@ mod tests {
     fn listeners_of_its_own_are_searched_only_while_it_is_not_seen_waiting() {
         use std::os::fd::AsFd;
         use std::time::{Duration, Instant};
-        let inode = |l: &std::net::TcpListener| crate::sys::accepting::socket_inode(l.as_fd()).unwrap();
+        let inode = |l: &std::net::TcpListener| crate::sys::acceptors::socket_inode(l.as_fd()).unwrap();
         let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (ours_inode, own_inode) = (inode(&ours), inode(&own));

@@ -4,7 +4,7 @@
 //! Every worker shares the listening socket, so a connection cannot be
 //! addressed to one of them: the check connects to the listener, looks
 //! whether a process of the worker's group accepted that very connection
-//! ([`crate::sys::accepting::accepted_by`]), and if another worker took it,
+//! ([`crate::sys::acceptors::accepted_by`]), and if another worker took it,
 //! closes it unused (a connect and a close, harmless to any server) and
 //! tries again. Once the worker took one, the request goes over it; 2xx and
 //! 3xx pass, anything else is tried again (a warm-up may end) until
@@ -183,7 +183,7 @@ fn connect(c: &Check, attempt: u32, deadline: Instant) -> std::io::Result<Conn> 
 fn taken(pgid: i32, conn: BorrowedFd<'_>, deadline: Instant) -> std::io::Result<bool> {
     let until = (Instant::now() + TAKEN_WITHIN).min(deadline);
     loop {
-        if crate::sys::accepting::accepted_by(pgid, conn)? {
+        if crate::sys::acceptors::accepted_by(pgid, conn)? {
             return Ok(true);
         }
         if Instant::now() >= until {

@@ -11,7 +11,7 @@
 //! - [`log_format`]: the shape of every line written (`--log-format`).
 //! - [`file_watch`]: development mode: changed files become reloads.
 //! - [`build`]: the `--build` command run before a reload.
-//! - [`metrics`]: `--metrics`: `/metrics` for Prometheus, from the supervisor's snapshots.
+//! - [`metrics_endpoint`]: `--metrics`: the HTTP endpoint serving `/metrics` to Prometheus, rendered from the supervisor's snapshots.
 //! - [`accepts`]: the looks at starting workers' accepts in `/proc`, on a thread of their own.
 //! - [`usage`]: what workers use (memory, CPU), read from `/proc` off the event loop when asked.
 //! - [`rescue`]: requests a retiring worker's graceful stop would lose on
@@ -35,7 +35,7 @@ pub mod last_lines;
 pub mod lines;
 pub mod log_files;
 pub mod log_format;
-pub mod metrics;
+pub mod metrics_endpoint;
 pub mod output;
 #[cfg(target_os = "linux")]
 pub mod rescue;

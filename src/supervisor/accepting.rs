@@ -233,7 +233,7 @@ fn inodes(listeners: &[crate::sys::listeners::Listener]) -> anyhow::Result<Vec<u
         use std::os::fd::AsFd;
         listeners
             .iter()
-            .map(|l| crate::sys::accepting::socket_inode(l.as_fd()).with_context(|| format!("listener {}", l.addr)))
+            .map(|l| crate::sys::acceptors::socket_inode(l.as_fd()).with_context(|| format!("listener {}", l.addr)))
             .collect()
     }
     #[cfg(not(target_os = "linux"))]
@@ -260,7 +260,7 @@ impl Supervisor {
                 .slot_sockets
                 .borrowed(&self.sockets.listeners, slot)
                 .into_iter()
-                .map(|fd| crate::sys::accepting::socket_inode(fd).unwrap_or(0))
+                .map(|fd| crate::sys::acceptors::socket_inode(fd).unwrap_or(0))
                 .collect();
         }
         let _ = slot;

@@ -1,5 +1,5 @@
 //! What the supervisor counts for `/metrics`, and the snapshot a scrape is
-//! rendered from (by [`crate::io::metrics`], outside the event loop; the
+//! rendered from (by [`crate::io::metrics_endpoint`], outside the event loop; the
 //! figures of each worker are added by [`crate::io::usage`]).
 
 use super::Supervisor;
@@ -16,7 +16,7 @@ use crate::types::counters::Snapshot;
 /// decision reads them; they are carried over a self-upgrade.
 pub(super) struct Metrics {
     /// `--metrics`: the socket `/metrics` is served on.
-    pub(super) server: Option<crate::io::metrics::Server>,
+    pub(super) server: Option<crate::io::metrics_endpoint::Server>,
     pub(super) counters: crate::types::counters::Counters,
     /// Reads what workers use (off the event loop) and answers with it.
     pub(super) sampler: tokio::sync::mpsc::UnboundedSender<Ask>,

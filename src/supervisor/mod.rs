@@ -245,7 +245,7 @@ pub async fn run(
         Some(name) if format!("{e}").contains("another hotswap primary answers") => name_taken(name),
         _ => e,
     })?;
-    let metrics = settings.metrics.map(|a| crate::io::metrics::Server::bind(a.0, tx.clone())).transpose()?;
+    let metrics = settings.metrics.map(|a| crate::io::metrics_endpoint::Server::bind(a.0, tx.clone())).transpose()?;
     let guardian = Guardian::start()?;
     let base = runtime_dir::base();
     for dir in runtime_dir::remove_stale(&base) {

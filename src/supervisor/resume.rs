@@ -45,10 +45,11 @@ pub async fn resume(
         Ok(c) => c,
         Err(e) => return Err(give_back(e)),
     };
-    let metrics = match fds.metrics.take().map(|fd| crate::io::metrics::Server::adopt(fd, tx.clone())).transpose() {
-        Ok(m) => m,
-        Err(e) => return Err(give_back(e)),
-    };
+    let metrics =
+        match fds.metrics.take().map(|fd| crate::io::metrics_endpoint::Server::adopt(fd, tx.clone())).transpose() {
+            Ok(m) => m,
+            Err(e) => return Err(give_back(e)),
+        };
     let guardian = Guardian::adopt(
         state.guardian_pid,
         fds.guardian,

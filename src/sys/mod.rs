@@ -20,8 +20,9 @@
 //!   (across the exec of a self-upgrade).
 //! - [`priority`]: nice values, for workers that warm up at a lower priority.
 //! - [`proc_stats`]: what a worker's process group uses (memory, CPU), from `/proc`.
-//! - [`accepting`]: whether a worker's processes accept on the listening
-//!   sockets, as seen in `/proc` (Linux).
+//! - [`acceptors`]: which of a worker's processes accept on the listening
+//!   sockets, as seen in `/proc` (Linux): the kernel's side of
+//!   `--ready accepting`, whose rule is the supervisor's.
 //! - [`pidfd`]: copies of another process's fds (Linux).
 //! - [`bind_intercept`]: the seccomp filter that gives a worker's own
 //!   `bind` of a `--listen` address hotswap's socket (Linux 5.9).
@@ -32,7 +33,7 @@
 //! - [`sock_diag`]: the namespace's listening sockets, by netlink (Linux).
 
 #[cfg(target_os = "linux")]
-pub mod accepting;
+pub mod acceptors;
 #[cfg(target_os = "linux")]
 pub mod bind_intercept;
 pub mod fd_limit;

@@ -2,7 +2,7 @@
 //! `pidfd_getfd(2)` (Linux 5.6).
 //!
 //! Why: the primary looks at the connections a worker accepted (`--ready
-//! accepting`, [`super::accepting`]) and holds copies of a retiring
+//! accepting`, [`super::acceptors`]) and holds copies of a retiring
 //! worker's connections ([`super::rescue`]). A copy is another fd for the
 //! same open socket: the socket stays open until every copy is closed.
 //! Permission is that of `ptrace` (`PTRACE_MODE_ATTACH_REALCREDS`): a

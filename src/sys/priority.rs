@@ -69,7 +69,7 @@ fn has_cap_sys_nice() -> bool {
 #[cfg(target_os = "linux")]
 pub fn restore_group(pgid: i32, warm: i32, original: i32) -> io::Result<usize> {
     let mut done = 0;
-    for pid in super::accepting::group::group_members(pgid)? {
+    for pid in super::acceptors::group::group_members(pgid)? {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue }; // gone
         for task in tasks.flatten() {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else { continue };

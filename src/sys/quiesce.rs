@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use procfs_core::process::Status;
 use procfs_core::FromRead;
 
-use super::accepting::group::group_members;
+use super::acceptors::group::group_members;
 use super::pidfd;
 use super::rescue::{accepted_from, sockets_of};
 

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use super::accepting::group::group_members;
+use super::acceptors::group::group_members;
 use super::pidfd;
 
 /// A connection copied from a worker.

@@ -279,7 +279,7 @@ fn bind(addr: SocketAddr, v6_only: Option<bool>, backlog: i32) -> std::io::Resul
 /// `tcpi_unacked` in the LISTEN state; 0 where it does not say).
 #[cfg(target_os = "linux")]
 fn accept_queue(fd: BorrowedFd<'_>) -> u32 {
-    super::accepting::probe::queued(fd).unwrap_or(0)
+    super::acceptors::probe::queued(fd).unwrap_or(0)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -1,6 +1,6 @@
 //! What one look at a starting worker's processes found: on which
 //! listening sockets it waits for connections, and whether it was seen
-//! *taking* one. Filled in by [`crate::sys::accepting`] on the scanner's
+//! *taking* one. Filled in by [`crate::sys::acceptors`] on the scanner's
 //! thread, carried to the supervisor in an [`crate::Event`], judged there.
 
 use std::fmt;

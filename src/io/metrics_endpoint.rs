@@ -1,4 +1,6 @@
 //! `--metrics ADDR`: `GET /metrics` in the Prometheus text format.
+//! The endpoint only: what is counted, and the snapshot a scrape is
+//! rendered from, is `supervisor::metrics`.
 //!
 //! Like the control socket, each connection is its own task on the
 //! primary's one thread: it reads the request, asks the supervisor for a

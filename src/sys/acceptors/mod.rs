@@ -1,4 +1,7 @@
-//! Is a worker accepting? What `--ready accepting` (and `auto`) look at.
+//! Is a worker accepting? What `--ready accepting` (and `auto`) look at:
+//! which processes the kernel shows accepting on a socket (the acceptors).
+//! This is the kernel's side only: the rule that judges a worker by it is
+//! `supervisor::accepting`, and the looks run on `io::accepts`'s thread.
 //!
 //! Many programs cannot say "I am listening" (no IPC, no `sd_notify`), but
 //! the kernel shows who waits for connections on a given socket, in
