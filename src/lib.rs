@@ -44,7 +44,8 @@
 //!   and crash backoff, processes workers leave behind (adopted as
 //!   subreaper), stop, status (with what workers use), the `--max-memory`
 //!   check, event subscribers, self-upgrade. Inside it, a functional core
-//!   (`supervisor/core/`: exits, stop, memory replacement, balance, the
+//!   (`supervisor/core/`: a worker's life as an enum whose states carry
+//!   their own data, exits, stop, memory replacement, balance, the
 //!   quiesce of workers that do not drain, every pending timer) decides from state, event and time without touching a
 //!   process, socket or `/proc`, and the rest of the folder is the shell
 //!   that gathers facts and carries the decisions out.
