@@ -46,9 +46,11 @@
 //!   check, event subscribers, self-upgrade, and the phases of its one
 //!   event loop (the first `--build`, serving, ending). Its state is a
 //!   score of fields at most (the layout test counts them), each a
-//!   concern, most of them a group owned by the one file that changes it. Inside it, a functional core
-//!   (`supervisor/core/`: exits, stop, memory replacement, balance, the
-//!   quiesce of workers that do not drain, every pending timer) decides from state, event and time without touching a
+//!   concern, most of them a group owned by the one file that changes it.
+//!   Inside it, a functional core (`supervisor/core/`: a worker's life as
+//!   an enum whose states carry their own data, exits, stop, memory
+//!   replacement, balance, the quiesce of workers that do not drain, every
+//!   pending timer) decides from state, event and time without touching a
 //!   process, socket or `/proc`, and the rest of the folder is the shell
 //!   that gathers facts and carries the decisions out.
 //! - [`cli`] and [`client`]: the command line, and the subcommands that talk

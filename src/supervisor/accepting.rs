@@ -36,7 +36,7 @@ use super::Supervisor;
 use crate::io::accepts::{Look, Probe};
 use crate::options::ReadyMode;
 use crate::types::accepts::{How, Report};
-use crate::types::{ReadyVia, Timer, WorkerId, WorkerState};
+use crate::types::{ReadyVia, Timer, WorkerId};
 
 /// The first look, and the shortest interval between looks.
 const FIRST: Duration = Duration::from_millis(20);
@@ -307,8 +307,9 @@ impl Supervisor {
                 || self.looks.inodes.is_empty()
                 || matches!(learned, Some(ReadyVia::Ipc | ReadyVia::Cluster)));
         let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(watch) = w.accept_watch_mut() else { return };
         if let (true, Some(via)) = (auto, learned) {
-            w.accept_watch_mut().last = Some(match via {
+            watch.last = Some(match via {
                 ReadyVia::Notify => "earlier workers of this command sent READY=1, so under --ready auto it is \
                     ready once it sends READY=1 and accepts"
                     .into(),
@@ -319,7 +320,7 @@ impl Supervisor {
             });
         }
         if mode.uses_accepting() && !judged_otherwise {
-            w.accept_watch_mut().looking = true;
+            watch.looking = true;
             self.worker_timer(id, FIRST, Timer::AcceptCheck(id));
         }
     }
@@ -328,8 +329,10 @@ impl Supervisor {
     fn still_watched(&mut self, id: WorkerId) -> bool {
         let Some(w) = self.workers.get_mut(&id) else { return false };
         let auto = w.settings().ready == ReadyMode::Auto;
-        if w.state() != WorkerState::Starting || (auto && w.speaks_ipc()) || !w.accept_watch_mut().looking {
-            let watch = w.accept_watch_mut();
+        let speaks_ipc = w.speaks_ipc();
+        // Only a starting worker has a watch (it ends with its start).
+        let Some(watch) = w.accept_watch_mut() else { return false };
+        if (auto && speaks_ipc) || !watch.looking {
             watch.looking = false;
             watch.end_probes();
             return false;
@@ -347,7 +350,7 @@ impl Supervisor {
         let (pgid, slot) = (w.pid().as_raw(), w.slot());
         let inodes = self.inodes_of(slot);
         let w = self.workers.get_mut(&id).expect("looked up above");
-        let watch = w.accept_watch_mut();
+        let watch = w.accept_watch_mut().expect("still watched");
         if watch.in_flight {
             return; // its result arms the next look
         }
@@ -361,7 +364,7 @@ impl Supervisor {
         if self.looks.accepts.send(Look { worker: id, pgid, inodes, probes, own }).is_err() {
             // The scanner thread is gone (it never is): look again later.
             tracing::error!(worker = id, "the accepts scanner is gone");
-            w.accept_watch_mut().in_flight = false;
+            w.accept_watch_mut().expect("still watched").in_flight = false;
             self.worker_timer(id, LONGEST, Timer::AcceptCheck(id));
         }
     }
@@ -372,26 +375,28 @@ impl Supervisor {
     pub(super) fn on_ready_1(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else { return };
         let auto = w.settings().ready == ReadyMode::Auto;
-        let watch = w.accept_watch_mut();
-        watch.said_ready = true;
+        // A worker no longer starting has no looks going on.
+        let looking = w.accept_watch_mut().is_some_and(|watch| {
+            watch.said_ready = true;
+            watch.looking && watch.proven_since.is_none()
+        });
         // Otherwise the armed look stays armed: at most one chain of looks.
-        if !auto || !watch.looking || watch.proven_since.is_some() {
+        if !auto || !looking {
             self.ready_by(id, ReadyVia::Notify);
         }
     }
 
     /// `--ready auto`'s settling time after the proof has passed.
     pub(super) fn on_accept_settled(&mut self, id: WorkerId) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            w.accept_watch_mut().settling = false;
+        if let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) {
+            watch.settling = false;
         }
         self.judge(id);
     }
 
     /// What a look found: judged by [`readiness::judge`].
     pub(super) fn on_looked(&mut self, id: WorkerId, report: Result<Report, String>, cost: Duration) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            let watch = w.accept_watch_mut();
+        if let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) {
             watch.in_flight = false;
             watch.cost = cost;
         }
@@ -403,7 +408,7 @@ impl Supervisor {
         let w = self.workers.get_mut(&id).expect("still watched");
         let label = w.label();
         let age = w.age();
-        let said_ready = w.accept_watch_mut().said_ready;
+        let said_ready = w.accept_watch_mut().expect("still watched").said_ready;
         let now = Instant::now();
         match report {
             Ok(report) => {
@@ -411,7 +416,7 @@ impl Supervisor {
                     self.on_own_listeners(id, &report.own);
                 }
                 let w = self.workers.get_mut(&id).expect("still watched");
-                let watch = w.accept_watch_mut();
+                let watch = w.accept_watch_mut().expect("still watched");
                 for &inode in &inodes {
                     if let (Some(how), false) = (report.proof(inode), watch.proven.iter().any(|p| p.0 == inode)) {
                         watch.proven.push((inode, how));
@@ -450,8 +455,7 @@ impl Supervisor {
                     } else {
                         self.describe(&report, &inodes)
                     };
-                    if let Some(w) = self.workers.get_mut(&id) {
-                        let watch = w.accept_watch_mut();
+                    if let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) {
                         watch.last = Some(text);
                         // A socket not yet looked up in the socket tables
                         // could be a listener of its own (as could what a
@@ -473,7 +477,7 @@ impl Supervisor {
                     tracing::debug!(worker = id, "{label}: READY=1 taken alone: {e}");
                     return self.ready_by(id, ReadyVia::Notify);
                 }
-                let watch = w.accept_watch_mut();
+                let watch = w.accept_watch_mut().expect("still watched");
                 watch.last = Some(format!("its processes could not be looked at in /proc: {e}"));
                 if !std::mem::replace(&mut watch.warned, true) {
                     tracing::warn!(worker = id, "{label}: cannot see whether it accepts: {e}");
@@ -484,8 +488,7 @@ impl Supervisor {
             return;
         }
         let probed = self.probe(id);
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let watch = w.accept_watch_mut();
+        let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) else { return };
         if watch.proven_since.is_some() {
             return; // waits for READY=1 or its settling time: no more looks
         }
@@ -505,7 +508,7 @@ impl Supervisor {
         let w = self.workers.get_mut(&id).expect("still watched");
         let mode = w.settings().ready;
         let notify = mode == ReadyMode::Auto && (w.notifies() || learned == Some(ReadyVia::Notify));
-        let watch = w.accept_watch_mut();
+        let watch = w.accept_watch_mut().expect("still watched");
         let facts =
             readiness::Facts { mode, notify, said_ready: watch.said_ready, seen: watch.seen(), now: Instant::now() };
         match readiness::judge(&facts) {
@@ -533,8 +536,7 @@ impl Supervisor {
 
     /// Marks a watched worker ready, its looks and probes ended.
     fn ready_by(&mut self, id: WorkerId, via: ReadyVia) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            let watch = w.accept_watch_mut();
+        if let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) {
             watch.looking = false;
             watch.end_probes();
         }
@@ -550,7 +552,7 @@ impl Supervisor {
         let age = w.age();
         let w = self.workers.get_mut(&id).expect("looked up above");
         let label = w.label();
-        let watch = w.accept_watch_mut();
+        let Some(watch) = w.accept_watch_mut() else { return false };
         let facts = readiness::ProbeFacts {
             seen: watch.seen(),
             open: watch.probes.len(),
@@ -568,7 +570,7 @@ impl Supervisor {
         // Under --balance slots|sticky, to the worker's own slot socket.
         let from = self.sockets.slot_sockets.probe_source(i, slot);
         let w = self.workers.get_mut(&id).expect("looked up above");
-        let watch = w.accept_watch_mut();
+        let Some(watch) = w.accept_watch_mut() else { return false };
         watch.last_probe = Some(Instant::now());
         watch.probes_made += 1;
         match Probe::connect(target, from) {
@@ -587,8 +589,7 @@ impl Supervisor {
     /// yet accepting on hotswap's sockets holds, that it serves the wrong
     /// socket and what to change (the usual first-run mistake).
     fn look_for_own_listeners(&mut self, id: WorkerId, others: &[(i32, u64)]) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let watch = w.accept_watch_mut();
+        let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) else { return };
         let new: Vec<(i32, u64)> = others.iter().filter(|o| !watch.looked_up.contains(&o.1)).copied().collect();
         let recently = watch.last_lookup.is_some_and(|t| t.elapsed() < OWN_LISTENER_GRACE);
         if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::types::accepts::MAX_OTHERS {
@@ -624,7 +625,9 @@ impl Supervisor {
                      refused (docs/own-bind.md): allow it, or make the server use the socket it inherits (fd 3), \
                      or drop --balance",
                 );
-                w.accept_watch_mut().own.push(format!("{addr} (pid {pid}, in hotswap's SO_REUSEPORT group)"));
+                if let Some(watch) = w.accept_watch_mut() {
+                    watch.own.push(format!("{addr} (pid {pid}, in hotswap's SO_REUSEPORT group)"));
+                }
                 continue;
             }
             if let Some(r) = server.as_ref().filter(|r| r.server.is_control_socket(&r.args, addr)) {
@@ -656,10 +659,11 @@ impl Supervisor {
                     (None, None) => String::new(),
                 },
             );
-            let watch = w.accept_watch_mut();
-            watch.own.push(format!("{addr} (pid {pid})"));
-            if watch.port_hint.is_none() {
-                watch.port_hint = wrapper.or(port);
+            if let Some(watch) = w.accept_watch_mut() {
+                watch.own.push(format!("{addr} (pid {pid})"));
+                if watch.port_hint.is_none() {
+                    watch.port_hint = wrapper.or(port);
+                }
             }
         }
     }

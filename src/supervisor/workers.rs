@@ -126,12 +126,10 @@ impl Supervisor {
             return;
         }
         let Some(worker) = self.workers.get_mut(&id) else { return };
-        if !worker.mark_ready(via) {
-            return;
-        }
+        let Some(started) = worker.mark_ready(via) else { return };
         self.life.a_worker_was_ready();
         self.metrics.counters.startup_seconds.observe(worker.age().as_secs_f64());
-        let warm = worker.take_warm();
+        let warm = started.warm;
         if let Some((warm, original)) = warm {
             self.end_warmup(id, warm, original);
         }

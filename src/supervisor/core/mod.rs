@@ -12,6 +12,8 @@
 //! - [`exits`]: what a worker's exit means (a crash to restart after the
 //!   backoff, the reload's business, the end of a stop, a first
 //!   generation that cannot start).
+//! - [`life`]: a worker's life, starting, ready or stopping, each state
+//!   with what holds only in it, and the changes between them.
 //! - [`memory`]: `--max-memory`: which worker to replace and when
 //!   (checks in a row, the biggest first, never during a reload).
 //! - [`quiesce`]: a retiring worker that does not drain (its stop signal
@@ -29,6 +31,7 @@
 
 pub mod balance;
 pub mod exits;
+pub mod life;
 pub mod memory;
 pub mod quiesce;
 pub mod stop;

@@ -291,13 +291,17 @@ impl Supervisor {
         for new in &done.abandon {
             // Its slot is still served by the old worker: no replacement.
             let Some(w) = self.workers.get_mut(new) else { continue };
-            w.retire();
             match w.state() {
-                // Proving itself: it serves, so it drains like any worker.
+                // Proving itself: it serves, so it drains like any worker
+                // (and is not replaced, as any worker told to go).
                 WorkerState::Ready => self.shut_down(*new),
-                WorkerState::Starting => w.kill(Killed::Abandoned),
-                // Already told to go (a failed health check drains).
-                WorkerState::Stopping => {}
+                WorkerState::Starting => {
+                    w.kill(Killed::Abandoned);
+                    w.retire();
+                }
+                // Already told to go (a failed health check drains), or
+                // killed at its ready deadline (then replaced, unless this).
+                WorkerState::Stopping => w.retire(),
             }
         }
         if let Some(r) = self.memory.replacing.take() {
