@@ -31,166 +31,24 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use super::readiness::{self, Seen, Verdict, AUTO_SETTLE};
+use super::readiness::{self, Verdict, AUTO_SETTLE};
 use super::Supervisor;
+
+mod own_listeners;
+mod watch;
+
 use crate::io::accepts::{Look, Probe};
 use crate::options::ReadyMode;
-use crate::types::accepts::{How, Report};
+use crate::types::accepts::Report;
 use crate::types::{ReadyVia, Timer, WorkerId};
+use own_listeners::OWN_LISTENER_GRACE;
+use watch::OpenProbe;
+pub use watch::{Announcers, Watch};
 
 /// The first look, and the shortest interval between looks.
 const FIRST: Duration = Duration::from_millis(20);
 /// The longest interval between looks, reached after a second of start-up.
 const LONGEST: Duration = Duration::from_millis(50);
-
-/// One of the primary's probe connections to a starting worker.
-#[derive(Debug)]
-struct OpenProbe {
-    probe: Probe,
-    made: Instant,
-    /// Looks that searched the worker for it.
-    looks: u32,
-    /// Whether the look in flight searches for it.
-    asked: bool,
-}
-
-/// What the primary saw of one starting worker's accepts.
-#[derive(Debug, Default)]
-pub struct Watch {
-    /// Its listening sockets proven taken from, and how (kept across looks).
-    proven: Vec<(u64, How)>,
-    /// When the last of them was proven.
-    proven_since: Option<Instant>,
-    /// Whether the last look saw every socket at least waited on.
-    waiting: bool,
-    /// What the last look found, in words, for the diagnosis.
-    last: Option<String>,
-    /// Whether a failure to look was logged (once per worker).
-    warned: bool,
-    /// Socket inodes of its own already looked up in the socket tables.
-    looked_up: Vec<u64>,
-    /// When the socket tables were last read for it: at most once a second
-    /// (they can be megabytes on a busy host).
-    last_lookup: Option<Instant>,
-    /// Listening sockets of its own found there, in words.
-    own: Vec<String>,
-    /// What its `PORT` has to do with them ([`super::port_hint`]).
-    port_hint: Option<String>,
-    /// Whether the last look found sockets of its group besides hotswap's
-    /// not yet looked up in the socket tables (or could not see
-    /// everything): any could be a listener of its own.
-    other_sockets: bool,
-    /// Whether looks go on (an [`Timer::AcceptCheck`] is armed or a look
-    /// is in flight).
-    looking: bool,
-    /// A look was asked and has not come back.
-    in_flight: bool,
-    /// An [`Timer::AcceptSettled`] is armed.
-    settling: bool,
-    /// Under `auto`: it sent `READY=1` and is ready once proven.
-    said_ready: bool,
-    probes: Vec<OpenProbe>,
-    probes_made: u32,
-    last_probe: Option<Instant>,
-    /// What the last look cost (the next is spaced by it).
-    cost: Duration,
-    /// Sockets of its own to look up in the socket tables at the next look
-    /// (a pid of the group, their inodes).
-    own_ask: Option<(i32, Vec<u64>)>,
-}
-
-impl Watch {
-    /// What the last look found: for the log and the failure of a worker
-    /// that does not get ready.
-    pub fn describe(&self) -> String {
-        let mut text = self.last.clone().unwrap_or_else(|| "it has not been seen accepting yet".into());
-        if !self.own.is_empty() {
-            text += &format!("; it listens on a socket of its own instead: {}", self.own.join(", "));
-        }
-        if let Some(hint) = &self.port_hint {
-            text += &format!(" ({hint})");
-        }
-        text
-    }
-
-    /// Whether the looks saw nothing of it serving: not waiting on the
-    /// sockets it inherited, not accepting from them, and none of its other
-    /// sockets (its IPC channel, clients of a database...) found listening
-    /// in the socket tables, every one looked up (after at least one look).
-    /// Until they are, it is not said to serve nothing.
-    pub fn serves_nothing(&self) -> bool {
-        self.last.is_some() && !self.waiting && self.proven.is_empty() && self.own.is_empty() && !self.other_sockets
-    }
-
-    /// Whether it sent `READY=1` and waits to be seen accepting.
-    pub fn said_ready(&self) -> bool {
-        self.said_ready
-    }
-
-    /// The watch of a worker adopted in a self-upgrade (looks start again).
-    pub fn resumed(said_ready: bool) -> Watch {
-        Watch { said_ready, ..Default::default() }
-    }
-
-    /// How it was proven to take connections (the first socket's proof):
-    /// `probe`, `accept` or `connection`.
-    pub fn proof(&self) -> Option<How> {
-        self.proven.first().map(|p| p.1)
-    }
-
-    fn seen(&self) -> Seen {
-        match (self.proven_since, self.waiting) {
-            (Some(t), _) => Seen::Proven(t),
-            (None, true) => Seen::Waiting,
-            (None, false) => Seen::Nothing,
-        }
-    }
-
-    /// Closes every probe (it is proven, ready, or gone).
-    fn end_probes(&mut self) {
-        self.probes.clear();
-    }
-}
-
-/// How long a starting worker may hold a listening socket of its own (an
-/// admin or metrics port opened first) before hotswap says so.
-const OWN_LISTENER_GRACE: Duration = Duration::from_secs(1);
-
-/// The commands whose workers announced their readiness (IPC, notify, Node
-/// cluster), for `--ready auto`: their later workers are judged by that
-/// alone, never by their accepts, since the app may accept before it is
-/// done starting (PM2's `wait_ready`, `READY=1` after a warm-up). A
-/// worker's own `"ready"`/`listening` overrides Node's cluster `listening`
-/// ([`readiness::learned`]).
-#[derive(Debug, Default)]
-pub struct Announcers(Vec<(Vec<String>, ReadyVia)>);
-
-impl Announcers {
-    pub fn learn(&mut self, command: &[String], via: ReadyVia) {
-        let known = self.how(command);
-        let new = readiness::learned(known, via);
-        if new != known {
-            let Some(new) = new else { return };
-            tracing::debug!("workers of {command:?} announce their readiness ({new}): later ones wait for it");
-            self.0.retain(|(c, _)| c != command);
-            self.0.push((command.to_vec(), new));
-        }
-    }
-
-    /// How workers of `command` announce their readiness, if they do.
-    pub fn how(&self, command: &[String]) -> Option<ReadyVia> {
-        self.0.iter().find(|(c, _)| c == command).map(|(_, v)| *v)
-    }
-
-    /// What is handed over in a self-upgrade.
-    pub fn snapshot(&self) -> Vec<(Vec<String>, ReadyVia)> {
-        self.0.clone()
-    }
-
-    pub fn restore(learned: &[(Vec<String>, ReadyVia)]) -> Announcers {
-        Announcers(learned.to_vec())
-    }
-}
 
 /// What the looks at starting workers' accepts need, and what they learned:
 /// all of it changed here alone (the commands that announce, through
@@ -581,89 +439,6 @@ impl Supervisor {
             Err(e) => {
                 tracing::debug!(worker = id, "{label}: probe connection to {target:?} failed: {e}");
                 false
-            }
-        }
-    }
-
-    /// Says once, for each listening socket of its own that a worker not
-    /// yet accepting on hotswap's sockets holds, that it serves the wrong
-    /// socket and what to change (the usual first-run mistake).
-    fn look_for_own_listeners(&mut self, id: WorkerId, others: &[(i32, u64)]) {
-        let Some(watch) = self.workers.get_mut(&id).and_then(|w| w.accept_watch_mut()) else { return };
-        let new: Vec<(i32, u64)> = others.iter().filter(|o| !watch.looked_up.contains(&o.1)).copied().collect();
-        let recently = watch.last_lookup.is_some_and(|t| t.elapsed() < OWN_LISTENER_GRACE);
-        if new.is_empty() || recently || watch.looked_up.len() >= 4 * crate::types::accepts::MAX_OTHERS {
-            return;
-        }
-        watch.last_lookup = Some(Instant::now());
-        watch.looked_up.extend(new.iter().map(|o| o.1));
-        // The next look reads the socket tables, on the scanner's thread
-        // (they can be megabytes: every socket of the network namespace).
-        watch.own_ask = Some((new[0].0, new.iter().map(|o| o.1).collect()));
-    }
-
-    /// What the scanner found in the socket tables: each listening socket
-    /// of its own is said once.
-    fn on_own_listeners(&mut self, id: WorkerId, found: &[(i32, String)]) {
-        let ours: Vec<String> =
-            self.sockets.listeners.iter().enumerate().map(|(i, l)| format!("{} (fd {})", l.addr, 3 + i)).collect();
-        let per_slot = self.sockets.slot_sockets.per_slot();
-        let hotswaps: Vec<String> = self.sockets.listeners.iter().map(|l| l.addr.to_string()).collect();
-        let addrs: Vec<_> = self.sockets.listeners.iter().map(|l| l.addr.clone()).collect();
-        let Some(w) = self.workers.get_mut(&id) else { return };
-        let label = w.label();
-        let server = w.settings().server();
-        for (pid, addr) in found {
-            if per_slot && hotswaps.contains(addr) {
-                // A SO_REUSEPORT server under --balance without the bind
-                // filter: it joined the group hotswap's slot sockets are in.
-                tracing::warn!(
-                    worker = id,
-                    "{label} bound {addr} itself with SO_REUSEPORT (pid {pid}) and joined the group of hotswap's \
-                     slot sockets for that address: the connections the kernel gives its slot's socket are never \
-                     answered. Bind interception, which would give its bind the slot's socket, is off or was \
-                     refused (docs/own-bind.md): allow it, or make the server use the socket it inherits (fd 3), \
-                     or drop --balance",
-                );
-                if let Some(watch) = w.accept_watch_mut() {
-                    watch.own.push(format!("{addr} (pid {pid}, in hotswap's SO_REUSEPORT group)"));
-                }
-                continue;
-            }
-            if let Some(r) = server.as_ref().filter(|r| r.server.is_control_socket(&r.args, addr)) {
-                // Not a port it serves (gunicorn's `gunicornc` socket).
-                tracing::debug!(worker = id, "{label}: {addr} is {}'s own control socket", r.server.name());
-                continue;
-            }
-            let fix = match server.as_ref().and_then(|r| r.server.own_listener_fix(&addrs)) {
-                Some(fix) => format!("{fix}; see docs/servers.md"),
-                None => "for example `uvicorn --fd 3`, `hypercorn --bind fd://3`; gunicorn and systemd-aware \
-                         servers do it by themselves; see docs/workers.md and docs/servers.md"
-                    .to_string(),
-            };
-            // Forked by a wrapper, it ignored fd 3 whatever its PORT.
-            let wrapper = super::port_hint::forked_by_a_wrapper(*pid, w.pid().as_raw());
-            let port = match wrapper {
-                Some(_) => None,
-                None => super::port_hint::hint_for_addr(w.settings(), &self.sockets.listeners, addr),
-            };
-            tracing::warn!(
-                worker = id,
-                "{label} listens on {addr} itself (pid {pid}) and not on the socket hotswap gives it, {}: clients of \
-                 that address do not reach it. Make the server use the socket it inherits (LISTEN_FDS, fd 3) \
-                 instead of binding its own: {fix}{}",
-                ours.join(" and "),
-                match (&wrapper, &port) {
-                    (Some(w), _) => format!(". {w}"),
-                    (None, Some(p)) => format!(". PORT: {p}"),
-                    (None, None) => String::new(),
-                },
-            );
-            if let Some(watch) = w.accept_watch_mut() {
-                watch.own.push(format!("{addr} (pid {pid})"));
-                if watch.port_hint.is_none() {
-                    watch.port_hint = wrapper.or(port);
-                }
             }
         }
     }
