@@ -46,6 +46,7 @@ impl Supervisor {
             Event::FilesChanged { paths } => self.on_files_changed(paths),
             Event::UpgradeChecked { pid, result } => self.on_upgrade_checked(pid, result),
             Event::Timer(t) => self.on_timer(t),
+            Event::Quiesced { worker, seen } => self.on_quiesced(worker, seen),
             Event::Metrics { reply } => self.on_metrics(reply),
             Event::MemorySampled { rss } => self.on_memory_sampled(rss),
             Event::HealthChecked { worker, result } => self.on_health_checked(worker, result),

@@ -50,7 +50,8 @@ impl Supervisor {
         true
     }
 
-    /// A look at a quiescing worker, and what follows.
+    /// A look at a quiescing worker is due: it is asked of a blocking
+    /// thread, and [`Self::on_quiesced`] takes what it saw.
     pub(super) fn on_quiesce(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get(&id) else {
             self.quiescing.gone(id);
@@ -62,8 +63,27 @@ impl Supervisor {
             thaw(pgid);
         }
         let rescued = self.rescue_covers(w.settings());
-        let seen = look(pgid, &self.tcp_listeners(), self.quiescing.frozen(id), rescued);
-        let label = w.label();
+        let (listeners, frozen) = (self.tcp_listeners(), self.quiescing.frozen(id));
+        // Off the event loop: the look copies every socket the worker's
+        // group holds (thousands for a busy server), every few ms.
+        let events = self.io.events.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let seen = look(pgid, &listeners, frozen, rescued);
+            let _ = events.blocking_send(crate::types::Event::Quiesced { worker: id, seen });
+        });
+        // The look in flight stands for the worker's pending quiesce timer:
+        // a self-upgrade that execs meanwhile hands the timer over, due at
+        // once, and the next image looks again.
+        self.timers.add(Timer::Quiesce(id), Some(id), Instant::now(), task.abort_handle());
+    }
+
+    /// What a look at a quiescing worker saw, and what follows.
+    pub(super) fn on_quiesced(&mut self, id: WorkerId, seen: Seen) {
+        let Some(w) = self.workers.get(&id) else {
+            self.quiescing.gone(id);
+            return;
+        };
+        let (pgid, label) = (w.pid().as_raw(), w.label());
         match self.quiescing.look(id, seen, self.stop.is_some(), Instant::now()) {
             Step::Again(after) => self.worker_timer(id, after, Timer::Quiesce(id)),
             Step::Freeze => {

@@ -74,6 +74,12 @@ pub enum Event {
         report: Box<Result<super::accepts::Report, String>>,
         cost: std::time::Duration,
     },
+    /// What a look at a quiescing worker's connections saw (made off the
+    /// event loop: it copies every socket of the worker's group).
+    Quiesced {
+        worker: WorkerId,
+        seen: super::quiesce::Seen,
+    },
     /// A `/metrics` scrape asks for a snapshot.
     Metrics {
         reply: tokio::sync::oneshot::Sender<Box<super::counters::Snapshot>>,

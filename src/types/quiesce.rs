@@ -19,3 +19,14 @@ pub struct Standing {
     pub since_sent: Duration,
     pub since_recv: Duration,
 }
+
+/// What a look at a quiescing worker saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The worker's connections: how many have a request in flight, and
+    /// whether every thread of it is stopped.
+    Held { in_flight: usize, stopped: bool },
+    /// Its connections could not be looked at (no right to copy them, or
+    /// `/proc` refused): it is told to go as it is.
+    Unknown,
+}

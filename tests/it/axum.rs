@@ -2,9 +2,10 @@
 //! README), built from the crates registry (tests/fixtures/axum_listenfd):
 //! it serves the inherited fd 3. As the README has it, it has no graceful
 //! stop (SIGTERM, which tokio does not catch unless asked, ends it at
-//! once): hotswap quiesces each old worker. With axum's documented
-//! `with_graceful_shutdown` on SIGTERM it drains by itself and is left
-//! alone.
+//! once): hotswap quiesces each old worker, and no request fails. With
+//! axum's documented `with_graceful_shutdown` on SIGTERM it drains by
+//! itself and is left alone; hyper's own shutdown then loses a few new
+//! connections (see its test).
 
 use std::time::Duration;
 
@@ -69,11 +70,24 @@ fn axum_as_the_listenfd_readme_has_it_reloads_without_a_failed_request() {
     assert!(!log.contains("stopping it anyway"), "{log}");
 }
 
+/// With axum's graceful shutdown, hyper closes at once every connection
+/// it has accepted but not yet read a request from (hyperium/hyper#3808,
+/// open): a new connection the old worker took in its last milliseconds
+/// fails, reset or closed without an answer, which nothing outside the
+/// server can undo (its FIN is sent). 2 to 4 of about 5,000 per 3 reloads
+/// on a quiet machine, 0 under heavy load. The test bounds them (one per
+/// client per retired worker) and asserts their kind; anything else (a
+/// refused connection, a hang, an error status) fails it.
 #[test]
 fn axum_with_its_graceful_shutdown_drains_by_itself() {
     let (p, records) = three_reloads(true);
-    eprintln!("axum (graceful shutdown): {} requests", records.len());
-    assert_no_failures(&records, "reloads of the axum app with graceful shutdown");
+    let failed: Vec<&String> = records.iter().filter_map(|r| r.result.as_ref().err()).collect();
+    eprintln!("axum (graceful shutdown): {} of {} requests failed", failed.len(), records.len());
+    assert!(failed.len() <= 4 * 6, "more than one per client per retired worker: {failed:?}");
+    assert!(
+        failed.iter().all(|e| e.contains("reset by peer") || e.contains("closed before a response")),
+        "only connections hyper closed unread: {failed:?}"
+    );
     let log = p.log_text();
     assert!(!log.contains("does not drain"), "it catches SIGTERM: not quiesced; log:\n{log}");
 }

@@ -114,16 +114,9 @@ pub fn in_flight(c: Option<&Standing>, rescued: bool) -> bool {
     !idle
 }
 
-/// What the shell saw at a look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// The worker's connections: how many have a request in flight, and
-    /// whether every thread of it is stopped.
-    Held { in_flight: usize, stopped: bool },
-    /// Its connections could not be looked at (no right to copy them, or
-    /// `/proc` refused): it is told to go as it is.
-    Unknown,
-}
+/// What the shell saw at a look (a type of [`crate::types`]: the look runs
+/// off the event loop and comes back as an event).
+pub use crate::types::quiesce::Seen;
 
 /// What to do after a look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
