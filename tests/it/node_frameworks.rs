@@ -31,7 +31,6 @@ fn ready_by_cluster_and_ended_cleanly(p: &Primary, events: &[serde_json::Value])
 #[test]
 fn a_nestjs_app_reloads_under_load() {
     if crate::node::installed("@nestjs/core") {
-        let _alone = exclusive();
         let p = node(Primary::builder(app("nest-app.mjs")).env("APP_VERSION", "1")).start();
         let events = reloads(&p, 3, true);
         ready_by_cluster_and_ended_cleanly(&p, &events);
@@ -87,7 +86,6 @@ fn a_nextjs_app_reloads_under_load() {
         .unwrap_or_else(|| panic!("no command to run instead: {err}"));
     assert_eq!(instead, "../node_modules/.bin/next start", "{err}");
     let command = instead.split_whitespace().map(String::from).collect();
-    let _alone = exclusive();
     // No `-p`: `next start` reads the port from PORT, which hotswap sets.
     let p = node(Primary::builder(command))
         .arg("--cwd")

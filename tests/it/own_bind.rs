@@ -456,8 +456,10 @@ const JETTY_HOME: &str = "/usr/share/jetty9";
 /// webapp, and the stock launcher with only `-l` and a ready timeout for
 /// the JVM. Its connector binds `[::]:PORT` itself (no host given): bind
 /// interception gives it hotswap's socket, it is seen accepting, and 2
-/// reloads of 2 workers under keep-alive and new-connection load each
-/// succeed, every old worker exiting on its SIGTERM (no SIGKILL).
+/// reloads of 1 worker under keep-alive and new-connection load each
+/// succeed (during each, the old and the new JVM both hold the socket),
+/// every old worker exiting on its SIGTERM (no SIGKILL). One worker: a JVM
+/// start is seconds, and CI's time counts.
 ///
 /// Not 0 failed: Jetty 9.4's graceful stop itself fails requests that
 /// come during it (docs/servers.md, "Jetty"): it answers 503 to a request
@@ -473,6 +475,8 @@ const JETTY_HOME: &str = "/usr/share/jetty9";
 fn jetty_binding_its_own_port_reloads_under_load() {
     let start_jar = format!("{JETTY_HOME}/start.jar");
     if !std::path::Path::new(&start_jar).exists() || !installed("java") {
+        assert!(std::env::var_os("CI").is_none(), "Jetty is not installed (.ci/run installs jetty9)");
+        eprintln!("skipped: no Jetty ({start_jar}) or no java");
         return;
     }
     let base = TempDir::new("own-bind-jetty");
@@ -489,7 +493,7 @@ fn jetty_binding_its_own_port_reloads_under_load() {
         format!("jetty.base={}", base.0.display()),
     ];
     let b = Primary::bare(command).arg("-l").arg(format!("127.0.0.1:{port}")).arg("--ready-timeout").arg("90s");
-    let p = started(b, 2);
+    let p = started(b, 1);
     let server = p.status()["server"].as_str().unwrap_or_default().to_string();
     assert!(server.starts_with("Jetty recognised: stop signal SIGTERM (its graceful stop"), "{server}");
     assert!(server.contains("gets hotswap's socket") && !server.contains("NOTE"), "{server}");
@@ -510,11 +514,11 @@ fn jetty_binding_its_own_port_reloads_under_load() {
     assert_eq!(named("reload-finished"), reloads, "{seen:?}");
     assert_eq!(named("reload-failed"), 0, "{seen:?}");
     let exits: Vec<_> = seen.iter().filter(|e| e["event"] == "exit").collect();
-    assert_eq!(exits.len(), 2 * reloads, "each old worker exited: {seen:?}");
+    assert_eq!(exits.len(), reloads, "each old worker exited: {seen:?}");
     assert!(killed_exits(&seen).is_empty(), "each old worker exited on its SIGTERM: {exits:?}");
     let status = p.status();
     assert_eq!(status["generation"], 1 + reloads as u64, "{status}");
-    assert_eq!(Primary::ready_workers(&status).len(), 2, "{status}");
+    assert_eq!(Primary::ready_workers(&status).len(), 1, "{status}");
     assert_workers_hold_hotswaps_socket(&p);
 
     let failed: Vec<&String> = records.iter().filter_map(|r| r.result.as_ref().err()).collect();
@@ -526,6 +530,6 @@ fn jetty_binding_its_own_port_reloads_under_load() {
             || e.starts_with("read: Connection reset by peer")
     };
     assert!(failed.iter().all(|e| jettys(&e)), "a failure that is not Jetty's stop: {failed:?}");
-    let bound = (keep_alive + fresh) * 2 * reloads;
+    let bound = (keep_alive + fresh) * reloads;
     assert!(failed.len() <= bound, "{} failed, more than once per client per old worker: {failed:?}", failed.len());
 }
