@@ -57,8 +57,7 @@
 //!   to a running primary; [`check`]: `hotswap check`, a configuration
 //!   validated as `run` would start it; [`manual`]: the man pages, the
 //!   config file's `hotswap.toml(5)` among them, generated from the same
-//!   definitions.
-//!   validated as `run` would start it; [`daemon`]: `hotswap start` and
+//!   definitions; [`daemon`]: `hotswap start` and
 //!   `restart`, a primary in the background with its output in rotated
 //!   files; [`apps`]: `hotswap ls`; [`import`]: a PM2 ecosystem file as a
 //!   `hotswap.toml`.

@@ -39,7 +39,7 @@ pub fn write_memfd(bytes: &[u8]) -> Result<OwnedFd> {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = bytes;
-        bail!("self-upgrade needs Linux")
+        anyhow::bail!("self-upgrade needs Linux")
     }
 }
 

@@ -194,7 +194,7 @@ pub fn spawn(argv: &[String], env: &[(OsString, OsString)], fds: &Fds<'_>) -> Re
 pub fn listen_pid_of(pid: i32) -> Option<i32> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let value = environ.split(|b| *b == 0).find_map(|kv| kv.strip_prefix(b"LISTEN_PID="))?;
-    std::str::from_utf8(value).ok()?.trim_end_matches('\0').trim().parse().ok()
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 #[cfg(not(target_os = "linux"))]
