@@ -152,7 +152,7 @@ impl Supervisor {
     }
 
     /// Sends `timer` after `delay`, recorded in the one place that knows
-    /// every pending deadline ([`core::timers`]).
+    /// every pending deadline ([`super::core::timers`]).
     pub(super) fn arm(&mut self, delay: Duration, timer: Timer, owner: Option<WorkerId>) {
         let events = self.io.events.clone();
         let handle = tokio::spawn(async move {

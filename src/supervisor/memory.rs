@@ -2,7 +2,7 @@
 //! replaced, the way a reload replaces it (a new worker in its slot, ready
 //! before the old one is told to drain), never killed.
 //!
-//! Every [`CHECK_EVERY`] the primary has every worker's resident memory
+//! Every [`super::core::memory::CHECK_EVERY`] the primary has every worker's resident memory
 //! read (one pass over `/proc`, off the event loop, by
 //! [`crate::io::usage`]); [`super::core::memory`] decides which worker to
 //! replace (above the limit on [`CHECKS_ABOVE`] checks in a row, the

@@ -3,7 +3,7 @@
 //! *taking* connections on every listening socket, then never again.
 //!
 //! Looks are asked of the scanner's thread ([`crate::io::accepts`]) on
-//! each [`Timer::AcceptCheck`], and judged when their [`Event::Looked`]
+//! each [`Timer::AcceptCheck`], and judged when their [`crate::types::Event::Looked`]
 //! comes back: every 20 ms at first, backing off to every 50 ms for a
 //! worker that takes long to start, and never more often than ten times
 //! what the last look cost. The rules are in [`super::readiness`]:

@@ -48,12 +48,12 @@ pub struct Watch {
     /// not yet looked up in the socket tables (or could not see
     /// everything): any could be a listener of its own.
     pub(super) other_sockets: bool,
-    /// Whether looks go on (an [`Timer::AcceptCheck`] is armed or a look
+    /// Whether looks go on (an [`crate::types::Timer::AcceptCheck`] is armed or a look
     /// is in flight).
     pub(super) looking: bool,
     /// A look was asked and has not come back.
     pub(super) in_flight: bool,
-    /// An [`Timer::AcceptSettled`] is armed.
+    /// An [`crate::types::Timer::AcceptSettled`] is armed.
     pub(super) settling: bool,
     /// Under `auto`: it sent `READY=1` and is ready once proven.
     pub(super) said_ready: bool,
