@@ -67,9 +67,15 @@ impl Supervisor {
         // Off the event loop: the look copies every socket the worker's
         // group holds (thousands for a busy server), every few ms.
         let events = self.io.events.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let seen = look(pgid, &listeners, frozen, rescued);
-            let _ = events.blocking_send(crate::types::Event::Quiesced { worker: id, seen });
+        // Sent from a task of the loop's own, as every timer's event: it has
+        // ended by the time the event is handled (the registry forgets it
+        // then), and a look that panicked still answers (as unknown: the
+        // worker is told to go as it is).
+        let task = tokio::spawn(async move {
+            let seen = tokio::task::spawn_blocking(move || look(pgid, &listeners, frozen, rescued))
+                .await
+                .unwrap_or(Seen::Unknown);
+            let _ = events.send(crate::types::Event::Quiesced { worker: id, seen }).await;
         });
         // The look in flight stands for the worker's pending quiesce timer:
         // a self-upgrade that execs meanwhile hands the timer over, due at
