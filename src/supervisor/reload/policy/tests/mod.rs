@@ -97,24 +97,34 @@ fn replies(rx: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<Reply> {
 /// says when they get ready or exit.
 fn obey(r: &mut Reload, pool: &mut Pool, mut order: Order) -> Order {
     for _ in 0..10_000 {
-        order = match order {
-            Order::Start { slot } => {
-                let id = pool.start(slot);
-                r.started(id);
-                r.next(&pool.members)
-            }
-            Order::Retire(old) => {
-                pool.set(old, WorkerState::Stopping);
-                r.next(&pool.members)
-            }
-            Order::Watch { worker, .. } => {
-                pool.watched.push(worker);
-                r.next(&pool.members)
-            }
-            Order::Wait | Order::Done | Order::Fail => return order,
-        };
+        match carry_out(r, pool, order) {
+            Some(next) => order = next,
+            None => return order,
+        }
     }
     panic!("the policy gave orders without end");
+}
+
+/// Carries out an order the pool answers by itself (a start, a retirement,
+/// a watch) and returns the policy's next; `None` for the others (wait,
+/// done, fail), which the caller handles.
+fn carry_out(r: &mut Reload, pool: &mut Pool, order: Order) -> Option<Order> {
+    Some(match order {
+        Order::Start { slot } => {
+            let id = pool.start(slot);
+            r.started(id);
+            r.next(&pool.members)
+        }
+        Order::Retire(old) => {
+            pool.set(old, WorkerState::Stopping);
+            r.next(&pool.members)
+        }
+        Order::Watch { worker, .. } => {
+            pool.watched.push(worker);
+            r.next(&pool.members)
+        }
+        Order::Wait | Order::Done | Order::Fail => return None,
+    })
 }
 
 /// Worker `id` gets ready; the orders that follow are carried out.
@@ -141,20 +151,11 @@ fn run(r: &mut Reload, pool: &mut Pool, mut order: Order, min: usize) -> Order {
     for _ in 0..10_000 {
         pool.low = pool.low.min(pool.serving());
         assert!(pool.serving() >= min, "capacity dropped to {} (< {min}): {:?}", pool.serving(), pool.members);
+        if let Some(next) = carry_out(r, pool, order) {
+            order = next;
+            continue;
+        }
         order = match order {
-            Order::Start { slot } => {
-                let id = pool.start(slot);
-                r.started(id);
-                r.next(&pool.members)
-            }
-            Order::Retire(old) => {
-                pool.set(old, WorkerState::Stopping);
-                r.next(&pool.members)
-            }
-            Order::Watch { worker, .. } => {
-                pool.watched.push(worker);
-                r.next(&pool.members)
-            }
             Order::Wait => match pool.members.iter().find(|m| m.state != WorkerState::Ready).copied() {
                 // Nothing else to happen: a window passes.
                 None if !pool.watched.is_empty() => {
@@ -175,6 +176,7 @@ fn run(r: &mut Reload, pool: &mut Pool, mut order: Order, min: usize) -> Order {
                 }
             },
             Order::Done | Order::Fail => return order,
+            Order::Start { .. } | Order::Retire(_) | Order::Watch { .. } => unreachable!("carried out above"),
         };
     }
     panic!("the reload did not end in 10000 steps");
